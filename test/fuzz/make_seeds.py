@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
+"""Write seed corpora for the wire-format fuzz targets into DIR/<target>/.
+
+Seeds are the known-answer vectors of the unit tests (Linux captures and
+their IPoIB forms), prefixed with the control bytes each target expects."""
+import os
+import sys
+
+ETH_ARP_REQ = "000108000604000102000000000a0a0900010000000000000a090002"
+IB_ARP_REQ = ("0020080014040001" "80000048fe800000000000000002c903000abcde" "0a090001"
+              "0000000000000000000000000000000000000000" "0a090002")
+ETH_NS = ("6000000000203afffd00000000000000000000000000000aff0200000000000000000001ff00000b"
+          "87007d7300000000fd00000000000000000000000000000b010102000000000a")
+ETH_RS = ("6000000000103afffe80000000000000000000fffe00000aff020000000000000000000000000002"
+          "85007b1a00000000010102000000000a")
+IB_NA = ("6000000000303afffd00000000000000000000000000000bfd00000000000000000000000000000a"
+         "880052d760000000fd00000000000000000000000000000b0203000000000405fe800000000000000002c903000b0001")
+
+SEEDS = {
+    "hwaddr_text": [b"80:00:00:48:fe:80:00:00:00:00:00:00:00:02:c9:03:00:0a:bc:de",
+                    b"ff12:401b:8001::1:203", bytes.fromhex("80000048fe800000000000000002c903000abcde")],
+    "encap": [bytes.fromhex("08000000"), bytes.fromhex("86dd0000"), bytes.fromhex("81000000")],
+    "arp": [b"\x01\x40" + bytes.fromhex(ETH_ARP_REQ), b"\x00\x40" + bytes.fromhex(IB_ARP_REQ)],
+    "nd": [b"\x01\xff" + bytes.fromhex(ETH_NS), b"\x03\xff" + bytes.fromhex(ETH_RS),
+           b"\x00\xff" + bytes.fromhex(IB_NA)],
+    "mgid": [bytes.fromhex("8001 02 e0010203".replace(" ", "")),
+             bytes.fromhex("ffff 02 ff020000000000000000000000000001".replace(" ", ""))],
+}
+
+def main():
+    out = sys.argv[1]
+    for target, seeds in SEEDS.items():
+        d = os.path.join(out, target)
+        os.makedirs(d, exist_ok=True)
+        for i, s in enumerate(seeds):
+            with open(os.path.join(d, f"seed{i}"), "wb") as f:
+                f.write(s)
+
+if __name__ == "__main__":
+    main()
