@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Install the Debian 12 packages this project builds, tests and runs with.
+# Idempotent and quick when everything is there: apt is only called for
+# packages that are missing. Needs root.
+set -euo pipefail
+
+packages=(
+    # build
+    g++ meson ninja-build pkg-config catch2 python3 xz-utils
+    # fuzzing (libFuzzer comes with clang's runtime)
+    clang libclang-rt-14-dev
+    # DPDK 22.11 and its tools (dpdk-testpmd and dpdk-telemetry.py are in dpdk-dev)
+    dpdk dpdk-dev libdpdk-dev python3-pyelftools
+    # the InfiniBand management plane: simulator, subnet manager, diags, MAD libraries
+    ibsim-utils libumad2sim0 opensm infiniband-diags libibumad-dev libibmad-dev
+    # test peers and tools
+    tshark iproute2 procps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages (${missing[*]}); run as root" >&2
+    exit 1
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
+"""Count results over all suites and print the closing `N passed, N failed`.
+
+Inputs: meson's testlog.json (TAP tests count their `ok`/`not ok` lines,
+other tests count once by result) and any number of extra result files with
+one `ok NAME` / `not ok NAME` line each (the fuzz smoke runs).
+Exit status 1 if anything failed or nothing ran."""
+import json
+import re
+import sys
+
+
+def main(testlog, extra):
+    passed = failed = 0
+    with open(testlog) as f:
+        for line in f:
+            rec = json.loads(line)
+            out = rec.get("stdout") or ""
+            oks = len(re.findall(r"^ok\b", out, re.M))
+            bad = len(re.findall(r"^not ok\b", out, re.M))
+            if oks + bad:  # a TAP test: count its lines
+                passed += oks
+                failed += bad
+                if rec["result"] not in ("OK", "EXPECTEDFAIL") and bad == 0:
+                    failed += 1  # crashed or timed out after its last ok
+            elif rec["result"] in ("OK", "EXPECTEDFAIL"):
+                passed += 1
+            elif rec["result"] != "SKIP":
+                failed += 1
+    for path in extra:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("ok "):
+                    passed += 1
+                elif line.startswith("not ok "):
+                    failed += 1
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 and passed > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2:]))
