@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The HCA provider interface: the only way the PMD and the control plane
+// reach an InfiniBand device. Shaped after libibverbs' UD subset (ibv_*), so
+// a verbs provider maps onto it one to one and the software HCA behaves the
+// way hardware does:
+//
+//   Context  ~ ibv_context + ibv_pd   open device, query port/GID/P_Key, events
+//   Mr       ~ ibv_mr                 memory the device may read/write (lkey)
+//   Cq       ~ ibv_cq                 completions, polled in bursts
+//   Qp       ~ ibv_qp (UD)            post_send / post_recv in bursts, mcast attach
+//   Ah       ~ ibv_ah                 DLID, SL, optional GRH
+//
+// Calls are made per burst, never per packet: one virtual call per
+// post/poll of up to N work requests. Nothing here throws; errors are
+// returned as negative errno values, with a message in Context::last_error().
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "ipoib/wire/types.hpp"
+
+namespace ipoib::hca {
+
+using wire::Gid;
+
+enum class PortState : std::uint8_t { nop = 0, down = 1, init = 2, armed = 3, active = 4 };
+const char *to_string(PortState s) noexcept;
+
+// IB MTU codes (IBA 7.7.2 / ibv_mtu): 1=256 ... 5=4096.
+enum class Mtu : std::uint8_t { mtu256 = 1, mtu512 = 2, mtu1024 = 3, mtu2048 = 4, mtu4096 = 5 };
+constexpr std::uint32_t mtu_bytes(Mtu m) noexcept { return 128u << static_cast<unsigned>(m); }
+
+inline constexpr std::uint32_t kGrhLen = 40;            // every UD receive buffer starts with this
+inline constexpr std::uint32_t kMulticastQpn = 0xffffff;
+inline constexpr std::uint16_t kMulticastLidBase = 0xc000;
+inline constexpr std::size_t kMaxPkeys = 64;
+
+struct PortAttr {
+    PortState state = PortState::down;
+    std::uint8_t phys_state = 0;  // 5 = LinkUp, 2 = Polling
+    std::uint16_t lid = 0;
+    std::uint16_t sm_lid = 0;
+    std::uint8_t sm_sl = 0;
+    std::uint8_t lmc = 0;
+    Mtu max_mtu = Mtu::mtu2048;
+    Mtu active_mtu = Mtu::mtu2048;
+    std::uint64_t subnet_prefix = 0;  // host order
+    std::uint64_t port_guid = 0;      // host order
+    std::uint16_t pkey_tbl_len = 0;
+    std::uint32_t port_num = 0;
+};
+
+// Asynchronous port events (ibv_event_type subset).
+enum class EventType : std::uint8_t {
+    port_active,
+    port_error,  // port left ACTIVE
+    lid_change,
+    pkey_change,
+    sm_change,
+    gid_change,
+};
+const char *to_string(EventType e) noexcept;
+struct PortEvent {
+    EventType type;
+    std::uint8_t port_num;
+};
+
+enum class WcStatus : std::uint8_t {
+    success = 0,
+    loc_len_err,     // message longer than the MTU (send) or the posted buffer (receive)
+    loc_qp_op_err,   // QP or port not in a state to send
+    wr_flush_err,    // flushed: QP destroyed with the WR outstanding
+    aborted,         // the sender died while writing this buffer
+    general_err,
+};
+const char *to_string(WcStatus s) noexcept;
+
+enum class WcOpcode : std::uint8_t { send, recv };
+
+inline constexpr std::uint8_t kWcGrh = 0x01;  // the receive buffer's first 40 bytes hold a GRH
+
+struct Wc {
+    std::uint64_t wr_id;
+    WcStatus status;
+    WcOpcode opcode;
+    std::uint8_t wc_flags;
+    std::uint8_t sl;
+    std::uint32_t byte_len;  // receive: 40 (GRH area) + payload
+    std::uint32_t qp_num;    // the local QP
+    std::uint32_t src_qp;
+    std::uint16_t slid;
+    std::uint16_t pkey_index;
+};
+
+struct Sge {
+    std::uint64_t addr;
+    std::uint32_t length;
+    std::uint32_t lkey;
+};
+
+struct RecvWr {
+    std::uint64_t wr_id;
+    Sge sge;  // one buffer, GRH area included (UD receives are single-SGE here)
+};
+
+class Ah;
+
+inline constexpr std::uint32_t kMaxSendSge = 8;
+// Use the QP's own Q_Key (ibv semantics: high bit of remote_qkey set).
+inline constexpr std::uint32_t kUseQpQkey = 0x80000000u;
+
+struct SendWr {
+    std::uint64_t wr_id;
+    const Sge *sg_list;
+    std::uint32_t num_sge;
+    Ah *ah;
+    std::uint32_t remote_qpn;
+    std::uint32_t remote_qkey;
+    bool signaled = true;
+};
+
+struct AhAttr {
+    std::uint16_t dlid = 0;
+    std::uint8_t sl = 0;
+    std::uint8_t port_num = 1;
+    bool is_global = false;
+    Gid dgid{};
+    std::uint8_t sgid_index = 0;
+    std::uint8_t hop_limit = 0;
+    std::uint8_t traffic_class = 0;
+    std::uint32_t flow_label = 0;
+};
+
+struct QpInit {
+    class Cq *send_cq = nullptr;
+    class Cq *recv_cq = nullptr;
+    std::uint8_t port_num = 1;
+    std::uint16_t pkey_index = 0;
+    std::uint32_t qkey = 0;
+    std::uint32_t max_send_wr = 256;
+    std::uint32_t max_recv_wr = 256;
+};
+
+// Per-QP counters (receive side counts are kept by the fabric; any process may read them).
+struct QpCounters {
+    std::uint64_t tx_packets, tx_bytes, tx_errors;
+    std::uint64_t rx_packets, rx_bytes;
+    std::uint64_t drop_no_buffer, drop_qkey, drop_pkey, drop_too_long, drop_port_down, drop_aborted;
+};
+
+struct PortCounters {
+    std::uint64_t tx_packets, tx_bytes;
+    std::uint64_t rx_packets, rx_bytes;
+    std::uint64_t drop_no_qp, drop_pkey, drop_port_down, drop_no_buffer, drop_qkey, drop_too_long;
+    std::uint64_t tx_mtu_exceeded, tx_port_down;
+};
+
+class Mr {
+  public:
+    virtual ~Mr() = default;
+    virtual std::uint32_t lkey() const noexcept = 0;
+    virtual void *addr() const noexcept = 0;
+    virtual std::size_t length() const noexcept = 0;
+};
+
+class Cq {
+  public:
+    virtual ~Cq() = default;
+    // Fill up to n completions; returns how many (0 if none), <0 on error.
+    virtual int poll(Wc *wc, int n) noexcept = 0;
+};
+
+class Ah {
+  public:
+    virtual ~Ah() = default;
+    virtual const AhAttr &attr() const noexcept = 0;
+};
+
+class Qp {
+  public:
+    virtual ~Qp() = default;
+    virtual std::uint32_t qp_num() const noexcept = 0;
+    // Post n WRs; returns how many were accepted (the rest did not fit), <0 on error.
+    virtual int post_recv(const RecvWr *wr, int n) noexcept = 0;
+    virtual int post_send(const SendWr *wr, int n) noexcept = 0;
+    virtual int attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept = 0;
+    virtual int detach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept = 0;
+    virtual QpCounters counters() const noexcept = 0;
+};
+
+class Context {
+  public:
+    virtual ~Context() = default;
+    virtual const std::string &name() const noexcept = 0;
+    virtual std::uint8_t num_ports() const noexcept = 0;
+    virtual int query_port(std::uint8_t port, PortAttr *out) noexcept = 0;
+    virtual int query_gid(std::uint8_t port, int index, Gid *out) noexcept = 0;
+    virtual int query_pkey(std::uint8_t port, int index, std::uint16_t *out) noexcept = 0;
+
+    // Memory the device can reach. alloc_dma gives memory any provider can
+    // register (the software HCA needs it shared with its peers); reg_mr
+    // registers a range of it (or, on hardware, of any memory).
+    virtual void *alloc_dma(std::size_t len) noexcept = 0;
+    virtual void free_dma(void *p) noexcept = 0;
+    virtual std::unique_ptr<Mr> reg_mr(void *addr, std::size_t len) noexcept = 0;
+
+    virtual std::unique_ptr<Cq> create_cq(int depth) noexcept = 0;
+    virtual std::unique_ptr<Qp> create_ud_qp(const QpInit &init) noexcept = 0;
+    virtual std::unique_ptr<Ah> create_ah(const AhAttr &attr) noexcept = 0;
+
+    // Non-blocking: the next port event, if any (returns 1), else 0. Also
+    // re-reads the port from the subnet's point of view when due, so call it
+    // from the control thread regularly.
+    virtual int get_port_event(PortEvent *ev) noexcept = 0;
+    virtual int port_counters(std::uint8_t port, PortCounters *out) noexcept = 0;
+
+    virtual const std::string &last_error() const noexcept = 0;
+};
+
+// Open a device. provider: "soft" (the software HCA) or "verbs" (rdma-core).
+// device: for "soft", the fabric node name (SIM_HOST) or empty for $SIM_HOST.
+// Options (key=value, comma separated): soft: fabric=<name> (default from
+// $IBSIM_SOCKNAME), capture=<pcap file>, poll_ms=<port re-poll interval>.
+struct OpenResult {
+    std::unique_ptr<Context> ctx;
+    std::string error;
+};
+OpenResult open_device(const std::string &provider, const std::string &device, const std::string &options);
+
+} // namespace ipoib::hca

@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "fabric.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <new>
+#include <thread>
+
+namespace ipoib::hca::soft {
+
+std::uint64_t proc_start_time(int pid) noexcept {
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = std::fopen(path, "r");
+    if (!f)
+        return 0;
+    char buf[1024];
+    const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = '\0';
+    const char *p = std::strrchr(buf, ')');
+    if (!p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
+        return 0;  // unparsable, zombie or dead
+    // After the command come the state (field 3) ... starttime (field 22).
+    int field = 2;
+    for (++p; *p && field < 22; ++p)
+        if (*p == ' ')
+            ++field;
+    return std::strtoull(p, nullptr, 10);
+}
+
+Fabric::~Fabric() {
+    for (auto &s : local_) {
+        munmap(s.base, s.size);
+        shm_unlink(segment_name(s.key).c_str());
+    }
+    for (auto &r : remote_)
+        if (r.base)
+            munmap(r.base, r.size);
+    if (shm_) {
+        if (proc_ < kMaxProcs)
+            shm_->procs[proc_].pid.store(0, std::memory_order_release);
+        munmap(shm_, sizeof(FabricShm));
+    }
+}
+
+bool Fabric::attach(const std::string &name, std::string *err) {
+    name_ = name;
+    const std::string path = "/ipoibsoft." + name;
+    bool creator = false;
+    int fd = shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd >= 0) {
+        creator = true;
+        if (ftruncate(fd, sizeof(FabricShm)) != 0) {
+            *err = "ftruncate " + path + ": " + std::strerror(errno);
+            close(fd);
+            shm_unlink(path.c_str());
+            return false;
+        }
+    } else if (errno == EEXIST) {
+        fd = shm_open(path.c_str(), O_RDWR, 0600);
+        // Wait for the creator to size it.
+        struct stat st {};
+        for (int i = 0; fd >= 0 && i < 2000; ++i) {
+            if (fstat(fd, &st) == 0 && static_cast<std::size_t>(st.st_size) >= sizeof(FabricShm))
+                break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+    }
+    if (fd < 0) {
+        *err = "shm_open " + path + ": " + std::strerror(errno);
+        return false;
+    }
+    void *m = mmap(nullptr, sizeof(FabricShm), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) {
+        *err = "mmap " + path + ": " + std::strerror(errno);
+        return false;
+    }
+    shm_ = static_cast<FabricShm *>(m);
+    if (creator) {
+        // Fresh pages are zero, which is every table's empty state.
+        shm_->version = kLayoutVersion;
+        shm_->size = sizeof(FabricShm);
+        shm_->next_qp_gen.store(1, std::memory_order_relaxed);
+        shm_->magic.store(kMagic, std::memory_order_release);
+    } else {
+        for (int i = 0; i < 2000 && shm_->magic.load(std::memory_order_acquire) != kMagic; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        if (shm_->magic.load(std::memory_order_acquire) != kMagic || shm_->version != kLayoutVersion ||
+            shm_->size != sizeof(FabricShm)) {
+            *err = path + ": not a software-HCA fabric of this version (stale? remove it)";
+            return false;
+        }
+    }
+
+    collect_dead();
+    const std::uint32_t me = static_cast<std::uint32_t>(getpid());
+    for (std::uint32_t p = 0; p < kMaxProcs; ++p) {
+        std::uint32_t expected = 0;
+        if (shm_->procs[p].pid.compare_exchange_strong(expected, me, std::memory_order_acq_rel)) {
+            proc_ = p;
+            gen_ = shm_->procs[p].gen.fetch_add(1, std::memory_order_relaxed) + 1;
+            shm_->procs[p].start_time.store(proc_start_time(static_cast<int>(me)), std::memory_order_release);
+            return true;
+        }
+    }
+    *err = "software-HCA fabric " + name + " has no free process slot (" + std::to_string(kMaxProcs) + " in use)";
+    return false;
+}
+
+bool Fabric::proc_alive(std::uint32_t p) const noexcept {
+    if (p >= kMaxProcs)
+        return false;
+    const ProcEntry &e = shm_->procs[p];
+    const std::uint32_t pid = e.pid.load(std::memory_order_acquire);
+    if (pid == 0)
+        return false;
+    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
+        return false;
+    const std::uint64_t st = e.start_time.load(std::memory_order_acquire);
+    return st == 0 || proc_start_time(static_cast<int>(pid)) == st;
+}
+
+void Fabric::collect_dead() {
+    for (std::uint32_t p = 0; p < kMaxProcs; ++p) {
+        const std::uint32_t pid = shm_->procs[p].pid.load(std::memory_order_acquire);
+        if (pid == 0 || proc_alive(p))
+            continue;
+        // Its QPs: free them and drop their multicast memberships.
+        for (std::uint32_t q = 0; q < kMaxQps; ++q) {
+            QpEntry &e = shm_->qps[q];
+            if (e.qpn.load(std::memory_order_acquire) && e.owner_proc.load(std::memory_order_relaxed) == p) {
+                for (auto &g : shm_->groups)
+                    g.members[q / 64].fetch_and(~(std::uint64_t{1} << (q % 64)), std::memory_order_acq_rel);
+                e.qpn.store(0, std::memory_order_release);
+            }
+        }
+        std::uint32_t expected = pid;
+        shm_->procs[p].pid.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
+    }
+}
+
+std::string Fabric::segment_name(std::uint32_t key) const {
+    return "/ipoibsoft." + name_ + "." + std::to_string(seg_proc(key)) + "." + std::to_string(seg_gen(key)) + "." +
+           std::to_string(seg_index(key));
+}
+
+void *Fabric::alloc_segment(std::size_t len, std::string *err) {
+    std::uint32_t idx = 0;
+    for (; idx < kMaxSegsPerProc; ++idx) {
+        bool used = false;
+        for (auto &s : local_)
+            used |= seg_index(s.key) == idx;
+        if (!used)
+            break;
+    }
+    if (idx == kMaxSegsPerProc || len == 0 || len > 0xffffffffu) {
+        *err = len == 0 || len > 0xffffffffu ? "alloc_dma: bad length" : "alloc_dma: too many segments";
+        return nullptr;
+    }
+    const std::uint32_t key = seg_key(proc_, gen_, idx);
+    const std::string path = segment_name(key);
+    shm_unlink(path.c_str());  // a stale one from a dead incarnation
+    int fd = shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd < 0 || ftruncate(fd, static_cast<off_t>(len)) != 0) {
+        *err = "alloc_dma: " + path + ": " + std::strerror(errno);
+        if (fd >= 0) {
+            close(fd);
+            shm_unlink(path.c_str());
+        }
+        return nullptr;
+    }
+    void *m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) {
+        *err = "alloc_dma: mmap: " + std::string(std::strerror(errno));
+        shm_unlink(path.c_str());
+        return nullptr;
+    }
+    local_.push_back({static_cast<std::uint8_t *>(m), len, key});
+    return m;
+}
+
+bool Fabric::free_segment(void *p) {
+    for (auto it = local_.begin(); it != local_.end(); ++it)
+        if (it->base == p) {
+            munmap(it->base, it->size);
+            shm_unlink(segment_name(it->key).c_str());
+            local_.erase(it);
+            return true;
+        }
+    return false;
+}
+
+bool Fabric::find_local(const void *addr, std::size_t len, std::uint32_t *key, std::uint8_t **base) const {
+    const auto *a = static_cast<const std::uint8_t *>(addr);
+    for (auto &s : local_)
+        if (a >= s.base && a + len <= s.base + s.size && a + len >= a) {
+            *key = s.key;
+            *base = s.base;
+            return true;
+        }
+    return false;
+}
+
+std::uint8_t *Fabric::segment_base(std::uint32_t key, std::uint32_t *size) noexcept {
+    const std::uint32_t p = seg_proc(key), i = seg_index(key);
+    if (p >= kMaxProcs || i >= kMaxSegsPerProc)
+        return nullptr;
+    RemoteSeg &r = remote_[p * kMaxSegsPerProc + i];
+    if (r.base && r.key == key) {
+        *size = r.size;
+        return r.base;
+    }
+    // First contact with this segment (or a new incarnation of its owner): map it.
+    if (r.base) {
+        munmap(r.base, r.size);
+        r = RemoteSeg{};
+    }
+    const int fd = shm_open(segment_name(key).c_str(), O_RDWR, 0600);
+    if (fd < 0)
+        return nullptr;
+    struct stat st {};
+    if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+        close(fd);
+        return nullptr;
+    }
+    void *m = mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED)
+        return nullptr;
+    r = RemoteSeg{static_cast<std::uint8_t *>(m), static_cast<std::uint32_t>(st.st_size), key};
+    *size = r.size;
+    return r.base;
+}
+
+} // namespace ipoib::hca::soft

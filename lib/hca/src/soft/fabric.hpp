@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Attaching a process to the software HCA's shared fabric state, and the
+// shared-memory segments (alloc_dma) that receive buffers live in.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "shm_layout.hpp"
+
+namespace ipoib::hca::soft {
+
+// One process's attachment: the mapped FabricShm, its proc slot, its own
+// segments and the peers' segments it has mapped.
+class Fabric {
+  public:
+    ~Fabric();
+    // Create or open "/ipoibsoft.<name>" and claim a proc slot.
+    bool attach(const std::string &name, std::string *err);
+
+    FabricShm *shm() const noexcept { return shm_; }
+    std::uint32_t proc() const noexcept { return proc_; }
+
+    // Is the process in proc slot p (as of its incarnation `gen`) still alive?
+    // A syscall: only for the slow path.
+    bool proc_alive(std::uint32_t p) const noexcept;
+
+    // Local segments.
+    void *alloc_segment(std::size_t len, std::string *err);
+    bool free_segment(void *p);
+    // The segment holding [addr, addr+len), or false.
+    bool find_local(const void *addr, std::size_t len, std::uint32_t *key, std::uint8_t **base) const;
+
+    // Base address of any process's segment (mapped on first use). nullptr if gone.
+    std::uint8_t *segment_base(std::uint32_t key, std::uint32_t *size) noexcept;
+
+    // Reclaim the slots of processes that died without closing.
+    void collect_dead();
+
+  private:
+    std::string segment_name(std::uint32_t key) const;
+
+    struct LocalSeg {
+        std::uint8_t *base = nullptr;
+        std::size_t size = 0;
+        std::uint32_t key = 0;
+    };
+    struct RemoteSeg {
+        std::uint8_t *base = nullptr;
+        std::uint32_t size = 0;
+        std::uint32_t key = 0;
+    };
+
+    std::string name_;
+    FabricShm *shm_ = nullptr;
+    std::uint32_t proc_ = kMaxProcs;
+    std::uint32_t gen_ = 0;
+    std::vector<LocalSeg> local_;
+    std::array<RemoteSeg, kMaxProcs * kMaxSegsPerProc> remote_{};
+};
+
+std::uint64_t proc_start_time(int pid) noexcept;
+
+} // namespace ipoib::hca::soft

@@ -1,0 +1,141 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The software HCA's shared state: one POSIX shared-memory object per fabric
+// ("/ipoibsoft.<fabric>"), mapped by every process that opens a device on it.
+//
+// Ports, QPs and multicast groups live in fixed tables; all cross-process
+// coordination is lock-free (CAS on slot state words, relaxed counters).
+//
+// Receive queues are rings of posted buffer descriptors that *senders* fill:
+// a sender claims the next posted slot with one CAS, copies the message
+// straight into the receiver's buffer (shared memory the receiver allocated
+// with alloc_dma), writes the completion fields and marks the slot DONE. The
+// receiving process completes slots in order from its CQ. A slot is never
+// reachable by two senders, and a sender that dies leaves a slot CLAIMED by a
+// dead process, which the receiver completes as `aborted` (see soft_hca.cpp).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "ipoib/hca/hca.hpp"
+
+namespace ipoib::hca::soft {
+
+inline constexpr std::uint32_t kMagic = 0x49504f53;  // "IPOS"
+inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kMaxProcs = 32;
+inline constexpr std::uint32_t kMaxPorts = 32;
+inline constexpr std::uint32_t kQpSlotBits = 7;
+inline constexpr std::uint32_t kMaxQps = 1u << kQpSlotBits;  // 128
+inline constexpr std::uint32_t kRqDepth = 1024;              // max posted receives per QP
+inline constexpr std::uint32_t kMaxGroups = 128;
+inline constexpr std::uint32_t kMaxSegsPerProc = 64;
+
+// RQ slot state word: lap (48 bits) | sender proc (8) | kind (8).
+// Ring index i belongs to lap i / depth + 1, so the all-zero initial state
+// reads as "not posted yet" for the first lap.
+enum SlotKind : std::uint8_t { kNotPosted = 0, kPosted = 1, kClaimed = 2, kDone = 3, kConsumed = 4 };
+constexpr std::uint64_t slot_word(std::uint64_t lap, std::uint32_t proc, SlotKind k) noexcept {
+    return lap << 16 | std::uint64_t{proc & 0xff} << 8 | k;
+}
+constexpr std::uint64_t slot_lap(std::uint64_t w) noexcept { return w >> 16; }
+constexpr std::uint32_t slot_proc(std::uint64_t w) noexcept { return (w >> 8) & 0xff; }
+constexpr SlotKind slot_kind(std::uint64_t w) noexcept { return static_cast<SlotKind>(w & 0xff); }
+
+// Receive-side outcome the sender leaves for the receiver.
+enum RxStatus : std::uint8_t { kRxOk = 0, kRxTooLong = 1 };
+
+struct RqSlot {
+    std::atomic<std::uint64_t> state;
+    // Written by the receiver before POSTED:
+    std::uint32_t seg_key;
+    std::uint32_t offset;
+    std::uint32_t length;
+    // Written by the sender before DONE:
+    std::uint32_t byte_len;
+    std::uint32_t src_qp;
+    std::uint16_t slid;
+    std::uint16_t pkey_index;
+    std::uint8_t sl;
+    std::uint8_t flags;   // kWcGrh
+    std::uint8_t status;  // RxStatus
+    std::uint8_t pad_[5];
+};
+static_assert(sizeof(RqSlot) == 40);
+
+enum QpCounter : std::uint32_t {
+    kQpTxPackets, kQpTxBytes, kQpTxErrors, kQpRxPackets, kQpRxBytes,
+    kQpDropNoBuffer, kQpDropQkey, kQpDropPkey, kQpDropTooLong, kQpDropPortDown, kQpDropAborted,
+    kQpCounterCount
+};
+
+enum PortCounter : std::uint32_t {
+    kPortTxPackets, kPortTxBytes, kPortRxPackets, kPortRxBytes,
+    kPortDropNoQp, kPortDropPkey, kPortDropPortDown, kPortDropNoBuffer, kPortDropQkey, kPortDropTooLong,
+    kPortTxMtuExceeded, kPortTxPortDown,
+    kPortCounterCount
+};
+
+struct alignas(64) ProcEntry {
+    std::atomic<std::uint32_t> pid;  // 0 = free
+    std::atomic<std::uint32_t> gen;  // bumped on each claim: names this incarnation's segments
+    std::atomic<std::uint64_t> start_time;  // /proc/<pid>/stat field 22, to survive PID reuse
+};
+
+struct alignas(64) PortEntry {
+    std::atomic<std::uint64_t> guid;  // 0 = free slot; host order
+    std::atomic<std::uint32_t> refs;
+    std::atomic<std::uint16_t> lid;
+    std::atomic<std::uint8_t> state;       // PortState
+    std::atomic<std::uint8_t> active_mtu;  // Mtu
+    std::atomic<std::uint64_t> subnet_prefix;
+    std::atomic<std::uint16_t> pkeys[kMaxPkeys];
+    std::atomic<std::uint64_t> counters[kPortCounterCount];
+};
+
+struct alignas(64) QpEntry {
+    std::atomic<std::uint32_t> qpn;  // 0 = free
+    std::atomic<std::uint32_t> owner_proc;
+    std::atomic<std::uint32_t> port_idx;
+    std::atomic<std::uint32_t> qkey;
+    std::atomic<std::uint16_t> pkey;
+    std::atomic<std::uint16_t> pkey_index;
+    std::atomic<std::uint32_t> rq_depth;
+    alignas(64) std::atomic<std::uint64_t> rq_head;  // first unclaimed index (a hint senders help along)
+    alignas(64) std::atomic<std::uint64_t> counters[kQpCounterCount];
+    alignas(64) RqSlot rq[kRqDepth];
+};
+
+enum GroupState : std::uint32_t { kGroupFree = 0, kGroupBusy = 1, kGroupLive = 2 };
+
+struct alignas(64) GroupEntry {
+    std::atomic<std::uint32_t> state;
+    std::atomic<std::uint16_t> mlid;
+    std::uint8_t mgid[16];
+    std::atomic<std::uint64_t> members[kMaxQps / 64];  // bit per QP slot
+};
+
+struct FabricShm {
+    std::atomic<std::uint32_t> magic;  // set last, after initialisation
+    std::uint32_t version;
+    std::uint64_t size;
+    std::atomic<std::uint32_t> next_qp_gen;
+    ProcEntry procs[kMaxProcs];
+    PortEntry ports[kMaxPorts];
+    GroupEntry groups[kMaxGroups];
+    QpEntry qps[kMaxQps];
+};
+
+// QPN = generation << 7 | slot. Generations start at 1 and stay below 2^17 - 1,
+// so QPNs never collide with QP0/QP1 or the multicast QPN 0xffffff.
+constexpr std::uint32_t qpn_slot(std::uint32_t qpn) noexcept { return qpn & (kMaxQps - 1); }
+
+// Segment keys (lkeys): proc (8 bits) | proc generation (16) | segment index (8).
+constexpr std::uint32_t seg_key(std::uint32_t proc, std::uint32_t gen, std::uint32_t idx) noexcept {
+    return (proc & 0xff) << 24 | (gen & 0xffff) << 8 | (idx & 0xff);
+}
+constexpr std::uint32_t seg_proc(std::uint32_t key) noexcept { return key >> 24; }
+constexpr std::uint32_t seg_gen(std::uint32_t key) noexcept { return (key >> 8) & 0xffff; }
+constexpr std::uint32_t seg_index(std::uint32_t key) noexcept { return key & 0xff; }
+
+} // namespace ipoib::hca::soft

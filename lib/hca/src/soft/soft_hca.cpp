@@ -1,0 +1,782 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The software HCA: UD queue pairs over shared memory, identity and port
+// state from the managed fabric (SMP through libibumad), enforcement of what
+// a real HCA and fabric enforce (P_Key, Q_Key, MTU, port state), multicast
+// with loopback, counters, optional pcap capture of every packet sent.
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "capture.hpp"
+#include "fabric.hpp"
+#include "ipoib/hca/hca.hpp"
+#include "smp_client.hpp"
+
+namespace ipoib::hca::soft {
+
+namespace {
+
+std::uint64_t now_ms() noexcept {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+// Two P_Keys let packets through if their partition numbers are equal and at
+// least one of them is a full member (IBA 10.9.3).
+constexpr bool pkey_match(std::uint16_t a, std::uint16_t b) noexcept {
+    return (a & 0x7fff) != 0 && (a & 0x7fff) == (b & 0x7fff) && ((a | b) & 0x8000);
+}
+
+inline void count(std::atomic<std::uint64_t> &c, std::uint64_t n = 1) noexcept {
+    c.fetch_add(n, std::memory_order_relaxed);
+}
+
+class SoftContext;
+class SoftQp;
+
+class SoftMr final : public Mr {
+  public:
+    SoftMr(void *a, std::size_t l, std::uint32_t k) : addr_(a), len_(l), key_(k) {}
+    std::uint32_t lkey() const noexcept override { return key_; }
+    void *addr() const noexcept override { return addr_; }
+    std::size_t length() const noexcept override { return len_; }
+
+  private:
+    void *addr_;
+    std::size_t len_;
+    std::uint32_t key_;
+};
+
+class SoftAh final : public Ah {
+  public:
+    explicit SoftAh(const AhAttr &a) : attr_(a) {}
+    const AhAttr &attr() const noexcept override { return attr_; }
+    AhAttr attr_;
+    std::uint32_t cached_idx = ~0u;  // port (unicast) or group (multicast) slot, revalidated on use
+};
+
+class SoftCq final : public Cq {
+  public:
+    explicit SoftCq(std::uint32_t depth) : ring_(depth) {}
+    int poll(Wc *wc, int n) noexcept override;
+
+    bool push_send(const Wc &w) noexcept {
+        if (count_ == ring_.size())
+            return false;
+        ring_[(head_ + count_) % ring_.size()] = w;
+        ++count_;
+        return true;
+    }
+    std::vector<SoftQp *> recv_qps;
+
+  private:
+    std::vector<Wc> ring_;
+    std::size_t head_ = 0, count_ = 0;
+};
+
+class SoftQp final : public Qp {
+  public:
+    SoftQp(SoftContext *ctx, QpEntry *e, std::uint32_t slot, std::uint32_t port_idx, std::uint8_t port_num,
+           const QpInit &init);
+    ~SoftQp() override;
+    std::uint32_t qp_num() const noexcept override { return qpn_; }
+    int post_recv(const RecvWr *wr, int n) noexcept override;
+    int post_send(const SendWr *wr, int n) noexcept override;
+    int attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept override;
+    int detach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept override;
+    QpCounters counters() const noexcept override;
+
+    int poll_recv(Wc *wc, int n) noexcept;
+
+  private:
+    void deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendWr &wr, std::uint32_t len,
+                 std::uint32_t qkey, const SoftAh &ah) noexcept;
+    bool claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint64_t *lap) noexcept;
+    void send_one(const SendWr &wr) noexcept;
+
+    SoftContext *ctx_;
+    QpEntry *e_;
+    std::uint32_t slot_;
+    std::uint32_t port_idx_;
+    std::uint8_t port_num_;
+    std::uint32_t qpn_;
+    SoftCq *send_cq_, *recv_cq_;
+    std::uint32_t depth_;
+    std::vector<std::uint64_t> wr_ids_;
+    std::uint64_t tail_ = 0, cursor_ = 0;
+    std::uint32_t stuck_polls_ = 0;
+    std::uint32_t psn_ = 0;
+};
+
+class SoftContext final : public Context {
+  public:
+    ~SoftContext() override;
+    bool open(const std::string &node, const std::string &fabric, const std::string &capture,
+              std::uint32_t poll_ms, std::string *err);
+
+    const std::string &name() const noexcept override { return name_; }
+    std::uint8_t num_ports() const noexcept override { return node_.num_ports; }
+    int query_port(std::uint8_t port, PortAttr *out) noexcept override;
+    int query_gid(std::uint8_t port, int index, Gid *out) noexcept override;
+    int query_pkey(std::uint8_t port, int index, std::uint16_t *out) noexcept override;
+    void *alloc_dma(std::size_t len) noexcept override;
+    void free_dma(void *p) noexcept override;
+    std::unique_ptr<Mr> reg_mr(void *addr, std::size_t len) noexcept override;
+    std::unique_ptr<Cq> create_cq(int depth) noexcept override;
+    std::unique_ptr<Qp> create_ud_qp(const QpInit &init) noexcept override;
+    std::unique_ptr<Ah> create_ah(const AhAttr &attr) noexcept override;
+    int get_port_event(PortEvent *ev) noexcept override;
+    int port_counters(std::uint8_t port, PortCounters *out) noexcept override;
+    const std::string &last_error() const noexcept override { return error_; }
+
+    Fabric fabric;
+    std::vector<std::uint32_t> port_idx;  // shm port slot per local port (index port_num - 1)
+    std::unique_ptr<Capture> capture;
+    std::uint32_t poll_ms = 100;
+    bool fault_stall_after_claim = false;  // test-only fault injection (option fault=stall_after_claim)
+
+    int fail(int code, std::string msg) noexcept {
+        error_ = std::move(msg);
+        return code;
+    }
+
+  private:
+    bool refresh_ports(bool initial);
+    void publish(std::uint32_t idx, const PortSnapshot &s);
+
+    std::string name_;
+    std::string error_;
+    SmpClient smp_;
+    NodeIdentity node_;
+    std::vector<PortSnapshot> snap_;
+    std::deque<PortEvent> events_;
+    std::uint64_t last_poll_ = 0;
+};
+
+// ---------------------------------------------------------------------------
+// Context
+
+SoftContext::~SoftContext() {
+    if (!fabric.shm())
+        return;
+    for (auto idx : port_idx)
+        fabric.shm()->ports[idx].refs.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+bool SoftContext::open(const std::string &node, const std::string &fabric_name, const std::string &capture_path,
+                       std::uint32_t poll, std::string *err) {
+    name_ = node;
+    poll_ms = poll;
+    if (!smp_.open() || !smp_.query_node(&node_)) {
+        *err = "soft HCA " + node + ": " + smp_.error();
+        return false;
+    }
+    if (node_.num_ports == 0 || node_.num_ports > 2) {
+        *err = "soft HCA " + node + ": NodeInfo reports " + std::to_string(node_.num_ports) + " ports";
+        return false;
+    }
+    if (!fabric.attach(fabric_name, err))
+        return false;
+    if (!capture_path.empty()) {
+        capture = std::make_unique<Capture>();
+        if (!capture->open(capture_path, err))
+            return false;
+    }
+    snap_.resize(node_.num_ports);
+    for (std::uint8_t p = 1; p <= node_.num_ports; ++p)
+        if (!smp_.query_port(p, node_, &snap_[p - 1])) {
+            *err = "soft HCA " + node + " port " + std::to_string(p) + ": " + smp_.error();
+            return false;
+        }
+    // Find or claim the shared port entries, keyed by port GUID.
+    FabricShm *shm = fabric.shm();
+    for (std::uint8_t p = 1; p <= node_.num_ports; ++p) {
+        const std::uint64_t guid = snap_[p - 1].attr.port_guid;
+        std::uint32_t found = kMaxPorts;
+        for (std::uint32_t i = 0; i < kMaxPorts && found == kMaxPorts; ++i)
+            if (shm->ports[i].guid.load(std::memory_order_acquire) == guid)
+                found = i;
+        for (std::uint32_t i = 0; i < kMaxPorts && found == kMaxPorts; ++i) {
+            std::uint64_t expected = 0;
+            if (shm->ports[i].guid.compare_exchange_strong(expected, guid, std::memory_order_acq_rel))
+                found = i;
+            else if (expected == guid)
+                found = i;
+        }
+        if (found == kMaxPorts) {
+            *err = "software-HCA fabric has no free port slot";
+            return false;
+        }
+        shm->ports[found].refs.fetch_add(1, std::memory_order_acq_rel);
+        port_idx.push_back(found);
+        publish(found, snap_[p - 1]);
+    }
+    last_poll_ = now_ms();
+    return true;
+}
+
+void SoftContext::publish(std::uint32_t idx, const PortSnapshot &s) {
+    PortEntry &pe = fabric.shm()->ports[idx];
+    for (std::size_t i = 0; i < kMaxPkeys; ++i)
+        pe.pkeys[i].store(s.pkeys[i], std::memory_order_relaxed);
+    pe.subnet_prefix.store(s.attr.subnet_prefix, std::memory_order_relaxed);
+    pe.active_mtu.store(static_cast<std::uint8_t>(s.attr.active_mtu), std::memory_order_relaxed);
+    pe.lid.store(s.attr.lid, std::memory_order_relaxed);
+    pe.state.store(static_cast<std::uint8_t>(s.attr.state), std::memory_order_release);
+}
+
+bool SoftContext::refresh_ports(bool) {
+    for (std::uint8_t p = 1; p <= node_.num_ports; ++p) {
+        PortSnapshot now;
+        if (!smp_.query_port(p, node_, &now)) {
+            // The local SMA always answers; a failure means the fabric itself is gone.
+            now = snap_[p - 1];
+            now.attr.state = PortState::down;
+        }
+        const PortSnapshot &old = snap_[p - 1];
+        const bool was_active = old.attr.state == PortState::active;
+        const bool is_active = now.attr.state == PortState::active;
+        if (was_active != is_active)
+            events_.push_back({is_active ? EventType::port_active : EventType::port_error, p});
+        if (is_active && was_active && old.attr.lid != now.attr.lid)
+            events_.push_back({EventType::lid_change, p});
+        if (is_active && was_active && old.attr.sm_lid != now.attr.sm_lid)
+            events_.push_back({EventType::sm_change, p});
+        if (std::memcmp(old.pkeys, now.pkeys, sizeof old.pkeys) != 0)
+            events_.push_back({EventType::pkey_change, p});
+        if (old.attr.subnet_prefix != now.attr.subnet_prefix)
+            events_.push_back({EventType::gid_change, p});
+        snap_[p - 1] = now;
+        publish(port_idx[p - 1], now);
+    }
+    return true;
+}
+
+int SoftContext::get_port_event(PortEvent *ev) noexcept {
+    const std::uint64_t t = now_ms();
+    if (t - last_poll_ >= poll_ms) {
+        last_poll_ = t;
+        refresh_ports(false);
+    }
+    if (events_.empty())
+        return 0;
+    *ev = events_.front();
+    events_.pop_front();
+    return 1;
+}
+
+int SoftContext::query_port(std::uint8_t port, PortAttr *out) noexcept {
+    if (port < 1 || port > node_.num_ports)
+        return fail(-EINVAL, "no port " + std::to_string(port) + " on " + name_);
+    if (!smp_.query_port(port, node_, &snap_[port - 1]))
+        return fail(-EIO, smp_.error());
+    publish(port_idx[port - 1], snap_[port - 1]);
+    *out = snap_[port - 1].attr;
+    return 0;
+}
+
+int SoftContext::query_gid(std::uint8_t port, int index, Gid *out) noexcept {
+    if (port < 1 || port > node_.num_ports || index != 0)
+        return fail(-EINVAL, "GID index " + std::to_string(index) + " of port " + std::to_string(port) +
+                                 ": only index 0 exists");
+    const PortAttr &a = snap_[port - 1].attr;
+    for (int i = 0; i < 8; ++i) {
+        out->raw[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(a.subnet_prefix >> (56 - 8 * i));
+        out->raw[static_cast<std::size_t>(8 + i)] = static_cast<std::uint8_t>(a.port_guid >> (56 - 8 * i));
+    }
+    return 0;
+}
+
+int SoftContext::query_pkey(std::uint8_t port, int index, std::uint16_t *out) noexcept {
+    if (port < 1 || port > node_.num_ports || index < 0 || index >= static_cast<int>(kMaxPkeys))
+        return fail(-EINVAL, "P_Key index " + std::to_string(index) + " out of range");
+    *out = snap_[port - 1].pkeys[index];
+    return 0;
+}
+
+void *SoftContext::alloc_dma(std::size_t len) noexcept {
+    void *p = fabric.alloc_segment(len, &error_);
+    return p;
+}
+
+void SoftContext::free_dma(void *p) noexcept { fabric.free_segment(p); }
+
+std::unique_ptr<Mr> SoftContext::reg_mr(void *addr, std::size_t len) noexcept {
+    std::uint32_t key;
+    std::uint8_t *base;
+    if (!fabric.find_local(addr, len, &key, &base)) {
+        fail(-EINVAL, "reg_mr: memory not from alloc_dma (the software HCA can only reach shared memory)");
+        return nullptr;
+    }
+    return std::make_unique<SoftMr>(addr, len, key);
+}
+
+std::unique_ptr<Cq> SoftContext::create_cq(int depth) noexcept {
+    if (depth < 1 || depth > (1 << 20)) {
+        fail(-EINVAL, "create_cq: depth " + std::to_string(depth) + " out of range 1..1048576");
+        return nullptr;
+    }
+    return std::make_unique<SoftCq>(static_cast<std::uint32_t>(depth));
+}
+
+std::unique_ptr<Qp> SoftContext::create_ud_qp(const QpInit &init) noexcept {
+    if (!init.send_cq || !init.recv_cq) {
+        fail(-EINVAL, "create_ud_qp: send and receive CQs are required");
+        return nullptr;
+    }
+    if (init.port_num < 1 || init.port_num > node_.num_ports) {
+        fail(-EINVAL, "create_ud_qp: no port " + std::to_string(init.port_num));
+        return nullptr;
+    }
+    if (init.max_recv_wr < 1 || init.max_recv_wr > kRqDepth) {
+        fail(-EINVAL, "create_ud_qp: max_recv_wr must be 1.." + std::to_string(kRqDepth));
+        return nullptr;
+    }
+    if (init.pkey_index >= kMaxPkeys || !(snap_[init.port_num - 1].pkeys[init.pkey_index] & 0x7fff)) {
+        fail(-EINVAL, "create_ud_qp: P_Key index " + std::to_string(init.pkey_index) + " holds no P_Key");
+        return nullptr;
+    }
+    FabricShm *shm = fabric.shm();
+    fabric.collect_dead();
+    for (std::uint32_t s = 0; s < kMaxQps; ++s) {
+        QpEntry &e = shm->qps[s];
+        std::uint32_t expected = 0;
+        // Reserve with a placeholder QPN (1: never a valid data QPN) until initialised.
+        if (!e.qpn.compare_exchange_strong(expected, 1, std::memory_order_acq_rel))
+            continue;
+        std::uint32_t gen = shm->next_qp_gen.fetch_add(1, std::memory_order_relaxed) % ((1u << 17) - 2) + 1;
+        const std::uint32_t qpn = gen << kQpSlotBits | s;
+        e.owner_proc.store(fabric.proc(), std::memory_order_relaxed);
+        e.port_idx.store(port_idx[init.port_num - 1], std::memory_order_relaxed);
+        e.qkey.store(init.qkey, std::memory_order_relaxed);
+        e.pkey.store(snap_[init.port_num - 1].pkeys[init.pkey_index], std::memory_order_relaxed);
+        e.pkey_index.store(init.pkey_index, std::memory_order_relaxed);
+        e.rq_depth.store(init.max_recv_wr, std::memory_order_relaxed);
+        for (auto &c : e.counters)
+            c.store(0, std::memory_order_relaxed);
+        for (auto &r : e.rq)
+            r.state.store(0, std::memory_order_relaxed);
+        e.rq_head.store(0, std::memory_order_relaxed);
+        e.qpn.store(qpn, std::memory_order_release);
+        return std::make_unique<SoftQp>(this, &e, s, port_idx[init.port_num - 1], init.port_num, init);
+    }
+    fail(-ENOSPC, "create_ud_qp: all " + std::to_string(kMaxQps) + " QPs of the fabric are in use");
+    return nullptr;
+}
+
+std::unique_ptr<Ah> SoftContext::create_ah(const AhAttr &attr) noexcept {
+    if (attr.dlid == 0 || attr.dlid == 0xffff) {
+        fail(-EINVAL, "create_ah: DLID " + std::to_string(attr.dlid) + " is not routable");
+        return nullptr;
+    }
+    if (attr.port_num < 1 || attr.port_num > node_.num_ports) {
+        fail(-EINVAL, "create_ah: no port " + std::to_string(attr.port_num));
+        return nullptr;
+    }
+    return std::make_unique<SoftAh>(attr);
+}
+
+int SoftContext::port_counters(std::uint8_t port, PortCounters *out) noexcept {
+    if (port < 1 || port > node_.num_ports)
+        return fail(-EINVAL, "no port " + std::to_string(port));
+    const auto &c = fabric.shm()->ports[port_idx[port - 1]].counters;
+    auto g = [&](PortCounter i) { return c[i].load(std::memory_order_relaxed); };
+    *out = PortCounters{g(kPortTxPackets),    g(kPortTxBytes),       g(kPortRxPackets),   g(kPortRxBytes),
+                        g(kPortDropNoQp),     g(kPortDropPkey),      g(kPortDropPortDown), g(kPortDropNoBuffer),
+                        g(kPortDropQkey),     g(kPortDropTooLong),   g(kPortTxMtuExceeded), g(kPortTxPortDown)};
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+// CQ
+
+int SoftCq::poll(Wc *wc, int n) noexcept {
+    int got = 0;
+    while (got < n && count_) {
+        wc[got++] = ring_[head_];
+        head_ = (head_ + 1) % ring_.size();
+        --count_;
+    }
+    for (SoftQp *q : recv_qps) {
+        if (got == n)
+            break;
+        got += q->poll_recv(wc + got, n - got);
+    }
+    return got;
+}
+
+// ---------------------------------------------------------------------------
+// QP
+
+SoftQp::SoftQp(SoftContext *ctx, QpEntry *e, std::uint32_t slot, std::uint32_t port_idx, std::uint8_t port_num,
+               const QpInit &init)
+    : ctx_(ctx), e_(e), slot_(slot), port_idx_(port_idx), port_num_(port_num),
+      qpn_(e->qpn.load(std::memory_order_relaxed)), send_cq_(static_cast<SoftCq *>(init.send_cq)),
+      recv_cq_(static_cast<SoftCq *>(init.recv_cq)), depth_(init.max_recv_wr), wr_ids_(init.max_recv_wr) {
+    recv_cq_->recv_qps.push_back(this);
+}
+
+SoftQp::~SoftQp() {
+    auto &v = recv_cq_->recv_qps;
+    v.erase(std::remove(v.begin(), v.end(), this), v.end());
+    FabricShm *shm = ctx_->fabric.shm();
+    for (auto &g : shm->groups)
+        g.members[slot_ / 64].fetch_and(~(std::uint64_t{1} << (slot_ % 64)), std::memory_order_acq_rel);
+    e_->qpn.store(0, std::memory_order_release);
+}
+
+QpCounters SoftQp::counters() const noexcept {
+    auto g = [&](QpCounter i) { return e_->counters[i].load(std::memory_order_relaxed); };
+    return QpCounters{g(kQpTxPackets),     g(kQpTxBytes),    g(kQpTxErrors),   g(kQpRxPackets),
+                      g(kQpRxBytes),       g(kQpDropNoBuffer), g(kQpDropQkey), g(kQpDropPkey),
+                      g(kQpDropTooLong),   g(kQpDropPortDown), g(kQpDropAborted)};
+}
+
+int SoftQp::post_recv(const RecvWr *wr, int n) noexcept {
+    int i = 0;
+    for (; i < n; ++i) {
+        if (tail_ - cursor_ >= depth_)
+            break;  // ring full
+        std::uint32_t key;
+        std::uint8_t *base;
+        const auto *addr = reinterpret_cast<const void *>(static_cast<std::uintptr_t>(wr[i].sge.addr));
+        if (wr[i].sge.length < kGrhLen || !ctx_->fabric.find_local(addr, wr[i].sge.length, &key, &base) ||
+            key != wr[i].sge.lkey)
+            return i ? i : ctx_->fail(-EINVAL, "post_recv: buffer not in a registered alloc_dma region, or "
+                                               "shorter than the 40-byte GRH area");
+        const std::uint64_t idx = tail_++;
+        RqSlot &s = e_->rq[idx % depth_];
+        s.seg_key = key;
+        s.offset = static_cast<std::uint32_t>(static_cast<const std::uint8_t *>(addr) - base);
+        s.length = wr[i].sge.length;
+        wr_ids_[idx % depth_] = wr[i].wr_id;
+        s.state.store(slot_word(idx / depth_ + 1, 0, kPosted), std::memory_order_release);
+    }
+    return i;
+}
+
+int SoftQp::poll_recv(Wc *wc, int n) noexcept {
+    int got = 0;
+    while (got < n && cursor_ < tail_) {
+        const std::uint64_t lap = cursor_ / depth_ + 1;
+        RqSlot &s = e_->rq[cursor_ % depth_];
+        const std::uint64_t w = s.state.load(std::memory_order_acquire);
+        Wc &c = wc[got];
+        if (slot_kind(w) == kDone) {
+            c.status = s.status == kRxOk ? WcStatus::success : WcStatus::loc_len_err;
+            c.byte_len = s.byte_len;
+            c.src_qp = s.src_qp;
+            c.slid = s.slid;
+            c.sl = s.sl;
+            c.wc_flags = s.flags;
+            c.pkey_index = s.pkey_index;
+        } else if (slot_kind(w) == kClaimed) {
+            // A sender is writing. If it stays that way, check whether it died.
+            if (++stuck_polls_ < 4096 || ctx_->fabric.proc_alive(slot_proc(w))) {
+                if (stuck_polls_ >= 4096)
+                    stuck_polls_ = 0;
+                break;
+            }
+            std::uint64_t expected = w;
+            if (!s.state.compare_exchange_strong(expected, slot_word(lap, 0, kConsumed), std::memory_order_acq_rel))
+                continue;  // it finished after all
+            count(e_->counters[kQpDropAborted]);
+            c = Wc{};
+            c.status = WcStatus::aborted;
+        } else {
+            break;  // posted, nobody has written to it yet
+        }
+        stuck_polls_ = 0;
+        c.wr_id = wr_ids_[cursor_ % depth_];
+        c.opcode = WcOpcode::recv;
+        c.qp_num = qpn_;
+        s.state.store(slot_word(lap, 0, kConsumed), std::memory_order_release);
+        ++cursor_;
+        ++got;
+    }
+    return got;
+}
+
+int SoftQp::attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept {
+    if (!mgid.is_multicast() || mlid < kMulticastLidBase || mlid == 0xffff)
+        return ctx_->fail(-EINVAL, "attach_mcast: not a multicast GID/LID");
+    FabricShm *shm = ctx_->fabric.shm();
+    GroupEntry *g = nullptr;
+    for (int pass = 0; pass < 2 && !g; ++pass)
+        for (auto &e : shm->groups) {
+            const std::uint32_t st = e.state.load(std::memory_order_acquire);
+            if (st == kGroupLive && std::memcmp(e.mgid, mgid.raw.data(), 16) == 0) {
+                g = &e;
+                break;
+            }
+            if (pass == 1 && st == kGroupFree) {
+                std::uint32_t expected = kGroupFree;
+                if (e.state.compare_exchange_strong(expected, kGroupBusy, std::memory_order_acq_rel)) {
+                    std::memcpy(e.mgid, mgid.raw.data(), 16);
+                    e.mlid.store(mlid, std::memory_order_relaxed);
+                    e.state.store(kGroupLive, std::memory_order_release);
+                    g = &e;
+                    break;
+                }
+            }
+        }
+    if (!g)
+        return ctx_->fail(-ENOSPC, "attach_mcast: no free multicast group slot");
+    if (g->mlid.load(std::memory_order_relaxed) != mlid)
+        return ctx_->fail(-EINVAL, "attach_mcast: the group has MLID " +
+                                        std::to_string(g->mlid.load(std::memory_order_relaxed)) + ", not " +
+                                        std::to_string(mlid));
+    g->members[slot_ / 64].fetch_or(std::uint64_t{1} << (slot_ % 64), std::memory_order_acq_rel);
+    return 0;
+}
+
+int SoftQp::detach_mcast(const Gid &mgid, std::uint16_t) noexcept {
+    for (auto &e : ctx_->fabric.shm()->groups)
+        if (e.state.load(std::memory_order_acquire) == kGroupLive && std::memcmp(e.mgid, mgid.raw.data(), 16) == 0) {
+            e.members[slot_ / 64].fetch_and(~(std::uint64_t{1} << (slot_ % 64)), std::memory_order_acq_rel);
+            return 0;
+        }
+    return ctx_->fail(-ENOENT, "detach_mcast: not attached");
+}
+
+bool SoftQp::claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint64_t *lap_out) noexcept {
+    const std::uint32_t me = ctx_->fabric.proc();
+    std::uint64_t h = d.rq_head.load(std::memory_order_acquire);
+    for (std::uint32_t tries = 0; tries < 2 * depth + 2; ++tries) {
+        const std::uint64_t lap = h / depth + 1;
+        RqSlot &s = d.rq[h % depth];
+        std::uint64_t w = s.state.load(std::memory_order_acquire);
+        const std::uint64_t wl = slot_lap(w);
+        if (wl == lap && slot_kind(w) == kPosted) {
+            if (s.state.compare_exchange_strong(w, slot_word(lap, me, kClaimed), std::memory_order_acq_rel)) {
+                // Help the head along (it only ever grows).
+                std::uint64_t cur = d.rq_head.load(std::memory_order_relaxed);
+                while (cur < h + 1 &&
+                       !d.rq_head.compare_exchange_weak(cur, h + 1, std::memory_order_acq_rel)) {
+                }
+                *slot = &s;
+                *lap_out = lap;
+                return true;
+            }
+            continue;  // lost the race for this slot: look again
+        }
+        if (wl == lap)  // claimed, done or consumed in this lap: the head is behind
+            ++h;
+        else if (wl > lap)  // our view of the head is a lap behind
+            h = std::max(h + 1, d.rq_head.load(std::memory_order_acquire));
+        else
+            return false;  // not posted yet: no buffer
+    }
+    return false;
+}
+
+void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendWr &wr, std::uint32_t len,
+                     std::uint32_t qkey, const SoftAh &ah) noexcept {
+    FabricShm *shm = ctx_->fabric.shm();
+    QpEntry &d = shm->qps[dst_slot];
+    PortEntry &dp = shm->ports[dst_port];
+    if (dp.state.load(std::memory_order_acquire) != static_cast<std::uint8_t>(PortState::active)) {
+        count(dp.counters[kPortDropPortDown]);
+        count(d.counters[kQpDropPortDown]);
+        return;
+    }
+    if (!pkey_match(e_->pkey.load(std::memory_order_relaxed), d.pkey.load(std::memory_order_relaxed))) {
+        count(dp.counters[kPortDropPkey]);
+        count(d.counters[kQpDropPkey]);
+        return;
+    }
+    if (qkey != d.qkey.load(std::memory_order_relaxed)) {
+        count(dp.counters[kPortDropQkey]);
+        count(d.counters[kQpDropQkey]);
+        return;
+    }
+    const std::uint32_t depth = d.rq_depth.load(std::memory_order_relaxed);
+    RqSlot *s;
+    std::uint64_t lap;
+    if (depth == 0 || depth > kRqDepth || !claim(d, depth, &s, &lap)) {
+        count(dp.counters[kPortDropNoBuffer]);
+        count(d.counters[kQpDropNoBuffer]);
+        return;
+    }
+    if (ctx_->fault_stall_after_claim) [[unlikely]]
+        for (;;)
+            pause();  // die here, holding a claimed slot, when the test kills us
+    std::uint32_t seg_size = 0;
+    std::uint8_t *base = ctx_->fabric.segment_base(s->seg_key, &seg_size);
+    const bool fits = base && std::uint64_t{s->offset} + s->length <= seg_size && kGrhLen + len <= s->length;
+    if (fits) {
+        std::uint8_t *buf = base + s->offset;
+        if (ah.attr_.is_global) {
+            // GRH (IBA 8.3): IPVer 6, TClass, FlowLabel, PayLen, NxtHdr 0x1b, HopLmt, SGID, DGID.
+            const std::uint32_t w0 = 6u << 28 | std::uint32_t{ah.attr_.traffic_class} << 20 |
+                                     (ah.attr_.flow_label & 0xfffff);
+            wire::store_be32(buf, w0);
+            wire::store_be16(buf + 4, static_cast<std::uint16_t>(len + 12 + 8 + 4));  // BTH+DETH+payload+ICRC
+            buf[6] = 0x1b;
+            buf[7] = ah.attr_.hop_limit;
+            Gid sgid;
+            ctx_->query_gid(port_num_, 0, &sgid);
+            std::memcpy(buf + 8, sgid.raw.data(), 16);
+            std::memcpy(buf + 24, ah.attr_.dgid.raw.data(), 16);
+        }
+        std::uint8_t *dst = buf + kGrhLen;
+        for (std::uint32_t i = 0; i < wr.num_sge; ++i) {
+            std::memcpy(dst, reinterpret_cast<const void *>(static_cast<std::uintptr_t>(wr.sg_list[i].addr)),
+                        wr.sg_list[i].length);
+            dst += wr.sg_list[i].length;
+        }
+        s->status = kRxOk;
+        count(dp.counters[kPortRxPackets]);
+        count(dp.counters[kPortRxBytes], len);
+        count(d.counters[kQpRxPackets]);
+        count(d.counters[kQpRxBytes], len);
+    } else {
+        s->status = kRxTooLong;
+        count(dp.counters[kPortDropTooLong]);
+        count(d.counters[kQpDropTooLong]);
+    }
+    s->byte_len = kGrhLen + len;
+    s->src_qp = qpn_;
+    s->slid = shm->ports[port_idx_].lid.load(std::memory_order_relaxed);
+    s->sl = ah.attr_.sl;
+    s->flags = ah.attr_.is_global ? kWcGrh : 0;
+    s->pkey_index = d.pkey_index.load(std::memory_order_relaxed);
+    s->state.store(slot_word(lap, ctx_->fabric.proc(), kDone), std::memory_order_release);
+}
+
+void SoftQp::send_one(const SendWr &wr) noexcept {
+    FabricShm *shm = ctx_->fabric.shm();
+    PortEntry &mp = shm->ports[port_idx_];
+    auto *ah = static_cast<SoftAh *>(wr.ah);
+    Wc c{};
+    c.wr_id = wr.wr_id;
+    c.opcode = WcOpcode::send;
+    c.qp_num = qpn_;
+    c.status = WcStatus::success;
+
+    std::uint32_t len = 0;
+    for (std::uint32_t i = 0; i < wr.num_sge; ++i)
+        len += wr.sg_list[i].length;
+    const auto mtu = static_cast<Mtu>(mp.active_mtu.load(std::memory_order_relaxed));
+
+    if (!ah || wr.num_sge > kMaxSendSge) {
+        c.status = WcStatus::general_err;
+    } else if (mp.state.load(std::memory_order_acquire) != static_cast<std::uint8_t>(PortState::active)) {
+        c.status = WcStatus::loc_qp_op_err;
+        count(mp.counters[kPortTxPortDown]);
+    } else if (len > mtu_bytes(mtu)) {
+        c.status = WcStatus::loc_len_err;
+        count(mp.counters[kPortTxMtuExceeded]);
+    }
+    if (c.status != WcStatus::success) {
+        count(e_->counters[kQpTxErrors]);
+        send_cq_->push_send(c);  // errors complete even when unsignaled, as in verbs
+        return;
+    }
+
+    const std::uint32_t qkey = (wr.remote_qkey & kUseQpQkey) ? e_->qkey.load(std::memory_order_relaxed)
+                                                             : wr.remote_qkey;
+    const std::uint16_t dlid = ah->attr_.dlid;
+    if (dlid >= kMulticastLidBase) {
+        // Multicast: every QP attached to the group, the sender's own port included.
+        std::uint32_t gi = ah->cached_idx;
+        if (gi >= kMaxGroups || shm->groups[gi].mlid.load(std::memory_order_relaxed) != dlid ||
+            shm->groups[gi].state.load(std::memory_order_acquire) != kGroupLive) {
+            gi = kMaxGroups;
+            for (std::uint32_t i = 0; i < kMaxGroups; ++i)
+                if (shm->groups[i].state.load(std::memory_order_acquire) == kGroupLive &&
+                    shm->groups[i].mlid.load(std::memory_order_relaxed) == dlid) {
+                    gi = i;
+                    break;
+                }
+            ah->cached_idx = gi;
+        }
+        if (gi < kMaxGroups) {
+            GroupEntry &g = shm->groups[gi];
+            for (std::uint32_t w = 0; w < kMaxQps / 64; ++w) {
+                std::uint64_t bits = g.members[w].load(std::memory_order_acquire);
+                while (bits) {
+                    const std::uint32_t q = w * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits));
+                    bits &= bits - 1;
+                    const QpEntry &d = shm->qps[q];
+                    if (d.qpn.load(std::memory_order_acquire) > 1)
+                        deliver(q, d.port_idx.load(std::memory_order_relaxed), wr, len, qkey, *ah);
+                }
+            }
+        }
+    } else {
+        std::uint32_t pi = ah->cached_idx;
+        if (pi >= kMaxPorts || shm->ports[pi].lid.load(std::memory_order_relaxed) != dlid) {
+            pi = kMaxPorts;
+            for (std::uint32_t i = 0; i < kMaxPorts; ++i)
+                if (shm->ports[i].guid.load(std::memory_order_relaxed) &&
+                    shm->ports[i].lid.load(std::memory_order_relaxed) == dlid) {
+                    pi = i;
+                    break;
+                }
+            ah->cached_idx = pi;
+        }
+        const std::uint32_t q = qpn_slot(wr.remote_qpn);
+        if (pi < kMaxPorts && shm->qps[q].qpn.load(std::memory_order_acquire) == wr.remote_qpn &&
+            shm->qps[q].port_idx.load(std::memory_order_relaxed) == pi)
+            deliver(q, pi, wr, len, qkey, *ah);
+        else if (pi < kMaxPorts)
+            count(shm->ports[pi].counters[kPortDropNoQp]);
+        else
+            count(mp.counters[kPortDropNoQp]);  // no port with that LID: lost in the fabric
+    }
+    if (ctx_->capture) {
+        UdPacketMeta m;
+        m.sl = ah->attr_.sl;
+        m.dlid = dlid;
+        m.slid = mp.lid.load(std::memory_order_relaxed);
+        m.pkey = e_->pkey.load(std::memory_order_relaxed);
+        m.dest_qp = wr.remote_qpn;
+        m.src_qp = qpn_;
+        m.qkey = qkey;
+        m.psn = psn_;
+        m.grh = ah->attr_.is_global;
+        m.traffic_class = ah->attr_.traffic_class;
+        m.flow_label = ah->attr_.flow_label;
+        m.hop_limit = ah->attr_.hop_limit;
+        ctx_->query_gid(port_num_, 0, &m.sgid);
+        m.dgid = ah->attr_.dgid;
+        ctx_->capture->record(m, wr.sg_list, wr.num_sge, len);
+    }
+    psn_ = (psn_ + 1) & 0xffffff;
+    count(mp.counters[kPortTxPackets]);
+    count(mp.counters[kPortTxBytes], len);
+    count(e_->counters[kQpTxPackets]);
+    count(e_->counters[kQpTxBytes], len);
+    if (wr.signaled)
+        send_cq_->push_send(c);
+}
+
+int SoftQp::post_send(const SendWr *wr, int n) noexcept {
+    for (int i = 0; i < n; ++i)
+        send_one(wr[i]);
+    return n;
+}
+
+} // namespace
+
+// ---------------------------------------------------------------------------
+
+std::unique_ptr<Context> open_soft(const std::string &device, const std::string &fabric,
+                                   const std::string &capture, std::uint32_t poll_ms, bool fault_stall,
+                                   std::string *err) {
+    auto ctx = std::make_unique<SoftContext>();
+    ctx->fault_stall_after_claim = fault_stall;
+    if (!ctx->open(device, fabric, capture, poll_ms, err))
+        return nullptr;
+    return ctx;
+}
+
+} // namespace ipoib::hca::soft

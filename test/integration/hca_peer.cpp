@@ -1,0 +1,367 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// hca-peer: one process on one (simulated) HCA, driven line by line on stdin
+// by the integration tests; answers each command with one JSON line.
+//
+//   hca-peer PROVIDER [OPTIONS]        device from $SIM_HOST (soft provider)
+//
+//   port P                                      port attributes and P_Key table
+//   qp NAME port=P pkey_index=I qkey=K rq=N     create a UD QP with its CQ and N buffers
+//   post NAME n=N [size=S]                      post N receive buffers of S bytes
+//   send NAME dlid=L dqpn=Q qkey=K size=S count=C [sl=N] [mgid=G] [sge=N]
+//   recv NAME count=C timeout_ms=T              poll until C receive completions or timeout
+//   attach NAME mgid=G mlid=M / detach NAME mgid=G mlid=M
+//   counters NAME / pcounters P                 QP / port counters
+//   events timeout_ms=T                         port events seen within T ms
+//   sendloop NAME dlid=L dqpn=Q qkey=K size=S   send until killed (prints {"looping":true} first)
+//   quit
+//
+// Payloads carry a pattern (4-byte sequence number, then (seq + i) & 0xff)
+// that `recv` verifies byte for byte.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ipoib/hca/hca.hpp"
+#include "ipoib/wire/hwaddr.hpp"
+
+using namespace ipoib;
+using namespace ipoib::hca;
+
+namespace {
+
+struct PeerQp {
+    std::unique_ptr<Cq> cq;
+    std::unique_ptr<Qp> qp;
+    std::uint8_t *pool = nullptr;
+    std::unique_ptr<Mr> mr;
+    std::uint32_t nbuf = 0, bufsize = 0, next = 0;
+    std::uint8_t port = 1;
+    std::map<std::uint32_t, std::unique_ptr<Ah>> ahs;
+};
+
+std::map<std::string, std::string> kv(std::istringstream &in) {
+    std::map<std::string, std::string> m;
+    std::string w;
+    while (in >> w) {
+        auto eq = w.find('=');
+        if (eq != std::string::npos)
+            m[w.substr(0, eq)] = w.substr(eq + 1);
+    }
+    return m;
+}
+
+unsigned long num(const std::map<std::string, std::string> &m, const char *k, unsigned long def) {
+    auto it = m.find(k);
+    return it == m.end() ? def : std::strtoul(it->second.c_str(), nullptr, 0);
+}
+
+void fill(std::uint8_t *p, std::uint32_t len, std::uint32_t seq) {
+    for (std::uint32_t i = 0; i < len; ++i)
+        p[i] = static_cast<std::uint8_t>((seq + i) & 0xff);
+    if (len >= 4)
+        std::memcpy(p, &seq, 4);
+}
+
+bool check(const std::uint8_t *p, std::uint32_t len) {
+    if (len < 4)
+        return true;
+    std::uint32_t seq;
+    std::memcpy(&seq, p, 4);
+    for (std::uint32_t i = 4; i < len; ++i)
+        if (p[i] != static_cast<std::uint8_t>((seq + i) & 0xff))
+            return false;
+    return true;
+}
+
+std::string err_json(const std::string &msg) {
+    std::string s = "{\"error\":\"";
+    for (char c : msg)
+        s += (c == '"' || c == '\\') ? '\'' : c;
+    return s + "\"}";
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        std::fprintf(stderr, "usage: hca-peer PROVIDER [OPTIONS]\n");
+        return 2;
+    }
+    auto opened = open_device(argv[1], "", argc > 2 ? argv[2] : "");
+    if (!opened.ctx) {
+        std::cout << err_json(opened.error) << std::endl;
+        return 1;
+    }
+    Context &ctx = *opened.ctx;
+    std::cout << "{\"ready\":true,\"node\":\"" << ctx.name() << "\",\"ports\":" << int(ctx.num_ports()) << "}"
+              << std::endl;
+
+    std::map<std::string, PeerQp> qps;
+    std::string line;
+    while (std::getline(std::cin, line)) {
+        std::istringstream in(line);
+        std::string cmd, name;
+        in >> cmd;
+        std::ostringstream out;
+        if (cmd == "quit")
+            break;
+        if (cmd == "port") {
+            int p = 1;
+            in >> p;
+            PortAttr a;
+            if (ctx.query_port(static_cast<std::uint8_t>(p), &a) != 0) {
+                std::cout << err_json(ctx.last_error()) << std::endl;
+                continue;
+            }
+            Gid g;
+            ctx.query_gid(static_cast<std::uint8_t>(p), 0, &g);
+            out << "{\"state\":\"" << to_string(a.state) << "\",\"lid\":" << a.lid << ",\"sm_lid\":" << a.sm_lid
+                << ",\"guid\":" << a.port_guid << ",\"mtu\":" << mtu_bytes(a.active_mtu) << ",\"gid\":\""
+                << wire::to_string(g) << "\",\"pkeys\":[";
+            bool first = true;
+            for (int i = 0; i < static_cast<int>(kMaxPkeys); ++i) {
+                std::uint16_t k;
+                ctx.query_pkey(static_cast<std::uint8_t>(p), i, &k);
+                if (k & 0x7fff) {
+                    out << (first ? "" : ",") << "[" << i << "," << k << "]";
+                    first = false;
+                }
+            }
+            out << "]}";
+        } else if (cmd == "qp") {
+            in >> name;
+            auto m = kv(in);
+            PeerQp &q = qps[name];
+            q.port = static_cast<std::uint8_t>(num(m, "port", 1));
+            const auto rq = static_cast<std::uint32_t>(num(m, "rq", 64));
+            q.cq = ctx.create_cq(static_cast<int>(rq) + 1024);
+            QpInit init;
+            init.send_cq = q.cq.get();
+            init.recv_cq = q.cq.get();
+            init.port_num = q.port;
+            init.pkey_index = static_cast<std::uint16_t>(num(m, "pkey_index", 0));
+            init.qkey = static_cast<std::uint32_t>(num(m, "qkey", 0x0b1b));
+            init.max_recv_wr = rq;
+            q.qp = q.cq ? ctx.create_ud_qp(init) : nullptr;
+            if (!q.qp) {
+                std::cout << err_json(ctx.last_error()) << std::endl;
+                qps.erase(name);
+                continue;
+            }
+            q.nbuf = rq;
+            q.bufsize = static_cast<std::uint32_t>(num(m, "bufsize", kGrhLen + 4096));
+            q.pool = static_cast<std::uint8_t *>(ctx.alloc_dma(std::size_t{q.nbuf} * q.bufsize));
+            q.mr = q.pool ? ctx.reg_mr(q.pool, std::size_t{q.nbuf} * q.bufsize) : nullptr;
+            if (!q.mr) {
+                std::cout << err_json(ctx.last_error()) << std::endl;
+                continue;
+            }
+            out << "{\"qpn\":" << q.qp->qp_num() << "}";
+        } else if (cmd == "post" || cmd == "send" || cmd == "recv" || cmd == "attach" || cmd == "detach" ||
+                   cmd == "counters" || cmd == "sendloop") {
+            in >> name;
+            auto it = qps.find(name);
+            if (it == qps.end()) {
+                std::cout << err_json("no QP " + name) << std::endl;
+                continue;
+            }
+            PeerQp &q = it->second;
+            auto m = kv(in);
+            if (cmd == "post") {
+                const auto n = num(m, "n", q.nbuf);
+                const auto size = static_cast<std::uint32_t>(num(m, "size", q.bufsize));
+                int posted = 0;
+                for (unsigned long i = 0; i < n; ++i) {
+                    const std::uint32_t b = q.next++ % q.nbuf;
+                    RecvWr wr{b, {reinterpret_cast<std::uintptr_t>(q.pool + std::size_t{b} * q.bufsize),
+                                  std::min(size, q.bufsize), q.mr->lkey()}};
+                    const int r = q.qp->post_recv(&wr, 1);
+                    if (r < 0) {
+                        out << err_json(ctx.last_error());
+                        break;
+                    }
+                    posted += r;
+                }
+                if (out.str().empty())
+                    out << "{\"posted\":" << posted << "}";
+            } else if (cmd == "attach" || cmd == "detach") {
+                auto g = wire::parse_gid_text(m["mgid"]);
+                const auto mlid = static_cast<std::uint16_t>(num(m, "mlid", 0));
+                const int r = cmd == "attach" ? q.qp->attach_mcast(g.value, mlid) : q.qp->detach_mcast(g.value, mlid);
+                out << (r == 0 ? "{\"ok\":true}" : err_json(ctx.last_error()));
+            } else if (cmd == "counters") {
+                const QpCounters c = q.qp->counters();
+                out << "{\"tx_packets\":" << c.tx_packets << ",\"tx_bytes\":" << c.tx_bytes << ",\"tx_errors\":"
+                    << c.tx_errors << ",\"rx_packets\":" << c.rx_packets << ",\"rx_bytes\":" << c.rx_bytes
+                    << ",\"drop_no_buffer\":" << c.drop_no_buffer << ",\"drop_qkey\":" << c.drop_qkey
+                    << ",\"drop_pkey\":" << c.drop_pkey << ",\"drop_too_long\":" << c.drop_too_long
+                    << ",\"drop_port_down\":" << c.drop_port_down << ",\"drop_aborted\":" << c.drop_aborted << "}";
+            } else if (cmd == "send" || cmd == "sendloop") {
+                AhAttr aa;
+                aa.dlid = static_cast<std::uint16_t>(num(m, "dlid", 0));
+                aa.sl = static_cast<std::uint8_t>(num(m, "sl", 0));
+                aa.port_num = q.port;
+                if (m.count("mgid")) {
+                    aa.is_global = true;
+                    aa.dgid = wire::parse_gid_text(m["mgid"]).value;
+                    aa.hop_limit = 1;
+                }
+                auto ah = ctx.create_ah(aa);
+                if (!ah) {
+                    std::cout << err_json(ctx.last_error()) << std::endl;
+                    continue;
+                }
+                const auto size = static_cast<std::uint32_t>(num(m, "size", 64));
+                const auto nsge = std::max<std::uint32_t>(1, static_cast<std::uint32_t>(num(m, "sge", 1)));
+                const auto count = cmd == "sendloop" ? ~0ul : num(m, "count", 1);
+                std::vector<std::uint8_t> payload(size + 64);
+                std::map<std::string, int> statuses;
+                if (cmd == "sendloop")
+                    std::cout << "{\"looping\":true}" << std::endl;
+                for (unsigned long i = 0; i < count; ++i) {
+                    fill(payload.data(), size, static_cast<std::uint32_t>(i));
+                    Sge sg[kMaxSendSge];
+                    std::uint32_t off = 0;
+                    for (std::uint32_t s = 0; s < nsge; ++s) {
+                        const std::uint32_t l = s + 1 == nsge ? size - off : size / nsge;
+                        sg[s] = {reinterpret_cast<std::uintptr_t>(payload.data() + off), l, 0};
+                        off += l;
+                    }
+                    SendWr wr{i, sg, nsge, ah.get(), static_cast<std::uint32_t>(num(m, "dqpn", 0)),
+                              static_cast<std::uint32_t>(num(m, "qkey", 0x0b1b)), true};
+                    q.qp->post_send(&wr, 1);
+                    Wc wc[16];
+                    // Reap send completions; receive completions of this CQ stay queued
+                    // in the RQ (they are polled by `recv`).
+                    int n;
+                    while ((n = q.cq->poll(wc, 1)) > 0) {
+                        if (wc[0].opcode == WcOpcode::send) {
+                            statuses[to_string(wc[0].status)]++;
+                        } else {
+                            // Not expected on a sending QP in these tests: count it.
+                            statuses["unexpected recv"]++;
+                        }
+                        if (wc[0].opcode == WcOpcode::send)
+                            break;
+                    }
+                }
+                out << "{\"statuses\":{";
+                bool first = true;
+                for (auto &[k, v] : statuses) {
+                    out << (first ? "" : ",") << "\"" << k << "\":" << v;
+                    first = false;
+                }
+                out << "}}";
+            } else {  // recv
+                const auto want = num(m, "count", 1);
+                const auto deadline =
+                    std::chrono::steady_clock::now() + std::chrono::milliseconds(num(m, "timeout_ms", 1000));
+                unsigned long got = 0, bad = 0, grh = 0;
+                std::map<std::string, int> statuses;
+                std::set<std::uint32_t> srcs, slids, lens;
+                std::set<std::string> sgids;
+                while (got < want && std::chrono::steady_clock::now() < deadline) {
+                    Wc wc[32];
+                    const int n = q.cq->poll(wc, 32);
+                    if (n == 0) {
+                        std::this_thread::yield();
+                        continue;
+                    }
+                    for (int i = 0; i < n; ++i) {
+                        if (wc[i].opcode != WcOpcode::recv)
+                            continue;
+                        ++got;
+                        statuses[to_string(wc[i].status)]++;
+                        if (wc[i].status != WcStatus::success)
+                            continue;
+                        const std::uint8_t *buf = q.pool + wc[i].wr_id * q.bufsize;
+                        srcs.insert(wc[i].src_qp);
+                        slids.insert(wc[i].slid);
+                        lens.insert(wc[i].byte_len - kGrhLen);
+                        if (wc[i].wc_flags & kWcGrh) {
+                            ++grh;
+                            Gid s;
+                            std::memcpy(s.raw.data(), buf + 8, 16);
+                            sgids.insert(wire::to_string(s));
+                        }
+                        if (!check(buf + kGrhLen, wc[i].byte_len - kGrhLen))
+                            ++bad;
+                    }
+                    if (num(m, "repost", 0))
+                        for (int i = 0; i < n; ++i)
+                            if (wc[i].opcode == WcOpcode::recv) {
+                                RecvWr wr{wc[i].wr_id,
+                                          {reinterpret_cast<std::uintptr_t>(q.pool + wc[i].wr_id * q.bufsize),
+                                           q.bufsize, q.mr->lkey()}};
+                                q.qp->post_recv(&wr, 1);
+                            }
+                }
+                auto list = [&](const std::set<std::uint32_t> &s) {
+                    std::string r = "[";
+                    for (auto v : s)
+                        r += (r.size() > 1 ? "," : "") + std::to_string(v);
+                    return r + "]";
+                };
+                out << "{\"received\":" << got << ",\"bad_payload\":" << bad << ",\"grh\":" << grh
+                    << ",\"src_qps\":" << list(srcs) << ",\"slids\":" << list(slids) << ",\"lens\":" << list(lens)
+                    << ",\"sgids\":[";
+                bool first = true;
+                for (auto &s : sgids) {
+                    out << (first ? "" : ",") << "\"" << s << "\"";
+                    first = false;
+                }
+                out << "],\"statuses\":{";
+                first = true;
+                for (auto &[k, v] : statuses) {
+                    out << (first ? "" : ",") << "\"" << k << "\":" << v;
+                    first = false;
+                }
+                out << "}}";
+            }
+        } else if (cmd == "pcounters") {
+            int p = 1;
+            in >> p;
+            PortCounters c;
+            if (ctx.port_counters(static_cast<std::uint8_t>(p), &c) != 0) {
+                std::cout << err_json(ctx.last_error()) << std::endl;
+                continue;
+            }
+            out << "{\"tx_packets\":" << c.tx_packets << ",\"rx_packets\":" << c.rx_packets << ",\"drop_no_qp\":"
+                << c.drop_no_qp << ",\"drop_pkey\":" << c.drop_pkey << ",\"drop_port_down\":" << c.drop_port_down
+                << ",\"drop_no_buffer\":" << c.drop_no_buffer << ",\"drop_qkey\":" << c.drop_qkey
+                << ",\"drop_too_long\":" << c.drop_too_long << ",\"tx_mtu_exceeded\":" << c.tx_mtu_exceeded
+                << ",\"tx_port_down\":" << c.tx_port_down << "}";
+        } else if (cmd == "events") {
+            auto m = kv(in);
+            const auto deadline =
+                std::chrono::steady_clock::now() + std::chrono::milliseconds(num(m, "timeout_ms", 1000));
+            out << "{\"events\":[";
+            bool first = true;
+            while (std::chrono::steady_clock::now() < deadline) {
+                PortEvent ev;
+                if (ctx.get_port_event(&ev) == 1) {
+                    out << (first ? "" : ",") << "[\"" << to_string(ev.type) << "\"," << int(ev.port_num) << "]";
+                    first = false;
+                } else {
+                    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+                }
+            }
+            out << "]}";
+        } else {
+            out << err_json("unknown command '" + cmd + "'");
+        }
+        std::cout << out.str() << std::endl;
+    }
+    return 0;
+}
