@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The IPoIB control plane of one HCA: SA client, path cache, port monitor
+// and one multicast state machine per interface (port x P_Key), following
+// Linux ipoib's rules (RFC 4391):
+//
+// - The broadcast group ff1S:401b:<pkey>::ffff:ffff is probed (it must
+//   exist; the SM creates it), then joined as full member. Until that join
+//   succeeds the interface is down and nothing else is joined. Its Q_Key,
+//   MTU, SL, rate, traffic class, flow label and hop limit become the
+//   interface's; every other group is joined (created) with them and must
+//   match them.
+// - Send-only full-member joins happen when the fast path first transmits to
+//   a group; failed joins back off (1 s doubling to 16 s).
+// - On port down, port up, LID change, SM change or P_Key change everything
+//   is flushed and rejoined; a periodic audit of the broadcast membership
+//   notices an SM that restarted and forgot us.
+// - Allmulticast (Solaris ibd's multicast promiscuous mode) joins every
+//   IPoIB group of the partition the SA lists, as non-member.
+// - On stop, every group is left.
+//
+// Everything runs on one control thread (run_once); the fast path talks to
+// it only through lock-free request rings (request_path, request_sendonly).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ipoib/ctrl/sa.hpp"
+#include "ipoib/hca/hca.hpp"
+
+namespace ipoib::ctrl {
+
+enum class LogLevel : std::uint8_t { error, warning, notice, info, debug };
+// topic: "ipoib" (interface and path events) or "ipoib.mcast" (multicast).
+using LogFn = std::function<void(LogLevel, const char *topic, const std::string &msg)>;
+
+enum class IfaceState : std::uint8_t {
+    stopped,
+    port_down,       // waiting for the port to be ACTIVE
+    pkey_missing,    // waiting for the P_Key to appear in the port's table
+    probing,         // asking the SA whether the broadcast group exists and fits
+    joining,         // broadcast join sent
+    up,
+};
+const char *to_string(IfaceState s);
+
+struct IfaceConfig {
+    std::uint8_t port = 1;
+    std::uint16_t pkey = 0;  // 0: the P_Key at index 0, as Linux does
+    bool allmulti = false;
+    std::uint32_t allmulti_poll_ms = 5000;
+    std::uint32_t audit_ms = 2000;
+};
+
+struct BroadcastParams {
+    Gid mgid{};
+    std::uint16_t mlid = 0;
+    std::uint32_t qkey = 0;
+    std::uint8_t mtu = 0, rate = 0, sl = 0, traffic_class = 0, hop_limit = 0;
+    std::uint32_t flow_label = 0;
+};
+
+struct GroupView {
+    Gid mgid;
+    std::uint16_t mlid;
+    std::uint8_t join_state;  // JoinState bits requested
+    bool joined;
+    std::uint32_t joins, failures;
+    std::string last_error;
+};
+
+struct IfaceCounters {
+    std::uint64_t broadcast_absent, broadcast_mtu_too_big, port_not_active, pkey_missing, sa_timeouts;
+    std::uint64_t joins, join_failures, leaves, flushes, memberships_lost, param_mismatch;
+};
+
+class ControlPlane;
+
+class Interface {
+  public:
+    IfaceState state() const { return state_; }
+    bool up() const { return state_ == IfaceState::up; }
+    const std::string &name() const { return name_; }
+    std::uint16_t pkey() const { return pkey_; }
+    int pkey_index() const { return pkey_index_; }
+    const BroadcastParams &broadcast() const { return bcast_; }
+    std::vector<GroupView> groups() const;
+    const IfaceCounters &counters() const { return counters_; }
+
+    // Control thread: join (full member) / leave an IP multicast group's MGID.
+    void join(const Gid &mgid);
+    void leave(const Gid &mgid);
+
+    // Called on the control thread.
+    std::function<void(bool up)> on_link;
+    std::function<void(const Gid &mgid, const McMemberRecord &rec, bool joined)> on_group;
+
+  private:
+    friend class ControlPlane;
+    struct Group {
+        Gid mgid;
+        std::uint8_t join_state = kFullMember;
+        bool wanted = true;  // false: leave it
+        bool joined = false;
+        bool in_flight = false;
+        std::uint16_t mlid = 0;
+        McMemberRecord rec{};
+        std::uint32_t joins = 0, failures = 0;
+        std::uint32_t backoff_ms = 0;
+        std::uint64_t next_try_ms = 0;
+        std::string last_error;
+    };
+
+    Interface(ControlPlane *cp, const IfaceConfig &cfg);
+    void tick(std::uint64_t now);
+    void flush(const char *why, bool restart);
+    void start_probe();
+    void on_probe(SaStatus st, const std::vector<McMemberRecord> &recs);
+    void on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &recs);
+    void join_group(Group &g, std::uint64_t now);
+    void leave_all(bool send_leaves);
+    void retry_later(std::uint64_t now);
+    void log(LogLevel l, const char *topic, const std::string &m) const;
+    void notice_once(int key, const std::string &m);
+
+    ControlPlane *cp_;
+    IfaceConfig cfg_;
+    std::string name_;
+    IfaceState state_ = IfaceState::stopped;
+    std::uint16_t pkey_ = 0;
+    int pkey_index_ = -1;
+    BroadcastParams bcast_{};
+    std::map<std::array<std::uint8_t, 16>, Group> groups_;
+    IfaceCounters counters_{};
+    std::uint32_t backoff_ms_ = 0;
+    std::uint64_t next_try_ms_ = 0;
+    std::uint64_t next_audit_ms_ = 0, next_allmulti_ms_ = 0;
+    std::uint64_t generation_ = 0;  // bumped on flush: stale answers are ignored
+    bool request_in_flight_ = false, audit_in_flight_ = false, sa_silent_ = false;
+    int last_notice_ = -1;
+};
+
+struct PathEntry {
+    PathRecord rec;
+    bool valid = false;
+    bool pending = false;
+    std::uint64_t updated_ms = 0;
+    std::uint32_t failures = 0;
+};
+
+class PathCache {
+  public:
+    struct Key {
+        std::array<std::uint8_t, 16> dgid;
+        std::uint16_t pkey;
+        bool operator<(const Key &o) const { return dgid != o.dgid ? dgid < o.dgid : pkey < o.pkey; }
+    };
+    PathEntry *find(const Gid &dgid, std::uint16_t pkey);
+    PathEntry &get(const Gid &dgid, std::uint16_t pkey);
+    void invalidate(const Gid &dgid);
+    void invalidate_all();
+    std::size_t size() const { return map_.size(); }
+    const std::map<Key, PathEntry> &entries() const { return map_; }
+
+  private:
+    std::map<Key, PathEntry> map_;
+};
+
+struct CpConfig {
+    SaConfig sa;
+    LogFn log;  // default: stderr
+};
+
+struct CpCounters {
+    std::uint64_t path_requests, path_resolved, path_failed, path_cache_hits, ring_full, port_events;
+};
+
+class ControlPlane {
+  public:
+    ControlPlane() = default;
+    ControlPlane(const ControlPlane &) = delete;
+    ControlPlane &operator=(const ControlPlane &) = delete;
+    ~ControlPlane();
+
+    bool open(hca::Context &ctx, const CpConfig &cfg, std::string *err);
+    Interface *add_interface(const IfaceConfig &cfg, std::string *err);
+    void remove_interface(Interface *i);
+    // Leave every group of every interface (waiting up to timeout_ms for the
+    // SA to acknowledge), then close. Also done by the destructor.
+    void stop(int timeout_ms = 1000);
+
+    // One step of the control thread: port events, SA answers, timers,
+    // fast-path requests. Waits at most max_wait_ms.
+    void run_once(int max_wait_ms);
+
+    // Fast path, lock-free, never blocks: ask for a path / a send-only join.
+    // Results arrive through on_path / Interface::on_group on the control thread.
+    bool request_path(const Gid &dgid, std::uint16_t pkey);
+    bool request_sendonly(Interface *iface, const Gid &mgid);
+    std::function<void(const Gid &dgid, std::uint16_t pkey, SaStatus st, const PathRecord *rec)> on_path;
+
+    PathCache &paths() { return paths_; }
+    SaClient &sa() { return sa_; }
+    const CpCounters &counters() const { return counters_; }
+    const std::vector<std::unique_ptr<Interface>> &interfaces() const { return ifaces_; }
+    hca::Context &hca() { return *ctx_; }
+    const hca::PortAttr &port_attr(std::uint8_t port) const { return ports_.at(port - 1); }
+    Gid port_gid(std::uint8_t port) const;
+    void log(LogLevel l, const char *topic, const std::string &m) const;
+
+  private:
+    friend class Interface;
+    struct Request {
+        std::uint8_t kind;  // 1 path, 2 send-only join
+        std::uint16_t pkey;
+        Interface *iface;
+        Gid gid;
+    };
+    // Bounded MPSC ring (Vyukov): producers claim with CAS on the tail.
+    struct Cell {
+        std::atomic<std::uint64_t> seq;
+        Request req;
+    };
+    static constexpr std::size_t kRingSize = 1024;
+    bool push(const Request &r);
+    bool pop(Request *r);
+    void refresh_ports();
+    void resolve_path(const Gid &dgid, std::uint16_t pkey);
+
+    hca::Context *ctx_ = nullptr;
+    CpConfig cfg_;
+    SaClient sa_;
+    PathCache paths_;
+    std::vector<hca::PortAttr> ports_;
+    std::vector<std::unique_ptr<Interface>> ifaces_;
+    std::unique_ptr<Cell[]> ring_;
+    alignas(64) std::atomic<std::uint64_t> ring_tail_{0};
+    alignas(64) std::uint64_t ring_head_ = 0;
+    CpCounters counters_{};
+    bool open_ = false;
+};
+
+} // namespace ipoib::ctrl

@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Asynchronous Subnet Administration client over libibumad: PathRecord
+// queries, MCMemberRecord join / leave / table queries. Runs on one control
+// thread; nothing blocks: requests are sent at once and their callbacks run
+// from poll() when the answer, an error or the final timeout arrives.
+//
+// Requests are matched on the low 32 bits of the TID (the high half is the
+// kernel's, or umad2sim's, to rewrite). Each request is retried on timeout
+// with exponential backoff (timeout doubles per try, capped at 16 s).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "ipoib/wire/types.hpp"
+
+namespace ipoib::ctrl {
+
+using wire::Gid;
+
+struct PathRecord {
+    Gid dgid{}, sgid{};
+    std::uint16_t dlid = 0, slid = 0;
+    std::uint16_t pkey = 0;
+    std::uint8_t sl = 0;
+    std::uint8_t mtu = 0;   // IB MTU code (4 = 2048)
+    std::uint8_t rate = 0;  // IB rate code
+    std::uint8_t packet_life = 0;
+    std::uint8_t hop_limit = 0;
+    std::uint8_t traffic_class = 0;
+    std::uint32_t flow_label = 0;
+    bool reversible = false;
+};
+
+enum JoinState : std::uint8_t {
+    kFullMember = 0x1,
+    kNonMember = 0x2,
+    kSendOnlyNonMember = 0x4,
+    kSendOnlyFullMember = 0x8,
+};
+
+struct McMemberRecord {
+    Gid mgid{}, port_gid{};
+    std::uint32_t qkey = 0;
+    std::uint16_t mlid = 0;
+    std::uint8_t mtu = 0;  // code, selector in mtu_selector
+    std::uint8_t mtu_selector = 0;
+    std::uint8_t traffic_class = 0;
+    std::uint16_t pkey = 0;
+    std::uint8_t rate = 0;
+    std::uint8_t rate_selector = 0;
+    std::uint8_t packet_life = 0;
+    std::uint8_t sl = 0;
+    std::uint32_t flow_label = 0;
+    std::uint8_t hop_limit = 0;
+    std::uint8_t scope = 0;
+    std::uint8_t join_state = 0;
+};
+
+// MCMemberRecord component mask bits (IBA 15.2.5.17).
+enum : std::uint64_t {
+    kMcmMgid = 1ull << 0, kMcmPortGid = 1ull << 1, kMcmQkey = 1ull << 2, kMcmMlid = 1ull << 3,
+    kMcmMtuSel = 1ull << 4, kMcmMtu = 1ull << 5, kMcmTclass = 1ull << 6, kMcmPkey = 1ull << 7,
+    kMcmRateSel = 1ull << 8, kMcmRate = 1ull << 9, kMcmLifeSel = 1ull << 10, kMcmLife = 1ull << 11,
+    kMcmSl = 1ull << 12, kMcmFlowLabel = 1ull << 13, kMcmHopLimit = 1ull << 14, kMcmScope = 1ull << 15,
+    kMcmJoinState = 1ull << 16,
+};
+
+// Outcome of a request: status 0 is success; > 0 is the MAD status word
+// from the SA; < 0 a local errno (-ETIMEDOUT after the last retry).
+struct SaStatus {
+    int status = 0;
+    bool ok() const { return status == 0; }
+    // e.g. "SA status 0x0200: request invalid", "SA not answering (timed out)"
+    std::string message() const;
+};
+
+struct SaConfig {
+    const char *ca_name = nullptr;  // nullptr: the first CA
+    int port = 0;                   // 0: the first active port
+    int timeout_ms = 500;           // first try; doubles per retry, capped at 16 s
+    int retries = 3;
+};
+
+struct SaCounters {
+    std::uint64_t sent, answered, retried, timed_out, errors, unmatched;
+};
+
+class SaClient {
+  public:
+    using PathCallback = std::function<void(SaStatus, const std::vector<PathRecord> &)>;
+    using McmCallback = std::function<void(SaStatus, const std::vector<McMemberRecord> &)>;
+
+    SaClient() = default;
+    SaClient(const SaClient &) = delete;
+    SaClient &operator=(const SaClient &) = delete;
+    ~SaClient();
+
+    bool open(const SaConfig &cfg, std::string *err);
+    void close();
+    bool is_open() const { return portid_ >= 0; }
+
+    // Where the SA is (from the port's PortInfo: SM LID and SM SL).
+    void set_sm(std::uint16_t lid, std::uint8_t sl) { sm_lid_ = lid, sm_sl_ = sl; }
+    std::uint16_t sm_lid() const { return sm_lid_; }
+
+    // Each returns a request id (never 0), or 0 if it could not be sent at all
+    // (the callback then runs from the next poll with the error).
+    std::uint64_t query_path(const Gid &sgid, const Gid &dgid, std::uint16_t pkey, PathCallback cb);
+    std::uint64_t join(const McMemberRecord &rec, std::uint64_t comp_mask, McmCallback cb);
+    std::uint64_t leave(const McMemberRecord &rec, std::uint64_t comp_mask, McmCallback cb);
+    // GetTable MCMemberRecord (at most what fits one MAD where the fabric has no RMPP).
+    std::uint64_t query_mcmembers(const McMemberRecord &rec, std::uint64_t comp_mask, McmCallback cb);
+    void cancel(std::uint64_t id);
+
+    // Receive answers and expire requests; waits up to timeout_ms for the
+    // first answer. Runs callbacks. Returns how many requests completed.
+    int poll(int timeout_ms);
+    std::size_t outstanding() const { return pending_.size(); }
+    const SaCounters &counters() const { return counters_; }
+    // Milliseconds until the next request times out (-1: none pending).
+    int next_timeout_ms() const;
+
+  private:
+    struct Pending {
+        std::uint64_t id;
+        std::uint8_t method;
+        std::uint16_t attr;
+        std::vector<std::uint8_t> mad;  // 256 bytes, ready to resend
+        int tries;
+        int timeout_ms;
+        std::uint64_t deadline_ms;
+        PathCallback path_cb;
+        McmCallback mcm_cb;
+    };
+    std::uint64_t submit(std::uint8_t method, std::uint16_t attr, std::uint64_t comp_mask, const std::uint8_t *rec,
+                         std::size_t rec_len, PathCallback pcb, McmCallback mcb);
+    bool transmit(Pending &p);
+    void complete(Pending &p, SaStatus st, const std::uint8_t *mad, std::size_t len);
+
+    SaConfig cfg_;
+    int portid_ = -1;
+    int agent_ = -1;
+    std::uint16_t sm_lid_ = 0;
+    std::uint8_t sm_sl_ = 0;
+    std::uint32_t next_tid_ = 1;
+    std::uint32_t tid_salt_ = 0;
+    std::unordered_map<std::uint32_t, Pending> pending_;  // by low 32 bits of the TID
+    std::vector<std::uint8_t> rxbuf_;
+    SaCounters counters_{};
+};
+
+// Wire (de)serialisation, exposed for tests.
+void encode_path_query(const Gid &sgid, const Gid &dgid, std::uint16_t pkey, std::uint8_t *rec64,
+                       std::uint64_t *comp_mask);
+PathRecord decode_path(const std::uint8_t *rec64);
+void encode_mcm(const McMemberRecord &r, std::uint8_t *rec);
+McMemberRecord decode_mcm(const std::uint8_t *rec);
+
+} // namespace ipoib::ctrl

@@ -1,0 +1,665 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "ipoib/ctrl/control_plane.hpp"
+
+#include <infiniband/umad_sa.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "ipoib/wire/hwaddr.hpp"
+#include "ipoib/wire/mgid.hpp"
+
+namespace ipoib::ctrl {
+
+namespace {
+
+constexpr std::uint32_t kBackoffStartMs = 1000;
+constexpr std::uint32_t kBackoffMaxMs = 16000;
+
+std::uint64_t now_ms() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+std::uint32_t next_backoff(std::uint32_t b) {
+    return b == 0 ? kBackoffStartMs : std::min(b * 2, kBackoffMaxMs);
+}
+
+std::string hex16(std::uint16_t v) {
+    char b[8];
+    std::snprintf(b, sizeof b, "0x%04x", v);
+    return b;
+}
+
+std::uint32_t mtu_bytes(std::uint8_t code) { return code >= 1 && code <= 5 ? 128u << code : 0; }
+
+std::array<std::uint8_t, 16> key_of(const Gid &g) { return g.raw; }
+
+} // namespace
+
+const char *to_string(IfaceState s) {
+    switch (s) {
+    case IfaceState::stopped: return "stopped";
+    case IfaceState::port_down: return "port down";
+    case IfaceState::pkey_missing: return "P_Key missing";
+    case IfaceState::probing: return "probing broadcast group";
+    case IfaceState::joining: return "joining broadcast group";
+    case IfaceState::up: return "up";
+    }
+    return "?";
+}
+
+// ---------------------------------------------------------------------------
+// Path cache
+
+PathEntry *PathCache::find(const Gid &dgid, std::uint16_t pkey) {
+    auto it = map_.find(Key{dgid.raw, pkey});
+    return it == map_.end() ? nullptr : &it->second;
+}
+PathEntry &PathCache::get(const Gid &dgid, std::uint16_t pkey) { return map_[Key{dgid.raw, pkey}]; }
+void PathCache::invalidate(const Gid &dgid) {
+    for (auto &[k, e] : map_)
+        if (k.dgid == dgid.raw)
+            e.valid = false;
+}
+void PathCache::invalidate_all() {
+    for (auto &[k, e] : map_)
+        e.valid = false;
+}
+
+// ---------------------------------------------------------------------------
+// Interface
+
+Interface::Interface(ControlPlane *cp, const IfaceConfig &cfg) : cp_(cp), cfg_(cfg) {}
+
+void Interface::log(LogLevel l, const char *topic, const std::string &m) const {
+    cp_->log(l, topic, name_ + ": " + m);
+}
+
+// Log a waiting-state message once per occurrence, not on every retry.
+void Interface::notice_once(int key, const std::string &m) {
+    if (last_notice_ == key)
+        return;
+    last_notice_ = key;
+    log(LogLevel::notice, "ipoib", m);
+}
+
+std::vector<GroupView> Interface::groups() const {
+    std::vector<GroupView> v;
+    for (auto &[_, g] : groups_)
+        v.push_back({g.mgid, g.mlid, g.join_state, g.joined, g.joins, g.failures, g.last_error});
+    return v;
+}
+
+void Interface::join(const Gid &mgid) {
+    auto &g = groups_[key_of(mgid)];
+    g.mgid = mgid;
+    g.wanted = true;
+    g.join_state |= kFullMember;
+    g.join_state &= static_cast<std::uint8_t>(~kSendOnlyFullMember);
+    g.next_try_ms = 0;
+}
+
+void Interface::leave(const Gid &mgid) {
+    auto it = groups_.find(key_of(mgid));
+    if (it != groups_.end())
+        it->second.wanted = false;
+}
+
+void Interface::retry_later(std::uint64_t now) {
+    backoff_ms_ = next_backoff(backoff_ms_);
+    next_try_ms_ = now + backoff_ms_;
+    state_ = IfaceState::port_down;  // re-evaluate everything from the start
+}
+
+void Interface::flush(const char *why, bool restart) {
+    const bool was_up = state_ == IfaceState::up;
+    ++counters_.flushes;
+    ++generation_;
+    request_in_flight_ = audit_in_flight_ = false;
+    log(LogLevel::info, "ipoib.mcast", std::string("flushing multicast state: ") + why);
+    leave_all(was_up && cp_->port_attr(cfg_.port).state == hca::PortState::active);
+    for (auto &[_, g] : groups_) {
+        g.joined = false;
+        g.in_flight = false;
+        g.next_try_ms = 0;
+        g.backoff_ms = 0;
+    }
+    // Send-only memberships are re-made on the next transmit; full ones are rejoined.
+    std::erase_if(groups_, [](auto &kv) { return !(kv.second.join_state & (kFullMember | kNonMember)) ||
+                                                  !kv.second.wanted; });
+    state_ = restart ? IfaceState::port_down : IfaceState::stopped;
+    backoff_ms_ = 0;
+    next_try_ms_ = 0;
+    last_notice_ = -1;
+    cp_->paths_.invalidate_all();
+    if (was_up && on_link)
+        on_link(false);
+}
+
+void Interface::leave_all(bool send_leaves) {
+    SaClient &sa = cp_->sa_;
+    const Gid port_gid = cp_->port_gid(cfg_.port);
+    auto leave_one = [&](const Gid &mgid, std::uint8_t join_state, const McMemberRecord &rec) {
+        if (send_leaves) {
+            McMemberRecord r{};
+            r.mgid = mgid;
+            r.port_gid = port_gid;
+            r.join_state = join_state;
+            sa.leave(r, kMcmMgid | kMcmPortGid, [this](SaStatus st, const std::vector<McMemberRecord> &) {
+                if (st.ok())
+                    ++counters_.leaves;
+            });
+        }
+        if (on_group)
+            on_group(mgid, rec, false);
+    };
+    for (auto &[_, g] : groups_)
+        if (g.joined) {
+            leave_one(g.mgid, g.join_state, g.rec);
+            g.joined = false;
+        }
+    if (state_ == IfaceState::up) {
+        McMemberRecord r{};
+        r.mgid = bcast_.mgid;
+        r.mlid = bcast_.mlid;
+        leave_one(bcast_.mgid, kFullMember, r);
+    }
+}
+
+void Interface::start_probe() {
+    state_ = IfaceState::probing;
+    request_in_flight_ = true;
+    auto b = wire::broadcast_mgid(pkey_, wire::kScopeLinkLocal);
+    McMemberRecord q{};
+    q.mgid = b.value;
+    bcast_.mgid = b.value;
+    const std::uint64_t gen = generation_;
+    cp_->sa_.query_mcmembers(q, kMcmMgid, [this, gen](SaStatus st, const std::vector<McMemberRecord> &recs) {
+        if (gen == generation_)
+            on_probe(st, recs);
+    });
+}
+
+void Interface::on_probe(SaStatus st, const std::vector<McMemberRecord> &recs) {
+    request_in_flight_ = false;
+    const std::uint64_t now = now_ms();
+    const std::string bg = wire::to_string(bcast_.mgid);
+    if (st.status == -ETIMEDOUT) {
+        ++counters_.sa_timeouts;
+        notice_once(1, "SA not answering: cannot probe the IPoIB broadcast group " + bg + "; retrying");
+        retry_later(now);
+        return;
+    }
+    if (!st.ok() && st.status != (UMAD_SA_STATUS_NO_RECORDS << 8)) {
+        notice_once(2, "probing the IPoIB broadcast group " + bg + " failed: " + st.message());
+        retry_later(now);
+        return;
+    }
+    const McMemberRecord *rec = nullptr;
+    for (auto &r : recs)
+        if (r.mgid == bcast_.mgid)
+            rec = &r;
+    if (!rec) {
+        ++counters_.broadcast_absent;
+        notice_once(3, "IPoIB broadcast group " + bg + " absent (is the SM configured with an ipoib partition " +
+                           hex16(pkey_) + "?); interface stays down");
+        retry_later(now);
+        return;
+    }
+    const auto &pa = cp_->port_attr(cfg_.port);
+    const std::uint8_t port_max = static_cast<std::uint8_t>(pa.max_mtu);
+    if (mtu_bytes(rec->mtu) > mtu_bytes(port_max)) {
+        ++counters_.broadcast_mtu_too_big;
+        notice_once(4, "IPoIB broadcast group MTU " + std::to_string(mtu_bytes(rec->mtu)) +
+                           " greater than port's maximum MTU " + std::to_string(mtu_bytes(port_max)) +
+                           "; interface stays down");
+        retry_later(now);
+        return;
+    }
+    state_ = IfaceState::joining;
+    request_in_flight_ = true;
+    McMemberRecord j{};
+    j.mgid = bcast_.mgid;
+    j.port_gid = cp_->port_gid(cfg_.port);
+    j.join_state = kFullMember;
+    const std::uint64_t gen = generation_;
+    cp_->sa_.join(j, kMcmMgid | kMcmPortGid, [this, gen](SaStatus s, const std::vector<McMemberRecord> &r) {
+        if (gen == generation_)
+            on_bcast_join(s, r);
+    });
+}
+
+void Interface::on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &recs) {
+    request_in_flight_ = false;
+    const std::uint64_t now = now_ms();
+    if (!st.ok() || recs.empty()) {
+        ++counters_.join_failures;
+        if (st.status == -ETIMEDOUT)
+            ++counters_.sa_timeouts;
+        notice_once(5, "joining the IPoIB broadcast group " + wire::to_string(bcast_.mgid) +
+                           " failed: " + (st.ok() ? std::string("empty answer") : st.message()) + "; retrying");
+        retry_later(now);
+        return;
+    }
+    const McMemberRecord &r = recs.front();
+    bcast_.mlid = r.mlid;
+    bcast_.qkey = r.qkey;
+    bcast_.mtu = r.mtu;
+    bcast_.rate = r.rate;
+    bcast_.sl = r.sl;
+    bcast_.traffic_class = r.traffic_class;
+    bcast_.flow_label = r.flow_label;
+    bcast_.hop_limit = r.hop_limit;
+    ++counters_.joins;
+    state_ = IfaceState::up;
+    backoff_ms_ = 0;
+    if (last_notice_ != -1)
+        log(LogLevel::notice, "ipoib", "recovered: the broadcast group is joined, interface up");
+    last_notice_ = -1;
+    char info[160];
+    std::snprintf(info, sizeof info, "joined broadcast group %s: MLID 0x%04x, Q_Key 0x%x, MTU %u, SL %u, rate %u",
+                  wire::to_string(bcast_.mgid).c_str(), r.mlid, r.qkey, mtu_bytes(r.mtu), r.sl, r.rate);
+    log(LogLevel::info, "ipoib.mcast", info);
+    next_audit_ms_ = now + cfg_.audit_ms;
+    next_allmulti_ms_ = now;
+    if (on_group)
+        on_group(bcast_.mgid, r, true);
+    if (on_link)
+        on_link(true);
+}
+
+void Interface::join_group(Group &g, std::uint64_t) {
+    McMemberRecord r{};
+    r.mgid = g.mgid;
+    r.port_gid = cp_->port_gid(cfg_.port);
+    r.qkey = bcast_.qkey;
+    r.mtu = bcast_.mtu;
+    r.mtu_selector = 2;  // exactly
+    r.traffic_class = bcast_.traffic_class;
+    r.pkey = static_cast<std::uint16_t>(pkey_ | 0x8000);
+    r.rate = bcast_.rate;
+    r.rate_selector = 2;
+    r.sl = bcast_.sl;
+    r.flow_label = bcast_.flow_label;
+    r.hop_limit = bcast_.hop_limit;
+    r.scope = g.mgid.raw[1] & 0xf;
+    r.join_state = g.join_state;
+    const std::uint64_t mask = kMcmMgid | kMcmPortGid | kMcmQkey | kMcmMtuSel | kMcmMtu | kMcmTclass | kMcmPkey |
+                               kMcmRateSel | kMcmRate | kMcmSl | kMcmFlowLabel | kMcmHopLimit | kMcmScope;
+    g.in_flight = true;
+    const std::uint64_t gen = generation_;
+    const auto key = key_of(g.mgid);
+    cp_->sa_.join(r, mask, [this, gen, key](SaStatus st, const std::vector<McMemberRecord> &recs) {
+        if (gen != generation_)
+            return;
+        auto it = groups_.find(key);
+        if (it == groups_.end())
+            return;
+        Group &grp = it->second;
+        grp.in_flight = false;
+        const std::uint64_t now = now_ms();
+        const std::string name = wire::to_string(grp.mgid);
+        if (st.ok() && !recs.empty() && (recs[0].qkey != bcast_.qkey || recs[0].mtu != bcast_.mtu)) {
+            ++counters_.param_mismatch;
+            grp.last_error = "group parameters (Q_Key/MTU) differ from the broadcast group's";
+            McMemberRecord l{};
+            l.mgid = grp.mgid;
+            l.port_gid = cp_->port_gid(cfg_.port);
+            l.join_state = grp.join_state;
+            cp_->sa_.leave(l, kMcmMgid | kMcmPortGid, [](SaStatus, const std::vector<McMemberRecord> &) {});
+            st.status = -EINVAL;
+        }
+        if (!st.ok() || recs.empty()) {
+            ++grp.failures;
+            ++counters_.join_failures;
+            if (st.status != -EINVAL)
+                grp.last_error = st.message();
+            grp.backoff_ms = next_backoff(grp.backoff_ms);
+            grp.next_try_ms = now + grp.backoff_ms;
+            log(LogLevel::warning, "ipoib.mcast", "join of " + name + " failed: " + grp.last_error + "; retry in " +
+                                                      std::to_string(grp.backoff_ms / 1000) + " s");
+            return;
+        }
+        grp.joined = true;
+        grp.rec = recs[0];
+        grp.mlid = recs[0].mlid;
+        grp.backoff_ms = 0;
+        grp.last_error.clear();
+        ++grp.joins;
+        ++counters_.joins;
+        log(LogLevel::info, "ipoib.mcast", "joined " + name + " (MLID " + hex16(grp.mlid) + ", join state " +
+                                               std::to_string(grp.join_state) + ")");
+        if (on_group)
+            on_group(grp.mgid, grp.rec, true);
+    });
+}
+
+void Interface::tick(std::uint64_t now) {
+    if (state_ == IfaceState::stopped || request_in_flight_)
+        return;
+    const auto &pa = cp_->port_attr(cfg_.port);
+    if (state_ == IfaceState::port_down || state_ == IfaceState::pkey_missing) {
+        if (now < next_try_ms_)
+            return;
+        if (pa.state != hca::PortState::active) {
+            if (last_notice_ != 6)
+                ++counters_.port_not_active;
+            notice_once(6, "port " + std::to_string(cfg_.port) + " is not active (" + hca::to_string(pa.state) +
+                               "); interface stays down");
+            return;
+        }
+        // The interface's P_Key: index 0 by default, else the configured one.
+        int idx = -1;
+        std::uint16_t found = 0;
+        for (int i = 0; i < static_cast<int>(hca::kMaxPkeys); ++i) {
+            std::uint16_t k = 0;
+            if (cp_->ctx_->query_pkey(cfg_.port, i, &k) != 0 || !(k & 0x7fff))
+                continue;
+            if (cfg_.pkey == 0 ? i == 0 : (k & 0x7fff) == (cfg_.pkey & 0x7fff)) {
+                if (idx < 0 || (k & 0x8000)) {
+                    idx = i;
+                    found = k;
+                }
+            }
+        }
+        if (idx < 0) {
+            if (state_ != IfaceState::pkey_missing)
+                ++counters_.pkey_missing;
+            state_ = IfaceState::pkey_missing;
+            notice_once(7, "P_Key " + hex16(cfg_.pkey) + " is not in port " + std::to_string(cfg_.port) +
+                               "'s P_Key table; interface stays down");
+            next_try_ms_ = now + kBackoffStartMs;
+            return;
+        }
+        pkey_ = found;
+        pkey_index_ = idx;
+        start_probe();
+        return;
+    }
+    if (state_ != IfaceState::up)
+        return;
+
+    for (auto it = groups_.begin(); it != groups_.end();) {
+        Group &g = it->second;
+        if (!g.wanted && !g.in_flight) {
+            if (g.joined) {
+                McMemberRecord l{};
+                l.mgid = g.mgid;
+                l.port_gid = cp_->port_gid(cfg_.port);
+                l.join_state = g.join_state;
+                cp_->sa_.leave(l, kMcmMgid | kMcmPortGid, [this](SaStatus st, const std::vector<McMemberRecord> &) {
+                    if (st.ok())
+                        ++counters_.leaves;
+                });
+                if (on_group)
+                    on_group(g.mgid, g.rec, false);
+            }
+            it = groups_.erase(it);
+            continue;
+        }
+        if (g.wanted && !g.joined && !g.in_flight && now >= g.next_try_ms)
+            join_group(g, now);
+        ++it;
+    }
+
+    if (now >= next_audit_ms_ && !audit_in_flight_) {
+        next_audit_ms_ = now + cfg_.audit_ms;
+        audit_in_flight_ = true;
+        McMemberRecord q{};
+        q.mgid = bcast_.mgid;
+        q.port_gid = cp_->port_gid(cfg_.port);
+        const std::uint64_t gen = generation_;
+        cp_->sa_.query_mcmembers(q, kMcmMgid | kMcmPortGid, [this, gen](SaStatus st,
+                                                                       const std::vector<McMemberRecord> &recs) {
+            if (gen != generation_)
+                return;
+            audit_in_flight_ = false;
+            if (st.status == -ETIMEDOUT) {
+                if (!sa_silent_) {
+                    ++counters_.sa_timeouts;
+                    log(LogLevel::warning, "ipoib", "SA not answering (broadcast membership audit)");
+                }
+                sa_silent_ = true;
+                return;
+            }
+            if (sa_silent_)
+                log(LogLevel::notice, "ipoib", "SA answering again");
+            sa_silent_ = false;
+            if ((st.ok() || st.status == (UMAD_SA_STATUS_NO_RECORDS << 8)) && recs.empty()) {
+                ++counters_.memberships_lost;
+                log(LogLevel::notice, "ipoib.mcast",
+                    "the SA no longer lists us in the broadcast group (SM restarted?): rejoining");
+                flush("membership lost", true);
+            }
+        });
+    }
+
+    if (cfg_.allmulti && now >= next_allmulti_ms_) {
+        next_allmulti_ms_ = now + cfg_.allmulti_poll_ms;
+        McMemberRecord q{};
+        q.pkey = static_cast<std::uint16_t>(pkey_ | 0x8000);
+        const std::uint64_t gen = generation_;
+        cp_->sa_.query_mcmembers(q, kMcmPkey, [this, gen](SaStatus st, const std::vector<McMemberRecord> &recs) {
+            if (gen != generation_ || !st.ok())
+                return;
+            for (auto &r : recs) {
+                if (!wire::is_ipoib_mgid(r.mgid) || r.mgid == bcast_.mgid || groups_.count(key_of(r.mgid)))
+                    continue;
+                auto &g = groups_[key_of(r.mgid)];
+                g.mgid = r.mgid;
+                g.join_state = kNonMember;
+                log(LogLevel::info, "ipoib.mcast", "allmulticast: joining " + wire::to_string(r.mgid));
+            }
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ControlPlane
+
+ControlPlane::~ControlPlane() { stop(); }
+
+void ControlPlane::log(LogLevel l, const char *topic, const std::string &m) const {
+    if (cfg_.log) {
+        cfg_.log(l, topic, m);
+        return;
+    }
+    static const char *names[] = {"ERR", "WARNING", "NOTICE", "INFO", "DEBUG"};
+    std::fprintf(stderr, "%s: %s: %s\n", topic, names[static_cast<int>(l)], m.c_str());
+}
+
+bool ControlPlane::open(hca::Context &ctx, const CpConfig &cfg, std::string *err) {
+    ctx_ = &ctx;
+    cfg_ = cfg;
+    ports_.assign(ctx.num_ports(), hca::PortAttr{});
+    ring_ = std::make_unique<Cell[]>(kRingSize);
+    for (std::size_t i = 0; i < kRingSize; ++i)
+        ring_[i].seq.store(i, std::memory_order_relaxed);
+    if (!sa_.open(cfg.sa, err))
+        return false;
+    refresh_ports();
+    open_ = true;
+    return true;
+}
+
+void ControlPlane::refresh_ports() {
+    for (std::uint8_t p = 1; p <= ports_.size(); ++p)
+        ctx_->query_port(p, &ports_[p - 1]);
+    const auto &sm = ports_.at(cfg_.sa.port > 0 ? static_cast<std::size_t>(cfg_.sa.port - 1) : 0);
+    sa_.set_sm(sm.sm_lid, sm.sm_sl);
+}
+
+Gid ControlPlane::port_gid(std::uint8_t port) const {
+    Gid g;
+    ctx_->query_gid(port, 0, &g);
+    return g;
+}
+
+Interface *ControlPlane::add_interface(const IfaceConfig &cfg, std::string *err) {
+    if (cfg.port < 1 || cfg.port > ports_.size()) {
+        *err = "no port " + std::to_string(cfg.port) + " on " + ctx_->name();
+        return nullptr;
+    }
+    if (cfg.pkey != 0 && !wire::pkey_valid(cfg.pkey)) {
+        *err = "P_Key " + hex16(cfg.pkey) + " names no partition (0x0000 and 0x8000 are invalid)";
+        return nullptr;
+    }
+    for (auto &i : ifaces_)
+        if (i->cfg_.port == cfg.port && (i->cfg_.pkey & 0x7fff) == (cfg.pkey & 0x7fff)) {
+            *err = "an interface for port " + std::to_string(cfg.port) + " P_Key " + hex16(cfg.pkey) + " exists";
+            return nullptr;
+        }
+    std::unique_ptr<Interface> i(new Interface(this, cfg));
+    i->name_ = ctx_->name() + "/" + std::to_string(cfg.port) + (cfg.pkey ? "." + hex16(cfg.pkey) : "");
+    i->state_ = IfaceState::port_down;
+    ifaces_.push_back(std::move(i));
+    return ifaces_.back().get();
+}
+
+void ControlPlane::remove_interface(Interface *iface) {
+    for (auto it = ifaces_.begin(); it != ifaces_.end(); ++it)
+        if (it->get() == iface) {
+            iface->leave_all(iface->up());
+            iface->flush("interface removed", false);
+            ifaces_.erase(it);
+            return;
+        }
+}
+
+void ControlPlane::stop(int timeout_ms) {
+    if (!open_)
+        return;
+    for (auto &i : ifaces_)
+        if (i->state_ != IfaceState::stopped) {
+            i->leave_all(i->up());
+            ++i->generation_;
+            i->state_ = IfaceState::stopped;
+        }
+    const std::uint64_t end = now_ms() + static_cast<std::uint64_t>(timeout_ms);
+    while (sa_.outstanding() && now_ms() < end)
+        sa_.poll(10);
+    ifaces_.clear();
+    sa_.close();
+    open_ = false;
+}
+
+bool ControlPlane::push(const Request &r) {
+    std::uint64_t pos = ring_tail_.load(std::memory_order_relaxed);
+    for (;;) {
+        Cell &c = ring_[pos & (kRingSize - 1)];
+        const std::uint64_t seq = c.seq.load(std::memory_order_acquire);
+        const auto dif = static_cast<std::int64_t>(seq) - static_cast<std::int64_t>(pos);
+        if (dif == 0) {
+            if (ring_tail_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
+                c.req = r;
+                c.seq.store(pos + 1, std::memory_order_release);
+                return true;
+            }
+        } else if (dif < 0) {
+            return false;  // full
+        } else {
+            pos = ring_tail_.load(std::memory_order_relaxed);
+        }
+    }
+}
+
+bool ControlPlane::pop(Request *r) {
+    Cell &c = ring_[ring_head_ & (kRingSize - 1)];
+    if (c.seq.load(std::memory_order_acquire) != ring_head_ + 1)
+        return false;
+    *r = c.req;
+    c.seq.store(ring_head_ + kRingSize, std::memory_order_release);
+    ++ring_head_;
+    return true;
+}
+
+bool ControlPlane::request_path(const Gid &dgid, std::uint16_t pkey) {
+    if (push(Request{1, pkey, nullptr, dgid}))
+        return true;
+    ++counters_.ring_full;  // only the control thread reads it; a lost increment is harmless
+    return false;
+}
+
+bool ControlPlane::request_sendonly(Interface *iface, const Gid &mgid) {
+    if (push(Request{2, 0, iface, mgid}))
+        return true;
+    ++counters_.ring_full;
+    return false;
+}
+
+void ControlPlane::resolve_path(const Gid &dgid, std::uint16_t pkey) {
+    ++counters_.path_requests;
+    PathEntry &e = paths_.get(dgid, pkey);
+    if (e.valid) {
+        ++counters_.path_cache_hits;
+        if (on_path)
+            on_path(dgid, pkey, SaStatus{}, &e.rec);
+        return;
+    }
+    if (e.pending)
+        return;
+    e.pending = true;
+    const std::uint8_t port = ifaces_.empty() ? 1 : ifaces_.front()->cfg_.port;
+    sa_.query_path(port_gid(port), dgid, pkey, [this, dgid, pkey](SaStatus st, const std::vector<PathRecord> &recs) {
+        PathEntry &pe = paths_.get(dgid, pkey);
+        pe.pending = false;
+        pe.updated_ms = now_ms();
+        if (st.ok() && !recs.empty()) {
+            pe.rec = recs.front();
+            pe.valid = true;
+            pe.failures = 0;
+            ++counters_.path_resolved;
+            if (on_path)
+                on_path(dgid, pkey, st, &pe.rec);
+        } else {
+            ++pe.failures;
+            ++counters_.path_failed;
+            log(LogLevel::info, "ipoib", "path to " + wire::to_string(dgid) + " P_Key " + hex16(pkey) +
+                                             " not resolved: " + st.message());
+            if (on_path)
+                on_path(dgid, pkey, st, nullptr);
+        }
+    });
+}
+
+void ControlPlane::run_once(int max_wait_ms) {
+    if (!open_)
+        return;
+    hca::PortEvent ev;
+    bool refreshed = false;
+    while (ctx_->get_port_event(&ev) == 1) {
+        ++counters_.port_events;
+        if (!refreshed) {
+            refresh_ports();
+            refreshed = true;
+        }
+        log(LogLevel::info, "ipoib", ctx_->name() + " port " + std::to_string(ev.port_num) + ": " +
+                                         hca::to_string(ev.type));
+        for (auto &i : ifaces_)
+            if (i->cfg_.port == ev.port_num && i->state_ != IfaceState::stopped)
+                i->flush(hca::to_string(ev.type), true);
+    }
+    Request r;
+    while (pop(&r)) {
+        if (r.kind == 1) {
+            resolve_path(r.gid, r.pkey);
+        } else if (r.kind == 2 && r.iface) {
+            auto &g = r.iface->groups_[key_of(r.gid)];
+            if (g.mgid == Gid{}) {
+                g.mgid = r.gid;
+                g.join_state = kSendOnlyFullMember;
+            }
+        }
+    }
+    const std::uint64_t now = now_ms();
+    for (auto &i : ifaces_)
+        i->tick(now);
+    sa_.poll(max_wait_ms);
+}
+
+} // namespace ipoib::ctrl
