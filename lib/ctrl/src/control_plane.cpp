@@ -82,6 +82,7 @@ void Interface::log(LogLevel l, const char *topic, const std::string &m) const {
 
 // Log a waiting-state message once per occurrence, not on every retry.
 void Interface::notice_once(int key, const std::string &m) {
+    troubled_ = true;
     if (last_notice_ == key)
         return;
     last_notice_ = key;
@@ -258,8 +259,9 @@ void Interface::on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &re
     ++counters_.joins;
     state_ = IfaceState::up;
     backoff_ms_ = 0;
-    if (last_notice_ != -1)
+    if (troubled_)
         log(LogLevel::notice, "ipoib", "recovered: the broadcast group is joined, interface up");
+    troubled_ = false;
     last_notice_ = -1;
     char info[160];
     std::snprintf(info, sizeof info, "joined broadcast group %s: MLID 0x%04x, Q_Key 0x%x, MTU %u, SL %u, rate %u",

@@ -142,7 +142,8 @@ class Interface {
     std::uint64_t next_audit_ms_ = 0, next_allmulti_ms_ = 0;
     std::uint64_t generation_ = 0;  // bumped on flush: stale answers are ignored
     bool request_in_flight_ = false, audit_in_flight_ = false, sa_silent_ = false;
-    int last_notice_ = -1;
+    int last_notice_ = -1;  // the waiting-state message last logged (logged once per occurrence)
+    bool troubled_ = false;  // a problem was reported since the interface was last up
 };
 
 struct PathEntry {
