@@ -89,6 +89,10 @@ class SoftQp final : public Qp {
     std::uint32_t qp_num() const noexcept override { return qpn_; }
     int post_recv(const RecvWr *wr, int n) noexcept override;
     int post_send(const SendWr *wr, int n) noexcept override;
+    int set_qkey(std::uint32_t qkey) noexcept override {
+        e_->qkey.store(qkey, std::memory_order_release);
+        return 0;
+    }
     int attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept override;
     int detach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept override;
     QpCounters counters() const noexcept override;

@@ -186,6 +186,8 @@ class Qp {
     // Post n WRs; returns how many were accepted (the rest did not fit), <0 on error.
     virtual int post_recv(const RecvWr *wr, int n) noexcept = 0;
     virtual int post_send(const SendWr *wr, int n) noexcept = 0;
+    // ibv_modify_qp(IBV_QP_QKEY): the Q_Key used for sends with kUseQpQkey and checked on receive.
+    virtual int set_qkey(std::uint32_t qkey) noexcept = 0;
     virtual int attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept = 0;
     virtual int detach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept = 0;
     virtual QpCounters counters() const noexcept = 0;
