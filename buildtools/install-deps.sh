@@ -15,7 +15,7 @@ packages=(
     # the InfiniBand management plane: simulator, subnet manager, diags, MAD libraries
     ibsim-utils libumad2sim0 opensm infiniband-diags libibumad-dev libibmad-dev
     # test peers and tools
-    tshark iproute2 procps
+    tshark iproute2 procps iperf3 iputils-ping
 )
 
 missing=()

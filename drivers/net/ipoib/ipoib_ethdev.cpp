@@ -669,6 +669,8 @@ int stats_get(rte_eth_dev *dev, rte_eth_stats *s) {
 
 int stats_reset(rte_eth_dev *dev) {
     Port *p = port_of(dev);
+    if (p->qp)
+        p->hca_base = p->qp->counters();
     for (auto *q : p->rxq)
         if (q)
             q->st = RxStats{};
@@ -715,9 +717,12 @@ const XstatDef kXstats[] = {
     {"sa_timeouts", IFS(sa_timeouts)},
     {"path_resolved", [](Port *p) -> std::uint64_t { return p->hca->cp.counters().path_resolved; }},
     {"path_failed", [](Port *p) -> std::uint64_t { return p->hca->cp.counters().path_failed; }},
-    {"hca_drop_no_buffer", [](Port *p) -> std::uint64_t { return p->qp ? p->qp->counters().drop_no_buffer : 0; }},
-    {"hca_drop_qkey", [](Port *p) -> std::uint64_t { return p->qp ? p->qp->counters().drop_qkey : 0; }},
-    {"hca_drop_pkey", [](Port *p) -> std::uint64_t { return p->qp ? p->qp->counters().drop_pkey : 0; }},
+#define HCAS(f) [](Port *p) -> std::uint64_t { return p->qp ? p->qp->counters().f - p->hca_base.f : 0; }
+    {"hca_drop_no_buffer", HCAS(drop_no_buffer)},
+    {"hca_drop_qkey", HCAS(drop_qkey)},
+    {"hca_drop_pkey", HCAS(drop_pkey)},
+    {"hca_drop_too_long", HCAS(drop_too_long)},
+    {"hca_drop_port_down", HCAS(drop_port_down)},
 };
 constexpr unsigned kNumXstats = sizeof kXstats / sizeof kXstats[0];
 

@@ -154,6 +154,7 @@ struct TxQueue {
     std::uint32_t slot_size = 0;
     Pending pending[64];
     std::uint32_t npending = 0;
+    std::atomic_flag busy = ATOMIC_FLAG_INIT;  // tx_burst vs. rx_burst's pending flush (per burst)
 };
 
 struct Hca;
@@ -195,6 +196,7 @@ struct Port {
     std::vector<RxQueue *> rxq;
     std::vector<TxQueue *> txq;
     std::uint64_t last_age_ms = 0;
+    hca::QpCounters hca_base{};  // HCA counters at the last xstats reset (they live in the HCA)
     bool started = false;
 };
 
@@ -227,6 +229,7 @@ struct Hca {
 std::uint16_t rx_burst(void *q, rte_mbuf **pkts, std::uint16_t n);
 std::uint16_t tx_burst(void *q, rte_mbuf **pkts, std::uint16_t n);
 void tx_flush_completions(TxQueue *q);
+void tx_service_pending(TxQueue *q);
 
 // Encoded MACs for senders not (yet) known by their GID: LID and QPN in a locally administered MAC.
 inline wire::Mac lidqpn_mac(std::uint16_t lid, std::uint32_t qpn) {

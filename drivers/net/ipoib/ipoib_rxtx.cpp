@@ -196,8 +196,11 @@ std::uint16_t rx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) {
         return 0;
     const int want = nb < 64 ? nb : 64;
     const int n = p->rx_cq->poll(q->wc, want);
-    if (n <= 0)
+    if (n <= 0) {
+        if (q->queue_id < p->txq.size() && p->txq[q->queue_id])
+            tx_service_pending(p->txq[q->queue_id]);
         return 0;
+    }
     std::uint16_t out = 0;
     int nrepost = 0;
     for (int k = 0; k < n; ++k) {
@@ -309,6 +312,8 @@ std::uint16_t rx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) {
     }
     if (nrepost)
         qp->post_recv(q->repost, nrepost);
+    if (q->queue_id < p->txq.size() && p->txq[q->queue_id])
+        tx_service_pending(p->txq[q->queue_id]);
     return out;
 }
 
@@ -357,6 +362,11 @@ bool tx_mac_to_hw(void *c, const wire::Mac &mac, wire::HwAddr *out) {
     return h.ok();
 }
 bool no_hw_to_mac(void *, const wire::HwAddr &, wire::Mac *) { return false; }
+// ND options we send describe us, whatever MAC the stack behind us put in them.
+bool own_hw(void *c, const wire::Mac &, wire::HwAddr *out) {
+    *out = static_cast<TxMapCtx *>(c)->p->hwaddr;
+    return true;
+}
 
 enum class TxResult { sent, dropped, queued };
 
@@ -507,7 +517,14 @@ TxResult build_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now) {
             ++q->st.translate_errors;
             return TxResult::dropped;
         }
-        auto t = wire::arp_eth_to_ib(wire::Bytes(l3, m->data_len - kEthHdr), wire::MutBytes(bounce, q->slot_size), map);
+        // The sender of an ARP we transmit is this port, whatever MAC the stack
+        // behind us (a tap, a bridge) used: take its sender MAC as ours.
+        const std::uint32_t alen = m->data_len - kEthHdr;
+        std::uint8_t *arp = bounce + q->slot_size / 2;
+        std::memcpy(arp, l3, std::min<std::uint32_t>(alen, q->slot_size / 2));
+        if (alen >= wire::kEthArpLen)
+            std::memcpy(arp + 8, p->mac.addr_bytes, 6);
+        auto t = wire::arp_eth_to_ib(wire::Bytes(arp, alen), wire::MutBytes(bounce, q->slot_size / 2), map);
         if (!t.ok()) {
             ++q->st.translate_errors;
             return TxResult::dropped;
@@ -516,8 +533,9 @@ TxResult build_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now) {
         sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(bounce), static_cast<std::uint32_t>(t.value), 0};
         translated = true;
     } else if (et == wire::kEtherTypeIPv6 && m->nb_segs == 1 && l3len > 40 && l3[6] == wire::kIpProtoIcmpv6) {
+        const wire::AddrMapper own{&cx, own_hw, no_hw_to_mac};
         auto t = wire::nd_translate(wire::Bytes(l3, l3len), wire::MutBytes(bounce, q->slot_size),
-                                    wire::NdDirection::eth_to_ib, map);
+                                    wire::NdDirection::eth_to_ib, own);
         if (t.ok()) {
             if (t.value > p->mtu) {
                 ++q->st.too_big;
@@ -628,7 +646,63 @@ TxResult build_native(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now) {
     return TxResult::sent;
 }
 
+// Frames that waited for their neighbour: send the resolved, drop the
+// hopeless (failed, or waiting for over a second), keep the rest.
+void flush_pending(TxQueue *q, TxBatch &b, std::uint64_t now) {
+    if (!q->npending)
+        return;
+    Port *p = q->port;
+    Pending waiting[std::size(q->pending)];
+    const std::uint32_t nw = q->npending;
+    std::memcpy(waiting, q->pending, sizeof(Pending) * nw);
+    q->npending = 0;
+    for (std::uint32_t k = 0; k < nw; ++k) {
+        const Pending &pe = waiting[k];
+        NeighSnapshot s;
+        const bool known = p->neigh.lookup(pe.mac, &s, now);
+        if (known && s.state == kNeighResolved && s.ah && !q->free_ids.empty() && b.n < 32) {
+            if (build_eth(q, b, pe.m, now) == TxResult::dropped)
+                rte_pktmbuf_free(pe.m);
+        } else if ((known && s.state == kNeighFailed) || now - pe.since_ms > 1000) {
+            ++q->st.unresolved_drop;
+            rte_pktmbuf_free(pe.m);
+        } else {
+            q->pending[q->npending++] = pe;
+        }
+    }
+}
+
+void post_batch(TxQueue *q, hca::Qp *qp, TxBatch &b) {
+    if (!b.n)
+        return;
+    const int posted = qp->post_send(b.wr, b.n);
+    for (int k = posted < 0 ? 0 : posted; k < b.n; ++k) {
+        const auto id = static_cast<std::uint32_t>(b.wr[k].wr_id);
+        rte_pktmbuf_free(q->inflight[id]);
+        q->inflight[id] = nullptr;
+        q->free_ids.push_back(id);
+        ++q->st.errors;
+    }
+    b.n = 0;
+}
+
 } // namespace
+
+// Called from rx_burst: frames waiting for a neighbour must leave once it is
+// resolved even if the application sends nothing more. The TX queue may
+// belong to another lcore, hence the per-burst try-lock.
+void tx_service_pending(TxQueue *q) {
+    if (!q->npending || q->busy.test_and_set(std::memory_order_acquire))
+        return;
+    hca::Qp *qp = q->port->qp_ready.load(std::memory_order_acquire);
+    if (qp && q->port->link_up.load(std::memory_order_acquire)) {
+        TxBatch b;
+        flush_pending(q, b, now_ms());
+        post_batch(q, qp, b);
+        tx_flush_completions(q);
+    }
+    q->busy.clear(std::memory_order_release);
+}
 
 std::uint16_t tx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) {
     auto *q = static_cast<TxQueue *>(queue);
@@ -640,32 +714,13 @@ std::uint16_t tx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) {
         q->st.link_down_drop += nb;
         return nb;
     }
+    while (q->busy.test_and_set(std::memory_order_acquire))
+        rte_pause();  // rx_burst of another lcore is flushing our pending frames
     tx_flush_completions(q);
     const std::uint64_t now = now_ms();
     TxBatch b;
 
-    // Frames that waited for their neighbour: send the resolved, drop the
-    // hopeless (failed, or waiting for over a second), keep the rest.
-    if (q->npending) {
-        Pending waiting[std::size(q->pending)];
-        const std::uint32_t nw = q->npending;
-        std::memcpy(waiting, q->pending, sizeof(Pending) * nw);
-        q->npending = 0;
-        for (std::uint32_t k = 0; k < nw; ++k) {
-            const Pending &pe = waiting[k];
-            NeighSnapshot s;
-            const bool known = p->neigh.lookup(pe.mac, &s, now);
-            if (known && s.state == kNeighResolved && s.ah && !q->free_ids.empty() && b.n < 32) {
-                if (build_eth(q, b, pe.m, now) == TxResult::dropped)
-                    rte_pktmbuf_free(pe.m);
-            } else if ((known && s.state == kNeighFailed) || now - pe.since_ms > 1000) {
-                ++q->st.unresolved_drop;
-                rte_pktmbuf_free(pe.m);
-            } else {
-                q->pending[q->npending++] = pe;
-            }
-        }
-    }
+    flush_pending(q, b, now);
 
     std::uint16_t i = 0;
     for (; i < nb; ++i) {
@@ -678,17 +733,9 @@ std::uint16_t tx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) {
         if (r == TxResult::dropped)
             rte_pktmbuf_free(m);
     }
-    if (b.n) {
-        const int posted = qp->post_send(b.wr, b.n);
-        for (int k = posted < 0 ? 0 : posted; k < b.n; ++k) {
-            const auto id = static_cast<std::uint32_t>(b.wr[k].wr_id);
-            rte_pktmbuf_free(q->inflight[id]);
-            q->inflight[id] = nullptr;
-            q->free_ids.push_back(id);
-            ++q->st.errors;
-        }
-    }
+    post_batch(q, qp, b);
     tx_flush_completions(q);
+    q->busy.clear(std::memory_order_release);
     return i;
 }
 

@@ -1,0 +1,307 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
+"""net_ipoib end to end: Debian's dpdk-testpmd loads the driver on simulated
+HCAs managed by OpenSM on ibsim; the Linux stack drives it through net_tap
+in network namespaces; tshark decodes the wire capture; saquery and
+dpdk-telemetry.py look at it from outside.
+
+usage: test_pmd.py FABRIC_TOOL PMD_SO IPOIB_ADDR_TOOL
+"""
+import ipaddress
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+from tap import Tap  # noqa: E402
+from testpmd import UMAD2SIM, Testpmd  # noqa: E402
+
+FABRIC, PMD, IPOIB_ADDR = (os.path.abspath(a) for a in sys.argv[1:4])
+t = Tap()
+# testpmd refuses -d libraries under a world-writable directory, and umad2sim
+# writes ./sys-<pid>: a private working directory beside the build tree.
+CWD = tempfile.mkdtemp(prefix="pmd-test-", dir=os.path.dirname(os.path.dirname(PMD)))
+CAPTURE = os.path.join(CWD, "ipoib.pcap")
+running = []
+netns = []
+
+
+def fabric(*args, check=True):
+    p = subprocess.run([FABRIC, *args], capture_output=True, text=True, timeout=60, cwd=CWD)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"ipoib-fabric {args}: {p.stderr}")
+    return p
+
+
+def diag(env, host, *cmd):
+    e = dict(os.environ, LD_PRELOAD=UMAD2SIM, SIM_HOST=host, IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
+    return subprocess.run(list(cmd), env=e, cwd=CWD, capture_output=True, text=True, timeout=30).stdout
+
+
+def guid_of(env, host):
+    return re.search(r"Port GUID: (0x[0-9a-f]+)", diag(env, host, "ibstat")).group(1)
+
+
+def gid_of(env, host):
+    return str(ipaddress.IPv6Address((0xfe80 << 112) | int(guid_of(env, host), 16)))
+
+
+def mac_of(guid):
+    out = subprocess.run([IPOIB_ADDR, "--guid", guid], capture_output=True, text=True).stdout
+    return re.search(r"emulated MAC\s+(\S+)", out).group(1)
+
+
+def member(env, mgid, gid):
+    out = diag(env, "Hca3", "saquery", "--smkey", "1", "MCMR", "--mgid", mgid, "--gid", gid)
+    return re.search(r"PortGid\.+(\S+)", out) is not None and gid in out
+
+
+def testpmd(env, host, vdevs, **kw):
+    tp = Testpmd(env, host, vdevs, PMD, CWD, **kw)
+    running.append(tp)
+    return tp
+
+
+def sh(cmd, timeout=60):
+    return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------
+
+def test_testpmd_pair(env):
+    a = testpmd(env, "Hca1", ["net_ipoib0"])
+    b = testpmd(env, "Hca2", ["net_ipoib0"])
+    t.ok("net_ipoib" in a("show port info 0"), "testpmd loads net_ipoib with -d")
+    t.ok(a.wait_link(0) and b.wait_link(0), "links come up after the broadcast join")
+    info = a("show port info 0")
+    t.ok(re.search(r"MTU:\s+2044", info) or "2044" in info, "MTU is the broadcast group's minus 4 (2044)", info)
+
+    # txonly -> rxonly over the broadcast group.
+    a("set fwd rxonly")
+    a("start")
+    b("set fwd txonly")
+    b("set eth-peer 0 ff:ff:ff:ff:ff:ff")
+    b("start")
+    time.sleep(1.5)
+    b("stop")
+    time.sleep(0.5)
+    a("stop")
+    a_rx, _ = a.stats(0)
+    _, b_tx = b.stats(0)
+    drops = a.xstats(0).get("hca_drop_no_buffer", -1)
+    t.note(f"txonly->rxonly: sent {b_tx}, received {a_rx}, dropped for lack of a buffer {drops}")
+    t.ok(a_rx > 1000, "rxonly receives the broadcast traffic", a_rx)
+    t.eq(a_rx + drops, b_tx, "every frame sent is received or counted as dropped (no buffer)")
+    t.ok(b.xstats(0).get("rx_loopback_discards", 0) >= 0, "xstats list the IPoIB counters")
+
+    # macswap both ways: a ping-pong started by one broadcast burst.
+    a("clear port stats all")
+    b("clear port stats all")
+    a("clear port xstats all")
+    b("clear port xstats all")
+    b("set fwd macswap")
+    b("start")
+    a("set fwd macswap")
+    a("set eth-peer 0 ff:ff:ff:ff:ff:ff")
+    a("start tx_first")
+    time.sleep(1.5)
+    a("stop")
+    time.sleep(0.3)
+    b("stop")
+    a_rx, a_tx = a.stats(0)
+    b_rx, b_tx = b.stats(0)
+    ax, bx = a.xstats(0), b.xstats(0)
+    t.note(f"macswap: A tx {a_tx} rx {a_rx}; B tx {b_tx} rx {b_rx}")
+    t.ok(a_rx > 100 and b_rx > 100, "macswap <-> macswap keeps frames bouncing", (a_rx, b_rx))
+    # What one side sent, the other received, dropped (counted), or still held when stopped.
+    t.ok(0 <= a_tx - b_rx - bx.get("hca_drop_no_buffer", 0) <= 64, "A's sends agree with B's receives",
+         (a_tx, b_rx, bx))
+    t.ok(0 <= b_tx - a_rx - ax.get("hca_drop_no_buffer", 0) <= 64,
+         "B's sends agree with A's receives", (b_tx, a_rx, ax))
+    t.ok(bx.get("tx_unresolved_queued", 0) >= 1, "the first replies waited for their neighbour", bx)
+
+    # mbufs all back in their pool after stop and close.
+    a("port stop all")
+    a("port close all")
+    out = a("dump_mempool")
+    sizes = re.findall(r"\bsize=(\d+)", out)
+    common = re.findall(r"common_pool_count=(\d+)", out)
+    caches = [int(x) for x in re.findall(r"cache_count\[\d+\]=(\d+)", out)]
+    total = sum(int(c) for c in common) + sum(caches)
+    t.ok(sizes and total == sum(int(s) for s in sizes), "after stop and close every mbuf is back in its pool",
+         f"sizes {sizes}, in pool {total}\n{out[-1500:]}")
+    a.quit()
+    b.quit()
+    running.clear()
+
+
+def test_linux_stack(env):
+    pfx = {}
+    for i in (1, 2):
+        ns = f"ipoibpmd{os.getpid()}x{i}"
+        sh(f"ip netns add {ns}")
+        netns.append(ns)
+        mac = mac_of(guid_of(env, f"Hca{i}"))
+        tap = f"ipt{os.getpid() % 100000}x{i}"
+        tp = testpmd(env, f"Hca{i}", [f"net_tap0,iface={tap},mac={mac}", f"net_ipoib0,capture={CAPTURE}"],
+                     prefix=f"lx{i}{os.getpid()}")
+        pfx[i] = tp.prefix
+        tp("set fwd io")
+        tp("start")
+        t.ok(tp.wait_link(1), f"Hca{i}: net_ipoib port up beside net_tap")
+        # The tap was made in this namespace (umad2sim must reach ibsim here); move it.
+        sh(f"ip link set {tap} netns {ns}")
+        sh(f"ip -n {ns} addr add 10.77.0.{i}/24 dev {tap} && ip -n {ns} link set {tap} up && "
+           f"ip -n {ns} link set lo up")
+    ns1, ns2 = netns[-2], netns[-1]
+    time.sleep(2.5)  # IPv6 DAD
+
+    r = sh(f"ip netns exec {ns1} ping -c 3 -W 3 10.77.0.2")
+    t.ok(r.returncode == 0, "IPv4 ping across IPoIB", r.stdout + r.stderr)
+    neigh = sh(f"ip -n {ns1} neigh show 10.77.0.2").stdout
+    t.ok(mac_of(guid_of(env, "Hca2")) in neigh, "ARP resolves the peer to its GUID-derived MAC", neigh)
+    ll2 = re.search(r"inet6 (fe80::[0-9a-f:]+)/", sh(f"ip -n {ns2} -6 addr").stdout)
+    tap1 = re.search(r"\d+: (\S+?)[@:]", sh(f"ip -n {ns1} -o link show | grep -v lo:").stdout).group(1)
+    r = sh(f"ip netns exec {ns1} ping -6 -c 3 -W 3 {ll2.group(1)}%{tap1}") if ll2 else None
+    t.ok(r is not None and r.returncode == 0, "IPv6 ping (ND translated) across IPoIB",
+         (r.stdout + r.stderr) if r else "no IPv6 address")
+    srv = subprocess.Popen(["ip", "netns", "exec", ns2, "iperf3", "-s", "-1", "-B", "10.77.0.2"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(0.5)
+    r = sh(f"ip netns exec {ns1} iperf3 -c 10.77.0.2 -t 2 -J", timeout=30)
+    srv.wait(10)
+    try:
+        res = json.loads(r.stdout)
+        bits = res["end"]["sum_received"]["bits_per_second"]
+        t.note(f"TCP over IPoIB (tap <-> testpmd io <-> net_ipoib): {bits / 1e6:.1f} Mbit/s")
+        t.ok(res["end"]["sum_received"]["bytes"] > 0, "a TCP transfer (iperf3) succeeds")
+    except (ValueError, KeyError):
+        t.ok(False, "a TCP transfer (iperf3) succeeds", r.stdout[-1000:] + r.stderr[-500:])
+
+    # From outside: the SA lists both ports, telemetry answers.
+    gids = {i: gid_of(env, f"Hca{i}") for i in (1, 2)}
+    for i in (1, 2):
+        t.ok(member(env, "ff12:401b:ffff::ffff:ffff", gids[i]), f"saquery lists Hca{i} in the broadcast group")
+    tel = sh(f"printf '/ipoib/ports\\n/ipoib/mcg,1\\n/ipoib/path,1\\n/ethdev/xstats,1\\n' | "
+             f"dpdk-telemetry.py -f {pfx[1]}").stdout
+    t.ok('"/ipoib/ports"' in tel and "broadcast" in tel, "telemetry: /ipoib/ports", tel[-800:])
+    t.ok('"/ipoib/mcg"' in tel and "ff12:401b:ffff::ffff:ffff" in tel, "telemetry: /ipoib/mcg,<port>", tel[-800:])
+    t.ok('"/ipoib/path"' in tel and "resolved" in tel, "telemetry: /ipoib/path,<port> lists the neighbour",
+         tel[-800:])
+    t.ok('"/ethdev/xstats"' in tel and "tx_arp_translated" in tel, "telemetry: /ethdev/xstats,<port>",
+         tel[-800:])
+    for tp in running:
+        tp.quit()
+    running.clear()
+    check_capture()
+
+
+def check_capture():
+    dlt = 'uat:user_dlts:"User 0 (DLT=147)","infiniband","0","","0",""'
+
+    def fields(flt, *names):
+        args = ["tshark", "-o", dlt, "-r", CAPTURE, "-Y", flt, "-T", "fields"]
+        for n in names:
+            args += ["-e", n]
+        out = subprocess.run(args, capture_output=True, text=True, timeout=60).stdout
+        return [line.split("\t") for line in out.strip().splitlines() if line.strip()]
+
+    arp = fields("arp", "arp.hw.type", "arp.hw.size", "infiniband.grh.dgid", "infiniband.bth.opcode")
+    t.ok(arp and all(r[0] == "32" and r[1] == "20" for r in arp),
+         "ARP on the wire has hardware type 32 and 20-byte addresses", arp[:3])
+    t.ok(any(r[2] == "ff12:401b:ffff::ffff:ffff" for r in arp), "ARP requests go to the broadcast MGID", arp[:3])
+    ip = fields("ip and infiniband.bth.opcode == 100", "ip.dst")
+    t.ok(len(ip) > 10, "IPv4 travels in UD SEND packets", len(ip))
+    ns = fields("icmpv6.type == 135 and infiniband.grh.dgid", "infiniband.grh.dgid", "icmpv6.nd.ns.target_address")
+    ok_ns = [r for r in ns if r[0].startswith("ff12:601b:ffff::1:ff")]
+    t.ok(ok_ns, "IPv6 NS go to the solicited-node group's MGID (ff12:601b:<pkey>::1:ffXX:XXXX)", ns[:3])
+    tcp = fields("tcp", "tcp.srcport")
+    t.ok(len(tcp) > 50, "the TCP transfer is in the capture", len(tcp))
+
+
+def test_child_pkey(env):
+    a = testpmd(env, "Hca1", ["net_ipoib0"])
+    b = testpmd(env, "Hca2", ["net_ipoib0"])
+    a.wait_link(0)
+    b.wait_link(0)
+    for tp in (a, b):
+        tp("port attach net_ipoib1,pkey=0x8001")
+        out = tp("show port info 1")
+        t.ok("net_ipoib1" in out, f"{tp.host}: child P_Key 0x8001 attached at run time", out[-500:])
+        tp("port start 1")
+    t.ok(a.wait_link(1) and b.wait_link(1), "child ports come up in partition 0x8001")
+    gid1 = gid_of(env, "Hca1")
+    t.ok(member(env, "ff12:401b:8001::ffff:ffff", gid1), "saquery lists the child in p1's broadcast group")
+    a("set fwd rxonly")
+    a("start")
+    b("set fwd txonly")
+    b("set eth-peer 1 ff:ff:ff:ff:ff:ff")
+    b("set portlist 1")
+    b("start")
+    time.sleep(1)
+    b("stop")
+    time.sleep(0.3)
+    a("stop")
+    p0_rx, _ = a.stats(0)
+    p1_rx, _ = a.stats(1)
+    _, b_p1_tx = b.stats(1)
+    t.ok(p1_rx > 100 and b_p1_tx > 100, "traffic flows in the child partition", (p1_rx, b_p1_tx))
+    t.eq(p0_rx, 0, "the default-partition port does not see the child partition's traffic")
+    a("port stop 1")
+    a("port close 1")
+    a("port detach 1")
+    out = a("show port info 1")
+    t.ok("net_ipoib1" not in out, "child port detached", out[-400:])
+    t.ok(not member(env, "ff12:401b:8001::ffff:ffff", gid1), "detach leaves no membership behind")
+    t.ok(member(env, "ff12:401b:ffff::ffff:ffff", gid1), "the parent keeps its membership")
+    a.quit()
+    b.quit()
+    running.clear()
+
+
+def test_bad_devargs(env):
+    e = dict(os.environ, LD_PRELOAD=UMAD2SIM, SIM_HOST="Hca1", IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
+    for arg, want in (("pkey=0x8000", "devarg pkey=0x8000"), ("l2=ppp", "devarg l2=ppp"),
+                      ("rxq_size=100", "devarg rxq_size=100"), ("bogus=1", "cannot parse devargs"),
+                      ("mode=connected", "connected mode is not implemented")):
+        r = subprocess.run(["dpdk-testpmd", "--no-huge", "-m", "256", f"--file-prefix=bad{os.getpid()}",
+                            "--no-pci", "-d", PMD, f"--vdev=net_ipoib0,{arg}", "--", "-i",
+                            "--total-num-mbufs=2048"], env=e, cwd=CWD, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=60)
+        t.ok(want in r.stdout + r.stderr, f"bad devarg {arg} is refused by name",
+             (r.stdout + r.stderr)[-600:])
+
+
+def main():
+    env = None
+    try:
+        env = json.loads(fabric("up", "--format", "json", "--hcas", "3", "--owner", str(os.getpid())).stdout)
+        t.run("testpmd pair", test_testpmd_pair, env)
+        t.run("linux stack", test_linux_stack, env)
+        t.run("child P_Key", test_child_pkey, env)
+        t.run("bad devargs", test_bad_devargs, env)
+    except Exception as e:  # noqa: BLE001
+        t.ok(False, "PMD test setup", e)
+    finally:
+        for tp in running:
+            try:
+                tp.quit()
+            except Exception:  # noqa: BLE001
+                tp.p.kill()
+        for ns in netns:
+            sh(f"ip netns del {ns}")
+        if env:
+            fabric("down", env["IPOIB_FABRIC_DIR"], check=False)
+        shutil.rmtree(CWD, ignore_errors=True)
+    t.finish()
+
+
+if __name__ == "__main__":
+    main()

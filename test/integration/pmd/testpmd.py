@@ -1,0 +1,94 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Drive Debian's unmodified dpdk-testpmd (interactive, over a pipe) as a
+client of a simulated fabric, with the net_ipoib PMD loaded by -d."""
+import os
+import pty
+import re
+import select
+import subprocess
+import time
+
+UMAD2SIM = "/usr/lib/x86_64-linux-gnu/umad2sim/libumad2sim.so"
+PROMPT = "testpmd> "
+
+
+class Testpmd:
+    def __init__(self, env, host, vdevs, pmd, cwd, args=(), prefix=None, log_levels=()):
+        self.host = host
+        self.prefix = prefix or f"tp{host.lower()}{os.getpid()}"
+        e = dict(os.environ, LD_PRELOAD=UMAD2SIM, SIM_HOST=host, IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
+        cmd = ["dpdk-testpmd", "--no-huge", "-m", "512", f"--file-prefix={self.prefix}", "--no-pci",
+               "-d", pmd] + [f"--vdev={v}" for v in vdevs] + [f"--log-level={l}" for l in log_levels] + \
+              ["--", "-i", "--total-num-mbufs=16384"] + list(args)
+        self.log = open(os.path.join(cwd, f"testpmd-{self.prefix}.log"), "w")
+        # stdout on a pseudo-terminal: testpmd's printf output is then line
+        # buffered and arrives before the prompt that follows it.
+        master, slave = pty.openpty()
+        self.p = subprocess.Popen(cmd, env=e, cwd=cwd, stdin=subprocess.PIPE, stdout=slave, stderr=slave)
+        os.close(slave)
+        self.out = master
+        self.startup = self._until_prompt(30)
+
+    def _until_prompt(self, timeout):
+        buf = b""
+        end = time.monotonic() + timeout
+        while not buf.endswith(PROMPT.encode()):
+            left = end - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"testpmd on {self.host}: no prompt within {timeout}s:\n{buf.decode()[-2000:]}")
+            r, _, _ = select.select([self.out], [], [], left)
+            if not r:
+                continue
+            try:
+                chunk = os.read(self.out, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                raise RuntimeError(f"testpmd on {self.host} exited ({self.p.wait()}):\n{buf.decode()[-3000:]}")
+            buf += chunk
+        text = buf.decode(errors="replace")
+        self.log.write(text)
+        self.log.flush()
+        return text
+
+    def __call__(self, line, timeout=30):
+        self.log.write(f"\n### {line}\n")
+        self.p.stdin.write((line + "\n").encode())
+        self.p.stdin.flush()
+        return self._until_prompt(timeout)
+
+    def stats(self, port):
+        out = self(f"show port stats {port}")
+        rx = int(re.search(r"RX-packets:\s+(\d+)", out).group(1))
+        tx = int(re.search(r"TX-packets:\s+(\d+)", out).group(1))
+        return rx, tx
+
+    def xstats(self, port):
+        out = self(f"show port xstats {port}")
+        return {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+)\s*$", out, re.M)}
+
+    def wait_link(self, port, up=True, timeout=15):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            out = self(f"show port info {port}")
+            m = re.search(r"Link status:\s+(\w+)", out)
+            if m and (m.group(1) == "up") == up:
+                return True
+            time.sleep(0.2)
+        return False
+
+    def quit(self):
+        if self.p.poll() is None:
+            try:
+                self.p.stdin.write(b"quit\n")
+                self.p.stdin.flush()
+                self.p.wait(timeout=20)
+            except (OSError, subprocess.TimeoutExpired):
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+        try:
+            os.close(self.out)
+        except OSError:
+            pass
+        return self.p.returncode
