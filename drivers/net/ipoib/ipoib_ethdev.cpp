@@ -986,7 +986,10 @@ int tm_mcg(const char *, const char *params, rte_tel_data *d) {
     if (!p)
         return -EINVAL;
     std::lock_guard<std::mutex> lk(p->hca->mu);
+    // Keyed by number: telemetry names cannot hold ':' (GIDs, MACs), and
+    // arrays cannot hold dictionaries.
     rte_tel_data_start_dict(d);
+    int idx = 0;
     if (!p->iface)
         return 0;
     const auto &b = p->iface->broadcast();
@@ -994,6 +997,7 @@ int tm_mcg(const char *, const char *params, rte_tel_data *d) {
                    unsigned fails, const std::string &err) {
         rte_tel_data *x = rte_tel_data_alloc();
         rte_tel_data_start_dict(x);
+        rte_tel_data_add_dict_string(x, "mgid", mgid.c_str());
         rte_tel_data_add_dict_string(x, "mlid", hex16(mlid).c_str());
         rte_tel_data_add_dict_string(x, "state", state);
         rte_tel_data_add_dict_int(x, "join_state", static_cast<int>(js));
@@ -1001,7 +1005,7 @@ int tm_mcg(const char *, const char *params, rte_tel_data *d) {
         rte_tel_data_add_dict_int(x, "failures", static_cast<int>(fails));
         if (!err.empty())
             rte_tel_data_add_dict_string(x, "last_error", err.c_str());
-        rte_tel_data_add_dict_container(d, mgid.c_str(), x, 0);
+        rte_tel_data_add_dict_container(d, std::to_string(idx++).c_str(), x, 0);
     };
     add(wire::to_string(b.mgid), b.mlid, p->iface->up() ? "joined (broadcast)" : ctrl::to_string(p->iface->state()),
         ctrl::kFullMember, static_cast<unsigned>(p->iface->counters().joins), 0, "");
@@ -1017,7 +1021,8 @@ int tm_path(const char *, const char *params, rte_tel_data *d) {
     if (!p)
         return -EINVAL;
     std::lock_guard<std::mutex> lk(p->hca->mu);
-    rte_tel_data_start_dict(d);
+    rte_tel_data_start_dict(d);  // keyed by number, as /ipoib/mcg
+    int idx = 0;
     const std::uint64_t now = now_ms();
     Neigh *slots = p->neigh.slots();
     static const char *states[] = {"empty", "incomplete", "resolved", "failed"};
@@ -1027,6 +1032,9 @@ int tm_path(const char *, const char *params, rte_tel_data *d) {
             continue;
         rte_tel_data *x = rte_tel_data_alloc();
         rte_tel_data_start_dict(x);
+        char mac[RTE_ETHER_ADDR_FMT_SIZE];
+        rte_ether_format_addr(mac, sizeof mac, reinterpret_cast<const rte_ether_addr *>(n.mac));
+        rte_tel_data_add_dict_string(x, "neighbour", mac);
         rte_tel_data_add_dict_string(x, "state", states[n.state & 3]);
         rte_tel_data_add_dict_string(x, "gid", wire::to_string(n.gid).c_str());
         rte_tel_data_add_dict_u64(x, "qpn", n.qpn);
@@ -1035,23 +1043,22 @@ int tm_path(const char *, const char *params, rte_tel_data *d) {
         rte_tel_data_add_dict_string(x, "kind", n.is_static ? "static" : "learned");
         const std::uint64_t last = std::max(n.used_ms.load(std::memory_order_relaxed), n.created_ms);
         rte_tel_data_add_dict_u64(x, "idle_s", (now - last) / 1000);
-        char mac[RTE_ETHER_ADDR_FMT_SIZE];
-        rte_ether_format_addr(mac, sizeof mac, reinterpret_cast<const rte_ether_addr *>(n.mac));
-        rte_tel_data_add_dict_container(d, mac, x, 0);
+        rte_tel_data_add_dict_container(d, std::to_string(idx++).c_str(), x, 0);
     }
     for (auto &[k, e] : p->hca->cp.paths().entries()) {
         if (k.pkey != (p->iface ? p->iface->pkey() : 0))
             continue;
         rte_tel_data *x = rte_tel_data_alloc();
         rte_tel_data_start_dict(x);
+        wire::Gid g;
+        g.raw = k.dgid;
+        rte_tel_data_add_dict_string(x, "path_to", wire::to_string(g).c_str());
         rte_tel_data_add_dict_string(x, "state", e.valid ? "valid" : e.pending ? "pending" : "invalid");
         rte_tel_data_add_dict_int(x, "dlid", e.rec.dlid);
         rte_tel_data_add_dict_int(x, "sl", e.rec.sl);
         rte_tel_data_add_dict_int(x, "mtu", e.rec.mtu ? 128 << e.rec.mtu : 0);
         rte_tel_data_add_dict_u64(x, "age_s", (now - e.updated_ms) / 1000);
-        wire::Gid g;
-        g.raw = k.dgid;
-        rte_tel_data_add_dict_container(d, ("path " + wire::to_string(g)).c_str(), x, 0);
+        rte_tel_data_add_dict_container(d, std::to_string(idx++).c_str(), x, 0);
     }
     return 0;
 }

@@ -191,10 +191,21 @@ def test_linux_stack(env):
         t.ok(member(env, "ff12:401b:ffff::ffff:ffff", gids[i]), f"saquery lists Hca{i} in the broadcast group")
     tel = sh(f"printf '/ipoib/ports\\n/ipoib/mcg,1\\n/ipoib/path,1\\n/ethdev/xstats,1\\n' | "
              f"dpdk-telemetry.py -f {pfx[1]}").stdout
-    t.ok('"/ipoib/ports"' in tel and "broadcast" in tel, "telemetry: /ipoib/ports", tel[-800:])
-    t.ok('"/ipoib/mcg"' in tel and "ff12:401b:ffff::ffff:ffff" in tel, "telemetry: /ipoib/mcg,<port>", tel[-800:])
-    t.ok('"/ipoib/path"' in tel and "resolved" in tel, "telemetry: /ipoib/path,<port> lists the neighbour",
-         tel[-800:])
+    replies = {}
+    for line in tel.splitlines():
+        if line.startswith("{"):
+            replies.update(json.loads(line))
+    ports = replies.get("/ipoib/ports", {})
+    t.ok(ports.get("1", {}).get("state") == "up" and ports["1"].get("mtu") == 2044,
+         "telemetry: /ipoib/ports shows the port up with MTU 2044", ports)
+    mcg = list((replies.get("/ipoib/mcg") or {}).values())
+    t.ok(any(g.get("mgid") == "ff12:401b:ffff::ffff:ffff" and g.get("mlid") == "0xc000" for g in mcg),
+         "telemetry: /ipoib/mcg,<port> lists the broadcast group with its MLID", mcg)
+    path = list((replies.get("/ipoib/path") or {}).values())
+    peer_mac = mac_of(guid_of(env, "Hca2"))
+    t.ok(any(n.get("neighbour") == peer_mac and n.get("state") == "resolved" for n in path),
+         "telemetry: /ipoib/path,<port> lists the peer as a resolved neighbour", path)
+    t.ok(any(n.get("path_to") == gids[2] for n in path), "telemetry: /ipoib/path,<port> lists the SA path", path)
     t.ok('"/ethdev/xstats"' in tel and "tx_arp_translated" in tel, "telemetry: /ethdev/xstats,<port>",
          tel[-800:])
     for tp in running:
@@ -267,6 +278,10 @@ def test_child_pkey(env):
 
 
 def test_bad_devargs(env):
+    info = subprocess.run(["dpdk-pmdinfo.py", PMD], capture_output=True, text=True).stdout
+    for arg in ("provider=", "dev=", "port=", "pkey=", "mode=", "l2=", "rxq_size=", "txq_size=", "neigh=",
+                "capture=", "fabric=", "allmulti=", "neigh_timeout="):
+        t.ok(arg in info, f"dpdk-pmdinfo.py shows devarg {arg}", info)
     e = dict(os.environ, LD_PRELOAD=UMAD2SIM, SIM_HOST="Hca1", IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
     for arg, want in (("pkey=0x8000", "devarg pkey=0x8000"), ("l2=ppp", "devarg l2=ppp"),
                       ("rxq_size=100", "devarg rxq_size=100"), ("bogus=1", "cannot parse devargs"),
