@@ -13,12 +13,12 @@ PROMPT = "testpmd> "
 
 
 class Testpmd:
-    def __init__(self, env, host, vdevs, pmd, cwd, args=(), prefix=None, log_levels=()):
+    def __init__(self, env, host, vdevs, pmd, cwd, args=(), prefix=None, log_levels=(), eal=()):
         self.host = host
         self.prefix = prefix or f"tp{host.lower()}{os.getpid()}"
         e = dict(os.environ, LD_PRELOAD=UMAD2SIM, SIM_HOST=host, IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
         cmd = ["dpdk-testpmd", "--no-huge", "-m", "512", f"--file-prefix={self.prefix}", "--no-pci",
-               "-d", pmd] + [f"--vdev={v}" for v in vdevs] + [f"--log-level={l}" for l in log_levels] + \
+               "-d", pmd] + list(eal) + [f"--vdev={v}" for v in vdevs] + [f"--log-level={l}" for l in log_levels] + \
               ["--", "-i", "--total-num-mbufs=16384"] + list(args)
         self.log = open(os.path.join(cwd, f"testpmd-{self.prefix}.log"), "w")
         # stdout on a pseudo-terminal: testpmd's printf output is then line
