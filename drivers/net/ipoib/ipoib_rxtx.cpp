@@ -371,8 +371,23 @@ bool own_hw(void *c, const wire::Mac &, wire::HwAddr *out) {
 enum class TxResult { sent, dropped, queued };
 
 // Resolve the destination of an Ethernet frame to (AH, QPN).
+// Queue m behind an unresolved destination (at most 3 per destination, as
+// Linux does); `first` says whether it is the first one (ask for resolution).
+TxResult hold(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t now, bool *first) {
+    std::uint32_t same = 0;
+    for (std::uint32_t i = 0; i < q->npending; ++i)
+        same += q->pending[i].mac == key;
+    if (same >= 3 || q->npending >= std::size(q->pending))
+        return TxResult::dropped;
+    *first = same == 0;
+    q->pending[q->npending++] = Pending{m, key, now};
+    ++q->st.unresolved_queued;
+    return TxResult::queued;
+}
+
+// retry: m is already held; on a miss leave it held (no counting, no new request).
 TxResult resolve_dst(TxQueue *q, rte_mbuf *m, const std::uint8_t *frame, std::uint32_t l3len, std::uint64_t now,
-                     hca::Ah **ah, std::uint32_t *qpn) {
+                     hca::Ah **ah, std::uint32_t *qpn, bool retry) {
     Port *p = q->port;
     const auto *eh = reinterpret_cast<const rte_ether_hdr *>(frame);
     const std::uint8_t *l3 = frame + kEthHdr;
@@ -410,12 +425,23 @@ TxResult resolve_dst(TxQueue *q, rte_mbuf *m, const std::uint8_t *frame, std::ui
                 return TxResult::sent;
             }
         }
-        Request r{};
-        r.kind = 3;
-        std::memcpy(r.gid, g.value.raw.data(), 16);
-        push_request(p, r);
-        ++q->st.mcast_unjoined;
-        return TxResult::dropped;
+        // Not joined yet: hold the frame while the control thread makes a send-only join.
+        if (retry)
+            return TxResult::queued;
+        wire::Mac key;
+        std::memcpy(key.raw.data(), eh->dst_addr.addr_bytes, 6);
+        bool first = false;
+        if (hold(q, m, key, now, &first) == TxResult::dropped) {
+            ++q->st.mcast_unjoined;
+            return TxResult::dropped;
+        }
+        if (first) {
+            Request r{};
+            r.kind = 3;
+            std::memcpy(r.gid, g.value.raw.data(), 16);
+            push_request(p, r);
+        }
+        return TxResult::queued;
     }
     wire::Mac mac;
     std::memcpy(mac.raw.data(), eh->dst_addr.addr_bytes, 6);
@@ -426,14 +452,18 @@ TxResult resolve_dst(TxQueue *q, rte_mbuf *m, const std::uint8_t *frame, std::ui
         return TxResult::sent;
     }
     // Unknown or unresolved: up to 3 frames wait per neighbour, as in Linux.
-    std::uint32_t same = 0;
-    for (std::uint32_t i = 0; i < q->npending; ++i)
-        same += q->pending[i].mac == mac;
-    if (same >= 3 || q->npending >= std::size(q->pending) || (s.state == kNeighFailed)) {
+    if (s.state == kNeighFailed) {
         ++q->st.unresolved_drop;
         return TxResult::dropped;
     }
-    if (same == 0) {
+    if (retry)
+        return TxResult::queued;
+    bool first = false;
+    if (hold(q, m, mac, now, &first) == TxResult::dropped) {
+        ++q->st.unresolved_drop;
+        return TxResult::dropped;
+    }
+    if (first) {
         Request r{};
         r.kind = 2;
         std::memcpy(r.mac, mac.raw.data(), 6);
@@ -443,13 +473,11 @@ TxResult resolve_dst(TxQueue *q, rte_mbuf *m, const std::uint8_t *frame, std::ui
         }
         push_request(p, r);
     }
-    q->pending[q->npending++] = Pending{m, mac, now};
-    ++q->st.unresolved_queued;
     return TxResult::queued;
 }
 
 // Build the work request for one Ethernet frame. Returns what became of m.
-TxResult build_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now) {
+TxResult build_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool retry = false) {
     Port *p = q->port;
     if (m->data_len < kEthHdr) {
         ++q->st.errors;
@@ -497,7 +525,7 @@ TxResult build_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now) {
     }
     hca::Ah *ah = nullptr;
     std::uint32_t qpn = 0;
-    const TxResult r = resolve_dst(q, m, frame, l3len, now, &ah, &qpn);
+    const TxResult r = resolve_dst(q, m, frame, l3len, now, &ah, &qpn, retry);
     if (r != TxResult::sent)
         return r;
 
@@ -651,23 +679,25 @@ TxResult build_native(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now) {
 void flush_pending(TxQueue *q, TxBatch &b, std::uint64_t now) {
     if (!q->npending)
         return;
-    Port *p = q->port;
     Pending waiting[std::size(q->pending)];
     const std::uint32_t nw = q->npending;
     std::memcpy(waiting, q->pending, sizeof(Pending) * nw);
     q->npending = 0;
     for (std::uint32_t k = 0; k < nw; ++k) {
         const Pending &pe = waiting[k];
-        NeighSnapshot s;
-        const bool known = p->neigh.lookup(pe.mac, &s, now);
-        if (known && s.state == kNeighResolved && s.ah && !q->free_ids.empty() && b.n < 32) {
-            if (build_eth(q, b, pe.m, now) == TxResult::dropped)
-                rte_pktmbuf_free(pe.m);
-        } else if ((known && s.state == kNeighFailed) || now - pe.since_ms > 1000) {
+        if (now - pe.since_ms > 1000) {
             ++q->st.unresolved_drop;
             rte_pktmbuf_free(pe.m);
-        } else {
+            continue;
+        }
+        if (q->free_ids.empty() || b.n >= 32) {
             q->pending[q->npending++] = pe;
+            continue;
+        }
+        switch (build_eth(q, b, pe.m, now, true)) {
+        case TxResult::sent: break;
+        case TxResult::dropped: rte_pktmbuf_free(pe.m); break;
+        case TxResult::queued: q->pending[q->npending++] = pe; break;
         }
     }
 }
