@@ -349,7 +349,8 @@ TEST_CASE("ctrl: allmulticast joins the partition's other IPoIB groups", "[ctrl]
     // Another host creates two groups on p1.
     const char *helper_bin = std::getenv("CTRL_HELPER");
     REQUIRE(helper_bin);
-    FILE *helper = popen(("SIM_HOST=Hca2 exec " + std::string(helper_bin) + " 0x8001 224.20.0.1 224.20.0.2").c_str(), "w");
+    // Its output goes to stderr: stdout is this test's TAP stream.
+    FILE *helper = popen(("SIM_HOST=Hca2 exec " + std::string(helper_bin) + " 0x8001 224.20.0.1 224.20.0.2 1>&2").c_str(), "w");
     REQUIRE(helper);
     Host h;
     Interface *i = h.iface(0x8001, true);

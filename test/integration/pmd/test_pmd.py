@@ -5,7 +5,7 @@ HCAs managed by OpenSM on ibsim; the Linux stack drives it through net_tap
 in network namespaces; tshark decodes the wire capture; saquery and
 dpdk-telemetry.py look at it from outside.
 
-usage: test_pmd.py FABRIC_TOOL PMD_SO IPOIB_ADDR_TOOL
+usage: test_pmd.py FABRIC_TOOL PMD_SO IPOIB_ADDR_TOOL IPOIB_NATIVE_EXAMPLE
 """
 import ipaddress
 import json
@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from tap import Tap  # noqa: E402
 from testpmd import UMAD2SIM, Testpmd  # noqa: E402
 
-FABRIC, PMD, IPOIB_ADDR = (os.path.abspath(a) for a in sys.argv[1:4])
+FABRIC, PMD, IPOIB_ADDR, NATIVE = (os.path.abspath(a) for a in sys.argv[1:5])
 t = Tap()
 # testpmd refuses -d libraries under a world-writable directory, and umad2sim
 # writes ./sys-<pid>: a private working directory beside the build tree.
@@ -277,6 +277,33 @@ def test_child_pkey(env):
     running.clear()
 
 
+def test_native_mode(env):
+    # examples/ipoib_native: an application speaking IPoIB itself (l2=ipoib, rte_pmd_ipoib.h).
+    def run(host, prefix, *args):
+        e = dict(os.environ, LD_PRELOAD=UMAD2SIM, SIM_HOST=host, IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
+        return subprocess.Popen([NATIVE, "--no-huge", "-m", "256", f"--file-prefix={prefix}{os.getpid()}",
+                                 "--no-pci", "-d", PMD, "--vdev=net_ipoib0,l2=ipoib", "--", *args], env=e, cwd=CWD,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pong = run("Hca1", "npo", "pong", "8")
+    time.sleep(2)
+    ping = run("Hca2", "npi", "ping", "200")
+    ping_out, _ = ping.communicate(timeout=60)
+    pong_out, _ = pong.communicate(timeout=60)
+    m = re.search(r"ping: sent (\d+) received (\d+) from-qpn (\d+) lid (\d+)", ping_out)
+    r = re.search(r"pong: received (\d+) replied (\d+)", pong_out)
+    if not t.ok(m and r, "native-mode ping/pong ran", ping_out[-800:] + pong_out[-800:]):
+        return
+    sent, got, qpn, lid = (int(x) for x in m.groups())
+    p_rx, p_tx = (int(x) for x in r.groups())
+    t.note(f"native mode: ping sent {sent}, pong received {p_rx} and replied {p_tx}, ping received {got}")
+    t.eq(p_rx, sent, "native mode: every broadcast frame reaches the other application")
+    pong_stats = re.search(r"opackets (\d+) oerrors (\d+)", pong_out)
+    t.eq(got, int(pong_stats.group(1)), "native mode: every reply sent (unicast by QPN + LID) is received")
+    t.ok(got >= sent - 5, "native mode: replies wait at most for their neighbour's resolution", (got, sent))
+    lid1 = int(re.search(r"Base lid: (\d+)", diag(env, "Hca1", "ibstat")).group(1))
+    t.eq(lid, lid1, "native mode: the reply's source LID (from the address field) is the pong's")
+
+
 def test_bad_devargs(env):
     info = subprocess.run(["dpdk-pmdinfo.py", PMD], capture_output=True, text=True).stdout
     for arg in ("provider=", "dev=", "port=", "pkey=", "mode=", "l2=", "rxq_size=", "txq_size=", "neigh=",
@@ -301,6 +328,7 @@ def main():
         t.run("testpmd pair", test_testpmd_pair, env)
         t.run("linux stack", test_linux_stack, env)
         t.run("child P_Key", test_child_pkey, env)
+        t.run("native mode", test_native_mode, env)
         t.run("bad devargs", test_bad_devargs, env)
     except Exception as e:  # noqa: BLE001
         t.ok(False, "PMD test setup", e)
