@@ -26,6 +26,9 @@ namespace ipoib::pmd {
 
 RTE_LOG_REGISTER(logtype, pmd.net.ipoib, NOTICE);
 RTE_LOG_REGISTER(logtype_mcast, pmd.net.ipoib.mcast, NOTICE);
+#ifdef IPOIB_DATA_DEBUG
+RTE_LOG_REGISTER(logtype_data, pmd.net.ipoib.data, NOTICE);
+#endif
 
 std::uint64_t now_ms() {
     timespec ts{};

@@ -29,6 +29,17 @@ extern int logtype_mcast;
 #define IPOIB_MCAST_LOG(level, fmt, ...) \
     rte_log(RTE_LOG_##level, ::ipoib::pmd::logtype_mcast, "net_ipoib: " fmt "\n", ##__VA_ARGS__)
 
+// Fast-path log (Linux's data_debug_level): compiled in only with -Dipoib_data_debug=true.
+#ifdef IPOIB_DATA_DEBUG
+extern int logtype_data;
+#define IPOIB_DATA_LOG(level, fmt, ...) \
+    rte_log(RTE_LOG_##level, ::ipoib::pmd::logtype_data, "net_ipoib: " fmt "\n", ##__VA_ARGS__)
+#else
+#define IPOIB_DATA_LOG(level, fmt, ...) \
+    do {                                \
+    } while (0)
+#endif
+
 enum class L2Mode : std::uint8_t { eth, ipoib };
 
 struct Config {

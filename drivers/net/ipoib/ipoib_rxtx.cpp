@@ -210,6 +210,8 @@ std::uint16_t rx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) {
             rte_prefetch0(p->rx_pool + q->wc[k + 1].wr_id * p->rx_bufsize + hca::kGrhLen);
         q->repost[nrepost++] = hca::RecvWr{wc.wr_id, {reinterpret_cast<std::uintptr_t>(buf), p->rx_bufsize,
                                                        p->rx_mr->lkey()}};
+        IPOIB_DATA_LOG(DEBUG, "rx: %u bytes from LID %u QPN 0x%06x%s", wc.byte_len - hca::kGrhLen, wc.slid,
+                       wc.src_qp, (wc.wc_flags & hca::kWcGrh) ? " (GRH)" : "");
         if (wc.status != hca::WcStatus::success) {
             ++q->st.errors;
             continue;
@@ -595,6 +597,8 @@ TxResult build_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool 
     ++b.n;
     ++q->st.packets;
     q->st.bytes += m->pkt_len;
+    IPOIB_DATA_LOG(DEBUG, "tx: EtherType 0x%04x, %u bytes to LID %u QPN 0x%06x", et, m->pkt_len - kEthHdr,
+                   ah->attr().dlid, qpn);
     return TxResult::sent;
 }
 
