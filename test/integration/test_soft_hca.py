@@ -24,11 +24,11 @@ import time
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fabric_client import Fabric, client_env  # noqa: E402
 from tap import Tap  # noqa: E402
 
 FABRIC = os.path.abspath(sys.argv[1])
 PEER = os.path.abspath(sys.argv[2])
-UMAD2SIM = "/usr/lib/x86_64-linux-gnu/umad2sim/libumad2sim.so"
 BCAST_MGID = "ff12:401b:ffff::ffff:ffff"
 t = Tap()
 CWD = tempfile.mkdtemp(prefix="soft-hca-test-")
@@ -44,7 +44,7 @@ PARTITIONS = [
 
 class Peer:
     def __init__(self, env, host, options=""):
-        e = dict(os.environ, LD_PRELOAD=UMAD2SIM, SIM_HOST=host, IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
+        e = client_env(env, host)
         args = [PEER, "soft"] + ([options] if options else [])
         self.host = host
         self.p = subprocess.Popen(args, env=e, cwd=CWD, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -90,16 +90,8 @@ def peer(env, host, options=""):
     return p
 
 
-def fabric(*args, check=True):
-    p = subprocess.run([FABRIC, *args], capture_output=True, text=True, timeout=60, cwd=CWD)
-    if check and p.returncode != 0:
-        raise RuntimeError(f"ipoib-fabric {args}: {p.stderr}")
-    return p
-
-
-def diag(env, host, *cmd):
-    e = dict(os.environ, LD_PRELOAD=UMAD2SIM, SIM_HOST=host, IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
-    return subprocess.run(list(cmd), env=e, cwd=CWD, capture_output=True, text=True, timeout=30).stdout
+fabric = Fabric(FABRIC, CWD)
+diag = fabric.diag
 
 
 def pkey_index(port, pkey):

@@ -6,9 +6,12 @@ import pty
 import re
 import select
 import subprocess
+import sys
 import time
 
-UMAD2SIM = "/usr/lib/x86_64-linux-gnu/umad2sim/libumad2sim.so"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fabric_client import client_env  # noqa: E402
+
 PROMPT = "testpmd> "
 
 
@@ -16,7 +19,7 @@ class Testpmd:
     def __init__(self, env, host, vdevs, pmd, cwd, args=(), prefix=None, log_levels=(), eal=()):
         self.host = host
         self.prefix = prefix or f"tp{host.lower()}{os.getpid()}"
-        e = dict(os.environ, LD_PRELOAD=UMAD2SIM, SIM_HOST=host, IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
+        e = client_env(env, host)
         cmd = ["dpdk-testpmd", "--no-huge", "-m", "512", f"--file-prefix={self.prefix}", "--no-pci",
                "-d", pmd] + list(eal) + [f"--vdev={v}" for v in vdevs] + [f"--log-level={l}" for l in log_levels] + \
               ["--", "-i", "--total-num-mbufs=16384"] + list(args)

@@ -1,0 +1,29 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""What the integration tests share to act on a simulated fabric: running
+app/ipoib-fabric, and running a command as a client (umad2sim) of one of its
+HCAs."""
+import os
+import subprocess
+
+UMAD2SIM = "/usr/lib/x86_64-linux-gnu/umad2sim/libumad2sim.so"
+
+
+def client_env(env, host):
+    """Environment of a process attached to `host` of the fabric `env` (ipoib-fabric up's JSON)."""
+    return dict(os.environ, LD_PRELOAD=UMAD2SIM, SIM_HOST=host, IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
+
+
+class Fabric:
+    def __init__(self, tool, cwd):
+        self.tool, self.cwd = tool, cwd
+
+    def __call__(self, *args, check=True):
+        p = subprocess.run([self.tool, *args], capture_output=True, text=True, timeout=60, cwd=self.cwd)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"ipoib-fabric {args}: {p.stderr}")
+        return p
+
+    def diag(self, env, host, *cmd):
+        """Output of an infiniband-diags (or any umad) command run on `host`."""
+        return subprocess.run(list(cmd), env=client_env(env, host), cwd=self.cwd, capture_output=True, text=True,
+                              timeout=30).stdout
