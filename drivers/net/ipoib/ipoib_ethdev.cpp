@@ -338,9 +338,7 @@ void handle_requests(Port *p) {
         } else if (r.kind == 2) {  // resolve a MAC the fast path has frames for
             Neigh *n = p->neigh.find(mac);
             if (std::memcmp(r.mac, p->mac.addr_bytes, 6) == 0) {
-                neigh_set(p, mac, kNeighResolved, p->lid, p->qpn, wire::guid_from_gid(p->hwaddr.gid()) ==
-                                                                         wire::Guid{} ? gid : p->hwaddr.gid(),
-                          p->bcast_sl, false);
+                neigh_set(p, mac, kNeighResolved, p->lid, p->qpn, p->hwaddr.gid(), p->bcast_sl, false);
             } else if (is_lidqpn_mac(mac) && r.lid) {
                 neigh_set(p, mac, kNeighResolved, r.lid, r.qpn, wire::Gid{}, p->bcast_sl, false);
             } else if (n && n->gid != wire::Gid{}) {
@@ -538,8 +536,6 @@ int dev_start(rte_eth_dev *dev) {
             neigh_set(p, n.mac, kNeighIncomplete, 0, n.hw.qpn(), n.hw.gid(), 0, true);
     }
     p->started = true;
-    for (auto *q : p->rxq)
-        (void)q;
     dev->data->rx_queue_state[0] = RTE_ETH_QUEUE_STATE_STARTED;
     dev->data->tx_queue_state[0] = RTE_ETH_QUEUE_STATE_STARTED;
     return 0;

@@ -603,7 +603,7 @@ TxResult build_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool 
 }
 
 // Native mode: the frame already carries the IPoIB header; the address is in the dynfield.
-TxResult build_native(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now) {
+TxResult build_native(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool retry = false) {
     Port *p = q->port;
     auto et = wire::parse_encap(wire::Bytes(rte_pktmbuf_mtod(m, const std::uint8_t *), m->data_len));
     if (!et.ok()) {
@@ -634,30 +634,52 @@ TxResult build_native(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now) {
                     ah = x;
             }
             if (!ah) {
-                Request r{};
-                r.kind = 3;
-                std::memcpy(r.gid, gid.raw.data(), 16);
-                push_request(p, r);
-                ++q->st.mcast_unjoined;
-                return TxResult::dropped;
+                // Hold it (keyed by the group's MGID folded like a GUID) while we join.
+                if (retry)
+                    return TxResult::queued;
+                bool first = false;
+                if (hold(q, m, wire::mac_from_guid(wire::guid_from_gid(gid)), now, &first) == TxResult::dropped) {
+                    ++q->st.mcast_unjoined;
+                    return TxResult::dropped;
+                }
+                if (first) {
+                    Request r{};
+                    r.kind = 3;
+                    std::memcpy(r.gid, gid.raw.data(), 16);
+                    push_request(p, r);
+                }
+                return TxResult::queued;
             }
         }
     } else {
         const wire::Mac key = gid == wire::Gid{} ? lidqpn_mac(a->lid, qpn)
                                                  : wire::mac_from_guid(wire::guid_from_gid(gid));
         NeighSnapshot s;
-        if (p->neigh.lookup(key, &s, now) && s.state == kNeighResolved && s.ah) {
+        const bool known = p->neigh.lookup(key, &s, now);
+        if (known && s.state == kNeighResolved && s.ah) {
             ah = s.ah;
-        } else {
+        } else if (known && s.state == kNeighFailed) {
             ++q->st.unresolved_drop;
-            Request r{};
-            r.kind = 2;
-            std::memcpy(r.mac, key.raw.data(), 6);
-            r.lid = a->lid;
-            r.qpn = qpn;
-            std::memcpy(r.gid, gid.raw.data(), 16);
-            push_request(p, r);
             return TxResult::dropped;
+        } else {
+            // Up to 3 frames wait for the neighbour, as in Ethernet emulation.
+            if (retry)
+                return TxResult::queued;
+            bool first = false;
+            if (hold(q, m, key, now, &first) == TxResult::dropped) {
+                ++q->st.unresolved_drop;
+                return TxResult::dropped;
+            }
+            if (first) {
+                Request r{};
+                r.kind = 2;
+                std::memcpy(r.mac, key.raw.data(), 6);
+                r.lid = a->lid;
+                r.qpn = qpn;
+                std::memcpy(r.gid, gid.raw.data(), 16);
+                push_request(p, r);
+            }
+            return TxResult::queued;
         }
     }
     if (m->nb_segs > hca::kMaxSendSge) {
@@ -698,7 +720,9 @@ void flush_pending(TxQueue *q, TxBatch &b, std::uint64_t now) {
             q->pending[q->npending++] = pe;
             continue;
         }
-        switch (build_eth(q, b, pe.m, now, true)) {
+        const TxResult r = q->port->cfg.l2 == L2Mode::eth ? build_eth(q, b, pe.m, now, true)
+                                                          : build_native(q, b, pe.m, now, true);
+        switch (r) {
         case TxResult::sent: break;
         case TxResult::dropped: rte_pktmbuf_free(pe.m); break;
         case TxResult::queued: q->pending[q->npending++] = pe; break;
