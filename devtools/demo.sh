@@ -88,12 +88,12 @@ for p in "${pids[@]}"; do wait "$p" || true; done
 pids=()
 for i in 1 2; do
     echo "-- testpmd on Hca$i"
-    sed -n '/Forward statistics for port 1/,/^  ---/p' "testpmd$i.log" | head -6
+    grep -E "Statistics for port|RX-packets|TX-packets|Forward statistics" "testpmd$i.log" | tail -6
 done
 
 echo
 echo "== 6. the wire (software HCA capture, decoded by tshark)"
 tshark -o 'uat:user_dlts:"User 0 (DLT=147)","infiniband","0","","0",""' -r "$work/ipoib.pcap" 2>/dev/null |
-    grep -E "ARP|ICMP" | head -8
+    grep -E "ARP|Echo" | head -8
 echo
 echo "done: fabric, testpmd and namespaces are being torn down"
