@@ -387,6 +387,60 @@ TxResult hold(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t now, 
     return TxResult::queued;
 }
 
+// A destination is not ready: hold m behind it, and ask the control thread
+// (`ask`) when m is the first frame held for it. retry: m is already held,
+// leave it held (no counting, no new request). Overflow drops count in `drops`.
+TxResult wait_for(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t now, bool retry, const Request &ask,
+                  std::uint64_t &drops) {
+    if (retry)
+        return TxResult::queued;
+    bool first = false;
+    if (hold(q, m, key, now, &first) == TxResult::dropped) {
+        ++drops;
+        return TxResult::dropped;
+    }
+    if (first)
+        push_request(q->port, ask);
+    return TxResult::queued;
+}
+
+// The AH of a multicast group this port has joined (the broadcast group
+// included), or nullptr.
+hca::Ah *group_ah(Port *p, const wire::Gid &mgid) {
+    if (mgid == p->bcast_mgid)
+        return p->bcast_ah;
+    for (auto &e : p->mcast) {
+        bool hit = false;
+        hca::Ah *a = nullptr;
+        seq_read<McEntry>(e.seq, [&] {
+            hit = e.used && e.mgid == mgid;
+            a = e.ah;
+        });
+        if (hit && a)
+            return a;
+    }
+    return nullptr;
+}
+
+// A unicast neighbour by the MAC it is known by: resolved (AH and QPN), failed
+// (dropped), or waited for (`ask` resolves it).
+TxResult neighbour(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t now, bool retry, const Request &ask,
+                   hca::Ah **ah, std::uint32_t *qpn) {
+    NeighSnapshot s{};
+    const bool known = q->port->neigh.lookup(key, &s, now);
+    if (known && s.state == kNeighResolved && s.ah) {
+        *ah = s.ah;
+        *qpn = s.qpn;
+        return TxResult::sent;
+    }
+    if (known && s.state == kNeighFailed) {
+        ++q->st.unresolved_drop;
+        return TxResult::dropped;
+    }
+    // Unknown or unresolved: up to 3 frames wait per neighbour, as in Linux.
+    return wait_for(q, m, key, now, retry, ask, q->st.unresolved_drop);
+}
+
 // retry: m is already held; on a miss leave it held (no counting, no new request).
 TxResult resolve_dst(TxQueue *q, rte_mbuf *m, const std::uint8_t *frame, std::uint32_t l3len, std::uint64_t now,
                      hca::Ah **ah, std::uint32_t *qpn, bool retry) {
@@ -409,73 +463,27 @@ TxResult resolve_dst(TxQueue *q, rte_mbuf *m, const std::uint8_t *frame, std::ui
             ++q->st.unsupported_ethertype;
             return TxResult::dropped;
         }
-        if (g.value == p->bcast_mgid) {
-            *ah = p->bcast_ah;
-            *qpn = hca::kMulticastQpn;
+        *qpn = hca::kMulticastQpn;
+        if ((*ah = group_ah(p, g.value)))
             return TxResult::sent;
-        }
-        for (auto &e : p->mcast) {
-            bool hit = false;
-            hca::Ah *a = nullptr;
-            seq_read<McEntry>(e.seq, [&] {
-                hit = e.used && e.mgid == g.value;
-                a = e.ah;
-            });
-            if (hit && a) {
-                *ah = a;
-                *qpn = hca::kMulticastQpn;
-                return TxResult::sent;
-            }
-        }
-        // Not joined yet: hold the frame while the control thread makes a send-only join.
-        if (retry)
-            return TxResult::queued;
+        // Not joined yet: wait while the control thread makes a send-only join.
         wire::Mac key;
         std::memcpy(key.raw.data(), eh->dst_addr.addr_bytes, 6);
-        bool first = false;
-        if (hold(q, m, key, now, &first) == TxResult::dropped) {
-            ++q->st.mcast_unjoined;
-            return TxResult::dropped;
-        }
-        if (first) {
-            Request r{};
-            r.kind = 3;
-            std::memcpy(r.gid, g.value.raw.data(), 16);
-            push_request(p, r);
-        }
-        return TxResult::queued;
+        Request ask{};
+        ask.kind = 3;
+        std::memcpy(ask.gid, g.value.raw.data(), 16);
+        return wait_for(q, m, key, now, retry, ask, q->st.mcast_unjoined);
     }
     wire::Mac mac;
     std::memcpy(mac.raw.data(), eh->dst_addr.addr_bytes, 6);
-    NeighSnapshot s;
-    if (p->neigh.lookup(mac, &s, now) && s.state == kNeighResolved && s.ah) {
-        *ah = s.ah;
-        *qpn = s.qpn;
-        return TxResult::sent;
+    Request ask{};
+    ask.kind = 2;
+    std::memcpy(ask.mac, mac.raw.data(), 6);
+    if (is_lidqpn_mac(mac)) {
+        ask.lid = static_cast<std::uint16_t>(mac.raw[1] << 8 | mac.raw[2]);
+        ask.qpn = std::uint32_t{mac.raw[3]} << 16 | std::uint32_t{mac.raw[4]} << 8 | mac.raw[5];
     }
-    // Unknown or unresolved: up to 3 frames wait per neighbour, as in Linux.
-    if (s.state == kNeighFailed) {
-        ++q->st.unresolved_drop;
-        return TxResult::dropped;
-    }
-    if (retry)
-        return TxResult::queued;
-    bool first = false;
-    if (hold(q, m, mac, now, &first) == TxResult::dropped) {
-        ++q->st.unresolved_drop;
-        return TxResult::dropped;
-    }
-    if (first) {
-        Request r{};
-        r.kind = 2;
-        std::memcpy(r.mac, mac.raw.data(), 6);
-        if (is_lidqpn_mac(mac)) {
-            r.lid = static_cast<std::uint16_t>(mac.raw[1] << 8 | mac.raw[2]);
-            r.qpn = std::uint32_t{mac.raw[3]} << 16 | std::uint32_t{mac.raw[4]} << 8 | mac.raw[5];
-        }
-        push_request(p, r);
-    }
-    return TxResult::queued;
+    return neighbour(q, m, mac, now, retry, ask, ah, qpn);
 }
 
 // Build the work request for one Ethernet frame. Returns what became of m.
@@ -619,69 +627,26 @@ TxResult build_native(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bo
     hca::Ah *ah = nullptr;
     std::uint32_t qpn = hw.qpn();
     const wire::Gid gid = hw.gid();
+    Request ask{};
+    std::memcpy(ask.gid, gid.raw.data(), 16);
+    TxResult r;
     if (qpn == hca::kMulticastQpn) {
-        if (gid == p->bcast_mgid) {
-            ah = p->bcast_ah;
-        } else {
-            for (auto &e : p->mcast) {
-                bool hit = false;
-                hca::Ah *x = nullptr;
-                seq_read<McEntry>(e.seq, [&] {
-                    hit = e.used && e.mgid == gid;
-                    x = e.ah;
-                });
-                if (hit)
-                    ah = x;
-            }
-            if (!ah) {
-                // Hold it (keyed by the group's MGID folded like a GUID) while we join.
-                if (retry)
-                    return TxResult::queued;
-                bool first = false;
-                if (hold(q, m, wire::mac_from_guid(wire::guid_from_gid(gid)), now, &first) == TxResult::dropped) {
-                    ++q->st.mcast_unjoined;
-                    return TxResult::dropped;
-                }
-                if (first) {
-                    Request r{};
-                    r.kind = 3;
-                    std::memcpy(r.gid, gid.raw.data(), 16);
-                    push_request(p, r);
-                }
-                return TxResult::queued;
-            }
-        }
+        ah = group_ah(p, gid);
+        // Not joined yet: held under the group's MGID folded like a GUID while we join.
+        ask.kind = 3;
+        r = ah ? TxResult::sent
+               : wait_for(q, m, wire::mac_from_guid(wire::guid_from_gid(gid)), now, retry, ask, q->st.mcast_unjoined);
     } else {
         const wire::Mac key = gid == wire::Gid{} ? lidqpn_mac(a->lid, qpn)
                                                  : wire::mac_from_guid(wire::guid_from_gid(gid));
-        NeighSnapshot s;
-        const bool known = p->neigh.lookup(key, &s, now);
-        if (known && s.state == kNeighResolved && s.ah) {
-            ah = s.ah;
-        } else if (known && s.state == kNeighFailed) {
-            ++q->st.unresolved_drop;
-            return TxResult::dropped;
-        } else {
-            // Up to 3 frames wait for the neighbour, as in Ethernet emulation.
-            if (retry)
-                return TxResult::queued;
-            bool first = false;
-            if (hold(q, m, key, now, &first) == TxResult::dropped) {
-                ++q->st.unresolved_drop;
-                return TxResult::dropped;
-            }
-            if (first) {
-                Request r{};
-                r.kind = 2;
-                std::memcpy(r.mac, key.raw.data(), 6);
-                r.lid = a->lid;
-                r.qpn = qpn;
-                std::memcpy(r.gid, gid.raw.data(), 16);
-                push_request(p, r);
-            }
-            return TxResult::queued;
-        }
+        ask.kind = 2;
+        std::memcpy(ask.mac, key.raw.data(), 6);
+        ask.lid = a->lid;
+        ask.qpn = qpn;
+        r = neighbour(q, m, key, now, retry, ask, &ah, &qpn);
     }
+    if (r != TxResult::sent)
+        return r;
     if (m->nb_segs > hca::kMaxSendSge) {
         ++q->st.errors;
         return TxResult::dropped;
