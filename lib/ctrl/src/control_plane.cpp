@@ -526,8 +526,7 @@ Interface *ControlPlane::add_interface(const IfaceConfig &cfg, std::string *err)
 void ControlPlane::remove_interface(Interface *iface) {
     for (auto it = ifaces_.begin(); it != ifaces_.end(); ++it)
         if (it->get() == iface) {
-            iface->leave_all(iface->up());
-            iface->flush("interface removed", false);
+            iface->flush("interface removed", false);  // leaves every group if the interface was up
             ifaces_.erase(it);
             return;
         }
