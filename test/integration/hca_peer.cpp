@@ -2,12 +2,13 @@
 // hca-peer: one process on one (simulated) HCA, driven line by line on stdin
 // by the integration tests; answers each command with one JSON line.
 //
-//   hca-peer PROVIDER [OPTIONS]        device from $SIM_HOST (soft provider)
+//   hca-peer PROVIDER [OPTIONS] [DEVICE]  soft: device from $SIM_HOST; verbs: the first
 //
-//   port P                                      port attributes and P_Key table
+//   port P                                      port attributes, IPoIB GID, P_Key table
 //   qp NAME port=P pkey_index=I qkey=K rq=N     create a UD QP with its CQ and N buffers
 //   post NAME n=N [size=S]                      post N receive buffers of S bytes
-//   send NAME dlid=L dqpn=Q qkey=K size=S count=C [sl=N] [mgid=G] [sge=N]
+//   send NAME dlid=L dqpn=Q qkey=K size=S count=C [sl=N] [mgid=G | dgid=G] [sge=N]
+//                                               (with a GID the address has a GRH, from the IPoIB GID)
 //   recv NAME count=C timeout_ms=T              poll until C receive completions or timeout
 //   attach NAME mgid=G mlid=M / detach NAME mgid=G mlid=M
 //   counters NAME / pcounters P                 QP / port counters
@@ -98,7 +99,7 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "usage: hca-peer PROVIDER [OPTIONS]\n");
         return 2;
     }
-    auto opened = open_device(argv[1], "", argc > 2 ? argv[2] : "");
+    auto opened = open_device(argv[1], argc > 3 ? argv[3] : "", argc > 2 ? argv[2] : "");
     if (!opened.ctx) {
         std::cout << err_json(opened.error) << std::endl;
         return 1;
@@ -125,8 +126,11 @@ int main(int argc, char **argv) {
                 continue;
             }
             Gid g;
-            ctx.query_gid(static_cast<std::uint8_t>(p), 0, &g);
-            out << "{\"state\":\"" << to_string(a.state) << "\",\"lid\":" << a.lid << ",\"sm_lid\":" << a.sm_lid
+            const int gi = ipoib_gid_index(ctx, static_cast<std::uint8_t>(p));
+            ctx.query_gid(static_cast<std::uint8_t>(p), gi, &g);
+            out << "{\"state\":\"" << to_string(a.state) << "\",\"link_layer\":\""
+                << (a.link_layer == LinkLayer::ethernet ? "ethernet" : "infiniband") << "\",\"gid_index\":" << gi
+                << ",\"lid\":" << a.lid << ",\"sm_lid\":" << a.sm_lid
                 << ",\"guid\":" << a.port_guid << ",\"mtu\":" << mtu_bytes(a.active_mtu) << ",\"gid\":\""
                 << wire::to_string(g) << "\",\"pkeys\":[";
             bool first = true;
@@ -206,16 +210,19 @@ int main(int argc, char **argv) {
                     << c.tx_errors << ",\"rx_packets\":" << c.rx_packets << ",\"rx_bytes\":" << c.rx_bytes
                     << ",\"drop_no_buffer\":" << c.drop_no_buffer << ",\"drop_qkey\":" << c.drop_qkey
                     << ",\"drop_pkey\":" << c.drop_pkey << ",\"drop_too_long\":" << c.drop_too_long
-                    << ",\"drop_port_down\":" << c.drop_port_down << ",\"drop_aborted\":" << c.drop_aborted << "}";
+                    << ",\"drop_port_down\":" << c.drop_port_down << ",\"drop_aborted\":" << c.drop_aborted
+                    << ",\"rx_errors\":" << c.rx_errors << "}";
             } else if (cmd == "send" || cmd == "sendloop") {
                 AhAttr aa;
                 aa.dlid = static_cast<std::uint16_t>(num(m, "dlid", 0));
                 aa.sl = static_cast<std::uint8_t>(num(m, "sl", 0));
                 aa.port_num = q.port;
-                if (m.count("mgid")) {
+                if (m.count("mgid") || m.count("dgid")) {
                     aa.is_global = true;
-                    aa.dgid = wire::parse_gid_text(m["mgid"]).value;
-                    aa.hop_limit = 1;
+                    aa.dgid = wire::parse_gid_text(m.count("mgid") ? m["mgid"] : m["dgid"]).value;
+                    aa.hop_limit = m.count("mgid") ? 1 : 64;
+                    const int gi = ipoib_gid_index(ctx, q.port);
+                    aa.sgid_index = static_cast<std::uint8_t>(gi > 0 ? gi : 0);
                 }
                 auto ah = ctx.create_ah(aa);
                 if (!ah) {
@@ -229,6 +236,22 @@ int main(int argc, char **argv) {
                 std::map<std::string, int> statuses;
                 if (cmd == "sendloop")
                     std::cout << "{\"looping\":true}" << std::endl;
+                // Reap send completions (a device completes them asynchronously);
+                // receive completions on this CQ are not expected on a sending QP: count them.
+                unsigned long reaped = 0, posted = 0;
+                auto reap = [&] {
+                    Wc wc[16];
+                    const int n = q.cq->poll(wc, 16);
+                    for (int k = 0; k < n; ++k) {
+                        if (wc[k].opcode == WcOpcode::send) {
+                            statuses[to_string(wc[k].status)]++;
+                            ++reaped;
+                        } else {
+                            statuses["unexpected recv"]++;
+                        }
+                    }
+                    return n;
+                };
                 for (unsigned long i = 0; i < count; ++i) {
                     fill(payload.data(), size, static_cast<std::uint32_t>(i));
                     Sge sg[kMaxSendSge];
@@ -240,22 +263,22 @@ int main(int argc, char **argv) {
                     }
                     SendWr wr{i, sg, nsge, ah.get(), static_cast<std::uint32_t>(num(m, "dqpn", 0)),
                               static_cast<std::uint32_t>(num(m, "qkey", 0x0b1b)), true};
-                    q.qp->post_send(&wr, 1);
-                    Wc wc[16];
-                    // Reap send completions; receive completions of this CQ stay queued
-                    // in the RQ (they are polled by `recv`).
-                    int n;
-                    while ((n = q.cq->poll(wc, 1)) > 0) {
-                        if (wc[0].opcode == WcOpcode::send) {
-                            statuses[to_string(wc[0].status)]++;
-                        } else {
-                            // Not expected on a sending QP in these tests: count it.
-                            statuses["unexpected recv"]++;
-                        }
-                        if (wc[0].opcode == WcOpcode::send)
-                            break;
+                    int r = q.qp->post_send(&wr, 1);
+                    for (int tries = 0; r == 0 && tries < 100000; ++tries) {  // send queue full: reap, retry
+                        reap();
+                        r = q.qp->post_send(&wr, 1);
                     }
+                    if (r <= 0) {
+                        statuses["post refused"]++;
+                        continue;
+                    }
+                    ++posted;
+                    reap();
                 }
+                const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+                while (reaped < posted && std::chrono::steady_clock::now() < until)
+                    if (!reap())
+                        std::this_thread::yield();
                 out << "{\"statuses\":{";
                 bool first = true;
                 for (auto &[k, v] : statuses) {

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Provider selection and device options.
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -10,6 +11,9 @@ namespace ipoib::hca {
 namespace soft {
 std::unique_ptr<Context> open_soft(const std::string &device, const std::string &fabric, const std::string &capture,
                                    std::uint32_t poll_ms, bool fault_stall, std::string *err);
+}
+namespace verbs {
+std::unique_ptr<Context> open_verbs(const std::string &device, std::string *err);
 }
 
 const char *to_string(PortState s) noexcept {
@@ -109,11 +113,42 @@ OpenResult open_device(const std::string &provider, const std::string &device, c
         return r;
     }
     if (provider == "verbs") {
-        r.error = "verbs provider: not built yet";
+        if (!fabric.empty() || !capture.empty() || fault_stall) {
+            r.error = "verbs provider: options fabric, capture and fault belong to the soft provider";
+            return r;
+        }
+        r.ctx = verbs::open_verbs(node, &r.error);
         return r;
     }
     r.error = "unknown HCA provider '" + provider + "' (known: soft, verbs)";
     return r;
+}
+
+int ipoib_gid_index(Context &ctx, std::uint8_t port) noexcept {
+    PortAttr pa;
+    if (const int r = ctx.query_port(port, &pa); r != 0)
+        return r;
+    if (pa.link_layer != LinkLayer::ethernet)
+        return 0;
+    int first_v2 = -1, first_v6 = -1;
+    for (int i = 0; i < 256; ++i) {
+        Gid g;
+        GidType t;
+        if (ctx.query_gid(port, i, &g) != 0 || g == Gid{} || ctx.query_gid_type(port, i, &t) != 0 ||
+            t != GidType::roce_v2)
+            continue;
+        const bool v4mapped = std::all_of(g.raw.begin(), g.raw.begin() + 10, [](std::uint8_t b) { return b == 0; }) &&
+                              g.raw[10] == 0xff && g.raw[11] == 0xff;
+        if (first_v2 < 0)
+            first_v2 = i;
+        if (v4mapped)
+            continue;
+        if (g.raw[0] == 0xfe && (g.raw[1] & 0xc0) == 0x80)
+            return i;
+        if (first_v6 < 0)
+            first_v6 = i;
+    }
+    return first_v6 >= 0 ? first_v6 : first_v2 >= 0 ? first_v2 : 0;
 }
 
 } // namespace ipoib::hca

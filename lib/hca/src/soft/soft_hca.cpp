@@ -440,7 +440,8 @@ QpCounters SoftQp::counters() const noexcept {
     auto g = [&](QpCounter i) { return e_->counters[i].load(std::memory_order_relaxed); };
     return QpCounters{g(kQpTxPackets),     g(kQpTxBytes),    g(kQpTxErrors),   g(kQpRxPackets),
                       g(kQpRxBytes),       g(kQpDropNoBuffer), g(kQpDropQkey), g(kQpDropPkey),
-                      g(kQpDropTooLong),   g(kQpDropPortDown), g(kQpDropAborted)};
+                      g(kQpDropTooLong),   g(kQpDropPortDown), g(kQpDropAborted),
+                      0 /* rx_errors: every soft receive error is a counted drop */};
 }
 
 int SoftQp::post_recv(const RecvWr *wr, int n) noexcept {

@@ -38,8 +38,15 @@ inline constexpr std::uint32_t kMulticastQpn = 0xffffff;
 inline constexpr std::uint16_t kMulticastLidBase = 0xc000;
 inline constexpr std::size_t kMaxPkeys = 64;
 
+// A port's link layer (ibv_port_attr.link_layer): InfiniBand, or Ethernet
+// (RoCE: no SM, no LIDs, every address handle carries a GRH).
+enum class LinkLayer : std::uint8_t { infiniband, ethernet };
+// A GID table entry's type (ibv_gid_type): RoCE v2 GIDs are IP addresses.
+enum class GidType : std::uint8_t { ib, roce_v1, roce_v2 };
+
 struct PortAttr {
     PortState state = PortState::down;
+    LinkLayer link_layer = LinkLayer::infiniband;
     std::uint8_t phys_state = 0;  // 5 = LinkUp, 2 = Polling
     std::uint16_t lid = 0;
     std::uint16_t sm_lid = 0;
@@ -95,6 +102,9 @@ struct Wc {
     std::uint16_t pkey_index;
 };
 
+// lkey 0 on a send: memory not registered with the device. The provider
+// sends it inline or through a registered bounce buffer of its own (the
+// software HCA reaches all of its process's memory anyway).
 struct Sge {
     std::uint64_t addr;
     std::uint32_t length;
@@ -149,6 +159,7 @@ struct QpCounters {
     std::uint64_t tx_packets, tx_bytes, tx_errors;
     std::uint64_t rx_packets, rx_bytes;
     std::uint64_t drop_no_buffer, drop_qkey, drop_pkey, drop_too_long, drop_port_down, drop_aborted;
+    std::uint64_t rx_errors;  // receive completions in error for another reason (flushes not counted)
 };
 
 struct PortCounters {
@@ -201,6 +212,14 @@ class Context {
     virtual int query_port(std::uint8_t port, PortAttr *out) noexcept = 0;
     virtual int query_gid(std::uint8_t port, int index, Gid *out) noexcept = 0;
     virtual int query_pkey(std::uint8_t port, int index, std::uint16_t *out) noexcept = 0;
+    // The type of a GID table entry (InfiniBand ports: always ib).
+    virtual int query_gid_type(std::uint8_t port, int index, GidType *out) noexcept {
+        Gid g;
+        const int r = query_gid(port, index, &g);
+        if (r == 0)
+            *out = GidType::ib;
+        return r;
+    }
 
     // Memory the device can reach. alloc_dma gives memory any provider can
     // register (the software HCA needs it shared with its peers); reg_mr
@@ -223,13 +242,25 @@ class Context {
 };
 
 // Open a device. provider: "soft" (the software HCA) or "verbs" (rdma-core).
-// device: for "soft", the fabric node name (SIM_HOST) or empty for $SIM_HOST.
+// device: for "soft", the fabric node name (SIM_HOST) or empty for $SIM_HOST;
+// for "verbs", the rdma-core device name (ibv_devices) or empty for the first.
 // Options (key=value, comma separated): soft: fabric=<name> (default from
 // $IBSIM_SOCKNAME), capture=<pcap file>, poll_ms=<port re-poll interval>.
+// verbs: none. The verbs provider loads libipoib_verbs_glue.so (and through
+// it libibverbs) at this point: from $IPOIB_VERBS_GLUE if set, else beside
+// the object holding this code, else from the build tree, else by soname.
 struct OpenResult {
     std::unique_ptr<Context> ctx;
     std::string error;
 };
 OpenResult open_device(const std::string &provider, const std::string &device, const std::string &options);
+
+// The GID an IPoIB interface uses as its port GID (its hardware address and
+// every GRH's source). InfiniBand: index 0 (subnet prefix + port GUID).
+// Ethernet (RoCE): the first RoCE v2 GID that is an IPv6 address, link-local
+// preferred (IPoIB multicast GIDs are link-scoped IPv6 groups, and a RoCE v2
+// packet's GIDs must be of one IP family), else the first RoCE v2 GID, else
+// index 0. Returns the index, or <0 if the port cannot be queried.
+int ipoib_gid_index(Context &ctx, std::uint8_t port) noexcept;
 
 } // namespace ipoib::hca

@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The table of libibverbs entry points the verbs provider uses. It lives in
+// a separate shared object (libipoib_verbs_glue.so, linked against
+// libibverbs) that the provider dlopen()s when a verbs device is opened, the
+// way DPDK's mlx5 driver loads its glue: the PMD itself has no link-time
+// dependency on rdma-core and runs on the software HCA where rdma-core is
+// absent. Only control-path calls go through the table; the data path
+// (ibv_post_send/ibv_post_recv/ibv_poll_cq) is inline in <infiniband/verbs.h>
+// and calls the device's own ops directly.
+#pragma once
+
+#include <infiniband/verbs.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace ipoib::hca::verbs {
+
+inline constexpr std::uint32_t kGlueAbi = 1;  // bump when the table changes
+inline constexpr const char *kGlueSymbol = "ipoib_verbs_glue";
+inline constexpr const char *kGlueFile = "libipoib_verbs_glue.so";
+
+struct Glue {
+    std::uint32_t abi;
+    std::uint32_t size;  // sizeof(Glue) as the glue was built
+    ibv_device **(*get_device_list)(int *num);
+    void (*free_device_list)(ibv_device **list);
+    const char *(*get_device_name)(ibv_device *dev);
+    ibv_context *(*open_device)(ibv_device *dev);
+    int (*close_device)(ibv_context *ctx);
+    int (*query_device)(ibv_context *ctx, ibv_device_attr *attr);
+    int (*query_port)(ibv_context *ctx, std::uint8_t port, ibv_port_attr *attr);
+    int (*query_gid_ex)(ibv_context *ctx, std::uint32_t port, std::uint32_t index, ibv_gid_entry *entry);
+    int (*query_pkey)(ibv_context *ctx, std::uint8_t port, int index, std::uint16_t *pkey);
+    ibv_pd *(*alloc_pd)(ibv_context *ctx);
+    int (*dealloc_pd)(ibv_pd *pd);
+    ibv_mr *(*reg_mr)(ibv_pd *pd, void *addr, std::size_t len, int access);
+    int (*dereg_mr)(ibv_mr *mr);
+    ibv_cq *(*create_cq)(ibv_context *ctx, int cqe);
+    int (*destroy_cq)(ibv_cq *cq);
+    ibv_qp *(*create_qp)(ibv_pd *pd, ibv_qp_init_attr *attr);
+    int (*modify_qp)(ibv_qp *qp, ibv_qp_attr *attr, int mask);
+    int (*destroy_qp)(ibv_qp *qp);
+    ibv_ah *(*create_ah)(ibv_pd *pd, ibv_ah_attr *attr);
+    int (*destroy_ah)(ibv_ah *ah);
+    int (*attach_mcast)(ibv_qp *qp, const ibv_gid *gid, std::uint16_t lid);
+    int (*detach_mcast)(ibv_qp *qp, const ibv_gid *gid, std::uint16_t lid);
+    int (*get_async_event)(ibv_context *ctx, ibv_async_event *ev);
+    void (*ack_async_event)(ibv_async_event *ev);
+    const char *(*event_type_str)(ibv_event_type ev);
+};
+
+} // namespace ipoib::hca::verbs

@@ -1,0 +1,871 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The verbs provider: the HCA interface over rdma-core's libibverbs, for
+// real HCAs (InfiniBand) and RoCE devices (rxe, ConnectX in Ethernet mode).
+//
+// libibverbs is reached only through the glue table (verbs_glue.hpp), which
+// is dlopen()ed when a device is opened; the data path uses the inline
+// ibv_post_send/ibv_post_recv/ibv_poll_cq, which call the device's ops.
+//
+// Per burst: one ibv_post_send / ibv_post_recv of a linked WR chain, one
+// ibv_poll_cq of up to 64 completions. Sends of unregistered memory (lkey 0)
+// go inline when they fit the QP's inline size, else through a registered
+// bounce ring owned by the QP (no allocation per packet).
+//
+// On an Ethernet (RoCE) port, attaching a QP to a multicast GID also joins
+// the matching IP multicast group on the port's netdev (IPV6_JOIN_GROUP, or
+// IP_ADD_MEMBERSHIP for IPv4-mapped GIDs): RoCE multicast travels as IP
+// multicast, and the kernel only lets it in for groups joined on the netdev.
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ipoib/hca/hca.hpp"
+#include "ipoib/wire/hwaddr.hpp"
+#include "verbs_glue.hpp"
+
+#ifndef IPOIB_VERBS_GLUE_BUILD_PATH
+#define IPOIB_VERBS_GLUE_BUILD_PATH ""
+#endif
+
+namespace ipoib::hca::verbs {
+
+namespace {
+
+constexpr int kChunk = 32;                       // WRs per ibv_post_* call
+constexpr std::uint32_t kWantInline = 256;       // inline size asked for (the device may give less)
+constexpr std::uint32_t kBounceSlot = 4096 + 64; // the largest UD message (4096 MTU) plus slack
+// Receive WRs carry this bit in the wr_id the device sees: a completion in
+// error has no valid opcode, and a CQ may serve both queues of a QP.
+constexpr std::uint64_t kRecvTag = 1ull << 63;
+constexpr std::size_t kSoftWcRing = 256;         // completions the provider itself produces, per CQ
+
+// Where to find the glue: $IPOIB_VERBS_GLUE; beside the object that holds
+// this code (an installed driver); the build tree; the library search path.
+void *load_glue(const Glue **glue, std::string *err) {
+    std::vector<std::string> tries;
+    if (const char *e = std::getenv("IPOIB_VERBS_GLUE"); e && *e)
+        tries.emplace_back(e);
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void *>(&load_glue), &info) && info.dli_fname) {
+        std::string self = info.dli_fname;
+        const auto slash = self.rfind('/');
+        if (slash != std::string::npos)
+            tries.push_back(self.substr(0, slash + 1) + kGlueFile);
+    }
+    if (*IPOIB_VERBS_GLUE_BUILD_PATH)
+        tries.emplace_back(IPOIB_VERBS_GLUE_BUILD_PATH);
+    tries.emplace_back(kGlueFile);
+    std::string why;
+    for (auto &path : tries) {
+        if (path.find('/') != std::string::npos && access(path.c_str(), R_OK) != 0)
+            continue;
+        void *h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+            const char *d = dlerror();
+            why = d ? d : path + ": cannot load";
+            continue;
+        }
+        const auto *g = static_cast<const Glue *>(dlsym(h, kGlueSymbol));
+        if (!g || g->abi != kGlueAbi || g->size != sizeof(Glue)) {
+            why = path + ": not a matching glue (ABI " + std::to_string(g ? g->abi : 0) + ", want " +
+                  std::to_string(kGlueAbi) + ")";
+            dlclose(h);
+            continue;
+        }
+        *glue = g;
+        return h;
+    }
+    *err = "cannot load the rdma-core glue " + std::string(kGlueFile) +
+           (why.empty() ? " (not found; set IPOIB_VERBS_GLUE)" : ": " + why) +
+           " (is rdma-core's libibverbs1 installed?)";
+    return nullptr;
+}
+
+ibv_gid to_ibv(const Gid &g) {
+    ibv_gid o;
+    std::memcpy(o.raw, g.raw.data(), 16);
+    return o;
+}
+
+WcStatus map_status(ibv_wc_status s) {
+    switch (s) {
+    case IBV_WC_SUCCESS: return WcStatus::success;
+    case IBV_WC_LOC_LEN_ERR: return WcStatus::loc_len_err;
+    case IBV_WC_LOC_QP_OP_ERR: return WcStatus::loc_qp_op_err;
+    case IBV_WC_WR_FLUSH_ERR: return WcStatus::wr_flush_err;
+    default: return WcStatus::general_err;
+    }
+}
+
+// Per-QP counters, kept by the QP (sends) and its CQs (completions); read on the control path.
+struct QpStats {
+    std::uint32_t qpn = 0;
+    QpCounters c{};
+};
+
+class VerbsContext;
+
+class VerbsMr final : public Mr {
+  public:
+    VerbsMr(const Glue *g, ibv_mr *mr) : g_(g), mr_(mr) {}
+    ~VerbsMr() override { g_->dereg_mr(mr_); }
+    std::uint32_t lkey() const noexcept override { return mr_->lkey; }
+    void *addr() const noexcept override { return mr_->addr; }
+    std::size_t length() const noexcept override { return mr_->length; }
+
+  private:
+    const Glue *g_;
+    ibv_mr *mr_;
+};
+
+class VerbsCq final : public Cq {
+  public:
+    VerbsCq(const Glue *g, ibv_cq *cq) : g_(g), cq_(cq) {}
+    ~VerbsCq() override { g_->destroy_cq(cq_); }
+    int poll(Wc *wc, int n) noexcept override;
+    ibv_cq *raw() const { return cq_; }
+    void add_owner(QpStats *s) { owners_.push_back(s); }
+    // A completion the device never saw (a send the provider refused): returned by the next poll.
+    bool push_soft(const Wc &wc) {
+        if (soft_tail_ - soft_head_ >= kSoftWcRing)
+            return false;
+        soft_[soft_tail_++ % kSoftWcRing] = wc;
+        return true;
+    }
+    void remove_owner(QpStats *s) { owners_.erase(std::remove(owners_.begin(), owners_.end(), s), owners_.end()); }
+
+  private:
+    QpStats *owner(std::uint32_t qpn) const {
+        for (QpStats *s : owners_)
+            if (s->qpn == qpn)
+                return s;
+        return nullptr;
+    }
+    const Glue *g_;
+    ibv_cq *cq_;
+    std::vector<QpStats *> owners_;  // the QPs using this CQ (usually one)
+    Wc soft_[kSoftWcRing];
+    std::uint64_t soft_head_ = 0, soft_tail_ = 0;
+};
+
+int VerbsCq::poll(Wc *wc, int n) noexcept {
+    ibv_wc iw[64];
+    int total = 0;
+    while (total < n && soft_head_ != soft_tail_)
+        wc[total++] = soft_[soft_head_++ % kSoftWcRing];
+    while (total < n) {
+        const int want = std::min(n - total, 64);
+        const int got = ibv_poll_cq(cq_, want, iw);
+        if (got < 0)
+            return total ? total : -EIO;
+        for (int i = 0; i < got; ++i) {
+            const ibv_wc &s = iw[i];
+            Wc &d = wc[total + i];
+            const bool recv = s.wr_id & kRecvTag;
+            d.wr_id = s.wr_id & ~kRecvTag;
+            d.status = map_status(s.status);
+            d.opcode = recv ? WcOpcode::recv : WcOpcode::send;
+            d.wc_flags = (s.wc_flags & IBV_WC_GRH) ? kWcGrh : 0;
+            d.sl = s.sl;
+            d.byte_len = s.byte_len;
+            d.qp_num = s.qp_num;
+            d.src_qp = s.src_qp;
+            d.slid = s.slid;
+            d.pkey_index = s.pkey_index;
+            QpStats *o = owners_.size() == 1 ? owners_[0] : owner(s.qp_num);
+            if (!o)
+                continue;
+            if (s.status != IBV_WC_SUCCESS) {
+                // Flushes are the QP going away, not traffic.
+                if (s.status == IBV_WC_WR_FLUSH_ERR)
+                    continue;
+                if (!recv)
+                    ++o->c.tx_errors;
+                else if (s.status == IBV_WC_LOC_LEN_ERR)
+                    ++o->c.drop_too_long;
+                else
+                    ++o->c.rx_errors;  // rxe reports a too-long receive as a local QP operation error
+            } else if (recv) {
+                ++o->c.rx_packets;
+                o->c.rx_bytes += s.byte_len >= kGrhLen ? s.byte_len - kGrhLen : s.byte_len;
+            }
+        }
+        total += got;
+        if (got < want)
+            break;
+    }
+    return total;
+}
+
+class VerbsAh final : public Ah {
+  public:
+    VerbsAh(const Glue *g, ibv_ah *ah, const AhAttr &a) : g_(g), ah_(ah), attr_(a) {}
+    ~VerbsAh() override { g_->destroy_ah(ah_); }
+    const AhAttr &attr() const noexcept override { return attr_; }
+    ibv_ah *raw() const { return ah_; }
+
+  private:
+    const Glue *g_;
+    ibv_ah *ah_;
+    AhAttr attr_;
+};
+
+class VerbsQp final : public Qp {
+  public:
+    VerbsQp(VerbsContext *ctx, ibv_qp *qp, VerbsCq *scq, VerbsCq *rcq, std::uint8_t port, std::uint32_t depth,
+            std::uint32_t max_inline, std::uint32_t mtu)
+        : ctx_(ctx), qp_(qp), scq_(scq), rcq_(rcq), port_(port), depth_(depth), max_inline_(max_inline), mtu_(mtu) {
+        stats_.qpn = qp->qp_num;
+        scq_->add_owner(&stats_);
+        if (rcq_ != scq_)
+            rcq_->add_owner(&stats_);
+    }
+    ~VerbsQp() override;
+    bool init_bounce();
+    std::uint32_t qp_num() const noexcept override { return qp_->qp_num; }
+    int post_recv(const RecvWr *wr, int n) noexcept override;
+    int post_send(const SendWr *wr, int n) noexcept override;
+    int set_qkey(std::uint32_t qkey) noexcept override;
+    int attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept override;
+    int detach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept override;
+    QpCounters counters() const noexcept override { return stats_.c; }
+
+  private:
+    VerbsContext *ctx_;
+    ibv_qp *qp_;
+    VerbsCq *scq_, *rcq_;
+    std::uint8_t port_;
+    std::uint32_t depth_, max_inline_;
+    std::uint32_t mtu_;  // the port's active MTU: a UD message must fit one packet
+    QpStats stats_;
+    std::uint8_t *bounce_ = nullptr;
+    std::size_t bounce_len_ = 0;
+    std::unique_ptr<Mr> bounce_mr_;
+    std::uint64_t posted_ = 0;  // sends accepted so far: picks the bounce slot
+    std::vector<Gid> attached_;
+};
+
+class VerbsContext final : public Context {
+  public:
+    ~VerbsContext() override;
+    bool open(const std::string &device, std::string *err);
+
+    const std::string &name() const noexcept override { return name_; }
+    std::uint8_t num_ports() const noexcept override { return nports_; }
+    int query_port(std::uint8_t port, PortAttr *out) noexcept override;
+    int query_gid(std::uint8_t port, int index, Gid *out) noexcept override;
+    int query_gid_type(std::uint8_t port, int index, GidType *out) noexcept override;
+    int query_pkey(std::uint8_t port, int index, std::uint16_t *out) noexcept override;
+    void *alloc_dma(std::size_t len) noexcept override;
+    void free_dma(void *p) noexcept override;
+    std::unique_ptr<Mr> reg_mr(void *addr, std::size_t len) noexcept override;
+    std::unique_ptr<Cq> create_cq(int depth) noexcept override;
+    std::unique_ptr<Qp> create_ud_qp(const QpInit &init) noexcept override;
+    std::unique_ptr<Ah> create_ah(const AhAttr &attr) noexcept override;
+    int get_port_event(PortEvent *ev) noexcept override;
+    int port_counters(std::uint8_t port, PortCounters *out) noexcept override;
+    const std::string &last_error() const noexcept override { return error_; }
+
+    int fail(int code, std::string msg) noexcept {
+        error_ = std::move(msg);
+        return code;
+    }
+    const Glue *glue() const { return g_; }
+    ibv_pd *pd() const { return pd_; }
+    bool ethernet(std::uint8_t port) const {
+        return port >= 1 && port <= nports_ && link_layer_[port - 1] == IBV_LINK_LAYER_ETHERNET;
+    }
+    // RoCE: the IP multicast membership behind a multicast GID (refcounted per port's netdev).
+    int ip_group(std::uint8_t port, const Gid &mgid, bool join);
+
+  private:
+    void *dl_ = nullptr;
+    const Glue *g_ = nullptr;
+    ibv_context *ctx_ = nullptr;
+    ibv_pd *pd_ = nullptr;
+    std::string name_, error_;
+    std::uint8_t nports_ = 0;
+    std::vector<std::uint8_t> link_layer_;
+    std::vector<int> pkey_tbl_len_;
+    std::map<void *, std::size_t> dma_;
+    int sock4_ = -1, sock6_ = -1;
+    std::map<std::pair<std::array<std::uint8_t, 16>, unsigned>, int> ip_groups_;  // (mgid, ifindex) -> refs
+};
+
+// ---------------------------------------------------------------------------
+// QP
+
+VerbsQp::~VerbsQp() {
+    for (auto &g : attached_) {
+        ibv_gid ig = to_ibv(g);
+        ctx_->glue()->detach_mcast(qp_, &ig, 0);
+        if (ctx_->ethernet(port_))
+            ctx_->ip_group(port_, g, false);
+    }
+    ctx_->glue()->destroy_qp(qp_);
+    scq_->remove_owner(&stats_);
+    rcq_->remove_owner(&stats_);
+    bounce_mr_.reset();
+    if (bounce_)
+        ctx_->free_dma(bounce_);
+}
+
+bool VerbsQp::init_bounce() {
+    bounce_len_ = std::size_t{depth_} * kBounceSlot;
+    bounce_ = static_cast<std::uint8_t *>(ctx_->alloc_dma(bounce_len_));
+    if (!bounce_)
+        return false;
+    bounce_mr_ = ctx_->reg_mr(bounce_, bounce_len_);
+    return bounce_mr_ != nullptr;
+}
+
+int VerbsQp::post_recv(const RecvWr *wr, int n) noexcept {
+    int done = 0;
+    while (done < n) {
+        const int k = std::min(n - done, kChunk);
+        ibv_recv_wr w[kChunk];
+        ibv_sge s[kChunk];
+        for (int i = 0; i < k; ++i) {
+            const RecvWr &r = wr[done + i];
+            s[i] = ibv_sge{r.sge.addr, r.sge.length, r.sge.lkey};
+            w[i].wr_id = r.wr_id | kRecvTag;
+            w[i].sg_list = &s[i];
+            w[i].num_sge = 1;
+            w[i].next = i + 1 < k ? &w[i + 1] : nullptr;
+        }
+        ibv_recv_wr *bad = nullptr;
+        const int rc = ibv_post_recv(qp_, w, &bad);
+        if (rc != 0) {
+            const int ok = bad ? static_cast<int>(bad - w) : 0;
+            ctx_->fail(-rc, std::string("ibv_post_recv: ") + std::strerror(rc));
+            return done + ok ? done + ok : -rc;
+        }
+        done += k;
+    }
+    return done;
+}
+
+// The bytes of a send and whether any of it is unregistered (lkey 0).
+std::uint32_t send_len(const SendWr &r, bool *unregistered) {
+    std::uint32_t total = 0;
+    *unregistered = false;
+    for (std::uint32_t j = 0; j < std::min(r.num_sge, kMaxSendSge); ++j) {
+        total += r.sg_list[j].length;
+        *unregistered |= r.sg_list[j].lkey == 0;
+    }
+    return total;
+}
+
+int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
+    int done = 0;  // WRs taken: posted, or completed in error by the provider
+    while (done < n) {
+        bool unreg = false;
+        const std::uint32_t len0 = send_len(wr[done], &unreg);
+        if (len0 > mtu_ || (unreg && len0 > max_inline_ && len0 > kBounceSlot)) {
+            // IBA: a UD message longer than the path MTU completes with a local
+            // length error. Not every device checks (rxe sends it and the
+            // receiver drops it silently): the provider does, before posting.
+            const SendWr &r = wr[done];
+            if (r.signaled)
+                scq_->push_soft(Wc{r.wr_id, WcStatus::loc_len_err, WcOpcode::send, 0, 0, 0, qp_->qp_num, 0, 0, 0});
+            ++stats_.c.tx_errors;
+            ++done;
+            continue;
+        }
+        // A run of postable WRs, linked, one ibv_post_send.
+        ibv_send_wr w[kChunk];
+        ibv_sge s[kChunk][kMaxSendSge];
+        std::uint32_t lens[kChunk];
+        int built = 0;
+        while (built < kChunk && done + built < n) {
+            const SendWr &r = wr[done + built];
+            const std::uint32_t total = send_len(r, &unreg);
+            if (total > mtu_ || (unreg && total > max_inline_ && total > kBounceSlot))
+                break;
+            ibv_send_wr &x = w[built];
+            std::memset(&x, 0, sizeof x);
+            const std::uint32_t nsge = std::min(r.num_sge, kMaxSendSge);
+            if (!unreg || total <= max_inline_) {
+                for (std::uint32_t j = 0; j < nsge; ++j)
+                    s[built][j] = ibv_sge{r.sg_list[j].addr, r.sg_list[j].length, r.sg_list[j].lkey};
+                x.num_sge = static_cast<int>(nsge);
+                if (unreg)
+                    x.send_flags |= IBV_SEND_INLINE;
+            } else {
+                // The slot of the send posted depth_ sends ago: the send queue had room, so it is done.
+                std::uint8_t *slot = bounce_ + ((posted_ + static_cast<std::uint64_t>(built)) % depth_) * kBounceSlot;
+                std::uint32_t off = 0;
+                for (std::uint32_t j = 0; j < nsge; ++j) {
+                    std::memcpy(slot + off, reinterpret_cast<const void *>(r.sg_list[j].addr), r.sg_list[j].length);
+                    off += r.sg_list[j].length;
+                }
+                s[built][0] = ibv_sge{reinterpret_cast<std::uintptr_t>(slot), total, bounce_mr_->lkey()};
+                x.num_sge = 1;
+            }
+            x.wr_id = r.wr_id;
+            x.sg_list = s[built];
+            x.opcode = IBV_WR_SEND;
+            if (r.signaled)
+                x.send_flags |= IBV_SEND_SIGNALED;
+            x.wr.ud.ah = static_cast<VerbsAh *>(r.ah)->raw();
+            x.wr.ud.remote_qpn = r.remote_qpn;
+            x.wr.ud.remote_qkey = r.remote_qkey;
+            if (built)
+                w[built - 1].next = &x;
+            lens[built++] = total;
+        }
+        int posted = built;
+        ibv_send_wr *bad = nullptr;
+        const int rc = ibv_post_send(qp_, w, &bad);
+        if (rc != 0)
+            posted = bad ? static_cast<int>(bad - w) : 0;
+        for (int i = 0; i < posted; ++i)
+            stats_.c.tx_bytes += lens[i];
+        posted_ += static_cast<std::uint64_t>(posted);
+        stats_.c.tx_packets += static_cast<std::uint64_t>(posted);
+        done += posted;
+        if (posted < built) {
+            if (rc == ENOMEM)  // the send queue is full: the rest did not fit
+                return done;
+            ctx_->fail(-rc, std::string("ibv_post_send: ") + std::strerror(rc));
+            return done ? done : -rc;
+        }
+    }
+    return done;
+}
+
+int VerbsQp::set_qkey(std::uint32_t qkey) noexcept {
+    ibv_qp_attr a{};
+    a.qkey = qkey;
+    const int rc = ctx_->glue()->modify_qp(qp_, &a, IBV_QP_QKEY);
+    return rc ? ctx_->fail(-rc, std::string("ibv_modify_qp(QKEY): ") + std::strerror(rc)) : 0;
+}
+
+int VerbsQp::attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept {
+    ibv_gid g = to_ibv(mgid);
+    if (const int rc = ctx_->glue()->attach_mcast(qp_, &g, mlid))
+        return ctx_->fail(-rc, "ibv_attach_mcast(" + wire::to_string(mgid) + "): " + std::strerror(rc));
+    if (ctx_->ethernet(port_)) {
+        if (const int rc = ctx_->ip_group(port_, mgid, true); rc != 0) {
+            ctx_->glue()->detach_mcast(qp_, &g, mlid);
+            return rc;
+        }
+    }
+    attached_.push_back(mgid);
+    return 0;
+}
+
+int VerbsQp::detach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept {
+    auto it = std::find(attached_.begin(), attached_.end(), mgid);
+    if (it == attached_.end())
+        return ctx_->fail(-ENOENT, "detach: " + wire::to_string(mgid) + " is not attached");
+    attached_.erase(it);
+    ibv_gid g = to_ibv(mgid);
+    const int rc = ctx_->glue()->detach_mcast(qp_, &g, mlid);
+    if (ctx_->ethernet(port_))
+        ctx_->ip_group(port_, mgid, false);
+    return rc ? ctx_->fail(-rc, "ibv_detach_mcast(" + wire::to_string(mgid) + "): " + std::strerror(rc)) : 0;
+}
+
+// ---------------------------------------------------------------------------
+// Context
+
+VerbsContext::~VerbsContext() {
+    if (sock4_ >= 0)
+        close(sock4_);
+    if (sock6_ >= 0)
+        close(sock6_);
+    if (pd_)
+        g_->dealloc_pd(pd_);
+    if (ctx_)
+        g_->close_device(ctx_);
+    for (auto &[p, len] : dma_)
+        munmap(p, len);
+    if (dl_)
+        dlclose(dl_);
+}
+
+bool VerbsContext::open(const std::string &device, std::string *err) {
+    dl_ = load_glue(&g_, err);
+    if (!dl_)
+        return false;
+    int n = 0;
+    ibv_device **list = g_->get_device_list(&n);
+    if (!list) {
+        *err = std::string("no RDMA devices (ibv_get_device_list: ") + std::strerror(errno) +
+               "; does this kernel have RDMA support and ib_uverbs loaded?)";
+        return false;
+    }
+    ibv_device *dev = nullptr;
+    std::string names;
+    for (int i = 0; i < n; ++i) {
+        const char *nm = g_->get_device_name(list[i]);
+        names += (names.empty() ? "" : ", ") + std::string(nm);
+        if (!dev && (device.empty() || device == nm))
+            dev = list[i];
+    }
+    if (dev) {
+        name_ = g_->get_device_name(dev);
+        ctx_ = g_->open_device(dev);
+    }
+    const int open_errno = errno;
+    g_->free_device_list(list);
+    if (!dev) {
+        *err = n == 0 ? "no RDMA devices (ibv_get_device_list found none)"
+                      : "no RDMA device '" + device + "' (found: " + names + ")";
+        return false;
+    }
+    if (!ctx_) {
+        *err = "ibv_open_device(" + name_ + "): " + std::strerror(open_errno);
+        return false;
+    }
+    ibv_device_attr da{};
+    if (const int rc = g_->query_device(ctx_, &da)) {
+        *err = "ibv_query_device(" + name_ + "): " + std::strerror(rc);
+        return false;
+    }
+    nports_ = da.phys_port_cnt;
+    for (std::uint8_t p = 1; p <= nports_; ++p) {
+        ibv_port_attr pa{};
+        g_->query_port(ctx_, p, &pa);
+        link_layer_.push_back(pa.link_layer);
+        pkey_tbl_len_.push_back(pa.pkey_tbl_len);
+    }
+    pd_ = g_->alloc_pd(ctx_);
+    if (!pd_) {
+        *err = "ibv_alloc_pd(" + name_ + "): " + std::strerror(errno);
+        return false;
+    }
+    // Async events are read on the control thread without blocking it.
+    const int fl = fcntl(ctx_->async_fd, F_GETFL);
+    if (fl < 0 || fcntl(ctx_->async_fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        *err = std::string("async event fd: ") + std::strerror(errno);
+        return false;
+    }
+    return true;
+}
+
+int VerbsContext::query_port(std::uint8_t port, PortAttr *out) noexcept {
+    if (port < 1 || port > nports_)
+        return fail(-EINVAL, "no port " + std::to_string(port) + " on " + name_);
+    ibv_port_attr a{};
+    if (const int rc = g_->query_port(ctx_, port, &a))
+        return fail(-rc, "ibv_query_port: " + std::string(std::strerror(rc)));
+    PortAttr o;
+    o.state = static_cast<PortState>(a.state <= IBV_PORT_ACTIVE ? a.state : 0);
+    o.link_layer = a.link_layer == IBV_LINK_LAYER_ETHERNET ? LinkLayer::ethernet : LinkLayer::infiniband;
+    o.phys_state = a.phys_state;
+    o.lid = a.lid;
+    o.sm_lid = a.sm_lid;
+    o.sm_sl = a.sm_sl;
+    o.lmc = a.lmc;
+    o.max_mtu = static_cast<Mtu>(a.max_mtu);
+    o.active_mtu = static_cast<Mtu>(a.active_mtu);
+    o.pkey_tbl_len = static_cast<std::uint16_t>(a.pkey_tbl_len);
+    o.port_num = port;
+    Gid g;
+    if (query_gid(port, 0, &g) == 0)
+        for (int i = 0; i < 8; ++i) {
+            o.subnet_prefix = o.subnet_prefix << 8 | g.raw[static_cast<std::size_t>(i)];
+            o.port_guid = o.port_guid << 8 | g.raw[static_cast<std::size_t>(8 + i)];
+        }
+    link_layer_[port - 1] = a.link_layer;
+    *out = o;
+    return 0;
+}
+
+int VerbsContext::query_gid(std::uint8_t port, int index, Gid *out) noexcept {
+    ibv_gid_entry e{};
+    if (port < 1 || port > nports_ || index < 0)
+        return fail(-EINVAL, "GID index " + std::to_string(index) + " of port " + std::to_string(port));
+    if (const int rc = g_->query_gid_ex(ctx_, port, static_cast<std::uint32_t>(index), &e))
+        return fail(-rc, "GID index " + std::to_string(index) + " of " + name_ + " port " + std::to_string(port) +
+                             ": " + std::strerror(rc));
+    std::memcpy(out->raw.data(), e.gid.raw, 16);
+    return 0;
+}
+
+int VerbsContext::query_gid_type(std::uint8_t port, int index, GidType *out) noexcept {
+    ibv_gid_entry e{};
+    if (port < 1 || port > nports_ || index < 0)
+        return fail(-EINVAL, "GID index " + std::to_string(index) + " of port " + std::to_string(port));
+    if (const int rc = g_->query_gid_ex(ctx_, port, static_cast<std::uint32_t>(index), &e))
+        return fail(-rc, "GID index " + std::to_string(index) + ": " + std::strerror(rc));
+    *out = e.gid_type == IBV_GID_TYPE_ROCE_V2   ? GidType::roce_v2
+           : e.gid_type == IBV_GID_TYPE_ROCE_V1 ? GidType::roce_v1
+                                                : GidType::ib;
+    return 0;
+}
+
+int VerbsContext::query_pkey(std::uint8_t port, int index, std::uint16_t *out) noexcept {
+    if (port < 1 || port > nports_ || index < 0 || index >= static_cast<int>(kMaxPkeys))
+        return fail(-EINVAL, "P_Key index " + std::to_string(index) + " out of range");
+    if (index >= pkey_tbl_len_[port - 1]) {  // past the table: empty (devices answer anything here)
+        *out = 0;
+        return 0;
+    }
+    std::uint16_t be = 0;
+    if (const int rc = g_->query_pkey(ctx_, port, index, &be))
+        return fail(-rc, "ibv_query_pkey: " + std::string(std::strerror(rc)));
+    *out = ntohs(be);
+    return 0;
+}
+
+void *VerbsContext::alloc_dma(std::size_t len) noexcept {
+    const std::size_t pg = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+    len = (len + pg - 1) / pg * pg;
+    void *p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        fail(-errno, std::string("alloc_dma: ") + std::strerror(errno));
+        return nullptr;
+    }
+    dma_[p] = len;
+    return p;
+}
+
+void VerbsContext::free_dma(void *p) noexcept {
+    auto it = dma_.find(p);
+    if (it == dma_.end())
+        return;
+    munmap(it->first, it->second);
+    dma_.erase(it);
+}
+
+std::unique_ptr<Mr> VerbsContext::reg_mr(void *addr, std::size_t len) noexcept {
+    ibv_mr *mr = g_->reg_mr(pd_, addr, len, IBV_ACCESS_LOCAL_WRITE);
+    if (!mr) {
+        fail(-errno, std::string("ibv_reg_mr: ") + std::strerror(errno));
+        return nullptr;
+    }
+    return std::make_unique<VerbsMr>(g_, mr);
+}
+
+std::unique_ptr<Cq> VerbsContext::create_cq(int depth) noexcept {
+    ibv_cq *cq = g_->create_cq(ctx_, depth);
+    if (!cq) {
+        fail(-errno, "ibv_create_cq(" + std::to_string(depth) + "): " + std::strerror(errno));
+        return nullptr;
+    }
+    return std::make_unique<VerbsCq>(g_, cq);
+}
+
+std::unique_ptr<Qp> VerbsContext::create_ud_qp(const QpInit &init) noexcept {
+    if (!init.send_cq || !init.recv_cq) {
+        fail(-EINVAL, "create_ud_qp: send and receive CQs needed");
+        return nullptr;
+    }
+    auto *scq = static_cast<VerbsCq *>(init.send_cq), *rcq = static_cast<VerbsCq *>(init.recv_cq);
+    ibv_qp_init_attr a{};
+    a.send_cq = scq->raw();
+    a.recv_cq = rcq->raw();
+    a.qp_type = IBV_QPT_UD;
+    a.cap.max_send_wr = init.max_send_wr;
+    a.cap.max_recv_wr = init.max_recv_wr;
+    a.cap.max_send_sge = kMaxSendSge;
+    a.cap.max_recv_sge = 1;
+    a.cap.max_inline_data = kWantInline;
+    ibv_qp *qp = g_->create_qp(pd_, &a);
+    if (!qp) {  // the device may not do inline sends, or not that many
+        a.cap.max_inline_data = 0;
+        qp = g_->create_qp(pd_, &a);
+    }
+    if (!qp) {
+        fail(-errno, "ibv_create_qp(UD, " + std::to_string(init.max_send_wr) + "/" +
+                         std::to_string(init.max_recv_wr) + " WRs): " + std::strerror(errno));
+        return nullptr;
+    }
+    ibv_port_attr pa{};
+    g_->query_port(ctx_, init.port_num, &pa);
+    auto q = std::make_unique<VerbsQp>(this, qp, scq, rcq, init.port_num, init.max_send_wr, a.cap.max_inline_data,
+                                       128u << (pa.active_mtu ? pa.active_mtu : IBV_MTU_4096));
+    ibv_qp_attr m{};
+    m.qp_state = IBV_QPS_INIT;
+    m.pkey_index = init.pkey_index;
+    m.port_num = init.port_num;
+    m.qkey = init.qkey;
+    int rc = g_->modify_qp(qp, &m, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_QKEY);
+    const char *step = "INIT";
+    if (!rc) {
+        m = ibv_qp_attr{};
+        m.qp_state = IBV_QPS_RTR;
+        rc = g_->modify_qp(qp, &m, IBV_QP_STATE);
+        step = "RTR";
+    }
+    if (!rc) {
+        m = ibv_qp_attr{};
+        m.qp_state = IBV_QPS_RTS;
+        m.sq_psn = 0;
+        rc = g_->modify_qp(qp, &m, IBV_QP_STATE | IBV_QP_SQ_PSN);
+        step = "RTS";
+    }
+    if (rc) {
+        fail(-rc, std::string("ibv_modify_qp(UD -> ") + step + ", P_Key index " + std::to_string(init.pkey_index) +
+                      ", port " + std::to_string(init.port_num) + "): " + std::strerror(rc));
+        return nullptr;
+    }
+    if (!q->init_bounce())
+        return nullptr;
+    return q;
+}
+
+std::unique_ptr<Ah> VerbsContext::create_ah(const AhAttr &attr) noexcept {
+    if (ethernet(attr.port_num) && !attr.is_global) {
+        fail(-EINVAL, "create_ah: port " + std::to_string(attr.port_num) + " is RoCE: an address needs a GRH (GID)");
+        return nullptr;
+    }
+    ibv_ah_attr a{};
+    a.dlid = attr.dlid;
+    a.sl = attr.sl;
+    a.port_num = attr.port_num;
+    a.is_global = attr.is_global;
+    if (attr.is_global) {
+        a.grh.dgid = to_ibv(attr.dgid);
+        a.grh.sgid_index = attr.sgid_index;
+        a.grh.hop_limit = attr.hop_limit ? attr.hop_limit : 1;
+        a.grh.traffic_class = attr.traffic_class;
+        a.grh.flow_label = attr.flow_label;
+    }
+    ibv_ah *ah = g_->create_ah(pd_, &a);
+    if (!ah) {
+        fail(-errno, "ibv_create_ah(" + (attr.is_global ? wire::to_string(attr.dgid) : "LID " + std::to_string(attr.dlid)) +
+                         "): " + std::strerror(errno));
+        return nullptr;
+    }
+    return std::make_unique<VerbsAh>(g_, ah, attr);
+}
+
+int VerbsContext::get_port_event(PortEvent *ev) noexcept {
+    for (;;) {
+        ibv_async_event e{};
+        if (g_->get_async_event(ctx_, &e) != 0)
+            return 0;  // EAGAIN: nothing pending
+        const ibv_event_type t = e.event_type;
+        const std::uint8_t port = static_cast<std::uint8_t>(e.element.port_num);
+        g_->ack_async_event(&e);
+        EventType mapped;
+        switch (t) {
+        case IBV_EVENT_PORT_ACTIVE: mapped = EventType::port_active; break;
+        case IBV_EVENT_PORT_ERR: mapped = EventType::port_error; break;
+        case IBV_EVENT_LID_CHANGE: mapped = EventType::lid_change; break;
+        case IBV_EVENT_PKEY_CHANGE: mapped = EventType::pkey_change; break;
+        case IBV_EVENT_SM_CHANGE:
+        case IBV_EVENT_CLIENT_REREGISTER: mapped = EventType::sm_change; break;
+        case IBV_EVENT_GID_CHANGE: mapped = EventType::gid_change; break;
+        default:
+            // QP/CQ/device errors: kept for last_error(); not a port event.
+            error_ = std::string("async event: ") + g_->event_type_str(t);
+            continue;
+        }
+        *ev = PortEvent{mapped, port};
+        return 1;
+    }
+}
+
+// Port counters from sysfs: the IBA PortCounters where the device keeps
+// them, else the driver's own (rxe: hw_counters/sent_pkts, rcvd_pkts).
+int VerbsContext::port_counters(std::uint8_t port, PortCounters *out) noexcept {
+    if (port < 1 || port > nports_)
+        return fail(-EINVAL, "no port " + std::to_string(port) + " on " + name_);
+    const std::string base = "/sys/class/infiniband/" + name_ + "/ports/" + std::to_string(port) + "/";
+    auto rd = [&](const char *rel, std::uint64_t *v) {
+        std::ifstream f(base + rel);
+        return static_cast<bool>(f >> *v);
+    };
+    PortCounters c{};
+    std::uint64_t v = 0;
+    if (rd("counters/port_xmit_packets", &v) && v)
+        c.tx_packets = v;
+    else if (rd("hw_counters/sent_pkts", &v))
+        c.tx_packets = v;
+    if (rd("counters/port_rcv_packets", &v) && v)
+        c.rx_packets = v;
+    else if (rd("hw_counters/rcvd_pkts", &v))
+        c.rx_packets = v;
+    if (rd("counters/port_xmit_data", &v))
+        c.tx_bytes = v * 4;  // in 32-bit words
+    if (rd("counters/port_rcv_data", &v))
+        c.rx_bytes = v * 4;
+    if (rd("counters/port_rcv_constraint_errors", &v))
+        c.drop_pkey = v;
+    if (rd("counters/port_xmit_discards", &v))
+        c.tx_port_down = v;
+    *out = c;
+    return 0;
+}
+
+int VerbsContext::ip_group(std::uint8_t port, const Gid &mgid, bool join) {
+    ibv_gid_entry e{};
+    if (const int rc = g_->query_gid_ex(ctx_, port, 0, &e))
+        return fail(-rc, "RoCE multicast: no netdev for port " + std::to_string(port) + ": " + std::strerror(rc));
+    const unsigned ifindex = e.ndev_ifindex;
+    const auto key = std::make_pair(mgid.raw, ifindex);
+    int &refs = ip_groups_[key];
+    if (join && refs++ > 0)
+        return 0;
+    if (!join) {
+        if (refs <= 0) {
+            ip_groups_.erase(key);
+            return 0;
+        }
+        if (--refs > 0)
+            return 0;
+        ip_groups_.erase(key);
+    }
+    const auto &r = mgid.raw;
+    const bool v4 = std::all_of(r.begin(), r.begin() + 10, [](std::uint8_t b) { return b == 0; }) && r[10] == 0xff &&
+                    r[11] == 0xff;
+    int rc = 0;
+    char ifname[IF_NAMESIZE] = "?";
+    if_indextoname(ifindex, ifname);
+    if (v4) {
+        if (sock4_ < 0)
+            sock4_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        ip_mreqn mr{};
+        std::memcpy(&mr.imr_multiaddr, &r[12], 4);
+        mr.imr_ifindex = static_cast<int>(ifindex);
+        rc = sock4_ < 0 ? -1
+                        : setsockopt(sock4_, IPPROTO_IP, join ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP, &mr, sizeof mr);
+    } else {
+        if (sock6_ < 0)
+            sock6_ = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        ipv6_mreq mr{};
+        std::memcpy(&mr.ipv6mr_multiaddr, r.data(), 16);
+        mr.ipv6mr_interface = ifindex;
+        rc = sock6_ < 0 ? -1
+                        : setsockopt(sock6_, IPPROTO_IPV6, join ? IPV6_JOIN_GROUP : IPV6_LEAVE_GROUP, &mr, sizeof mr);
+    }
+    if (rc != 0) {
+        const int e2 = errno;
+        if (join)
+            ip_groups_.erase(key);
+        return fail(-e2, std::string("RoCE multicast: ") + (join ? "joining " : "leaving ") + wire::to_string(mgid) +
+                             " on " + ifname + ": " + std::strerror(e2));
+    }
+    return 0;
+}
+
+} // namespace
+
+std::unique_ptr<Context> open_verbs(const std::string &device, std::string *err) {
+    auto ctx = std::make_unique<VerbsContext>();
+    if (!ctx->open(device, err))
+        return nullptr;
+    return ctx;
+}
+
+} // namespace ipoib::hca::verbs
