@@ -62,6 +62,7 @@ mkdir -p /merged/ipoib-guest /merged/lib/modules/$kver
 mount -t 9p -o trans=virtio,version=9p2000.L out /merged/ipoib-guest
 mount --bind /merged$kroot/lib/modules/$kver /merged/lib/modules/$kver
 mount -t proc proc /merged/proc; mount -t sysfs sys /merged/sys; mount -t devtmpfs dev /merged/dev
+mkdir -p /merged/dev/pts /merged/dev/shm; mount -t devpts -o ptmxmode=666 devpts /merged/dev/pts; mount -t tmpfs tmpfs /merged/dev/shm
 mkdir -p /merged/dev/hugepages /merged/run /merged/tmp; mount -t tmpfs tmpfs /merged/run; mount -t tmpfs tmpfs /merged/tmp
 printf '#!/bin/sh\nexec chroot /merged /sbin/modprobe "\\\$@"\n' > /bin/modprobe-chroot; chmod +x /bin/modprobe-chroot
 echo /bin/modprobe-chroot > /proc/sys/kernel/modprobe

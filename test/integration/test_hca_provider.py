@@ -17,7 +17,7 @@ no LIDs. Checked: port attributes, UD both ways with payloads verified,
 gather lists, messages of the full MTU, multicast delivered only after
 attach (and no more after detach), and drops counted: a message longer than
 the receive buffer, a message longer than the MTU, sends to a QP with no
-receive buffers posted.
+receive buffers posted, a wrong Q_Key; and the "QP's own" Q_Key (high bit).
 """
 import json
 import os
@@ -175,9 +175,14 @@ def suite(a, b):
     t.note(f"wrong Q_Key: {r} {c}")
     t.eq(r["received"], 0, "a message with the wrong Q_Key is not delivered")
 
+    # The Q_Key "of the QP" (high bit set in the work request): B's QP has 0x0b1b.
+    a(f"send ua {to_b} qkey=0x80000000 size=64 count=3")
+    r = b("recv ub count=3 timeout_ms=3000 repost=1")
+    t.eq((r["received"], r["bad_payload"]), (3, 0), "a send with Q_Key 0x80000000 uses the QP's own Q_Key")
+
     # Counters agree with the traffic.
     ca, cb = a("counters ua"), b("counters ub")
-    t.ok(ca["tx_packets"] >= 50 + 5 + 3 + 5 + 3 and cb["rx_packets"] == 50 + 5 + 5,
+    t.ok(ca["tx_packets"] >= 50 + 5 + 3 + 5 + 3 + 3 and cb["rx_packets"] == 50 + 5 + 5 + 3,
          "QP counters agree with what was sent and received", (ca, cb))
 
 

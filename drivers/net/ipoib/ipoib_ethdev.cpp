@@ -56,10 +56,12 @@ std::string hex16(std::uint16_t v) {
 constexpr const char *kArgProvider = "provider", *kArgDev = "dev", *kArgPort = "port", *kArgPkey = "pkey",
                      *kArgMode = "mode", *kArgL2 = "l2", *kArgRxq = "rxq_size", *kArgTxq = "txq_size",
                      *kArgNeigh = "neigh", *kArgCapture = "capture", *kArgFabric = "fabric",
-                     *kArgAllmulti = "allmulti", *kArgNeighTimeout = "neigh_timeout";
-const char *const kValidArgs[] = {kArgProvider, kArgDev,     kArgPort,    kArgPkey,     kArgMode,
-                                  kArgL2,       kArgRxq,     kArgTxq,     kArgNeigh,    kArgCapture,
-                                  kArgFabric,   kArgAllmulti, kArgNeighTimeout, nullptr};
+                     *kArgAllmulti = "allmulti", *kArgNeighTimeout = "neigh_timeout", *kArgGidIndex = "gid_index",
+                     *kArgBcastQkey = "bcast_qkey", *kArgBcastMtu = "bcast_mtu";
+const char *const kValidArgs[] = {kArgProvider, kArgDev,      kArgPort,         kArgPkey,     kArgMode,
+                                  kArgL2,       kArgRxq,      kArgTxq,          kArgNeigh,    kArgCapture,
+                                  kArgFabric,   kArgAllmulti, kArgNeighTimeout, kArgGidIndex, kArgBcastQkey,
+                                  kArgBcastMtu, nullptr};
 
 struct ParseCtx {
     Config *cfg;
@@ -144,6 +146,18 @@ int on_arg(const char *key, const char *value, void *opaque) {
         if (!parse_uint(value, 1, 86400, &x))
             return bad("expected seconds, 1-86400");
         cfg.neigh_timeout_s = static_cast<std::uint32_t>(x);
+    } else if (k == kArgGidIndex) {
+        if (!parse_uint(value, 0, 255, &x))
+            return bad("expected a GID table index, 0-255");
+        cfg.gid_index = static_cast<int>(x);
+    } else if (k == kArgBcastQkey) {
+        if (!parse_uint(value, 1, 0x7fffffff, &x))
+            return bad("expected a Q_Key, 0x1-0x7fffffff (the high bit marks controlled Q_Keys)");
+        cfg.bcast_qkey = static_cast<std::uint32_t>(x);
+    } else if (k == kArgBcastMtu) {
+        if (!parse_uint(value, 256, 4096, &x) || (x & (x - 1)))
+            return bad("expected an IB MTU: 256, 512, 1024, 2048 or 4096");
+        cfg.bcast_mtu = static_cast<std::uint32_t>(x);
     }
     return 0;
 }
@@ -154,7 +168,8 @@ bool parse_devargs(const char *args, Config *cfg, std::string *err) {
     rte_kvargs *kv = rte_kvargs_parse(args, kValidArgs);
     if (!kv) {
         *err = std::string("cannot parse devargs '") + args + "' (known: provider, dev, port, pkey, mode, l2, "
-               "rxq_size, txq_size, neigh, capture, fabric, allmulti, neigh_timeout)";
+               "rxq_size, txq_size, neigh, capture, fabric, allmulti, neigh_timeout, gid_index, bcast_qkey, "
+               "bcast_mtu)";
         return false;
     }
     ParseCtx c{cfg, {}};
@@ -179,13 +194,14 @@ hca::Ah *get_ah(Port *p, std::uint16_t dlid, std::uint8_t sl, const wire::Gid *d
             return a.get();
     }
     hca::AhAttr at;
-    at.dlid = dlid;
+    at.dlid = p->roce ? 0 : dlid;
     at.sl = sl;
     at.port_num = p->cfg.port;
     if (dgid) {
         at.is_global = true;
         at.dgid = *dgid;
         at.hop_limit = hop;
+        at.sgid_index = p->gid_index;
     }
     auto ah = p->hca->ctx->create_ah(at);
     if (!ah)
@@ -199,7 +215,11 @@ void neigh_set(Port *p, const wire::Mac &mac, std::uint8_t state, std::uint16_t 
     Neigh *n = p->neigh.find_or_add(mac);
     if (!n)
         return;
-    hca::Ah *ah = state == kNeighResolved ? get_ah(p, dlid, sl, nullptr, 0) : nullptr;
+    // RoCE: the neighbour is addressed by its GID (a GRH), InfiniBand: by its LID.
+    hca::Ah *ah = state != kNeighResolved           ? nullptr
+                  : p->roce && gid != wire::Gid{} ? get_ah(p, dlid, sl, &gid, 64)
+                  : p->roce                       ? nullptr
+                                                  : get_ah(p, dlid, sl, nullptr, 0);
     p->neigh.write(n, [&](Neigh &e) {
         e.state = state;
         e.dlid = dlid;
@@ -243,11 +263,12 @@ bool ensure_qp(Port *p) {
                                  p->rx_bufsize, p->rx_mr->lkey()}};
     p->qp->post_recv(wrs.data(), static_cast<int>(wrs.size()));
     p->qpn = p->qp->qp_num();
+    const wire::Gid gid = p->hca->cp.port_gid(p->cfg.port);
+    p->gid_index = static_cast<std::uint8_t>(p->hca->cp.gid_index(p->cfg.port));
     hca::PortAttr pa;
     ctx.query_port(p->cfg.port, &pa);
-    p->lid = pa.lid;
-    wire::Gid gid;
-    ctx.query_gid(p->cfg.port, 0, &gid);
+    p->roce = pa.link_layer == hca::LinkLayer::ethernet;
+    p->lid = p->roce ? gid_key(gid.raw.data()) : pa.lid;
     p->hwaddr = wire::make_hwaddr(0, p->qpn, gid).value;
     IPOIB_LOG(INFO, "%s: UD QP 0x%06x, address %s", p->name.c_str(), p->qpn, wire::to_string(p->hwaddr).c_str());
     return true;
@@ -314,7 +335,7 @@ void on_link(Port *p, bool up) {
             return;
         hca::PortAttr pa;
         p->hca->ctx->query_port(p->cfg.port, &pa);
-        p->lid = pa.lid;
+        p->lid = p->roce ? gid_key(p->hca->cp.port_gid(p->cfg.port).raw.data()) : pa.lid;
         p->qp_ready.store(p->qp.get(), std::memory_order_release);
     }
     set_link(p, up);
@@ -339,7 +360,7 @@ void handle_requests(Port *p) {
             Neigh *n = p->neigh.find(mac);
             if (std::memcmp(r.mac, p->mac.addr_bytes, 6) == 0) {
                 neigh_set(p, mac, kNeighResolved, p->lid, p->qpn, p->hwaddr.gid(), p->bcast_sl, false);
-            } else if (is_lidqpn_mac(mac) && r.lid) {
+            } else if (is_lidqpn_mac(mac) && r.lid && !p->roce) {  // RoCE: a LID is no address
                 neigh_set(p, mac, kNeighResolved, r.lid, r.qpn, wire::Gid{}, p->bcast_sl, false);
             } else if (n && n->gid != wire::Gid{}) {
                 if (n->state != kNeighResolved && p->iface)
@@ -369,8 +390,9 @@ void on_path(Hca *h, const wire::Gid &dgid, std::uint16_t pkey, ctrl::SaStatus s
             wire::Mac mac;
             std::memcpy(mac.raw.data(), n.mac, 6);
             if (st.ok() && rec) {
-                neigh_set(p, mac, kNeighResolved, rec->dlid, n.qpn, dgid, rec->sl, false);
-                p->neigh.index(rec->dlid, n.qpn, mac);
+                const std::uint16_t key = p->roce ? gid_key(dgid.raw.data()) : rec->dlid;
+                neigh_set(p, mac, kNeighResolved, key, n.qpn, dgid, rec->sl, false);
+                p->neigh.index(key, n.qpn, mac);
             } else if (n.state != kNeighResolved) {
                 neigh_set(p, mac, kNeighFailed, 0, n.qpn, dgid, 0, false);
                 IPOIB_LOG(INFO, "%s: no path to %s: %s", p->name.c_str(), wire::to_string(dgid).c_str(),
@@ -430,6 +452,11 @@ Hca *get_hca(const Config &cfg, std::string *err) {
     const std::string key = cfg.provider + ":" + dev;
     for (Hca *h : g_hcas)
         if (h->key == key) {
+            if (cfg.gid_index >= 0 && cfg.gid_index != h->gid_index_arg) {
+                *err = "devarg gid_index=" + std::to_string(cfg.gid_index) + " conflicts with another port of " +
+                       dev + " (one GID index per HCA)";
+                return nullptr;
+            }
             ++h->refs;
             return h;
         }
@@ -447,8 +474,13 @@ Hca *get_hca(const Config &cfg, std::string *err) {
     h->key = key;
     h->refs = 1;
     h->ctx = std::move(o.ctx);
+    h->device = h->ctx->name();
+    h->gid_index_arg = cfg.gid_index;
     ctrl::CpConfig cc;
     cc.log = make_logger();
+    cc.gid_index = cfg.gid_index;
+    if (cfg.provider == "verbs")
+        cc.sa.ca_name = h->device.c_str();  // umad on the same CA (InfiniBand ports)
     if (!h->cp.open(*h->ctx, cc, err))
         return nullptr;
     Hca *raw = h.get();
@@ -521,6 +553,8 @@ int dev_start(rte_eth_dev *dev) {
         ic.port = p->cfg.port;
         ic.pkey = p->cfg.pkey;
         ic.allmulti = p->cfg.allmulti;
+        ic.static_qkey = p->cfg.bcast_qkey;
+        ic.static_mtu = p->cfg.bcast_mtu;
         std::string err;
         p->iface = p->hca->cp.add_interface(ic, &err);
         if (!p->iface) {
@@ -722,6 +756,7 @@ const XstatDef kXstats[] = {
     {"hca_drop_pkey", HCAS(drop_pkey)},
     {"hca_drop_too_long", HCAS(drop_too_long)},
     {"hca_drop_port_down", HCAS(drop_port_down)},
+    {"hca_rx_errors", HCAS(rx_errors)},
 };
 constexpr unsigned kNumXstats = sizeof kXstats / sizeof kXstats[0];
 
@@ -894,9 +929,7 @@ int probe(rte_vdev_device *vdev) {
         f.align = alignof(struct rte_pmd_ipoib_addr);
         p->dynfield = rte_mbuf_dynfield_register(&f);
     }
-    hca::PortAttr pa;
-    h->ctx->query_port(cfg.port, &pa);
-    const wire::Mac mac = wire::mac_from_guid(wire::guid_from_u64(pa.port_guid));
+    const wire::Mac mac = wire::mac_from_guid(wire::guid_from_gid(h->cp.port_gid(cfg.port)));
     std::memcpy(p->mac.addr_bytes, mac.raw.data(), 6);
     if (!p->requests || (cfg.l2 == L2Mode::ipoib && p->dynfield < 0)) {
         IPOIB_LOG(ERR, "%s: cannot allocate its request ring or mbuf field", name);

@@ -44,7 +44,7 @@ enum class L2Mode : std::uint8_t { eth, ipoib };
 
 struct Config {
     std::string provider = "soft";
-    std::string device;        // soft: fabric node (default $SIM_HOST)
+    std::string device;        // soft: fabric node (default $SIM_HOST); verbs: rdma-core device (default: first)
     std::uint8_t port = 1;
     std::uint16_t pkey = 0;    // 0: the port's P_Key at index 0
     L2Mode l2 = L2Mode::eth;
@@ -54,6 +54,9 @@ struct Config {
     std::string fabric;
     bool allmulti = false;
     std::uint32_t neigh_timeout_s = 300;
+    int gid_index = -1;                    // -1: chosen by the port's link layer
+    std::uint32_t bcast_qkey = 0x0b1b;     // RoCE (static management): the broadcast group's Q_Key
+    std::uint32_t bcast_mtu = 0;           // ... and MTU in bytes (0: the port's active MTU)
     struct StaticNeigh {
         wire::Mac mac;
         wire::HwAddr hw;
@@ -187,8 +190,10 @@ struct Port {
     std::uint8_t *rx_pool = nullptr;
     std::unique_ptr<hca::Mr> rx_mr;
     std::uint32_t rx_bufsize = 0, rx_nbuf = 0;
-    std::uint16_t lid = 0;
+    std::uint16_t lid = 0;  // InfiniBand: our LID; RoCE: our GID folded (see peer_key)
     std::uint32_t qpn = 0;
+    bool roce = false;      // Ethernet link layer: every address handle carries a GRH
+    std::uint8_t gid_index = 0;
     wire::HwAddr hwaddr{};
     rte_ether_addr mac{};
     std::uint32_t qkey = 0x0b1b;
@@ -226,6 +231,8 @@ static_assert(sizeof(Request) == 32);
 // One per HCA device per process, shared by the ethdevs on it.
 struct Hca {
     std::string key;
+    std::string device;      // the provider's name for it
+    int gid_index_arg = -1;  // devarg gid_index of the port that opened it
     int refs = 0;
     std::unique_ptr<hca::Context> ctx;
     ctrl::ControlPlane cp;
@@ -241,6 +248,16 @@ std::uint16_t rx_burst(void *q, rte_mbuf **pkts, std::uint16_t n);
 std::uint16_t tx_burst(void *q, rte_mbuf **pkts, std::uint16_t n);
 void tx_flush_completions(TxQueue *q);
 void tx_service_pending(TxQueue *q);
+
+// The 16-bit key a peer is known by next to its QPN (the receive index and
+// the encoded MACs below): its LID on InfiniBand; on RoCE, where there are no
+// LIDs, its GID folded to 16 bits (the GRH's source GID on receive).
+inline std::uint16_t gid_key(const std::uint8_t *gid) {
+    std::uint16_t k = 0;
+    for (int i = 0; i < 16; i += 2)
+        k = static_cast<std::uint16_t>(k ^ (gid[i] << 8 | gid[i + 1]));
+    return k ? k : 1;
+}
 
 // Encoded MACs for senders not (yet) known by their GID: LID and QPN in a locally administered MAC.
 inline wire::Mac lidqpn_mac(std::uint16_t lid, std::uint32_t qpn) {

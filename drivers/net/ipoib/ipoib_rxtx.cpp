@@ -99,7 +99,9 @@ bool rx_hw_to_mac(void *c, const wire::HwAddr &hw, wire::Mac *out) {
         std::memcpy(out->raw.data(), x->p->mac.addr_bytes, 6);
         return true;
     }
-    *out = wire::mac_from_guid(wire::guid_from_gid(hw.gid()));
+    // RoCE: one GID may carry many QPs (processes sharing a port): the QPN is part of the MAC.
+    *out = x->p->roce ? lidqpn_mac(gid_key(hw.raw.data() + 4), hw.qpn())
+                      : wire::mac_from_guid(wire::guid_from_gid(hw.gid()));
     if (hw.qpn() == x->sqpn) {
         // The sender's own address: remember where it lives.
         Request r{};
@@ -216,7 +218,10 @@ std::uint16_t rx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) {
             ++q->st.errors;
             continue;
         }
-        if (wc.src_qp == p->qpn && wc.slid == p->lid) {
+        // The sender's key: its LID, or on RoCE its GID (from the GRH) folded.
+        const bool grh = wc.wc_flags & hca::kWcGrh;
+        const std::uint16_t slid = p->roce && grh ? gid_key(buf + 8) : wc.slid;
+        if (wc.src_qp == p->qpn && slid == p->lid) {
             ++q->st.loopback_discard;  // the HCA's copy of our own multicast
             continue;
         }
@@ -244,12 +249,23 @@ std::uint16_t rx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) {
             a->hwaddr[3] = static_cast<std::uint8_t>(wc.src_qp);
             if (wc.wc_flags & hca::kWcGrh)
                 std::memcpy(a->hwaddr + 4, buf + 8, 16);
-            a->lid = wc.slid;
+            a->lid = slid;
             m->packet_type = packet_type(l3, l3len, et.value) & ~RTE_PTYPE_L2_MASK;
         } else {
-            RxCtx cx{p, wc.slid, wc.src_qp, {}};
-            if (!p->neigh.mac_for(wc.slid, wc.src_qp, &cx.src_mac))
-                cx.src_mac = lidqpn_mac(wc.slid, wc.src_qp);
+            RxCtx cx{p, slid, wc.src_qp, {}};
+            if (!p->neigh.mac_for(slid, wc.src_qp, &cx.src_mac)) {
+                cx.src_mac = lidqpn_mac(slid, wc.src_qp);
+                if (p->roce && grh) {
+                    // RoCE: a LID is no address, the GRH's source GID is: learn it so replies can go back.
+                    Request r{};
+                    r.kind = 1;
+                    r.lid = slid;
+                    r.qpn = wc.src_qp;
+                    std::memcpy(r.mac, cx.src_mac.raw.data(), 6);
+                    std::memcpy(r.gid, buf + 8, 16);
+                    push_request(p, r);
+                }
+            }
             rte_ether_hdr eh;
             if ((wc.wc_flags & hca::kWcGrh) && buf[24] == 0xff) {
                 const wire::Mac d = mcast_mac(p, buf + 24);

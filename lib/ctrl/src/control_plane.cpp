@@ -2,6 +2,7 @@
 #include "ipoib/ctrl/control_plane.hpp"
 
 #include <infiniband/umad_sa.h>
+#include <poll.h>
 #include <time.h>
 
 #include <algorithm>
@@ -49,6 +50,15 @@ const char *to_string(IfaceState s) {
     case IfaceState::probing: return "probing broadcast group";
     case IfaceState::joining: return "joining broadcast group";
     case IfaceState::up: return "up";
+    }
+    return "?";
+}
+
+const char *to_string(Management m) {
+    switch (m) {
+    case Management::automatic: return "automatic";
+    case Management::sa: return "SA";
+    case Management::static_roce: return "static (RoCE)";
     }
     return "?";
 }
@@ -142,20 +152,46 @@ void Interface::flush(const char *why, bool restart) {
         on_link(false);
 }
 
+// Tell the SA we leave (static management: there is no one to tell).
+void Interface::send_leave(const Gid &mgid, std::uint8_t join_state) {
+    if (cp_->is_static()) {
+        ++counters_.leaves;
+        return;
+    }
+    McMemberRecord r{};
+    r.mgid = mgid;
+    r.port_gid = cp_->port_gid(cfg_.port);
+    r.join_state = join_state;
+    cp_->sa_.leave(r, kMcmMgid | kMcmPortGid, [this](SaStatus st, const std::vector<McMemberRecord> &) {
+        if (st.ok())
+            ++counters_.leaves;
+    });
+}
+
+// Static management: a group's record, from the configured broadcast parameters.
+McMemberRecord Interface::static_record(const Gid &mgid, std::uint8_t join_state) const {
+    const auto &pa = cp_->port_attr(cfg_.port);
+    McMemberRecord r{};
+    r.mgid = mgid;
+    r.port_gid = cp_->port_gid(cfg_.port);
+    r.qkey = cfg_.static_qkey;
+    r.mlid = 0;  // RoCE: no LIDs
+    std::uint8_t code = static_cast<std::uint8_t>(pa.active_mtu);
+    for (std::uint8_t c = 1; c <= 5; ++c)
+        if (mtu_bytes(c) == cfg_.static_mtu)
+            code = c;
+    r.mtu = code;
+    r.pkey = static_cast<std::uint16_t>(pkey_ | 0x8000);
+    r.hop_limit = 1;
+    r.scope = mgid.raw[1] & 0xf;
+    r.join_state = join_state;
+    return r;
+}
+
 void Interface::leave_all(bool send_leaves) {
-    SaClient &sa = cp_->sa_;
-    const Gid port_gid = cp_->port_gid(cfg_.port);
     auto leave_one = [&](const Gid &mgid, std::uint8_t join_state, const McMemberRecord &rec) {
-        if (send_leaves) {
-            McMemberRecord r{};
-            r.mgid = mgid;
-            r.port_gid = port_gid;
-            r.join_state = join_state;
-            sa.leave(r, kMcmMgid | kMcmPortGid, [this](SaStatus st, const std::vector<McMemberRecord> &) {
-                if (st.ok())
-                    ++counters_.leaves;
-            });
-        }
+        if (send_leaves)
+            send_leave(mgid, join_state);
         if (on_group)
             on_group(mgid, rec, false);
     };
@@ -173,9 +209,26 @@ void Interface::leave_all(bool send_leaves) {
 }
 
 void Interface::start_probe() {
+    auto b = wire::broadcast_mgid(pkey_, wire::kScopeLinkLocal);
+    if (cp_->is_static()) {
+        // No SA: the broadcast group is what the configuration says, if the port can carry it.
+        bcast_.mgid = b.value;
+        const McMemberRecord r = static_record(b.value, kFullMember);
+        const auto &pa = cp_->port_attr(cfg_.port);
+        if (mtu_bytes(r.mtu) > mtu_bytes(static_cast<std::uint8_t>(pa.active_mtu))) {
+            ++counters_.broadcast_mtu_too_big;
+            notice_once(4, "configured broadcast MTU " + std::to_string(mtu_bytes(r.mtu)) +
+                               " greater than the port's active MTU " +
+                               std::to_string(mtu_bytes(static_cast<std::uint8_t>(pa.active_mtu))) +
+                               "; interface stays down");
+            retry_later(now_ms());
+            return;
+        }
+        on_bcast_join(SaStatus{}, {r});
+        return;
+    }
     state_ = IfaceState::probing;
     request_in_flight_ = true;
-    auto b = wire::broadcast_mgid(pkey_, wire::kScopeLinkLocal);
     McMemberRecord q{};
     q.mgid = b.value;
     bcast_.mgid = b.value;
@@ -275,7 +328,25 @@ void Interface::on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &re
         on_link(true);
 }
 
+void Interface::group_joined(Group &grp, const McMemberRecord &rec) {
+    grp.joined = true;
+    grp.rec = rec;
+    grp.mlid = rec.mlid;
+    grp.backoff_ms = 0;
+    grp.last_error.clear();
+    ++grp.joins;
+    ++counters_.joins;
+    log(LogLevel::info, "ipoib.mcast", "joined " + wire::to_string(grp.mgid) + " (MLID " + hex16(grp.mlid) +
+                                           ", join state " + std::to_string(grp.join_state) + ")");
+    if (on_group)
+        on_group(grp.mgid, grp.rec, true);
+}
+
 void Interface::join_group(Group &g, std::uint64_t) {
+    if (cp_->is_static()) {
+        group_joined(g, static_record(g.mgid, g.join_state));
+        return;
+    }
     McMemberRecord r{};
     r.mgid = g.mgid;
     r.port_gid = cp_->port_gid(cfg_.port);
@@ -327,17 +398,7 @@ void Interface::join_group(Group &g, std::uint64_t) {
                                                       std::to_string(grp.backoff_ms / 1000) + " s");
             return;
         }
-        grp.joined = true;
-        grp.rec = recs[0];
-        grp.mlid = recs[0].mlid;
-        grp.backoff_ms = 0;
-        grp.last_error.clear();
-        ++grp.joins;
-        ++counters_.joins;
-        log(LogLevel::info, "ipoib.mcast", "joined " + name + " (MLID " + hex16(grp.mlid) + ", join state " +
-                                               std::to_string(grp.join_state) + ")");
-        if (on_group)
-            on_group(grp.mgid, grp.rec, true);
+        group_joined(grp, recs[0]);
     });
 }
 
@@ -390,14 +451,7 @@ void Interface::tick(std::uint64_t now) {
         Group &g = it->second;
         if (!g.wanted && !g.in_flight) {
             if (g.joined) {
-                McMemberRecord l{};
-                l.mgid = g.mgid;
-                l.port_gid = cp_->port_gid(cfg_.port);
-                l.join_state = g.join_state;
-                cp_->sa_.leave(l, kMcmMgid | kMcmPortGid, [this](SaStatus st, const std::vector<McMemberRecord> &) {
-                    if (st.ok())
-                        ++counters_.leaves;
-                });
+                send_leave(g.mgid, g.join_state);
                 if (on_group)
                     on_group(g.mgid, g.rec, false);
             }
@@ -407,6 +461,13 @@ void Interface::tick(std::uint64_t now) {
         if (g.wanted && !g.joined && !g.in_flight && now >= g.next_try_ms)
             join_group(g, now);
         ++it;
+    }
+
+    if (cp_->is_static()) {
+        if (cfg_.allmulti)
+            notice_once(8, "allmulticast: no SA on a RoCE port to list the partition's groups; "
+                           "only groups joined explicitly are received");
+        return;
     }
 
     if (now >= next_audit_ms_ && !audit_in_flight_) {
@@ -479,26 +540,41 @@ bool ControlPlane::open(hca::Context &ctx, const CpConfig &cfg, std::string *err
     ctx_ = &ctx;
     cfg_ = cfg;
     ports_.assign(ctx.num_ports(), hca::PortAttr{});
+    gid_index_.assign(ctx.num_ports(), 0);
     ring_ = std::make_unique<Cell[]>(kRingSize);
     for (std::size_t i = 0; i < kRingSize; ++i)
         ring_[i].seq.store(i, std::memory_order_relaxed);
-    if (!sa_.open(cfg.sa, err))
-        return false;
     refresh_ports();
+    const std::uint8_t mport = static_cast<std::uint8_t>(cfg.sa.port > 0 ? cfg.sa.port : 1);
+    const bool ethernet = ports_.at(mport - 1).link_layer == hca::LinkLayer::ethernet;
+    mgmt_ = cfg.mgmt != Management::automatic ? cfg.mgmt : ethernet ? Management::static_roce : Management::sa;
+    if (mgmt_ == Management::sa && ethernet) {
+        *err = ctx.name() + " port " + std::to_string(mport) + " is RoCE (Ethernet link layer): no SA to manage it "
+               "(use static management)";
+        return false;
+    }
+    if (mgmt_ == Management::sa && !sa_.open(cfg.sa, err))
+        return false;
+    log(LogLevel::info, "ipoib", ctx.name() + ": " + to_string(mgmt_) + " management, port GID index " +
+                                     std::to_string(gid_index_.at(mport - 1)) + " (" +
+                                     wire::to_string(port_gid(mport)) + ")");
     open_ = true;
     return true;
 }
 
 void ControlPlane::refresh_ports() {
-    for (std::uint8_t p = 1; p <= ports_.size(); ++p)
+    for (std::uint8_t p = 1; p <= ports_.size(); ++p) {
         ctx_->query_port(p, &ports_[p - 1]);
+        const int gi = cfg_.gid_index >= 0 ? cfg_.gid_index : hca::ipoib_gid_index(*ctx_, p);
+        gid_index_[p - 1] = gi > 0 ? gi : 0;
+    }
     const auto &sm = ports_.at(cfg_.sa.port > 0 ? static_cast<std::size_t>(cfg_.sa.port - 1) : 0);
     sa_.set_sm(sm.sm_lid, sm.sm_sl);
 }
 
 Gid ControlPlane::port_gid(std::uint8_t port) const {
     Gid g;
-    ctx_->query_gid(port, 0, &g);
+    ctx_->query_gid(port, gid_index_.at(port - 1), &g);
     return g;
 }
 
@@ -604,8 +680,25 @@ void ControlPlane::resolve_path(const Gid &dgid, std::uint16_t pkey) {
     }
     if (e.pending)
         return;
-    e.pending = true;
     const std::uint8_t port = ifaces_.empty() ? 1 : ifaces_.front()->cfg_.port;
+    if (is_static()) {
+        // RoCE: the GID is the address; the path's MTU is the port's, its LID none.
+        const auto &pa = port_attr(port);
+        e.rec = PathRecord{};
+        e.rec.dgid = dgid;
+        e.rec.sgid = port_gid(port);
+        e.rec.pkey = pkey;
+        e.rec.mtu = static_cast<std::uint8_t>(pa.active_mtu);
+        e.rec.hop_limit = 64;
+        e.rec.reversible = true;
+        e.valid = true;
+        e.updated_ms = now_ms();
+        ++counters_.path_resolved;
+        if (on_path)
+            on_path(dgid, pkey, SaStatus{}, &e.rec);
+        return;
+    }
+    e.pending = true;
     sa_.query_path(port_gid(port), dgid, pkey, [this, dgid, pkey](SaStatus st, const std::vector<PathRecord> &recs) {
         PathEntry &pe = paths_.get(dgid, pkey);
         pe.pending = false;
@@ -660,7 +753,10 @@ void ControlPlane::run_once(int max_wait_ms) {
     const std::uint64_t now = now_ms();
     for (auto &i : ifaces_)
         i->tick(now);
-    sa_.poll(max_wait_ms);
+    if (is_static())
+        ::poll(nullptr, 0, max_wait_ms);
+    else
+        sa_.poll(max_wait_ms);
 }
 
 } // namespace ipoib::ctrl

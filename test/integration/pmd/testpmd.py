@@ -19,7 +19,8 @@ class Testpmd:
     def __init__(self, env, host, vdevs, pmd, cwd, args=(), prefix=None, log_levels=(), eal=()):
         self.host = host
         self.prefix = prefix or f"tp{host.lower()}{os.getpid()}"
-        e = client_env(env, host)
+        # env: a simulated fabric's (ipoib-fabric up); None: this machine's own devices (verbs).
+        e = client_env(env, host) if env else dict(os.environ)
         cmd = ["dpdk-testpmd", "--no-huge", "-m", "512", f"--file-prefix={self.prefix}", "--no-pci",
                "-d", pmd] + list(eal) + [f"--vdev={v}" for v in vdevs] + [f"--log-level={l}" for l in log_levels] + \
               ["--", "-i", "--total-num-mbufs=16384"] + list(args)

@@ -237,6 +237,7 @@ class VerbsQp final : public Qp {
     }
     ~VerbsQp() override;
     bool init_bounce();
+    void qkey(std::uint32_t k) { qkey_ = k; }
     std::uint32_t qp_num() const noexcept override { return qp_->qp_num; }
     int post_recv(const RecvWr *wr, int n) noexcept override;
     int post_send(const SendWr *wr, int n) noexcept override;
@@ -252,6 +253,7 @@ class VerbsQp final : public Qp {
     std::uint8_t port_;
     std::uint32_t depth_, max_inline_;
     std::uint32_t mtu_;  // the port's active MTU: a UD message must fit one packet
+    std::uint32_t qkey_ = 0;  // the QP's Q_Key (for sends with kUseQpQkey)
     QpStats stats_;
     std::uint8_t *bounce_ = nullptr;
     std::size_t bounce_len_ = 0;
@@ -424,7 +426,9 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
                 x.send_flags |= IBV_SEND_SIGNALED;
             x.wr.ud.ah = static_cast<VerbsAh *>(r.ah)->raw();
             x.wr.ud.remote_qpn = r.remote_qpn;
-            x.wr.ud.remote_qkey = r.remote_qkey;
+            // IBA: a Q_Key with the high bit set means "the QP's own". rxe sends it
+            // literally (and the receiver drops it): resolve it here, same result on hardware.
+            x.wr.ud.remote_qkey = (r.remote_qkey & kUseQpQkey) ? qkey_ : r.remote_qkey;
             if (built)
                 w[built - 1].next = &x;
             lens[built++] = total;
@@ -453,7 +457,10 @@ int VerbsQp::set_qkey(std::uint32_t qkey) noexcept {
     ibv_qp_attr a{};
     a.qkey = qkey;
     const int rc = ctx_->glue()->modify_qp(qp_, &a, IBV_QP_QKEY);
-    return rc ? ctx_->fail(-rc, std::string("ibv_modify_qp(QKEY): ") + std::strerror(rc)) : 0;
+    if (rc)
+        return ctx_->fail(-rc, std::string("ibv_modify_qp(QKEY): ") + std::strerror(rc));
+    qkey_ = qkey;
+    return 0;
 }
 
 int VerbsQp::attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept {
@@ -720,6 +727,7 @@ std::unique_ptr<Qp> VerbsContext::create_ud_qp(const QpInit &init) noexcept {
     }
     if (!q->init_bounce())
         return nullptr;
+    q->qkey(init.qkey);
     return q;
 }
 

@@ -20,6 +20,14 @@
 //
 // Everything runs on one control thread (run_once); the fast path talks to
 // it only through lock-free request rings (request_path, request_sendonly).
+//
+// Management: on an InfiniBand port all of the above goes through the SA.
+// A RoCE (Ethernet link layer) port has no SM and no SA: in static
+// management the broadcast group "exists" with the parameters configured
+// (IfaceConfig::static_*: Q_Key 0x0b1b and the port's active MTU unless
+// set), every join succeeds at once with those parameters (the provider's
+// multicast attach joins the IP group on the netdev), and a path is the
+// destination GID itself (no LID; the address handle carries a GRH).
 #pragma once
 
 #include <atomic>
@@ -49,9 +57,15 @@ enum class IfaceState : std::uint8_t {
 };
 const char *to_string(IfaceState s);
 
+inline constexpr std::uint32_t kDefaultStaticQkey = 0x0b1b;
+
 struct IfaceConfig {
     std::uint8_t port = 1;
     std::uint16_t pkey = 0;  // 0: the P_Key at index 0, as Linux does
+    // Static management only: the broadcast group's Q_Key and MTU (bytes; 0:
+    // the port's active MTU). The interface MTU is this minus the 4-byte header.
+    std::uint32_t static_qkey = kDefaultStaticQkey;
+    std::uint32_t static_mtu = 0;
     bool allmulti = false;
     std::uint32_t allmulti_poll_ms = 5000;
     std::uint32_t audit_ms = 2000;
@@ -123,6 +137,9 @@ class Interface {
     void on_probe(SaStatus st, const std::vector<McMemberRecord> &recs);
     void on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &recs);
     void join_group(Group &g, std::uint64_t now);
+    void group_joined(Group &g, const McMemberRecord &rec);
+    McMemberRecord static_record(const Gid &mgid, std::uint8_t join_state) const;
+    void send_leave(const Gid &mgid, std::uint8_t join_state);
     void leave_all(bool send_leaves);
     void retry_later(std::uint64_t now);
     void log(LogLevel l, const char *topic, const std::string &m) const;
@@ -172,9 +189,18 @@ class PathCache {
     std::map<Key, PathEntry> map_;
 };
 
+enum class Management : std::uint8_t {
+    automatic,  // by the port's link layer: InfiniBand -> sa, Ethernet -> static_roce
+    sa,         // SA queries and joins over libibumad
+    static_roce,
+};
+const char *to_string(Management m);
+
 struct CpConfig {
     SaConfig sa;
-    LogFn log;  // default: stderr
+    Management mgmt = Management::automatic;
+    int gid_index = -1;  // the port GID's index; -1: hca::ipoib_gid_index()
+    LogFn log;           // default: stderr
 };
 
 struct CpCounters {
@@ -212,6 +238,9 @@ class ControlPlane {
     hca::Context &hca() { return *ctx_; }
     const hca::PortAttr &port_attr(std::uint8_t port) const { return ports_.at(port - 1); }
     Gid port_gid(std::uint8_t port) const;
+    int gid_index(std::uint8_t port) const { return gid_index_.at(port - 1); }
+    Management management() const { return mgmt_; }
+    bool is_static() const { return mgmt_ == Management::static_roce; }
     void log(LogLevel l, const char *topic, const std::string &m) const;
 
   private:
@@ -238,6 +267,8 @@ class ControlPlane {
     SaClient sa_;
     PathCache paths_;
     std::vector<hca::PortAttr> ports_;
+    std::vector<int> gid_index_;  // per port
+    Management mgmt_ = Management::sa;
     std::vector<std::unique_ptr<Interface>> ifaces_;
     std::unique_ptr<Cell[]> ring_;
     alignas(64) std::atomic<std::uint64_t> ring_tail_{0};
