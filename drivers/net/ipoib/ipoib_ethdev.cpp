@@ -1116,5 +1116,6 @@ __attribute__((used)) const char ipoib_pmd_info[] =
     "PMD_INFO_STRING= {\"name\" : \"net_ipoib\", \"params\" : \""
     "provider=<soft|verbs> dev=<device> port=<1|2> pkey=<p_key> mode=<datagram> l2=<eth|ipoib> "
     "rxq_size=<16-1024> txq_size=<16-1024> neigh=<mac/hwaddr> capture=<pcap file> fabric=<name> "
-    "allmulti=<0|1> neigh_timeout=<seconds>\", \"pci_ids\" : []}";
+    "allmulti=<0|1> neigh_timeout=<seconds> gid_index=<0-255> bcast_qkey=<q_key> bcast_mtu=<256-4096>\", "
+    "\"pci_ids\" : []}";
 }

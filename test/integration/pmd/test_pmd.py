@@ -422,12 +422,16 @@ def test_native_mode(env):
 def test_bad_devargs(env):
     info = subprocess.run(["dpdk-pmdinfo.py", PMD], capture_output=True, text=True).stdout
     for arg in ("provider=", "dev=", "port=", "pkey=", "mode=", "l2=", "rxq_size=", "txq_size=", "neigh=",
-                "capture=", "fabric=", "allmulti=", "neigh_timeout="):
+                "capture=", "fabric=", "allmulti=", "neigh_timeout=", "gid_index=", "bcast_qkey=", "bcast_mtu="):
         t.ok(arg in info, f"dpdk-pmdinfo.py shows devarg {arg}", info)
     e = client_env(env, "Hca1")
     for arg, want in (("pkey=0x8000", "devarg pkey=0x8000"), ("l2=ppp", "devarg l2=ppp"),
                       ("rxq_size=100", "devarg rxq_size=100"), ("bogus=1", "cannot parse devargs"),
-                      ("mode=connected", "connected mode is not implemented")):
+                      ("mode=connected", "connected mode is not implemented"),
+                      ("gid_index=300", "devarg gid_index=300"), ("bcast_mtu=1500", "devarg bcast_mtu=1500"),
+                      ("bcast_qkey=0x80000001", "devarg bcast_qkey=0x80000001"),
+                      # This host has no RDMA devices: the verbs provider says so.
+                      ("provider=verbs", "no RDMA devices")):
         r = subprocess.run(["dpdk-testpmd", "--no-huge", "-m", "256", f"--file-prefix=bad{os.getpid()}",
                             "--no-pci", "-d", PMD, f"--vdev=net_ipoib0,{arg}", "--", "-i",
                             "--total-num-mbufs=2048"], env=e, cwd=CWD, stdin=subprocess.DEVNULL,
