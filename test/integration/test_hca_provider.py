@@ -21,14 +21,13 @@ receive buffers posted, a wrong Q_Key; and the "QP's own" Q_Key (high bit).
 """
 import json
 import os
-import select
 import shutil
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tap import Tap  # noqa: E402
+from hca_peer_client import HcaPeer  # noqa: E402
 
 MODE = sys.argv[1]
 PEER = os.path.abspath(sys.argv[3])
@@ -39,30 +38,10 @@ CWD = tempfile.mkdtemp(prefix="hca-provider-test-")
 peers = []
 
 
-class Peer:
-    def __init__(self, name, args, env):
-        self.name = name
-        self.p = subprocess.Popen([PEER, *args], env=env, cwd=CWD, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, bufsize=1)
-        peers.append(self)
-        self.hello = self.read(20)
-
-    def read(self, timeout=20):
-        r, _, _ = select.select([self.p.stdout], [], [], timeout)
-        if not r:
-            raise RuntimeError(f"{self.name}: no answer within {timeout}s")
-        line = self.p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.name}: exited ({self.p.poll()}): {self.p.stderr.read()}")
-        return json.loads(line)
-
-    def __call__(self, line, timeout=30):
-        self.p.stdin.write(line + "\n")
-        self.p.stdin.flush()
-        reply = self.read(timeout)
-        if "error" in reply:
-            raise RuntimeError(f"{self.name}: {line}: {reply['error']}")
-        return reply
+def Peer(name, args, env):
+    p = HcaPeer(name, [PEER, *args], env, CWD)
+    peers.append(p)
+    return p
 
 
 def address(port, qpn, lid_key="lid"):
@@ -205,9 +184,7 @@ def main():
         t.ok(False, f"set-up for the {MODE} provider", e)
     finally:
         for p in peers:
-            if p.p.poll() is None:
-                p.p.kill()
-                p.p.wait()
+            p.kill()
         if env:
             fabric("down", env["IPOIB_FABRIC_DIR"], check=False)
         shutil.rmtree(CWD, ignore_errors=True)

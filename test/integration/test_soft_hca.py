@@ -13,7 +13,6 @@ usage: test_soft_hca.py PATH-TO-ipoib-fabric PATH-TO-hca-peer
 import json
 import os
 import re
-import select
 import shutil
 import signal
 import struct
@@ -26,6 +25,7 @@ import zlib
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fabric_client import Fabric, client_env  # noqa: E402
 from tap import Tap  # noqa: E402
+from hca_peer_client import HcaPeer  # noqa: E402
 
 FABRIC = os.path.abspath(sys.argv[1])
 PEER = os.path.abspath(sys.argv[2])
@@ -42,34 +42,10 @@ PARTITIONS = [
 ]
 
 
-class Peer:
+class Peer(HcaPeer):
     def __init__(self, env, host, options=""):
-        e = client_env(env, host)
-        args = [PEER, "soft"] + ([options] if options else [])
+        super().__init__(host, [PEER, "soft"] + ([options] if options else []), client_env(env, host), CWD, 10)
         self.host = host
-        self.p = subprocess.Popen(args, env=e, cwd=CWD, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.hello = self.read(10)
-
-    def read(self, timeout=10):
-        r, _, _ = select.select([self.p.stdout], [], [], timeout)
-        if not r:
-            raise RuntimeError(f"{self.host}: no answer within {timeout}s")
-        line = self.p.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.host}: exited ({self.p.poll()}): {self.p.stderr.read()}")
-        return json.loads(line)
-
-    def send(self, line):
-        self.p.stdin.write(line + "\n")
-        self.p.stdin.flush()
-
-    def __call__(self, line, timeout=10):
-        self.send(line)
-        reply = self.read(timeout)
-        if "error" in reply:
-            raise RuntimeError(f"{self.host}: {line}: {reply['error']}")
-        return reply
 
     def close(self):
         if self.p.poll() is None:

@@ -292,6 +292,7 @@ class VerbsContext final : public Context {
     bool ethernet(std::uint8_t port) const {
         return port >= 1 && port <= nports_ && link_layer_[port - 1] == IBV_LINK_LAYER_ETHERNET;
     }
+    int gid_entry(std::uint8_t port, int index, ibv_gid_entry *e) noexcept;
     // RoCE: the IP multicast membership behind a multicast GID (refcounted per port's netdev).
     int ip_group(std::uint8_t port, const Gid &mgid, bool join);
 
@@ -596,23 +597,27 @@ int VerbsContext::query_port(std::uint8_t port, PortAttr *out) noexcept {
     return 0;
 }
 
-int VerbsContext::query_gid(std::uint8_t port, int index, Gid *out) noexcept {
-    ibv_gid_entry e{};
+int VerbsContext::gid_entry(std::uint8_t port, int index, ibv_gid_entry *e) noexcept {
     if (port < 1 || port > nports_ || index < 0)
         return fail(-EINVAL, "GID index " + std::to_string(index) + " of port " + std::to_string(port));
-    if (const int rc = g_->query_gid_ex(ctx_, port, static_cast<std::uint32_t>(index), &e))
+    if (const int rc = g_->query_gid_ex(ctx_, port, static_cast<std::uint32_t>(index), e))
         return fail(-rc, "GID index " + std::to_string(index) + " of " + name_ + " port " + std::to_string(port) +
                              ": " + std::strerror(rc));
+    return 0;
+}
+
+int VerbsContext::query_gid(std::uint8_t port, int index, Gid *out) noexcept {
+    ibv_gid_entry e{};
+    if (const int rc = gid_entry(port, index, &e))
+        return rc;
     std::memcpy(out->raw.data(), e.gid.raw, 16);
     return 0;
 }
 
 int VerbsContext::query_gid_type(std::uint8_t port, int index, GidType *out) noexcept {
     ibv_gid_entry e{};
-    if (port < 1 || port > nports_ || index < 0)
-        return fail(-EINVAL, "GID index " + std::to_string(index) + " of port " + std::to_string(port));
-    if (const int rc = g_->query_gid_ex(ctx_, port, static_cast<std::uint32_t>(index), &e))
-        return fail(-rc, "GID index " + std::to_string(index) + ": " + std::strerror(rc));
+    if (const int rc = gid_entry(port, index, &e))
+        return rc;
     *out = e.gid_type == IBV_GID_TYPE_ROCE_V2   ? GidType::roce_v2
            : e.gid_type == IBV_GID_TYPE_ROCE_V1 ? GidType::roce_v1
                                                 : GidType::ib;
