@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -113,9 +114,16 @@ WcStatus map_status(ibv_wc_status s) {
 }
 
 // Per-QP counters, kept by the QP (sends) and its CQs (completions); read on the control path.
+// Each counter has one writer (the thread posting, or the one polling that
+// queue's CQ) and is read from the control path: relaxed atomics, no RMW.
+struct Counter {
+    std::atomic<std::uint64_t> v{0};
+    void add(std::uint64_t n = 1) noexcept { v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+    std::uint64_t get() const noexcept { return v.load(std::memory_order_relaxed); }
+};
 struct QpStats {
     std::uint32_t qpn = 0;
-    QpCounters c{};
+    Counter tx_packets, tx_bytes, tx_errors, rx_packets, rx_bytes, drop_too_long, rx_errors;
 };
 
 class VerbsContext;
@@ -195,14 +203,14 @@ int VerbsCq::poll(Wc *wc, int n) noexcept {
                 if (s.status == IBV_WC_WR_FLUSH_ERR)
                     continue;
                 if (!recv)
-                    ++o->c.tx_errors;
+                    o->tx_errors.add();
                 else if (s.status == IBV_WC_LOC_LEN_ERR)
-                    ++o->c.drop_too_long;
+                    o->drop_too_long.add();
                 else
-                    ++o->c.rx_errors;  // rxe reports a too-long receive as a local QP operation error
+                    o->rx_errors.add();  // rxe reports a too-long receive as a local QP operation error
             } else if (recv) {
-                ++o->c.rx_packets;
-                o->c.rx_bytes += s.byte_len >= kGrhLen ? s.byte_len - kGrhLen : s.byte_len;
+                o->rx_packets.add();
+                o->rx_bytes.add(s.byte_len >= kGrhLen ? s.byte_len - kGrhLen : s.byte_len);
             }
         }
         total += got;
@@ -244,7 +252,17 @@ class VerbsQp final : public Qp {
     int set_qkey(std::uint32_t qkey) noexcept override;
     int attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept override;
     int detach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept override;
-    QpCounters counters() const noexcept override { return stats_.c; }
+    QpCounters counters() const noexcept override {
+        QpCounters c{};
+        c.tx_packets = stats_.tx_packets.get();
+        c.tx_bytes = stats_.tx_bytes.get();
+        c.tx_errors = stats_.tx_errors.get();
+        c.rx_packets = stats_.rx_packets.get();
+        c.rx_bytes = stats_.rx_bytes.get();
+        c.drop_too_long = stats_.drop_too_long.get();
+        c.rx_errors = stats_.rx_errors.get();
+        return c;  // the rest (no buffer, Q_Key, P_Key drops) the device does not report per QP
+    }
 
   private:
     VerbsContext *ctx_;
@@ -386,7 +404,7 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
             const SendWr &r = wr[done];
             if (r.signaled)
                 scq_->push_soft(Wc{r.wr_id, WcStatus::loc_len_err, WcOpcode::send, 0, 0, 0, qp_->qp_num, 0, 0, 0});
-            ++stats_.c.tx_errors;
+            stats_.tx_errors.add();
             ++done;
             continue;
         }
@@ -440,9 +458,9 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
         if (rc != 0)
             posted = bad ? static_cast<int>(bad - w) : 0;
         for (int i = 0; i < posted; ++i)
-            stats_.c.tx_bytes += lens[i];
+            stats_.tx_bytes.add(lens[i]);
         posted_ += static_cast<std::uint64_t>(posted);
-        stats_.c.tx_packets += static_cast<std::uint64_t>(posted);
+        stats_.tx_packets.add(static_cast<std::uint64_t>(posted));
         done += posted;
         if (posted < built) {
             if (rc == ENOMEM)  // the send queue is full: the rest did not fit
