@@ -187,14 +187,21 @@ bool parse_devargs(const char *args, Config *cfg, std::string *err) {
 // ---------------------------------------------------------------------------
 // Control thread work (always under hca->mu)
 
+// The address handle for (LID, SL[, GID]), shared by every user. On RoCE the
+// GID is the address and there are no LIDs: no GID, no handle.
 hca::Ah *get_ah(Port *p, std::uint16_t dlid, std::uint8_t sl, const wire::Gid *dgid, std::uint8_t hop) {
+    if (p->roce) {
+        if (!dgid || *dgid == wire::Gid{})
+            return nullptr;
+        dlid = 0;
+    }
     for (auto &a : p->ahs) {
         const auto &at = a->attr();
         if (at.dlid == dlid && at.sl == sl && at.is_global == (dgid != nullptr) && (!dgid || at.dgid == *dgid))
             return a.get();
     }
     hca::AhAttr at;
-    at.dlid = p->roce ? 0 : dlid;
+    at.dlid = dlid;
     at.sl = sl;
     at.port_num = p->cfg.port;
     if (dgid) {
@@ -216,10 +223,7 @@ void neigh_set(Port *p, const wire::Mac &mac, std::uint8_t state, std::uint16_t 
     if (!n)
         return;
     // RoCE: the neighbour is addressed by its GID (a GRH), InfiniBand: by its LID.
-    hca::Ah *ah = state != kNeighResolved           ? nullptr
-                  : p->roce && gid != wire::Gid{} ? get_ah(p, dlid, sl, &gid, 64)
-                  : p->roce                       ? nullptr
-                                                  : get_ah(p, dlid, sl, nullptr, 0);
+    hca::Ah *ah = state == kNeighResolved ? get_ah(p, dlid, sl, p->roce ? &gid : nullptr, 64) : nullptr;
     p->neigh.write(n, [&](Neigh &e) {
         e.state = state;
         e.dlid = dlid;
@@ -231,6 +235,14 @@ void neigh_set(Port *p, const wire::Mac &mac, std::uint8_t state, std::uint16_t 
         if (!e.created_ms)
             e.created_ms = now_ms();
     });
+}
+
+// Our own key (the LID, or on RoCE the folded port GID) as the receive path compares senders with it.
+void refresh_own_key(Port *p) {
+    hca::PortAttr pa;
+    p->hca->ctx->query_port(p->cfg.port, &pa);
+    p->roce = pa.link_layer == hca::LinkLayer::ethernet;
+    p->lid = p->roce ? gid_key(p->hca->cp.port_gid(p->cfg.port).raw.data()) : pa.lid;
 }
 
 bool ensure_qp(Port *p) {
@@ -265,10 +277,7 @@ bool ensure_qp(Port *p) {
     p->qpn = p->qp->qp_num();
     const wire::Gid gid = p->hca->cp.port_gid(p->cfg.port);
     p->gid_index = static_cast<std::uint8_t>(p->hca->cp.gid_index(p->cfg.port));
-    hca::PortAttr pa;
-    ctx.query_port(p->cfg.port, &pa);
-    p->roce = pa.link_layer == hca::LinkLayer::ethernet;
-    p->lid = p->roce ? gid_key(gid.raw.data()) : pa.lid;
+    refresh_own_key(p);
     p->hwaddr = wire::make_hwaddr(0, p->qpn, gid).value;
     IPOIB_LOG(INFO, "%s: UD QP 0x%06x, address %s", p->name.c_str(), p->qpn, wire::to_string(p->hwaddr).c_str());
     return true;
@@ -333,9 +342,7 @@ void on_link(Port *p, bool up) {
     if (up) {
         if (!ensure_qp(p))
             return;
-        hca::PortAttr pa;
-        p->hca->ctx->query_port(p->cfg.port, &pa);
-        p->lid = p->roce ? gid_key(p->hca->cp.port_gid(p->cfg.port).raw.data()) : pa.lid;
+        refresh_own_key(p);
         p->qp_ready.store(p->qp.get(), std::memory_order_release);
     }
     set_link(p, up);

@@ -190,7 +190,7 @@ struct Port {
     std::uint8_t *rx_pool = nullptr;
     std::unique_ptr<hca::Mr> rx_mr;
     std::uint32_t rx_bufsize = 0, rx_nbuf = 0;
-    std::uint16_t lid = 0;  // InfiniBand: our LID; RoCE: our GID folded (see peer_key)
+    std::uint16_t lid = 0;  // InfiniBand: our LID; RoCE: our GID folded (see gid_key)
     std::uint32_t qpn = 0;
     bool roce = false;      // Ethernet link layer: every address handle carries a GRH
     std::uint8_t gid_index = 0;
