@@ -1,6 +1,5 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // Provider selection and device options.
-#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -131,17 +130,15 @@ int ipoib_gid_index(Context &ctx, std::uint8_t port) noexcept {
     if (pa.link_layer != LinkLayer::ethernet)
         return 0;
     int first_v2 = -1, first_v6 = -1;
-    for (int i = 0; i < 256; ++i) {
+    for (int i = 0; i < pa.gid_tbl_len; ++i) {
         Gid g;
         GidType t;
         if (ctx.query_gid(port, i, &g) != 0 || g == Gid{} || ctx.query_gid_type(port, i, &t) != 0 ||
             t != GidType::roce_v2)
             continue;
-        const bool v4mapped = std::all_of(g.raw.begin(), g.raw.begin() + 10, [](std::uint8_t b) { return b == 0; }) &&
-                              g.raw[10] == 0xff && g.raw[11] == 0xff;
         if (first_v2 < 0)
             first_v2 = i;
-        if (v4mapped)
+        if (is_ipv4_mapped(g))
             continue;
         if (g.raw[0] == 0xfe && (g.raw[1] & 0xc0) == 0x80)
             return i;

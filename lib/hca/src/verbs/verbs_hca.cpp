@@ -395,29 +395,21 @@ std::uint32_t send_len(const SendWr &r, bool *unregistered) {
 int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
     int done = 0;  // WRs taken: posted, or completed in error by the provider
     while (done < n) {
-        bool unreg = false;
-        const std::uint32_t len0 = send_len(wr[done], &unreg);
-        if (len0 > mtu_ || (unreg && len0 > max_inline_ && len0 > kBounceSlot)) {
-            // IBA: a UD message longer than the path MTU completes with a local
-            // length error. Not every device checks (rxe sends it and the
-            // receiver drops it silently): the provider does, before posting.
-            const SendWr &r = wr[done];
-            if (r.signaled)
-                scq_->push_soft(Wc{r.wr_id, WcStatus::loc_len_err, WcOpcode::send, 0, 0, 0, qp_->qp_num, 0, 0, 0});
-            stats_.tx_errors.add();
-            ++done;
-            continue;
-        }
-        // A run of postable WRs, linked, one ibv_post_send.
+        // A run of postable WRs, linked, one ibv_post_send; it ends before a WR too long to send.
         ibv_send_wr w[kChunk];
         ibv_sge s[kChunk][kMaxSendSge];
         std::uint32_t lens[kChunk];
         int built = 0;
+        bool too_long = false;
         while (built < kChunk && done + built < n) {
             const SendWr &r = wr[done + built];
+            bool unreg = false;
             const std::uint32_t total = send_len(r, &unreg);
-            if (total > mtu_ || (unreg && total > max_inline_ && total > kBounceSlot))
+            // mtu_ <= 4096: whatever fits the MTU fits a bounce slot.
+            if (total > mtu_) {
+                too_long = true;
                 break;
+            }
             ibv_send_wr &x = w[built];
             std::memset(&x, 0, sizeof x);
             const std::uint32_t nsge = std::min(r.num_sge, kMaxSendSge);
@@ -453,10 +445,13 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
             lens[built++] = total;
         }
         int posted = built;
-        ibv_send_wr *bad = nullptr;
-        const int rc = ibv_post_send(qp_, w, &bad);
-        if (rc != 0)
-            posted = bad ? static_cast<int>(bad - w) : 0;
+        int rc = 0;
+        if (built) {
+            ibv_send_wr *bad = nullptr;
+            rc = ibv_post_send(qp_, w, &bad);
+            if (rc != 0)
+                posted = bad ? static_cast<int>(bad - w) : 0;
+        }
         for (int i = 0; i < posted; ++i)
             stats_.tx_bytes.add(lens[i]);
         posted_ += static_cast<std::uint64_t>(posted);
@@ -467,6 +462,16 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
                 return done;
             ctx_->fail(-rc, std::string("ibv_post_send: ") + std::strerror(rc));
             return done ? done : -rc;
+        }
+        if (too_long) {
+            // IBA: a UD message longer than the path MTU completes with a local
+            // length error. Not every device checks (rxe sends it and the
+            // receiver drops it silently): the provider does, before posting.
+            const SendWr &r = wr[done];
+            if (r.signaled)
+                scq_->push_soft(Wc{r.wr_id, WcStatus::loc_len_err, WcOpcode::send, 0, 0, 0, qp_->qp_num, 0, 0, 0});
+            stats_.tx_errors.add();
+            ++done;
         }
     }
     return done;
@@ -603,6 +608,7 @@ int VerbsContext::query_port(std::uint8_t port, PortAttr *out) noexcept {
     o.max_mtu = static_cast<Mtu>(a.max_mtu);
     o.active_mtu = static_cast<Mtu>(a.active_mtu);
     o.pkey_tbl_len = static_cast<std::uint16_t>(a.pkey_tbl_len);
+    o.gid_tbl_len = static_cast<std::uint16_t>(a.gid_tbl_len);
     o.port_num = port;
     Gid g;
     if (query_gid(port, 0, &g) == 0)
@@ -858,8 +864,7 @@ int VerbsContext::ip_group(std::uint8_t port, const Gid &mgid, bool join) {
         ip_groups_.erase(key);
     }
     const auto &r = mgid.raw;
-    const bool v4 = std::all_of(r.begin(), r.begin() + 10, [](std::uint8_t b) { return b == 0; }) && r[10] == 0xff &&
-                    r[11] == 0xff;
+    const bool v4 = is_ipv4_mapped(mgid);
     int rc = 0;
     char ifname[IF_NAMESIZE] = "?";
     if_indextoname(ifindex, ifname);

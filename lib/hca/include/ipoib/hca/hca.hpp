@@ -43,6 +43,13 @@ inline constexpr std::size_t kMaxPkeys = 64;
 enum class LinkLayer : std::uint8_t { infiniband, ethernet };
 // A GID table entry's type (ibv_gid_type): RoCE v2 GIDs are IP addresses.
 enum class GidType : std::uint8_t { ib, roce_v1, roce_v2 };
+// A RoCE v2 GID holding an IPv4 address (::ffff:a.b.c.d).
+inline bool is_ipv4_mapped(const Gid &g) noexcept {
+    for (int i = 0; i < 10; ++i)
+        if (g.raw[static_cast<std::size_t>(i)] != 0)
+            return false;
+    return g.raw[10] == 0xff && g.raw[11] == 0xff;
+}
 
 struct PortAttr {
     PortState state = PortState::down;
@@ -57,6 +64,7 @@ struct PortAttr {
     std::uint64_t subnet_prefix = 0;  // host order
     std::uint64_t port_guid = 0;      // host order
     std::uint16_t pkey_tbl_len = 0;
+    std::uint16_t gid_tbl_len = 1;
     std::uint32_t port_num = 0;
 };
 
