@@ -1,32 +1,25 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// Neighbour table, control-thread side: the only writer. Each write bumps the
-// entry's sequence number to odd, changes it, and back to even, so fast-path
-// readers (ipoib_rxtx.cpp) retry instead of seeing half an entry.
-#include <cstring>
-
-#include "ipoib_ethdev.hpp"
+// Neighbour table and receive index, control-thread side: the only writer
+// (see ipoib_neigh.hpp for the sequence-lock protocol).
+#include "ipoib_neigh.hpp"
 
 namespace ipoib::pmd {
 
-namespace {
-template <class E, class F>
-void seq_write(E &e, F &&fn) {
-    e.seq.fetch_add(1, std::memory_order_acq_rel);
-    std::atomic_thread_fence(std::memory_order_release);
-    fn(e);
-    e.seq.fetch_add(1, std::memory_order_release);
+const char *to_string(NeighState s) noexcept {
+    switch (s) {
+    case NeighState::empty: return "empty";
+    case NeighState::incomplete: return "incomplete";
+    case NeighState::resolved: return "resolved";
+    case NeighState::failed: return "failed";
+    }
+    return "?";
 }
-std::uint32_t idx_slot(std::uint16_t lid, std::uint32_t qpn) {
-    const std::uint32_t key = std::uint32_t{lid} << 24 ^ qpn;
-    return (key * 2654435761u) >> 22;
-}
-} // namespace
 
-Neigh *NeighTable::find(const wire::Mac &mac) {
-    std::uint32_t i = hash(mac.raw.data()) & (kSize - 1);
-    for (std::uint32_t probe = 0; probe < 16; ++probe, i = (i + 1) & (kSize - 1)) {
+Neigh *NeighTable::find(const wire::Mac &mac) noexcept {
+    std::uint32_t i = mac_slot(mac.raw.data());
+    for (std::uint32_t probe = 0; probe < kNeighProbe; ++probe, i = next(i)) {
         Neigh &n = slots_[i];
-        if (n.state == kNeighEmpty)
+        if (n.state == NeighState::empty)
             return nullptr;
         if (std::memcmp(n.mac, mac.raw.data(), 6) == 0)
             return &n;
@@ -34,17 +27,17 @@ Neigh *NeighTable::find(const wire::Mac &mac) {
     return nullptr;
 }
 
-Neigh *NeighTable::find_or_add(const wire::Mac &mac) {
+Neigh *NeighTable::find_or_add(const wire::Mac &mac) noexcept {
     if (Neigh *n = find(mac))
         return n;
-    std::uint32_t i = hash(mac.raw.data()) & (kSize - 1);
-    for (std::uint32_t probe = 0; probe < 16; ++probe, i = (i + 1) & (kSize - 1)) {
+    std::uint32_t i = mac_slot(mac.raw.data());
+    for (std::uint32_t probe = 0; probe < kNeighProbe; ++probe, i = next(i)) {
         Neigh &n = slots_[i];
-        if (n.state != kNeighEmpty)
+        if (n.state != NeighState::empty)
             continue;
         seq_write(n, [&](Neigh &e) {
             std::memcpy(e.mac, mac.raw.data(), 6);
-            e.state = kNeighIncomplete;
+            e.state = NeighState::incomplete;
             e.is_static = 0;
             e.ah = nullptr;
             e.gid = wire::Gid{};
@@ -53,25 +46,22 @@ Neigh *NeighTable::find_or_add(const wire::Mac &mac) {
         });
         return &n;
     }
-    return nullptr;  // neighbourhood of this hash is full
+    return nullptr;  // the neighbourhood of this hash is full
 }
-
-void NeighTable::write(Neigh *n, const std::function<void(Neigh &)> &fn) { seq_write(*n, fn); }
 
 // Removing from linear probing without tombstones: re-insert the rest of the
 // cluster. Readers may miss an entry for the duration (they then ask again).
-void NeighTable::remove(Neigh *n) {
+void NeighTable::remove(Neigh *n) noexcept {
     std::uint32_t i = static_cast<std::uint32_t>(n - slots_);
-    seq_write(*n, [](Neigh &e) { e.state = kNeighEmpty; });
-    for (std::uint32_t j = (i + 1) & (kSize - 1); slots_[j].state != kNeighEmpty; j = (j + 1) & (kSize - 1)) {
+    seq_write(*n, [](Neigh &e) { e.state = NeighState::empty; });
+    for (std::uint32_t j = next(i); slots_[j].state != NeighState::empty; j = next(j)) {
         Neigh &m = slots_[j];
-        const std::uint32_t home = hash(m.mac) & (kSize - 1);
+        const std::uint32_t home = mac_slot(m.mac);
         // Does m's probe sequence from `home` pass through the hole at i before j?
         const bool move = (j > i) ? (home <= i || home > j) : (home <= i && home > j);
         if (!move)
             continue;
-        Neigh &hole = slots_[i];
-        seq_write(hole, [&](Neigh &e) {
+        seq_write(slots_[i], [&](Neigh &e) {
             std::memcpy(e.mac, m.mac, 6);
             e.state = m.state;
             e.sl = m.sl;
@@ -83,14 +73,14 @@ void NeighTable::remove(Neigh *n) {
             e.created_ms = m.created_ms;
             e.used_ms.store(m.used_ms.load(std::memory_order_relaxed), std::memory_order_relaxed);
         });
-        seq_write(m, [](Neigh &e) { e.state = kNeighEmpty; });
+        seq_write(m, [](Neigh &e) { e.state = NeighState::empty; });
         i = j;
     }
 }
 
-void NeighTable::index(std::uint16_t lid, std::uint32_t qpn, const wire::Mac &mac) {
-    std::uint32_t i = idx_slot(lid, qpn);
-    for (std::uint32_t probe = 0; probe < 16; ++probe, i = (i + 1) & (kSize - 1)) {
+void NeighTable::index(std::uint16_t lid, std::uint32_t qpn, const wire::Mac &mac) noexcept {
+    std::uint32_t i = index_slot(lid, qpn);
+    for (std::uint32_t probe = 0; probe < kNeighProbe; ++probe, i = next(i)) {
         RxIndex &x = idx_[i];
         if (x.used && !(x.lid == lid && x.qpn == qpn))
             continue;
@@ -104,16 +94,19 @@ void NeighTable::index(std::uint16_t lid, std::uint32_t qpn, const wire::Mac &ma
     }
 }
 
-void NeighTable::unindex(std::uint16_t lid, std::uint32_t qpn) {
+void NeighTable::unindex(std::uint16_t lid, std::uint32_t qpn) noexcept {
     // Index entries are left in place but pointed nowhere: cheaper than a
     // cluster rebuild, and a sender that comes back re-learns its slot.
-    std::uint32_t i = idx_slot(lid, qpn);
-    for (std::uint32_t probe = 0; probe < 16; ++probe, i = (i + 1) & (kSize - 1)) {
+    std::uint32_t i = index_slot(lid, qpn);
+    for (std::uint32_t probe = 0; probe < kNeighProbe; ++probe, i = next(i)) {
         RxIndex &x = idx_[i];
         if (!x.used)
             return;
         if (x.lid == lid && x.qpn == qpn) {
-            seq_write(x, [](RxIndex &e) { e.lid = 0; e.qpn = 0; });
+            seq_write(x, [](RxIndex &e) {
+                e.lid = 0;
+                e.qpn = 0;
+            });
             return;
         }
     }

@@ -1,0 +1,422 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// net_ipoib control path: HCA sharing, the control thread, and everything it
+// does for a port (always under Hca::mu; see the locking rules in ipoib_port.hpp).
+#include <rte_lcore.h>
+#include <rte_ring_elem.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "ipoib_control.hpp"
+
+namespace ipoib::pmd {
+
+std::uint64_t now_ms() noexcept {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+namespace {
+
+std::mutex g_mu;
+std::vector<Hca *> g_hcas;
+
+// --- address handles and neighbours ---
+
+// The address handle for (LID, SL[, GID]), shared by every user. On RoCE the
+// GID is the address and there are no LIDs: no GID, no handle.
+hca::Ah *get_ah(Port *p, std::uint16_t dlid, std::uint8_t sl, const wire::Gid *dgid, std::uint8_t hop) {
+    if (p->fp.roce) {
+        if (!dgid || *dgid == wire::Gid{})
+            return nullptr;
+        dlid = 0;
+    }
+    for (auto &a : p->ahs) {
+        const auto &at = a->attr();
+        if (at.dlid == dlid && at.sl == sl && at.is_global == (dgid != nullptr) && (!dgid || at.dgid == *dgid))
+            return a.get();
+    }
+    hca::AhAttr at;
+    at.dlid = dlid;
+    at.sl = sl;
+    at.port_num = p->cfg.port;
+    if (dgid) {
+        at.is_global = true;
+        at.dgid = *dgid;
+        at.hop_limit = hop;
+        at.sgid_index = p->gid_index;
+    }
+    auto ah = p->hca->ctx->create_ah(at);
+    if (!ah)
+        return nullptr;
+    p->ahs.push_back(std::move(ah));
+    return p->ahs.back().get();
+}
+
+constexpr std::uint8_t kUnicastHopLimit = 64;
+
+void neigh_set(Port *p, const wire::Mac &mac, NeighState state, std::uint16_t dlid, std::uint32_t qpn,
+               const wire::Gid &gid, std::uint8_t sl, bool is_static) {
+    Neigh *n = p->fp.neigh.find_or_add(mac);
+    if (!n)
+        return;
+    // RoCE: the neighbour is addressed by its GID (a GRH), InfiniBand: by its LID.
+    hca::Ah *ah = state == NeighState::resolved
+                      ? get_ah(p, dlid, sl, p->fp.roce ? &gid : nullptr, kUnicastHopLimit)
+                      : nullptr;
+    p->fp.neigh.write(n, [&](Neigh &e) {
+        e.state = state;
+        e.dlid = dlid;
+        e.qpn = qpn;
+        e.gid = gid;
+        e.sl = sl;
+        e.ah = ah;
+        e.is_static = e.is_static || is_static;
+        if (!e.created_ms)
+            e.created_ms = now_ms();
+    });
+}
+
+void age_neighbours(Port *p, std::uint64_t now) {
+    if (now - p->last_age_ms < kAgeIntervalMs)
+        return;
+    p->last_age_ms = now;
+    const std::uint64_t limit = std::uint64_t{p->cfg.neigh_timeout_s} * 1000;
+    p->fp.neigh.for_each([&](Neigh &n) {
+        if (n.is_static)
+            return;
+        const std::uint64_t last = std::max(n.used_ms.load(std::memory_order_relaxed), n.created_ms);
+        if (now - last > limit) {
+            p->fp.neigh.unindex(n.dlid, n.qpn);
+            p->fp.neigh.remove(&n);
+        }
+    });
+}
+
+// --- the UD QP, link state, groups ---
+
+// Our own key (the LID, or on RoCE the folded port GID) as the receive path compares senders with it.
+void refresh_own_key(Port *p) {
+    hca::PortAttr pa;
+    p->hca->ctx->query_port(p->cfg.port, &pa);
+    p->fp.roce = pa.link_layer == hca::LinkLayer::ethernet;
+    p->fp.lid = p->fp.roce ? gid_key(p->hca->cp.port_gid(p->cfg.port).raw.data()) : pa.lid;
+}
+
+bool post_receive_buffers(Port *p) {
+    hca::Context &ctx = *p->hca->ctx;
+    const std::size_t bytes = std::size_t{p->rx_nbuf} * p->fp.rx_bufsize;
+    p->fp.rx_pool = static_cast<std::uint8_t *>(ctx.alloc_dma(bytes));
+    p->rx_mr = p->fp.rx_pool ? ctx.reg_mr(p->fp.rx_pool, bytes) : nullptr;
+    if (!p->rx_mr)
+        return false;
+    p->fp.rx_lkey = p->rx_mr->lkey();
+    std::vector<hca::RecvWr> wrs(p->rx_nbuf);
+    for (std::uint32_t i = 0; i < p->rx_nbuf; ++i)
+        wrs[i] = hca::RecvWr{i, {reinterpret_cast<std::uintptr_t>(p->fp.rx_pool + std::size_t{i} * p->fp.rx_bufsize),
+                                 p->fp.rx_bufsize, p->fp.rx_lkey}};
+    p->qp->post_recv(wrs.data(), static_cast<int>(wrs.size()));
+    return true;
+}
+
+bool ensure_qp(Port *p) {
+    if (p->qp)
+        return true;
+    hca::Context &ctx = *p->hca->ctx;
+    p->rx_cq = ctx.create_cq(p->cfg.rxq_size);
+    p->tx_cq = ctx.create_cq(p->cfg.txq_size);
+    hca::QpInit init;
+    init.send_cq = p->tx_cq.get();
+    init.recv_cq = p->rx_cq.get();
+    init.port_num = p->cfg.port;
+    init.pkey_index = static_cast<std::uint16_t>(p->iface->pkey_index());
+    init.qkey = p->qkey;
+    init.max_recv_wr = p->cfg.rxq_size;
+    init.max_send_wr = p->cfg.txq_size;
+    p->qp = p->rx_cq && p->tx_cq ? ctx.create_ud_qp(init) : nullptr;
+    p->rx_nbuf = p->cfg.rxq_size;
+    p->fp.rx_bufsize = hca::kGrhLen + 4096 + kRxBufTail;
+    if (!p->qp || !post_receive_buffers(p)) {
+        IPOIB_LOG(ERR, "%s: cannot create its UD QP: %s", p->name.c_str(), ctx.last_error().c_str());
+        p->qp.reset();
+        return false;
+    }
+    p->fp.rx_cq = p->rx_cq.get();
+    p->fp.tx_cq = p->tx_cq.get();
+    p->fp.qpn = p->qp->qp_num();
+    const wire::Gid gid = p->hca->cp.port_gid(p->cfg.port);
+    p->gid_index = static_cast<std::uint8_t>(p->hca->cp.gid_index(p->cfg.port));
+    refresh_own_key(p);
+    p->fp.hwaddr = wire::make_hwaddr(0, p->fp.qpn, gid).value;
+    IPOIB_LOG(INFO, "%s: UD QP 0x%06x, address %s", p->name.c_str(), p->fp.qpn, wire::to_string(p->fp.hwaddr).c_str());
+    return true;
+}
+
+void set_link(Port *p, bool up) {
+    rte_eth_link link{};
+    link.link_status = up ? RTE_ETH_LINK_UP : RTE_ETH_LINK_DOWN;
+    link.link_duplex = RTE_ETH_LINK_FULL_DUPLEX;
+    link.link_speed = up ? kLinkSpeed : RTE_ETH_SPEED_NUM_NONE;
+    link.link_autoneg = RTE_ETH_LINK_FIXED;
+    p->fp.link_up.store(up, std::memory_order_release);
+    rte_eth_linkstatus_set(p->dev, &link);
+    rte_eth_dev_callback_process(p->dev, RTE_ETH_EVENT_INTR_LSC, nullptr);
+    IPOIB_LOG(NOTICE, "%s: link %s", p->name.c_str(), up ? "up" : "down");
+}
+
+void on_link(Port *p, bool up) {
+    if (up) {
+        if (!ensure_qp(p))
+            return;
+        refresh_own_key(p);
+        p->fp.qp_ready.store(p->qp.get(), std::memory_order_release);
+    }
+    set_link(p, up);
+}
+
+constexpr std::uint8_t kMcastDefaultHopLimit = 1;
+
+void on_group(Port *p, const wire::Gid &mgid, const ctrl::McMemberRecord &rec, bool joined) {
+    if (!ensure_qp(p))
+        return;
+    if (!joined) {
+        p->qp->detach_mcast(mgid, rec.mlid);
+        p->fp.groups.remove(mgid);
+        return;
+    }
+    if (p->qp->attach_mcast(mgid, rec.mlid) != 0)
+        IPOIB_MCAST_LOG(ERR, "%s: attach to %s failed: %s", p->name.c_str(), wire::to_string(mgid).c_str(),
+                        p->hca->ctx->last_error().c_str());
+    hca::Ah *ah = get_ah(p, rec.mlid, rec.sl, &mgid, rec.hop_limit ? rec.hop_limit : kMcastDefaultHopLimit);
+    if (mgid == p->iface->broadcast().mgid) {
+        p->qkey = rec.qkey;
+        p->qp->set_qkey(rec.qkey);
+        p->fp.mtu = static_cast<std::uint16_t>((128u << rec.mtu) - wire::kEncapLen);
+        p->fp.bcast_mgid = mgid;
+        p->fp.bcast_ah = ah;
+        p->bcast_mlid = rec.mlid;
+        p->bcast_sl = rec.sl;
+        p->dev->data->mtu = p->fp.mtu;
+    } else if (!p->fp.groups.add(mgid, rec.mlid, ah)) {
+        IPOIB_MCAST_LOG(ERR, "%s: more than %u groups joined: %s not usable", p->name.c_str(), kMcastSlots,
+                        wire::to_string(mgid).c_str());
+    }
+    IPOIB_MCAST_LOG(INFO, "%s: attached to %s (MLID 0x%04x)", p->name.c_str(), wire::to_string(mgid).c_str(),
+                    rec.mlid);
+}
+
+// --- requests from the fast path ---
+
+void learn(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &gid) {
+    const Neigh *old = p->fp.neigh.find(mac);
+    const bool fresh = !old || old->state != NeighState::resolved || old->dlid != r.lid || old->qpn != r.qpn;
+    neigh_set(p, mac, NeighState::resolved, r.lid, r.qpn, gid, p->bcast_sl, false);
+    p->fp.neigh.index(r.lid, r.qpn, mac);
+    if (fresh && p->iface)
+        p->hca->cp.request_path(gid, p->iface->pkey());  // refine SL/LID from the SA
+}
+
+void resolve(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &gid) {
+    const Neigh *n = p->fp.neigh.find(mac);
+    const std::uint16_t pkey = p->iface ? p->iface->pkey() : 0;
+    if (std::memcmp(r.mac, p->fp.mac.addr_bytes, 6) == 0) {
+        neigh_set(p, mac, NeighState::resolved, p->fp.lid, p->fp.qpn, p->fp.hwaddr.gid(), p->bcast_sl, false);
+    } else if (is_lidqpn_mac(mac) && r.lid && !p->fp.roce) {  // RoCE: a LID is no address
+        neigh_set(p, mac, NeighState::resolved, r.lid, r.qpn, wire::Gid{}, p->bcast_sl, false);
+    } else if (n && n->gid != wire::Gid{}) {
+        if (n->state != NeighState::resolved && p->iface)
+            p->hca->cp.request_path(n->gid, pkey);
+    } else if (gid != wire::Gid{}) {
+        neigh_set(p, mac, NeighState::incomplete, 0, r.qpn, gid, 0, false);
+        if (p->iface)
+            p->hca->cp.request_path(gid, pkey);
+    } else if (!n) {
+        neigh_set(p, mac, NeighState::failed, 0, 0, wire::Gid{}, 0, false);  // never announced itself
+    }
+}
+
+void handle_requests(Port *p) {
+    Request r;
+    while (rte_ring_sc_dequeue_elem(p->fp.requests, &r, sizeof r) == 0) {
+        wire::Mac mac;
+        std::memcpy(mac.raw.data(), r.mac, 6);
+        wire::Gid gid;
+        std::memcpy(gid.raw.data(), r.gid, 16);
+        switch (r.kind) {
+        case RequestKind::learn: learn(p, r, mac, gid); break;
+        case RequestKind::resolve: resolve(p, r, mac, gid); break;
+        case RequestKind::sendonly_join:
+            if (p->iface)
+                p->hca->cp.request_sendonly(p->iface, gid);
+            break;
+        }
+    }
+}
+
+// A path answer: every neighbour of the partition with that GID gets it.
+void on_path(Hca *h, const wire::Gid &dgid, std::uint16_t pkey, ctrl::SaStatus st, const ctrl::PathRecord *rec) {
+    for (Port *p : h->ports) {
+        if (!p->iface || (p->iface->pkey() & 0x7fff) != (pkey & 0x7fff))
+            continue;
+        p->fp.neigh.for_each([&](Neigh &n) {
+            if (n.gid != dgid)
+                return;
+            wire::Mac mac;
+            std::memcpy(mac.raw.data(), n.mac, 6);
+            if (st.ok() && rec) {
+                const std::uint16_t key = p->fp.roce ? gid_key(dgid.raw.data()) : rec->dlid;
+                neigh_set(p, mac, NeighState::resolved, key, n.qpn, dgid, rec->sl, false);
+                p->fp.neigh.index(key, n.qpn, mac);
+            } else if (n.state != NeighState::resolved) {
+                neigh_set(p, mac, NeighState::failed, 0, n.qpn, dgid, 0, false);
+                IPOIB_LOG(INFO, "%s: no path to %s: %s", p->name.c_str(), wire::to_string(dgid).c_str(),
+                          st.message().c_str());
+            }
+        });
+    }
+}
+
+void *control_thread(void *arg) {
+    auto *h = static_cast<Hca *>(arg);
+    while (!h->stop.load(std::memory_order_acquire)) {
+        std::lock_guard<std::mutex> lk(h->mu);
+        h->cp.run_once(kControlWaitMs);
+        const std::uint64_t now = now_ms();
+        for (Port *p : h->ports) {
+            handle_requests(p);
+            age_neighbours(p, now);
+        }
+    }
+    return nullptr;
+}
+
+ctrl::LogFn make_logger() {
+    return [](ctrl::LogLevel l, const char *topic, const std::string &m) {
+        const std::uint32_t lvl = l == ctrl::LogLevel::error     ? RTE_LOG_ERR
+                                  : l == ctrl::LogLevel::warning ? RTE_LOG_WARNING
+                                  : l == ctrl::LogLevel::notice  ? RTE_LOG_NOTICE
+                                  : l == ctrl::LogLevel::info    ? RTE_LOG_INFO
+                                                                 : RTE_LOG_DEBUG;
+        const int type = std::strcmp(topic, "ipoib.mcast") == 0 ? logtype_mcast : logtype;
+        rte_log(lvl, type, "net_ipoib: %s\n", m.c_str());
+    };
+}
+
+Hca *find_open_hca(const std::string &key, const Config &cfg, const std::string &dev, std::string *err) {
+    for (Hca *h : g_hcas)
+        if (h->key == key) {
+            if (cfg.gid_index >= 0 && cfg.gid_index != h->gid_index_arg) {
+                *err = "devarg gid_index=" + std::to_string(cfg.gid_index) + " conflicts with another port of " +
+                       dev + " (one GID index per HCA)";
+                return nullptr;
+            }
+            ++h->refs;
+            return h;
+        }
+    return nullptr;
+}
+
+} // namespace
+
+std::mutex &hca_registry_mutex() noexcept { return g_mu; }
+const std::vector<Hca *> &hca_registry() noexcept { return g_hcas; }
+
+Hca *hca_get(const Config &cfg, std::string *err) {
+    const char *sim = std::getenv("SIM_HOST");
+    const std::string dev = !cfg.device.empty() ? cfg.device : sim ? sim : "";
+    const std::string key = cfg.provider + ":" + dev;
+    if (Hca *h = find_open_hca(key, cfg, dev, err); h || !err->empty())
+        return h;
+    auto o = hca::open_device(cfg.provider, dev, cfg.provider_options);
+    if (!o.ctx) {
+        *err = "cannot open HCA '" + dev + "' (provider " + cfg.provider + "): " + o.error;
+        return nullptr;
+    }
+    auto h = std::make_unique<Hca>();
+    h->key = key;
+    h->refs = 1;
+    h->ctx = std::move(o.ctx);
+    h->device = h->ctx->name();
+    h->gid_index_arg = cfg.gid_index;
+    ctrl::CpConfig cc;
+    cc.log = make_logger();
+    cc.gid_index = cfg.gid_index;
+    if (cfg.provider == "verbs")
+        cc.sa.ca_name = h->device.c_str();  // umad on the same CA (InfiniBand ports)
+    if (!h->cp.open(*h->ctx, cc, err))
+        return nullptr;
+    Hca *raw = h.get();
+    h->cp.on_path = [raw](const wire::Gid &g, std::uint16_t pk, ctrl::SaStatus st, const ctrl::PathRecord *r) {
+        on_path(raw, g, pk, st, r);
+    };
+    const std::string tname = "ipoib-" + dev.substr(0, 8);
+    if (rte_ctrl_thread_create(&h->thread, tname.c_str(), nullptr, control_thread, raw) != 0) {
+        *err = "cannot create the control thread";
+        return nullptr;
+    }
+    h->thread_running = true;
+    g_hcas.push_back(h.release());
+    return raw;
+}
+
+void hca_put(Hca *h) {
+    if (--h->refs > 0)
+        return;
+    h->stop.store(true, std::memory_order_release);
+    if (h->thread_running)
+        pthread_join(h->thread, nullptr);
+    h->cp.stop();
+    g_hcas.erase(std::remove(g_hcas.begin(), g_hcas.end(), h), g_hcas.end());
+    delete h;
+}
+
+int port_control_start(Port *p) {
+    if (!p->iface) {
+        ctrl::IfaceConfig ic;
+        ic.port = p->cfg.port;
+        ic.pkey = p->cfg.pkey;
+        ic.allmulti = p->cfg.allmulti;
+        ic.static_qkey = p->cfg.bcast_qkey;
+        ic.static_mtu = p->cfg.bcast_mtu;
+        std::string err;
+        p->iface = p->hca->cp.add_interface(ic, &err);
+        if (!p->iface) {
+            IPOIB_LOG(ERR, "%s: %s", p->name.c_str(), err.c_str());
+            return -EINVAL;
+        }
+        p->iface->on_link = [p](bool up) { on_link(p, up); };
+        p->iface->on_group = [p](const wire::Gid &g, const ctrl::McMemberRecord &r, bool j) { on_group(p, g, r, j); };
+    }
+    for (auto &n : p->cfg.neighs) {
+        const Neigh *e = p->fp.neigh.find(n.mac);
+        if (!e || e->state != NeighState::resolved)
+            neigh_set(p, n.mac, NeighState::incomplete, 0, n.hw.qpn(), n.hw.gid(), 0, true);
+    }
+    return 0;
+}
+
+void port_control_stop(Port *p) {
+    if (p->iface) {
+        p->hca->cp.remove_interface(p->iface);  // leaves every group; link goes down
+        p->iface = nullptr;
+    }
+    p->fp.link_up.store(false, std::memory_order_release);
+    p->fp.qp_ready.store(nullptr, std::memory_order_release);
+}
+
+void port_release_resources(Port *p) {
+    p->fp.rx_cq = p->fp.tx_cq = nullptr;
+    p->qp.reset();
+    p->rx_cq.reset();
+    p->tx_cq.reset();
+    p->rx_mr.reset();
+    if (p->fp.rx_pool)
+        p->hca->ctx->free_dma(p->fp.rx_pool);
+    p->fp.rx_pool = nullptr;
+    p->fp.bcast_ah = nullptr;
+    p->ahs.clear();
+}
+
+} // namespace ipoib::pmd

@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// net_ipoib control path: the HCAs this process has open (shared by their
+// ports), the control thread of each, and what it does for a port: the UD QP
+// and its receive buffers, address handles, link state, multicast attach,
+// neighbour resolution and ageing, requests from the fast path.
+#pragma once
+
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "ipoib_port.hpp"
+
+namespace ipoib::pmd {
+
+// The registry of open HCAs. Probe, close and telemetry hold the mutex.
+std::mutex &hca_registry_mutex() noexcept;
+const std::vector<Hca *> &hca_registry() noexcept;
+
+// Open (or share) the HCA a port's config names and start its control
+// thread. Caller holds hca_registry_mutex(). nullptr with *err on failure.
+Hca *hca_get(const Config &cfg, std::string *err);
+// Drop a reference; the last one stops the control thread and closes the HCA.
+void hca_put(Hca *h);
+
+// ethdev start/stop/close, control side. Caller holds p->hca->mu.
+int port_control_start(Port *p);
+void port_control_stop(Port *p);
+void port_release_resources(Port *p);
+
+} // namespace ipoib::pmd

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// net_ipoib: the driver's named constants (one block, the way Linux's ipoib.h
+// keeps its enum), its log types and the error convention.
+//
+// Error convention of the driver:
+// - ethdev and vdev callbacks return 0 or a negative errno, as DPDK expects,
+//   and log why (IPOIB_LOG, naming the port) before returning an error;
+// - control-path helpers return bool (or a pointer) and, where the caller
+//   reports the failure, fill a `std::string *err` with a sentence that names
+//   what was wrong ("devarg port=3: expected port 1 or 2");
+// - the fast path never fails a call: a frame it cannot deliver or send is
+//   freed and counted in its queue's RxStats/TxStats (stats, xstats).
+#pragma once
+
+#include <cstdint>
+
+#include <rte_log.h>
+
+namespace ipoib::pmd {
+
+enum : std::uint32_t {
+    // Bursts.
+    kBurstMax = 64,          // completions polled, work requests built and posted per burst
+    kPendingFlushBatch = 32, // held frames re-tried per burst (the rest wait for the next)
+
+    // Frames held while their destination is resolved or their group joined.
+    kPendingMax = 64,        // per TX queue
+    kHoldPerDest = 3,        // per destination, as Linux ipoib (IPOIB_MAX_PATH_REC_QUEUE)
+    kHoldTimeoutMs = 1000,   // held longer than this: dropped (tx_unresolved_drops)
+
+    // Tables the control thread publishes to the fast path.
+    kNeighSlots = 1024,      // neighbours per port (power of two)
+    kNeighProbe = 16,        // linear-probe window of the neighbour table and receive index
+    kMcastSlots = 64,        // joined multicast groups per port, the broadcast group apart
+    kRequestRingSize = 1024, // fast path -> control thread requests per port
+
+    // Queues.
+    kQueueDepthMin = 16,     // devargs rxq_size / txq_size and descriptor limits
+    kQueueDepthMax = 1024,   // (the software HCA's receive-queue limit)
+    kQueueDepthDefault = 512,
+    kTxDescMin = 64,         // work-request ids per TX queue at least
+    kRxBufTail = 64,         // receive buffer: GRH area + 4096-byte IB MTU + this slack
+    kTxSlotSize = 2 * 4096 + 256, // per-WR bounce slot (ARP/ND translation, linearised frames)
+
+    // Timers of the control thread.
+    kControlWaitMs = 2,      // longest wait for SA answers per loop
+    kAgeIntervalMs = 1000,   // neighbour ageing pass
+    kUsedStampMs = 1000,     // the fast path refreshes a neighbour's last-use stamp at most this often
+    kNeighTimeoutDefaultS = 300,
+};
+
+// Offsets in a UD receive buffer: the 40-byte GRH area first (hca::kGrhLen).
+inline constexpr std::uint32_t kGrhSgidOffset = 8;
+inline constexpr std::uint32_t kGrhDgidOffset = 24;
+
+// A MAC that encodes a sender's 16-bit key and QPN: 0e:kk:kk:qq:qq:qq.
+inline constexpr std::uint8_t kLidQpnMacPrefix = 0x0e;
+
+// The link speed ethdev reports (the software HCA has no rate).
+inline constexpr std::uint32_t kLinkSpeed = 10000; // RTE_ETH_SPEED_NUM_10G
+
+extern int logtype;
+extern int logtype_mcast;
+
+#define IPOIB_LOG(level, fmt, ...) \
+    rte_log(RTE_LOG_##level, ::ipoib::pmd::logtype, "net_ipoib: " fmt "\n", ##__VA_ARGS__)
+#define IPOIB_MCAST_LOG(level, fmt, ...) \
+    rte_log(RTE_LOG_##level, ::ipoib::pmd::logtype_mcast, "net_ipoib: " fmt "\n", ##__VA_ARGS__)
+
+// Fast-path log (Linux's data_debug_level): compiled in only with -Dipoib_data_debug=true.
+#ifdef IPOIB_DATA_DEBUG
+extern int logtype_data;
+#define IPOIB_DATA_LOG(level, fmt, ...) \
+    rte_log(RTE_LOG_##level, ::ipoib::pmd::logtype_data, "net_ipoib: " fmt "\n", ##__VA_ARGS__)
+#else
+#define IPOIB_DATA_LOG(level, fmt, ...) \
+    do {                                \
+    } while (0)
+#endif
+
+// Monotonic milliseconds (CLOCK_MONOTONIC; vDSO, no syscall).
+std::uint64_t now_ms() noexcept;
+
+} // namespace ipoib::pmd

@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// net_ipoib device arguments: the table, its parsers, and what is derived
+// from it (valid keys, error messages, the pmdinfo string).
+#include <rte_ether.h>
+#include <rte_kvargs.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "ipoib_devargs.hpp"
+
+namespace ipoib::pmd {
+
+namespace {
+
+bool parse_uint(std::string_view v, unsigned long lo, unsigned long hi, unsigned long *out) {
+    const std::string s(v);
+    if (s.empty() || s[0] == '-')
+        return false;
+    char *end = nullptr;
+    errno = 0;
+    const unsigned long x = std::strtoul(s.c_str(), &end, 0);
+    if (errno || *end || x < lo || x > hi)
+        return false;
+    *out = x;
+    return true;
+}
+
+bool fail(std::string *expected, std::string what) {
+    *expected = std::move(what);
+    return false;
+}
+
+bool parse_provider(std::string_view v, Config &c, std::string *e) {
+    if (v != "soft" && v != "verbs")
+        return fail(e, "expected soft or verbs");
+    c.provider = v;
+    return true;
+}
+
+bool parse_dev(std::string_view v, Config &c, std::string *e) {
+    if (v.empty() || v.size() > 63)
+        return fail(e, "expected a device name");
+    c.device = v;
+    return true;
+}
+
+bool parse_port(std::string_view v, Config &c, std::string *e) {
+    unsigned long x = 0;
+    if (!parse_uint(v, 1, 2, &x))
+        return fail(e, "expected port 1 or 2");
+    c.port = static_cast<std::uint8_t>(x);
+    return true;
+}
+
+bool parse_pkey(std::string_view v, Config &c, std::string *e) {
+    unsigned long x = 0;
+    if (!parse_uint(v, 1, 0xffff, &x) || !wire::pkey_valid(static_cast<std::uint16_t>(x)))
+        return fail(e, "expected a P_Key (0x0001-0xffff, not 0x8000)");
+    c.pkey = static_cast<std::uint16_t>(x);
+    return true;
+}
+
+bool parse_mode(std::string_view v, Config &, std::string *e) {
+    if (v == "connected")
+        return fail(e, "connected mode is not implemented yet; use mode=datagram");
+    if (v != "datagram")
+        return fail(e, "expected datagram");
+    return true;
+}
+
+bool parse_l2(std::string_view v, Config &c, std::string *e) {
+    if (v == "eth")
+        c.l2 = L2Mode::eth;
+    else if (v == "ipoib")
+        c.l2 = L2Mode::ipoib;
+    else
+        return fail(e, "expected eth (Ethernet emulation) or ipoib (native)");
+    return true;
+}
+
+bool parse_depth(std::string_view v, std::uint16_t *out, std::string *e) {
+    unsigned long x = 0;
+    if (!parse_uint(v, kQueueDepthMin, kQueueDepthMax, &x) || (x & (x - 1)))
+        return fail(e, "expected a power of two, " + std::to_string(kQueueDepthMin) + "-" +
+                           std::to_string(kQueueDepthMax));
+    *out = static_cast<std::uint16_t>(x);
+    return true;
+}
+bool parse_rxq_size(std::string_view v, Config &c, std::string *e) { return parse_depth(v, &c.rxq_size, e); }
+bool parse_txq_size(std::string_view v, Config &c, std::string *e) { return parse_depth(v, &c.txq_size, e); }
+
+// MAC/IPoIB-address, e.g. 02:00:00:10:00:05/00:00:01:80:fe:80:...:00:10:00:05
+bool parse_neigh(std::string_view v, Config &c, std::string *e) {
+    const auto slash = v.find('/');
+    rte_ether_addr mac;
+    if (slash == std::string_view::npos || rte_ether_unformat_addr(std::string(v.substr(0, slash)).c_str(), &mac))
+        return fail(e, "expected MAC/20-byte-IPoIB-address");
+    auto hw = wire::parse_hwaddr_text(std::string(v.substr(slash + 1)));
+    if (!hw.ok())
+        return fail(e, std::string("IPoIB address: ") + wire::describe(hw.err));
+    Config::StaticNeigh n;
+    std::memcpy(n.mac.raw.data(), mac.addr_bytes, 6);
+    n.hw = hw.value;
+    c.neighs.push_back(n);
+    return true;
+}
+
+// Devargs that belong to the HCA provider: passed on as its options.
+bool provider_option(std::string_view key, std::string_view v, Config &c, std::string *e) {
+    if (v.empty() || v.find(',') != std::string_view::npos)
+        return fail(e, "expected a value without commas");
+    if (!c.provider_options.empty())
+        c.provider_options += ',';
+    c.provider_options.append(key).append("=").append(v);
+    return true;
+}
+bool parse_capture(std::string_view v, Config &c, std::string *e) { return provider_option("capture", v, c, e); }
+bool parse_fabric(std::string_view v, Config &c, std::string *e) { return provider_option("fabric", v, c, e); }
+
+bool parse_allmulti(std::string_view v, Config &c, std::string *e) {
+    if (v != "0" && v != "1")
+        return fail(e, "expected 0 or 1");
+    c.allmulti = v == "1";
+    return true;
+}
+
+bool parse_neigh_timeout(std::string_view v, Config &c, std::string *e) {
+    unsigned long x = 0;
+    if (!parse_uint(v, 1, 86400, &x))
+        return fail(e, "expected seconds, 1-86400");
+    c.neigh_timeout_s = static_cast<std::uint32_t>(x);
+    return true;
+}
+
+bool parse_gid_index(std::string_view v, Config &c, std::string *e) {
+    unsigned long x = 0;
+    if (!parse_uint(v, 0, 255, &x))
+        return fail(e, "expected a GID table index, 0-255");
+    c.gid_index = static_cast<int>(x);
+    return true;
+}
+
+bool parse_bcast_qkey(std::string_view v, Config &c, std::string *e) {
+    unsigned long x = 0;
+    if (!parse_uint(v, 1, 0x7fffffff, &x))
+        return fail(e, "expected a Q_Key, 0x1-0x7fffffff (the high bit marks controlled Q_Keys)");
+    c.bcast_qkey = static_cast<std::uint32_t>(x);
+    return true;
+}
+
+bool parse_bcast_mtu(std::string_view v, Config &c, std::string *e) {
+    unsigned long x = 0;
+    if (!parse_uint(v, 256, 4096, &x) || (x & (x - 1)))
+        return fail(e, "expected an IB MTU: 256, 512, 1024, 2048 or 4096");
+    c.bcast_mtu = static_cast<std::uint32_t>(x);
+    return true;
+}
+
+// clang-format off
+constexpr Devarg kDevargs[] = {
+    {"provider", "<soft|verbs>", "`soft` \\| `verbs` (`soft`)",
+     "HCA provider", parse_provider},
+    {"dev", "<device>", "name (`$SIM_HOST`; verbs: the first device)",
+     "the HCA: for `soft`, the simulated fabric node (`Hca1`); for `verbs`, the rdma-core device (`mlx5_0`, `rxe0`)",
+     parse_dev},
+    {"port", "<1|2>", "1 \\| 2 (1)", "HCA port", parse_port},
+    {"pkey", "<p_key>", "0x0001-0xffff, not 0x8000 (the P_Key at index 0)",
+     "partition; the full-member entry of the port's table is preferred", parse_pkey},
+    {"mode", "<datagram>", "`datagram`", "`connected` is refused with a message (not implemented yet)", parse_mode},
+    {"l2", "<eth|ipoib>", "`eth` \\| `ipoib` (`eth`)", "Ethernet emulation, or native IPoIB frames (see below)",
+     parse_l2},
+    {"rxq_size", "<16-1024>", "power of two 16-1024 (512)", "receive queue depth of the UD QP", parse_rxq_size},
+    {"txq_size", "<16-1024>", "power of two 16-1024 (512)", "send queue depth of the UD QP", parse_txq_size},
+    {"neigh", "<mac/hwaddr>", "`MAC/IPoIB-address` (repeatable)",
+     "static neighbour for ARP-less applications; its path (LID) is resolved through the SA on first use",
+     parse_neigh},
+    {"capture", "<pcap file>", "file",
+     "software HCA: write every packet sent to this pcap (IB link packets, DLT 147)", parse_capture},
+    {"fabric", "<name>", "name (`$IBSIM_SOCKNAME`)", "software HCA: which simulated fabric", parse_fabric},
+    {"allmulti", "<0|1>", "0 \\| 1 (0)",
+     "join every IPoIB multicast group of the partition (Solaris ibd's multicast promiscuous mode)", parse_allmulti},
+    {"neigh_timeout", "<seconds>", "seconds (300)", "learned neighbours unused this long are forgotten",
+     parse_neigh_timeout},
+    {"gid_index", "<0-255>", "0-255 (InfiniBand: 0; RoCE: the first RoCE v2 IPv6 GID, link-local preferred)",
+     "the port GID: the IPoIB address and every GRH's source; one per HCA", parse_gid_index},
+    {"bcast_qkey", "<q_key>", "0x1-0x7fffffff (0x0b1b)", "RoCE (static management): the broadcast group's Q_Key",
+     parse_bcast_qkey},
+    {"bcast_mtu", "<256-4096>", "256 \\| 512 \\| 1024 \\| 2048 \\| 4096 (the port's active MTU)",
+     "RoCE: the broadcast group's MTU; the port MTU is this minus 4", parse_bcast_mtu},
+};
+// clang-format on
+constexpr std::size_t kNumDevargs = std::size(kDevargs);
+
+// --- the pmdinfo string, built at compile time from the table ---
+
+constexpr std::string_view kInfoHead = "PMD_INFO_STRING= {\"name\" : \"net_ipoib\", \"params\" : \"";
+constexpr std::string_view kInfoTail = "\", \"pci_ids\" : []}";
+
+constexpr std::size_t pmdinfo_size() {
+    std::size_t n = kInfoHead.size() + kInfoTail.size() + 1;
+    for (const Devarg &d : kDevargs)
+        n += std::string_view(d.name).size() + 1 + std::string_view(d.values).size() + 1;
+    return n - 1;  // no space after the last
+}
+
+constexpr std::array<char, pmdinfo_size()> make_pmdinfo() {
+    std::array<char, pmdinfo_size()> out{};
+    std::size_t at = 0;
+    auto put = [&](std::string_view s) {
+        for (char ch : s)
+            out[at++] = ch;
+    };
+    put(kInfoHead);
+    for (std::size_t i = 0; i < kNumDevargs; ++i) {
+        if (i)
+            put(" ");
+        put(kDevargs[i].name);
+        put("=");
+        put(kDevargs[i].values);
+    }
+    put(kInfoTail);
+    out[at] = '\0';
+    return out;
+}
+
+// The valid-keys list rte_kvargs wants (NULL-terminated).
+constexpr std::array<const char *, kNumDevargs + 1> make_keys() {
+    std::array<const char *, kNumDevargs + 1> k{};
+    for (std::size_t i = 0; i < kNumDevargs; ++i)
+        k[i] = kDevargs[i].name;
+    k[kNumDevargs] = nullptr;
+    return k;
+}
+constexpr auto kValidKeys = make_keys();
+
+struct ParseCtx {
+    const Devarg *arg;
+    Config *cfg;
+    std::string err;
+};
+
+int on_arg(const char *key, const char *value, void *opaque) {
+    auto *c = static_cast<ParseCtx *>(opaque);
+    const std::string_view v = value ? value : "";
+    std::string expected;
+    if (!c->arg->parse(v, *c->cfg, &expected)) {
+        c->err = std::string("devarg ") + key + "=" + std::string(v) + ": " + expected;
+        return -1;
+    }
+    return 0;
+}
+
+} // namespace
+
+std::span<const Devarg> devargs() noexcept { return kDevargs; }
+
+bool parse_devargs(const char *args, Config *cfg, std::string *err) {
+    if (!args || !*args)
+        return true;
+    rte_kvargs *kv = rte_kvargs_parse(args, kValidKeys.data());
+    if (!kv) {
+        std::string known;
+        for (const Devarg &d : kDevargs)
+            known += (known.empty() ? "" : ", ") + std::string(d.name);
+        *err = std::string("cannot parse devargs '") + args + "' (known: " + known + ")";
+        return false;
+    }
+    ParseCtx c{nullptr, cfg, {}};
+    for (const Devarg &d : kDevargs) {
+        c.arg = &d;
+        if (rte_kvargs_process(kv, d.name, on_arg, &c) < 0)
+            break;
+    }
+    rte_kvargs_free(kv);
+    if (!c.err.empty()) {
+        *err = c.err;
+        return false;
+    }
+    return true;
+}
+
+} // namespace ipoib::pmd
+
+// What dpdk-pmdinfo.py reads (pmdinfogen is not shipped, and C++ mangles its markers).
+extern "C" {
+__attribute__((used)) constexpr auto ipoib_pmd_info = ipoib::pmd::make_pmdinfo();
+}
+
+const char *ipoib::pmd::pmdinfo_string() noexcept { return ipoib_pmd_info.data(); }

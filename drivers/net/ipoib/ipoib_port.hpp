@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// net_ipoib private structures: the per-HCA object (shared by the ethdevs of
+// one HCA: provider context, control plane, control thread), the per-ethdev
+// port, its queues, and the requests the fast path sends the control thread.
+//
+// Locking rules
+// - g_hcas (ipoib_control.cpp) and each Hca's port list: under hca_registry_mutex()
+//   for probe/close and telemetry; Hca::mu for the control thread's walks.
+// - Hca::mu serialises the control path of one HCA: the control thread's loop,
+//   ethdev ops that change control state (start, stop, close) and telemetry.
+//   The fast path never takes it.
+// - Port::fp (PortData) is what rx_burst/tx_burst read per packet. The control
+//   thread writes it; fields a running fast path may read concurrently are
+//   atomics (qp_ready, link_up) or sit in sequence-locked tables (neigh,
+//   groups). qp_ready is published (release) only once every other field the
+//   fast path needs is set.
+// - A queue (RxQueue/TxQueue) belongs to one lcore. TxQueue::busy lets
+//   rx_burst flush frames held on the TX queue of the same index, which may
+//   belong to another lcore, without racing tx_burst.
+// - Fast path -> control thread: Port::fp.requests, a multi-producer,
+//   single-consumer rte_ring of Request. Control thread -> fast path: the
+//   tables and atomics above. Nothing else crosses.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <ethdev_driver.h>
+#include <rte_ring.h>
+
+#include "ipoib/ctrl/control_plane.hpp"
+#include "ipoib/hca/hca.hpp"
+#include "ipoib/wire.hpp"
+#include "ipoib_defs.hpp"
+#include "ipoib_devargs.hpp"
+#include "ipoib_neigh.hpp"
+
+namespace ipoib::pmd {
+
+// Counters the fast path keeps per queue (one writer each).
+struct RxStats {
+    std::uint64_t packets, bytes, errors, nombuf;
+    std::uint64_t loopback_discard, unsupported_ethertype, arp_translated, nd_translated, translate_errors;
+    std::uint64_t bad_frames;
+};
+struct TxStats {
+    std::uint64_t packets, bytes, errors;
+    std::uint64_t unresolved_drop, unresolved_queued, too_big, unsupported_ethertype, link_down_drop;
+    std::uint64_t arp_translated, nd_translated, translate_errors, mcast_unjoined;
+};
+
+// Request from the fast path to the control thread (rte_ring element, 32 bytes).
+enum class RequestKind : std::uint8_t {
+    learn = 1,         // a sender announced its address (ARP/ND, or a RoCE GRH): remember it
+    resolve = 2,       // the fast path holds frames for this MAC: resolve it
+    sendonly_join = 3, // the fast path holds frames for this multicast group: join it
+};
+struct Request {
+    RequestKind kind;
+    std::uint8_t pad;
+    std::uint16_t lid;
+    std::uint32_t qpn;
+    std::uint8_t mac[6];
+    std::uint8_t pad2[2];
+    std::uint8_t gid[16];
+};
+static_assert(sizeof(Request) == 32);
+
+// The fast path's view of a port: everything rx_burst and tx_burst read per
+// packet, together (as mlx5_rxq_data sits inside mlx5_rxq_ctrl). Written by
+// the control thread; see the locking rules above.
+struct PortData {
+    std::atomic<hca::Qp *> qp_ready{nullptr};  // non-null: QP usable (release-published)
+    std::atomic<bool> link_up{false};
+    hca::Cq *rx_cq = nullptr;
+    hca::Cq *tx_cq = nullptr;
+    std::uint8_t *rx_pool = nullptr;  // receive buffers, rx_bufsize each, wr_id = index
+    std::uint32_t rx_bufsize = 0;
+    std::uint32_t rx_lkey = 0;        // the receive pool's memory key, for reposting
+    L2Mode l2 = L2Mode::eth;
+    bool roce = false;                // Ethernet link layer: senders known by their GRH's GID
+    std::uint16_t port_id = 0;
+    int dynfield = -1;                // native mode: offset of struct rte_pmd_ipoib_addr
+    std::uint16_t lid = 0;            // InfiniBand: our LID; RoCE: our GID folded (gid_key)
+    std::uint32_t qpn = 0;
+    std::uint16_t mtu = 2044;
+    wire::HwAddr hwaddr{};
+    rte_ether_addr mac{};
+    hca::Ah *bcast_ah = nullptr;
+    wire::Gid bcast_mgid{};
+    rte_ring *requests = nullptr;     // fast path -> control thread
+    NeighTable neigh;
+    GroupTable groups;                // joined groups other than the broadcast group
+};
+
+struct Port;
+
+struct RxQueue {
+    PortData *fp;
+    Port *port;  // control side (the TX queue of the same index, for held frames)
+    rte_mempool *mp;
+    std::uint16_t queue_id;
+    RxStats st;
+    hca::Wc wc[kBurstMax];
+    hca::RecvWr repost[kBurstMax];
+};
+
+struct Pending {
+    rte_mbuf *m;
+    wire::Mac mac;  // the destination it waits for
+    std::uint64_t since_ms;
+};
+
+struct TxQueue {
+    PortData *fp;
+    std::uint16_t queue_id;
+    TxStats st;
+    std::vector<rte_mbuf *> inflight;     // by wr_id
+    std::vector<std::uint32_t> free_ids;  // wr_ids available
+    std::vector<std::uint8_t> bounce;     // per-slot bounce buffers (ARP/ND, linearised frames)
+    std::vector<std::array<std::uint8_t, 4>> hdr;  // per-slot IPoIB header
+    std::uint32_t slot_size = 0;
+    Pending pending[kPendingMax];
+    std::uint32_t npending = 0;
+    std::atomic_flag busy = ATOMIC_FLAG_INIT;  // tx_burst vs. rx_burst's pending flush (per burst)
+};
+
+struct Hca;
+
+// One ethdev: one (HCA port, P_Key).
+struct Port {
+    PortData fp;  // hot: first
+
+    rte_eth_dev *dev = nullptr;
+    std::string name;
+    Config cfg;
+    Hca *hca = nullptr;
+    ctrl::Interface *iface = nullptr;
+
+    // Provider objects (owned; fp holds raw pointers to some of them).
+    std::unique_ptr<hca::Cq> rx_cq, tx_cq;
+    std::unique_ptr<hca::Qp> qp;
+    std::unique_ptr<hca::Mr> rx_mr;
+    std::uint32_t rx_nbuf = 0;
+    std::vector<std::unique_ptr<hca::Ah>> ahs;  // freed at close (the fast path may hold pointers)
+
+    std::uint8_t gid_index = 0;
+    std::uint32_t qkey = ctrl::kDefaultStaticQkey;
+    std::uint16_t bcast_mlid = 0;
+    std::uint8_t bcast_sl = 0;
+
+    std::vector<RxQueue *> rxq;
+    std::vector<TxQueue *> txq;
+    std::uint64_t last_age_ms = 0;
+    hca::QpCounters hca_base{};  // HCA counters at the last xstats reset (they live in the HCA)
+    bool started = false;
+};
+
+inline Port *port_of(const rte_eth_dev *dev) { return *static_cast<Port **>(dev->data->dev_private); }
+
+// One per HCA device per process, shared by the ethdevs on it.
+struct Hca {
+    std::string key;         // provider:device
+    std::string device;      // the provider's name for it
+    int gid_index_arg = -1;  // devarg gid_index of the port that opened it
+    int refs = 0;
+    std::unique_ptr<hca::Context> ctx;
+    ctrl::ControlPlane cp;
+    std::mutex mu;  // control path only: see the locking rules above
+    pthread_t thread{};
+    bool thread_running = false;
+    std::atomic<bool> stop{false};
+    std::vector<Port *> ports;
+};
+
+// The 16-bit key a peer is known by next to its QPN (the receive index and
+// the encoded MACs below): its LID on InfiniBand; on RoCE, where there are no
+// LIDs, its GID folded to 16 bits (the GRH's source GID on receive).
+inline std::uint16_t gid_key(const std::uint8_t *gid) noexcept {
+    std::uint16_t k = 0;
+    for (int i = 0; i < 16; i += 2)
+        k = static_cast<std::uint16_t>(k ^ (gid[i] << 8 | gid[i + 1]));
+    return k ? k : 1;
+}
+
+// Encoded MACs for senders not (yet) known by their GID: key and QPN in a locally administered MAC.
+inline wire::Mac lidqpn_mac(std::uint16_t lid, std::uint32_t qpn) noexcept {
+    return wire::Mac{{kLidQpnMacPrefix, static_cast<std::uint8_t>(lid >> 8), static_cast<std::uint8_t>(lid),
+                      static_cast<std::uint8_t>(qpn >> 16), static_cast<std::uint8_t>(qpn >> 8),
+                      static_cast<std::uint8_t>(qpn)}};
+}
+inline bool is_lidqpn_mac(const wire::Mac &m) noexcept { return m.raw[0] == kLidQpnMacPrefix; }
+inline std::uint16_t lidqpn_mac_lid(const wire::Mac &m) noexcept {
+    return static_cast<std::uint16_t>(m.raw[1] << 8 | m.raw[2]);
+}
+inline std::uint32_t lidqpn_mac_qpn(const wire::Mac &m) noexcept {
+    return std::uint32_t{m.raw[3]} << 16 | std::uint32_t{m.raw[4]} << 8 | m.raw[5];
+}
+
+// Full ring: the request is lost; the fast path asks again on a later packet.
+inline void push_request(PortData *fp, const Request &r) noexcept {
+    rte_ring_mp_enqueue_elem(fp->requests, const_cast<Request *>(&r), sizeof(Request));
+}
+
+// Fast path (ipoib_rx.cpp, ipoib_tx.cpp).
+std::uint16_t rx_burst(void *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
+std::uint16_t tx_burst(void *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
+void tx_flush_completions(TxQueue *q) noexcept;
+void tx_service_pending(TxQueue *q) noexcept;
+
+} // namespace ipoib::pmd

@@ -1,0 +1,244 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// net_ipoib receive path: rx_burst. Completions are polled in bursts; each
+// receive buffer (GRH area, IPoIB header, payload) becomes one mbuf; buffers
+// are reposted in one call per burst. No locks, no syscalls, no allocations
+// other than mbufs.
+#include <rte_ether.h>
+#include <rte_mbuf.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "ipoib_offload.hpp"
+#include "ipoib_rxtx.hpp"
+#include "rte_pmd_ipoib.h"
+
+namespace ipoib::pmd {
+
+namespace {
+
+constexpr std::uint16_t kEthHdr = RTE_ETHER_HDR_LEN;
+
+// Append len bytes to m (chaining segments from the same pool if needed).
+bool append(rte_mbuf *m, rte_mempool *mp, const std::uint8_t *src, std::uint32_t len, RxStats &st) {
+    rte_mbuf *seg = rte_pktmbuf_lastseg(m);
+    std::uint32_t left = len;
+    for (;;) {
+        const std::uint32_t room = rte_pktmbuf_tailroom(seg);
+        const std::uint32_t n = left < room ? left : room;
+        std::memcpy(rte_pktmbuf_mtod_offset(seg, std::uint8_t *, seg->data_len), src, n);
+        seg->data_len = static_cast<std::uint16_t>(seg->data_len + n);
+        m->pkt_len += n;
+        src += n;
+        left -= n;
+        if (!left)
+            return true;
+        rte_mbuf *next = rte_pktmbuf_alloc(mp);
+        if (!next) {
+            ++st.nombuf;
+            return false;
+        }
+        seg->next = next;
+        ++m->nb_segs;
+        seg = next;
+    }
+}
+
+// What the receive path knows about one frame.
+struct RxFrame {
+    RxQueue *q;
+    const hca::Wc *wc;
+    const std::uint8_t *grh;   // the 40-byte GRH area (valid if has_grh)
+    bool has_grh;
+    std::uint16_t skey;        // the sender's key: its LID, or on RoCE its GID folded
+    std::uint16_t ethertype;
+    const std::uint8_t *l3;    // after the IPoIB header
+    std::uint32_t l3len;
+    wire::Mac src_mac;         // the MAC the sender is known by
+};
+
+void ask_learn(PortData *fp, std::uint16_t key, std::uint32_t qpn, const wire::Mac &mac, const std::uint8_t *gid) {
+    Request r{};
+    r.kind = RequestKind::learn;
+    r.lid = key;
+    r.qpn = qpn;
+    std::memcpy(r.mac, mac.raw.data(), 6);
+    std::memcpy(r.gid, gid, 16);
+    push_request(fp, r);
+}
+
+// IPoIB address -> MAC for ARP/ND translation on receive; learns the sender.
+bool rx_hw_to_mac(void *c, const wire::HwAddr &hw, wire::Mac *out) {
+    auto *f = static_cast<RxFrame *>(c);
+    PortData *fp = f->q->fp;
+    if (hw == fp->hwaddr) {
+        std::memcpy(out->raw.data(), fp->mac.addr_bytes, 6);
+        return true;
+    }
+    // RoCE: one GID may carry many QPs (processes sharing a port): the QPN is part of the MAC.
+    *out = fp->roce ? lidqpn_mac(gid_key(hw.raw.data() + 4), hw.qpn())
+                    : wire::mac_from_guid(wire::guid_from_gid(hw.gid()));
+    if (hw.qpn() == f->wc->src_qp) {  // the sender's own address: remember where it lives
+        ask_learn(fp, f->skey, f->wc->src_qp, *out, hw.raw.data() + 4);
+        f->src_mac = *out;
+    }
+    return true;
+}
+bool no_mac_to_hw(void *, const wire::Mac &, wire::HwAddr *) { return false; }
+
+// IPoIB multicast MGID -> the Ethernet multicast MAC the stack expects.
+wire::Mac mcast_mac(const PortData *fp, const std::uint8_t *dgid) {
+    if (std::memcmp(dgid, fp->bcast_mgid.raw.data(), 16) == 0)
+        return wire::Mac{{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
+    if (wire::load_be16(dgid + 2) == wire::kSignatureIPv6)
+        return wire::Mac{{0x33, 0x33, dgid[12], dgid[13], dgid[14], dgid[15]}};
+    return wire::Mac{{0x01, 0x00, 0x5e, static_cast<std::uint8_t>(dgid[13] & 0x7f), dgid[14], dgid[15]}};
+}
+
+// Native mode: the IPoIB frame as it came, the sender in the dynamic field.
+bool rx_native(const RxFrame &f, rte_mbuf *m) {
+    PortData *fp = f.q->fp;
+    const std::uint8_t *ib = f.l3 - wire::kEncapLen;
+    if (!append(m, f.q->mp, ib, f.l3len + wire::kEncapLen, f.q->st))
+        return false;
+    auto *a = rte_pmd_ipoib_addr(m, fp->dynfield);
+    std::memset(a, 0, sizeof *a);
+    a->hwaddr[1] = static_cast<std::uint8_t>(f.wc->src_qp >> 16);
+    a->hwaddr[2] = static_cast<std::uint8_t>(f.wc->src_qp >> 8);
+    a->hwaddr[3] = static_cast<std::uint8_t>(f.wc->src_qp);
+    if (f.has_grh)
+        std::memcpy(a->hwaddr + 4, f.grh + kGrhSgidOffset, 16);
+    a->lid = f.skey;
+    m->packet_type = packet_type(f.l3, f.l3len, f.ethertype) & ~RTE_PTYPE_L2_MASK;
+    return true;
+}
+
+// The MAC the sender is known by; an unknown RoCE sender is learned from its GRH.
+void rx_source(RxFrame &f) {
+    PortData *fp = f.q->fp;
+    if (fp->neigh.mac_for(f.skey, f.wc->src_qp, &f.src_mac))
+        return;
+    f.src_mac = lidqpn_mac(f.skey, f.wc->src_qp);
+    if (fp->roce && f.has_grh)  // RoCE: a LID is no address, the GRH's source GID is
+        ask_learn(fp, f.skey, f.wc->src_qp, f.src_mac, f.grh + kGrhSgidOffset);
+}
+
+// Ethernet emulation: the L3 payload behind an Ethernet header, ARP and ND
+// rewritten to Ethernet addresses.
+bool rx_eth(RxFrame &f, rte_mbuf *m) {
+    RxQueue *q = f.q;
+    PortData *fp = q->fp;
+    rx_source(f);
+    std::uint8_t *dst = rte_pktmbuf_mtod(m, std::uint8_t *);
+    const wire::AddrMapper map{&f, no_mac_to_hw, rx_hw_to_mac};
+    const wire::MutBytes room(dst + kEthHdr, rte_pktmbuf_tailroom(m) - kEthHdr);
+    const wire::Bytes l3(f.l3, f.l3len);
+    m->data_len = kEthHdr;
+    m->pkt_len = kEthHdr;
+    bool plain = true;
+    if (f.ethertype == wire::kEtherTypeArp || f.ethertype == wire::kEtherTypeRarp) {
+        auto r = wire::arp_ib_to_eth(l3, room, map);
+        if (!r.ok()) {
+            ++q->st.translate_errors;
+            return false;
+        }
+        ++q->st.arp_translated;
+        m->data_len = m->pkt_len = static_cast<std::uint16_t>(kEthHdr + r.value);
+        plain = false;
+    } else if (f.ethertype == wire::kEtherTypeIPv6 && f.l3len > 40 && f.l3[6] == wire::kIpProtoIcmpv6) {
+        auto r = wire::nd_translate(l3, room, wire::NdDirection::ib_to_eth, map);
+        if (r.ok()) {
+            ++q->st.nd_translated;
+            m->data_len = m->pkt_len = static_cast<std::uint16_t>(kEthHdr + r.value);
+            plain = false;
+        } else if (r.err != wire::Error::not_nd) {
+            ++q->st.translate_errors;
+            return false;
+        }
+    }
+    if (plain && !append(m, q->mp, f.l3, f.l3len, q->st))
+        return false;
+    rte_ether_hdr eh;
+    if (f.has_grh && f.grh[kGrhDgidOffset] == 0xff) {
+        const wire::Mac d = mcast_mac(fp, f.grh + kGrhDgidOffset);
+        std::memcpy(eh.dst_addr.addr_bytes, d.raw.data(), 6);
+    } else {
+        eh.dst_addr = fp->mac;
+    }
+    std::memcpy(eh.src_addr.addr_bytes, f.src_mac.raw.data(), 6);
+    eh.ether_type = rte_cpu_to_be_16(f.ethertype);
+    std::memcpy(dst, &eh, kEthHdr);
+    m->packet_type = packet_type(f.l3, f.l3len, f.ethertype);
+    return true;
+}
+
+} // namespace
+
+rte_mbuf *rx_frame(RxQueue *q, const hca::Wc &wc, const std::uint8_t *buf) noexcept {
+    PortData *fp = q->fp;
+    if (wc.status != hca::WcStatus::success) {
+        ++q->st.errors;
+        return nullptr;
+    }
+    RxFrame f{q, &wc, buf, (wc.wc_flags & hca::kWcGrh) != 0, wc.slid, 0, nullptr, 0, {}};
+    if (fp->roce && f.has_grh)
+        f.skey = gid_key(buf + kGrhSgidOffset);
+    if (wc.src_qp == fp->qpn && f.skey == fp->lid) {
+        ++q->st.loopback_discard;  // the HCA's copy of our own multicast
+        return nullptr;
+    }
+    const std::uint8_t *ib = buf + hca::kGrhLen;
+    const std::uint32_t len = wc.byte_len - hca::kGrhLen;
+    auto et = wire::parse_encap(wire::Bytes(ib, len));
+    if (!et.ok()) {
+        ++(et.err == wire::Error::unsupported_ethertype ? q->st.unsupported_ethertype : q->st.bad_frames);
+        return nullptr;
+    }
+    f.ethertype = et.value;
+    f.l3 = ib + wire::kEncapLen;
+    f.l3len = len - static_cast<std::uint32_t>(wire::kEncapLen);
+    rte_mbuf *m = rte_pktmbuf_alloc(q->mp);
+    if (!m) {
+        ++q->st.nombuf;
+        return nullptr;
+    }
+    if (!(fp->l2 == L2Mode::ipoib ? rx_native(f, m) : rx_eth(f, m))) {
+        rte_pktmbuf_free(m);
+        return nullptr;
+    }
+    m->port = fp->port_id;
+    m->ol_flags = rx_cksum_flags(f.l3, f.l3len, f.ethertype);
+    ++q->st.packets;
+    q->st.bytes += m->pkt_len;
+    return m;
+}
+
+std::uint16_t rx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept {
+    auto *q = static_cast<RxQueue *>(queue);
+    PortData *fp = q->fp;
+    hca::Qp *qp = fp->qp_ready.load(std::memory_order_acquire);
+    if (!qp)
+        return 0;
+    const int n = fp->rx_cq->poll(q->wc, std::min<int>(nb, kBurstMax));
+    std::uint16_t out = 0;
+    for (int k = 0; k < n; ++k) {
+        const hca::Wc &wc = q->wc[k];
+        std::uint8_t *buf = fp->rx_pool + wc.wr_id * fp->rx_bufsize;
+        if (k + 1 < n)
+            rte_prefetch0(fp->rx_pool + q->wc[k + 1].wr_id * fp->rx_bufsize + hca::kGrhLen);
+        IPOIB_DATA_LOG(DEBUG, "rx: %u bytes from LID %u QPN 0x%06x%s", wc.byte_len - hca::kGrhLen, wc.slid,
+                       wc.src_qp, (wc.wc_flags & hca::kWcGrh) ? " (GRH)" : "");
+        if (rte_mbuf *m = rx_frame(q, wc, buf))
+            pkts[out++] = m;
+        q->repost[k] = hca::RecvWr{wc.wr_id, {reinterpret_cast<std::uintptr_t>(buf), fp->rx_bufsize, fp->rx_lkey}};
+    }
+    if (n > 0)
+        qp->post_recv(q->repost, n);
+    // Frames held for a destination must leave once it is resolved even if
+    // the application sends nothing more.
+    if (q->queue_id < q->port->txq.size() && q->port->txq[q->queue_id])
+        tx_service_pending(q->port->txq[q->queue_id]);
+    return out;
+}
+
+} // namespace ipoib::pmd

@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The per-frame steps of the fast path, below rx_burst/tx_burst: one
+// received buffer to one mbuf, one mbuf to one work request. Declared here
+// so the unit tests can drive them on crafted frames.
+#pragma once
+
+#include "ipoib_port.hpp"
+
+namespace ipoib::pmd {
+
+// RX: the frame in receive buffer `buf` (GRH area first) that completion
+// `wc` describes, as a new mbuf from q->mp: an Ethernet frame (l2=eth: ARP
+// and ND translated, the sender learned) or the IPoIB frame with the
+// sender's address in the dynamic field (l2=ipoib). nullptr if the frame
+// was dropped (counted in q->st).
+rte_mbuf *rx_frame(RxQueue *q, const hca::Wc &wc, const std::uint8_t *buf) noexcept;
+
+// TX: work requests being built for one post_send.
+struct TxBatch {
+    hca::SendWr wr[kBurstMax];
+    hca::Sge sge[kBurstMax][hca::kMaxSendSge];
+    int n = 0;
+};
+
+enum class TxResult { sent, dropped, queued };
+
+// Add a work request for m to b (sent: m is owned by the queue until its
+// completion), or hold m for its destination (queued), or refuse it
+// (dropped: counted, the caller frees m). retry: m is already held; a
+// destination still not ready leaves it held without counting or asking again.
+// Needs a free work-request id (q->free_ids not empty) and room in b.
+TxResult tx_frame(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool retry) noexcept;
+
+} // namespace ipoib::pmd

@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// net_ipoib statistics: basic stats from the queues' counters, xstats from a
+// table of {name, getter} over the queues, the interface and the HCA.
+#include "ipoib_ethdev.hpp"
+#include "ipoib_port.hpp"
+
+namespace ipoib::pmd {
+
+namespace {
+
+// Drops that count as errors in the basic stats.
+std::uint64_t rx_error_sum(const RxStats &s) {
+    return s.errors + s.bad_frames + s.translate_errors + s.unsupported_ethertype;
+}
+std::uint64_t tx_error_sum(const TxStats &s) {
+    return s.errors + s.unresolved_drop + s.too_big + s.unsupported_ethertype + s.link_down_drop +
+           s.translate_errors + s.mcast_unjoined;
+}
+
+struct XstatDef {
+    const char *name;
+    std::uint64_t (*get)(const Port *);
+};
+
+template <std::uint64_t RxStats::*F>
+std::uint64_t rx_sum(const Port *p) {
+    std::uint64_t v = 0;
+    for (const RxQueue *q : p->rxq)
+        v += q ? q->st.*F : 0;
+    return v;
+}
+template <std::uint64_t TxStats::*F>
+std::uint64_t tx_sum(const Port *p) {
+    std::uint64_t v = 0;
+    for (const TxQueue *q : p->txq)
+        v += q ? q->st.*F : 0;
+    return v;
+}
+template <std::uint64_t ctrl::IfaceCounters::*F>
+std::uint64_t iface(const Port *p) {
+    return p->iface ? p->iface->counters().*F : 0;
+}
+template <std::uint64_t ctrl::CpCounters::*F>
+std::uint64_t cp(const Port *p) {
+    return p->hca->cp.counters().*F;
+}
+// HCA counters since the last reset (they live in the HCA, which we cannot reset).
+template <std::uint64_t hca::QpCounters::*F>
+std::uint64_t hca_qp(const Port *p) {
+    return p->qp ? p->qp->counters().*F - p->hca_base.*F : 0;
+}
+
+const XstatDef kXstats[] = {
+    {"rx_loopback_discards", rx_sum<&RxStats::loopback_discard>},
+    {"rx_unsupported_ethertype", rx_sum<&RxStats::unsupported_ethertype>},
+    {"rx_arp_translated", rx_sum<&RxStats::arp_translated>},
+    {"rx_nd_translated", rx_sum<&RxStats::nd_translated>},
+    {"rx_translate_errors", rx_sum<&RxStats::translate_errors>},
+    {"rx_bad_frames", rx_sum<&RxStats::bad_frames>},
+    {"rx_hca_errors", rx_sum<&RxStats::errors>},
+    {"tx_unresolved_drops", tx_sum<&TxStats::unresolved_drop>},
+    {"tx_unresolved_queued", tx_sum<&TxStats::unresolved_queued>},
+    {"tx_too_big", tx_sum<&TxStats::too_big>},
+    {"tx_unsupported_ethertype", tx_sum<&TxStats::unsupported_ethertype>},
+    {"tx_link_down_drops", tx_sum<&TxStats::link_down_drop>},
+    {"tx_arp_translated", tx_sum<&TxStats::arp_translated>},
+    {"tx_nd_translated", tx_sum<&TxStats::nd_translated>},
+    {"tx_translate_errors", tx_sum<&TxStats::translate_errors>},
+    {"tx_mcast_unjoined_drops", tx_sum<&TxStats::mcast_unjoined>},
+    {"tx_hca_errors", tx_sum<&TxStats::errors>},
+    {"mcast_joins", iface<&ctrl::IfaceCounters::joins>},
+    {"mcast_join_failures", iface<&ctrl::IfaceCounters::join_failures>},
+    {"mcast_leaves", iface<&ctrl::IfaceCounters::leaves>},
+    {"mcast_flushes", iface<&ctrl::IfaceCounters::flushes>},
+    {"bcast_group_absent", iface<&ctrl::IfaceCounters::broadcast_absent>},
+    {"bcast_group_mtu_too_big", iface<&ctrl::IfaceCounters::broadcast_mtu_too_big>},
+    {"port_not_active", iface<&ctrl::IfaceCounters::port_not_active>},
+    {"pkey_missing", iface<&ctrl::IfaceCounters::pkey_missing>},
+    {"sa_timeouts", iface<&ctrl::IfaceCounters::sa_timeouts>},
+    {"path_resolved", cp<&ctrl::CpCounters::path_resolved>},
+    {"path_failed", cp<&ctrl::CpCounters::path_failed>},
+    {"hca_drop_no_buffer", hca_qp<&hca::QpCounters::drop_no_buffer>},
+    {"hca_drop_qkey", hca_qp<&hca::QpCounters::drop_qkey>},
+    {"hca_drop_pkey", hca_qp<&hca::QpCounters::drop_pkey>},
+    {"hca_drop_too_long", hca_qp<&hca::QpCounters::drop_too_long>},
+    {"hca_drop_port_down", hca_qp<&hca::QpCounters::drop_port_down>},
+    {"hca_rx_errors", hca_qp<&hca::QpCounters::rx_errors>},
+};
+constexpr unsigned kNumXstats = std::size(kXstats);
+
+} // namespace
+
+int stats_get(rte_eth_dev *dev, rte_eth_stats *s) noexcept {
+    const Port *p = port_of(dev);
+    for (std::size_t i = 0; i < p->rxq.size(); ++i)
+        if (const RxQueue *q = p->rxq[i]) {
+            s->ipackets += q->st.packets;
+            s->ibytes += q->st.bytes;
+            s->ierrors += rx_error_sum(q->st);
+            s->rx_nombuf += q->st.nombuf;
+            if (i < RTE_ETHDEV_QUEUE_STAT_CNTRS) {
+                s->q_ipackets[i] = q->st.packets;
+                s->q_ibytes[i] = q->st.bytes;
+            }
+        }
+    for (std::size_t i = 0; i < p->txq.size(); ++i)
+        if (const TxQueue *q = p->txq[i]) {
+            s->opackets += q->st.packets;
+            s->obytes += q->st.bytes;
+            s->oerrors += tx_error_sum(q->st);
+            if (i < RTE_ETHDEV_QUEUE_STAT_CNTRS) {
+                s->q_opackets[i] = q->st.packets;
+                s->q_obytes[i] = q->st.bytes;
+            }
+        }
+    return 0;
+}
+
+int stats_reset(rte_eth_dev *dev) noexcept {
+    Port *p = port_of(dev);
+    if (p->qp)
+        p->hca_base = p->qp->counters();
+    for (auto *q : p->rxq)
+        if (q)
+            q->st = RxStats{};
+    for (auto *q : p->txq)
+        if (q)
+            q->st = TxStats{};
+    return 0;
+}
+
+int xstats_get(rte_eth_dev *dev, rte_eth_xstat *x, unsigned n) noexcept {
+    if (n < kNumXstats)
+        return kNumXstats;
+    const Port *p = port_of(dev);
+    for (unsigned i = 0; i < kNumXstats; ++i)
+        x[i] = rte_eth_xstat{i, kXstats[i].get(p)};
+    return kNumXstats;
+}
+
+int xstats_get_names(rte_eth_dev *, rte_eth_xstat_name *names, unsigned size) noexcept {
+    if (names && size >= kNumXstats)
+        for (unsigned i = 0; i < kNumXstats; ++i)
+            rte_strscpy(names[i].name, kXstats[i].name, sizeof names[i].name);
+    return kNumXstats;
+}
+
+} // namespace ipoib::pmd

@@ -1,0 +1,422 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// net_ipoib transmit path: tx_burst. Each frame becomes one UD send (its
+// mbuf chain as the gather list, the Ethernet header replaced by the 4-byte
+// IPoIB header); a burst is posted in one call and completions are reaped in
+// batches. Frames for destinations not resolved yet are held (at most
+// kHoldPerDest each) while the control thread resolves them. No locks, no
+// syscalls, no allocations.
+#include <rte_ether.h>
+#include <rte_mbuf.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "ipoib_offload.hpp"
+#include "ipoib_rxtx.hpp"
+#include "rte_pmd_ipoib.h"
+
+namespace ipoib::pmd {
+
+namespace {
+
+constexpr std::uint16_t kEthHdr = RTE_ETHER_HDR_LEN;
+
+// --- destinations ---
+
+// Hold m behind a destination that is not ready: at most kHoldPerDest per
+// destination (as Linux), kPendingMax per queue. `first`: the first one held
+// for it (the control thread must be asked).
+TxResult hold(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t now, bool *first) {
+    std::uint32_t same = 0;
+    for (std::uint32_t i = 0; i < q->npending; ++i)
+        same += q->pending[i].mac == key;
+    if (same >= kHoldPerDest || q->npending >= kPendingMax)
+        return TxResult::dropped;
+    *first = same == 0;
+    q->pending[q->npending++] = Pending{m, key, now};
+    ++q->st.unresolved_queued;
+    return TxResult::queued;
+}
+
+// A destination is not ready: hold m behind it, and ask the control thread
+// (`ask`) when m is the first frame held for it. retry: m is already held,
+// leave it held (no counting, no new request). Overflow drops count in `drops`.
+TxResult wait_for(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t now, bool retry, const Request &ask,
+                  std::uint64_t &drops) {
+    if (retry)
+        return TxResult::queued;
+    bool first = false;
+    if (hold(q, m, key, now, &first) == TxResult::dropped) {
+        ++drops;
+        return TxResult::dropped;
+    }
+    if (first)
+        push_request(q->fp, ask);
+    return TxResult::queued;
+}
+
+// The AH of a joined group (the broadcast group included), or nullptr.
+hca::Ah *group_ah(const PortData *fp, const wire::Gid &mgid) {
+    return mgid == fp->bcast_mgid ? fp->bcast_ah : fp->groups.find(mgid);
+}
+
+// Where a frame goes: an address handle and a QPN.
+struct Dest {
+    hca::Ah *ah = nullptr;
+    std::uint32_t qpn = 0;
+};
+
+// A multicast group: joined (sent), or held while a send-only join is made.
+TxResult group(TxQueue *q, rte_mbuf *m, const wire::Gid &mgid, const wire::Mac &key, std::uint64_t now, bool retry,
+               Dest *d) {
+    d->qpn = hca::kMulticastQpn;
+    if ((d->ah = group_ah(q->fp, mgid)))
+        return TxResult::sent;
+    Request ask{};
+    ask.kind = RequestKind::sendonly_join;
+    std::memcpy(ask.gid, mgid.raw.data(), 16);
+    return wait_for(q, m, key, now, retry, ask, q->st.mcast_unjoined);
+}
+
+// A unicast neighbour by the MAC it is known by: resolved (AH and QPN),
+// failed (dropped), or waited for (`ask` resolves it).
+TxResult neighbour(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t now, bool retry, const Request &ask,
+                   Dest *d) {
+    NeighSnapshot s{};
+    const bool known = q->fp->neigh.lookup(key, &s, now);
+    if (known && s.state == NeighState::resolved && s.ah) {
+        *d = Dest{s.ah, s.qpn};
+        return TxResult::sent;
+    }
+    if (known && s.state == NeighState::failed) {
+        ++q->st.unresolved_drop;
+        return TxResult::dropped;
+    }
+    return wait_for(q, m, key, now, retry, ask, q->st.unresolved_drop);
+}
+
+// Ethernet emulation: the destination of a frame by its destination MAC.
+TxResult eth_dest(TxQueue *q, rte_mbuf *m, const std::uint8_t *frame, std::uint32_t l3len, std::uint64_t now,
+                  bool retry, Dest *d) {
+    PortData *fp = q->fp;
+    const auto *eh = reinterpret_cast<const rte_ether_hdr *>(frame);
+    const std::uint8_t *l3 = frame + kEthHdr;
+    wire::Mac mac;
+    std::memcpy(mac.raw.data(), eh->dst_addr.addr_bytes, 6);
+    if (rte_is_broadcast_ether_addr(&eh->dst_addr)) {
+        *d = Dest{fp->bcast_ah, hca::kMulticastQpn};
+        return TxResult::sent;
+    }
+    if (rte_is_multicast_ether_addr(&eh->dst_addr)) {
+        const std::uint16_t et = rte_be_to_cpu_16(eh->ether_type);
+        wire::Result<wire::Gid> g = wire::Result<wire::Gid>::fail(wire::Error::not_multicast);
+        if (et == wire::kEtherTypeIPv4 && l3len >= 20)
+            g = wire::ipv4_mcast_mgid(wire::Bytes(l3 + 16, 4), fp->bcast_mgid);
+        else if (et == wire::kEtherTypeIPv6 && l3len >= 40)
+            g = wire::ipv6_mcast_mgid(wire::Bytes(l3 + 24, 16), fp->bcast_mgid);
+        if (!g.ok()) {
+            ++q->st.unsupported_ethertype;
+            return TxResult::dropped;
+        }
+        return group(q, m, g.value, mac, now, retry, d);
+    }
+    Request ask{};
+    ask.kind = RequestKind::resolve;
+    std::memcpy(ask.mac, mac.raw.data(), 6);
+    if (is_lidqpn_mac(mac)) {
+        ask.lid = lidqpn_mac_lid(mac);
+        ask.qpn = lidqpn_mac_qpn(mac);
+    }
+    return neighbour(q, m, mac, now, retry, ask, d);
+}
+
+// --- ARP and ND translation on transmit ---
+
+struct TxMapCtx {
+    PortData *fp;
+    std::uint64_t now;
+};
+
+bool tx_mac_to_hw(void *c, const wire::Mac &mac, wire::HwAddr *out) {
+    auto *x = static_cast<TxMapCtx *>(c);
+    if (std::memcmp(mac.raw.data(), x->fp->mac.addr_bytes, 6) == 0) {
+        *out = x->fp->hwaddr;
+        return true;
+    }
+    NeighSnapshot s;
+    if (!x->fp->neigh.lookup(mac, &s, x->now))
+        return false;
+    auto h = wire::make_hwaddr(0, s.qpn, s.gid);
+    *out = h.value;
+    return h.ok();
+}
+bool no_hw_to_mac(void *, const wire::HwAddr &, wire::Mac *) { return false; }
+// ND options we send describe us, whatever MAC the stack behind us put in them.
+bool own_hw(void *c, const wire::Mac &, wire::HwAddr *out) {
+    *out = static_cast<TxMapCtx *>(c)->fp->hwaddr;
+    return true;
+}
+
+enum class Translated { no, yes, dropped };
+
+// ARP/RARP, and ND with link-layer options, rewritten into the bounce slot.
+Translated translate(TxQueue *q, rte_mbuf *m, std::uint16_t et, std::uint8_t *bounce, std::uint64_t now,
+                     hca::Sge *sge) {
+    PortData *fp = q->fp;
+    const std::uint8_t *l3 = rte_pktmbuf_mtod_offset(m, const std::uint8_t *, kEthHdr);
+    const std::uint32_t l3len = m->pkt_len - kEthHdr;
+    const std::uint32_t half = q->slot_size / 2;
+    TxMapCtx cx{fp, now};
+    if (et == wire::kEtherTypeArp || et == wire::kEtherTypeRarp) {
+        if (m->nb_segs != 1) {
+            ++q->st.translate_errors;
+            return Translated::dropped;
+        }
+        // The sender of an ARP we transmit is this port, whatever MAC the stack
+        // behind us (a tap, a bridge) used: take its sender MAC as ours.
+        const std::uint32_t alen = m->data_len - kEthHdr;
+        std::uint8_t *arp = bounce + half;
+        std::memcpy(arp, l3, std::min(alen, half));
+        if (alen >= wire::kEthArpLen)
+            std::memcpy(arp + 8, fp->mac.addr_bytes, 6);
+        auto t = wire::arp_eth_to_ib(wire::Bytes(arp, alen), wire::MutBytes(bounce, half),
+                                     wire::AddrMapper{&cx, tx_mac_to_hw, no_hw_to_mac});
+        if (!t.ok()) {
+            ++q->st.translate_errors;
+            return Translated::dropped;
+        }
+        ++q->st.arp_translated;
+        *sge = hca::Sge{reinterpret_cast<std::uintptr_t>(bounce), static_cast<std::uint32_t>(t.value), 0};
+        return Translated::yes;
+    }
+    if (et != wire::kEtherTypeIPv6 || m->nb_segs != 1 || l3len <= 40 || l3[6] != wire::kIpProtoIcmpv6)
+        return Translated::no;
+    auto t = wire::nd_translate(wire::Bytes(l3, l3len), wire::MutBytes(bounce, q->slot_size),
+                                wire::NdDirection::eth_to_ib, wire::AddrMapper{&cx, own_hw, no_hw_to_mac});
+    if (!t.ok() && t.err == wire::Error::not_nd)
+        return Translated::no;
+    if (!t.ok() || t.value > fp->mtu) {
+        ++(t.ok() ? q->st.too_big : q->st.translate_errors);
+        return Translated::dropped;
+    }
+    ++q->st.nd_translated;
+    *sge = hca::Sge{reinterpret_cast<std::uintptr_t>(bounce), static_cast<std::uint32_t>(t.value), 0};
+    return Translated::yes;
+}
+
+// --- work requests ---
+
+// Take a work-request id for m and add its WR (gather list sg[0..nsge)) to the batch.
+void add_wr(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint32_t id, std::uint32_t nsge, const Dest &d) {
+    q->free_ids.pop_back();
+    q->inflight[id] = m;
+    b.wr[b.n] = hca::SendWr{id, b.sge[b.n], nsge, d.ah, d.qpn, hca::kUseQpQkey, true};
+    ++b.n;
+    ++q->st.packets;
+    q->st.bytes += m->pkt_len;
+}
+
+// Ethernet emulation: one Ethernet frame.
+TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool retry) {
+    PortData *fp = q->fp;
+    if (m->data_len < kEthHdr) {
+        ++q->st.errors;
+        return TxResult::dropped;
+    }
+    std::uint8_t *frame = rte_pktmbuf_mtod(m, std::uint8_t *);
+    const std::uint16_t et = rte_be_to_cpu_16(reinterpret_cast<const rte_ether_hdr *>(frame)->ether_type);
+    if (!wire::ethertype_allowed(et)) {
+        ++q->st.unsupported_ethertype;
+        return TxResult::dropped;
+    }
+    const std::uint32_t l3len = m->pkt_len - kEthHdr;
+    if (l3len > fp->mtu) {
+        ++q->st.too_big;
+        return TxResult::dropped;
+    }
+    tx_cksum(m);
+    Dest d;
+    if (const TxResult r = eth_dest(q, m, frame, l3len, now, retry, &d); r != TxResult::sent)
+        return r;
+
+    const std::uint32_t id = q->free_ids.back();
+    std::uint8_t *bounce = q->bounce.data() + std::size_t{id} * q->slot_size;
+    wire::write_encap(wire::MutBytes(q->hdr[id].data(), wire::kEncapLen), et);
+    hca::Sge *sg = b.sge[b.n];
+    std::uint32_t nsge = 0;
+    sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(q->hdr[id].data()), wire::kEncapLen, 0};
+    switch (translate(q, m, et, bounce, now, &sg[nsge])) {
+    case Translated::dropped: return TxResult::dropped;
+    case Translated::yes: ++nsge; break;
+    case Translated::no:
+        if (m->nb_segs + 1u > hca::kMaxSendSge) {  // too many segments for one gather list: linearise
+            rte_pktmbuf_read(m, kEthHdr, l3len, bounce);
+            sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(bounce), l3len, 0};
+            break;
+        }
+        sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(frame + kEthHdr),
+                              static_cast<std::uint32_t>(m->data_len - kEthHdr), 0};
+        for (rte_mbuf *s = m->next; s; s = s->next)
+            sg[nsge++] = hca::Sge{rte_pktmbuf_mtod(s, std::uintptr_t), s->data_len, 0};
+        break;
+    }
+    add_wr(q, b, m, id, nsge, d);
+    IPOIB_DATA_LOG(DEBUG, "tx: EtherType 0x%04x, %u bytes to LID %u QPN 0x%06x", et, m->pkt_len - kEthHdr,
+                   d.ah->attr().dlid, d.qpn);
+    return TxResult::sent;
+}
+
+// Native mode: the frame already carries the IPoIB header; the address is in the dynfield.
+TxResult tx_native(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool retry) {
+    PortData *fp = q->fp;
+    auto et = wire::parse_encap(wire::Bytes(rte_pktmbuf_mtod(m, const std::uint8_t *), m->data_len));
+    if (!et.ok()) {
+        ++q->st.unsupported_ethertype;
+        return TxResult::dropped;
+    }
+    if (m->pkt_len - wire::kEncapLen > fp->mtu) {
+        ++q->st.too_big;
+        return TxResult::dropped;
+    }
+    const auto *a = rte_pmd_ipoib_addr(m, fp->dynfield);
+    const wire::HwAddr hw = wire::parse_hwaddr(wire::Bytes(a->hwaddr, RTE_PMD_IPOIB_HWADDR_LEN)).value;
+    const wire::Gid gid = hw.gid();
+    Dest d;
+    TxResult r;
+    if (hw.qpn() == hca::kMulticastQpn) {
+        // Not joined yet: held under the group's MGID folded like a GUID while we join.
+        r = group(q, m, gid, wire::mac_from_guid(wire::guid_from_gid(gid)), now, retry, &d);
+    } else {
+        const wire::Mac key = gid == wire::Gid{} ? lidqpn_mac(a->lid, hw.qpn())
+                                                 : wire::mac_from_guid(wire::guid_from_gid(gid));
+        Request ask{};
+        ask.kind = RequestKind::resolve;
+        std::memcpy(ask.gid, gid.raw.data(), 16);
+        std::memcpy(ask.mac, key.raw.data(), 6);
+        ask.lid = a->lid;
+        ask.qpn = hw.qpn();
+        r = neighbour(q, m, key, now, retry, ask, &d);
+    }
+    if (r != TxResult::sent)
+        return r;
+    if (m->nb_segs > hca::kMaxSendSge) {
+        ++q->st.errors;
+        return TxResult::dropped;
+    }
+    hca::Sge *sg = b.sge[b.n];
+    std::uint32_t nsge = 0;
+    for (rte_mbuf *s = m; s; s = s->next)
+        sg[nsge++] = hca::Sge{rte_pktmbuf_mtod(s, std::uintptr_t), s->data_len, 0};
+    add_wr(q, b, m, q->free_ids.back(), nsge, d);
+    return TxResult::sent;
+}
+
+// Frames that waited for their destination: send the resolved, drop the
+// hopeless (failed, or waiting for too long), keep the rest.
+void flush_pending(TxQueue *q, TxBatch &b, std::uint64_t now) {
+    if (!q->npending)
+        return;
+    Pending waiting[kPendingMax];
+    const std::uint32_t nw = q->npending;
+    std::memcpy(waiting, q->pending, sizeof(Pending) * nw);
+    q->npending = 0;
+    for (std::uint32_t k = 0; k < nw; ++k) {
+        const Pending &pe = waiting[k];
+        if (now - pe.since_ms > kHoldTimeoutMs) {
+            ++q->st.unresolved_drop;
+            rte_pktmbuf_free(pe.m);
+            continue;
+        }
+        if (q->free_ids.empty() || b.n >= static_cast<int>(kPendingFlushBatch)) {
+            q->pending[q->npending++] = pe;
+            continue;
+        }
+        switch (tx_frame(q, b, pe.m, now, true)) {
+        case TxResult::sent: break;
+        case TxResult::dropped: rte_pktmbuf_free(pe.m); break;
+        case TxResult::queued: q->pending[q->npending++] = pe; break;
+        }
+    }
+}
+
+// Post the batch; WRs the HCA did not take are freed and counted.
+void post_batch(TxQueue *q, hca::Qp *qp, TxBatch &b) {
+    if (!b.n)
+        return;
+    const int posted = qp->post_send(b.wr, b.n);
+    for (int k = posted < 0 ? 0 : posted; k < b.n; ++k) {
+        const auto id = static_cast<std::uint32_t>(b.wr[k].wr_id);
+        rte_pktmbuf_free(q->inflight[id]);
+        q->inflight[id] = nullptr;
+        q->free_ids.push_back(id);
+        ++q->st.errors;
+    }
+    b.n = 0;
+}
+
+} // namespace
+
+TxResult tx_frame(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool retry) noexcept {
+    return q->fp->l2 == L2Mode::eth ? tx_eth(q, b, m, now, retry) : tx_native(q, b, m, now, retry);
+}
+
+void tx_flush_completions(TxQueue *q) noexcept {
+    hca::Wc wc[kBurstMax];
+    int n;
+    while ((n = q->fp->tx_cq->poll(wc, kBurstMax)) > 0)
+        for (int i = 0; i < n; ++i) {
+            const auto id = static_cast<std::uint32_t>(wc[i].wr_id);
+            if (wc[i].status != hca::WcStatus::success)
+                ++q->st.errors;
+            rte_pktmbuf_free(q->inflight[id]);
+            q->inflight[id] = nullptr;
+            q->free_ids.push_back(id);
+        }
+}
+
+// Called from rx_burst: frames waiting for a neighbour must leave once it is
+// resolved even if the application sends nothing more. The TX queue may
+// belong to another lcore, hence the per-burst try-lock.
+void tx_service_pending(TxQueue *q) noexcept {
+    if (!q->npending || q->busy.test_and_set(std::memory_order_acquire))
+        return;
+    hca::Qp *qp = q->fp->qp_ready.load(std::memory_order_acquire);
+    if (qp && q->fp->link_up.load(std::memory_order_acquire)) {
+        TxBatch b;
+        flush_pending(q, b, now_ms());
+        post_batch(q, qp, b);
+        tx_flush_completions(q);
+    }
+    q->busy.clear(std::memory_order_release);
+}
+
+std::uint16_t tx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept {
+    auto *q = static_cast<TxQueue *>(queue);
+    PortData *fp = q->fp;
+    hca::Qp *qp = fp->qp_ready.load(std::memory_order_acquire);
+    if (!qp || !fp->link_up.load(std::memory_order_acquire)) {
+        for (std::uint16_t i = 0; i < nb; ++i)
+            rte_pktmbuf_free(pkts[i]);
+        q->st.link_down_drop += nb;
+        return nb;
+    }
+    while (q->busy.test_and_set(std::memory_order_acquire))
+        rte_pause();  // rx_burst of another lcore is flushing our held frames
+    tx_flush_completions(q);
+    const std::uint64_t now = now_ms();
+    TxBatch b;
+    flush_pending(q, b, now);
+    std::uint16_t i = 0;
+    for (; i < nb && !q->free_ids.empty() && b.n < static_cast<int>(kBurstMax); ++i) {
+        if (i + 1 < nb)
+            rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void *));
+        if (tx_frame(q, b, pkts[i], now, false) == TxResult::dropped)
+            rte_pktmbuf_free(pkts[i]);
+    }
+    post_batch(q, qp, b);
+    tx_flush_completions(q);
+    q->busy.clear(std::memory_order_release);
+    return i;
+}
+
+} // namespace ipoib::pmd
