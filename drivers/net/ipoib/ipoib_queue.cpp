@@ -7,8 +7,18 @@
 
 #include "ipoib_ethdev.hpp"
 #include "ipoib_port.hpp"
+#include "ipoib_rxtx.hpp"
 
 namespace ipoib::pmd {
+
+RxQueue *rx_queue_create(Port *p, std::uint16_t qid, rte_mempool *mp) noexcept {
+    auto *q = new RxQueue{};
+    q->fp = &p->fp;
+    q->port = p;
+    q->mp = mp;
+    q->queue_id = qid;
+    return q;
+}
 
 int rx_queue_setup(rte_eth_dev *dev, std::uint16_t qid, std::uint16_t, unsigned, const rte_eth_rxconf *,
                    rte_mempool *mp) noexcept {
@@ -16,13 +26,8 @@ int rx_queue_setup(rte_eth_dev *dev, std::uint16_t qid, std::uint16_t, unsigned,
     if (p->rxq.size() <= qid)
         p->rxq.resize(qid + 1, nullptr);
     delete p->rxq[qid];
-    auto *q = new RxQueue{};
-    q->fp = &p->fp;
-    q->port = p;
-    q->mp = mp;
-    q->queue_id = qid;
-    p->rxq[qid] = q;
-    dev->data->rx_queues[qid] = q;
+    p->rxq[qid] = rx_queue_create(p, qid, mp);
+    dev->data->rx_queues[qid] = p->rxq[qid];
     return 0;
 }
 
@@ -35,6 +40,20 @@ void rx_queue_release(rte_eth_dev *dev, std::uint16_t qid) noexcept {
     dev->data->rx_queues[qid] = nullptr;
 }
 
+TxQueue *tx_queue_create(PortData *fp, std::uint16_t qid, std::uint32_t n) noexcept {
+    auto *q = new TxQueue{};
+    q->fp = fp;
+    q->queue_id = qid;
+    q->inflight.assign(n, nullptr);
+    q->free_ids.reserve(n);
+    for (std::uint32_t i = n; i-- > 0;)
+        q->free_ids.push_back(i);
+    q->slot_size = kTxSlotSize;
+    q->bounce.assign(std::size_t{n} * q->slot_size, 0);
+    q->hdr.assign(n, {});
+    return q;
+}
+
 int tx_queue_setup(rte_eth_dev *dev, std::uint16_t qid, std::uint16_t nb_desc, unsigned,
                    const rte_eth_txconf *) noexcept {
     Port *p = port_of(dev);
@@ -44,18 +63,8 @@ int tx_queue_setup(rte_eth_dev *dev, std::uint16_t qid, std::uint16_t nb_desc, u
         tx_queue_release(dev, qid);
     const std::uint32_t n = std::clamp<std::uint32_t>(nb_desc ? nb_desc : p->cfg.txq_size, kTxDescMin,
                                                       kQueueDepthMax);
-    auto *q = new TxQueue{};
-    q->fp = &p->fp;
-    q->queue_id = qid;
-    q->inflight.assign(n, nullptr);
-    q->free_ids.reserve(n);
-    for (std::uint32_t i = n; i-- > 0;)
-        q->free_ids.push_back(i);
-    q->slot_size = kTxSlotSize;
-    q->bounce.assign(std::size_t{n} * q->slot_size, 0);
-    q->hdr.assign(n, {});
-    p->txq[qid] = q;
-    dev->data->tx_queues[qid] = q;
+    p->txq[qid] = tx_queue_create(&p->fp, qid, n);
+    dev->data->tx_queues[qid] = p->txq[qid];
     return 0;
 }
 

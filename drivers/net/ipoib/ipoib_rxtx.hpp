@@ -8,6 +8,10 @@
 
 namespace ipoib::pmd {
 
+// Queue state (ipoib_queue.cpp), for queue setup and tests.
+RxQueue *rx_queue_create(Port *p, std::uint16_t qid, rte_mempool *mp) noexcept;
+TxQueue *tx_queue_create(PortData *fp, std::uint16_t qid, std::uint32_t n) noexcept;
+
 // RX: the frame in receive buffer `buf` (GRH area first) that completion
 // `wc` describes, as a new mbuf from q->mp: an Ethernet frame (l2=eth: ARP
 // and ND translated, the sender learned) or the IPoIB frame with the

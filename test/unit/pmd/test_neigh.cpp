@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The fast path's address tables: neighbours, receive index, groups.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <memory>
+#include <thread>
+
+#include "ipoib_neigh.hpp"
+
+using namespace ipoib;
+using namespace ipoib::pmd;
+
+namespace {
+
+wire::Mac mac(std::uint32_t n) {
+    return wire::Mac{{0x02, 0x00, static_cast<std::uint8_t>(n >> 24), static_cast<std::uint8_t>(n >> 16),
+                      static_cast<std::uint8_t>(n >> 8), static_cast<std::uint8_t>(n)}};
+}
+
+void put(NeighTable &t, const wire::Mac &m, std::uint16_t dlid, std::uint32_t qpn) {
+    Neigh *n = t.find_or_add(m);
+    REQUIRE(n);
+    t.write(n, [&](Neigh &e) {
+        e.state = NeighState::resolved;
+        e.dlid = dlid;
+        e.qpn = qpn;
+    });
+}
+
+// MACs whose home slot is the same as mac(0)'s.
+std::vector<wire::Mac> colliding(std::size_t count) {
+    std::vector<wire::Mac> out;
+    const std::uint32_t home = NeighTable::mac_slot(mac(0).raw.data());
+    for (std::uint32_t i = 0; out.size() < count; ++i)
+        if (NeighTable::mac_slot(mac(i).raw.data()) == home)
+            out.push_back(mac(i));
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("neighbour table: insert, look up, delete") {
+    auto t = std::make_unique<NeighTable>();
+    NeighSnapshot s{};
+    CHECK_FALSE(t->lookup(mac(1), &s, 0));
+    put(*t, mac(1), 7, 0x123);
+    REQUIRE(t->lookup(mac(1), &s, 5000));
+    CHECK(s.state == NeighState::resolved);
+    CHECK(s.dlid == 7);
+    CHECK(s.qpn == 0x123);
+    CHECK(t->find(mac(1))->used_ms.load() == 5000);  // the fast path stamps its use
+    CHECK(t->find_or_add(mac(1)) == t->find(mac(1)));  // no duplicate
+    t->remove(t->find(mac(1)));
+    CHECK_FALSE(t->lookup(mac(1), &s, 0));
+    CHECK(t->find(mac(1)) == nullptr);
+}
+
+TEST_CASE("neighbour table: deleting from a collision cluster keeps the rest reachable") {
+    auto t = std::make_unique<NeighTable>();
+    const auto macs = colliding(6);
+    for (std::size_t i = 0; i < macs.size(); ++i)
+        put(*t, macs[i], static_cast<std::uint16_t>(i + 1), static_cast<std::uint32_t>(i + 100));
+    t->remove(t->find(macs[0]));
+    t->remove(t->find(macs[3]));
+    NeighSnapshot s{};
+    for (std::size_t i = 0; i < macs.size(); ++i) {
+        INFO("neighbour " << i);
+        const bool gone = i == 0 || i == 3;
+        REQUIRE(t->lookup(macs[i], &s, 0) == !gone);
+        if (!gone)
+            CHECK(s.qpn == i + 100);
+    }
+    // The freed slots are used again.
+    put(*t, macs[0], 9, 900);
+    REQUIRE(t->lookup(macs[0], &s, 0));
+    CHECK(s.qpn == 900);
+}
+
+TEST_CASE("neighbour table: a full probe window refuses new neighbours") {
+    auto t = std::make_unique<NeighTable>();
+    const auto macs = colliding(kNeighProbe + 1);
+    for (std::uint32_t i = 0; i < kNeighProbe; ++i)
+        put(*t, macs[i], 1, i);
+    CHECK(t->find_or_add(macs[kNeighProbe]) == nullptr);
+    t->remove(t->find(macs[2]));
+    CHECK(t->find_or_add(macs[kNeighProbe]) != nullptr);
+}
+
+TEST_CASE("receive index: sender to MAC, unindexed, its slot reused") {
+    auto t = std::make_unique<NeighTable>();
+    wire::Mac out{};
+    CHECK_FALSE(t->mac_for(5, 0x10, &out));
+    t->index(5, 0x10, mac(1));
+    t->index(6, 0x10, mac(2));
+    REQUIRE(t->mac_for(5, 0x10, &out));
+    CHECK(out == mac(1));
+    REQUIRE(t->mac_for(6, 0x10, &out));
+    CHECK(out == mac(2));
+    t->index(5, 0x10, mac(3));  // re-learned: updated in place
+    REQUIRE(t->mac_for(5, 0x10, &out));
+    CHECK(out == mac(3));
+    t->unindex(5, 0x10);
+    CHECK_FALSE(t->mac_for(5, 0x10, &out));
+    REQUIRE(t->mac_for(6, 0x10, &out));  // its neighbour in the table is untouched
+    t->index(5, 0x10, mac(4));           // the sender comes back
+    REQUIRE(t->mac_for(5, 0x10, &out));
+    CHECK(out == mac(4));
+}
+
+TEST_CASE("neighbour table: readers never see half an entry while the control thread writes") {
+    auto t = std::make_unique<NeighTable>();
+    put(*t, mac(1), 1, 1);
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> reads{0}, torn{0};
+    std::thread reader([&] {
+        NeighSnapshot s{};
+        while (!stop.load(std::memory_order_relaxed)) {
+            if (!t->lookup(mac(1), &s, 0))
+                continue;  // a busy entry: the fast path asks again later
+            ++reads;
+            // The writer keeps qpn == dlid * 3 and every GID byte == dlid's low byte.
+            bool ok = s.qpn == std::uint32_t{s.dlid} * 3;
+            for (auto b : s.gid.raw)
+                ok = ok && b == static_cast<std::uint8_t>(s.dlid);
+            torn += !ok;
+        }
+    });
+    Neigh *n = t->find(mac(1));
+    for (std::uint32_t i = 0; i < 200000; ++i) {
+        const auto v = static_cast<std::uint16_t>(i);
+        t->write(n, [&](Neigh &e) {
+            e.dlid = v;
+            e.gid.raw.fill(static_cast<std::uint8_t>(v));
+            e.qpn = std::uint32_t{v} * 3;
+        });
+    }
+    // Let the reader see the final state too.
+    while (reads.load() < 1000)
+        std::this_thread::yield();
+    stop = true;
+    reader.join();
+    CHECK(reads.load() > 0);
+    CHECK(torn.load() == 0);
+}
+
+TEST_CASE("group table: add, find, remove, full") {
+    auto g = std::make_unique<GroupTable>();
+    wire::Gid a{}, b{};
+    a.raw[0] = b.raw[0] = 0xff;
+    a.raw[15] = 1;
+    b.raw[15] = 2;
+    auto *ah = reinterpret_cast<hca::Ah *>(0x1000);
+    CHECK(g->find(a) == nullptr);
+    REQUIRE(g->add(a, 0xc001, ah));
+    CHECK(g->find(a) == ah);
+    CHECK(g->find(b) == nullptr);
+    g->remove(a);
+    CHECK(g->find(a) == nullptr);
+    for (std::uint32_t i = 0; i < kMcastSlots; ++i) {
+        wire::Gid x = a;
+        x.raw[14] = static_cast<std::uint8_t>(i);
+        REQUIRE(g->add(x, 0xc000, ah));
+    }
+    CHECK_FALSE(g->add(b, 0xc000, ah));
+}
