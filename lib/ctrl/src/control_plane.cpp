@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "ipoib/ctrl/control_plane.hpp"
 
-#include <infiniband/umad_sa.h>
 #include <poll.h>
 #include <time.h>
 
@@ -16,9 +15,6 @@
 namespace ipoib::ctrl {
 
 namespace {
-
-constexpr std::uint32_t kBackoffStartMs = 1000;
-constexpr std::uint32_t kBackoffMaxMs = 16000;
 
 std::uint64_t now_ms() {
     timespec ts{};
@@ -36,7 +32,13 @@ std::string hex16(std::uint16_t v) {
     return b;
 }
 
-std::uint32_t mtu_bytes(std::uint8_t code) { return code >= 1 && code <= 5 ? 128u << code : 0; }
+constexpr auto kMtuCodeMin = static_cast<std::uint8_t>(hca::Mtu::mtu256);
+constexpr auto kMtuCodeMax = static_cast<std::uint8_t>(hca::Mtu::mtu4096);
+
+// An IB MTU code in bytes; 0 for a code that names no MTU.
+std::uint32_t mtu_bytes(std::uint8_t code) {
+    return code >= kMtuCodeMin && code <= kMtuCodeMax ? hca::mtu_bytes(static_cast<hca::Mtu>(code)) : 0;
+}
 
 std::array<std::uint8_t, 16> key_of(const Gid &g) { return g.raw; }
 
@@ -91,7 +93,7 @@ void Interface::log(LogLevel l, const char *topic, const std::string &m) const {
 }
 
 // Log a waiting-state message once per occurrence, not on every retry.
-void Interface::notice_once(int key, const std::string &m) {
+void Interface::notice_once(Notice key, const std::string &m) {
     troubled_ = true;
     if (last_notice_ == key)
         return;
@@ -146,7 +148,7 @@ void Interface::flush(const char *why, bool restart) {
     state_ = restart ? IfaceState::port_down : IfaceState::stopped;
     backoff_ms_ = 0;
     next_try_ms_ = 0;
-    last_notice_ = -1;
+    last_notice_ = Notice::none;
     cp_->paths_.invalidate_all();
     if (was_up && on_link)
         on_link(false);
@@ -177,12 +179,12 @@ McMemberRecord Interface::static_record(const Gid &mgid, std::uint8_t join_state
     r.qkey = cfg_.static_qkey;
     r.mlid = 0;  // RoCE: no LIDs
     std::uint8_t code = static_cast<std::uint8_t>(pa.active_mtu);
-    for (std::uint8_t c = 1; c <= 5; ++c)
+    for (std::uint8_t c = kMtuCodeMin; c <= kMtuCodeMax; ++c)
         if (mtu_bytes(c) == cfg_.static_mtu)
             code = c;
     r.mtu = code;
-    r.pkey = static_cast<std::uint16_t>(pkey_ | 0x8000);
-    r.hop_limit = 1;
+    r.pkey = static_cast<std::uint16_t>(pkey_ | kPkeyFullMember);
+    r.hop_limit = kStaticMcastHopLimit;
     r.scope = mgid.raw[1] & 0xf;
     r.join_state = join_state;
     return r;
@@ -217,10 +219,11 @@ void Interface::start_probe() {
         const auto &pa = cp_->port_attr(cfg_.port);
         if (mtu_bytes(r.mtu) > mtu_bytes(static_cast<std::uint8_t>(pa.active_mtu))) {
             ++counters_.broadcast_mtu_too_big;
-            notice_once(4, "configured broadcast MTU " + std::to_string(mtu_bytes(r.mtu)) +
-                               " greater than the port's active MTU " +
-                               std::to_string(mtu_bytes(static_cast<std::uint8_t>(pa.active_mtu))) +
-                               "; interface stays down");
+            notice_once(Notice::broadcast_mtu_too_big,
+                        "configured broadcast MTU " + std::to_string(mtu_bytes(r.mtu)) +
+                            " greater than the port's active MTU " +
+                            std::to_string(mtu_bytes(static_cast<std::uint8_t>(pa.active_mtu))) +
+                            "; interface stays down");
             retry_later(now_ms());
             return;
         }
@@ -245,12 +248,13 @@ void Interface::on_probe(SaStatus st, const std::vector<McMemberRecord> &recs) {
     const std::string bg = wire::to_string(bcast_.mgid);
     if (st.status == -ETIMEDOUT) {
         ++counters_.sa_timeouts;
-        notice_once(1, "SA not answering: cannot probe the IPoIB broadcast group " + bg + "; retrying");
+        notice_once(Notice::probe_sa_silent,
+                    "SA not answering: cannot probe the IPoIB broadcast group " + bg + "; retrying");
         retry_later(now);
         return;
     }
-    if (!st.ok() && st.status != (UMAD_SA_STATUS_NO_RECORDS << 8)) {
-        notice_once(2, "probing the IPoIB broadcast group " + bg + " failed: " + st.message());
+    if (!st.ok() && st.status != kSaStatusNoRecords) {
+        notice_once(Notice::probe_failed, "probing the IPoIB broadcast group " + bg + " failed: " + st.message());
         retry_later(now);
         return;
     }
@@ -260,8 +264,9 @@ void Interface::on_probe(SaStatus st, const std::vector<McMemberRecord> &recs) {
             rec = &r;
     if (!rec) {
         ++counters_.broadcast_absent;
-        notice_once(3, "IPoIB broadcast group " + bg + " absent (is the SM configured with an ipoib partition " +
-                           hex16(pkey_) + "?); interface stays down");
+        notice_once(Notice::broadcast_absent, "IPoIB broadcast group " + bg +
+                                                  " absent (is the SM configured with an ipoib partition " +
+                                                  hex16(pkey_) + "?); interface stays down");
         retry_later(now);
         return;
     }
@@ -269,9 +274,10 @@ void Interface::on_probe(SaStatus st, const std::vector<McMemberRecord> &recs) {
     const std::uint8_t port_max = static_cast<std::uint8_t>(pa.max_mtu);
     if (mtu_bytes(rec->mtu) > mtu_bytes(port_max)) {
         ++counters_.broadcast_mtu_too_big;
-        notice_once(4, "IPoIB broadcast group MTU " + std::to_string(mtu_bytes(rec->mtu)) +
-                           " greater than port's maximum MTU " + std::to_string(mtu_bytes(port_max)) +
-                           "; interface stays down");
+        notice_once(Notice::broadcast_mtu_too_big,
+                    "IPoIB broadcast group MTU " + std::to_string(mtu_bytes(rec->mtu)) +
+                        " greater than port's maximum MTU " + std::to_string(mtu_bytes(port_max)) +
+                        "; interface stays down");
         retry_later(now);
         return;
     }
@@ -295,8 +301,9 @@ void Interface::on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &re
         ++counters_.join_failures;
         if (st.status == -ETIMEDOUT)
             ++counters_.sa_timeouts;
-        notice_once(5, "joining the IPoIB broadcast group " + wire::to_string(bcast_.mgid) +
-                           " failed: " + (st.ok() ? std::string("empty answer") : st.message()) + "; retrying");
+        notice_once(Notice::broadcast_join_failed,
+                    "joining the IPoIB broadcast group " + wire::to_string(bcast_.mgid) + " failed: " +
+                        (st.ok() ? std::string("empty answer") : st.message()) + "; retrying");
         retry_later(now);
         return;
     }
@@ -315,7 +322,7 @@ void Interface::on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &re
     if (troubled_)
         log(LogLevel::notice, "ipoib", "recovered: the broadcast group is joined, interface up");
     troubled_ = false;
-    last_notice_ = -1;
+    last_notice_ = Notice::none;
     char info[160];
     std::snprintf(info, sizeof info, "joined broadcast group %s: MLID 0x%04x, Q_Key 0x%x, MTU %u, SL %u, rate %u",
                   wire::to_string(bcast_.mgid).c_str(), r.mlid, r.qkey, mtu_bytes(r.mtu), r.sl, r.rate);
@@ -352,11 +359,11 @@ void Interface::join_group(Group &g, std::uint64_t) {
     r.port_gid = cp_->port_gid(cfg_.port);
     r.qkey = bcast_.qkey;
     r.mtu = bcast_.mtu;
-    r.mtu_selector = 2;  // exactly
+    r.mtu_selector = kSelectorExactly;
     r.traffic_class = bcast_.traffic_class;
-    r.pkey = static_cast<std::uint16_t>(pkey_ | 0x8000);
+    r.pkey = static_cast<std::uint16_t>(pkey_ | kPkeyFullMember);
     r.rate = bcast_.rate;
-    r.rate_selector = 2;
+    r.rate_selector = kSelectorExactly;
     r.sl = bcast_.sl;
     r.flow_label = bcast_.flow_label;
     r.hop_limit = bcast_.hop_limit;
@@ -410,10 +417,10 @@ void Interface::tick(std::uint64_t now) {
         if (now < next_try_ms_)
             return;
         if (pa.state != hca::PortState::active) {
-            if (last_notice_ != 6)
+            if (last_notice_ != Notice::port_not_active)
                 ++counters_.port_not_active;
-            notice_once(6, "port " + std::to_string(cfg_.port) + " is not active (" + hca::to_string(pa.state) +
-                               "); interface stays down");
+            notice_once(Notice::port_not_active, "port " + std::to_string(cfg_.port) + " is not active (" +
+                                                     hca::to_string(pa.state) + "); interface stays down");
             return;
         }
         // The interface's P_Key: index 0 by default, else the configured one.
@@ -421,10 +428,10 @@ void Interface::tick(std::uint64_t now) {
         std::uint16_t found = 0;
         for (int i = 0; i < static_cast<int>(hca::kMaxPkeys); ++i) {
             std::uint16_t k = 0;
-            if (cp_->ctx_->query_pkey(cfg_.port, i, &k) != 0 || !(k & 0x7fff))
+            if (cp_->ctx_->query_pkey(cfg_.port, i, &k) != 0 || !(k & kPkeyMask))
                 continue;
-            if (cfg_.pkey == 0 ? i == 0 : (k & 0x7fff) == (cfg_.pkey & 0x7fff)) {
-                if (idx < 0 || (k & 0x8000)) {
+            if (cfg_.pkey == 0 ? i == 0 : (k & kPkeyMask) == (cfg_.pkey & kPkeyMask)) {
+                if (idx < 0 || (k & kPkeyFullMember)) {
                     idx = i;
                     found = k;
                 }
@@ -434,9 +441,9 @@ void Interface::tick(std::uint64_t now) {
             if (state_ != IfaceState::pkey_missing)
                 ++counters_.pkey_missing;
             state_ = IfaceState::pkey_missing;
-            notice_once(7, "P_Key " + hex16(cfg_.pkey) + " is not in port " + std::to_string(cfg_.port) +
-                               "'s P_Key table; interface stays down");
-            next_try_ms_ = now + kBackoffStartMs;
+            notice_once(Notice::pkey_missing, "P_Key " + hex16(cfg_.pkey) + " is not in port " +
+                                                  std::to_string(cfg_.port) + "'s P_Key table; interface stays down");
+            next_try_ms_ = now + kPkeyRecheckMs;
             return;
         }
         pkey_ = found;
@@ -465,8 +472,8 @@ void Interface::tick(std::uint64_t now) {
 
     if (cp_->is_static()) {
         if (cfg_.allmulti)
-            notice_once(8, "allmulticast: no SA on a RoCE port to list the partition's groups; "
-                           "only groups joined explicitly are received");
+            notice_once(Notice::allmulti_static, "allmulticast: no SA on a RoCE port to list the partition's groups; "
+                                                 "only groups joined explicitly are received");
         return;
     }
 
@@ -493,7 +500,7 @@ void Interface::tick(std::uint64_t now) {
             if (sa_silent_)
                 log(LogLevel::notice, "ipoib", "SA answering again");
             sa_silent_ = false;
-            if ((st.ok() || st.status == (UMAD_SA_STATUS_NO_RECORDS << 8)) && recs.empty()) {
+            if ((st.ok() || st.status == kSaStatusNoRecords) && recs.empty()) {
                 ++counters_.memberships_lost;
                 log(LogLevel::notice, "ipoib.mcast",
                     "the SA no longer lists us in the broadcast group (SM restarted?): rejoining");
@@ -505,7 +512,7 @@ void Interface::tick(std::uint64_t now) {
     if (cfg_.allmulti && now >= next_allmulti_ms_) {
         next_allmulti_ms_ = now + cfg_.allmulti_poll_ms;
         McMemberRecord q{};
-        q.pkey = static_cast<std::uint16_t>(pkey_ | 0x8000);
+        q.pkey = static_cast<std::uint16_t>(pkey_ | kPkeyFullMember);
         const std::uint64_t gen = generation_;
         cp_->sa_.query_mcmembers(q, kMcmPkey, [this, gen](SaStatus st, const std::vector<McMemberRecord> &recs) {
             if (gen != generation_ || !st.ok())
@@ -541,8 +548,8 @@ bool ControlPlane::open(hca::Context &ctx, const CpConfig &cfg, std::string *err
     cfg_ = cfg;
     ports_.assign(ctx.num_ports(), hca::PortAttr{});
     gid_index_.assign(ctx.num_ports(), 0);
-    ring_ = std::make_unique<Cell[]>(kRingSize);
-    for (std::size_t i = 0; i < kRingSize; ++i)
+    ring_ = std::make_unique<Cell[]>(kRequestRingSize);
+    for (std::size_t i = 0; i < kRequestRingSize; ++i)
         ring_[i].seq.store(i, std::memory_order_relaxed);
     refresh_ports();
     const std::uint8_t mport = static_cast<std::uint8_t>(cfg.sa.port > 0 ? cfg.sa.port : 1);
@@ -588,7 +595,7 @@ Interface *ControlPlane::add_interface(const IfaceConfig &cfg, std::string *err)
         return nullptr;
     }
     for (auto &i : ifaces_)
-        if (i->cfg_.port == cfg.port && (i->cfg_.pkey & 0x7fff) == (cfg.pkey & 0x7fff)) {
+        if (i->cfg_.port == cfg.port && (i->cfg_.pkey & kPkeyMask) == (cfg.pkey & kPkeyMask)) {
             *err = "an interface for port " + std::to_string(cfg.port) + " P_Key " + hex16(cfg.pkey) + " exists";
             return nullptr;
         }
@@ -619,7 +626,7 @@ void ControlPlane::stop(int timeout_ms) {
         }
     const std::uint64_t end = now_ms() + static_cast<std::uint64_t>(timeout_ms);
     while (sa_.outstanding() && now_ms() < end)
-        sa_.poll(10);
+        sa_.poll(kStopPollMs);
     ifaces_.clear();
     sa_.close();
     open_ = false;
@@ -628,7 +635,7 @@ void ControlPlane::stop(int timeout_ms) {
 bool ControlPlane::push(const Request &r) {
     std::uint64_t pos = ring_tail_.load(std::memory_order_relaxed);
     for (;;) {
-        Cell &c = ring_[pos & (kRingSize - 1)];
+        Cell &c = ring_[pos & (kRequestRingSize - 1)];
         const std::uint64_t seq = c.seq.load(std::memory_order_acquire);
         const auto dif = static_cast<std::int64_t>(seq) - static_cast<std::int64_t>(pos);
         if (dif == 0) {
@@ -646,24 +653,24 @@ bool ControlPlane::push(const Request &r) {
 }
 
 bool ControlPlane::pop(Request *r) {
-    Cell &c = ring_[ring_head_ & (kRingSize - 1)];
+    Cell &c = ring_[ring_head_ & (kRequestRingSize - 1)];
     if (c.seq.load(std::memory_order_acquire) != ring_head_ + 1)
         return false;
     *r = c.req;
-    c.seq.store(ring_head_ + kRingSize, std::memory_order_release);
+    c.seq.store(ring_head_ + kRequestRingSize, std::memory_order_release);
     ++ring_head_;
     return true;
 }
 
 bool ControlPlane::request_path(const Gid &dgid, std::uint16_t pkey) {
-    if (push(Request{1, pkey, nullptr, dgid}))
+    if (push(Request{RequestKind::path, pkey, nullptr, dgid}))
         return true;
     ++counters_.ring_full;  // only the control thread reads it; a lost increment is harmless
     return false;
 }
 
 bool ControlPlane::request_sendonly(Interface *iface, const Gid &mgid) {
-    if (push(Request{2, 0, iface, mgid}))
+    if (push(Request{RequestKind::sendonly_join, 0, iface, mgid}))
         return true;
     ++counters_.ring_full;
     return false;
@@ -689,7 +696,7 @@ void ControlPlane::resolve_path(const Gid &dgid, std::uint16_t pkey) {
         e.rec.sgid = port_gid(port);
         e.rec.pkey = pkey;
         e.rec.mtu = static_cast<std::uint8_t>(pa.active_mtu);
-        e.rec.hop_limit = 64;
+        e.rec.hop_limit = kStaticPathHopLimit;
         e.rec.reversible = true;
         e.valid = true;
         e.updated_ms = now_ms();
@@ -740,9 +747,9 @@ void ControlPlane::run_once(int max_wait_ms) {
     }
     Request r;
     while (pop(&r)) {
-        if (r.kind == 1) {
+        if (r.kind == RequestKind::path) {
             resolve_path(r.gid, r.pkey);
-        } else if (r.kind == 2 && r.iface) {
+        } else if (r.kind == RequestKind::sendonly_join && r.iface) {
             auto &g = r.iface->groups_[key_of(r.gid)];
             if (g.mgid == Gid{}) {
                 g.mgid = r.gid;

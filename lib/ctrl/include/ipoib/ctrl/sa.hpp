@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "ipoib/ctrl/constants.hpp"
 #include "ipoib/wire/types.hpp"
 
 namespace ipoib::ctrl {
@@ -69,8 +70,15 @@ enum : std::uint64_t {
     kMcmJoinState = 1ull << 16,
 };
 
-// Outcome of a request: status 0 is success; > 0 is the MAD status word
-// from the SA; < 0 a local errno (-ETIMEDOUT after the last retry).
+// PathRecord component mask bits (IBA 15.2.5.16) the path query uses.
+enum : std::uint64_t {
+    kPrDgid = 1ull << 2, kPrSgid = 1ull << 3, kPrReversible = 1ull << 11, kPrNumbPath = 1ull << 12,
+    kPrPkey = 1ull << 13,
+};
+
+// Outcome of a request (lib/ctrl's error convention, constants.hpp): status 0
+// is success; > 0 is the MAD status word from the SA (kSaStatusNoRecords...);
+// < 0 a local -errno (-ETIMEDOUT after the last retry).
 struct SaStatus {
     int status = 0;
     bool ok() const { return status == 0; }
@@ -81,8 +89,8 @@ struct SaStatus {
 struct SaConfig {
     const char *ca_name = nullptr;  // nullptr: the first CA
     int port = 0;                   // 0: the first active port
-    int timeout_ms = 500;           // first try; doubles per retry, capped at 16 s
-    int retries = 3;
+    int timeout_ms = kSaTimeoutMs;  // first try; doubles per retry, capped at kSaMaxTimeoutMs
+    int retries = kSaRetries;
 };
 
 struct SaCounters {
