@@ -2,7 +2,6 @@
 #include "ipoib/ctrl/control_plane.hpp"
 
 #include <poll.h>
-#include <time.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -15,12 +14,6 @@
 namespace ipoib::ctrl {
 
 namespace {
-
-std::uint64_t now_ms() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
-}
 
 std::uint32_t next_backoff(std::uint32_t b) {
     return b == 0 ? kBackoffStartMs : std::min(b * 2, kBackoffMaxMs);
@@ -164,7 +157,7 @@ void Interface::send_leave(const Gid &mgid, std::uint8_t join_state) {
     r.mgid = mgid;
     r.port_gid = cp_->port_gid(cfg_.port);
     r.join_state = join_state;
-    cp_->sa_.leave(r, kMcmMgid | kMcmPortGid, [this](SaStatus st, const std::vector<McMemberRecord> &) {
+    cp_->sa_->leave(r, kMcmMgid | kMcmPortGid, [this](SaStatus st, const std::vector<McMemberRecord> &) {
         if (st.ok())
             ++counters_.leaves;
     });
@@ -224,7 +217,7 @@ void Interface::start_probe() {
                             " greater than the port's active MTU " +
                             std::to_string(mtu_bytes(static_cast<std::uint8_t>(pa.active_mtu))) +
                             "; interface stays down");
-            retry_later(now_ms());
+            retry_later(cp_->now());
             return;
         }
         on_bcast_join(SaStatus{}, {r});
@@ -236,7 +229,7 @@ void Interface::start_probe() {
     q.mgid = b.value;
     bcast_.mgid = b.value;
     const std::uint64_t gen = generation_;
-    cp_->sa_.query_mcmembers(q, kMcmMgid, [this, gen](SaStatus st, const std::vector<McMemberRecord> &recs) {
+    cp_->sa_->query_mcmembers(q, kMcmMgid, [this, gen](SaStatus st, const std::vector<McMemberRecord> &recs) {
         if (gen == generation_)
             on_probe(st, recs);
     });
@@ -244,7 +237,7 @@ void Interface::start_probe() {
 
 void Interface::on_probe(SaStatus st, const std::vector<McMemberRecord> &recs) {
     request_in_flight_ = false;
-    const std::uint64_t now = now_ms();
+    const std::uint64_t now = cp_->now();
     const std::string bg = wire::to_string(bcast_.mgid);
     if (st.status == -ETIMEDOUT) {
         ++counters_.sa_timeouts;
@@ -288,7 +281,7 @@ void Interface::on_probe(SaStatus st, const std::vector<McMemberRecord> &recs) {
     j.port_gid = cp_->port_gid(cfg_.port);
     j.join_state = kFullMember;
     const std::uint64_t gen = generation_;
-    cp_->sa_.join(j, kMcmMgid | kMcmPortGid, [this, gen](SaStatus s, const std::vector<McMemberRecord> &r) {
+    cp_->sa_->join(j, kMcmMgid | kMcmPortGid, [this, gen](SaStatus s, const std::vector<McMemberRecord> &r) {
         if (gen == generation_)
             on_bcast_join(s, r);
     });
@@ -296,7 +289,7 @@ void Interface::on_probe(SaStatus st, const std::vector<McMemberRecord> &recs) {
 
 void Interface::on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &recs) {
     request_in_flight_ = false;
-    const std::uint64_t now = now_ms();
+    const std::uint64_t now = cp_->now();
     if (!st.ok() || recs.empty()) {
         ++counters_.join_failures;
         if (st.status == -ETIMEDOUT)
@@ -374,7 +367,7 @@ void Interface::join_group(Group &g, std::uint64_t) {
     g.in_flight = true;
     const std::uint64_t gen = generation_;
     const auto key = key_of(g.mgid);
-    cp_->sa_.join(r, mask, [this, gen, key](SaStatus st, const std::vector<McMemberRecord> &recs) {
+    cp_->sa_->join(r, mask, [this, gen, key](SaStatus st, const std::vector<McMemberRecord> &recs) {
         if (gen != generation_)
             return;
         auto it = groups_.find(key);
@@ -382,7 +375,7 @@ void Interface::join_group(Group &g, std::uint64_t) {
             return;
         Group &grp = it->second;
         grp.in_flight = false;
-        const std::uint64_t now = now_ms();
+        const std::uint64_t now = cp_->now();
         const std::string name = wire::to_string(grp.mgid);
         if (st.ok() && !recs.empty() && (recs[0].qkey != bcast_.qkey || recs[0].mtu != bcast_.mtu)) {
             ++counters_.param_mismatch;
@@ -391,7 +384,7 @@ void Interface::join_group(Group &g, std::uint64_t) {
             l.mgid = grp.mgid;
             l.port_gid = cp_->port_gid(cfg_.port);
             l.join_state = grp.join_state;
-            cp_->sa_.leave(l, kMcmMgid | kMcmPortGid, [](SaStatus, const std::vector<McMemberRecord> &) {});
+            cp_->sa_->leave(l, kMcmMgid | kMcmPortGid, [](SaStatus, const std::vector<McMemberRecord> &) {});
             st.status = -EINVAL;
         }
         if (!st.ok() || recs.empty()) {
@@ -484,8 +477,8 @@ void Interface::tick(std::uint64_t now) {
         q.mgid = bcast_.mgid;
         q.port_gid = cp_->port_gid(cfg_.port);
         const std::uint64_t gen = generation_;
-        cp_->sa_.query_mcmembers(q, kMcmMgid | kMcmPortGid, [this, gen](SaStatus st,
-                                                                       const std::vector<McMemberRecord> &recs) {
+        cp_->sa_->query_mcmembers(q, kMcmMgid | kMcmPortGid, [this, gen](SaStatus st,
+                                                                        const std::vector<McMemberRecord> &recs) {
             if (gen != generation_)
                 return;
             audit_in_flight_ = false;
@@ -514,7 +507,7 @@ void Interface::tick(std::uint64_t now) {
         McMemberRecord q{};
         q.pkey = static_cast<std::uint16_t>(pkey_ | kPkeyFullMember);
         const std::uint64_t gen = generation_;
-        cp_->sa_.query_mcmembers(q, kMcmPkey, [this, gen](SaStatus st, const std::vector<McMemberRecord> &recs) {
+        cp_->sa_->query_mcmembers(q, kMcmPkey, [this, gen](SaStatus st, const std::vector<McMemberRecord> &recs) {
             if (gen != generation_ || !st.ok())
                 return;
             for (auto &r : recs) {
@@ -546,6 +539,8 @@ void ControlPlane::log(LogLevel l, const char *topic, const std::string &m) cons
 bool ControlPlane::open(hca::Context &ctx, const CpConfig &cfg, std::string *err) {
     ctx_ = &ctx;
     cfg_ = cfg;
+    sa_ = cfg.sa_service ? cfg.sa_service : &sa_client_;
+    clock_ = cfg.now_ms ? cfg.now_ms : monotonic_ms;
     ports_.assign(ctx.num_ports(), hca::PortAttr{});
     gid_index_.assign(ctx.num_ports(), 0);
     ring_ = std::make_unique<Cell[]>(kRequestRingSize);
@@ -560,7 +555,7 @@ bool ControlPlane::open(hca::Context &ctx, const CpConfig &cfg, std::string *err
                "(use static management)";
         return false;
     }
-    if (mgmt_ == Management::sa && !sa_.open(cfg.sa, err))
+    if (mgmt_ == Management::sa && !sa_->open(cfg.sa, err))
         return false;
     log(LogLevel::info, "ipoib", ctx.name() + ": " + to_string(mgmt_) + " management, port GID index " +
                                      std::to_string(gid_index_.at(mport - 1)) + " (" +
@@ -576,7 +571,7 @@ void ControlPlane::refresh_ports() {
         gid_index_[p - 1] = gi > 0 ? gi : 0;
     }
     const auto &sm = ports_.at(cfg_.sa.port > 0 ? static_cast<std::size_t>(cfg_.sa.port - 1) : 0);
-    sa_.set_sm(sm.sm_lid, sm.sm_sl);
+    sa_->set_sm(sm.sm_lid, sm.sm_sl);
 }
 
 Gid ControlPlane::port_gid(std::uint8_t port) const {
@@ -624,11 +619,11 @@ void ControlPlane::stop(int timeout_ms) {
             ++i->generation_;
             i->state_ = IfaceState::stopped;
         }
-    const std::uint64_t end = now_ms() + static_cast<std::uint64_t>(timeout_ms);
-    while (sa_.outstanding() && now_ms() < end)
-        sa_.poll(kStopPollMs);
+    const std::uint64_t end = now() + static_cast<std::uint64_t>(timeout_ms);
+    while (sa_->outstanding() && now() < end)
+        sa_->poll(kStopPollMs);
     ifaces_.clear();
-    sa_.close();
+    sa_->close();
     open_ = false;
 }
 
@@ -699,17 +694,17 @@ void ControlPlane::resolve_path(const Gid &dgid, std::uint16_t pkey) {
         e.rec.hop_limit = kStaticPathHopLimit;
         e.rec.reversible = true;
         e.valid = true;
-        e.updated_ms = now_ms();
+        e.updated_ms = now();
         ++counters_.path_resolved;
         if (on_path)
             on_path(dgid, pkey, SaStatus{}, &e.rec);
         return;
     }
     e.pending = true;
-    sa_.query_path(port_gid(port), dgid, pkey, [this, dgid, pkey](SaStatus st, const std::vector<PathRecord> &recs) {
+    sa_->query_path(port_gid(port), dgid, pkey, [this, dgid, pkey](SaStatus st, const std::vector<PathRecord> &recs) {
         PathEntry &pe = paths_.get(dgid, pkey);
         pe.pending = false;
-        pe.updated_ms = now_ms();
+        pe.updated_ms = now();
         if (st.ok() && !recs.empty()) {
             pe.rec = recs.front();
             pe.valid = true;
@@ -757,13 +752,13 @@ void ControlPlane::run_once(int max_wait_ms) {
             }
         }
     }
-    const std::uint64_t now = now_ms();
+    const std::uint64_t t = now();
     for (auto &i : ifaces_)
-        i->tick(now);
+        i->tick(t);
     if (is_static())
         ::poll(nullptr, 0, max_wait_ms);
     else
-        sa_.poll(max_wait_ms);
+        sa_->poll(max_wait_ms);
 }
 
 } // namespace ipoib::ctrl

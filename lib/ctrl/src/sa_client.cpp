@@ -20,12 +20,6 @@ namespace ipoib::ctrl {
 
 namespace {
 
-std::uint64_t now_ms() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
-}
-
 static_assert(kSaStatusNoRecords == UMAD_SA_STATUS_NO_RECORDS << 8);
 static_assert(kMadLen == UMAD_LEN_DATA + sizeof(umad_hdr));
 static_assert(kSelectorExactly == UMAD_SA_SELECTOR_EXACTLY);
@@ -48,6 +42,12 @@ const char *sa_status_text(int sa) {
 }
 
 } // namespace
+
+std::uint64_t monotonic_ms() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+}
 
 std::string SaStatus::message() const {
     char buf[128];
@@ -217,7 +217,7 @@ std::uint64_t SaClient::submit(std::uint8_t method, std::uint16_t attr, std::uin
 }
 
 bool SaClient::transmit(Pending &p) {
-    p.deadline_ms = now_ms() + static_cast<std::uint64_t>(p.timeout_ms);
+    p.deadline_ms = monotonic_ms() + static_cast<std::uint64_t>(p.timeout_ms);
     ++p.tries;
     if (portid_ < 0 || sm_lid_ == 0)
         return false;
@@ -293,7 +293,7 @@ int SaClient::next_timeout_ms() const {
     std::uint64_t first = ~0ull;
     for (auto &[_, p] : pending_)
         first = std::min(first, p.deadline_ms);
-    const std::uint64_t now = now_ms();
+    const std::uint64_t now = monotonic_ms();
     return first <= now ? 0 : static_cast<int>(std::min<std::uint64_t>(first - now, 1u << 30));
 }
 
@@ -334,7 +334,7 @@ int SaClient::poll(int timeout_ms) {
         }
     }
     // Timeouts: resend with a doubled timeout, or give up.
-    const std::uint64_t now = now_ms();
+    const std::uint64_t now = monotonic_ms();
     std::vector<std::uint32_t> expired;
     for (auto &[tid, p] : pending_)
         if (p.deadline_ms <= now)

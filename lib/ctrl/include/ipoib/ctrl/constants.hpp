@@ -8,13 +8,13 @@
 //   in bits 8-15, e.g. kSaStatusNoRecords); < 0 is a local -errno
 //   (-ETIMEDOUT once the last retry timed out, -EINVAL for an answer the
 //   control plane refused). SaStatus::message() words it for logs.
-// - Set-up calls (SaClient::open, ControlPlane::open, add_interface)
+// - Set-up calls (SaService::open, ControlPlane::open, add_interface)
 //   return bool (or nullptr) and, on failure, put a sentence into the
 //   caller's std::string *err (never null).
 // - Nothing in lib/ctrl throws; waiting states are not errors: they are an
 //   IfaceState, a counter and one notice-level log line per occurrence.
 //
-// Time is in milliseconds throughout, from a monotonic clock.
+// Time is in milliseconds throughout: a monotonic clock (CpConfig::now_ms).
 #pragma once
 
 #include <cstddef>

@@ -21,8 +21,11 @@
 // Everything runs on one control thread (run_once); the fast path talks to
 // it only through lock-free request rings (request_path, request_sendonly).
 //
-// Numbers (timeouts, backoff, intervals, ring size) are in constants.hpp,
-// with the layer's error convention.
+// Seams for tests: CpConfig::sa_service replaces the libibumad SaClient with
+// any SaService (an in-memory SA in test/unit/ctrl), CpConfig::now_ms the
+// monotonic clock; with a fake hca::Context the whole state machine runs
+// without a fabric. Numbers (timeouts, backoff, intervals, ring size) are
+// in constants.hpp, with the layer's error convention.
 //
 // Management: on an InfiniBand port all of the above goes through the SA.
 // A RoCE (Ethernet link layer) port has no SM and no SA: in static
@@ -212,11 +215,20 @@ enum class Management : std::uint8_t {
 };
 const char *to_string(Management m);
 
+// The control plane's clock: milliseconds, monotonic.
+using ClockFn = std::uint64_t (*)();
+
 struct CpConfig {
     SaConfig sa;
     Management mgmt = Management::automatic;
     int gid_index = -1;  // the port GID's index; -1: hca::ipoib_gid_index()
     LogFn log;           // default: stderr
+    // The SA to use (not owned; must outlive the ControlPlane). nullptr: the
+    // built-in SaClient over libibumad. Either way ControlPlane::open() opens
+    // it with `sa` (SA management only) and stop() closes it.
+    SaService *sa_service = nullptr;
+    // Time for backoffs, audits and stop()'s wait. nullptr: monotonic_ms.
+    ClockFn now_ms = nullptr;
 };
 
 struct CpCounters {
@@ -248,7 +260,8 @@ class ControlPlane {
     std::function<void(const Gid &dgid, std::uint16_t pkey, SaStatus st, const PathRecord *rec)> on_path;
 
     PathCache &paths() { return paths_; }
-    SaClient &sa() { return sa_; }
+    // The SA in use: CpConfig::sa_service, or the built-in SaClient.
+    SaService &sa() { return *sa_; }
     const CpCounters &counters() const { return counters_; }
     const std::vector<std::unique_ptr<Interface>> &interfaces() const { return ifaces_; }
     hca::Context &hca() { return *ctx_; }
@@ -280,10 +293,13 @@ class ControlPlane {
     bool pop(Request *r);
     void refresh_ports();
     void resolve_path(const Gid &dgid, std::uint16_t pkey);
+    std::uint64_t now() const { return clock_(); }
 
     hca::Context *ctx_ = nullptr;
     CpConfig cfg_;
-    SaClient sa_;
+    SaClient sa_client_;            // the built-in SA
+    SaService *sa_ = &sa_client_;   // the one in use
+    ClockFn clock_ = monotonic_ms;
     PathCache paths_;
     std::vector<hca::PortAttr> ports_;
     std::vector<int> gid_index_;  // per port
