@@ -685,7 +685,7 @@ TEST_CASE("ctrl unit: remove_interface leaves every group and takes the link dow
     r.bring_up(i);
     r.join_group(i, kGroupA);
     // Leaves stay unanswered here: their callbacks point at the interface
-    // remove_interface destroys (see the report in doc/control-plane.md).
+    // remove_interface destroys ("Known hazard" in doc/control-plane.md).
     r.sa.auto_leave = false;
     r.cp.remove_interface(i);
     CHECK(r.cp.interfaces().empty());
