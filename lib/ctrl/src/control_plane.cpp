@@ -1,9 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "ipoib/ctrl/control_plane.hpp"
 
-#include <infiniband/umad_sa.h>
 #include <poll.h>
-#include <time.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -17,15 +15,6 @@ namespace ipoib::ctrl {
 
 namespace {
 
-constexpr std::uint32_t kBackoffStartMs = 1000;
-constexpr std::uint32_t kBackoffMaxMs = 16000;
-
-std::uint64_t now_ms() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
-}
-
 std::uint32_t next_backoff(std::uint32_t b) {
     return b == 0 ? kBackoffStartMs : std::min(b * 2, kBackoffMaxMs);
 }
@@ -36,7 +25,13 @@ std::string hex16(std::uint16_t v) {
     return b;
 }
 
-std::uint32_t mtu_bytes(std::uint8_t code) { return code >= 1 && code <= 5 ? 128u << code : 0; }
+constexpr auto kMtuCodeMin = static_cast<std::uint8_t>(hca::Mtu::mtu256);
+constexpr auto kMtuCodeMax = static_cast<std::uint8_t>(hca::Mtu::mtu4096);
+
+// An IB MTU code in bytes; 0 for a code that names no MTU.
+std::uint32_t mtu_bytes(std::uint8_t code) {
+    return code >= kMtuCodeMin && code <= kMtuCodeMax ? hca::mtu_bytes(static_cast<hca::Mtu>(code)) : 0;
+}
 
 std::array<std::uint8_t, 16> key_of(const Gid &g) { return g.raw; }
 
@@ -91,7 +86,7 @@ void Interface::log(LogLevel l, const char *topic, const std::string &m) const {
 }
 
 // Log a waiting-state message once per occurrence, not on every retry.
-void Interface::notice_once(int key, const std::string &m) {
+void Interface::notice_once(Notice key, const std::string &m) {
     troubled_ = true;
     if (last_notice_ == key)
         return;
@@ -146,7 +141,7 @@ void Interface::flush(const char *why, bool restart) {
     state_ = restart ? IfaceState::port_down : IfaceState::stopped;
     backoff_ms_ = 0;
     next_try_ms_ = 0;
-    last_notice_ = -1;
+    last_notice_ = Notice::none;
     cp_->paths_.invalidate_all();
     if (was_up && on_link)
         on_link(false);
@@ -162,7 +157,7 @@ void Interface::send_leave(const Gid &mgid, std::uint8_t join_state) {
     r.mgid = mgid;
     r.port_gid = cp_->port_gid(cfg_.port);
     r.join_state = join_state;
-    cp_->sa_.leave(r, kMcmMgid | kMcmPortGid, [this](SaStatus st, const std::vector<McMemberRecord> &) {
+    cp_->sa_->leave(r, kMcmMgid | kMcmPortGid, [this](SaStatus st, const std::vector<McMemberRecord> &) {
         if (st.ok())
             ++counters_.leaves;
     });
@@ -177,12 +172,12 @@ McMemberRecord Interface::static_record(const Gid &mgid, std::uint8_t join_state
     r.qkey = cfg_.static_qkey;
     r.mlid = 0;  // RoCE: no LIDs
     std::uint8_t code = static_cast<std::uint8_t>(pa.active_mtu);
-    for (std::uint8_t c = 1; c <= 5; ++c)
+    for (std::uint8_t c = kMtuCodeMin; c <= kMtuCodeMax; ++c)
         if (mtu_bytes(c) == cfg_.static_mtu)
             code = c;
     r.mtu = code;
-    r.pkey = static_cast<std::uint16_t>(pkey_ | 0x8000);
-    r.hop_limit = 1;
+    r.pkey = static_cast<std::uint16_t>(pkey_ | kPkeyFullMember);
+    r.hop_limit = kStaticMcastHopLimit;
     r.scope = mgid.raw[1] & 0xf;
     r.join_state = join_state;
     return r;
@@ -217,11 +212,12 @@ void Interface::start_probe() {
         const auto &pa = cp_->port_attr(cfg_.port);
         if (mtu_bytes(r.mtu) > mtu_bytes(static_cast<std::uint8_t>(pa.active_mtu))) {
             ++counters_.broadcast_mtu_too_big;
-            notice_once(4, "configured broadcast MTU " + std::to_string(mtu_bytes(r.mtu)) +
-                               " greater than the port's active MTU " +
-                               std::to_string(mtu_bytes(static_cast<std::uint8_t>(pa.active_mtu))) +
-                               "; interface stays down");
-            retry_later(now_ms());
+            notice_once(Notice::broadcast_mtu_too_big,
+                        "configured broadcast MTU " + std::to_string(mtu_bytes(r.mtu)) +
+                            " greater than the port's active MTU " +
+                            std::to_string(mtu_bytes(static_cast<std::uint8_t>(pa.active_mtu))) +
+                            "; interface stays down");
+            retry_later(cp_->now());
             return;
         }
         on_bcast_join(SaStatus{}, {r});
@@ -233,7 +229,7 @@ void Interface::start_probe() {
     q.mgid = b.value;
     bcast_.mgid = b.value;
     const std::uint64_t gen = generation_;
-    cp_->sa_.query_mcmembers(q, kMcmMgid, [this, gen](SaStatus st, const std::vector<McMemberRecord> &recs) {
+    cp_->sa_->query_mcmembers(q, kMcmMgid, [this, gen](SaStatus st, const std::vector<McMemberRecord> &recs) {
         if (gen == generation_)
             on_probe(st, recs);
     });
@@ -241,16 +237,17 @@ void Interface::start_probe() {
 
 void Interface::on_probe(SaStatus st, const std::vector<McMemberRecord> &recs) {
     request_in_flight_ = false;
-    const std::uint64_t now = now_ms();
+    const std::uint64_t now = cp_->now();
     const std::string bg = wire::to_string(bcast_.mgid);
     if (st.status == -ETIMEDOUT) {
         ++counters_.sa_timeouts;
-        notice_once(1, "SA not answering: cannot probe the IPoIB broadcast group " + bg + "; retrying");
+        notice_once(Notice::probe_sa_silent,
+                    "SA not answering: cannot probe the IPoIB broadcast group " + bg + "; retrying");
         retry_later(now);
         return;
     }
-    if (!st.ok() && st.status != (UMAD_SA_STATUS_NO_RECORDS << 8)) {
-        notice_once(2, "probing the IPoIB broadcast group " + bg + " failed: " + st.message());
+    if (!st.ok() && st.status != kSaStatusNoRecords) {
+        notice_once(Notice::probe_failed, "probing the IPoIB broadcast group " + bg + " failed: " + st.message());
         retry_later(now);
         return;
     }
@@ -260,8 +257,9 @@ void Interface::on_probe(SaStatus st, const std::vector<McMemberRecord> &recs) {
             rec = &r;
     if (!rec) {
         ++counters_.broadcast_absent;
-        notice_once(3, "IPoIB broadcast group " + bg + " absent (is the SM configured with an ipoib partition " +
-                           hex16(pkey_) + "?); interface stays down");
+        notice_once(Notice::broadcast_absent, "IPoIB broadcast group " + bg +
+                                                  " absent (is the SM configured with an ipoib partition " +
+                                                  hex16(pkey_) + "?); interface stays down");
         retry_later(now);
         return;
     }
@@ -269,9 +267,10 @@ void Interface::on_probe(SaStatus st, const std::vector<McMemberRecord> &recs) {
     const std::uint8_t port_max = static_cast<std::uint8_t>(pa.max_mtu);
     if (mtu_bytes(rec->mtu) > mtu_bytes(port_max)) {
         ++counters_.broadcast_mtu_too_big;
-        notice_once(4, "IPoIB broadcast group MTU " + std::to_string(mtu_bytes(rec->mtu)) +
-                           " greater than port's maximum MTU " + std::to_string(mtu_bytes(port_max)) +
-                           "; interface stays down");
+        notice_once(Notice::broadcast_mtu_too_big,
+                    "IPoIB broadcast group MTU " + std::to_string(mtu_bytes(rec->mtu)) +
+                        " greater than port's maximum MTU " + std::to_string(mtu_bytes(port_max)) +
+                        "; interface stays down");
         retry_later(now);
         return;
     }
@@ -282,7 +281,7 @@ void Interface::on_probe(SaStatus st, const std::vector<McMemberRecord> &recs) {
     j.port_gid = cp_->port_gid(cfg_.port);
     j.join_state = kFullMember;
     const std::uint64_t gen = generation_;
-    cp_->sa_.join(j, kMcmMgid | kMcmPortGid, [this, gen](SaStatus s, const std::vector<McMemberRecord> &r) {
+    cp_->sa_->join(j, kMcmMgid | kMcmPortGid, [this, gen](SaStatus s, const std::vector<McMemberRecord> &r) {
         if (gen == generation_)
             on_bcast_join(s, r);
     });
@@ -290,13 +289,14 @@ void Interface::on_probe(SaStatus st, const std::vector<McMemberRecord> &recs) {
 
 void Interface::on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &recs) {
     request_in_flight_ = false;
-    const std::uint64_t now = now_ms();
+    const std::uint64_t now = cp_->now();
     if (!st.ok() || recs.empty()) {
         ++counters_.join_failures;
         if (st.status == -ETIMEDOUT)
             ++counters_.sa_timeouts;
-        notice_once(5, "joining the IPoIB broadcast group " + wire::to_string(bcast_.mgid) +
-                           " failed: " + (st.ok() ? std::string("empty answer") : st.message()) + "; retrying");
+        notice_once(Notice::broadcast_join_failed,
+                    "joining the IPoIB broadcast group " + wire::to_string(bcast_.mgid) + " failed: " +
+                        (st.ok() ? std::string("empty answer") : st.message()) + "; retrying");
         retry_later(now);
         return;
     }
@@ -315,7 +315,7 @@ void Interface::on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &re
     if (troubled_)
         log(LogLevel::notice, "ipoib", "recovered: the broadcast group is joined, interface up");
     troubled_ = false;
-    last_notice_ = -1;
+    last_notice_ = Notice::none;
     char info[160];
     std::snprintf(info, sizeof info, "joined broadcast group %s: MLID 0x%04x, Q_Key 0x%x, MTU %u, SL %u, rate %u",
                   wire::to_string(bcast_.mgid).c_str(), r.mlid, r.qkey, mtu_bytes(r.mtu), r.sl, r.rate);
@@ -352,11 +352,11 @@ void Interface::join_group(Group &g, std::uint64_t) {
     r.port_gid = cp_->port_gid(cfg_.port);
     r.qkey = bcast_.qkey;
     r.mtu = bcast_.mtu;
-    r.mtu_selector = 2;  // exactly
+    r.mtu_selector = kSelectorExactly;
     r.traffic_class = bcast_.traffic_class;
-    r.pkey = static_cast<std::uint16_t>(pkey_ | 0x8000);
+    r.pkey = static_cast<std::uint16_t>(pkey_ | kPkeyFullMember);
     r.rate = bcast_.rate;
-    r.rate_selector = 2;
+    r.rate_selector = kSelectorExactly;
     r.sl = bcast_.sl;
     r.flow_label = bcast_.flow_label;
     r.hop_limit = bcast_.hop_limit;
@@ -367,7 +367,7 @@ void Interface::join_group(Group &g, std::uint64_t) {
     g.in_flight = true;
     const std::uint64_t gen = generation_;
     const auto key = key_of(g.mgid);
-    cp_->sa_.join(r, mask, [this, gen, key](SaStatus st, const std::vector<McMemberRecord> &recs) {
+    cp_->sa_->join(r, mask, [this, gen, key](SaStatus st, const std::vector<McMemberRecord> &recs) {
         if (gen != generation_)
             return;
         auto it = groups_.find(key);
@@ -375,7 +375,7 @@ void Interface::join_group(Group &g, std::uint64_t) {
             return;
         Group &grp = it->second;
         grp.in_flight = false;
-        const std::uint64_t now = now_ms();
+        const std::uint64_t now = cp_->now();
         const std::string name = wire::to_string(grp.mgid);
         if (st.ok() && !recs.empty() && (recs[0].qkey != bcast_.qkey || recs[0].mtu != bcast_.mtu)) {
             ++counters_.param_mismatch;
@@ -384,7 +384,7 @@ void Interface::join_group(Group &g, std::uint64_t) {
             l.mgid = grp.mgid;
             l.port_gid = cp_->port_gid(cfg_.port);
             l.join_state = grp.join_state;
-            cp_->sa_.leave(l, kMcmMgid | kMcmPortGid, [](SaStatus, const std::vector<McMemberRecord> &) {});
+            cp_->sa_->leave(l, kMcmMgid | kMcmPortGid, [](SaStatus, const std::vector<McMemberRecord> &) {});
             st.status = -EINVAL;
         }
         if (!st.ok() || recs.empty()) {
@@ -410,10 +410,10 @@ void Interface::tick(std::uint64_t now) {
         if (now < next_try_ms_)
             return;
         if (pa.state != hca::PortState::active) {
-            if (last_notice_ != 6)
+            if (last_notice_ != Notice::port_not_active)
                 ++counters_.port_not_active;
-            notice_once(6, "port " + std::to_string(cfg_.port) + " is not active (" + hca::to_string(pa.state) +
-                               "); interface stays down");
+            notice_once(Notice::port_not_active, "port " + std::to_string(cfg_.port) + " is not active (" +
+                                                     hca::to_string(pa.state) + "); interface stays down");
             return;
         }
         // The interface's P_Key: index 0 by default, else the configured one.
@@ -421,10 +421,10 @@ void Interface::tick(std::uint64_t now) {
         std::uint16_t found = 0;
         for (int i = 0; i < static_cast<int>(hca::kMaxPkeys); ++i) {
             std::uint16_t k = 0;
-            if (cp_->ctx_->query_pkey(cfg_.port, i, &k) != 0 || !(k & 0x7fff))
+            if (cp_->ctx_->query_pkey(cfg_.port, i, &k) != 0 || !(k & kPkeyMask))
                 continue;
-            if (cfg_.pkey == 0 ? i == 0 : (k & 0x7fff) == (cfg_.pkey & 0x7fff)) {
-                if (idx < 0 || (k & 0x8000)) {
+            if (cfg_.pkey == 0 ? i == 0 : (k & kPkeyMask) == (cfg_.pkey & kPkeyMask)) {
+                if (idx < 0 || (k & kPkeyFullMember)) {
                     idx = i;
                     found = k;
                 }
@@ -434,9 +434,9 @@ void Interface::tick(std::uint64_t now) {
             if (state_ != IfaceState::pkey_missing)
                 ++counters_.pkey_missing;
             state_ = IfaceState::pkey_missing;
-            notice_once(7, "P_Key " + hex16(cfg_.pkey) + " is not in port " + std::to_string(cfg_.port) +
-                               "'s P_Key table; interface stays down");
-            next_try_ms_ = now + kBackoffStartMs;
+            notice_once(Notice::pkey_missing, "P_Key " + hex16(cfg_.pkey) + " is not in port " +
+                                                  std::to_string(cfg_.port) + "'s P_Key table; interface stays down");
+            next_try_ms_ = now + kPkeyRecheckMs;
             return;
         }
         pkey_ = found;
@@ -465,8 +465,8 @@ void Interface::tick(std::uint64_t now) {
 
     if (cp_->is_static()) {
         if (cfg_.allmulti)
-            notice_once(8, "allmulticast: no SA on a RoCE port to list the partition's groups; "
-                           "only groups joined explicitly are received");
+            notice_once(Notice::allmulti_static, "allmulticast: no SA on a RoCE port to list the partition's groups; "
+                                                 "only groups joined explicitly are received");
         return;
     }
 
@@ -477,8 +477,8 @@ void Interface::tick(std::uint64_t now) {
         q.mgid = bcast_.mgid;
         q.port_gid = cp_->port_gid(cfg_.port);
         const std::uint64_t gen = generation_;
-        cp_->sa_.query_mcmembers(q, kMcmMgid | kMcmPortGid, [this, gen](SaStatus st,
-                                                                       const std::vector<McMemberRecord> &recs) {
+        cp_->sa_->query_mcmembers(q, kMcmMgid | kMcmPortGid, [this, gen](SaStatus st,
+                                                                        const std::vector<McMemberRecord> &recs) {
             if (gen != generation_)
                 return;
             audit_in_flight_ = false;
@@ -493,7 +493,7 @@ void Interface::tick(std::uint64_t now) {
             if (sa_silent_)
                 log(LogLevel::notice, "ipoib", "SA answering again");
             sa_silent_ = false;
-            if ((st.ok() || st.status == (UMAD_SA_STATUS_NO_RECORDS << 8)) && recs.empty()) {
+            if ((st.ok() || st.status == kSaStatusNoRecords) && recs.empty()) {
                 ++counters_.memberships_lost;
                 log(LogLevel::notice, "ipoib.mcast",
                     "the SA no longer lists us in the broadcast group (SM restarted?): rejoining");
@@ -505,9 +505,9 @@ void Interface::tick(std::uint64_t now) {
     if (cfg_.allmulti && now >= next_allmulti_ms_) {
         next_allmulti_ms_ = now + cfg_.allmulti_poll_ms;
         McMemberRecord q{};
-        q.pkey = static_cast<std::uint16_t>(pkey_ | 0x8000);
+        q.pkey = static_cast<std::uint16_t>(pkey_ | kPkeyFullMember);
         const std::uint64_t gen = generation_;
-        cp_->sa_.query_mcmembers(q, kMcmPkey, [this, gen](SaStatus st, const std::vector<McMemberRecord> &recs) {
+        cp_->sa_->query_mcmembers(q, kMcmPkey, [this, gen](SaStatus st, const std::vector<McMemberRecord> &recs) {
             if (gen != generation_ || !st.ok())
                 return;
             for (auto &r : recs) {
@@ -539,10 +539,12 @@ void ControlPlane::log(LogLevel l, const char *topic, const std::string &m) cons
 bool ControlPlane::open(hca::Context &ctx, const CpConfig &cfg, std::string *err) {
     ctx_ = &ctx;
     cfg_ = cfg;
+    sa_ = cfg.sa_service ? cfg.sa_service : &sa_client_;
+    clock_ = cfg.now_ms ? cfg.now_ms : monotonic_ms;
     ports_.assign(ctx.num_ports(), hca::PortAttr{});
     gid_index_.assign(ctx.num_ports(), 0);
-    ring_ = std::make_unique<Cell[]>(kRingSize);
-    for (std::size_t i = 0; i < kRingSize; ++i)
+    ring_ = std::make_unique<Cell[]>(kRequestRingSize);
+    for (std::size_t i = 0; i < kRequestRingSize; ++i)
         ring_[i].seq.store(i, std::memory_order_relaxed);
     refresh_ports();
     const std::uint8_t mport = static_cast<std::uint8_t>(cfg.sa.port > 0 ? cfg.sa.port : 1);
@@ -553,7 +555,7 @@ bool ControlPlane::open(hca::Context &ctx, const CpConfig &cfg, std::string *err
                "(use static management)";
         return false;
     }
-    if (mgmt_ == Management::sa && !sa_.open(cfg.sa, err))
+    if (mgmt_ == Management::sa && !sa_->open(cfg.sa, err))
         return false;
     log(LogLevel::info, "ipoib", ctx.name() + ": " + to_string(mgmt_) + " management, port GID index " +
                                      std::to_string(gid_index_.at(mport - 1)) + " (" +
@@ -569,7 +571,7 @@ void ControlPlane::refresh_ports() {
         gid_index_[p - 1] = gi > 0 ? gi : 0;
     }
     const auto &sm = ports_.at(cfg_.sa.port > 0 ? static_cast<std::size_t>(cfg_.sa.port - 1) : 0);
-    sa_.set_sm(sm.sm_lid, sm.sm_sl);
+    sa_->set_sm(sm.sm_lid, sm.sm_sl);
 }
 
 Gid ControlPlane::port_gid(std::uint8_t port) const {
@@ -588,7 +590,7 @@ Interface *ControlPlane::add_interface(const IfaceConfig &cfg, std::string *err)
         return nullptr;
     }
     for (auto &i : ifaces_)
-        if (i->cfg_.port == cfg.port && (i->cfg_.pkey & 0x7fff) == (cfg.pkey & 0x7fff)) {
+        if (i->cfg_.port == cfg.port && (i->cfg_.pkey & kPkeyMask) == (cfg.pkey & kPkeyMask)) {
             *err = "an interface for port " + std::to_string(cfg.port) + " P_Key " + hex16(cfg.pkey) + " exists";
             return nullptr;
         }
@@ -617,18 +619,18 @@ void ControlPlane::stop(int timeout_ms) {
             ++i->generation_;
             i->state_ = IfaceState::stopped;
         }
-    const std::uint64_t end = now_ms() + static_cast<std::uint64_t>(timeout_ms);
-    while (sa_.outstanding() && now_ms() < end)
-        sa_.poll(10);
+    const std::uint64_t end = now() + static_cast<std::uint64_t>(timeout_ms);
+    while (sa_->outstanding() && now() < end)
+        sa_->poll(kStopPollMs);
     ifaces_.clear();
-    sa_.close();
+    sa_->close();
     open_ = false;
 }
 
 bool ControlPlane::push(const Request &r) {
     std::uint64_t pos = ring_tail_.load(std::memory_order_relaxed);
     for (;;) {
-        Cell &c = ring_[pos & (kRingSize - 1)];
+        Cell &c = ring_[pos & (kRequestRingSize - 1)];
         const std::uint64_t seq = c.seq.load(std::memory_order_acquire);
         const auto dif = static_cast<std::int64_t>(seq) - static_cast<std::int64_t>(pos);
         if (dif == 0) {
@@ -646,24 +648,24 @@ bool ControlPlane::push(const Request &r) {
 }
 
 bool ControlPlane::pop(Request *r) {
-    Cell &c = ring_[ring_head_ & (kRingSize - 1)];
+    Cell &c = ring_[ring_head_ & (kRequestRingSize - 1)];
     if (c.seq.load(std::memory_order_acquire) != ring_head_ + 1)
         return false;
     *r = c.req;
-    c.seq.store(ring_head_ + kRingSize, std::memory_order_release);
+    c.seq.store(ring_head_ + kRequestRingSize, std::memory_order_release);
     ++ring_head_;
     return true;
 }
 
 bool ControlPlane::request_path(const Gid &dgid, std::uint16_t pkey) {
-    if (push(Request{1, pkey, nullptr, dgid}))
+    if (push(Request{RequestKind::path, pkey, nullptr, dgid}))
         return true;
     ++counters_.ring_full;  // only the control thread reads it; a lost increment is harmless
     return false;
 }
 
 bool ControlPlane::request_sendonly(Interface *iface, const Gid &mgid) {
-    if (push(Request{2, 0, iface, mgid}))
+    if (push(Request{RequestKind::sendonly_join, 0, iface, mgid}))
         return true;
     ++counters_.ring_full;
     return false;
@@ -689,20 +691,20 @@ void ControlPlane::resolve_path(const Gid &dgid, std::uint16_t pkey) {
         e.rec.sgid = port_gid(port);
         e.rec.pkey = pkey;
         e.rec.mtu = static_cast<std::uint8_t>(pa.active_mtu);
-        e.rec.hop_limit = 64;
+        e.rec.hop_limit = kStaticPathHopLimit;
         e.rec.reversible = true;
         e.valid = true;
-        e.updated_ms = now_ms();
+        e.updated_ms = now();
         ++counters_.path_resolved;
         if (on_path)
             on_path(dgid, pkey, SaStatus{}, &e.rec);
         return;
     }
     e.pending = true;
-    sa_.query_path(port_gid(port), dgid, pkey, [this, dgid, pkey](SaStatus st, const std::vector<PathRecord> &recs) {
+    sa_->query_path(port_gid(port), dgid, pkey, [this, dgid, pkey](SaStatus st, const std::vector<PathRecord> &recs) {
         PathEntry &pe = paths_.get(dgid, pkey);
         pe.pending = false;
-        pe.updated_ms = now_ms();
+        pe.updated_ms = now();
         if (st.ok() && !recs.empty()) {
             pe.rec = recs.front();
             pe.valid = true;
@@ -740,9 +742,9 @@ void ControlPlane::run_once(int max_wait_ms) {
     }
     Request r;
     while (pop(&r)) {
-        if (r.kind == 1) {
+        if (r.kind == RequestKind::path) {
             resolve_path(r.gid, r.pkey);
-        } else if (r.kind == 2 && r.iface) {
+        } else if (r.kind == RequestKind::sendonly_join && r.iface) {
             auto &g = r.iface->groups_[key_of(r.gid)];
             if (g.mgid == Gid{}) {
                 g.mgid = r.gid;
@@ -750,13 +752,13 @@ void ControlPlane::run_once(int max_wait_ms) {
             }
         }
     }
-    const std::uint64_t now = now_ms();
+    const std::uint64_t t = now();
     for (auto &i : ifaces_)
-        i->tick(now);
+        i->tick(t);
     if (is_static())
         ::poll(nullptr, 0, max_wait_ms);
     else
-        sa_.poll(max_wait_ms);
+        sa_->poll(max_wait_ms);
 }
 
 } // namespace ipoib::ctrl

@@ -20,15 +20,12 @@ namespace ipoib::ctrl {
 
 namespace {
 
-constexpr int kMadLen = 256;
-constexpr int kMaxTimeoutMs = 16000;
-constexpr std::uint32_t kQp1Qkey = 0x80010000;
+static_assert(kSaStatusNoRecords == UMAD_SA_STATUS_NO_RECORDS << 8);
+static_assert(kMadLen == UMAD_LEN_DATA + sizeof(umad_hdr));
+static_assert(kSelectorExactly == UMAD_SA_SELECTOR_EXACTLY);
 
-std::uint64_t now_ms() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
-}
+// PathRecord NumbPath field: bit 7 Reversible, then the number of paths wanted.
+constexpr std::uint32_t kPrReversibleOnePath = 0x80 | 1;
 
 const char *sa_status_text(int sa) {
     switch (sa) {
@@ -45,6 +42,12 @@ const char *sa_status_text(int sa) {
 }
 
 } // namespace
+
+std::uint64_t monotonic_ms() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+}
 
 std::string SaStatus::message() const {
     char buf[128];
@@ -75,12 +78,11 @@ void encode_path_query(const Gid &sgid, const Gid &dgid, std::uint16_t pkey, std
     std::memset(rec, 0, IB_SA_PR_RECSZ);
     mad_encode_field(rec, IB_SA_PR_DGID_F, const_cast<std::uint8_t *>(dgid.raw.data()));
     mad_encode_field(rec, IB_SA_PR_SGID_F, const_cast<std::uint8_t *>(sgid.raw.data()));
-    std::uint32_t npath = 0x80 | 1;  // reversible, one path
+    std::uint32_t npath = kPrReversibleOnePath;
     mad_encode_field(rec, IB_SA_PR_NPATH_F, &npath);
     rec[50] = static_cast<std::uint8_t>(pkey >> 8);
     rec[51] = static_cast<std::uint8_t>(pkey);
-    // DGID, SGID, Reversible, NumbPath, P_Key
-    *comp_mask = (1ull << 2) | (1ull << 3) | (1ull << 11) | (1ull << 12) | (1ull << 13);
+    *comp_mask = kPrDgid | kPrSgid | kPrReversible | kPrNumbPath | kPrPkey;
 }
 
 PathRecord decode_path(const std::uint8_t *rec) {
@@ -170,7 +172,7 @@ bool SaClient::open(const SaConfig &cfg, std::string *err) {
     std::random_device rd;
     tid_salt_ = rd();
     next_tid_ = rd() | 1;
-    rxbuf_.resize(umad_size() + 64 * 1024);
+    rxbuf_.resize(umad_size() + kSaRecvBufLen);
     return true;
 }
 
@@ -205,7 +207,7 @@ std::uint64_t SaClient::submit(std::uint8_t method, std::uint16_t attr, std::uin
     sa->comp_mask = htobe64(comp_mask);
     std::memcpy(sa->data, rec, rec_len);
     p.tries = 0;
-    p.timeout_ms = std::min(cfg_.timeout_ms, kMaxTimeoutMs);
+    p.timeout_ms = std::min(cfg_.timeout_ms, kSaMaxTimeoutMs);
     p.path_cb = std::move(pcb);
     p.mcm_cb = std::move(mcb);
     auto [it, _] = pending_.emplace(tid, std::move(p));
@@ -215,14 +217,14 @@ std::uint64_t SaClient::submit(std::uint8_t method, std::uint16_t attr, std::uin
 }
 
 bool SaClient::transmit(Pending &p) {
-    p.deadline_ms = now_ms() + static_cast<std::uint64_t>(p.timeout_ms);
+    p.deadline_ms = monotonic_ms() + static_cast<std::uint64_t>(p.timeout_ms);
     ++p.tries;
     if (portid_ < 0 || sm_lid_ == 0)
         return false;
     std::vector<std::uint8_t> umad(umad_size() + kMadLen);
     std::memcpy(umad_get_mad(umad.data()), p.mad.data(), kMadLen);
-    umad_set_addr(umad.data(), sm_lid_, 1, sm_sl_, kQp1Qkey);
-    if (umad_send(portid_, agent_, umad.data(), kMadLen, 0, 0) < 0) {
+    umad_set_addr(umad.data(), sm_lid_, 1, sm_sl_, kGsiQkey);
+    if (umad_send(portid_, agent_, umad.data(), static_cast<int>(kMadLen), 0, 0) < 0) {
         ++counters_.errors;
         return false;
     }
@@ -291,7 +293,7 @@ int SaClient::next_timeout_ms() const {
     std::uint64_t first = ~0ull;
     for (auto &[_, p] : pending_)
         first = std::min(first, p.deadline_ms);
-    const std::uint64_t now = now_ms();
+    const std::uint64_t now = monotonic_ms();
     return first <= now ? 0 : static_cast<int>(std::min<std::uint64_t>(first - now, 1u << 30));
 }
 
@@ -332,7 +334,7 @@ int SaClient::poll(int timeout_ms) {
         }
     }
     // Timeouts: resend with a doubled timeout, or give up.
-    const std::uint64_t now = now_ms();
+    const std::uint64_t now = monotonic_ms();
     std::vector<std::uint32_t> expired;
     for (auto &[tid, p] : pending_)
         if (p.deadline_ms <= now)
@@ -343,7 +345,7 @@ int SaClient::poll(int timeout_ms) {
             continue;  // a callback cancelled it
         Pending &p = it->second;
         if (p.tries <= cfg_.retries) {
-            p.timeout_ms = std::min(p.timeout_ms * 2, kMaxTimeoutMs);
+            p.timeout_ms = std::min(p.timeout_ms * 2, kSaMaxTimeoutMs);
             ++counters_.retried;
             transmit(p);
             continue;

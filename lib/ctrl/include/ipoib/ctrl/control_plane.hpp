@@ -21,6 +21,12 @@
 // Everything runs on one control thread (run_once); the fast path talks to
 // it only through lock-free request rings (request_path, request_sendonly).
 //
+// Seams for tests: CpConfig::sa_service replaces the libibumad SaClient with
+// any SaService (an in-memory SA in test/unit/ctrl), CpConfig::now_ms the
+// monotonic clock; with a fake hca::Context the whole state machine runs
+// without a fabric. Numbers (timeouts, backoff, intervals, ring size) are
+// in constants.hpp, with the layer's error convention.
+//
 // Management: on an InfiniBand port all of the above goes through the SA.
 // A RoCE (Ethernet link layer) port has no SM and no SA: in static
 // management the broadcast group "exists" with the parameters configured
@@ -38,6 +44,7 @@
 #include <string>
 #include <vector>
 
+#include "ipoib/ctrl/constants.hpp"
 #include "ipoib/ctrl/sa.hpp"
 #include "ipoib/hca/hca.hpp"
 
@@ -57,7 +64,7 @@ enum class IfaceState : std::uint8_t {
 };
 const char *to_string(IfaceState s);
 
-inline constexpr std::uint32_t kDefaultStaticQkey = 0x0b1b;
+inline constexpr std::uint32_t kDefaultStaticQkey = kIpoibQkey;
 
 struct IfaceConfig {
     std::uint8_t port = 1;
@@ -67,8 +74,8 @@ struct IfaceConfig {
     std::uint32_t static_qkey = kDefaultStaticQkey;
     std::uint32_t static_mtu = 0;
     bool allmulti = false;
-    std::uint32_t allmulti_poll_ms = 5000;
-    std::uint32_t audit_ms = 2000;
+    std::uint32_t allmulti_poll_ms = kAllmultiPollMs;
+    std::uint32_t audit_ms = kAuditMs;
 };
 
 struct BroadcastParams {
@@ -116,6 +123,18 @@ class Interface {
 
   private:
     friend class ControlPlane;
+    // The waiting-state messages, each logged once per occurrence.
+    enum class Notice : std::int8_t {
+        none = -1,
+        probe_sa_silent,
+        probe_failed,
+        broadcast_absent,
+        broadcast_mtu_too_big,
+        broadcast_join_failed,
+        port_not_active,
+        pkey_missing,
+        allmulti_static,
+    };
     struct Group {
         Gid mgid;
         std::uint8_t join_state = kFullMember;
@@ -143,7 +162,7 @@ class Interface {
     void leave_all(bool send_leaves);
     void retry_later(std::uint64_t now);
     void log(LogLevel l, const char *topic, const std::string &m) const;
-    void notice_once(int key, const std::string &m);
+    void notice_once(Notice key, const std::string &m);
 
     ControlPlane *cp_;
     IfaceConfig cfg_;
@@ -159,7 +178,7 @@ class Interface {
     std::uint64_t next_audit_ms_ = 0, next_allmulti_ms_ = 0;
     std::uint64_t generation_ = 0;  // bumped on flush: stale answers are ignored
     bool request_in_flight_ = false, audit_in_flight_ = false, sa_silent_ = false;
-    int last_notice_ = -1;  // the waiting-state message last logged (logged once per occurrence)
+    Notice last_notice_ = Notice::none;  // the waiting-state message last logged
     bool troubled_ = false;  // a problem was reported since the interface was last up
 };
 
@@ -196,11 +215,20 @@ enum class Management : std::uint8_t {
 };
 const char *to_string(Management m);
 
+// The control plane's clock: milliseconds, monotonic.
+using ClockFn = std::uint64_t (*)();
+
 struct CpConfig {
     SaConfig sa;
     Management mgmt = Management::automatic;
     int gid_index = -1;  // the port GID's index; -1: hca::ipoib_gid_index()
     LogFn log;           // default: stderr
+    // The SA to use (not owned; must outlive the ControlPlane). nullptr: the
+    // built-in SaClient over libibumad. Either way ControlPlane::open() opens
+    // it with `sa` (SA management only) and stop() closes it.
+    SaService *sa_service = nullptr;
+    // Time for backoffs, audits and stop()'s wait. nullptr: monotonic_ms.
+    ClockFn now_ms = nullptr;
 };
 
 struct CpCounters {
@@ -219,7 +247,7 @@ class ControlPlane {
     void remove_interface(Interface *i);
     // Leave every group of every interface (waiting up to timeout_ms for the
     // SA to acknowledge), then close. Also done by the destructor.
-    void stop(int timeout_ms = 1000);
+    void stop(int timeout_ms = kStopTimeoutMs);
 
     // One step of the control thread: port events, SA answers, timers,
     // fast-path requests. Waits at most max_wait_ms.
@@ -232,7 +260,8 @@ class ControlPlane {
     std::function<void(const Gid &dgid, std::uint16_t pkey, SaStatus st, const PathRecord *rec)> on_path;
 
     PathCache &paths() { return paths_; }
-    SaClient &sa() { return sa_; }
+    // The SA in use: CpConfig::sa_service, or the built-in SaClient.
+    SaService &sa() { return *sa_; }
     const CpCounters &counters() const { return counters_; }
     const std::vector<std::unique_ptr<Interface>> &interfaces() const { return ifaces_; }
     hca::Context &hca() { return *ctx_; }
@@ -245,8 +274,12 @@ class ControlPlane {
 
   private:
     friend class Interface;
+    enum class RequestKind : std::uint8_t {
+        path,           // resolve (gid, pkey)
+        sendonly_join,  // send-only join of gid on iface
+    };
     struct Request {
-        std::uint8_t kind;  // 1 path, 2 send-only join
+        RequestKind kind;
         std::uint16_t pkey;
         Interface *iface;
         Gid gid;
@@ -256,15 +289,17 @@ class ControlPlane {
         std::atomic<std::uint64_t> seq;
         Request req;
     };
-    static constexpr std::size_t kRingSize = 1024;
     bool push(const Request &r);
     bool pop(Request *r);
     void refresh_ports();
     void resolve_path(const Gid &dgid, std::uint16_t pkey);
+    std::uint64_t now() const { return clock_(); }
 
     hca::Context *ctx_ = nullptr;
     CpConfig cfg_;
-    SaClient sa_;
+    SaClient sa_client_;            // the built-in SA
+    SaService *sa_ = &sa_client_;   // the one in use
+    ClockFn clock_ = monotonic_ms;
     PathCache paths_;
     std::vector<hca::PortAttr> ports_;
     std::vector<int> gid_index_;  // per port

@@ -1,12 +1,20 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// Asynchronous Subnet Administration client over libibumad: PathRecord
-// queries, MCMemberRecord join / leave / table queries. Runs on one control
-// thread; nothing blocks: requests are sent at once and their callbacks run
-// from poll() when the answer, an error or the final timeout arrives.
+// Subnet Administration for the control plane.
 //
-// Requests are matched on the low 32 bits of the TID (the high half is the
-// kernel's, or umad2sim's, to rewrite). Each request is retried on timeout
-// with exponential backoff (timeout doubles per try, capped at 16 s).
+// SaService is what the control plane needs from the SA: PathRecord
+// queries, MCMemberRecord join / leave / table queries, all asynchronous,
+// answered through callbacks run from poll() on the control thread.
+// SaClient implements it over libibumad; unit tests implement it in memory
+// (test/unit/ctrl/fake_sa.hpp) and hand it to ControlPlane through
+// CpConfig::sa_service. The calls are virtual: the control path only.
+//
+// SaClient runs on one control thread; nothing blocks: requests are sent at
+// once and their callbacks run from poll() when the answer, an error or the
+// final timeout arrives. Requests are matched on the low 32 bits of the TID
+// (the high half is the kernel's, or umad2sim's, to rewrite). Each request
+// is retried on timeout with exponential backoff (timeout doubles per try,
+// capped at 16 s). Outcomes follow lib/ctrl's error convention
+// (constants.hpp): SaStatus 0 ok, > 0 MAD status, < 0 -errno.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +23,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "ipoib/ctrl/constants.hpp"
 #include "ipoib/wire/types.hpp"
 
 namespace ipoib::ctrl {
@@ -69,8 +78,15 @@ enum : std::uint64_t {
     kMcmJoinState = 1ull << 16,
 };
 
-// Outcome of a request: status 0 is success; > 0 is the MAD status word
-// from the SA; < 0 a local errno (-ETIMEDOUT after the last retry).
+// PathRecord component mask bits (IBA 15.2.5.16) the path query uses.
+enum : std::uint64_t {
+    kPrDgid = 1ull << 2, kPrSgid = 1ull << 3, kPrReversible = 1ull << 11, kPrNumbPath = 1ull << 12,
+    kPrPkey = 1ull << 13,
+};
+
+// Outcome of a request (lib/ctrl's error convention, constants.hpp): status 0
+// is success; > 0 is the MAD status word from the SA (kSaStatusNoRecords...);
+// < 0 a local -errno (-ETIMEDOUT after the last retry).
 struct SaStatus {
     int status = 0;
     bool ok() const { return status == 0; }
@@ -78,51 +94,88 @@ struct SaStatus {
     std::string message() const;
 };
 
+// Milliseconds of CLOCK_MONOTONIC: SaClient's timeouts, and the control
+// plane's clock unless CpConfig::now_ms says otherwise.
+std::uint64_t monotonic_ms();
+
 struct SaConfig {
     const char *ca_name = nullptr;  // nullptr: the first CA
     int port = 0;                   // 0: the first active port
-    int timeout_ms = 500;           // first try; doubles per retry, capped at 16 s
-    int retries = 3;
+    int timeout_ms = kSaTimeoutMs;  // first try; doubles per retry, capped at kSaMaxTimeoutMs
+    int retries = kSaRetries;
 };
 
 struct SaCounters {
     std::uint64_t sent, answered, retried, timed_out, errors, unmatched;
 };
 
-class SaClient {
+// The SA as the control plane uses it. One control thread; no call blocks
+// except poll(), for at most its timeout.
+class SaService {
   public:
     using PathCallback = std::function<void(SaStatus, const std::vector<PathRecord> &)>;
     using McmCallback = std::function<void(SaStatus, const std::vector<McMemberRecord> &)>;
 
-    SaClient() = default;
-    SaClient(const SaClient &) = delete;
-    SaClient &operator=(const SaClient &) = delete;
-    ~SaClient();
+    virtual ~SaService() = default;
 
-    bool open(const SaConfig &cfg, std::string *err);
-    void close();
-    bool is_open() const { return portid_ >= 0; }
+    // Ready the service (SaClient: open the umad port and register the SA
+    // class agent). false with *err set on failure.
+    virtual bool open(const SaConfig &cfg, std::string *err) = 0;
+    // Drop every outstanding request without running its callback; release
+    // what open() took. Safe to call when not open.
+    virtual void close() = 0;
+    virtual bool is_open() const = 0;
 
     // Where the SA is (from the port's PortInfo: SM LID and SM SL).
-    void set_sm(std::uint16_t lid, std::uint8_t sl) { sm_lid_ = lid, sm_sl_ = sl; }
-    std::uint16_t sm_lid() const { return sm_lid_; }
+    virtual void set_sm(std::uint16_t lid, std::uint8_t sl) = 0;
 
-    // Each returns a request id (never 0), or 0 if it could not be sent at all
-    // (the callback then runs from the next poll with the error).
-    std::uint64_t query_path(const Gid &sgid, const Gid &dgid, std::uint16_t pkey, PathCallback cb);
-    std::uint64_t join(const McMemberRecord &rec, std::uint64_t comp_mask, McmCallback cb);
-    std::uint64_t leave(const McMemberRecord &rec, std::uint64_t comp_mask, McmCallback cb);
+    // Each returns a request id (never 0). A request that could not be sent
+    // at all still completes: its callback runs from a later poll() with the
+    // error. Callbacks run from poll() only, never from inside these calls.
+    virtual std::uint64_t query_path(const Gid &sgid, const Gid &dgid, std::uint16_t pkey, PathCallback cb) = 0;
+    // SubnAdmSet MCMemberRecord; JoinState is added to comp_mask.
+    virtual std::uint64_t join(const McMemberRecord &rec, std::uint64_t comp_mask, McmCallback cb) = 0;
+    // SubnAdmDelete MCMemberRecord; JoinState is added to comp_mask.
+    virtual std::uint64_t leave(const McMemberRecord &rec, std::uint64_t comp_mask, McmCallback cb) = 0;
     // GetTable MCMemberRecord (at most what fits one MAD where the fabric has no RMPP).
-    std::uint64_t query_mcmembers(const McMemberRecord &rec, std::uint64_t comp_mask, McmCallback cb);
-    void cancel(std::uint64_t id);
+    virtual std::uint64_t query_mcmembers(const McMemberRecord &rec, std::uint64_t comp_mask, McmCallback cb) = 0;
+    // Forget a request: its callback never runs.
+    virtual void cancel(std::uint64_t id) = 0;
 
     // Receive answers and expire requests; waits up to timeout_ms for the
     // first answer. Runs callbacks. Returns how many requests completed.
-    int poll(int timeout_ms);
-    std::size_t outstanding() const { return pending_.size(); }
-    const SaCounters &counters() const { return counters_; }
+    virtual int poll(int timeout_ms) = 0;
+    virtual std::size_t outstanding() const = 0;
     // Milliseconds until the next request times out (-1: none pending).
-    int next_timeout_ms() const;
+    virtual int next_timeout_ms() const = 0;
+    virtual const SaCounters &counters() const = 0;
+};
+
+// SaService over libibumad (a real port, or ibsim through umad2sim).
+class SaClient final : public SaService {
+  public:
+    SaClient() = default;
+    SaClient(const SaClient &) = delete;
+    SaClient &operator=(const SaClient &) = delete;
+    ~SaClient() override;
+
+    bool open(const SaConfig &cfg, std::string *err) override;
+    void close() override;
+    bool is_open() const override { return portid_ >= 0; }
+
+    void set_sm(std::uint16_t lid, std::uint8_t sl) override { sm_lid_ = lid, sm_sl_ = sl; }
+    std::uint16_t sm_lid() const { return sm_lid_; }
+
+    std::uint64_t query_path(const Gid &sgid, const Gid &dgid, std::uint16_t pkey, PathCallback cb) override;
+    std::uint64_t join(const McMemberRecord &rec, std::uint64_t comp_mask, McmCallback cb) override;
+    std::uint64_t leave(const McMemberRecord &rec, std::uint64_t comp_mask, McmCallback cb) override;
+    std::uint64_t query_mcmembers(const McMemberRecord &rec, std::uint64_t comp_mask, McmCallback cb) override;
+    void cancel(std::uint64_t id) override;
+
+    int poll(int timeout_ms) override;
+    std::size_t outstanding() const override { return pending_.size(); }
+    int next_timeout_ms() const override;
+    const SaCounters &counters() const override { return counters_; }
 
   private:
     struct Pending {
