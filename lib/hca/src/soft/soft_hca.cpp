@@ -7,12 +7,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <memory>
 #include <vector>
 
+#include "../builtin_providers.hpp"
+#include "../provider_common.hpp"
 #include "capture.hpp"
 #include "fabric.hpp"
 #include "ipoib/hca/hca.hpp"
@@ -770,18 +773,51 @@ int SoftQp::post_send(const SendWr *wr, int n) noexcept {
     return n;
 }
 
-} // namespace
+// The provider: options, defaults from the environment umad2sim uses.
+constexpr ProviderOption kOptions[] = {
+    {"fabric", "the fabric's name (default $IBSIM_SOCKNAME): letters, digits, '_', '-'"},
+    {"capture", "append every packet sent to this pcap file (IB link packets, DLT 147)"},
+    {"poll_ms", "port re-read interval in ms, 1..60000 (default 100)"},
+    {"fault", "tests only: stall_after_claim (a send claims the receiver's slot, then stalls for good)"},
+};
 
-// ---------------------------------------------------------------------------
-
-std::unique_ptr<Context> open_soft(const std::string &device, const std::string &fabric,
-                                   const std::string &capture, std::uint32_t poll_ms, bool fault_stall,
-                                   std::string *err) {
+std::unique_ptr<Context> open_provider(const std::string &device, const ProviderOptions &opts, std::string *err) {
+    std::uint32_t poll_ms = 0;
+    if (!common::option_uint(opts, "poll_ms", 1, 60000, 100, &poll_ms, err))
+        return nullptr;
+    const std::string fault = opts.get("fault");
+    if (!fault.empty() && fault != "stall_after_claim") {
+        *err = "soft provider: option fault=" + fault + ": expected stall_after_claim";
+        return nullptr;
+    }
+    std::string node = device, fabric = opts.get("fabric");
+    if (node.empty()) {
+        const char *h = std::getenv("SIM_HOST");
+        node = h ? h : "";
+    }
+    if (fabric.empty()) {
+        const char *s = std::getenv("IBSIM_SOCKNAME");
+        fabric = s ? s : "";
+    }
+    if (fabric.empty()) {
+        *err = "soft provider: no fabric name (option fabric=, or IBSIM_SOCKNAME)";
+        return nullptr;
+    }
+    for (char c : fabric)
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) {
+            *err = "soft provider: fabric name '" + fabric + "' may only hold letters, digits, '_', '-'";
+            return nullptr;
+        }
     auto ctx = std::make_unique<SoftContext>();
-    ctx->fault_stall_after_claim = fault_stall;
-    if (!ctx->open(device, fabric, capture, poll_ms, err))
+    ctx->fault_stall_after_claim = !fault.empty();
+    if (!ctx->open(node, fabric, opts.get("capture"), poll_ms, err))
         return nullptr;
     return ctx;
 }
 
+} // namespace
+
 } // namespace ipoib::hca::soft
+
+IPOIB_HCA_PROVIDER(soft, "the software HCA: UD over shared memory, identity and port state from OpenSM on ibsim",
+                   ipoib::hca::soft::kOptions, ipoib::hca::soft::open_provider)

@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "../builtin_providers.hpp"
 #include "ipoib/hca/hca.hpp"
 #include "ipoib/wire/hwaddr.hpp"
 #include "verbs_glue.hpp"
@@ -895,13 +896,17 @@ int VerbsContext::ip_group(std::uint8_t port, const Gid &mgid, bool join) {
     return 0;
 }
 
-} // namespace
-
-std::unique_ptr<Context> open_verbs(const std::string &device, std::string *err) {
+// The provider: no options (the device is the rdma-core device name, empty for the first).
+std::unique_ptr<Context> open_provider(const std::string &device, const ProviderOptions &, std::string *err) {
     auto ctx = std::make_unique<VerbsContext>();
     if (!ctx->open(device, err))
         return nullptr;
     return ctx;
 }
 
+} // namespace
+
 } // namespace ipoib::hca::verbs
+
+IPOIB_HCA_PROVIDER(verbs, "rdma-core's libibverbs (InfiniBand and RoCE devices), loaded through a dlopen()ed glue",
+                   std::span<const ProviderOption>(), ipoib::hca::verbs::open_provider)

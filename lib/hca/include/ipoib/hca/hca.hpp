@@ -249,14 +249,18 @@ class Context {
     virtual const std::string &last_error() const noexcept = 0;
 };
 
-// Open a device. provider: "soft" (the software HCA) or "verbs" (rdma-core).
+// Open a device of a provider found by name in the registry (provider.hpp:
+// find_provider, providers(); each provider lists the option keys it takes).
+// Built in: "soft" (the software HCA), "verbs" (rdma-core). options:
+// key=value, comma separated, checked against the provider's keys before it
+// is called; a failure leaves ctx null and a one-line message in error.
 // device: for "soft", the fabric node name (SIM_HOST) or empty for $SIM_HOST;
-// for "verbs", the rdma-core device name (ibv_devices) or empty for the first.
-// Options (key=value, comma separated): soft: fabric=<name> (default from
-// $IBSIM_SOCKNAME), capture=<pcap file>, poll_ms=<port re-poll interval>.
-// verbs: none. The verbs provider loads libipoib_verbs_glue.so (and through
-// it libibverbs) at this point: from $IPOIB_VERBS_GLUE if set, else beside
-// the object holding this code, else from the build tree, else by soname.
+// options fabric=<name> (default from $IBSIM_SOCKNAME), capture=<pcap file>,
+// poll_ms=<port re-poll interval>. For "verbs", the rdma-core device name
+// (ibv_devices) or empty for the first; no options. The verbs provider loads
+// libipoib_verbs_glue.so (and through it libibverbs) at this point: from
+// $IPOIB_VERBS_GLUE if set, else beside the object holding this code, else
+// from the build tree, else by soname.
 struct OpenResult {
     std::unique_ptr<Context> ctx;
     std::string error;
