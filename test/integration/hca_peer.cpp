@@ -4,6 +4,9 @@
 //
 //   hca-peer PROVIDER [OPTIONS] [DEVICE]  soft: device from $SIM_HOST; verbs: the first
 //
+// PROVIDER is any registered provider, and "fault" (fault_provider.cpp,
+// tests only): the soft provider with fault=stall_after_claim.
+//
 //   port P                                      port attributes, IPoIB GID, P_Key table
 //   qp NAME port=P pkey_index=I qkey=K rq=N     create a UD QP with its CQ and N buffers
 //   post NAME n=N [size=S]                      post N receive buffers of S bytes
@@ -33,6 +36,7 @@
 #include <thread>
 #include <vector>
 
+#include "fault_provider.hpp"
 #include "ipoib/hca/hca.hpp"
 #include "ipoib/wire/hwaddr.hpp"
 
@@ -100,6 +104,7 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "usage: hca-peer PROVIDER [OPTIONS]\n");
         return 2;
     }
+    test::register_fault_provider();
     auto opened = open_device(argv[1], argc > 3 ? argv[3] : "", argc > 2 ? argv[2] : "");
     if (!opened.ctx) {
         std::cout << err_json(opened.error) << std::endl;

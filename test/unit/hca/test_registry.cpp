@@ -74,8 +74,14 @@ TEST_CASE("open_device: options must be key=value") {
 TEST_CASE("open_device: an unknown option lists the provider's keys") {
     const auto o = open_device("soft", "", "bogus=1");
     CHECK(!o.ctx);
-    CHECK(o.error == "soft provider: unknown option 'bogus' (known: fabric, capture, poll_ms, fault)");
+    CHECK(o.error == "soft provider: unknown option 'bogus' (known: fabric, capture, poll_ms)");
     CHECK(open_device("verbs", "", "bogus=1").error == "verbs provider: unknown option 'bogus' (it takes none)");
+}
+
+TEST_CASE("open_device: fault injection is not a production option") {
+    const auto o = open_device("soft", "", "fault=stall_after_claim");
+    CHECK(!o.ctx);
+    CHECK(contains(o.error, "soft provider: unknown option 'fault'"));
 }
 
 TEST_CASE("open_device: a key of another provider says whose it is") {

@@ -20,6 +20,7 @@
 #include "fabric.hpp"
 #include "ipoib/hca/hca.hpp"
 #include "smp_client.hpp"
+#include "soft_testing.hpp"
 
 namespace ipoib::hca::soft {
 
@@ -147,7 +148,7 @@ class SoftContext final : public Context {
     std::vector<std::uint32_t> port_idx;  // shm port slot per local port (index port_num - 1)
     std::unique_ptr<Capture> capture;
     std::uint32_t poll_ms = 100;
-    bool fault_stall_after_claim = false;  // test-only fault injection (option fault=stall_after_claim)
+    bool fault_stall_after_claim = false;  // test-only fault hook (soft_testing.hpp)
 
     int fail(int code, std::string msg) noexcept {
         error_ = std::move(msg);
@@ -778,18 +779,12 @@ constexpr ProviderOption kOptions[] = {
     {"fabric", "the fabric's name (default $IBSIM_SOCKNAME): letters, digits, '_', '-'"},
     {"capture", "append every packet sent to this pcap file (IB link packets, DLT 147)"},
     {"poll_ms", "port re-read interval in ms, 1..60000 (default 100)"},
-    {"fault", "tests only: stall_after_claim (a send claims the receiver's slot, then stalls for good)"},
 };
 
 std::unique_ptr<Context> open_provider(const std::string &device, const ProviderOptions &opts, std::string *err) {
     std::uint32_t poll_ms = 0;
     if (!common::option_uint(opts, "poll_ms", 1, 60000, 100, &poll_ms, err))
         return nullptr;
-    const std::string fault = opts.get("fault");
-    if (!fault.empty() && fault != "stall_after_claim") {
-        *err = "soft provider: option fault=" + fault + ": expected stall_after_claim";
-        return nullptr;
-    }
     std::string node = device, fabric = opts.get("fabric");
     if (node.empty()) {
         const char *h = std::getenv("SIM_HOST");
@@ -809,13 +804,20 @@ std::unique_ptr<Context> open_provider(const std::string &device, const Provider
             return nullptr;
         }
     auto ctx = std::make_unique<SoftContext>();
-    ctx->fault_stall_after_claim = !fault.empty();
     if (!ctx->open(node, fabric, opts.get("capture"), poll_ms, err))
         return nullptr;
     return ctx;
 }
 
 } // namespace
+
+bool arm_stall_after_claim(Context &ctx) noexcept {
+    auto *soft = dynamic_cast<SoftContext *>(&ctx);
+    if (!soft)
+        return false;
+    soft->fault_stall_after_claim = true;
+    return true;
+}
 
 } // namespace ipoib::hca::soft
 
