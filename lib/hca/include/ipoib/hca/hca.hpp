@@ -11,8 +11,22 @@
 //   Ah       ~ ibv_ah                 DLID, SL, optional GRH
 //
 // Calls are made per burst, never per packet: one virtual call per
-// post/poll of up to N work requests. Nothing here throws; errors are
-// returned as negative errno values, with a message in Context::last_error().
+// post/poll of up to N work requests.
+//
+// Errors, the same in every provider (provider_common.hpp's ContextBase
+// writes them): nothing throws across this interface. A call returning int
+// returns 0 (or a count) on success and a negative errno on failure; a call
+// returning a pointer returns nullptr on failure; either way the context's
+// last_error() then holds a one-line message (kept until the next failure;
+// the verbs provider also keeps asynchronous QP/CQ errors there).
+// A burst call that has done part of its work returns the count done, not
+// an error. A work request that fails is not a call failure: it completes
+// with a WcStatus other than success.
+// Opening a device (open_device) returns a null ctx and the message in
+// OpenResult::error: "unknown HCA provider 'x' (known: ...)", "option 'x':
+// expected key=value", "<provider> provider: unknown option 'k' (known:
+// ...)", "<provider> provider: option k belongs to the <other> provider",
+// "option k=v: expected ...", or the provider's own reason for the device.
 #pragma once
 
 #include <cstddef>
