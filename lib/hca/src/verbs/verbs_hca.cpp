@@ -59,12 +59,14 @@ constexpr std::uint32_t kBounceSlot = 4096 + 64;  // the largest UD message (409
 constexpr std::uint64_t kRecvTag = 1ull << 63;
 constexpr std::size_t kSoftWcRing = 256;          // completions the provider itself produces, per CQ
 constexpr std::uint8_t kDefaultHopLimit = 1;      // an AH's GRH hop limit when the caller gives 0
+constexpr const char *kGlueEnv = "IPOIB_VERBS_GLUE";  // where to load the glue from (ignored if set-uid)
 
-// Where to find the glue: $IPOIB_VERBS_GLUE; beside the object that holds
-// this code (an installed driver); the build tree; the library search path.
+// Where to find the glue: $IPOIB_VERBS_GLUE (not in set-uid/set-gid
+// processes: secure_getenv); beside the object that holds this code (an
+// installed driver); the build tree; the library search path.
 void *load_glue(const Glue **glue, std::string *err) {
     std::vector<std::string> tries;
-    if (const char *e = std::getenv("IPOIB_VERBS_GLUE"); e && *e)
+    if (const char *e = secure_getenv(kGlueEnv); e && *e)
         tries.emplace_back(e);
     Dl_info info{};
     if (dladdr(reinterpret_cast<void *>(&load_glue), &info) && info.dli_fname) {
@@ -76,20 +78,26 @@ void *load_glue(const Glue **glue, std::string *err) {
     if (*IPOIB_VERBS_GLUE_BUILD_PATH)
         tries.emplace_back(IPOIB_VERBS_GLUE_BUILD_PATH);
     tries.emplace_back(kGlueFile);
-    std::string why;
+    std::string why;  // every candidate's reason, so that a refused glue is not hidden by a later miss
+    auto note = [&](const std::string &reason) { why += (why.empty() ? "" : "; ") + reason; };
     for (auto &path : tries) {
         if (path.find('/') != std::string::npos && access(path.c_str(), R_OK) != 0)
             continue;
         void *h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
         if (!h) {
             const char *d = dlerror();
-            why = d ? d : path + ": cannot load";
+            note(d ? d : path + ": cannot load");
             continue;
         }
         const auto *g = static_cast<const Glue *>(dlsym(h, kGlueSymbol));
         if (!g || g->abi != kGlueAbi || g->size != sizeof(Glue)) {
-            why = path + ": not a matching glue (ABI " + std::to_string(g ? g->abi : 0) + ", want " +
-                  std::to_string(kGlueAbi) + ")";
+            note(path + ": not a matching glue (ABI " + std::to_string(g ? g->abi : 0) + ", want " +
+                 std::to_string(kGlueAbi) + ")");
+            dlclose(h);
+            continue;
+        }
+        if (std::string missing; !glue_complete(*g, &missing)) {  // built from an incomplete table
+            note(path + ": glue entry " + missing + " is null");
             dlclose(h);
             continue;
         }

@@ -273,8 +273,8 @@ class Context {
 // poll_ms=<port re-poll interval>. For "verbs", the rdma-core device name
 // (ibv_devices) or empty for the first; no options. The verbs provider loads
 // libipoib_verbs_glue.so (and through it libibverbs) at this point: from
-// $IPOIB_VERBS_GLUE if set, else beside the object holding this code, else
-// from the build tree, else by soname.
+// $IPOIB_VERBS_GLUE if set (not in set-uid/set-gid processes), else beside
+// the object holding this code, else from the build tree, else by soname.
 struct OpenResult {
     std::unique_ptr<Context> ctx;
     std::string error;
