@@ -16,6 +16,7 @@
 // X(name): the provider object ipoib::hca::builtin::name, whose
 // Provider::name is "name". Keep sorted.
 #define IPOIB_HCA_BUILTIN_PROVIDERS(X) \
+    X(inproc)                          \
     X(soft)                            \
     X(verbs)
 

@@ -27,7 +27,7 @@ constexpr Provider kTest{"zz-test", "a provider registered by the test", kTestOp
 } // namespace
 
 TEST_CASE("registry: the built-in providers are found by name") {
-    for (const char *n : {"soft", "verbs"}) {
+    for (const char *n : {"soft", "verbs", "inproc"}) {
         const Provider *p = find_provider(n);
         REQUIRE(p);
         CHECK(std::strcmp(p->name, n) == 0);
@@ -36,6 +36,11 @@ TEST_CASE("registry: the built-in providers are found by name") {
     }
     CHECK(find_provider("nope") == nullptr);
     CHECK(find_provider("") == nullptr);
+    const Provider *soft = find_provider("soft");
+    std::string keys;
+    for (const ProviderOption &o : soft->options)
+        keys += std::string(o.key) + " ";
+    CHECK(keys == "fabric capture poll_ms ");
     CHECK(find_provider("verbs")->options.empty());
     auto all = providers();
     CHECK(std::is_sorted(all.begin(), all.end(),
@@ -63,7 +68,7 @@ TEST_CASE("open_device: unknown provider lists the registered names") {
     const auto o = open_device("bogus", "", "");
     CHECK(!o.ctx);
     CHECK(contains(o.error, "unknown HCA provider 'bogus'"));
-    CHECK(contains(o.error, "soft, verbs"));
+    CHECK(contains(o.error, "inproc, soft, verbs"));
 }
 
 TEST_CASE("open_device: options must be key=value") {
@@ -75,6 +80,8 @@ TEST_CASE("open_device: an unknown option lists the provider's keys") {
     const auto o = open_device("soft", "", "bogus=1");
     CHECK(!o.ctx);
     CHECK(o.error == "soft provider: unknown option 'bogus' (known: fabric, capture, poll_ms)");
+    CHECK(open_device("inproc", "x", "bogus=1").error ==
+          "inproc provider: unknown option 'bogus' (known: link, lid, mtu, pkeys)");
     CHECK(open_device("verbs", "", "bogus=1").error == "verbs provider: unknown option 'bogus' (it takes none)");
 }
 
@@ -88,9 +95,12 @@ TEST_CASE("open_device: a key of another provider says whose it is") {
     CHECK(open_device("verbs", "", "capture=/tmp/x.pcap").error ==
           "verbs provider: option capture belongs to the soft provider");
     CHECK(open_device("verbs", "", "fabric=f").error == "verbs provider: option fabric belongs to the soft provider");
+    CHECK(open_device("soft", "", "link=ib").error == "soft provider: option link belongs to the inproc provider");
 }
 
 TEST_CASE("open_device: option values are checked by the provider") {
     CHECK(open_device("soft", "", "fabric=f,poll_ms=0").error == "option poll_ms=0: expected 1..60000");
     CHECK(contains(open_device("soft", "", "fabric=a/b").error, "fabric name 'a/b' may only hold"));
+    CHECK(contains(open_device("inproc", "x", "link=fddi").error, "link=fddi: expected ib or eth"));
+    CHECK(contains(open_device("inproc", "x", "pkeys=0xffff:zz").error, "pkeys=0xffff:zz"));
 }

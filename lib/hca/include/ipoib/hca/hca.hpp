@@ -265,9 +265,9 @@ class Context {
 
 // Open a device of a provider found by name in the registry (provider.hpp:
 // find_provider, providers(); each provider lists the option keys it takes).
-// Built in: "soft" (the software HCA), "verbs" (rdma-core). options:
-// key=value, comma separated, checked against the provider's keys before it
-// is called; a failure leaves ctx null and a one-line message in error.
+// Built in: "soft" (the software HCA), "verbs" (rdma-core), "inproc" (devices
+// of this process, for tests). options: key=value, comma separated, checked
+// against the provider's keys before it is called.
 // device: for "soft", the fabric node name (SIM_HOST) or empty for $SIM_HOST;
 // options fabric=<name> (default from $IBSIM_SOCKNAME), capture=<pcap file>,
 // poll_ms=<port re-poll interval>. For "verbs", the rdma-core device name
@@ -275,6 +275,8 @@ class Context {
 // libipoib_verbs_glue.so (and through it libibverbs) at this point: from
 // $IPOIB_VERBS_GLUE if set (not in set-uid/set-gid processes), else beside
 // the object holding this code, else from the build tree, else by soname.
+// For "inproc", any name (one name, one device); options link=ib|eth,
+// lid=N, mtu=N, pkeys=K:K... (doc/soft-hca.md).
 struct OpenResult {
     std::unique_ptr<Context> ctx;
     std::string error;
