@@ -3,6 +3,11 @@
 // by the integration tests; answers each command with one JSON line.
 //
 //   hca-peer PROVIDER [OPTIONS] [DEVICE]  soft: device from $SIM_HOST; verbs: the first
+//   hca-peer PROVIDER OPTIONS DEV1,DEV2    several devices in this process (inproc):
+//                                          {"devices":[ready line of each]}; commands start with @DEVn
+//
+// PROVIDER is any registered provider, and "fault" (fault_provider.cpp,
+// tests only): the soft provider with fault=stall_after_claim.
 //
 //   port P                                      port attributes, IPoIB GID, P_Key table
 //   qp NAME port=P pkey_index=I qkey=K rq=N     create a UD QP with its CQ and N buffers
@@ -33,6 +38,7 @@
 #include <thread>
 #include <vector>
 
+#include "fault_provider.hpp"
 #include "ipoib/hca/hca.hpp"
 #include "ipoib/wire/hwaddr.hpp"
 
@@ -50,6 +56,11 @@ struct PeerQp {
     std::uint8_t port = 1;
     std::map<std::uint32_t, std::unique_ptr<Ah>> ahs;
     std::vector<Wc> stash;  // receive completions reaped while sending, for the next `recv`
+};
+
+struct Device {
+    std::unique_ptr<Context> ctx;
+    std::map<std::string, PeerQp> qps;
 };
 
 std::map<std::string, std::string> kv(std::istringstream &in) {
@@ -93,305 +104,326 @@ std::string err_json(const std::string &msg) {
     return s + "\"}";
 }
 
+// One command on one device; returns the reply line.
+std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
+    Context &ctx = *dev.ctx;
+    auto &qps = dev.qps;
+    std::string name;
+    std::ostringstream out;
+    if (cmd == "port") {
+        int p = 1;
+        in >> p;
+        PortAttr a;
+        if (ctx.query_port(static_cast<std::uint8_t>(p), &a) != 0)
+            return err_json(ctx.last_error());
+        Gid g;
+        const int gi = ipoib_gid_index(ctx, static_cast<std::uint8_t>(p));
+        ctx.query_gid(static_cast<std::uint8_t>(p), gi, &g);
+        out << "{\"state\":\"" << to_string(a.state) << "\",\"link_layer\":\""
+            << (a.link_layer == LinkLayer::ethernet ? "ethernet" : "infiniband") << "\",\"gid_index\":" << gi
+            << ",\"lid\":" << a.lid << ",\"sm_lid\":" << a.sm_lid
+            << ",\"guid\":" << a.port_guid << ",\"mtu\":" << mtu_bytes(a.active_mtu) << ",\"gid\":\""
+            << wire::to_string(g) << "\",\"pkeys\":[";
+        bool first = true;
+        for (int i = 0; i < static_cast<int>(kMaxPkeys); ++i) {
+            std::uint16_t k;
+            ctx.query_pkey(static_cast<std::uint8_t>(p), i, &k);
+            if (k & 0x7fff) {
+                out << (first ? "" : ",") << "[" << i << "," << k << "]";
+                first = false;
+            }
+        }
+        out << "]}";
+    } else if (cmd == "qp") {
+        in >> name;
+        auto m = kv(in);
+        PeerQp &q = qps[name];
+        q.port = static_cast<std::uint8_t>(num(m, "port", 1));
+        const auto rq = static_cast<std::uint32_t>(num(m, "rq", 64));
+        q.cq = ctx.create_cq(static_cast<int>(rq) + 1024);
+        QpInit init;
+        init.send_cq = q.cq.get();
+        init.recv_cq = q.cq.get();
+        init.port_num = q.port;
+        init.pkey_index = static_cast<std::uint16_t>(num(m, "pkey_index", 0));
+        init.qkey = static_cast<std::uint32_t>(num(m, "qkey", 0x0b1b));
+        init.max_recv_wr = rq;
+        q.qp = q.cq ? ctx.create_ud_qp(init) : nullptr;
+        if (!q.qp) {
+            qps.erase(name);
+            return err_json(ctx.last_error());
+        }
+        q.nbuf = rq;
+        q.bufsize = static_cast<std::uint32_t>(num(m, "bufsize", kGrhLen + 4096));
+        q.pool = static_cast<std::uint8_t *>(ctx.alloc_dma(std::size_t{q.nbuf} * q.bufsize));
+        q.mr = q.pool ? ctx.reg_mr(q.pool, std::size_t{q.nbuf} * q.bufsize) : nullptr;
+        if (!q.mr)
+            return err_json(ctx.last_error());
+        out << "{\"qpn\":" << q.qp->qp_num() << "}";
+    } else if (cmd == "post" || cmd == "send" || cmd == "recv" || cmd == "attach" || cmd == "detach" ||
+               cmd == "counters" || cmd == "sendloop") {
+        in >> name;
+        auto it = qps.find(name);
+        if (it == qps.end())
+            return err_json("no QP " + name);
+        PeerQp &q = it->second;
+        auto m = kv(in);
+        if (cmd == "post") {
+            const auto n = num(m, "n", q.nbuf);
+            const auto size = static_cast<std::uint32_t>(num(m, "size", q.bufsize));
+            int posted = 0;
+            for (unsigned long i = 0; i < n; ++i) {
+                const std::uint32_t b = q.next++ % q.nbuf;
+                RecvWr wr{b, {reinterpret_cast<std::uintptr_t>(q.pool + std::size_t{b} * q.bufsize),
+                              std::min(size, q.bufsize), q.mr->lkey()}};
+                const int r = q.qp->post_recv(&wr, 1);
+                if (r < 0) {
+                    out << err_json(ctx.last_error());
+                    break;
+                }
+                posted += r;
+            }
+            if (out.str().empty())
+                out << "{\"posted\":" << posted << "}";
+        } else if (cmd == "attach" || cmd == "detach") {
+            auto g = wire::parse_gid_text(m["mgid"]);
+            const auto mlid = static_cast<std::uint16_t>(num(m, "mlid", 0));
+            const int r = cmd == "attach" ? q.qp->attach_mcast(g.value, mlid) : q.qp->detach_mcast(g.value, mlid);
+            out << (r == 0 ? "{\"ok\":true}" : err_json(ctx.last_error()));
+        } else if (cmd == "counters") {
+            const QpCounters c = q.qp->counters();
+            out << "{\"tx_packets\":" << c.tx_packets << ",\"tx_bytes\":" << c.tx_bytes << ",\"tx_errors\":"
+                << c.tx_errors << ",\"rx_packets\":" << c.rx_packets << ",\"rx_bytes\":" << c.rx_bytes
+                << ",\"drop_no_buffer\":" << c.drop_no_buffer << ",\"drop_qkey\":" << c.drop_qkey
+                << ",\"drop_pkey\":" << c.drop_pkey << ",\"drop_too_long\":" << c.drop_too_long
+                << ",\"drop_port_down\":" << c.drop_port_down << ",\"drop_aborted\":" << c.drop_aborted
+                << ",\"rx_errors\":" << c.rx_errors << "}";
+        } else if (cmd == "send" || cmd == "sendloop") {
+            AhAttr aa;
+            aa.dlid = static_cast<std::uint16_t>(num(m, "dlid", 0));
+            aa.sl = static_cast<std::uint8_t>(num(m, "sl", 0));
+            aa.port_num = q.port;
+            if (m.count("mgid") || m.count("dgid")) {
+                aa.is_global = true;
+                aa.dgid = wire::parse_gid_text(m.count("mgid") ? m["mgid"] : m["dgid"]).value;
+                aa.hop_limit = m.count("mgid") ? 1 : 64;
+                const int gi = ipoib_gid_index(ctx, q.port);
+                aa.sgid_index = static_cast<std::uint8_t>(gi > 0 ? gi : 0);
+            }
+            auto ah = ctx.create_ah(aa);
+            if (!ah)
+                return err_json(ctx.last_error());
+            const auto size = static_cast<std::uint32_t>(num(m, "size", 64));
+            const auto nsge = std::max<std::uint32_t>(1, static_cast<std::uint32_t>(num(m, "sge", 1)));
+            const auto count = cmd == "sendloop" ? ~0ul : num(m, "count", 1);
+            std::vector<std::uint8_t> payload(size + 64);
+            std::map<std::string, int> statuses;
+            if (cmd == "sendloop")
+                std::cout << "{\"looping\":true}" << std::endl;
+            // Reap send completions (a device completes them asynchronously);
+            // receive completions met on the way (the CQ is shared) are kept for `recv`.
+            unsigned long reaped = 0, posted = 0;
+            auto reap = [&] {
+                Wc wc[16];
+                const int n = q.cq->poll(wc, 16);
+                for (int k = 0; k < n; ++k) {
+                    if (wc[k].opcode == WcOpcode::send) {
+                        statuses[to_string(wc[k].status)]++;
+                        ++reaped;
+                    } else {
+                        q.stash.push_back(wc[k]);
+                    }
+                }
+                return n;
+            };
+            for (unsigned long i = 0; i < count; ++i) {
+                fill(payload.data(), size, static_cast<std::uint32_t>(i));
+                Sge sg[kMaxSendSge];
+                std::uint32_t off = 0;
+                for (std::uint32_t s = 0; s < nsge; ++s) {
+                    const std::uint32_t l = s + 1 == nsge ? size - off : size / nsge;
+                    sg[s] = {reinterpret_cast<std::uintptr_t>(payload.data() + off), l, 0};
+                    off += l;
+                }
+                SendWr wr{i, sg, nsge, ah.get(), static_cast<std::uint32_t>(num(m, "dqpn", 0)),
+                          static_cast<std::uint32_t>(num(m, "qkey", 0x0b1b)), true};
+                int r = q.qp->post_send(&wr, 1);
+                for (int tries = 0; r == 0 && tries < 100000; ++tries) {  // send queue full: reap, retry
+                    reap();
+                    r = q.qp->post_send(&wr, 1);
+                }
+                if (r <= 0) {
+                    statuses["post refused"]++;
+                    continue;
+                }
+                ++posted;
+                reap();
+            }
+            const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+            while (reaped < posted && std::chrono::steady_clock::now() < until)
+                if (!reap())
+                    std::this_thread::yield();
+            out << "{\"statuses\":{";
+            bool first = true;
+            for (auto &[k, v] : statuses) {
+                out << (first ? "" : ",") << "\"" << k << "\":" << v;
+                first = false;
+            }
+            out << "}}";
+        } else {  // recv
+            const auto want = num(m, "count", 1);
+            const auto deadline =
+                std::chrono::steady_clock::now() + std::chrono::milliseconds(num(m, "timeout_ms", 1000));
+            unsigned long got = 0, bad = 0, grh = 0;
+            std::map<std::string, int> statuses;
+            std::set<std::uint32_t> srcs, slids, lens;
+            std::set<std::string> sgids;
+            while (got < want && std::chrono::steady_clock::now() < deadline) {
+                Wc wc[32];
+                int n = 0;
+                while (n < 32 && !q.stash.empty()) {
+                    wc[n++] = q.stash.front();
+                    q.stash.erase(q.stash.begin());
+                }
+                if (n == 0)
+                    n = q.cq->poll(wc, 32);
+                if (n == 0) {
+                    std::this_thread::yield();
+                    continue;
+                }
+                for (int i = 0; i < n; ++i) {
+                    if (wc[i].opcode != WcOpcode::recv)
+                        continue;
+                    ++got;
+                    statuses[to_string(wc[i].status)]++;
+                    if (wc[i].status != WcStatus::success)
+                        continue;
+                    const std::uint8_t *buf = q.pool + wc[i].wr_id * q.bufsize;
+                    srcs.insert(wc[i].src_qp);
+                    slids.insert(wc[i].slid);
+                    lens.insert(wc[i].byte_len - kGrhLen);
+                    if (wc[i].wc_flags & kWcGrh) {
+                        ++grh;
+                        Gid s;
+                        std::memcpy(s.raw.data(), buf + 8, 16);
+                        sgids.insert(wire::to_string(s));
+                    }
+                    if (!check(buf + kGrhLen, wc[i].byte_len - kGrhLen))
+                        ++bad;
+                }
+                if (num(m, "repost", 0))
+                    for (int i = 0; i < n; ++i)
+                        if (wc[i].opcode == WcOpcode::recv) {
+                            RecvWr wr{wc[i].wr_id,
+                                      {reinterpret_cast<std::uintptr_t>(q.pool + wc[i].wr_id * q.bufsize),
+                                       q.bufsize, q.mr->lkey()}};
+                            q.qp->post_recv(&wr, 1);
+                        }
+            }
+            auto list = [&](const std::set<std::uint32_t> &s) {
+                std::string r = "[";
+                for (auto v : s)
+                    r += (r.size() > 1 ? "," : "") + std::to_string(v);
+                return r + "]";
+            };
+            out << "{\"received\":" << got << ",\"bad_payload\":" << bad << ",\"grh\":" << grh
+                << ",\"src_qps\":" << list(srcs) << ",\"slids\":" << list(slids) << ",\"lens\":" << list(lens)
+                << ",\"sgids\":[";
+            bool first = true;
+            for (auto &s : sgids) {
+                out << (first ? "" : ",") << "\"" << s << "\"";
+                first = false;
+            }
+            out << "],\"statuses\":{";
+            first = true;
+            for (auto &[k, v] : statuses) {
+                out << (first ? "" : ",") << "\"" << k << "\":" << v;
+                first = false;
+            }
+            out << "}}";
+        }
+    } else if (cmd == "pcounters") {
+        int p = 1;
+        in >> p;
+        PortCounters c;
+        if (ctx.port_counters(static_cast<std::uint8_t>(p), &c) != 0)
+            return err_json(ctx.last_error());
+        out << "{\"tx_packets\":" << c.tx_packets << ",\"rx_packets\":" << c.rx_packets << ",\"drop_no_qp\":"
+            << c.drop_no_qp << ",\"drop_pkey\":" << c.drop_pkey << ",\"drop_port_down\":" << c.drop_port_down
+            << ",\"drop_no_buffer\":" << c.drop_no_buffer << ",\"drop_qkey\":" << c.drop_qkey
+            << ",\"drop_too_long\":" << c.drop_too_long << ",\"tx_mtu_exceeded\":" << c.tx_mtu_exceeded
+            << ",\"tx_port_down\":" << c.tx_port_down << "}";
+    } else if (cmd == "events") {
+        auto m = kv(in);
+        const auto deadline =
+            std::chrono::steady_clock::now() + std::chrono::milliseconds(num(m, "timeout_ms", 1000));
+        out << "{\"events\":[";
+        bool first = true;
+        while (std::chrono::steady_clock::now() < deadline) {
+            PortEvent ev;
+            if (ctx.get_port_event(&ev) == 1) {
+                out << (first ? "" : ",") << "[\"" << to_string(ev.type) << "\"," << int(ev.port_num) << "]";
+                first = false;
+            } else {
+                std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            }
+        }
+        out << "]}";
+    } else {
+        out << err_json("unknown command '" + cmd + "'");
+    }
+    return out.str();
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        std::fprintf(stderr, "usage: hca-peer PROVIDER [OPTIONS]\n");
+        std::fprintf(stderr, "usage: hca-peer PROVIDER [OPTIONS] [DEVICE[,DEVICE...]]\n");
         return 2;
     }
-    auto opened = open_device(argv[1], argc > 3 ? argv[3] : "", argc > 2 ? argv[2] : "");
-    if (!opened.ctx) {
-        std::cout << err_json(opened.error) << std::endl;
-        return 1;
+    test::register_fault_provider();
+    // One device, or several of this process (commands then start with @DEVICE).
+    std::vector<std::string> names;
+    const std::string list = argc > 3 ? argv[3] : "";
+    for (std::size_t pos = 0; pos <= list.size();) {
+        const std::size_t end = std::min(list.find(',', pos), list.size());
+        names.push_back(list.substr(pos, end - pos));
+        pos = end + 1;
     }
-    Context &ctx = *opened.ctx;
-    std::cout << "{\"ready\":true,\"node\":\"" << ctx.name() << "\",\"ports\":" << int(ctx.num_ports()) << "}"
-              << std::endl;
+    std::map<std::string, Device> devs;
+    std::string hello;
+    for (const auto &n : names) {
+        auto opened = open_device(argv[1], n, argc > 2 ? argv[2] : "");
+        if (!opened.ctx) {
+            std::cout << err_json(opened.error) << std::endl;
+            return 1;
+        }
+        hello += std::string(hello.empty() ? "" : ",") + "{\"ready\":true,\"node\":\"" + opened.ctx->name() +
+                 "\",\"ports\":" + std::to_string(opened.ctx->num_ports()) + "}";
+        devs[n].ctx = std::move(opened.ctx);
+    }
+    // One line: {"ready":true,"node":...,"ports":N}, or {"devices":[one such per device]}.
+    std::cout << (names.size() > 1 ? "{\"devices\":[" + hello + "]}" : hello) << std::endl;
 
-    std::map<std::string, PeerQp> qps;
     std::string line;
     while (std::getline(std::cin, line)) {
         std::istringstream in(line);
-        std::string cmd, name;
+        std::string cmd;
         in >> cmd;
-        std::ostringstream out;
+        Device *dev = &devs.begin()->second;
+        if (names.size() > 1 || cmd.starts_with('@')) {
+            auto it = devs.find(cmd.substr(cmd.starts_with('@') ? 1 : 0));
+            if (!cmd.starts_with('@') || it == devs.end()) {
+                std::cout << err_json("expected @DEVICE before the command, one of the devices opened") << std::endl;
+                continue;
+            }
+            dev = &it->second;
+            in >> cmd;
+        }
         if (cmd == "quit")
             break;
-        if (cmd == "port") {
-            int p = 1;
-            in >> p;
-            PortAttr a;
-            if (ctx.query_port(static_cast<std::uint8_t>(p), &a) != 0) {
-                std::cout << err_json(ctx.last_error()) << std::endl;
-                continue;
-            }
-            Gid g;
-            const int gi = ipoib_gid_index(ctx, static_cast<std::uint8_t>(p));
-            ctx.query_gid(static_cast<std::uint8_t>(p), gi, &g);
-            out << "{\"state\":\"" << to_string(a.state) << "\",\"link_layer\":\""
-                << (a.link_layer == LinkLayer::ethernet ? "ethernet" : "infiniband") << "\",\"gid_index\":" << gi
-                << ",\"lid\":" << a.lid << ",\"sm_lid\":" << a.sm_lid
-                << ",\"guid\":" << a.port_guid << ",\"mtu\":" << mtu_bytes(a.active_mtu) << ",\"gid\":\""
-                << wire::to_string(g) << "\",\"pkeys\":[";
-            bool first = true;
-            for (int i = 0; i < static_cast<int>(kMaxPkeys); ++i) {
-                std::uint16_t k;
-                ctx.query_pkey(static_cast<std::uint8_t>(p), i, &k);
-                if (k & 0x7fff) {
-                    out << (first ? "" : ",") << "[" << i << "," << k << "]";
-                    first = false;
-                }
-            }
-            out << "]}";
-        } else if (cmd == "qp") {
-            in >> name;
-            auto m = kv(in);
-            PeerQp &q = qps[name];
-            q.port = static_cast<std::uint8_t>(num(m, "port", 1));
-            const auto rq = static_cast<std::uint32_t>(num(m, "rq", 64));
-            q.cq = ctx.create_cq(static_cast<int>(rq) + 1024);
-            QpInit init;
-            init.send_cq = q.cq.get();
-            init.recv_cq = q.cq.get();
-            init.port_num = q.port;
-            init.pkey_index = static_cast<std::uint16_t>(num(m, "pkey_index", 0));
-            init.qkey = static_cast<std::uint32_t>(num(m, "qkey", 0x0b1b));
-            init.max_recv_wr = rq;
-            q.qp = q.cq ? ctx.create_ud_qp(init) : nullptr;
-            if (!q.qp) {
-                std::cout << err_json(ctx.last_error()) << std::endl;
-                qps.erase(name);
-                continue;
-            }
-            q.nbuf = rq;
-            q.bufsize = static_cast<std::uint32_t>(num(m, "bufsize", kGrhLen + 4096));
-            q.pool = static_cast<std::uint8_t *>(ctx.alloc_dma(std::size_t{q.nbuf} * q.bufsize));
-            q.mr = q.pool ? ctx.reg_mr(q.pool, std::size_t{q.nbuf} * q.bufsize) : nullptr;
-            if (!q.mr) {
-                std::cout << err_json(ctx.last_error()) << std::endl;
-                continue;
-            }
-            out << "{\"qpn\":" << q.qp->qp_num() << "}";
-        } else if (cmd == "post" || cmd == "send" || cmd == "recv" || cmd == "attach" || cmd == "detach" ||
-                   cmd == "counters" || cmd == "sendloop") {
-            in >> name;
-            auto it = qps.find(name);
-            if (it == qps.end()) {
-                std::cout << err_json("no QP " + name) << std::endl;
-                continue;
-            }
-            PeerQp &q = it->second;
-            auto m = kv(in);
-            if (cmd == "post") {
-                const auto n = num(m, "n", q.nbuf);
-                const auto size = static_cast<std::uint32_t>(num(m, "size", q.bufsize));
-                int posted = 0;
-                for (unsigned long i = 0; i < n; ++i) {
-                    const std::uint32_t b = q.next++ % q.nbuf;
-                    RecvWr wr{b, {reinterpret_cast<std::uintptr_t>(q.pool + std::size_t{b} * q.bufsize),
-                                  std::min(size, q.bufsize), q.mr->lkey()}};
-                    const int r = q.qp->post_recv(&wr, 1);
-                    if (r < 0) {
-                        out << err_json(ctx.last_error());
-                        break;
-                    }
-                    posted += r;
-                }
-                if (out.str().empty())
-                    out << "{\"posted\":" << posted << "}";
-            } else if (cmd == "attach" || cmd == "detach") {
-                auto g = wire::parse_gid_text(m["mgid"]);
-                const auto mlid = static_cast<std::uint16_t>(num(m, "mlid", 0));
-                const int r = cmd == "attach" ? q.qp->attach_mcast(g.value, mlid) : q.qp->detach_mcast(g.value, mlid);
-                out << (r == 0 ? "{\"ok\":true}" : err_json(ctx.last_error()));
-            } else if (cmd == "counters") {
-                const QpCounters c = q.qp->counters();
-                out << "{\"tx_packets\":" << c.tx_packets << ",\"tx_bytes\":" << c.tx_bytes << ",\"tx_errors\":"
-                    << c.tx_errors << ",\"rx_packets\":" << c.rx_packets << ",\"rx_bytes\":" << c.rx_bytes
-                    << ",\"drop_no_buffer\":" << c.drop_no_buffer << ",\"drop_qkey\":" << c.drop_qkey
-                    << ",\"drop_pkey\":" << c.drop_pkey << ",\"drop_too_long\":" << c.drop_too_long
-                    << ",\"drop_port_down\":" << c.drop_port_down << ",\"drop_aborted\":" << c.drop_aborted
-                    << ",\"rx_errors\":" << c.rx_errors << "}";
-            } else if (cmd == "send" || cmd == "sendloop") {
-                AhAttr aa;
-                aa.dlid = static_cast<std::uint16_t>(num(m, "dlid", 0));
-                aa.sl = static_cast<std::uint8_t>(num(m, "sl", 0));
-                aa.port_num = q.port;
-                if (m.count("mgid") || m.count("dgid")) {
-                    aa.is_global = true;
-                    aa.dgid = wire::parse_gid_text(m.count("mgid") ? m["mgid"] : m["dgid"]).value;
-                    aa.hop_limit = m.count("mgid") ? 1 : 64;
-                    const int gi = ipoib_gid_index(ctx, q.port);
-                    aa.sgid_index = static_cast<std::uint8_t>(gi > 0 ? gi : 0);
-                }
-                auto ah = ctx.create_ah(aa);
-                if (!ah) {
-                    std::cout << err_json(ctx.last_error()) << std::endl;
-                    continue;
-                }
-                const auto size = static_cast<std::uint32_t>(num(m, "size", 64));
-                const auto nsge = std::max<std::uint32_t>(1, static_cast<std::uint32_t>(num(m, "sge", 1)));
-                const auto count = cmd == "sendloop" ? ~0ul : num(m, "count", 1);
-                std::vector<std::uint8_t> payload(size + 64);
-                std::map<std::string, int> statuses;
-                if (cmd == "sendloop")
-                    std::cout << "{\"looping\":true}" << std::endl;
-                // Reap send completions (a device completes them asynchronously);
-                // receive completions met on the way (the CQ is shared) are kept for `recv`.
-                unsigned long reaped = 0, posted = 0;
-                auto reap = [&] {
-                    Wc wc[16];
-                    const int n = q.cq->poll(wc, 16);
-                    for (int k = 0; k < n; ++k) {
-                        if (wc[k].opcode == WcOpcode::send) {
-                            statuses[to_string(wc[k].status)]++;
-                            ++reaped;
-                        } else {
-                            q.stash.push_back(wc[k]);
-                        }
-                    }
-                    return n;
-                };
-                for (unsigned long i = 0; i < count; ++i) {
-                    fill(payload.data(), size, static_cast<std::uint32_t>(i));
-                    Sge sg[kMaxSendSge];
-                    std::uint32_t off = 0;
-                    for (std::uint32_t s = 0; s < nsge; ++s) {
-                        const std::uint32_t l = s + 1 == nsge ? size - off : size / nsge;
-                        sg[s] = {reinterpret_cast<std::uintptr_t>(payload.data() + off), l, 0};
-                        off += l;
-                    }
-                    SendWr wr{i, sg, nsge, ah.get(), static_cast<std::uint32_t>(num(m, "dqpn", 0)),
-                              static_cast<std::uint32_t>(num(m, "qkey", 0x0b1b)), true};
-                    int r = q.qp->post_send(&wr, 1);
-                    for (int tries = 0; r == 0 && tries < 100000; ++tries) {  // send queue full: reap, retry
-                        reap();
-                        r = q.qp->post_send(&wr, 1);
-                    }
-                    if (r <= 0) {
-                        statuses["post refused"]++;
-                        continue;
-                    }
-                    ++posted;
-                    reap();
-                }
-                const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-                while (reaped < posted && std::chrono::steady_clock::now() < until)
-                    if (!reap())
-                        std::this_thread::yield();
-                out << "{\"statuses\":{";
-                bool first = true;
-                for (auto &[k, v] : statuses) {
-                    out << (first ? "" : ",") << "\"" << k << "\":" << v;
-                    first = false;
-                }
-                out << "}}";
-            } else {  // recv
-                const auto want = num(m, "count", 1);
-                const auto deadline =
-                    std::chrono::steady_clock::now() + std::chrono::milliseconds(num(m, "timeout_ms", 1000));
-                unsigned long got = 0, bad = 0, grh = 0;
-                std::map<std::string, int> statuses;
-                std::set<std::uint32_t> srcs, slids, lens;
-                std::set<std::string> sgids;
-                while (got < want && std::chrono::steady_clock::now() < deadline) {
-                    Wc wc[32];
-                    int n = 0;
-                    while (n < 32 && !q.stash.empty()) {
-                        wc[n++] = q.stash.front();
-                        q.stash.erase(q.stash.begin());
-                    }
-                    if (n == 0)
-                        n = q.cq->poll(wc, 32);
-                    if (n == 0) {
-                        std::this_thread::yield();
-                        continue;
-                    }
-                    for (int i = 0; i < n; ++i) {
-                        if (wc[i].opcode != WcOpcode::recv)
-                            continue;
-                        ++got;
-                        statuses[to_string(wc[i].status)]++;
-                        if (wc[i].status != WcStatus::success)
-                            continue;
-                        const std::uint8_t *buf = q.pool + wc[i].wr_id * q.bufsize;
-                        srcs.insert(wc[i].src_qp);
-                        slids.insert(wc[i].slid);
-                        lens.insert(wc[i].byte_len - kGrhLen);
-                        if (wc[i].wc_flags & kWcGrh) {
-                            ++grh;
-                            Gid s;
-                            std::memcpy(s.raw.data(), buf + 8, 16);
-                            sgids.insert(wire::to_string(s));
-                        }
-                        if (!check(buf + kGrhLen, wc[i].byte_len - kGrhLen))
-                            ++bad;
-                    }
-                    if (num(m, "repost", 0))
-                        for (int i = 0; i < n; ++i)
-                            if (wc[i].opcode == WcOpcode::recv) {
-                                RecvWr wr{wc[i].wr_id,
-                                          {reinterpret_cast<std::uintptr_t>(q.pool + wc[i].wr_id * q.bufsize),
-                                           q.bufsize, q.mr->lkey()}};
-                                q.qp->post_recv(&wr, 1);
-                            }
-                }
-                auto list = [&](const std::set<std::uint32_t> &s) {
-                    std::string r = "[";
-                    for (auto v : s)
-                        r += (r.size() > 1 ? "," : "") + std::to_string(v);
-                    return r + "]";
-                };
-                out << "{\"received\":" << got << ",\"bad_payload\":" << bad << ",\"grh\":" << grh
-                    << ",\"src_qps\":" << list(srcs) << ",\"slids\":" << list(slids) << ",\"lens\":" << list(lens)
-                    << ",\"sgids\":[";
-                bool first = true;
-                for (auto &s : sgids) {
-                    out << (first ? "" : ",") << "\"" << s << "\"";
-                    first = false;
-                }
-                out << "],\"statuses\":{";
-                first = true;
-                for (auto &[k, v] : statuses) {
-                    out << (first ? "" : ",") << "\"" << k << "\":" << v;
-                    first = false;
-                }
-                out << "}}";
-            }
-        } else if (cmd == "pcounters") {
-            int p = 1;
-            in >> p;
-            PortCounters c;
-            if (ctx.port_counters(static_cast<std::uint8_t>(p), &c) != 0) {
-                std::cout << err_json(ctx.last_error()) << std::endl;
-                continue;
-            }
-            out << "{\"tx_packets\":" << c.tx_packets << ",\"rx_packets\":" << c.rx_packets << ",\"drop_no_qp\":"
-                << c.drop_no_qp << ",\"drop_pkey\":" << c.drop_pkey << ",\"drop_port_down\":" << c.drop_port_down
-                << ",\"drop_no_buffer\":" << c.drop_no_buffer << ",\"drop_qkey\":" << c.drop_qkey
-                << ",\"drop_too_long\":" << c.drop_too_long << ",\"tx_mtu_exceeded\":" << c.tx_mtu_exceeded
-                << ",\"tx_port_down\":" << c.tx_port_down << "}";
-        } else if (cmd == "events") {
-            auto m = kv(in);
-            const auto deadline =
-                std::chrono::steady_clock::now() + std::chrono::milliseconds(num(m, "timeout_ms", 1000));
-            out << "{\"events\":[";
-            bool first = true;
-            while (std::chrono::steady_clock::now() < deadline) {
-                PortEvent ev;
-                if (ctx.get_port_event(&ev) == 1) {
-                    out << (first ? "" : ",") << "[\"" << to_string(ev.type) << "\"," << int(ev.port_num) << "]";
-                    first = false;
-                } else {
-                    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-                }
-            }
-            out << "]}";
-        } else {
-            out << err_json("unknown command '" + cmd + "'");
-        }
-        std::cout << out.str() << std::endl;
+        std::cout << run(*dev, cmd, in) << std::endl;
     }
     return 0;
 }

@@ -10,6 +10,9 @@ the provider under test:
   verbs: test_hca_provider.py verbs DEVICE PATH-TO-hca-peer
          A and B on one rdma-core device (run in the QEMU guest on rxe0:
          test/guest/test_verbs_guest.sh).
+  inproc: test_hca_provider.py inproc OPTIONS PATH-TO-hca-peer
+         A and B two devices of the in-process HCA, in one hca-peer process
+         (their fabric is the process), e.g. OPTIONS link=eth.
 
 What differs between an InfiniBand port and a RoCE port is read from the
 port, never assumed: on Ethernet every address carries a GRH and there are
@@ -27,7 +30,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tap import Tap  # noqa: E402
-from hca_peer_client import HcaPeer  # noqa: E402
+from hca_peer_client import HcaPeer, shared_peers  # noqa: E402
 
 MODE = sys.argv[1]
 PEER = os.path.abspath(sys.argv[3])
@@ -176,6 +179,9 @@ def main():
             env = json.loads(fabric("up", "--format", "json", "--hcas", "2", "--owner", str(os.getpid())).stdout)
             a = Peer("A", ["soft"], client_env(env, "Hca1"))
             b = Peer("B", ["soft"], client_env(env, "Hca2"))
+        elif MODE == "inproc":
+            proc, (a, b) = shared_peers([PEER, "inproc", sys.argv[2]], ["A", "B"], dict(os.environ), CWD)
+            peers.append(proc)
         else:
             a = Peer("A", ["verbs", "", sys.argv[2]], dict(os.environ))
             b = Peer("B", ["verbs", "", sys.argv[2]], dict(os.environ))

@@ -43,8 +43,8 @@ PARTITIONS = [
 
 
 class Peer(HcaPeer):
-    def __init__(self, env, host, options=""):
-        super().__init__(host, [PEER, "soft"] + ([options] if options else []), client_env(env, host), CWD, 10)
+    def __init__(self, env, host, options="", provider="soft"):
+        super().__init__(host, [PEER, provider] + ([options] if options else []), client_env(env, host), CWD, 10)
         self.host = host
 
     def close(self):
@@ -60,8 +60,8 @@ class Peer(HcaPeer):
 peers = []
 
 
-def peer(env, host, options=""):
-    p = Peer(env, host, options)
+def peer(env, host, options="", provider="soft"):
+    p = Peer(env, host, options, provider)
     peers.append(p)
     return p
 
@@ -222,8 +222,9 @@ def run(env):
     b(f"send ub dlid={pa['lid']} dqpn={qa} size=64 count=3")
     t.eq(a("recv ua count=3 timeout_ms=1000 repost=1")["received"], 3, "traffic flows again after relink")
 
-    # A sender killed while writing into the receiver's buffer.
-    d = peer(env, "Hca3", "fault=stall_after_claim")
+    # A sender killed while writing into the receiver's buffer: hca-peer's test-only
+    # "fault" provider is the soft provider with its stall-after-claim hook armed.
+    d = peer(env, "Hca3", "fault=stall_after_claim", provider="fault")
     d("qp ud rq=4")
     d.send(f"send ud dlid={pa['lid']} dqpn={qa} size=64 count=1")
     time.sleep(0.3)

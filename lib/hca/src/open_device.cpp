@@ -1,19 +1,13 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// Provider selection and device options.
-#include <cstdlib>
+// open_device: the provider by name (registry.cpp), its options checked
+// against the keys it lists; names of the interface's enums; the IPoIB GID.
 #include <string>
+#include <vector>
 
 #include "ipoib/hca/hca.hpp"
+#include "ipoib/hca/provider.hpp"
 
 namespace ipoib::hca {
-
-namespace soft {
-std::unique_ptr<Context> open_soft(const std::string &device, const std::string &fabric, const std::string &capture,
-                                   std::uint32_t poll_ms, bool fault_stall, std::string *err);
-}
-namespace verbs {
-std::unique_ptr<Context> open_verbs(const std::string &device, std::string *err);
-}
 
 const char *to_string(PortState s) noexcept {
     switch (s) {
@@ -50,76 +44,60 @@ const char *to_string(WcStatus s) noexcept {
     return "?";
 }
 
+namespace {
+
+bool has_option(const Provider &p, std::string_view key) noexcept {
+    for (const ProviderOption &o : p.options)
+        if (key == o.key)
+            return true;
+    return false;
+}
+
+std::string names(const std::vector<const Provider *> &ps) {
+    std::string s;
+    for (const Provider *p : ps)
+        s += (s.empty() ? "" : ", ") + std::string(p->name);
+    return s;
+}
+
+} // namespace
+
 OpenResult open_device(const std::string &provider, const std::string &device, const std::string &options) {
     OpenResult r;
-    std::string fabric, capture, node = device;
-    std::uint32_t poll_ms = 100;
-    bool fault_stall = false;
-    // key=value[,key=value...]
-    std::size_t pos = 0;
-    while (pos < options.size()) {
-        std::size_t end = options.find(',', pos);
-        if (end == std::string::npos)
-            end = options.size();
-        const std::string kv = options.substr(pos, end - pos);
-        pos = end + 1;
-        if (kv.empty())
+    const Provider *p = find_provider(provider);
+    if (!p) {
+        r.error = "unknown HCA provider '" + provider + "' (known: " + names(providers()) + ")";
+        return r;
+    }
+    ProviderOptions opts;
+    if (!ProviderOptions::parse(options, &opts, &r.error))
+        return r;
+    for (const auto &[key, value] : opts.items()) {
+        if (has_option(*p, key))
             continue;
-        const std::size_t eq = kv.find('=');
-        const std::string k = kv.substr(0, eq), v = eq == std::string::npos ? "" : kv.substr(eq + 1);
-        if (eq == std::string::npos || v.empty()) {
-            r.error = "option '" + kv + "': expected key=value";
+        std::vector<const Provider *> owners;
+        for (const Provider *q : providers())
+            if (q != p && has_option(*q, key))
+                owners.push_back(q);
+        if (!owners.empty()) {
+            std::string who;
+            for (std::size_t i = 0; i < owners.size(); ++i)
+                who += (i == 0 ? "" : i + 1 == owners.size() ? " or " : ", ") + std::string(owners[i]->name);
+            r.error = std::string(p->name) + " provider: option " + key + " belongs to the " + who + " provider";
             return r;
         }
-        if (k == "fabric") {
-            fabric = v;
-        } else if (k == "capture") {
-            capture = v;
-        } else if (k == "poll_ms") {
-            char *e = nullptr;
-            const unsigned long ms = std::strtoul(v.c_str(), &e, 10);
-            if (*e || ms < 1 || ms > 60000) {
-                r.error = "option poll_ms=" + v + ": expected 1..60000";
-                return r;
-            }
-            poll_ms = static_cast<std::uint32_t>(ms);
-        } else if (k == "fault" && v == "stall_after_claim") {
-            fault_stall = true;  // tests only: the sender stops for good after claiming a receive slot
-        } else {
-            r.error = "unknown option '" + k + "' (known: fabric, capture, poll_ms, fault)";
-            return r;
-        }
-    }
-    if (provider == "soft") {
-        if (node.empty()) {
-            const char *h = std::getenv("SIM_HOST");
-            node = h ? h : "";
-        }
-        if (fabric.empty()) {
-            const char *s = std::getenv("IBSIM_SOCKNAME");
-            fabric = s ? s : "";
-        }
-        if (fabric.empty()) {
-            r.error = "soft provider: no fabric name (option fabric=, or IBSIM_SOCKNAME)";
-            return r;
-        }
-        for (char c : fabric)
-            if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) {
-                r.error = "soft provider: fabric name '" + fabric + "' may only hold letters, digits, '_', '-'";
-                return r;
-            }
-        r.ctx = soft::open_soft(node, fabric, capture, poll_ms, fault_stall, &r.error);
+        std::string known;
+        for (const ProviderOption &o : p->options)
+            known += (known.empty() ? "" : ", ") + std::string(o.key);
+        r.error = std::string(p->name) + " provider: unknown option '" + key + "' (" +
+                  (known.empty() ? "it takes none" : "known: " + known) + ")";
         return r;
     }
-    if (provider == "verbs") {
-        if (!fabric.empty() || !capture.empty() || fault_stall) {
-            r.error = "verbs provider: options fabric, capture and fault belong to the soft provider";
-            return r;
-        }
-        r.ctx = verbs::open_verbs(node, &r.error);
-        return r;
-    }
-    r.error = "unknown HCA provider '" + provider + "' (known: soft, verbs)";
+    r.ctx = p->open(device, opts, &r.error);
+    if (!r.ctx && r.error.empty())
+        r.error = std::string(p->name) + " provider: cannot open '" + device + "'";
+    if (r.ctx)
+        r.error.clear();
     return r;
 }
 

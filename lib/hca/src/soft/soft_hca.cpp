@@ -7,20 +7,38 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <memory>
 #include <vector>
 
+#include "../builtin_providers.hpp"
+#include "../provider_common.hpp"
 #include "capture.hpp"
 #include "fabric.hpp"
 #include "ipoib/hca/hca.hpp"
 #include "smp_client.hpp"
+#include "soft_testing.hpp"
 
 namespace ipoib::hca::soft {
 
 namespace {
+
+// The software HCA's numbers, in one place (the sizes of the shared tables
+// are in shm_layout.hpp).
+constexpr std::uint32_t kDefaultPollMs = 100;    // port re-read interval (option poll_ms)
+constexpr std::uint32_t kMaxPollMs = 60000;      // option poll_ms: 1..kMaxPollMs
+constexpr std::uint8_t kMaxNodePorts = 2;        // ports of one HCA node
+constexpr int kMaxCqDepth = 1 << 20;             // create_cq: 1..kMaxCqDepth
+// QPN = generation << kQpSlotBits | slot, generation 1..kQpnGenerations: QPNs
+// of a slot change across reuse, and stay below the multicast QPN 0xffffff.
+constexpr std::uint32_t kQpnGenerations = (1u << 17) - 2;
+constexpr std::uint32_t kQpnReserved = 1;        // placeholder QPN of a slot being set up (never a data QPN)
+// Polls of a receive slot claimed by a sender before checking that the
+// sender is alive (a syscall: kept off the common path).
+constexpr std::uint32_t kStuckPollsBeforeCheck = 4096;
 
 std::uint64_t now_ms() noexcept {
     timespec ts{};
@@ -28,11 +46,7 @@ std::uint64_t now_ms() noexcept {
     return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
 }
 
-// Two P_Keys let packets through if their partition numbers are equal and at
-// least one of them is a full member (IBA 10.9.3).
-constexpr bool pkey_match(std::uint16_t a, std::uint16_t b) noexcept {
-    return (a & 0x7fff) != 0 && (a & 0x7fff) == (b & 0x7fff) && ((a | b) & 0x8000);
-}
+using common::pkey_match;
 
 inline void count(std::atomic<std::uint64_t> &c, std::uint64_t n = 1) noexcept {
     c.fetch_add(n, std::memory_order_relaxed);
@@ -40,19 +54,6 @@ inline void count(std::atomic<std::uint64_t> &c, std::uint64_t n = 1) noexcept {
 
 class SoftContext;
 class SoftQp;
-
-class SoftMr final : public Mr {
-  public:
-    SoftMr(void *a, std::size_t l, std::uint32_t k) : addr_(a), len_(l), key_(k) {}
-    std::uint32_t lkey() const noexcept override { return key_; }
-    void *addr() const noexcept override { return addr_; }
-    std::size_t length() const noexcept override { return len_; }
-
-  private:
-    void *addr_;
-    std::size_t len_;
-    std::uint32_t key_;
-};
 
 class SoftAh final : public Ah {
   public:
@@ -62,23 +63,18 @@ class SoftAh final : public Ah {
     std::uint32_t cached_idx = ~0u;  // port (unicast) or group (multicast) slot, revalidated on use
 };
 
+// Send completions are made by the sender itself (delivery is synchronous);
+// receive completions are read from the receive queues in shared memory.
 class SoftCq final : public Cq {
   public:
-    explicit SoftCq(std::uint32_t depth) : ring_(depth) {}
+    explicit SoftCq(std::uint32_t depth) : sends_(depth) {}
     int poll(Wc *wc, int n) noexcept override;
 
-    bool push_send(const Wc &w) noexcept {
-        if (count_ == ring_.size())
-            return false;
-        ring_[(head_ + count_) % ring_.size()] = w;
-        ++count_;
-        return true;
-    }
+    bool push_send(const Wc &w) noexcept { return sends_.push(w); }
     std::vector<SoftQp *> recv_qps;
 
   private:
-    std::vector<Wc> ring_;
-    std::size_t head_ = 0, count_ = 0;
+    common::WcQueue sends_;
 };
 
 class SoftQp final : public Qp {
@@ -119,14 +115,12 @@ class SoftQp final : public Qp {
     std::uint32_t psn_ = 0;
 };
 
-class SoftContext final : public Context {
+class SoftContext final : public common::ContextBase {
   public:
     ~SoftContext() override;
     bool open(const std::string &node, const std::string &fabric, const std::string &capture,
               std::uint32_t poll_ms, std::string *err);
 
-    const std::string &name() const noexcept override { return name_; }
-    std::uint8_t num_ports() const noexcept override { return node_.num_ports; }
     int query_port(std::uint8_t port, PortAttr *out) noexcept override;
     int query_gid(std::uint8_t port, int index, Gid *out) noexcept override;
     int query_pkey(std::uint8_t port, int index, std::uint16_t *out) noexcept override;
@@ -138,25 +132,17 @@ class SoftContext final : public Context {
     std::unique_ptr<Ah> create_ah(const AhAttr &attr) noexcept override;
     int get_port_event(PortEvent *ev) noexcept override;
     int port_counters(std::uint8_t port, PortCounters *out) noexcept override;
-    const std::string &last_error() const noexcept override { return error_; }
 
     Fabric fabric;
     std::vector<std::uint32_t> port_idx;  // shm port slot per local port (index port_num - 1)
     std::unique_ptr<Capture> capture;
-    std::uint32_t poll_ms = 100;
-    bool fault_stall_after_claim = false;  // test-only fault injection (option fault=stall_after_claim)
-
-    int fail(int code, std::string msg) noexcept {
-        error_ = std::move(msg);
-        return code;
-    }
+    std::uint32_t poll_ms = kDefaultPollMs;
+    bool fault_stall_after_claim = false;  // test-only fault hook (soft_testing.hpp)
 
   private:
     bool refresh_ports(bool initial);
     void publish(std::uint32_t idx, const PortSnapshot &s);
 
-    std::string name_;
-    std::string error_;
     SmpClient smp_;
     NodeIdentity node_;
     std::vector<PortSnapshot> snap_;
@@ -182,10 +168,11 @@ bool SoftContext::open(const std::string &node, const std::string &fabric_name, 
         *err = "soft HCA " + node + ": " + smp_.error();
         return false;
     }
-    if (node_.num_ports == 0 || node_.num_ports > 2) {
+    if (node_.num_ports == 0 || node_.num_ports > kMaxNodePorts) {
         *err = "soft HCA " + node + ": NodeInfo reports " + std::to_string(node_.num_ports) + " ports";
         return false;
     }
+    nports_ = node_.num_ports;
     if (!fabric.attach(fabric_name, err))
         return false;
     if (!capture_path.empty()) {
@@ -277,8 +264,8 @@ int SoftContext::get_port_event(PortEvent *ev) noexcept {
 }
 
 int SoftContext::query_port(std::uint8_t port, PortAttr *out) noexcept {
-    if (port < 1 || port > node_.num_ports)
-        return fail(-EINVAL, "no port " + std::to_string(port) + " on " + name_);
+    if (!valid_port(port))
+        return no_port(port);
     if (!smp_.query_port(port, node_, &snap_[port - 1]))
         return fail(-EIO, smp_.error());
     publish(port_idx[port - 1], snap_[port - 1]);
@@ -287,7 +274,7 @@ int SoftContext::query_port(std::uint8_t port, PortAttr *out) noexcept {
 }
 
 int SoftContext::query_gid(std::uint8_t port, int index, Gid *out) noexcept {
-    if (port < 1 || port > node_.num_ports || index != 0)
+    if (!valid_port(port) || index != 0)
         return fail(-EINVAL, "GID index " + std::to_string(index) + " of port " + std::to_string(port) +
                                  ": only index 0 exists");
     const PortAttr &a = snap_[port - 1].attr;
@@ -299,8 +286,9 @@ int SoftContext::query_gid(std::uint8_t port, int index, Gid *out) noexcept {
 }
 
 int SoftContext::query_pkey(std::uint8_t port, int index, std::uint16_t *out) noexcept {
-    if (port < 1 || port > node_.num_ports || index < 0 || index >= static_cast<int>(kMaxPkeys))
-        return fail(-EINVAL, "P_Key index " + std::to_string(index) + " out of range");
+    // The P_KeyTable read by SMP always has kMaxPkeys entries (empty ones are 0).
+    if (const int r = pkey_index_rule(port, index, static_cast<int>(kMaxPkeys), out); r <= 0)
+        return r;
     *out = snap_[port - 1].pkeys[index];
     return 0;
 }
@@ -319,31 +307,20 @@ std::unique_ptr<Mr> SoftContext::reg_mr(void *addr, std::size_t len) noexcept {
         fail(-EINVAL, "reg_mr: memory not from alloc_dma (the software HCA can only reach shared memory)");
         return nullptr;
     }
-    return std::make_unique<SoftMr>(addr, len, key);
+    return std::make_unique<common::PlainMr>(addr, len, key);
 }
 
 std::unique_ptr<Cq> SoftContext::create_cq(int depth) noexcept {
-    if (depth < 1 || depth > (1 << 20)) {
-        fail(-EINVAL, "create_cq: depth " + std::to_string(depth) + " out of range 1..1048576");
+    if (!check_cq_depth(depth, kMaxCqDepth))
         return nullptr;
-    }
     return std::make_unique<SoftCq>(static_cast<std::uint32_t>(depth));
 }
 
 std::unique_ptr<Qp> SoftContext::create_ud_qp(const QpInit &init) noexcept {
-    if (!init.send_cq || !init.recv_cq) {
-        fail(-EINVAL, "create_ud_qp: send and receive CQs are required");
+    if (!check_qp_init(init, kRqDepth))
         return nullptr;
-    }
-    if (init.port_num < 1 || init.port_num > node_.num_ports) {
-        fail(-EINVAL, "create_ud_qp: no port " + std::to_string(init.port_num));
-        return nullptr;
-    }
-    if (init.max_recv_wr < 1 || init.max_recv_wr > kRqDepth) {
-        fail(-EINVAL, "create_ud_qp: max_recv_wr must be 1.." + std::to_string(kRqDepth));
-        return nullptr;
-    }
-    if (init.pkey_index >= kMaxPkeys || !(snap_[init.port_num - 1].pkeys[init.pkey_index] & 0x7fff)) {
+    if (init.pkey_index >= kMaxPkeys ||
+        !(snap_[init.port_num - 1].pkeys[init.pkey_index] & common::kPkeyPartitionMask)) {
         fail(-EINVAL, "create_ud_qp: P_Key index " + std::to_string(init.pkey_index) + " holds no P_Key");
         return nullptr;
     }
@@ -352,10 +329,10 @@ std::unique_ptr<Qp> SoftContext::create_ud_qp(const QpInit &init) noexcept {
     for (std::uint32_t s = 0; s < kMaxQps; ++s) {
         QpEntry &e = shm->qps[s];
         std::uint32_t expected = 0;
-        // Reserve with a placeholder QPN (1: never a valid data QPN) until initialised.
-        if (!e.qpn.compare_exchange_strong(expected, 1, std::memory_order_acq_rel))
+        // Reserve with a placeholder QPN until initialised.
+        if (!e.qpn.compare_exchange_strong(expected, kQpnReserved, std::memory_order_acq_rel))
             continue;
-        std::uint32_t gen = shm->next_qp_gen.fetch_add(1, std::memory_order_relaxed) % ((1u << 17) - 2) + 1;
+        std::uint32_t gen = shm->next_qp_gen.fetch_add(1, std::memory_order_relaxed) % kQpnGenerations + 1;
         const std::uint32_t qpn = gen << kQpSlotBits | s;
         e.owner_proc.store(fabric.proc(), std::memory_order_relaxed);
         e.port_idx.store(port_idx[init.port_num - 1], std::memory_order_relaxed);
@@ -380,7 +357,7 @@ std::unique_ptr<Ah> SoftContext::create_ah(const AhAttr &attr) noexcept {
         fail(-EINVAL, "create_ah: DLID " + std::to_string(attr.dlid) + " is not routable");
         return nullptr;
     }
-    if (attr.port_num < 1 || attr.port_num > node_.num_ports) {
+    if (!valid_port(attr.port_num)) {
         fail(-EINVAL, "create_ah: no port " + std::to_string(attr.port_num));
         return nullptr;
     }
@@ -388,8 +365,8 @@ std::unique_ptr<Ah> SoftContext::create_ah(const AhAttr &attr) noexcept {
 }
 
 int SoftContext::port_counters(std::uint8_t port, PortCounters *out) noexcept {
-    if (port < 1 || port > node_.num_ports)
-        return fail(-EINVAL, "no port " + std::to_string(port));
+    if (!valid_port(port))
+        return no_port(port);
     const auto &c = fabric.shm()->ports[port_idx[port - 1]].counters;
     auto g = [&](PortCounter i) { return c[i].load(std::memory_order_relaxed); };
     *out = PortCounters{g(kPortTxPackets),    g(kPortTxBytes),       g(kPortRxPackets),   g(kPortRxBytes),
@@ -402,12 +379,7 @@ int SoftContext::port_counters(std::uint8_t port, PortCounters *out) noexcept {
 // CQ
 
 int SoftCq::poll(Wc *wc, int n) noexcept {
-    int got = 0;
-    while (got < n && count_) {
-        wc[got++] = ring_[head_];
-        head_ = (head_ + 1) % ring_.size();
-        --count_;
-    }
+    int got = sends_.pop(wc, n);
     for (SoftQp *q : recv_qps) {
         if (got == n)
             break;
@@ -484,8 +456,8 @@ int SoftQp::poll_recv(Wc *wc, int n) noexcept {
             c.pkey_index = s.pkey_index;
         } else if (slot_kind(w) == kClaimed) {
             // A sender is writing. If it stays that way, check whether it died.
-            if (++stuck_polls_ < 4096 || ctx_->fabric.proc_alive(slot_proc(w))) {
-                if (stuck_polls_ >= 4096)
+            if (++stuck_polls_ < kStuckPollsBeforeCheck || ctx_->fabric.proc_alive(slot_proc(w))) {
+                if (stuck_polls_ >= kStuckPollsBeforeCheck)
                     stuck_polls_ = 0;
                 break;
             }
@@ -619,17 +591,9 @@ void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendW
     if (fits) {
         std::uint8_t *buf = base + s->offset;
         if (ah.attr_.is_global) {
-            // GRH (IBA 8.3): IPVer 6, TClass, FlowLabel, PayLen, NxtHdr 0x1b, HopLmt, SGID, DGID.
-            const std::uint32_t w0 = 6u << 28 | std::uint32_t{ah.attr_.traffic_class} << 20 |
-                                     (ah.attr_.flow_label & 0xfffff);
-            wire::store_be32(buf, w0);
-            wire::store_be16(buf + 4, static_cast<std::uint16_t>(len + 12 + 8 + 4));  // BTH+DETH+payload+ICRC
-            buf[6] = 0x1b;
-            buf[7] = ah.attr_.hop_limit;
             Gid sgid;
             ctx_->query_gid(port_num_, 0, &sgid);
-            std::memcpy(buf + 8, sgid.raw.data(), 16);
-            std::memcpy(buf + 24, ah.attr_.dgid.raw.data(), 16);
+            common::write_grh(buf, ah.attr_, sgid, len);
         }
         std::uint8_t *dst = buf + kGrhLen;
         for (std::uint32_t i = 0; i < wr.num_sge; ++i) {
@@ -660,15 +624,8 @@ void SoftQp::send_one(const SendWr &wr) noexcept {
     FabricShm *shm = ctx_->fabric.shm();
     PortEntry &mp = shm->ports[port_idx_];
     auto *ah = static_cast<SoftAh *>(wr.ah);
-    Wc c{};
-    c.wr_id = wr.wr_id;
-    c.opcode = WcOpcode::send;
-    c.qp_num = qpn_;
-    c.status = WcStatus::success;
-
-    std::uint32_t len = 0;
-    for (std::uint32_t i = 0; i < wr.num_sge; ++i)
-        len += wr.sg_list[i].length;
+    Wc c = common::send_wc(wr.wr_id, WcStatus::success, qpn_);
+    const std::uint32_t len = common::send_length(wr);
     const auto mtu = static_cast<Mtu>(mp.active_mtu.load(std::memory_order_relaxed));
 
     if (!ah || wr.num_sge > kMaxSendSge) {
@@ -676,7 +633,7 @@ void SoftQp::send_one(const SendWr &wr) noexcept {
     } else if (mp.state.load(std::memory_order_acquire) != static_cast<std::uint8_t>(PortState::active)) {
         c.status = WcStatus::loc_qp_op_err;
         count(mp.counters[kPortTxPortDown]);
-    } else if (len > mtu_bytes(mtu)) {
+    } else if (common::exceeds_mtu(len, mtu_bytes(mtu))) {
         c.status = WcStatus::loc_len_err;
         count(mp.counters[kPortTxMtuExceeded]);
     }
@@ -686,8 +643,7 @@ void SoftQp::send_one(const SendWr &wr) noexcept {
         return;
     }
 
-    const std::uint32_t qkey = (wr.remote_qkey & kUseQpQkey) ? e_->qkey.load(std::memory_order_relaxed)
-                                                             : wr.remote_qkey;
+    const std::uint32_t qkey = common::send_qkey(wr.remote_qkey, e_->qkey.load(std::memory_order_relaxed));
     const std::uint16_t dlid = ah->attr_.dlid;
     if (dlid >= kMulticastLidBase) {
         // Multicast: every QP attached to the group, the sender's own port included.
@@ -711,7 +667,7 @@ void SoftQp::send_one(const SendWr &wr) noexcept {
                     const std::uint32_t q = w * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits));
                     bits &= bits - 1;
                     const QpEntry &d = shm->qps[q];
-                    if (d.qpn.load(std::memory_order_acquire) > 1)
+                    if (d.qpn.load(std::memory_order_acquire) > kQpnReserved)
                         deliver(q, d.port_idx.load(std::memory_order_relaxed), wr, len, qkey, *ah);
                 }
             }
@@ -770,18 +726,52 @@ int SoftQp::post_send(const SendWr *wr, int n) noexcept {
     return n;
 }
 
-} // namespace
+// The provider: options, defaults from the environment umad2sim uses.
+constexpr ProviderOption kOptions[] = {
+    {"fabric", "the fabric's name (default $IBSIM_SOCKNAME): letters, digits, '_', '-'"},
+    {"capture", "append every packet sent to this pcap file (IB link packets, DLT 147)"},
+    {"poll_ms", "port re-read interval in ms, 1..60000 (default 100)"},
+};
 
-// ---------------------------------------------------------------------------
-
-std::unique_ptr<Context> open_soft(const std::string &device, const std::string &fabric,
-                                   const std::string &capture, std::uint32_t poll_ms, bool fault_stall,
-                                   std::string *err) {
+std::unique_ptr<Context> open_provider(const std::string &device, const ProviderOptions &opts, std::string *err) {
+    std::uint32_t poll_ms = 0;
+    if (!common::option_uint(opts, "poll_ms", 1, kMaxPollMs, kDefaultPollMs, &poll_ms, err))
+        return nullptr;
+    std::string node = device, fabric = opts.get("fabric");
+    if (node.empty()) {
+        const char *h = std::getenv("SIM_HOST");
+        node = h ? h : "";
+    }
+    if (fabric.empty()) {
+        const char *s = std::getenv("IBSIM_SOCKNAME");
+        fabric = s ? s : "";
+    }
+    if (fabric.empty()) {
+        *err = "soft provider: no fabric name (option fabric=, or IBSIM_SOCKNAME)";
+        return nullptr;
+    }
+    for (char c : fabric)
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) {
+            *err = "soft provider: fabric name '" + fabric + "' may only hold letters, digits, '_', '-'";
+            return nullptr;
+        }
     auto ctx = std::make_unique<SoftContext>();
-    ctx->fault_stall_after_claim = fault_stall;
-    if (!ctx->open(device, fabric, capture, poll_ms, err))
+    if (!ctx->open(node, fabric, opts.get("capture"), poll_ms, err))
         return nullptr;
     return ctx;
 }
 
+} // namespace
+
+bool arm_stall_after_claim(Context &ctx) noexcept {
+    auto *soft = dynamic_cast<SoftContext *>(&ctx);
+    if (!soft)
+        return false;
+    soft->fault_stall_after_claim = true;
+    return true;
+}
+
 } // namespace ipoib::hca::soft
+
+IPOIB_HCA_PROVIDER(soft, "the software HCA: UD over shared memory, identity and port state from OpenSM on ibsim",
+                   ipoib::hca::soft::kOptions, ipoib::hca::soft::open_provider)

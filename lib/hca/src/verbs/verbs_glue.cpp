@@ -19,32 +19,56 @@ ibv_cq *create_cq(ibv_context *c, int cqe) { return ibv_create_cq(c, cqe, nullpt
 
 using namespace ipoib::hca::verbs;
 
-extern "C" __attribute__((visibility("default"))) const Glue ipoib_verbs_glue = {
-    kGlueAbi,
-    sizeof(Glue),
-    ibv_get_device_list,
-    ibv_free_device_list,
-    ibv_get_device_name,
-    ibv_open_device,
-    ibv_close_device,
-    ibv_query_device,
-    query_port,
-    query_gid_ex,
-    ibv_query_pkey,
-    ibv_alloc_pd,
-    ibv_dealloc_pd,
-    reg_mr,
-    ibv_dereg_mr,
-    create_cq,
-    ibv_destroy_cq,
-    ibv_create_qp,
-    ibv_modify_qp,
-    ibv_destroy_qp,
-    ibv_create_ah,
-    ibv_destroy_ah,
-    ibv_attach_mcast,
-    ibv_detach_mcast,
-    ibv_get_async_event,
-    ibv_ack_async_event,
-    ibv_event_type_str,
+namespace {
+
+// Filled by name, in declaration order (C++20 designated initialisers): two
+// entries of the same type cannot be swapped unnoticed. A missing entry
+// would be null: -Wmissing-field-initializers catches it under -Werror, and
+// the static_assert below catches it whatever the flags.
+constexpr Glue kTable = {
+    .abi = kGlueAbi,
+    .size = sizeof(Glue),
+    .get_device_list = ibv_get_device_list,
+    .free_device_list = ibv_free_device_list,
+    .get_device_name = ibv_get_device_name,
+    .open_device = ibv_open_device,
+    .close_device = ibv_close_device,
+    .query_device = ibv_query_device,
+    .query_port = query_port,
+    .query_gid_ex = query_gid_ex,
+    .query_pkey = ibv_query_pkey,
+    .alloc_pd = ibv_alloc_pd,
+    .dealloc_pd = ibv_dealloc_pd,
+    .reg_mr = reg_mr,
+    .dereg_mr = ibv_dereg_mr,
+    .create_cq = create_cq,
+    .destroy_cq = ibv_destroy_cq,
+    .create_qp = ibv_create_qp,
+    .modify_qp = ibv_modify_qp,
+    .destroy_qp = ibv_destroy_qp,
+    .create_ah = ibv_create_ah,
+    .destroy_ah = ibv_destroy_ah,
+    .attach_mcast = ibv_attach_mcast,
+    .detach_mcast = ibv_detach_mcast,
+    .get_async_event = ibv_get_async_event,
+    .ack_async_event = ibv_ack_async_event,
+    .event_type_str = ibv_event_type_str,
 };
+
+// Every field set. The structured binding names each field, so it stops
+// compiling when Glue gains one (and kGlueEntries' static_assert says the same).
+consteval bool complete(const Glue &g) {
+    const auto &[abi, size, get_device_list, free_device_list, get_device_name, open_device, close_device,
+                 query_device, query_port, query_gid_ex, query_pkey, alloc_pd, dealloc_pd, reg_mr, dereg_mr,
+                 create_cq, destroy_cq, create_qp, modify_qp, destroy_qp, create_ah, destroy_ah, attach_mcast,
+                 detach_mcast, get_async_event, ack_async_event, event_type_str] = g;
+    return abi && size && get_device_list && free_device_list && get_device_name && open_device && close_device &&
+           query_device && query_port && query_gid_ex && query_pkey && alloc_pd && dealloc_pd && reg_mr &&
+           dereg_mr && create_cq && destroy_cq && create_qp && modify_qp && destroy_qp && create_ah &&
+           destroy_ah && attach_mcast && detach_mcast && get_async_event && ack_async_event && event_type_str;
+}
+static_assert(complete(kTable), "a glue entry is missing");
+
+} // namespace
+
+extern "C" __attribute__((visibility("default"))) const Glue ipoib_verbs_glue = kTable;

@@ -13,6 +13,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <iterator>
+#include <string>
 
 namespace ipoib::hca::verbs {
 
@@ -49,5 +52,42 @@ struct Glue {
     void (*ack_async_event)(ibv_async_event *ev);
     const char *(*event_type_str)(ibv_event_type ev);
 };
+
+// Every entry of the table by name, for the check that none is null (the
+// provider refuses such a glue, naming the entry; verbs_glue.cpp checks its
+// own table at compile time). Add a line here when Glue gets an entry.
+struct GlueEntry {
+    const char *name;
+    std::size_t offset;
+};
+#define IPOIB_GLUE_ENTRY(f) GlueEntry{#f, offsetof(Glue, f)}
+inline constexpr GlueEntry kGlueEntries[] = {
+    IPOIB_GLUE_ENTRY(get_device_list), IPOIB_GLUE_ENTRY(free_device_list), IPOIB_GLUE_ENTRY(get_device_name),
+    IPOIB_GLUE_ENTRY(open_device),     IPOIB_GLUE_ENTRY(close_device),     IPOIB_GLUE_ENTRY(query_device),
+    IPOIB_GLUE_ENTRY(query_port),      IPOIB_GLUE_ENTRY(query_gid_ex),     IPOIB_GLUE_ENTRY(query_pkey),
+    IPOIB_GLUE_ENTRY(alloc_pd),        IPOIB_GLUE_ENTRY(dealloc_pd),       IPOIB_GLUE_ENTRY(reg_mr),
+    IPOIB_GLUE_ENTRY(dereg_mr),        IPOIB_GLUE_ENTRY(create_cq),        IPOIB_GLUE_ENTRY(destroy_cq),
+    IPOIB_GLUE_ENTRY(create_qp),       IPOIB_GLUE_ENTRY(modify_qp),        IPOIB_GLUE_ENTRY(destroy_qp),
+    IPOIB_GLUE_ENTRY(create_ah),       IPOIB_GLUE_ENTRY(destroy_ah),       IPOIB_GLUE_ENTRY(attach_mcast),
+    IPOIB_GLUE_ENTRY(detach_mcast),    IPOIB_GLUE_ENTRY(get_async_event),  IPOIB_GLUE_ENTRY(ack_async_event),
+    IPOIB_GLUE_ENTRY(event_type_str),
+};
+#undef IPOIB_GLUE_ENTRY
+// Every function pointer after the header fields is listed above.
+static_assert(std::size(kGlueEntries) ==
+              (sizeof(Glue) - offsetof(Glue, get_device_list)) / sizeof(void (*)()));
+
+// True if no entry of g is null; else false and *missing = the first null entry's name.
+inline bool glue_complete(const Glue &g, std::string *missing) {
+    for (const GlueEntry &e : kGlueEntries) {
+        void (*fn)() = nullptr;
+        std::memcpy(&fn, reinterpret_cast<const unsigned char *>(&g) + e.offset, sizeof fn);
+        if (!fn) {
+            *missing = e.name;
+            return false;
+        }
+    }
+    return true;
+}
 
 } // namespace ipoib::hca::verbs

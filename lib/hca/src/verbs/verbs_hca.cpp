@@ -35,6 +35,8 @@
 #include <string>
 #include <vector>
 
+#include "../builtin_providers.hpp"
+#include "../provider_common.hpp"
 #include "ipoib/hca/hca.hpp"
 #include "ipoib/wire/hwaddr.hpp"
 #include "verbs_glue.hpp"
@@ -47,19 +49,24 @@ namespace ipoib::hca::verbs {
 
 namespace {
 
-constexpr int kChunk = 32;                       // WRs per ibv_post_* call
-constexpr std::uint32_t kWantInline = 256;       // inline size asked for (the device may give less)
-constexpr std::uint32_t kBounceSlot = 4096 + 64; // the largest UD message (4096 MTU) plus slack
+// The verbs provider's numbers, in one place.
+constexpr int kChunk = 32;                        // WRs per ibv_post_* call
+constexpr int kPollBatch = 64;                    // completions per ibv_poll_cq call
+constexpr std::uint32_t kWantInline = 256;        // inline size asked for (the device may give less)
+constexpr std::uint32_t kBounceSlot = 4096 + 64;  // the largest UD message (4096 MTU) plus slack
 // Receive WRs carry this bit in the wr_id the device sees: a completion in
 // error has no valid opcode, and a CQ may serve both queues of a QP.
 constexpr std::uint64_t kRecvTag = 1ull << 63;
-constexpr std::size_t kSoftWcRing = 256;         // completions the provider itself produces, per CQ
+constexpr std::size_t kSoftWcRing = 256;          // completions the provider itself produces, per CQ
+constexpr std::uint8_t kDefaultHopLimit = 1;      // an AH's GRH hop limit when the caller gives 0
+constexpr const char *kGlueEnv = "IPOIB_VERBS_GLUE";  // where to load the glue from (ignored if set-uid)
 
-// Where to find the glue: $IPOIB_VERBS_GLUE; beside the object that holds
-// this code (an installed driver); the build tree; the library search path.
+// Where to find the glue: $IPOIB_VERBS_GLUE (not in set-uid/set-gid
+// processes: secure_getenv); beside the object that holds this code (an
+// installed driver); the build tree; the library search path.
 void *load_glue(const Glue **glue, std::string *err) {
     std::vector<std::string> tries;
-    if (const char *e = std::getenv("IPOIB_VERBS_GLUE"); e && *e)
+    if (const char *e = secure_getenv(kGlueEnv); e && *e)
         tries.emplace_back(e);
     Dl_info info{};
     if (dladdr(reinterpret_cast<void *>(&load_glue), &info) && info.dli_fname) {
@@ -71,20 +78,26 @@ void *load_glue(const Glue **glue, std::string *err) {
     if (*IPOIB_VERBS_GLUE_BUILD_PATH)
         tries.emplace_back(IPOIB_VERBS_GLUE_BUILD_PATH);
     tries.emplace_back(kGlueFile);
-    std::string why;
+    std::string why;  // every candidate's reason, so that a refused glue is not hidden by a later miss
+    auto note = [&](const std::string &reason) { why += (why.empty() ? "" : "; ") + reason; };
     for (auto &path : tries) {
         if (path.find('/') != std::string::npos && access(path.c_str(), R_OK) != 0)
             continue;
         void *h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
         if (!h) {
             const char *d = dlerror();
-            why = d ? d : path + ": cannot load";
+            note(d ? d : path + ": cannot load");
             continue;
         }
         const auto *g = static_cast<const Glue *>(dlsym(h, kGlueSymbol));
         if (!g || g->abi != kGlueAbi || g->size != sizeof(Glue)) {
-            why = path + ": not a matching glue (ABI " + std::to_string(g ? g->abi : 0) + ", want " +
-                  std::to_string(kGlueAbi) + ")";
+            note(path + ": not a matching glue (ABI " + std::to_string(g ? g->abi : 0) + ", want " +
+                 std::to_string(kGlueAbi) + ")");
+            dlclose(h);
+            continue;
+        }
+        if (std::string missing; !glue_complete(*g, &missing)) {  // built from an incomplete table
+            note(path + ": glue entry " + missing + " is null");
             dlclose(h);
             continue;
         }
@@ -143,18 +156,13 @@ class VerbsMr final : public Mr {
 
 class VerbsCq final : public Cq {
   public:
-    VerbsCq(const Glue *g, ibv_cq *cq) : g_(g), cq_(cq) {}
+    VerbsCq(common::ContextBase *ctx, const Glue *g, ibv_cq *cq) : ctx_(ctx), g_(g), cq_(cq), soft_(kSoftWcRing) {}
     ~VerbsCq() override { g_->destroy_cq(cq_); }
     int poll(Wc *wc, int n) noexcept override;
     ibv_cq *raw() const { return cq_; }
     void add_owner(QpStats *s) { owners_.push_back(s); }
     // A completion the device never saw (a send the provider refused): returned by the next poll.
-    bool push_soft(const Wc &wc) {
-        if (soft_tail_ - soft_head_ >= kSoftWcRing)
-            return false;
-        soft_[soft_tail_++ % kSoftWcRing] = wc;
-        return true;
-    }
+    bool push_soft(const Wc &wc) noexcept { return soft_.push(wc); }
     void remove_owner(QpStats *s) { owners_.erase(std::remove(owners_.begin(), owners_.end(), s), owners_.end()); }
 
   private:
@@ -164,23 +172,21 @@ class VerbsCq final : public Cq {
                 return s;
         return nullptr;
     }
+    common::ContextBase *ctx_;  // for last_error()
     const Glue *g_;
     ibv_cq *cq_;
     std::vector<QpStats *> owners_;  // the QPs using this CQ (usually one)
-    Wc soft_[kSoftWcRing];
-    std::uint64_t soft_head_ = 0, soft_tail_ = 0;
+    common::WcQueue soft_;
 };
 
 int VerbsCq::poll(Wc *wc, int n) noexcept {
-    ibv_wc iw[64];
-    int total = 0;
-    while (total < n && soft_head_ != soft_tail_)
-        wc[total++] = soft_[soft_head_++ % kSoftWcRing];
+    ibv_wc iw[kPollBatch];
+    int total = soft_.pop(wc, n);
     while (total < n) {
-        const int want = std::min(n - total, 64);
+        const int want = std::min(n - total, kPollBatch);
         const int got = ibv_poll_cq(cq_, want, iw);
         if (got < 0)
-            return total ? total : -EIO;
+            return total ? total : ctx_->fail(-EIO, "ibv_poll_cq: " + std::to_string(got));
         for (int i = 0; i < got; ++i) {
             const ibv_wc &s = iw[i];
             Wc &d = wc[total + i];
@@ -280,13 +286,11 @@ class VerbsQp final : public Qp {
     std::vector<Gid> attached_;
 };
 
-class VerbsContext final : public Context {
+class VerbsContext final : public common::ContextBase {
   public:
     ~VerbsContext() override;
     bool open(const std::string &device, std::string *err);
 
-    const std::string &name() const noexcept override { return name_; }
-    std::uint8_t num_ports() const noexcept override { return nports_; }
     int query_port(std::uint8_t port, PortAttr *out) noexcept override;
     int query_gid(std::uint8_t port, int index, Gid *out) noexcept override;
     int query_gid_type(std::uint8_t port, int index, GidType *out) noexcept override;
@@ -299,16 +303,11 @@ class VerbsContext final : public Context {
     std::unique_ptr<Ah> create_ah(const AhAttr &attr) noexcept override;
     int get_port_event(PortEvent *ev) noexcept override;
     int port_counters(std::uint8_t port, PortCounters *out) noexcept override;
-    const std::string &last_error() const noexcept override { return error_; }
 
-    int fail(int code, std::string msg) noexcept {
-        error_ = std::move(msg);
-        return code;
-    }
     const Glue *glue() const { return g_; }
     ibv_pd *pd() const { return pd_; }
     bool ethernet(std::uint8_t port) const {
-        return port >= 1 && port <= nports_ && link_layer_[port - 1] == IBV_LINK_LAYER_ETHERNET;
+        return valid_port(port) && link_layer_[port - 1] == IBV_LINK_LAYER_ETHERNET;
     }
     int gid_entry(std::uint8_t port, int index, ibv_gid_entry *e) noexcept;
     // RoCE: the IP multicast membership behind a multicast GID (refcounted per port's netdev).
@@ -319,8 +318,6 @@ class VerbsContext final : public Context {
     const Glue *g_ = nullptr;
     ibv_context *ctx_ = nullptr;
     ibv_pd *pd_ = nullptr;
-    std::string name_, error_;
-    std::uint8_t nports_ = 0;
     std::vector<std::uint8_t> link_layer_;
     std::vector<int> pkey_tbl_len_;
     std::map<void *, std::size_t> dma_;
@@ -381,15 +378,12 @@ int VerbsQp::post_recv(const RecvWr *wr, int n) noexcept {
     return done;
 }
 
-// The bytes of a send and whether any of it is unregistered (lkey 0).
-std::uint32_t send_len(const SendWr &r, bool *unregistered) {
-    std::uint32_t total = 0;
-    *unregistered = false;
-    for (std::uint32_t j = 0; j < std::min(r.num_sge, kMaxSendSge); ++j) {
-        total += r.sg_list[j].length;
-        *unregistered |= r.sg_list[j].lkey == 0;
-    }
-    return total;
+// Whether any of a send is unregistered memory (lkey 0).
+bool unregistered(const SendWr &r) {
+    for (std::uint32_t j = 0; j < std::min(r.num_sge, kMaxSendSge); ++j)
+        if (r.sg_list[j].lkey == 0)
+            return true;
+    return false;
 }
 
 int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
@@ -403,10 +397,10 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
         bool too_long = false;
         while (built < kChunk && done + built < n) {
             const SendWr &r = wr[done + built];
-            bool unreg = false;
-            const std::uint32_t total = send_len(r, &unreg);
+            const bool unreg = unregistered(r);
+            const std::uint32_t total = common::send_length(r);
             // mtu_ <= 4096: whatever fits the MTU fits a bounce slot.
-            if (total > mtu_) {
+            if (common::exceeds_mtu(total, mtu_)) {
                 too_long = true;
                 break;
             }
@@ -439,7 +433,7 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
             x.wr.ud.remote_qpn = r.remote_qpn;
             // IBA: a Q_Key with the high bit set means "the QP's own". rxe sends it
             // literally (and the receiver drops it): resolve it here, same result on hardware.
-            x.wr.ud.remote_qkey = (r.remote_qkey & kUseQpQkey) ? qkey_ : r.remote_qkey;
+            x.wr.ud.remote_qkey = common::send_qkey(r.remote_qkey, qkey_);
             if (built)
                 w[built - 1].next = &x;
             lens[built++] = total;
@@ -469,7 +463,7 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
             // receiver drops it silently): the provider does, before posting.
             const SendWr &r = wr[done];
             if (r.signaled)
-                scq_->push_soft(Wc{r.wr_id, WcStatus::loc_len_err, WcOpcode::send, 0, 0, 0, qp_->qp_num, 0, 0, 0});
+                scq_->push_soft(common::send_wc(r.wr_id, WcStatus::loc_len_err, qp_->qp_num));
             stats_.tx_errors.add();
             ++done;
         }
@@ -592,8 +586,8 @@ bool VerbsContext::open(const std::string &device, std::string *err) {
 }
 
 int VerbsContext::query_port(std::uint8_t port, PortAttr *out) noexcept {
-    if (port < 1 || port > nports_)
-        return fail(-EINVAL, "no port " + std::to_string(port) + " on " + name_);
+    if (!valid_port(port))
+        return no_port(port);
     ibv_port_attr a{};
     if (const int rc = g_->query_port(ctx_, port, &a))
         return fail(-rc, "ibv_query_port: " + std::string(std::strerror(rc)));
@@ -622,7 +616,7 @@ int VerbsContext::query_port(std::uint8_t port, PortAttr *out) noexcept {
 }
 
 int VerbsContext::gid_entry(std::uint8_t port, int index, ibv_gid_entry *e) noexcept {
-    if (port < 1 || port > nports_ || index < 0)
+    if (!valid_port(port) || index < 0)
         return fail(-EINVAL, "GID index " + std::to_string(index) + " of port " + std::to_string(port));
     if (const int rc = g_->query_gid_ex(ctx_, port, static_cast<std::uint32_t>(index), e))
         return fail(-rc, "GID index " + std::to_string(index) + " of " + name_ + " port " + std::to_string(port) +
@@ -649,12 +643,9 @@ int VerbsContext::query_gid_type(std::uint8_t port, int index, GidType *out) noe
 }
 
 int VerbsContext::query_pkey(std::uint8_t port, int index, std::uint16_t *out) noexcept {
-    if (port < 1 || port > nports_ || index < 0 || index >= static_cast<int>(kMaxPkeys))
-        return fail(-EINVAL, "P_Key index " + std::to_string(index) + " out of range");
-    if (index >= pkey_tbl_len_[port - 1]) {  // past the table: empty (devices answer anything here)
-        *out = 0;
-        return 0;
-    }
+    // Bounded by the table: rxe answers 0xffff past its one entry.
+    if (const int r = pkey_index_rule(port, index, valid_port(port) ? pkey_tbl_len_[port - 1] : 0, out); r <= 0)
+        return r;
     std::uint16_t be = 0;
     if (const int rc = g_->query_pkey(ctx_, port, index, &be))
         return fail(-rc, "ibv_query_pkey: " + std::string(std::strerror(rc)));
@@ -697,7 +688,7 @@ std::unique_ptr<Cq> VerbsContext::create_cq(int depth) noexcept {
         fail(-errno, "ibv_create_cq(" + std::to_string(depth) + "): " + std::strerror(errno));
         return nullptr;
     }
-    return std::make_unique<VerbsCq>(g_, cq);
+    return std::make_unique<VerbsCq>(this, g_, cq);
 }
 
 std::unique_ptr<Qp> VerbsContext::create_ud_qp(const QpInit &init) noexcept {
@@ -773,7 +764,7 @@ std::unique_ptr<Ah> VerbsContext::create_ah(const AhAttr &attr) noexcept {
     if (attr.is_global) {
         a.grh.dgid = to_ibv(attr.dgid);
         a.grh.sgid_index = attr.sgid_index;
-        a.grh.hop_limit = attr.hop_limit ? attr.hop_limit : 1;
+        a.grh.hop_limit = attr.hop_limit ? attr.hop_limit : kDefaultHopLimit;
         a.grh.traffic_class = attr.traffic_class;
         a.grh.flow_label = attr.flow_label;
     }
@@ -816,8 +807,8 @@ int VerbsContext::get_port_event(PortEvent *ev) noexcept {
 // Port counters from sysfs: the IBA PortCounters where the device keeps
 // them, else the driver's own (rxe: hw_counters/sent_pkts, rcvd_pkts).
 int VerbsContext::port_counters(std::uint8_t port, PortCounters *out) noexcept {
-    if (port < 1 || port > nports_)
-        return fail(-EINVAL, "no port " + std::to_string(port) + " on " + name_);
+    if (!valid_port(port))
+        return no_port(port);
     const std::string base = "/sys/class/infiniband/" + name_ + "/ports/" + std::to_string(port) + "/";
     auto rd = [&](const char *rel, std::uint64_t *v) {
         std::ifstream f(base + rel);
@@ -895,13 +886,17 @@ int VerbsContext::ip_group(std::uint8_t port, const Gid &mgid, bool join) {
     return 0;
 }
 
-} // namespace
-
-std::unique_ptr<Context> open_verbs(const std::string &device, std::string *err) {
+// The provider: no options (the device is the rdma-core device name, empty for the first).
+std::unique_ptr<Context> open_provider(const std::string &device, const ProviderOptions &, std::string *err) {
     auto ctx = std::make_unique<VerbsContext>();
     if (!ctx->open(device, err))
         return nullptr;
     return ctx;
 }
 
+} // namespace
+
 } // namespace ipoib::hca::verbs
+
+IPOIB_HCA_PROVIDER(verbs, "rdma-core's libibverbs (InfiniBand and RoCE devices), loaded through a dlopen()ed glue",
+                   std::span<const ProviderOption>(), ipoib::hca::verbs::open_provider)

@@ -11,8 +11,22 @@
 //   Ah       ~ ibv_ah                 DLID, SL, optional GRH
 //
 // Calls are made per burst, never per packet: one virtual call per
-// post/poll of up to N work requests. Nothing here throws; errors are
-// returned as negative errno values, with a message in Context::last_error().
+// post/poll of up to N work requests.
+//
+// Errors, the same in every provider (provider_common.hpp's ContextBase
+// writes them): nothing throws across this interface. A call returning int
+// returns 0 (or a count) on success and a negative errno on failure; a call
+// returning a pointer returns nullptr on failure; either way the context's
+// last_error() then holds a one-line message (kept until the next failure;
+// the verbs provider also keeps asynchronous QP/CQ errors there).
+// A burst call that has done part of its work returns the count done, not
+// an error. A work request that fails is not a call failure: it completes
+// with a WcStatus other than success.
+// Opening a device (open_device) returns a null ctx and the message in
+// OpenResult::error: "unknown HCA provider 'x' (known: ...)", "option 'x':
+// expected key=value", "<provider> provider: unknown option 'k' (known:
+// ...)", "<provider> provider: option k belongs to the <other> provider",
+// "option k=v: expected ...", or the provider's own reason for the device.
 #pragma once
 
 #include <cstddef>
@@ -249,14 +263,20 @@ class Context {
     virtual const std::string &last_error() const noexcept = 0;
 };
 
-// Open a device. provider: "soft" (the software HCA) or "verbs" (rdma-core).
+// Open a device of a provider found by name in the registry (provider.hpp:
+// find_provider, providers(); each provider lists the option keys it takes).
+// Built in: "soft" (the software HCA), "verbs" (rdma-core), "inproc" (devices
+// of this process, for tests). options: key=value, comma separated, checked
+// against the provider's keys before it is called.
 // device: for "soft", the fabric node name (SIM_HOST) or empty for $SIM_HOST;
-// for "verbs", the rdma-core device name (ibv_devices) or empty for the first.
-// Options (key=value, comma separated): soft: fabric=<name> (default from
-// $IBSIM_SOCKNAME), capture=<pcap file>, poll_ms=<port re-poll interval>.
-// verbs: none. The verbs provider loads libipoib_verbs_glue.so (and through
-// it libibverbs) at this point: from $IPOIB_VERBS_GLUE if set, else beside
+// options fabric=<name> (default from $IBSIM_SOCKNAME), capture=<pcap file>,
+// poll_ms=<port re-poll interval>. For "verbs", the rdma-core device name
+// (ibv_devices) or empty for the first; no options. The verbs provider loads
+// libipoib_verbs_glue.so (and through it libibverbs) at this point: from
+// $IPOIB_VERBS_GLUE if set (not in set-uid/set-gid processes), else beside
 // the object holding this code, else from the build tree, else by soname.
+// For "inproc", any name (one name, one device); options link=ib|eth,
+// lid=N, mtu=N, pkeys=K:K... (doc/soft-hca.md).
 struct OpenResult {
     std::unique_ptr<Context> ctx;
     std::string error;

@@ -1,0 +1,541 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The in-process HCA (provider "inproc"): devices that live in one process
+// and reach each other by memcpy, for fast tests of the driver and the
+// examples with no fabric, no root and no other process (what DPDK's
+// net_ring is to ethdev).
+//
+// Each distinct device name is one single-port device of one process-wide
+// fabric; opening a name again shares the device. post_send copies the
+// message into the destination QP's next posted receive buffer (after the
+// 40-byte GRH area) and queues both completions at once. Addressing: on
+// Ethernet (the default link) by the address's GID + QPN, on InfiniBand by
+// DLID + QPN; multicast by MGID to QPN 0xffffff, to every attached QP of the
+// process, the sender's own included (hardware loops multicast back).
+// Enforced as the other providers do: port state, P_Key, Q_Key (kUseQpQkey:
+// the sending QP's), MTU, posted buffers, buffer size; every drop counted.
+//
+// Not a fast path: one spinlock guards the whole fabric (every post, poll
+// and query takes it), so senders and receivers may be on different threads.
+// Not modelled: an SM or SA (LIDs are fixed, sm_lid is 0), port events other
+// than those of inproc_testing.hpp, LID-routed multicast, SL/VL, CQ overrun
+// (a receive that finds the CQ full is dropped as if no buffer were posted).
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "../builtin_providers.hpp"
+#include "../provider_common.hpp"
+#include "inproc_testing.hpp"
+#include "ipoib/wire/hwaddr.hpp"
+
+namespace ipoib::hca::inproc {
+
+namespace {
+
+// The in-process HCA's numbers, in one place.
+constexpr std::uint64_t kSubnetPrefix = 0xfe80000000000000ull;  // GID = fe80::<GUID>
+constexpr std::uint16_t kMaxUnicastLid = 0xbfff;                // LIDs 1..0xbfff; above: multicast
+constexpr std::uint32_t kFirstQpn = 0x100;                      // QPNs below are never handed out
+constexpr std::uint32_t kMaxRecvWr = 1u << 16;                  // receive queue depth limit
+constexpr int kMaxCqDepth = 1 << 20;                            // create_cq: 1..kMaxCqDepth
+constexpr std::size_t kDmaAlign = 4096;                         // alloc_dma: page-aligned
+constexpr Mtu kDefaultMtu = Mtu::mtu2048;
+constexpr std::uint16_t kDefaultPkey = 0xffff;
+constexpr std::uint8_t kPhysLinkUp = 5;
+
+class SpinLock {  // for std::lock_guard
+  public:
+    void lock() noexcept {
+        while (flag_.test_and_set(std::memory_order_acquire))
+            std::this_thread::yield();
+    }
+    void unlock() noexcept { flag_.clear(std::memory_order_release); }
+
+  private:
+    std::atomic_flag flag_ = ATOMIC_FLAG_INIT;
+};
+
+class InprocContext;
+class InprocQp;
+
+struct Device {
+    std::string name;
+    std::vector<std::pair<std::string, std::string>> options;  // as first opened
+    std::uint64_t guid = 0;
+    LinkLayer link = LinkLayer::ethernet;
+    std::uint16_t lid = 0;  // 0 on Ethernet
+    Mtu mtu = kDefaultMtu;
+    std::vector<std::uint16_t> pkeys{kDefaultPkey};
+    PortState state = PortState::active;
+    PortCounters counters{};
+    std::vector<InprocContext *> contexts;  // open on this device (for port events)
+
+    Gid gid() const noexcept {
+        Gid g;
+        for (std::size_t i = 0; i < 8; ++i) {
+            g.raw[i] = static_cast<std::uint8_t>(kSubnetPrefix >> (56 - 8 * i));
+            g.raw[8 + i] = static_cast<std::uint8_t>(guid >> (56 - 8 * i));
+        }
+        return g;
+    }
+};
+
+// Everything, behind one lock. Never destroyed (a context may outlive static destructors).
+struct Fabric {
+    SpinLock lock;
+    std::vector<std::unique_ptr<Device>> devices;
+    std::vector<InprocQp *> qps;
+    std::uint32_t next_qpn = kFirstQpn;
+    std::uint16_t next_lid = 1;
+    std::uint32_t next_lkey = 1;
+};
+Fabric &fabric() {
+    static Fabric *f = new Fabric;
+    return *f;
+}
+using Guard = std::lock_guard<SpinLock>;
+
+class InprocAh final : public Ah {
+  public:
+    explicit InprocAh(const AhAttr &a) : attr_(a) {}
+    const AhAttr &attr() const noexcept override { return attr_; }
+
+  private:
+    AhAttr attr_;
+};
+
+class InprocCq final : public Cq {
+  public:
+    explicit InprocCq(int depth) : q(static_cast<std::size_t>(depth)) {}
+    int poll(Wc *wc, int n) noexcept override {
+        Guard g(fabric().lock);
+        return q.pop(wc, n);
+    }
+    common::WcQueue q;  // under the fabric lock
+};
+
+class InprocContext final : public common::ContextBase {
+  public:
+    ~InprocContext() override;
+    bool open(const std::string &name, const ProviderOptions &opts, std::string *err);
+    int query_port(std::uint8_t port, PortAttr *out) noexcept override;
+    int query_gid(std::uint8_t port, int index, Gid *out) noexcept override;
+    int query_gid_type(std::uint8_t port, int index, GidType *out) noexcept override;
+    int query_pkey(std::uint8_t port, int index, std::uint16_t *out) noexcept override;
+    void *alloc_dma(std::size_t len) noexcept override;
+    void free_dma(void *p) noexcept override { std::free(p); }
+    std::unique_ptr<Mr> reg_mr(void *addr, std::size_t len) noexcept override;
+    std::unique_ptr<Cq> create_cq(int depth) noexcept override;
+    std::unique_ptr<Qp> create_ud_qp(const QpInit &init) noexcept override;
+    std::unique_ptr<Ah> create_ah(const AhAttr &attr) noexcept override;
+    int get_port_event(PortEvent *ev) noexcept override;
+    int port_counters(std::uint8_t port, PortCounters *out) noexcept override;
+
+    Device *dev = nullptr;
+    std::deque<PortEvent> events;  // under the fabric lock
+};
+
+class InprocQp final : public Qp {
+  public:
+    InprocQp(InprocContext *ctx, std::uint32_t qpn, const QpInit &init)
+        : ctx_(ctx), dev_(ctx->dev), qpn_(qpn), qkey_(init.qkey), pkey_index_(init.pkey_index),
+          pkey_(ctx->dev->pkeys[init.pkey_index]), max_recv_(init.max_recv_wr),
+          send_cq_(static_cast<InprocCq *>(init.send_cq)), recv_cq_(static_cast<InprocCq *>(init.recv_cq)) {}
+    ~InprocQp() override {
+        Guard g(fabric().lock);
+        std::erase(fabric().qps, this);
+    }
+    std::uint32_t qp_num() const noexcept override { return qpn_; }
+    int post_recv(const RecvWr *wr, int n) noexcept override;
+    int post_send(const SendWr *wr, int n) noexcept override;
+    int set_qkey(std::uint32_t qkey) noexcept override {
+        Guard g(fabric().lock);
+        qkey_ = qkey;
+        return 0;
+    }
+    int attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept override;
+    int detach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept override;
+    QpCounters counters() const noexcept override {
+        Guard g(fabric().lock);
+        return c_;
+    }
+
+  private:
+    void send_one(const SendWr &wr) noexcept;
+    void deliver(InprocQp &d, const SendWr &wr, std::uint32_t len, std::uint32_t qkey, const AhAttr &ah) noexcept;
+    bool attached(const Gid &g) const noexcept { return std::find(groups_.begin(), groups_.end(), g) != groups_.end(); }
+
+    InprocContext *ctx_;
+    Device *dev_;
+    std::uint32_t qpn_, qkey_;
+    std::uint16_t pkey_index_, pkey_;
+    std::uint32_t max_recv_;
+    InprocCq *send_cq_, *recv_cq_;
+    std::deque<RecvWr> rq_;    // posted receive buffers, in order
+    std::vector<Gid> groups_;  // attached multicast GIDs
+    QpCounters c_{};
+};
+
+// ---------------------------------------------------------------------------
+// QP: everything under the fabric lock
+
+int InprocQp::post_recv(const RecvWr *wr, int n) noexcept {
+    Guard g(fabric().lock);
+    int i = 0;
+    for (; i < n && rq_.size() < max_recv_; ++i) {
+        if (wr[i].sge.length < kGrhLen)
+            return i ? i : ctx_->fail(-EINVAL, "post_recv: buffer shorter than the 40-byte GRH area");
+        rq_.push_back(wr[i]);
+    }
+    return i;
+}
+
+int InprocQp::post_send(const SendWr *wr, int n) noexcept {
+    Guard g(fabric().lock);
+    for (int i = 0; i < n; ++i)
+        send_one(wr[i]);
+    return n;
+}
+
+void InprocQp::send_one(const SendWr &wr) noexcept {
+    Wc c = common::send_wc(wr.wr_id, WcStatus::success, qpn_);
+    const std::uint32_t len = common::send_length(wr);
+    if (!wr.ah || wr.num_sge > kMaxSendSge) {
+        c.status = WcStatus::general_err;
+    } else if (dev_->state != PortState::active) {
+        c.status = WcStatus::loc_qp_op_err;
+        ++dev_->counters.tx_port_down;
+    } else if (common::exceeds_mtu(len, mtu_bytes(dev_->mtu))) {
+        c.status = WcStatus::loc_len_err;
+        ++dev_->counters.tx_mtu_exceeded;
+    }
+    if (c.status != WcStatus::success) {
+        ++c_.tx_errors;
+        send_cq_->q.push(c);  // errors complete even when unsignaled, as in verbs
+        return;
+    }
+    const AhAttr &ah = wr.ah->attr();
+    const std::uint32_t qkey = common::send_qkey(wr.remote_qkey, qkey_);
+    if (wr.remote_qpn == kMulticastQpn && ah.is_global && ah.dgid.is_multicast()) {
+        for (InprocQp *q : fabric().qps)  // a delivery never changes the list
+            if (q->attached(ah.dgid))
+                deliver(*q, wr, len, qkey, ah);
+    } else {
+        // Ethernet: by GID; InfiniBand: by LID (0 is no LID).
+        Device *dd = nullptr;
+        for (auto &d : fabric().devices)
+            if (dev_->link == LinkLayer::ethernet ? ah.is_global && d->gid() == ah.dgid
+                                                  : ah.dlid != 0 && d->lid == ah.dlid)
+                dd = d.get();
+        auto it = std::find_if(fabric().qps.begin(), fabric().qps.end(),
+                               [&](InprocQp *x) { return dd && x->dev_ == dd && x->qpn_ == wr.remote_qpn; });
+        if (it != fabric().qps.end())
+            deliver(**it, wr, len, qkey, ah);
+        else
+            ++(dd ? dd : dev_)->counters.drop_no_qp;  // no such QP there, or no such port at all
+    }
+    ++dev_->counters.tx_packets;
+    dev_->counters.tx_bytes += len;
+    ++c_.tx_packets;
+    c_.tx_bytes += len;
+    if (wr.signaled)
+        send_cq_->q.push(c);
+}
+
+void InprocQp::deliver(InprocQp &d, const SendWr &wr, std::uint32_t len, std::uint32_t qkey,
+                       const AhAttr &ah) noexcept {
+    PortCounters &pc = d.dev_->counters;
+    QpCounters &qc = d.c_;
+    if (d.dev_->state != PortState::active) {
+        ++pc.drop_port_down, ++qc.drop_port_down;
+    } else if (!common::pkey_match(pkey_, d.pkey_)) {
+        ++pc.drop_pkey, ++qc.drop_pkey;
+    } else if (qkey != d.qkey_) {
+        ++pc.drop_qkey, ++qc.drop_qkey;
+    } else if (d.rq_.empty() || d.recv_cq_->q.full()) {
+        ++pc.drop_no_buffer, ++qc.drop_no_buffer;
+    } else {
+        const RecvWr r = d.rq_.front();
+        d.rq_.pop_front();
+        // wr_id, status, opcode, flags, SL, byte_len, QPN, source QPN, SLID (0 on Ethernet), P_Key index
+        Wc w{r.wr_id, WcStatus::success, WcOpcode::recv, 0, ah.sl, kGrhLen + len,
+             d.qpn_, qpn_, dev_->lid, d.pkey_index_};
+        auto *buf = reinterpret_cast<std::uint8_t *>(static_cast<std::uintptr_t>(r.sge.addr));
+        if (kGrhLen + len > r.sge.length) {
+            w.status = WcStatus::loc_len_err;
+            ++pc.drop_too_long, ++qc.drop_too_long;
+        } else {
+            if (ah.is_global) {  // as every multicast address is (its DGID is the group)
+                common::write_grh(buf, ah, dev_->gid(), len);
+                w.wc_flags = kWcGrh;
+            }
+            std::uint8_t *dst = buf + kGrhLen;
+            for (std::uint32_t i = 0; i < wr.num_sge; dst += wr.sg_list[i++].length)
+                std::memcpy(dst, reinterpret_cast<const void *>(static_cast<std::uintptr_t>(wr.sg_list[i].addr)),
+                            wr.sg_list[i].length);
+            ++pc.rx_packets, ++qc.rx_packets;
+            pc.rx_bytes += len, qc.rx_bytes += len;
+        }
+        d.recv_cq_->q.push(w);
+    }
+}
+
+int InprocQp::attach_mcast(const Gid &mgid, std::uint16_t) noexcept {
+    if (!mgid.is_multicast())
+        return ctx_->fail(-EINVAL, "attach_mcast: " + wire::to_string(mgid) + " is not a multicast GID");
+    Guard g(fabric().lock);
+    if (!attached(mgid))
+        groups_.push_back(mgid);
+    return 0;
+}
+
+int InprocQp::detach_mcast(const Gid &mgid, std::uint16_t) noexcept {
+    Guard g(fabric().lock);
+    if (!attached(mgid))
+        return ctx_->fail(-ENOENT, "detach_mcast: " + wire::to_string(mgid) + " is not attached");
+    std::erase(groups_, mgid);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+// Context
+
+InprocContext::~InprocContext() {
+    if (!dev)
+        return;
+    Guard g(fabric().lock);
+    std::erase(dev->contexts, this);
+    if (dev->contexts.empty())  // the last context closes the device
+        std::erase_if(fabric().devices, [&](const auto &d) { return d.get() == dev; });
+}
+
+// Device options: link, lid, mtu, pkeys (defaults: eth, assigned at open, 2048, 0xffff).
+bool parse_options(const ProviderOptions &opts, Device *d, std::string *err) {
+    const std::string link = opts.get("link", "eth");
+    if (link != "eth" && link != "ib") {
+        *err = "inproc provider: option link=" + link + ": expected ib or eth";
+        return false;
+    }
+    std::uint32_t lid = 0, mtu = 0;
+    if (!common::option_uint(opts, "lid", 1, kMaxUnicastLid, 0, &lid, err) ||
+        !common::option_uint(opts, "mtu", 256, 4096, mtu_bytes(kDefaultMtu), &mtu, err))
+        return false;
+    d->link = link == "ib" ? LinkLayer::infiniband : LinkLayer::ethernet;
+    d->lid = static_cast<std::uint16_t>(lid);
+    if (lid && d->link != LinkLayer::infiniband) {
+        *err = "inproc provider: option lid needs link=ib (an Ethernet port has no LID)";
+        return false;
+    }
+    for (auto m : {Mtu::mtu256, Mtu::mtu512, Mtu::mtu1024, Mtu::mtu2048, Mtu::mtu4096})
+        if (mtu_bytes(m) == mtu)
+            d->mtu = m;
+    if (mtu_bytes(d->mtu) != mtu) {
+        *err = "inproc provider: option mtu=" + std::to_string(mtu) + ": expected 256, 512, 1024, 2048 or 4096";
+        return false;
+    }
+    if (const std::string *pk = opts.find("pkeys")) {
+        d->pkeys.clear();
+        for (std::size_t pos = 0; pos <= pk->size();) {  // 0xffff:0x8001:...
+            const std::size_t end = std::min(pk->find(':', pos), pk->size());
+            const std::string item = pk->substr(pos, end - pos);
+            char *e = nullptr;
+            const unsigned long k = std::strtoul(item.c_str(), &e, 0);
+            if (item.empty() || *e || k > 0xffff || !(k & common::kPkeyPartitionMask) || d->pkeys.size() == kMaxPkeys) {
+                *err = "inproc provider: option pkeys=" + *pk + ": expected up to 64 P_Keys like 0xffff:0x8001";
+                return false;
+            }
+            d->pkeys.push_back(static_cast<std::uint16_t>(k));
+            pos = end + 1;
+        }
+    }
+    return true;
+}
+
+bool InprocContext::open(const std::string &name, const ProviderOptions &opts, std::string *err) {
+    if (name.empty()) {
+        *err = "inproc provider: a device name is required (any name; one name, one device)";
+        return false;
+    }
+    auto nd = std::make_unique<Device>();
+    nd->name = name;
+    nd->options = opts.items();
+    nd->guid = 0xcbf29ce484222325ull;  // the GUID: FNV-1a of the name, so the same name has the same GID
+    for (unsigned char c : name)
+        nd->guid = (nd->guid ^ c) * 0x100000001b3ull;
+    if (!parse_options(opts, nd.get(), err))
+        return false;
+    Fabric &f = fabric();
+    Guard g(f.lock);
+    auto taken = [&](std::uint16_t lid) {
+        return std::any_of(f.devices.begin(), f.devices.end(), [&](auto &d) { return d->lid == lid; });
+    };
+    for (auto &d : f.devices) {
+        if (d->name == name) {
+            if (!opts.items().empty() && opts.items() != d->options) {
+                *err = "inproc provider: device " + name + " is already open with other options";
+                return false;
+            }
+            dev = d.get();  // the same device
+        } else if (d->guid == nd->guid || (nd->lid && d->lid == nd->lid)) {
+            *err = "inproc provider: device " + name + " would have the GUID or LID of device " + d->name;
+            return false;
+        }
+    }
+    if (!dev) {
+        while (nd->link == LinkLayer::infiniband && !nd->lid) {  // the next LID nobody has
+            if (!taken(f.next_lid))
+                nd->lid = f.next_lid;
+            f.next_lid = static_cast<std::uint16_t>(f.next_lid % kMaxUnicastLid + 1);
+        }
+        f.devices.push_back(std::move(nd));
+        dev = f.devices.back().get();
+    }
+    dev->contexts.push_back(this);
+    name_ = name;
+    nports_ = 1;
+    return true;
+}
+
+int InprocContext::query_port(std::uint8_t port, PortAttr *out) noexcept {
+    if (!valid_port(port))
+        return no_port(port);
+    Guard g(fabric().lock);
+    PortAttr a;
+    a.state = dev->state;
+    a.link_layer = dev->link;
+    a.phys_state = kPhysLinkUp;
+    a.lid = dev->lid;
+    a.max_mtu = Mtu::mtu4096;
+    a.active_mtu = dev->mtu;
+    a.subnet_prefix = kSubnetPrefix;
+    a.port_guid = dev->guid;
+    a.pkey_tbl_len = static_cast<std::uint16_t>(dev->pkeys.size());
+    a.port_num = port;
+    *out = a;
+    return 0;
+}
+
+int InprocContext::query_gid(std::uint8_t port, int index, Gid *out) noexcept {
+    if (!valid_port(port) || index != 0)
+        return fail(-EINVAL, "GID index " + std::to_string(index) + " of port " + std::to_string(port) +
+                                 ": only index 0 exists");
+    *out = dev->gid();
+    return 0;
+}
+
+int InprocContext::query_gid_type(std::uint8_t port, int index, GidType *out) noexcept {
+    Gid g;
+    if (const int r = query_gid(port, index, &g); r != 0)
+        return r;
+    *out = dev->link == LinkLayer::ethernet ? GidType::roce_v2 : GidType::ib;
+    return 0;
+}
+
+int InprocContext::query_pkey(std::uint8_t port, int index, std::uint16_t *out) noexcept {
+    if (const int r = pkey_index_rule(port, index, static_cast<int>(dev->pkeys.size()), out); r <= 0)
+        return r;
+    *out = dev->pkeys[static_cast<std::size_t>(index)];
+    return 0;
+}
+
+void *InprocContext::alloc_dma(std::size_t len) noexcept {
+    void *p = std::aligned_alloc(kDmaAlign, (std::max<std::size_t>(len, 1) + kDmaAlign - 1) / kDmaAlign * kDmaAlign);
+    if (!p)
+        fail(-ENOMEM, "alloc_dma: " + std::to_string(len) + " bytes: out of memory");
+    return p;
+}
+
+std::unique_ptr<Mr> InprocContext::reg_mr(void *addr, std::size_t len) noexcept {
+    Guard g(fabric().lock);
+    return std::make_unique<common::PlainMr>(addr, len, fabric().next_lkey++ | 1);  // any range; lkey nonzero
+}
+
+std::unique_ptr<Cq> InprocContext::create_cq(int depth) noexcept {
+    return check_cq_depth(depth, kMaxCqDepth) ? std::make_unique<InprocCq>(depth) : nullptr;
+}
+
+std::unique_ptr<Qp> InprocContext::create_ud_qp(const QpInit &init) noexcept {
+    if (!check_qp_init(init, kMaxRecvWr))
+        return nullptr;
+    if (init.pkey_index >= dev->pkeys.size()) {
+        fail(-EINVAL, "create_ud_qp: P_Key index " + std::to_string(init.pkey_index) + " holds no P_Key");
+        return nullptr;
+    }
+    Guard g(fabric().lock);
+    auto q = std::make_unique<InprocQp>(this, fabric().next_qpn++, init);
+    fabric().qps.push_back(q.get());
+    return q;
+}
+
+std::unique_ptr<Ah> InprocContext::create_ah(const AhAttr &attr) noexcept {
+    if (!valid_port(attr.port_num))
+        fail(-EINVAL, "create_ah: no port " + std::to_string(attr.port_num));
+    else if (!attr.is_global && dev->link == LinkLayer::ethernet)
+        fail(-EINVAL, "create_ah: port 1 is Ethernet: an address needs a GRH (GID)");
+    else if (!attr.is_global && (attr.dlid == 0 || attr.dlid > kMaxUnicastLid))
+        fail(-EINVAL, "create_ah: DLID " + std::to_string(attr.dlid) + " is not routable without a GRH");
+    else
+        return std::make_unique<InprocAh>(attr);
+    return nullptr;
+}
+
+int InprocContext::get_port_event(PortEvent *ev) noexcept {
+    Guard g(fabric().lock);
+    if (events.empty())
+        return 0;
+    *ev = events.front();
+    events.pop_front();
+    return 1;
+}
+
+int InprocContext::port_counters(std::uint8_t port, PortCounters *out) noexcept {
+    if (!valid_port(port))
+        return no_port(port);
+    Guard g(fabric().lock);
+    *out = dev->counters;
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+// The provider
+
+constexpr ProviderOption kOptions[] = {
+    {"link", "ib or eth: the link layer the port reports (default eth: no SA needed)"},
+    {"lid", "link=ib only: the port's LID, 1..49151 (default: 1, 2, 3... in open order)"},
+    {"mtu", "the active MTU: 256, 512, 1024, 2048 or 4096 (default 2048)"},
+    {"pkeys", "the P_Key table, ':'-separated (default 0xffff)"},
+};
+
+std::unique_ptr<Context> open_provider(const std::string &device, const ProviderOptions &opts, std::string *err) {
+    auto ctx = std::make_unique<InprocContext>();
+    if (!ctx->open(device, opts, err))
+        return nullptr;
+    return ctx;
+}
+
+} // namespace
+
+int set_port_state(Context &ctx, PortState state) noexcept {
+    auto *c = dynamic_cast<InprocContext *>(&ctx);
+    if (!c)
+        return -EINVAL;
+    Guard g(fabric().lock);
+    const bool was = c->dev->state == PortState::active, is = state == PortState::active;
+    c->dev->state = state;
+    if (was != is)
+        for (InprocContext *x : c->dev->contexts)
+            x->events.push_back({is ? EventType::port_active : EventType::port_error, 1});
+    return 0;
+}
+
+} // namespace ipoib::hca::inproc
+
+IPOIB_HCA_PROVIDER(inproc, "the in-process HCA: devices of one process reach each other by memcpy (tests, examples)",
+                   ipoib::hca::inproc::kOptions, ipoib::hca::inproc::open_provider)

@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "provider_common.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace ipoib::hca::common {
+
+int ContextBase::no_port(std::uint8_t port) noexcept {
+    return fail(-EINVAL, "no port " + std::to_string(port) + " on " + name_);
+}
+
+int ContextBase::pkey_index_rule(std::uint8_t port, int index, int tbl_len, std::uint16_t *out) noexcept {
+    if (!valid_port(port) || index < 0 || index >= static_cast<int>(kMaxPkeys))
+        return fail(-EINVAL, "P_Key index " + std::to_string(index) + " out of range");
+    if (index >= tbl_len) {
+        *out = 0;
+        return 0;
+    }
+    return 1;
+}
+
+bool ContextBase::check_cq_depth(int depth, int max) noexcept {
+    if (depth >= 1 && depth <= max)
+        return true;
+    fail(-EINVAL, "create_cq: depth " + std::to_string(depth) + " out of range 1.." + std::to_string(max));
+    return false;
+}
+
+bool ContextBase::check_qp_init(const QpInit &init, std::uint32_t max_recv_wr) noexcept {
+    if (!init.send_cq || !init.recv_cq)
+        fail(-EINVAL, "create_ud_qp: send and receive CQs are required");
+    else if (!valid_port(init.port_num))
+        fail(-EINVAL, "create_ud_qp: no port " + std::to_string(init.port_num));
+    else if (init.max_recv_wr < 1 || init.max_recv_wr > max_recv_wr)
+        fail(-EINVAL, "create_ud_qp: max_recv_wr must be 1.." + std::to_string(max_recv_wr));
+    else
+        return true;
+    return false;
+}
+
+std::uint32_t send_length(const SendWr &wr) noexcept {
+    std::uint32_t total = 0;
+    for (std::uint32_t i = 0; i < std::min(wr.num_sge, kMaxSendSge); ++i)
+        total += wr.sg_list[i].length;
+    return total;
+}
+
+void write_grh(std::uint8_t *buf, const AhAttr &ah, const Gid &sgid, std::uint32_t payload_len) noexcept {
+    constexpr std::uint32_t kIpVer6 = 6u << 28;
+    constexpr std::uint8_t kNextHeaderBth = 0x1b;
+    constexpr std::uint32_t kBthDethIcrc = 12 + 8 + 4;
+    wire::store_be32(buf, kIpVer6 | std::uint32_t{ah.traffic_class} << 20 | (ah.flow_label & 0xfffff));
+    wire::store_be16(buf + 4, static_cast<std::uint16_t>(payload_len + kBthDethIcrc));
+    buf[6] = kNextHeaderBth;
+    buf[7] = ah.hop_limit;
+    std::memcpy(buf + 8, sgid.raw.data(), 16);
+    std::memcpy(buf + 24, ah.dgid.raw.data(), 16);
+}
+
+bool option_uint(const ProviderOptions &opts, const char *key, std::uint32_t lo, std::uint32_t hi,
+                 std::uint32_t def, std::uint32_t *out, std::string *err) {
+    const std::string *v = opts.find(key);
+    if (!v) {
+        *out = def;
+        return true;
+    }
+    char *end = nullptr;
+    errno = 0;
+    const unsigned long n = std::strtoul(v->c_str(), &end, 10);
+    if (*end || errno || v->front() == '-' || n < lo || n > hi) {
+        *err = "option " + std::string(key) + "=" + *v + ": expected " + std::to_string(lo) + ".." +
+               std::to_string(hi);
+        return false;
+    }
+    *out = static_cast<std::uint32_t>(n);
+    return true;
+}
+
+} // namespace ipoib::hca::common

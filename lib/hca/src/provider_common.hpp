@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// What every provider does the same way, written once: the error convention
+// (negative errno + last_error()), port-number and P_Key-index rules, the
+// Q_Key of a send, the MTU check, completions a provider makes itself, the
+// GRH a receiver finds in its buffer, P_Key matching, option values.
+// Internal to lib/hca.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ipoib/hca/hca.hpp"
+#include "ipoib/hca/provider.hpp"
+
+namespace ipoib::hca::common {
+
+// The part of a Context every provider implements alike. Errors: a call
+// that fails returns fail(-errno, message) (or nullptr after fail(...)), and
+// the message stays in last_error() until the next failure.
+class ContextBase : public Context {
+  public:
+    const std::string &name() const noexcept override { return name_; }
+    std::uint8_t num_ports() const noexcept override { return nports_; }
+    const std::string &last_error() const noexcept override { return error_; }
+
+    int fail(int code, std::string msg) noexcept {
+        error_ = std::move(msg);
+        return code;
+    }
+    bool valid_port(std::uint8_t port) const noexcept { return port >= 1 && port <= nports_; }
+    // fail(-EINVAL, "no port N on NAME")
+    int no_port(std::uint8_t port) noexcept;
+    // The P_Key query rule: index 0..kMaxPkeys-1 of an existing port, else
+    // -EINVAL; an index past the port's table (tbl_len entries) reads as 0,
+    // an empty entry (devices answer anything there). Returns <0 on error,
+    // 0 if *out was set to empty, 1 if the caller reads entry `index`.
+    int pkey_index_rule(std::uint8_t port, int index, int tbl_len, std::uint16_t *out) noexcept;
+
+    // The checks of create_cq and create_ud_qp every provider that keeps its
+    // own queues makes: false (after fail(-EINVAL, ...)) if they do not hold.
+    bool check_cq_depth(int depth, int max) noexcept;
+    bool check_qp_init(const QpInit &init, std::uint32_t max_recv_wr) noexcept;
+
+  protected:
+    std::string name_;
+    std::string error_;
+    std::uint8_t nports_ = 0;
+};
+
+// A memory registration that is only a record (the software HCAs reach the memory directly).
+class PlainMr final : public Mr {
+  public:
+    PlainMr(void *a, std::size_t l, std::uint32_t k) : addr_(a), len_(l), key_(k) {}
+    std::uint32_t lkey() const noexcept override { return key_; }
+    void *addr() const noexcept override { return addr_; }
+    std::size_t length() const noexcept override { return len_; }
+
+  private:
+    void *addr_;
+    std::size_t len_;
+    std::uint32_t key_;
+};
+
+// The Q_Key a UD send carries: the work request's, or the sending QP's own
+// when the request's high bit is set (the IBA rule, as ibv_post_send has it).
+constexpr std::uint32_t send_qkey(std::uint32_t wr_qkey, std::uint32_t qp_qkey) noexcept {
+    return (wr_qkey & kUseQpQkey) ? qp_qkey : wr_qkey;
+}
+
+// Total bytes of a send (at most kMaxSendSge entries are looked at).
+std::uint32_t send_length(const SendWr &wr) noexcept;
+
+// A UD message must fit one packet of the port's active MTU; a longer one
+// completes with a local length error and is not sent.
+constexpr bool exceeds_mtu(std::uint32_t len, std::uint32_t mtu_bytes) noexcept { return len > mtu_bytes; }
+
+// Two P_Keys let a packet through if their partition numbers are equal (and
+// not 0) and at least one of them is a full member (IBA 10.9.3).
+inline constexpr std::uint16_t kPkeyPartitionMask = 0x7fff;
+inline constexpr std::uint16_t kPkeyFullMember = 0x8000;
+constexpr bool pkey_match(std::uint16_t a, std::uint16_t b) noexcept {
+    return (a & kPkeyPartitionMask) != 0 && (a & kPkeyPartitionMask) == (b & kPkeyPartitionMask) &&
+           ((a | b) & kPkeyFullMember);
+}
+
+// A send completion (success or error) for a work request on QP qpn.
+constexpr Wc send_wc(std::uint64_t wr_id, WcStatus status, std::uint32_t qpn) noexcept {
+    return Wc{wr_id, status, WcOpcode::send, 0, 0, 0, qpn, 0, 0, 0};
+}
+
+// Completions a provider makes itself (the software HCAs' sends; a send the
+// verbs provider refuses before the device sees it): a bounded FIFO, returned
+// by the CQ's next poll. Not thread-safe (one poller, as a CQ).
+class WcQueue {
+  public:
+    explicit WcQueue(std::size_t capacity) : ring_(capacity) {}
+    // False (and nothing queued) when full.
+    bool push(const Wc &wc) noexcept {
+        if (count_ == ring_.size())
+            return false;
+        ring_[(head_ + count_) % ring_.size()] = wc;
+        ++count_;
+        return true;
+    }
+    // Move up to n completions into wc; returns how many.
+    int pop(Wc *wc, int n) noexcept {
+        int got = 0;
+        while (got < n && count_) {
+            wc[got++] = ring_[head_];
+            head_ = (head_ + 1) % ring_.size();
+            --count_;
+        }
+        return got;
+    }
+    bool empty() const noexcept { return count_ == 0; }
+    bool full() const noexcept { return count_ == ring_.size(); }
+
+  private:
+    std::vector<Wc> ring_;
+    std::size_t head_ = 0, count_ = 0;
+};
+
+// Write the GRH (IBA 8.3) a UD receiver finds in the first kGrhLen bytes of
+// its buffer: IPVer 6, traffic class and flow label from the address,
+// PayLen (BTH + DETH + payload + ICRC), NxtHdr 0x1b (BTH), hop limit, SGID, DGID.
+void write_grh(std::uint8_t *buf, const AhAttr &ah, const Gid &sgid, std::uint32_t payload_len) noexcept;
+
+// A decimal option value in [lo, hi], def if the option is absent.
+// On a bad value: false, *err = "option KEY=VALUE: expected LO..HI".
+bool option_uint(const ProviderOptions &opts, const char *key, std::uint32_t lo, std::uint32_t hi,
+                 std::uint32_t def, std::uint32_t *out, std::string *err);
+
+} // namespace ipoib::hca::common

@@ -1,0 +1,404 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The in-process HCA (provider "inproc"): two devices of this process, UD
+// both ways, and what it enforces. No fabric, no root.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "inproc/inproc_testing.hpp"
+#include "ipoib/hca/hca.hpp"
+#include "ipoib/wire/hwaddr.hpp"
+
+using namespace ipoib;
+using namespace ipoib::hca;
+
+namespace {
+
+constexpr std::uint32_t kQkey = 0x0b1b;
+constexpr std::uint32_t kBuf = kGrhLen + 4096;
+const Gid kMgid = wire::parse_gid_text("ff12:401b:ffff::1").value;
+
+// One device with one UD QP, a shared CQ and n receive buffers.
+struct Host {
+    std::unique_ptr<Context> ctx;
+    std::unique_ptr<Cq> cq;
+    std::unique_ptr<Qp> qp;
+    std::uint8_t *pool = nullptr;
+    std::unique_ptr<Mr> mr;
+    std::uint32_t nbuf = 0;
+
+    explicit Host(const std::string &name, const std::string &opts = "", std::uint32_t n = 16,
+                  std::uint32_t qkey = kQkey) {
+        auto o = open_device("inproc", name, opts);
+        INFO(o.error);
+        REQUIRE(o.ctx);
+        ctx = std::move(o.ctx);
+        cq = ctx->create_cq(256);
+        REQUIRE(cq);
+        QpInit init;
+        init.send_cq = cq.get();
+        init.recv_cq = cq.get();
+        init.qkey = qkey;
+        init.max_recv_wr = n;
+        qp = ctx->create_ud_qp(init);
+        REQUIRE(qp);
+        nbuf = n;
+        pool = static_cast<std::uint8_t *>(ctx->alloc_dma(std::size_t{n} * kBuf));
+        REQUIRE(pool);
+        mr = ctx->reg_mr(pool, std::size_t{n} * kBuf);
+        REQUIRE(mr);
+        REQUIRE(mr->lkey() != 0);
+    }
+    ~Host() {
+        qp.reset();
+        mr.reset();
+        ctx->free_dma(pool);
+    }
+    void post(std::uint32_t n, std::uint32_t size = kBuf) {
+        for (std::uint32_t i = 0; i < n; ++i) {
+            RecvWr wr{i, {reinterpret_cast<std::uintptr_t>(pool + std::size_t{i} * kBuf), size, mr->lkey()}};
+            REQUIRE(qp->post_recv(&wr, 1) == 1);
+        }
+    }
+    Gid gid() {
+        Gid g;
+        REQUIRE(ctx->query_gid(1, 0, &g) == 0);
+        return g;
+    }
+    PortAttr port() {
+        PortAttr a;
+        REQUIRE(ctx->query_port(1, &a) == 0);
+        return a;
+    }
+    // An address of `to` (by GID on Ethernet, by LID on InfiniBand).
+    std::unique_ptr<Ah> ah_to(Host &to) {
+        AhAttr a;
+        const PortAttr p = to.port();
+        if (p.link_layer == LinkLayer::ethernet) {
+            a.is_global = true;
+            a.dgid = to.gid();
+            a.hop_limit = 64;
+        } else {
+            a.dlid = p.lid;
+        }
+        auto ah = ctx->create_ah(a);
+        REQUIRE(ah);
+        return ah;
+    }
+    std::unique_ptr<Ah> ah_mcast() {
+        AhAttr a;
+        a.is_global = true;
+        a.dgid = kMgid;
+        a.hop_limit = 1;
+        auto ah = ctx->create_ah(a);
+        REQUIRE(ah);
+        return ah;
+    }
+    // Send `payload` (split into `pieces` SGEs); returns the send completion.
+    Wc send(Ah *ah, std::uint32_t dqpn, const std::vector<std::uint8_t> &payload, std::uint32_t qkey = kQkey,
+            std::uint32_t pieces = 1) {
+        Sge sg[kMaxSendSge];
+        const auto size = static_cast<std::uint32_t>(payload.size());
+        std::uint32_t off = 0;
+        for (std::uint32_t i = 0; i < pieces; ++i) {
+            const std::uint32_t l = i + 1 == pieces ? size - off : size / pieces;
+            sg[i] = {reinterpret_cast<std::uintptr_t>(payload.data() + off), l, 0};
+            off += l;
+        }
+        SendWr wr{77, sg, pieces, ah, dqpn, qkey, true};
+        REQUIRE(qp->post_send(&wr, 1) == 1);
+        Wc wc[4];
+        for (int tries = 0; tries < 4; ++tries) {
+            const int n = cq->poll(wc, 1);
+            REQUIRE(n >= 0);
+            if (n == 1 && wc[0].opcode == WcOpcode::send)
+                return wc[0];
+            if (n == 1)
+                pending.push_back(wc[0]);
+        }
+        FAIL("no send completion");
+        return Wc{};
+    }
+    // The receive completions now in the CQ (delivery is synchronous).
+    std::vector<Wc> recvs() {
+        std::vector<Wc> out;
+        out.swap(pending);
+        Wc wc[16];
+        for (int n; (n = cq->poll(wc, 16)) > 0;)
+            for (int i = 0; i < n; ++i)
+                if (wc[i].opcode == WcOpcode::recv)
+                    out.push_back(wc[i]);
+        return out;
+    }
+    const std::uint8_t *buf(const Wc &wc) const { return pool + wc.wr_id * kBuf; }
+    std::vector<Wc> pending;
+};
+
+std::vector<std::uint8_t> pattern(std::size_t n, std::uint8_t seed) {
+    std::vector<std::uint8_t> v(n);
+    for (std::size_t i = 0; i < n; ++i)
+        v[i] = static_cast<std::uint8_t>(seed + i * 7);
+    return v;
+}
+
+bool payload_is(const Host &h, const Wc &wc, const std::vector<std::uint8_t> &p) {
+    return wc.byte_len == kGrhLen + p.size() && std::memcmp(h.buf(wc) + kGrhLen, p.data(), p.size()) == 0;
+}
+
+} // namespace
+
+TEST_CASE("inproc: port attributes, GID from the name, RoCE v2 GID at index 0") {
+    Host a("port-a");
+    const PortAttr p = a.port();
+    CHECK(p.state == PortState::active);
+    CHECK(p.link_layer == LinkLayer::ethernet);
+    CHECK(p.lid == 0);
+    CHECK(p.active_mtu == Mtu::mtu2048);
+    CHECK(p.pkey_tbl_len == 1);
+    const Gid g = a.gid();
+    CHECK(wire::to_string(g).rfind("fe80::", 0) == 0);
+    CHECK(p.port_guid != 0);
+    GidType t;
+    REQUIRE(a.ctx->query_gid_type(1, 0, &t) == 0);
+    CHECK(t == GidType::roce_v2);
+    CHECK(ipoib_gid_index(*a.ctx, 1) == 0);
+    std::uint16_t k = 0;
+    REQUIRE(a.ctx->query_pkey(1, 0, &k) == 0);
+    CHECK(k == 0xffff);
+    REQUIRE(a.ctx->query_pkey(1, 1, &k) == 0);
+    CHECK(k == 0);  // past the table: empty
+    CHECK(a.ctx->query_pkey(1, 64, &k) == -EINVAL);
+    CHECK(a.ctx->query_port(2, nullptr) == -EINVAL);
+    CHECK(!a.ctx->last_error().empty());
+    // The same name: the same device (and GID); another name: another GID.
+    auto again = open_device("inproc", "port-a", "");
+    REQUIRE(again.ctx);
+    Gid g2;
+    REQUIRE(again.ctx->query_gid(1, 0, &g2) == 0);
+    CHECK(g2 == g);
+    Host b("port-b");
+    CHECK(!(b.gid() == g));
+    // Options.
+    Host c("port-c", "link=ib,lid=7,mtu=1024,pkeys=0xffff:0x8001");
+    const PortAttr pc = c.port();
+    CHECK((pc.link_layer == LinkLayer::infiniband && pc.lid == 7 && pc.active_mtu == Mtu::mtu1024));
+    REQUIRE(c.ctx->query_pkey(1, 1, &k) == 0);
+    CHECK(k == 0x8001);
+    REQUIRE(c.ctx->query_gid_type(1, 0, &t) == 0);
+    CHECK(t == GidType::ib);
+    CHECK(open_device("inproc", "port-d", "lid=3").error.find("lid needs link=ib") != std::string::npos);
+    CHECK(open_device("inproc", "port-d", "mtu=1500").error.find("mtu=1500") != std::string::npos);
+    CHECK(open_device("inproc", "port-d", "link=ib,lid=7").error.find("LID") != std::string::npos);
+    CHECK(open_device("inproc", "port-c", "mtu=4096").error.find("other options") != std::string::npos);
+    CHECK(open_device("inproc", "", "").error.find("device name") != std::string::npos);
+}
+
+TEST_CASE("inproc: UD both ways, payloads, GRH and source fields") {
+    Host a("ud-a"), b("ud-b");
+    a.post(8);
+    b.post(8);
+    auto to_b = a.ah_to(b), to_a = b.ah_to(a);
+
+    const auto p1 = pattern(300, 1);
+    Wc s = a.send(to_b.get(), b.qp->qp_num(), p1);
+    CHECK(s.status == WcStatus::success);
+    CHECK(s.wr_id == 77);
+    auto r = b.recvs();
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].status == WcStatus::success);
+    CHECK(payload_is(b, r[0], p1));
+    CHECK(r[0].src_qp == a.qp->qp_num());
+    CHECK(r[0].qp_num == b.qp->qp_num());
+    CHECK(r[0].slid == 0);  // Ethernet: no LIDs
+    CHECK((r[0].wc_flags & kWcGrh));
+    Gid sgid, dgid;
+    std::memcpy(sgid.raw.data(), b.buf(r[0]) + 8, 16);
+    std::memcpy(dgid.raw.data(), b.buf(r[0]) + 24, 16);
+    CHECK(sgid == a.gid());
+    CHECK(dgid == b.gid());
+    CHECK(b.buf(r[0])[0] >> 4 == 6);  // IPVer 6
+    CHECK(b.buf(r[0])[6] == 0x1b);     // next header: BTH
+
+    const auto p2 = pattern(1000, 9);
+    CHECK(b.send(to_a.get(), a.qp->qp_num(), p2).status == WcStatus::success);
+    r = a.recvs();
+    REQUIRE(r.size() == 1);
+    CHECK(payload_is(a, r[0], p2));
+    CHECK(r[0].src_qp == b.qp->qp_num());
+
+    // InfiniBand: LID-routed, no GRH; the source LID is the sender's.
+    Host c("ud-c", "link=ib"), d("ud-d", "link=ib");
+    d.post(2);
+    auto to_d = c.ah_to(d);
+    CHECK(c.send(to_d.get(), d.qp->qp_num(), p1).status == WcStatus::success);
+    r = d.recvs();
+    REQUIRE(r.size() == 1);
+    CHECK(payload_is(d, r[0], p1));
+    CHECK(r[0].slid == c.port().lid);
+    CHECK(r[0].slid != 0);
+    CHECK(!(r[0].wc_flags & kWcGrh));
+
+    const QpCounters ca = a.qp->counters(), cb = b.qp->counters();
+    CHECK((ca.tx_packets == 1 && ca.tx_bytes == 300 && ca.rx_packets == 1 && ca.rx_bytes == 1000));
+    CHECK((cb.tx_packets == 1 && cb.rx_packets == 1 && cb.rx_bytes == 300));
+    PortCounters pa;
+    REQUIRE(a.ctx->port_counters(1, &pa) == 0);
+    CHECK((pa.tx_packets == 1 && pa.rx_packets == 1));
+}
+
+TEST_CASE("inproc: a 3-piece gather list arrives as one message") {
+    Host a("sge-a"), b("sge-b");
+    b.post(1);
+    auto ah = a.ah_to(b);
+    const auto p = pattern(1500, 3);
+    CHECK(a.send(ah.get(), b.qp->qp_num(), p, kQkey, 3).status == WcStatus::success);
+    auto r = b.recvs();
+    REQUIRE(r.size() == 1);
+    CHECK(payload_is(b, r[0], p));
+}
+
+TEST_CASE("inproc: Q_Key mismatch is not delivered; the QP's own Q_Key is used with the high bit") {
+    Host a("qk-a"), b("qk-b");
+    b.post(4);
+    auto ah = a.ah_to(b);
+    const auto p = pattern(64, 5);
+    CHECK(a.send(ah.get(), b.qp->qp_num(), p, 0x1234).status == WcStatus::success);  // UD: sent anyway
+    CHECK(b.recvs().empty());
+    CHECK(b.qp->counters().drop_qkey == 1);
+    CHECK(a.send(ah.get(), b.qp->qp_num(), p, kUseQpQkey).status == WcStatus::success);
+    CHECK(b.recvs().size() == 1);
+    // A changed Q_Key takes effect on both sides.
+    REQUIRE(b.qp->set_qkey(0x42) == 0);
+    CHECK(a.send(ah.get(), b.qp->qp_num(), p, kUseQpQkey).status == WcStatus::success);
+    CHECK(b.recvs().empty());
+    REQUIRE(a.qp->set_qkey(0x42) == 0);
+    CHECK(a.send(ah.get(), b.qp->qp_num(), p, kUseQpQkey).status == WcStatus::success);
+    CHECK(b.recvs().size() == 1);
+}
+
+TEST_CASE("inproc: P_Key: another partition, and two limited members, are not delivered") {
+    Host a("pk-a", "pkeys=0xffff:0x8001:0x0002"), b("pk-b", "pkeys=0xffff:0x0003:0x0002");
+    auto qp_on = [](Host &h, std::uint16_t idx) {
+        QpInit init;
+        init.send_cq = h.cq.get();
+        init.recv_cq = h.cq.get();
+        init.qkey = kQkey;
+        init.pkey_index = idx;
+        auto q = h.ctx->create_ud_qp(init);
+        REQUIRE(q);
+        return q;
+    };
+    auto b3 = qp_on(b, 1);  // 0x0003: nobody else has it
+    auto b2 = qp_on(b, 2);  // 0x0002, limited
+    auto a2 = qp_on(a, 2);  // 0x0002, limited
+    RecvWr wr{0, {reinterpret_cast<std::uintptr_t>(b.pool), kBuf, b.mr->lkey()}};
+    REQUIRE(b3->post_recv(&wr, 1) == 1);
+    wr.sge.addr += kBuf;
+    REQUIRE(b2->post_recv(&wr, 1) == 1);
+    auto ah = a.ah_to(b);
+    const auto p = pattern(64, 1);
+    Sge sg{reinterpret_cast<std::uintptr_t>(p.data()), 64, 0};
+    SendWr s1{1, &sg, 1, ah.get(), b3->qp_num(), kQkey, true};
+    SendWr s2{2, &sg, 1, ah.get(), b2->qp_num(), kQkey, true};
+    REQUIRE(a.qp->post_send(&s1, 1) == 1);
+    REQUIRE(a2->post_send(&s2, 1) == 1);
+    CHECK(b.recvs().empty());
+    CHECK(b3->counters().drop_pkey == 1);
+    CHECK(b2->counters().drop_pkey == 1);
+    CHECK(b.ctx->create_ud_qp(QpInit{b.cq.get(), b.cq.get(), 1, 3, kQkey, 16, 16}) == nullptr);  // no index 3
+}
+
+TEST_CASE("inproc: no posted buffer drops and counts; a short buffer completes in error") {
+    Host a("nb-a"), b("nb-b");
+    auto ah = a.ah_to(b);
+    const auto p = pattern(200, 2);
+    for (int i = 0; i < 3; ++i)
+        CHECK(a.send(ah.get(), b.qp->qp_num(), p).status == WcStatus::success);
+    CHECK(b.recvs().empty());
+    CHECK(b.qp->counters().drop_no_buffer == 3);
+    PortCounters pc;
+    REQUIRE(b.ctx->port_counters(1, &pc) == 0);
+    CHECK(pc.drop_no_buffer == 3);
+    b.post(1, kGrhLen + 100);
+    CHECK(a.send(ah.get(), b.qp->qp_num(), p).status == WcStatus::success);
+    auto r = b.recvs();
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].status == WcStatus::loc_len_err);
+    CHECK(b.qp->counters().drop_too_long == 1);
+    CHECK(b.qp->counters().rx_packets == 0);
+    // An unknown QPN: nothing delivered, counted on the destination port.
+    b.post(1);
+    CHECK(a.send(ah.get(), b.qp->qp_num() + 1000, p).status == WcStatus::success);
+    CHECK(b.recvs().empty());
+    REQUIRE(b.ctx->port_counters(1, &pc) == 0);
+    CHECK(pc.drop_no_qp == 1);
+}
+
+TEST_CASE("inproc: multicast only after attach, to every member and the sender, not after detach") {
+    Host a("mc-a"), b("mc-b"), c("mc-c");
+    a.post(8);
+    b.post(8);
+    c.post(8);
+    auto ah = a.ah_mcast();
+    const auto p = pattern(128, 4);
+    CHECK(a.send(ah.get(), kMulticastQpn, p).status == WcStatus::success);
+    CHECK((a.recvs().empty() && b.recvs().empty() && c.recvs().empty()));
+    REQUIRE(a.qp->attach_mcast(kMgid, 0) == 0);
+    REQUIRE(b.qp->attach_mcast(kMgid, 0) == 0);
+    CHECK(a.send(ah.get(), kMulticastQpn, p).status == WcStatus::success);
+    auto rb = b.recvs(), ra = a.recvs();
+    REQUIRE(rb.size() == 1);
+    CHECK(payload_is(b, rb[0], p));
+    CHECK((rb[0].wc_flags & kWcGrh));
+    Gid sgid, dgid;
+    std::memcpy(sgid.raw.data(), b.buf(rb[0]) + 8, 16);
+    std::memcpy(dgid.raw.data(), b.buf(rb[0]) + 24, 16);
+    CHECK(sgid == a.gid());
+    CHECK(dgid == kMgid);
+    REQUIRE(ra.size() == 1);  // the sender's own copy (loopback)
+    CHECK(ra[0].src_qp == a.qp->qp_num());
+    CHECK(c.recvs().empty());
+    REQUIRE(b.qp->detach_mcast(kMgid, 0) == 0);
+    CHECK(b.qp->detach_mcast(kMgid, 0) == -ENOENT);
+    CHECK(a.send(ah.get(), kMulticastQpn, p).status == WcStatus::success);
+    CHECK(b.recvs().empty());
+    CHECK(a.recvs().size() == 1);
+    CHECK(a.qp->attach_mcast(a.gid(), 0) == -EINVAL);  // not a multicast GID
+}
+
+TEST_CASE("inproc: a send longer than the MTU completes with a local length error") {
+    Host a("mtu-a", "mtu=1024"), b("mtu-b", "mtu=1024");
+    b.post(2);
+    auto ah = a.ah_to(b);
+    CHECK(a.send(ah.get(), b.qp->qp_num(), pattern(1024, 0)).status == WcStatus::success);
+    Wc s = a.send(ah.get(), b.qp->qp_num(), pattern(1025, 0));
+    CHECK(s.status == WcStatus::loc_len_err);
+    CHECK(b.recvs().size() == 1);
+    CHECK(a.qp->counters().tx_errors == 1);
+    PortCounters pc;
+    REQUIRE(a.ctx->port_counters(1, &pc) == 0);
+    CHECK(pc.tx_mtu_exceeded == 1);
+}
+
+TEST_CASE("inproc: port down and up: events, refused sends, dropped receives") {
+    Host a("ev-a"), b("ev-b");
+    b.post(2);
+    auto ah = a.ah_to(b);
+    PortEvent ev;
+    CHECK(b.ctx->get_port_event(&ev) == 0);
+    REQUIRE(inproc::set_port_state(*b.ctx, PortState::down) == 0);
+    REQUIRE(b.ctx->get_port_event(&ev) == 1);
+    CHECK((ev.type == EventType::port_error && ev.port_num == 1));
+    CHECK(a.ctx->get_port_event(&ev) == 0);  // another device
+    CHECK(a.send(ah.get(), b.qp->qp_num(), pattern(64, 0)).status == WcStatus::success);
+    CHECK(b.qp->counters().drop_port_down == 1);
+    auto to_a = b.ah_to(a);
+    CHECK(b.send(to_a.get(), a.qp->qp_num(), pattern(64, 0)).status == WcStatus::loc_qp_op_err);
+    REQUIRE(inproc::set_port_state(*b.ctx, PortState::active) == 0);
+    REQUIRE(b.ctx->get_port_event(&ev) == 1);
+    CHECK(ev.type == EventType::port_active);
+    CHECK(a.send(ah.get(), b.qp->qp_num(), pattern(64, 0)).status == WcStatus::success);
+    CHECK(b.recvs().size() == 1);
+}
