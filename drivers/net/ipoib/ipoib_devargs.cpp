@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "ipoib/hca/provider.hpp"
 #include "ipoib_devargs.hpp"
 
 namespace ipoib::pmd {
@@ -33,9 +34,14 @@ bool fail(std::string *expected, std::string what) {
     return false;
 }
 
+// Any provider registered with lib/hca (see ipoib/hca/provider.hpp).
 bool parse_provider(std::string_view v, Config &c, std::string *e) {
-    if (v != "soft" && v != "verbs")
-        return fail(e, "expected soft or verbs");
+    if (!hca::find_provider(v)) {
+        std::string known;
+        for (const hca::Provider *p : hca::providers())
+            known += (known.empty() ? "" : ", ") + std::string(p->name);
+        return fail(e, "expected an HCA provider: " + known);
+    }
     c.provider = v;
     return true;
 }
@@ -161,10 +167,12 @@ bool parse_bcast_mtu(std::string_view v, Config &c, std::string *e) {
 
 // clang-format off
 constexpr Devarg kDevargs[] = {
-    {"provider", "<soft|verbs>", "`soft` \\| `verbs` (`soft`)",
-     "HCA provider", parse_provider},
+    {"provider", "<soft|verbs|inproc>", "`soft` \\| `verbs` \\| `inproc` (`soft`)",
+     "HCA provider: the software HCA on a simulated fabric, rdma-core devices, or the in-process HCA (tests)",
+     parse_provider},
     {"dev", "<device>", "name (`$SIM_HOST`; verbs: the first device)",
-     "the HCA: for `soft`, the simulated fabric node (`Hca1`); for `verbs`, the rdma-core device (`mlx5_0`, `rxe0`)",
+     "the HCA: for `soft`, the simulated fabric node (`Hca1`); for `verbs`, the rdma-core device (`mlx5_0`, `rxe0`); "
+     "for `inproc`, any name (one device per name in the process)",
      parse_dev},
     {"port", "<1|2>", "1 \\| 2 (1)", "HCA port", parse_port},
     {"pkey", "<p_key>", "0x0001-0xffff, not 0x8000 (the P_Key at index 0)",

@@ -79,8 +79,8 @@ TEST_CASE("devargs: every argument parsed into the config") {
 
 TEST_CASE("devargs: every bad value is refused by name") {
     const std::pair<const char *, const char *> bad[] = {
-        {"provider=ib", "expected soft or verbs"},
-        {"provider=", "expected soft or verbs"},
+        {"provider=ib", "expected an HCA provider: inproc, soft, verbs"},
+        {"provider=", "expected an HCA provider: inproc, soft, verbs"},
         {"dev=0123456789012345678901234567890123456789012345678901234567890123", "expected a device name"},
         {"port=0", "expected port 1 or 2"},
         {"port=3", "expected port 1 or 2"},

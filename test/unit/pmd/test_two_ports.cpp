@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Two net_ipoib ports in one process over the in-process HCA provider, in
+// the style of DPDK's app/test/test_pmd_ring.c: probe by devargs, configure,
+// start, link up (static management: the in-process HCA has an Ethernet
+// link layer), frames both ways through the ethdev API, stats and xstats,
+// stop and close with every mbuf back in its pool.
+#include <rte_bus_vdev.h>
+#include <rte_ethdev.h>
+
+#include <chrono>
+#include <thread>
+
+#include "port_fixture.hpp"
+
+using namespace ipoib;
+using namespace ipoib::test;
+
+namespace {
+
+struct EthPort {
+    std::uint16_t id = RTE_MAX_ETHPORTS;
+    std::string name;
+};
+
+EthPort probe(const std::string &name, const std::string &args) {
+    ensure_eal();
+    INFO(name << "," << args);
+    REQUIRE(rte_vdev_init(name.c_str(), args.c_str()) == 0);
+    EthPort p;
+    p.name = name;
+    REQUIRE(rte_eth_dev_get_port_by_name(name.c_str(), &p.id) == 0);
+    return p;
+}
+
+void start(const EthPort &p, rte_mempool *mp) {
+    rte_eth_conf conf{};
+    REQUIRE(rte_eth_dev_configure(p.id, 1, 1, &conf) == 0);
+    REQUIRE(rte_eth_rx_queue_setup(p.id, 0, 256, SOCKET_ID_ANY, nullptr, mp) == 0);
+    REQUIRE(rte_eth_tx_queue_setup(p.id, 0, 256, SOCKET_ID_ANY, nullptr) == 0);
+    REQUIRE(rte_eth_dev_start(p.id) == 0);
+}
+
+bool wait_link(std::uint16_t port, int ms) {
+    for (int i = 0; i < ms; i += 10) {
+        rte_eth_link l{};
+        rte_eth_link_get_nowait(port, &l);
+        if (l.link_status == RTE_ETH_LINK_UP)
+            return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+}
+
+// Send m from `from` (retrying while held), then poll `to` until a frame arrives.
+rte_mbuf *exchange(std::uint16_t from, std::uint16_t to, rte_mbuf *m, int ms = 2000) {
+    REQUIRE(rte_eth_tx_burst(from, 0, &m, 1) == 1);
+    rte_mbuf *got = nullptr;
+    for (int i = 0; i < ms && !got; ++i) {
+        rte_mbuf *burst[4];
+        const std::uint16_t n = rte_eth_rx_burst(to, 0, burst, 4);
+        for (std::uint16_t k = 0; k < n; ++k) {
+            if (!got)
+                got = burst[k];
+            else
+                rte_pktmbuf_free(burst[k]);
+        }
+        rte_mbuf *none[1];
+        rte_eth_rx_burst(from, 0, none, 0);  // lets held frames of `from` leave
+        if (!got)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return got;
+}
+
+std::uint64_t xstat(std::uint16_t port, const char *name) {
+    std::uint64_t id = 0, v = 0;
+    REQUIRE(rte_eth_xstats_get_id_by_name(port, name, &id) == 0);
+    REQUIRE(rte_eth_xstats_get_by_id(port, &id, &v, 1) == 1);
+    return v;
+}
+
+std::vector<std::uint8_t> eth_frame(const rte_ether_addr &dst, const rte_ether_addr &src,
+                                    const std::vector<std::uint8_t> &ip) {
+    std::vector<std::uint8_t> f(dst.addr_bytes, dst.addr_bytes + 6);
+    f.insert(f.end(), src.addr_bytes, src.addr_bytes + 6);
+    f.push_back(0x08);
+    f.push_back(0x00);
+    f.insert(f.end(), ip.begin(), ip.end());
+    return f;
+}
+
+} // namespace
+
+TEST_CASE("two ports in one process: link, broadcast, learned unicast reply, stats, clean close") {
+    rte_mempool *mp = pool("two_ports", 2048);
+    const unsigned avail = rte_mempool_avail_count(mp);
+    const EthPort a = probe("net_ipoib_ta", "provider=inproc,dev=unit-a");
+    const EthPort b = probe("net_ipoib_tb", "provider=inproc,dev=unit-b");
+    start(a, mp);
+    start(b, mp);
+    REQUIRE(wait_link(a.id, 3000));
+    REQUIRE(wait_link(b.id, 3000));
+    rte_eth_dev_info info{};
+    REQUIRE(rte_eth_dev_info_get(a.id, &info) == 0);
+    CHECK(info.max_mtu == 2044);  // the in-process HCA's 2048-byte MTU minus the IPoIB header
+
+    rte_ether_addr mac_a{}, mac_b{}, bcast{};
+    rte_eth_macaddr_get(a.id, &mac_a);
+    rte_eth_macaddr_get(b.id, &mac_b);
+    std::memset(bcast.addr_bytes, 0xff, 6);
+
+    // A broadcast from A reaches B from the MAC A is known by there.
+    const auto ip1 = ipv4_udp(0x0affffff, 200);
+    rte_mbuf *got = exchange(a.id, b.id, mbuf_with(mp, eth_frame(bcast, mac_a, ip1)));
+    REQUIRE(got);
+    const auto f1 = bytes_of(got);
+    rte_pktmbuf_free(got);
+    REQUIRE(f1.size() == RTE_ETHER_HDR_LEN + ip1.size());
+    CHECK(std::equal(f1.begin(), f1.begin() + 6, bcast.addr_bytes));
+    CHECK(std::vector<std::uint8_t>(f1.begin() + RTE_ETHER_HDR_LEN, f1.end()) == ip1);
+    rte_ether_addr a_seen_by_b;
+    std::memcpy(a_seen_by_b.addr_bytes, f1.data() + 6, 6);
+
+    // B answers that MAC: resolved by the control thread (the sender was learned), delivered to A.
+    const auto ip2 = ipv4_udp(0x0a000001, 300);
+    got = exchange(b.id, a.id, mbuf_with(mp, eth_frame(a_seen_by_b, mac_b, ip2)));
+    REQUIRE(got);
+    const auto f2 = bytes_of(got);
+    rte_pktmbuf_free(got);
+    CHECK(std::equal(f2.begin(), f2.begin() + 6, mac_a.addr_bytes));
+    CHECK(std::vector<std::uint8_t>(f2.begin() + RTE_ETHER_HDR_LEN, f2.end()) == ip2);
+
+    rte_eth_stats sa{}, sb{};
+    REQUIRE(rte_eth_stats_get(a.id, &sa) == 0);
+    REQUIRE(rte_eth_stats_get(b.id, &sb) == 0);
+    CHECK(sa.opackets == 1);
+    CHECK(sb.ipackets == 1);
+    CHECK(sb.opackets == 1);
+    CHECK(sa.ipackets == 1);
+    CHECK(sa.oerrors == 0);
+    CHECK(sb.oerrors == 0);
+    CHECK(xstat(a.id, "rx_loopback_discards") == 1);  // A's own broadcast, dropped
+    CHECK(xstat(b.id, "tx_unresolved_queued") <= 1);
+
+    for (const EthPort *p : {&a, &b}) {
+        REQUIRE(rte_eth_dev_stop(p->id) == 0);
+        REQUIRE(rte_eth_dev_close(p->id) == 0);
+        REQUIRE(rte_vdev_uninit(p->name.c_str()) == 0);
+    }
+    CHECK(rte_mempool_avail_count(mp) == avail);  // every mbuf back
+}
+
+TEST_CASE("two ports in one process: a bad devarg or a second port on the same partition is refused") {
+    ensure_eal();
+    CHECK(rte_vdev_init("net_ipoib_tbad", "provider=inproc,dev=unit-c,port=2") != 0);  // one port only
+    const EthPort c = probe("net_ipoib_tc", "provider=inproc,dev=unit-c");
+    CHECK(rte_vdev_init("net_ipoib_tc2", "provider=inproc,dev=unit-c") != 0);  // same port and P_Key
+    REQUIRE(rte_eth_dev_close(c.id) == 0);
+    REQUIRE(rte_vdev_uninit(c.name.c_str()) == 0);
+}
