@@ -90,24 +90,33 @@ void add_group(rte_tel_data *d, int idx, const GroupRow &r) {
     rte_tel_data_add_dict_container(d, std::to_string(idx).c_str(), x, 0);
 }
 
-int tm_mcg(const char *, const char *params, rte_tel_data *d) noexcept {
+// Answer for the port named by params (its port id), under the locks the
+// control path takes: fn(port) fills d, a dictionary.
+template <class F>
+int with_port(const char *params, rte_tel_data *d, F &&fn) {
     std::lock_guard<std::mutex> g(hca_registry_mutex());
     Port *p = port_by_id(params);
     if (!p)
         return -EINVAL;
     std::lock_guard<std::mutex> lk(p->hca->mu);
     rte_tel_data_start_dict(d);
-    if (!p->iface)
-        return 0;
-    const auto &b = p->iface->broadcast();
-    int idx = 0;
-    add_group(d, idx++, {wire::to_string(b.mgid), b.mlid,
-                         p->iface->up() ? "joined (broadcast)" : ctrl::to_string(p->iface->state()),
-                         ctrl::kFullMember, static_cast<unsigned>(p->iface->counters().joins), 0, ""});
-    for (auto &gv : p->iface->groups())
-        add_group(d, idx++, {wire::to_string(gv.mgid), gv.mlid, gv.joined ? "joined" : "joining", gv.join_state,
-                             gv.joins, gv.failures, gv.last_error});
+    fn(p);
     return 0;
+}
+
+int tm_mcg(const char *, const char *params, rte_tel_data *d) noexcept {
+    return with_port(params, d, [d](const Port *p) {
+        if (!p->iface)
+            return;
+        const auto &b = p->iface->broadcast();
+        int idx = 0;
+        add_group(d, idx++, {wire::to_string(b.mgid), b.mlid,
+                             p->iface->up() ? "joined (broadcast)" : ctrl::to_string(p->iface->state()),
+                             ctrl::kFullMember, static_cast<unsigned>(p->iface->counters().joins), 0, ""});
+        for (auto &gv : p->iface->groups())
+            add_group(d, idx++, {wire::to_string(gv.mgid), gv.mlid, gv.joined ? "joined" : "joining",
+                                 gv.join_state, gv.joins, gv.failures, gv.last_error});
+    });
 }
 
 void add_neigh(rte_tel_data *d, int idx, const Neigh &n, std::uint64_t now) {
@@ -140,20 +149,15 @@ void add_path(rte_tel_data *d, int idx, const ctrl::PathCache::Key &k, const ctr
 }
 
 int tm_path(const char *, const char *params, rte_tel_data *d) noexcept {
-    std::lock_guard<std::mutex> g(hca_registry_mutex());
-    Port *p = port_by_id(params);
-    if (!p)
-        return -EINVAL;
-    std::lock_guard<std::mutex> lk(p->hca->mu);
-    rte_tel_data_start_dict(d);
-    int idx = 0;
-    const std::uint64_t now = now_ms();
-    p->fp.neigh.for_each([&](const Neigh &n) { add_neigh(d, idx++, n, now); });
-    const std::uint16_t pkey = p->iface ? p->iface->pkey() : 0;
-    for (auto &[k, e] : p->hca->cp.paths().entries())
-        if (k.pkey == pkey)
-            add_path(d, idx++, k, e, now);
-    return 0;
+    return with_port(params, d, [d](Port *p) {
+        int idx = 0;
+        const std::uint64_t now = now_ms();
+        p->fp.neigh.for_each([&](const Neigh &n) { add_neigh(d, idx++, n, now); });
+        const std::uint16_t pkey = p->iface ? p->iface->pkey() : 0;
+        for (auto &[k, e] : p->hca->cp.paths().entries())
+            if (k.pkey == pkey)
+                add_path(d, idx++, k, e, now);
+    });
 }
 
 } // namespace
