@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // net_ipoib control path: HCA sharing, the control thread, and everything it
 // does for a port (always under Hca::mu; see the locking rules in ipoib_port.hpp).
+#include <rte_cycles.h>
 #include <rte_lcore.h>
 #include <rte_ring_elem.h>
 #include <time.h>
@@ -162,7 +163,9 @@ void set_link(Port *p, bool up) {
     link.link_autoneg = RTE_ETH_LINK_FIXED;
     p->fp.link_up.store(up, std::memory_order_release);
     rte_eth_linkstatus_set(p->dev, &link);
-    rte_eth_dev_callback_process(p->dev, RTE_ETH_EVENT_INTR_LSC, nullptr);
+    // The application's callback runs from the control thread's loop once Hca::mu is released.
+    if (p->dev->data->dev_conf.intr_conf.lsc)
+        p->lsc_pending = true;
     IPOIB_LOG(NOTICE, "%s: link %s", p->name.c_str(), up ? "up" : "down");
 }
 
@@ -190,6 +193,9 @@ void on_group(Port *p, const wire::Gid &mgid, const ctrl::McMemberRecord &rec, b
         IPOIB_MCAST_LOG(ERR, "%s: attach to %s failed: %s", p->name.c_str(), wire::to_string(mgid).c_str(),
                         p->hca->ctx->last_error().c_str());
     hca::Ah *ah = get_ah(p, rec.mlid, rec.sl, &mgid, rec.hop_limit ? rec.hop_limit : kMcastDefaultHopLimit);
+    if (!ah)
+        IPOIB_MCAST_LOG(ERR, "%s: no address handle for %s: %s (frames to it are dropped)", p->name.c_str(),
+                        wire::to_string(mgid).c_str(), p->hca->ctx->last_error().c_str());
     if (mgid == p->iface->broadcast().mgid) {
         p->qkey = rec.qkey;
         p->qp->set_qkey(rec.qkey);
@@ -278,16 +284,33 @@ void on_path(Hca *h, const wire::Gid &dgid, std::uint16_t pkey, ctrl::SaStatus s
     }
 }
 
+// One pass of the control thread's work, under Hca::mu. Returns the ports
+// whose application asked to hear of a link change that happened.
+void control_pass(Hca *h, std::vector<std::uint16_t> *lsc) {
+    std::lock_guard<std::mutex> lk(h->mu);
+    h->cp.run_once(0);
+    const std::uint64_t now = now_ms();
+    for (Port *p : h->ports) {
+        handle_requests(p);
+        age_neighbours(p, now);
+        if (p->lsc_pending) {
+            p->lsc_pending = false;
+            lsc->push_back(p->fp.port_id);
+        }
+    }
+}
+
 void *control_thread(void *arg) {
     auto *h = static_cast<Hca *>(arg);
+    std::vector<std::uint16_t> lsc;
     while (!h->stop.load(std::memory_order_acquire)) {
-        std::lock_guard<std::mutex> lk(h->mu);
-        h->cp.run_once(kControlWaitMs);
-        const std::uint64_t now = now_ms();
-        for (Port *p : h->ports) {
-            handle_requests(p);
-            age_neighbours(p, now);
-        }
+        lsc.clear();
+        control_pass(h, &lsc);
+        // Outside the mutex: an LSC callback may stop or close its port.
+        for (std::uint16_t id : lsc)
+            if (rte_eth_dev_is_valid_port(id))
+                rte_eth_dev_callback_process(&rte_eth_devices[id], RTE_ETH_EVENT_INTR_LSC, nullptr);
+        rte_delay_us_sleep(kControlWaitUs);
     }
     return nullptr;
 }

@@ -38,12 +38,11 @@ enum : std::uint32_t {
     kQueueDepthMin = 16,     // devargs rxq_size / txq_size and descriptor limits
     kQueueDepthMax = 1024,   // (the software HCA's receive-queue limit)
     kQueueDepthDefault = 512,
-    kTxDescMin = 64,         // work-request ids per TX queue at least
     kRxBufTail = 64,         // receive buffer: GRH area + 4096-byte IB MTU + this slack
     kTxSlotSize = 2 * 4096 + 256, // per-WR bounce slot (ARP/ND translation, linearised frames)
 
     // Timers of the control thread.
-    kControlWaitMs = 2,      // longest wait for SA answers per loop
+    kControlWaitUs = 1000,   // the control thread's sleep between passes (without Hca::mu)
     kAgeIntervalMs = 1000,   // neighbour ageing pass
     kUsedStampMs = 1000,     // the fast path refreshes a neighbour's last-use stamp at most this often
     kNeighTimeoutDefaultS = 300,

@@ -253,6 +253,10 @@ int probe(rte_vdev_device *vdev) noexcept {
         IPOIB_LOG(ERR, "%s: devarg port=%u: %s has %u port(s)", name, cfg.port, h->ctx->name().c_str(),
                   h->ctx->num_ports());
         rc = -EINVAL;
+    } else if (h->cp.port_gid(cfg.port) == wire::Gid{}) {
+        IPOIB_LOG(ERR, "%s: %s port %u has no GID at index %d%s", name, h->ctx->name().c_str(), cfg.port,
+                  h->cp.gid_index(cfg.port), cfg.gid_index >= 0 ? " (devarg gid_index)" : "");
+        rc = -EINVAL;
     } else if (const Port *o = duplicate_of(h, cfg)) {
         IPOIB_LOG(ERR, "%s: %s port %u P_Key %s is already %s", name, h->ctx->name().c_str(), cfg.port,
                   pkey_text(cfg.pkey).c_str(), o->name.c_str());

@@ -8,7 +8,9 @@
 //   for probe/close and telemetry; Hca::mu for the control thread's walks.
 // - Hca::mu serialises the control path of one HCA: the control thread's loop,
 //   ethdev ops that change control state (start, stop, close) and telemetry.
-//   The fast path never takes it.
+//   The fast path never takes it. The control thread neither waits nor runs
+//   application callbacks (LSC) while holding it, so a callback may call any
+//   ethdev op, and ops are not starved.
 // - Port::fp (PortData) is what rx_burst/tx_burst read per packet. The control
 //   thread writes it; fields a running fast path may read concurrently are
 //   atomics (qp_ready, link_up) or sit in sequence-locked tables (neigh,
@@ -47,6 +49,7 @@ struct RxStats {
     std::uint64_t packets, bytes, errors, nombuf;
     std::uint64_t loopback_discard, unsupported_ethertype, arp_translated, nd_translated, translate_errors;
     std::uint64_t bad_frames;
+    std::uint64_t too_long;  // longer than one mbuf while the application did not enable scatter
 };
 struct TxStats {
     std::uint64_t packets, bytes, errors;
@@ -105,6 +108,7 @@ struct RxQueue {
     Port *port;  // control side (the TX queue of the same index, for held frames)
     rte_mempool *mp;
     std::uint16_t queue_id;
+    bool scatter;  // RTE_ETH_RX_OFFLOAD_SCATTER: frames longer than one mbuf are chained
     RxStats st;
     hca::Wc wc[kBurstMax];
     hca::RecvWr repost[kBurstMax];
@@ -157,6 +161,7 @@ struct Port {
     std::vector<RxQueue *> rxq;
     std::vector<TxQueue *> txq;
     std::uint64_t last_age_ms = 0;
+    bool lsc_pending = false;  // a link change the application asked to hear of, not told yet
     hca::QpCounters hca_base{};  // HCA counters at the last xstats reset (they live in the HCA)
     bool started = false;
 };

@@ -2,6 +2,7 @@
 // net_ipoib queue setup and release: the per-queue state rx_burst and
 // tx_burst own (work-request ids, bounce slots, held frames, counters).
 #include <rte_malloc.h>
+#include <rte_pause.h>
 
 #include <algorithm>
 
@@ -11,22 +12,31 @@
 
 namespace ipoib::pmd {
 
-RxQueue *rx_queue_create(Port *p, std::uint16_t qid, rte_mempool *mp) noexcept {
+RxQueue *rx_queue_create(Port *p, std::uint16_t qid, rte_mempool *mp, bool scatter) noexcept {
     auto *q = new RxQueue{};
     q->fp = &p->fp;
     q->port = p;
     q->mp = mp;
     q->queue_id = qid;
+    q->scatter = scatter;
     return q;
 }
 
-int rx_queue_setup(rte_eth_dev *dev, std::uint16_t qid, std::uint16_t, unsigned, const rte_eth_rxconf *,
+int rx_queue_setup(rte_eth_dev *dev, std::uint16_t qid, std::uint16_t, unsigned, const rte_eth_rxconf *conf,
                    rte_mempool *mp) noexcept {
     Port *p = port_of(dev);
     if (p->rxq.size() <= qid)
         p->rxq.resize(qid + 1, nullptr);
     delete p->rxq[qid];
-    p->rxq[qid] = rx_queue_create(p, qid, mp);
+    const std::uint64_t offloads = (conf ? conf->offloads : 0) | dev->data->dev_conf.rxmode.offloads;
+    const bool scatter = offloads & RTE_ETH_RX_OFFLOAD_SCATTER;
+    const std::uint32_t room = rte_pktmbuf_data_room_size(mp) - RTE_PKTMBUF_HEADROOM;
+    const std::uint32_t longest = p->fp.mtu + (p->cfg.l2 == L2Mode::eth ? RTE_ETHER_HDR_LEN : wire::kEncapLen);
+    if (!scatter && room < longest)
+        IPOIB_LOG(WARNING, "%s: RX queue %u: %u-byte mbufs hold frames up to %u bytes of the %u the MTU allows; "
+                  "longer ones are dropped (rx_too_long_drops) unless scatter is enabled",
+                  p->name.c_str(), qid, room, room, longest);
+    p->rxq[qid] = rx_queue_create(p, qid, mp, scatter);
     dev->data->rx_queues[qid] = p->rxq[qid];
     return 0;
 }
@@ -61,8 +71,13 @@ int tx_queue_setup(rte_eth_dev *dev, std::uint16_t qid, std::uint16_t nb_desc, u
         p->txq.resize(qid + 1, nullptr);
     if (p->txq[qid])
         tx_queue_release(dev, qid);
-    const std::uint32_t n = std::clamp<std::uint32_t>(nb_desc ? nb_desc : p->cfg.txq_size, kTxDescMin,
-                                                      kQueueDepthMax);
+    // One source of truth for the send ring: the QP's send queue and its
+    // completion queue are txq_size deep (ipoib_control.cpp), so no more
+    // sends than that may be outstanding, whatever the application asked.
+    const std::uint32_t n = nb_desc ? std::min<std::uint32_t>(nb_desc, p->cfg.txq_size) : p->cfg.txq_size;
+    if (n < nb_desc)
+        IPOIB_LOG(INFO, "%s: TX queue %u: %u descriptors asked, %u used (devarg txq_size)", p->name.c_str(), qid,
+                  nb_desc, n);
     p->txq[qid] = tx_queue_create(&p->fp, qid, n);
     dev->data->tx_queues[qid] = p->txq[qid];
     return 0;
@@ -88,11 +103,14 @@ void drop_pending(rte_eth_dev *dev) noexcept {
     for (TxQueue *q : p->txq) {
         if (!q)
             continue;
+        while (q->busy.test_and_set(std::memory_order_acquire))
+            rte_pause();  // an rx_burst still flushing this queue's held frames
         for (std::uint32_t i = 0; i < q->npending; ++i)
             rte_pktmbuf_free(q->pending[i].m);
         q->npending = 0;
         if (p->fp.tx_cq)
             tx_flush_completions(q);
+        q->busy.clear(std::memory_order_release);
     }
 }
 

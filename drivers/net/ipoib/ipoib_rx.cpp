@@ -19,9 +19,14 @@ namespace {
 
 constexpr std::uint16_t kEthHdr = RTE_ETHER_HDR_LEN;
 
-// Append len bytes to m (chaining segments from the same pool if needed).
-bool append(rte_mbuf *m, rte_mempool *mp, const std::uint8_t *src, std::uint32_t len, RxStats &st) {
+// Append len bytes to m, chaining segments from the queue's pool if scatter
+// is enabled; without it, a frame that does not fit one mbuf is dropped.
+bool append(RxQueue *q, rte_mbuf *m, const std::uint8_t *src, std::uint32_t len) {
     rte_mbuf *seg = rte_pktmbuf_lastseg(m);
+    if (!q->scatter && len > rte_pktmbuf_tailroom(seg)) {
+        ++q->st.too_long;
+        return false;
+    }
     std::uint32_t left = len;
     for (;;) {
         const std::uint32_t room = rte_pktmbuf_tailroom(seg);
@@ -33,9 +38,9 @@ bool append(rte_mbuf *m, rte_mempool *mp, const std::uint8_t *src, std::uint32_t
         left -= n;
         if (!left)
             return true;
-        rte_mbuf *next = rte_pktmbuf_alloc(mp);
+        rte_mbuf *next = rte_pktmbuf_alloc(q->mp);
         if (!next) {
-            ++st.nombuf;
+            ++q->st.nombuf;
             return false;
         }
         seg->next = next;
@@ -99,7 +104,7 @@ wire::Mac mcast_mac(const PortData *fp, const std::uint8_t *dgid) {
 bool rx_native(const RxFrame &f, rte_mbuf *m) {
     PortData *fp = f.q->fp;
     const std::uint8_t *ib = f.l3 - wire::kEncapLen;
-    if (!append(m, f.q->mp, ib, f.l3len + wire::kEncapLen, f.q->st))
+    if (!append(f.q, m, ib, f.l3len + wire::kEncapLen))
         return false;
     auto *a = rte_pmd_ipoib_addr(m, fp->dynfield);
     std::memset(a, 0, sizeof *a);
@@ -156,7 +161,7 @@ bool rx_eth(RxFrame &f, rte_mbuf *m) {
             return false;
         }
     }
-    if (plain && !append(m, q->mp, f.l3, f.l3len, q->st))
+    if (plain && !append(q, m, f.l3, f.l3len))
         return false;
     rte_ether_hdr eh;
     if (f.has_grh && f.grh[kGrhDgidOffset] == 0xff) {

@@ -9,7 +9,7 @@
 namespace ipoib::pmd {
 
 // Queue state (ipoib_queue.cpp), for queue setup and tests.
-RxQueue *rx_queue_create(Port *p, std::uint16_t qid, rte_mempool *mp) noexcept;
+RxQueue *rx_queue_create(Port *p, std::uint16_t qid, rte_mempool *mp, bool scatter) noexcept;
 TxQueue *tx_queue_create(PortData *fp, std::uint16_t qid, std::uint32_t n) noexcept;
 
 // RX: the frame in receive buffer `buf` (GRH area first) that completion

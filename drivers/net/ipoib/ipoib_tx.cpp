@@ -104,6 +104,10 @@ TxResult eth_dest(TxQueue *q, rte_mbuf *m, const std::uint8_t *frame, std::uint3
     wire::Mac mac;
     std::memcpy(mac.raw.data(), eh->dst_addr.addr_bytes, 6);
     if (rte_is_broadcast_ether_addr(&eh->dst_addr)) {
+        if (!fp->bcast_ah) {  // its address handle could not be made (logged by the control thread)
+            ++q->st.mcast_unjoined;
+            return TxResult::dropped;
+        }
         *d = Dest{fp->bcast_ah, hca::kMulticastQpn};
         return TxResult::sent;
     }
@@ -249,9 +253,16 @@ TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool ret
     case Translated::dropped: return TxResult::dropped;
     case Translated::yes: ++nsge; break;
     case Translated::no:
-        if (m->nb_segs + 1u > hca::kMaxSendSge) {  // too many segments for one gather list: linearise
-            rte_pktmbuf_read(m, kEthHdr, l3len, bounce);
-            sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(bounce), l3len, 0};
+        if (m->nb_segs + 1u > hca::kMaxSendSge) {
+            // Too many segments for one gather list: linearise. The payload may
+            // already be contiguous (empty trailing segments): then it is not
+            // copied and the returned pointer is where it is.
+            const void *flat = rte_pktmbuf_read(m, kEthHdr, l3len, bounce);
+            if (!flat) {
+                ++q->st.errors;
+                return TxResult::dropped;
+            }
+            sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(flat), l3len, 0};
             break;
         }
         sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(frame + kEthHdr),

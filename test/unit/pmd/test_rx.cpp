@@ -39,8 +39,8 @@ struct RxBuf {
 struct RxFixture {
     TestPort tp;
     std::unique_ptr<RxQueue> q;
-    explicit RxFixture(L2Mode l2 = L2Mode::eth, rte_mempool *mp = nullptr) : tp(l2) {
-        q.reset(rx_queue_create(tp.port.get(), 0, mp ? mp : pool("rx_pool")));
+    explicit RxFixture(L2Mode l2 = L2Mode::eth, rte_mempool *mp = nullptr, bool scatter = true) : tp(l2) {
+        q.reset(rx_queue_create(tp.port.get(), 0, mp ? mp : pool("rx_pool"), scatter));
     }
     rte_mbuf *rx(const RxBuf &b) { return rx_frame(q.get(), b.wc, b.buf.data()); }
 };
@@ -179,6 +179,16 @@ TEST_CASE("rx: a frame larger than one mbuf is chained") {
     CHECK(m->pkt_len == RTE_ETHER_HDR_LEN + ip.size());
     const auto got = bytes_of(m);
     CHECK(std::vector<std::uint8_t>(got.begin() + RTE_ETHER_HDR_LEN, got.end()) == ip);
+    rte_pktmbuf_free(m);
+}
+
+TEST_CASE("rx: without scatter a frame longer than one mbuf is dropped and counted, not chained") {
+    RxFixture f(L2Mode::eth, pool("rx_small", 256, 512), false);
+    CHECK(f.rx(RxBuf(wire::kEtherTypeIPv4, ipv4_udp(0x0a000002, 1400))) == nullptr);
+    CHECK(f.q->st.too_long == 1);
+    rte_mbuf *m = f.rx(RxBuf(wire::kEtherTypeIPv4, ipv4_udp(0x0a000002, 400)));  // fits: delivered
+    REQUIRE(m);
+    CHECK(m->nb_segs == 1);
     rte_pktmbuf_free(m);
 }
 

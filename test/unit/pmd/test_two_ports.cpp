@@ -32,12 +32,28 @@ EthPort probe(const std::string &name, const std::string &args) {
     return p;
 }
 
-void start(const EthPort &p, rte_mempool *mp) {
+void start(const EthPort &p, rte_mempool *mp, bool lsc = false) {
     rte_eth_conf conf{};
+    conf.intr_conf.lsc = lsc;
     REQUIRE(rte_eth_dev_configure(p.id, 1, 1, &conf) == 0);
     REQUIRE(rte_eth_rx_queue_setup(p.id, 0, 256, SOCKET_ID_ANY, nullptr, mp) == 0);
     REQUIRE(rte_eth_tx_queue_setup(p.id, 0, 256, SOCKET_ID_ANY, nullptr) == 0);
     REQUIRE(rte_eth_dev_start(p.id) == 0);
+}
+
+void close(const EthPort &p) {
+    rte_eth_dev_stop(p.id);
+    REQUIRE(rte_eth_dev_close(p.id) == 0);
+    REQUIRE(rte_vdev_uninit(p.name.c_str()) == 0);
+}
+
+// Receive and free whatever arrived; returns how many.
+unsigned drain(std::uint16_t port) {
+    unsigned total = 0;
+    rte_mbuf *burst[64];
+    for (std::uint16_t n; (n = rte_eth_rx_burst(port, 0, burst, 64)) > 0; total += n)
+        rte_pktmbuf_free_bulk(burst, n);
+    return total;
 }
 
 bool wait_link(std::uint16_t port, int ms) {
@@ -142,19 +158,114 @@ TEST_CASE("two ports in one process: link, broadcast, learned unicast reply, sta
     CHECK(xstat(a.id, "rx_loopback_discards") == 1);  // A's own broadcast, dropped
     CHECK(xstat(b.id, "tx_unresolved_queued") <= 1);
 
-    for (const EthPort *p : {&a, &b}) {
-        REQUIRE(rte_eth_dev_stop(p->id) == 0);
-        REQUIRE(rte_eth_dev_close(p->id) == 0);
-        REQUIRE(rte_vdev_uninit(p->name.c_str()) == 0);
-    }
+    close(a);
+    close(b);
     CHECK(rte_mempool_avail_count(mp) == avail);  // every mbuf back
 }
 
 TEST_CASE("two ports in one process: a bad devarg or a second port on the same partition is refused") {
     ensure_eal();
     CHECK(rte_vdev_init("net_ipoib_tbad", "provider=inproc,dev=unit-c,port=2") != 0);  // one port only
+    CHECK(rte_vdev_init("net_ipoib_tbad", "provider=inproc,dev=unit-g,gid_index=5") != 0);  // no such GID
     const EthPort c = probe("net_ipoib_tc", "provider=inproc,dev=unit-c");
     CHECK(rte_vdev_init("net_ipoib_tc2", "provider=inproc,dev=unit-c") != 0);  // same port and P_Key
-    REQUIRE(rte_eth_dev_close(c.id) == 0);
-    REQUIRE(rte_vdev_uninit(c.name.c_str()) == 0);
+    close(c);
+}
+
+// More sends outstanding than the QP's send queue and its completion queue
+// hold (txq_size=16, 256 descriptors asked): nothing may be lost or stall.
+TEST_CASE("two ports in one process: txq_size smaller than the descriptors asked, bursts of 64") {
+    rte_mempool *mp = pool("ring_sizes", 4096);
+    const unsigned avail = rte_mempool_avail_count(mp);
+    const EthPort a = probe("net_ipoib_tr", "provider=inproc,dev=unit-r,txq_size=16");
+    const EthPort b = probe("net_ipoib_ts", "provider=inproc,dev=unit-s");
+    start(a, mp);
+    start(b, mp);
+    REQUIRE(wait_link(a.id, 3000));
+    REQUIRE(wait_link(b.id, 3000));
+    rte_ether_addr mac_a{}, bcast{};
+    rte_eth_macaddr_get(a.id, &mac_a);
+    std::memset(bcast.addr_bytes, 0xff, 6);
+    const auto frame = eth_frame(bcast, mac_a, ipv4_udp(0x0affffff, 64));
+    constexpr unsigned kFrames = 640;
+    unsigned sent = 0, received = 0;
+    for (int spin = 0; spin < 20000 && sent < kFrames; ++spin) {
+        rte_mbuf *burst[64];
+        const unsigned n = std::min(64u, kFrames - sent);
+        for (unsigned i = 0; i < n; ++i)
+            burst[i] = mbuf_with(mp, frame);
+        const std::uint16_t took = rte_eth_tx_burst(a.id, 0, burst, static_cast<std::uint16_t>(n));
+        rte_pktmbuf_free_bulk(burst + took, n - took);
+        sent += took;
+        received += drain(b.id);
+        drain(a.id);  // A's own copies of its broadcasts
+    }
+    for (int i = 0; i < 100 && received < kFrames; ++i) {
+        received += drain(b.id);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    CHECK(sent == kFrames);  // the TX queue never stalls
+    rte_eth_stats st{};
+    REQUIRE(rte_eth_stats_get(a.id, &st) == 0);
+    CHECK(st.opackets == kFrames);
+    CHECK(st.oerrors == 0);
+    CHECK(received + xstat(b.id, "hca_drop_no_buffer") == kFrames);  // each frame received or counted
+    // Every send completed and its mbuf freed: none stuck waiting for a completion that was lost.
+    REQUIRE(rte_eth_tx_burst(a.id, 0, nullptr, 0) == 0);  // reaps completions
+    drain(a.id);
+    drain(b.id);
+    CHECK(rte_mempool_avail_count(mp) == avail);
+    close(a);
+    close(b);
+    CHECK(rte_mempool_avail_count(mp) == avail);
+}
+
+namespace {
+struct LscSeen {
+    std::atomic<int> calls{0};
+    std::atomic<bool> stopped{false};
+    bool stop_from_callback = false;
+};
+int on_lsc(std::uint16_t port, rte_eth_event_type, void *arg, void *) {
+    auto *s = static_cast<LscSeen *>(arg);
+    ++s->calls;
+    if (s->stop_from_callback && !s->stopped.exchange(true))
+        rte_eth_dev_stop(port);  // an ethdev op from the callback: must not deadlock
+    return 0;
+}
+} // namespace
+
+TEST_CASE("two ports in one process: the LSC callback may call ethdev ops, and only fires when asked for") {
+    rte_mempool *mp = pool("lsc", 1024);
+    const EthPort quiet = probe("net_ipoib_tq", "provider=inproc,dev=unit-q");
+    LscSeen q;
+    REQUIRE(rte_eth_dev_callback_register(quiet.id, RTE_ETH_EVENT_INTR_LSC, on_lsc, &q) == 0);
+    start(quiet, mp, false);  // intr_conf.lsc off
+    REQUIRE(wait_link(quiet.id, 3000));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK(q.calls == 0);
+
+    const EthPort loud = probe("net_ipoib_tl", "provider=inproc,dev=unit-l");
+    LscSeen l;
+    l.stop_from_callback = true;
+    REQUIRE(rte_eth_dev_callback_register(loud.id, RTE_ETH_EVENT_INTR_LSC, on_lsc, &l) == 0);
+    start(loud, mp, true);
+    for (int i = 0; i < 300 && !l.stopped; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    CHECK(l.calls >= 1);
+    REQUIRE(l.stopped);
+    for (int i = 0; i < 300; ++i) {  // the callback's dev_stop returned: the port is down
+        rte_eth_link lk{};
+        rte_eth_link_get_nowait(loud.id, &lk);
+        if (lk.link_status == RTE_ETH_LINK_DOWN)
+            break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    rte_eth_link lk{};
+    rte_eth_link_get_nowait(loud.id, &lk);
+    CHECK(lk.link_status == RTE_ETH_LINK_DOWN);
+    rte_eth_dev_callback_unregister(quiet.id, RTE_ETH_EVENT_INTR_LSC, on_lsc, &q);
+    rte_eth_dev_callback_unregister(loud.id, RTE_ETH_EVENT_INTR_LSC, on_lsc, &l);
+    close(quiet);
+    close(loud);
 }

@@ -115,6 +115,27 @@ TEST_CASE("tx: more segments than a gather list holds are linearised") {
     CHECK(f.message(0) == with_header(wire::kEtherTypeIPv4, ip));
 }
 
+TEST_CASE("tx: a payload already contiguous behind empty segments is sent from where it is") {
+    TxFixture f;
+    f.resolve_peer();
+    const auto ip = ipv4_udp(0x0a000002, 200);
+    rte_mbuf *m = f.frame(f.peer_mac, wire::kEtherTypeIPv4, ip);
+    for (std::uint32_t i = 0; i < hca::kMaxSendSge; ++i)  // more segments than a gather list holds, all empty
+        REQUIRE(rte_pktmbuf_chain(m, mbuf_with(f.mp, {})) == 0);
+    REQUIRE(f.tx(m) == TxResult::sent);
+    CHECK(f.message(0) == with_header(wire::kEtherTypeIPv4, ip));
+}
+
+TEST_CASE("tx: broadcast without the broadcast group's address handle is dropped and counted") {
+    TxFixture f;
+    f.tp.fp.bcast_ah = nullptr;  // its creation failed
+    rte_mbuf *m = f.frame(kBroadcast, wire::kEtherTypeIPv4, ipv4_udp(0x0affffff, 10));
+    CHECK(f.tx(m) == TxResult::dropped);
+    rte_pktmbuf_free(m);
+    CHECK(f.q->st.mcast_unjoined == 1);
+    CHECK(f.b.n == 0);
+}
+
 TEST_CASE("tx: an unknown neighbour holds three frames, asks once, drops the fourth") {
     TxFixture f;
     for (int i = 0; i < 3; ++i)

@@ -67,7 +67,12 @@ consteval bool complete(const Glue &g) {
            dereg_mr && create_cq && destroy_cq && create_qp && modify_qp && destroy_qp && create_ah &&
            destroy_ah && attach_mcast && detach_mcast && get_async_event && ack_async_event && event_type_str;
 }
+// g++ with -fsanitize=undefined (the sanitizer build, always with ASan) cannot
+// fold a function's address compared with null; the runtime check in
+// load_glue() still covers that build.
+#if !defined(__SANITIZE_ADDRESS__) || defined(__clang__)
 static_assert(complete(kTable), "a glue entry is missing");
+#endif
 
 } // namespace
 
