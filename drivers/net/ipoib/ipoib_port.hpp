@@ -50,6 +50,7 @@ struct RxStats {
     std::uint64_t loopback_discard, unsupported_ethertype, arp_translated, nd_translated, translate_errors;
     std::uint64_t bad_frames;
     std::uint64_t too_long;  // longer than one mbuf while the application did not enable scatter
+    std::uint64_t link_down;  // received while the link is down (e.g. the partition left the port)
 };
 struct TxStats {
     std::uint64_t packets, bytes, errors;

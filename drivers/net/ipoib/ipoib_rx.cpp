@@ -225,6 +225,9 @@ std::uint16_t rx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept 
     if (!qp)
         return 0;
     const int n = fp->rx_cq->poll(q->wc, std::min<int>(nb, kBurstMax));
+    // Link down (port down, partition gone): what arrives is not delivered,
+    // as Linux ipoib drops on a down interface; the buffers go back at once.
+    const bool deliver = fp->link_up.load(std::memory_order_acquire);
     std::uint16_t out = 0;
     for (int k = 0; k < n; ++k) {
         const hca::Wc &wc = q->wc[k];
@@ -233,7 +236,9 @@ std::uint16_t rx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept 
             rte_prefetch0(fp->rx_pool + q->wc[k + 1].wr_id * fp->rx_bufsize + hca::kGrhLen);
         IPOIB_DATA_LOG(DEBUG, "rx: %u bytes from LID %u QPN 0x%06x%s", wc.byte_len - hca::kGrhLen, wc.slid,
                        wc.src_qp, (wc.wc_flags & hca::kWcGrh) ? " (GRH)" : "");
-        if (rte_mbuf *m = rx_frame(q, wc, buf))
+        if (!deliver)
+            ++q->st.link_down;
+        else if (rte_mbuf *m = rx_frame(q, wc, buf))
             pkts[out++] = m;
         q->repost[k] = hca::RecvWr{wc.wr_id, {reinterpret_cast<std::uintptr_t>(buf), fp->rx_bufsize, fp->rx_lkey}};
     }

@@ -10,7 +10,7 @@ namespace {
 
 // Drops that count as errors in the basic stats.
 std::uint64_t rx_error_sum(const RxStats &s) {
-    return s.errors + s.bad_frames + s.translate_errors + s.unsupported_ethertype + s.too_long;
+    return s.errors + s.bad_frames + s.translate_errors + s.unsupported_ethertype + s.too_long + s.link_down;
 }
 std::uint64_t tx_error_sum(const TxStats &s) {
     return s.errors + s.unresolved_drop + s.too_big + s.unsupported_ethertype + s.link_down_drop +
@@ -59,6 +59,7 @@ const XstatDef kXstats[] = {
     {"rx_bad_frames", rx_sum<&RxStats::bad_frames>},
     {"rx_hca_errors", rx_sum<&RxStats::errors>},
     {"rx_too_long_drops", rx_sum<&RxStats::too_long>},
+    {"rx_link_down_drops", rx_sum<&RxStats::link_down>},
     {"tx_unresolved_drops", tx_sum<&TxStats::unresolved_drop>},
     {"tx_unresolved_queued", tx_sum<&TxStats::unresolved_queued>},
     {"tx_too_big", tx_sum<&TxStats::too_big>},
