@@ -215,13 +215,23 @@ void on_group(Port *p, const wire::Gid &mgid, const ctrl::McMemberRecord &rec, b
 
 // --- requests from the fast path ---
 
+// A sender announced its address (ARP/ND, or a RoCE GRH). Frames from its
+// (key, QPN) show `mac` at once. Sending to it: on RoCE the GRH's source GID
+// was checked on receive, so the claim holds; on InfiniBand a claim is no
+// proof: the neighbour waits for the SA's path, which must put the GID at
+// the LID the claim came from (on_path).
 void learn(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &gid) {
-    const Neigh *old = p->fp.neigh.find(mac);
-    const bool fresh = !old || old->state != NeighState::resolved || old->dlid != r.lid || old->qpn != r.qpn;
-    neigh_set(p, mac, NeighState::resolved, r.lid, r.qpn, gid, p->bcast_sl, false);
     p->fp.neigh.index(r.lid, r.qpn, mac);
-    if (fresh && p->iface)
-        p->hca->cp.request_path(gid, p->iface->pkey());  // refine SL/LID from the SA
+    const Neigh *old = p->fp.neigh.find(mac);
+    const bool same = old && old->state == NeighState::resolved && old->dlid == r.lid && old->qpn == r.qpn &&
+                      old->gid == gid;
+    if (same || !p->iface)
+        return;
+    if (p->fp.roce)
+        neigh_set(p, mac, NeighState::resolved, r.lid, r.qpn, gid, p->bcast_sl, false);
+    else
+        neigh_set(p, mac, NeighState::incomplete, r.lid, r.qpn, gid, 0, false);  // dlid: the LID it came from
+    p->hca->cp.request_path(gid, p->iface->pkey());
 }
 
 void resolve(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &gid) {
@@ -271,7 +281,14 @@ void on_path(Hca *h, const wire::Gid &dgid, std::uint16_t pkey, ctrl::SaStatus s
                 return;
             wire::Mac mac;
             std::memcpy(mac.raw.data(), n.mac, 6);
-            if (st.ok() && rec) {
+            if (st.ok() && rec && !p->fp.roce && n.state == NeighState::incomplete && n.dlid && n.dlid != rec->dlid) {
+                // Learned from a packet of LID n.dlid claiming a GID the SA puts at another LID.
+                ++p->learn_refused;
+                neigh_set(p, mac, NeighState::failed, 0, n.qpn, dgid, 0, false);
+                IPOIB_LOG(WARNING, "%s: %02x:%02x:%02x:%02x:%02x:%02x claimed %s from LID %u, which the SA puts at LID %u: "
+                          "not learned", p->name.c_str(), n.mac[0], n.mac[1], n.mac[2], n.mac[3], n.mac[4], n.mac[5],
+                          wire::to_string(dgid).c_str(), n.dlid, rec->dlid);
+            } else if (st.ok() && rec) {
                 const std::uint16_t key = p->fp.roce ? gid_key(dgid.raw.data()) : rec->dlid;
                 neigh_set(p, mac, NeighState::resolved, key, n.qpn, dgid, rec->sl, false);
                 p->fp.neigh.index(key, n.qpn, mac);

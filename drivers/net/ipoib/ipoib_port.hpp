@@ -51,6 +51,7 @@ struct RxStats {
     std::uint64_t bad_frames;
     std::uint64_t too_long;  // longer than one mbuf while the application did not enable scatter
     std::uint64_t link_down;  // received while the link is down (e.g. the partition left the port)
+    std::uint64_t learn_refused;  // an ARP/ND sender claiming a GID other than its GRH's source
 };
 struct TxStats {
     std::uint64_t packets, bytes, errors;
@@ -162,6 +163,7 @@ struct Port {
     std::vector<RxQueue *> rxq;
     std::vector<TxQueue *> txq;
     std::uint64_t last_age_ms = 0;
+    std::uint64_t learn_refused = 0;  // claims the SA contradicts (the GID is at another LID)
     bool lsc_pending = false;  // a link change the application asked to hear of, not told yet
     hca::QpCounters hca_base{};  // HCA counters at the last xstats reset (they live in the HCA)
     bool started = false;

@@ -83,10 +83,22 @@ bool rx_hw_to_mac(void *c, const wire::HwAddr &hw, wire::Mac *out) {
     // RoCE: one GID may carry many QPs (processes sharing a port): the QPN is part of the MAC.
     *out = fp->roce ? lidqpn_mac(gid_key(hw.raw.data() + 4), hw.qpn())
                     : wire::mac_from_guid(wire::guid_from_gid(hw.gid()));
-    if (hw.qpn() == f->wc->src_qp) {  // the sender's own address: remember where it lives
-        ask_learn(fp, f->skey, f->wc->src_qp, *out, hw.raw.data() + 4);
-        f->src_mac = *out;
+    if (hw.qpn() != f->wc->src_qp)
+        return true;  // not the sender's own address: nothing to learn
+    // The sender's own address. A GRH says where the packet came from: a claim
+    // of another GID is not learned (one member must not take another's MAC).
+    if (f->has_grh && std::memcmp(hw.raw.data() + 4, f->grh + kGrhSgidOffset, 16) != 0) {
+        ++f->q->st.learn_refused;
+        return true;
     }
+    // Another endpoint already holds this MAC (two QPs on one port GID, or two
+    // GUIDs that fold to one MAC): this one is known by its LID and QPN.
+    NeighSnapshot s;
+    if (!fp->roce && fp->neigh.lookup(*out, &s, 0) && s.gid != wire::Gid{} &&
+        (s.gid != hw.gid() || s.qpn != hw.qpn()))
+        *out = lidqpn_mac(f->skey, hw.qpn());
+    ask_learn(fp, f->skey, f->wc->src_qp, *out, hw.raw.data() + 4);
+    f->src_mac = *out;
     return true;
 }
 bool no_mac_to_hw(void *, const wire::Mac &, wire::HwAddr *) { return false; }

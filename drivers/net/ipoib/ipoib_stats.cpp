@@ -60,6 +60,8 @@ const XstatDef kXstats[] = {
     {"rx_hca_errors", rx_sum<&RxStats::errors>},
     {"rx_too_long_drops", rx_sum<&RxStats::too_long>},
     {"rx_link_down_drops", rx_sum<&RxStats::link_down>},
+    {"rx_learn_refused", rx_sum<&RxStats::learn_refused>},
+    {"neigh_learn_refused", [](const Port *p) -> std::uint64_t { return p->learn_refused; }},
     {"tx_unresolved_drops", tx_sum<&TxStats::unresolved_drop>},
     {"tx_unresolved_queued", tx_sum<&TxStats::unresolved_queued>},
     {"tx_too_big", tx_sum<&TxStats::too_big>},

@@ -59,8 +59,11 @@ wire::Mac mac_of(const rte_ether_addr &a) {
 
 // An IPoIB ARP request (hardware type 32, 20-byte addresses) from `sender`.
 std::vector<std::uint8_t> ib_arp(const wire::HwAddr &sender, std::uint32_t spa, std::uint32_t tpa) {
-    std::vector<std::uint8_t> a = {0x00, 0x20, 0x08, 0x00, 20, 4, 0x00, 0x01};
-    a.insert(a.end(), sender.raw.begin(), sender.raw.end());
+    std::vector<std::uint8_t> a(8 + 2 * (20 + 4));
+    const std::uint8_t head[8] = {0x00, 0x20, 0x08, 0x00, 20, 4, 0x00, 0x01};
+    std::memcpy(a.data(), head, 8);
+    std::memcpy(a.data() + 8, sender.raw.data(), 20);
+    a.resize(28);
     for (int i = 3; i >= 0; --i)
         a.push_back(static_cast<std::uint8_t>(spa >> (8 * i)));
     a.insert(a.end(), 20, 0);
@@ -156,6 +159,41 @@ TEST_CASE("rx: an IPoIB ARP becomes an Ethernet ARP and its sender is learned") 
     CHECK(reqs[0].qpn == kPeerQpn);
     CHECK(std::memcmp(reqs[0].mac, sender_mac.raw.data(), 6) == 0);
     CHECK(std::memcmp(reqs[0].gid, gid_of(2).raw.data(), 16) == 0);
+}
+
+TEST_CASE("rx: an ARP whose sender claims a GID other than its GRH's source is not learned") {
+    RxFixture f;
+    const wire::HwAddr claimed = wire::make_hwaddr(0, kPeerQpn, gid_of(7)).value;  // someone else's GID
+    const wire::Gid real = gid_of(2), bcast = f.tp.fp.bcast_mgid;
+    rte_mbuf *m = f.rx(RxBuf(wire::kEtherTypeArp, ib_arp(claimed, 0x0a000002, 0x0a000001), kPeerLid, kPeerQpn,
+                             &real, &bcast));
+    REQUIRE(m);  // still delivered: the stack may decide; the driver does not bind the MAC
+    rte_pktmbuf_free(m);
+    CHECK(f.q->st.learn_refused == 1);
+    CHECK(f.tp.requests().empty());
+}
+
+TEST_CASE("rx: a second endpoint on the same port GID is known by its LID and QPN, not the GID's MAC") {
+    RxFixture f;
+    const wire::Mac guid_mac = wire::mac_from_guid(wire::guid_from_gid(gid_of(2)));
+    Neigh *n = f.tp.fp.neigh.find_or_add(guid_mac);  // the first endpoint: QPN 0x49 on gid_of(2)
+    f.tp.fp.neigh.write(n, [&](Neigh &e) {
+        e.state = NeighState::resolved;
+        e.qpn = kPeerQpn;
+        e.gid = gid_of(2);
+    });
+    constexpr std::uint32_t kOtherQpn = 0x77;  // e.g. the kernel's ipoib on the same port
+    const wire::HwAddr other = wire::make_hwaddr(0, kOtherQpn, gid_of(2)).value;
+    rte_mbuf *m = f.rx(RxBuf(wire::kEtherTypeArp, ib_arp(other, 0x0a000003, 0x0a000001), kPeerLid, kOtherQpn));
+    REQUIRE(m);
+    CHECK(mac_of(eth_of(m).src_addr) == lidqpn_mac(kPeerLid, kOtherQpn));
+    const auto b = bytes_of(m);
+    CHECK(std::memcmp(b.data() + RTE_ETHER_HDR_LEN + 8, lidqpn_mac(kPeerLid, kOtherQpn).raw.data(), 6) == 0);
+    rte_pktmbuf_free(m);
+    const auto reqs = f.tp.requests();
+    REQUIRE(reqs.size() == 1);
+    CHECK(std::memcmp(reqs[0].mac, lidqpn_mac(kPeerLid, kOtherQpn).raw.data(), 6) == 0);
+    CHECK(reqs[0].qpn == kOtherQpn);
 }
 
 TEST_CASE("rx: a frame to an IPv4 group gets the group's multicast MAC") {
