@@ -61,8 +61,10 @@ constexpr std::uint8_t kUnicastHopLimit = 64;
 void neigh_set(Port *p, const wire::Mac &mac, NeighState state, std::uint16_t dlid, std::uint32_t qpn,
                const wire::Gid &gid, std::uint8_t sl, bool is_static) {
     Neigh *n = p->fp.neigh.find_or_add(mac);
-    if (!n)
+    if (!n) {
+        ++p->table_full;
         return;
+    }
     // RoCE: the neighbour is addressed by its GID (a GRH), InfiniBand: by its LID.
     hca::Ah *ah = state == NeighState::resolved
                       ? get_ah(p, dlid, sl, p->fp.roce ? &gid : nullptr, kUnicastHopLimit)
@@ -221,7 +223,8 @@ void on_group(Port *p, const wire::Gid &mgid, const ctrl::McMemberRecord &rec, b
 // proof: the neighbour waits for the SA's path, which must put the GID at
 // the LID the claim came from (on_path).
 void learn(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &gid) {
-    p->fp.neigh.index(r.lid, r.qpn, mac);
+    if (!p->fp.neigh.index(r.lid, r.qpn, mac))
+        ++p->table_full;
     const Neigh *old = p->fp.neigh.find(mac);
     const bool same = old && old->state == NeighState::resolved && old->dlid == r.lid && old->qpn == r.qpn &&
                       old->gid == gid;
@@ -291,7 +294,8 @@ void on_path(Hca *h, const wire::Gid &dgid, std::uint16_t pkey, ctrl::SaStatus s
             } else if (st.ok() && rec) {
                 const std::uint16_t key = p->fp.roce ? gid_key(dgid.raw.data()) : rec->dlid;
                 neigh_set(p, mac, NeighState::resolved, key, n.qpn, dgid, rec->sl, false);
-                p->fp.neigh.index(key, n.qpn, mac);
+                if (!p->fp.neigh.index(key, n.qpn, mac))
+                    ++p->table_full;
             } else if (n.state != NeighState::resolved) {
                 neigh_set(p, mac, NeighState::failed, 0, n.qpn, dgid, 0, false);
                 IPOIB_LOG(INFO, "%s: no path to %s: %s", p->name.c_str(), wire::to_string(dgid).c_str(),

@@ -78,35 +78,40 @@ void NeighTable::remove(Neigh *n) noexcept {
     }
 }
 
-void NeighTable::index(std::uint16_t lid, std::uint32_t qpn, const wire::Mac &mac) noexcept {
+bool NeighTable::index(std::uint16_t lid, std::uint32_t qpn, const wire::Mac &mac) noexcept {
     std::uint32_t i = index_slot(lid, qpn);
+    RxIndex *free = nullptr;  // the first deleted or empty slot of the window
     for (std::uint32_t probe = 0; probe < kNeighProbe; ++probe, i = next(i)) {
         RxIndex &x = idx_[i];
-        if (x.used && !(x.lid == lid && x.qpn == qpn))
-            continue;
-        seq_write(x, [&](RxIndex &e) {
-            e.used = 1;
-            e.lid = lid;
-            e.qpn = qpn;
-            std::memcpy(e.mac, mac.raw.data(), 6);
-        });
-        return;
+        if (x.used == kIndexLive && x.lid == lid && x.qpn == qpn) {
+            free = &x;  // known: updated in place
+            break;
+        }
+        if (x.used != kIndexLive && !free)
+            free = &x;
+        if (x.used == kIndexEmpty)
+            break;  // the key is not further on
     }
+    if (!free)
+        return false;
+    seq_write(*free, [&](RxIndex &e) {
+        e.used = kIndexLive;
+        e.lid = lid;
+        e.qpn = qpn;
+        std::memcpy(e.mac, mac.raw.data(), 6);
+    });
+    return true;
 }
 
 void NeighTable::unindex(std::uint16_t lid, std::uint32_t qpn) noexcept {
-    // Index entries are left in place but pointed nowhere: cheaper than a
-    // cluster rebuild, and a sender that comes back re-learns its slot.
+    // A deleted entry stays a tombstone: lookups probe past it, inserts reuse it.
     std::uint32_t i = index_slot(lid, qpn);
     for (std::uint32_t probe = 0; probe < kNeighProbe; ++probe, i = next(i)) {
         RxIndex &x = idx_[i];
-        if (!x.used)
+        if (x.used == kIndexEmpty)
             return;
-        if (x.lid == lid && x.qpn == qpn) {
-            seq_write(x, [](RxIndex &e) {
-                e.lid = 0;
-                e.qpn = 0;
-            });
+        if (x.used == kIndexLive && x.lid == lid && x.qpn == qpn) {
+            seq_write(x, [](RxIndex &e) { e.used = kIndexDeleted; });
             return;
         }
     }

@@ -76,9 +76,11 @@ struct NeighSnapshot {
     wire::Gid gid;
 };
 
+enum : std::uint8_t { kIndexEmpty = 0, kIndexLive = 1, kIndexDeleted = 2 };  // RxIndex::used
+
 struct RxIndex {  // (key, QPN) of a sender -> the MAC it is known by
     std::atomic<std::uint32_t> seq;
-    std::uint8_t used;
+    std::uint8_t used;  // kIndex*
     std::uint8_t mac[6];
     std::uint16_t lid;
     std::uint32_t qpn;
@@ -128,9 +130,9 @@ class NeighTable {
                     std::memcpy(c.mac, x.mac, 6);
                 }))
                 return false;
-            if (!c.used)
+            if (c.used == kIndexEmpty)
                 return false;
-            if (c.lid == lid && c.qpn == qpn) {
+            if (c.used == kIndexLive && c.lid == lid && c.qpn == qpn) {
                 std::memcpy(out->raw.data(), c.mac, 6);
                 return true;
             }
@@ -147,7 +149,8 @@ class NeighTable {
         seq_write(*n, fn);
     }
     void remove(Neigh *n) noexcept;
-    void index(std::uint16_t lid, std::uint32_t qpn, const wire::Mac &mac) noexcept;
+    // False if the sender's probe window is full of live entries.
+    bool index(std::uint16_t lid, std::uint32_t qpn, const wire::Mac &mac) noexcept;
     void unindex(std::uint16_t lid, std::uint32_t qpn) noexcept;
     template <class F>
     void for_each(F &&fn) noexcept {  // every non-empty neighbour

@@ -62,6 +62,7 @@ const XstatDef kXstats[] = {
     {"rx_link_down_drops", rx_sum<&RxStats::link_down>},
     {"rx_learn_refused", rx_sum<&RxStats::learn_refused>},
     {"neigh_learn_refused", [](const Port *p) -> std::uint64_t { return p->learn_refused; }},
+    {"neigh_table_full", [](const Port *p) -> std::uint64_t { return p->table_full; }},
     {"tx_unresolved_drops", tx_sum<&TxStats::unresolved_drop>},
     {"tx_unresolved_queued", tx_sum<&TxStats::unresolved_queued>},
     {"tx_too_big", tx_sum<&TxStats::too_big>},

@@ -108,6 +108,39 @@ TEST_CASE("receive index: sender to MAC, unindexed, its slot reused") {
     CHECK(out == mac(4));
 }
 
+TEST_CASE("receive index: senders that come and go never fill it") {
+    auto t = std::make_unique<NeighTable>();
+    wire::Mac out{};
+    for (std::uint32_t i = 0; i < 20 * NeighTable::kSize; ++i) {
+        const auto lid = static_cast<std::uint16_t>(1 + i % 4000);
+        INFO("sender " << i);
+        REQUIRE(t->index(lid, i, mac(i)));
+        REQUIRE(t->mac_for(lid, i, &out));
+        CHECK(out == mac(i));
+        t->unindex(lid, i);
+        REQUIRE_FALSE(t->mac_for(lid, i, &out));
+    }
+}
+
+TEST_CASE("receive index: a deleted entry does not hide the ones behind it, nor duplicate them") {
+    auto t = std::make_unique<NeighTable>();
+    // Three senders in one probe window.
+    std::vector<std::pair<std::uint16_t, std::uint32_t>> keys;
+    const std::uint32_t home = NeighTable::index_slot(1, 0);
+    for (std::uint32_t q = 0; keys.size() < 3; ++q)
+        if (NeighTable::index_slot(1, q) == home)
+            keys.emplace_back(1, q);
+    for (std::size_t k = 0; k < keys.size(); ++k)
+        REQUIRE(t->index(keys[k].first, keys[k].second, mac(static_cast<std::uint32_t>(k))));
+    t->unindex(keys[0].first, keys[0].second);
+    wire::Mac out{};
+    REQUIRE(t->mac_for(keys[2].first, keys[2].second, &out));  // found past the tombstone
+    CHECK(out == mac(2));
+    REQUIRE(t->index(keys[2].first, keys[2].second, mac(9)));  // re-learned: updated, not added again
+    t->unindex(keys[2].first, keys[2].second);
+    CHECK_FALSE(t->mac_for(keys[2].first, keys[2].second, &out));  // no stale copy left behind
+}
+
 TEST_CASE("neighbour table: readers never see half an entry while the control thread writes") {
     auto t = std::make_unique<NeighTable>();
     put(*t, mac(1), 1, 1);
