@@ -69,7 +69,15 @@ void neigh_set(Port *p, const wire::Mac &mac, NeighState state, std::uint16_t dl
     hca::Ah *ah = state == NeighState::resolved
                       ? get_ah(p, dlid, sl, p->fp.roce ? &gid : nullptr, kUnicastHopLimit)
                       : nullptr;
+    const std::uint64_t now = now_ms();
     p->fp.neigh.write(n, [&](Neigh &e) {
+        if (state == NeighState::failed) {  // ask again later, later after each failure
+            e.backoff_ms = e.backoff_ms ? std::min<std::uint32_t>(2 * e.backoff_ms, kResolveBackoffMaxMs)
+                                        : kResolveBackoffMinMs;
+            e.retry_ms = now + e.backoff_ms;
+        } else if (state == NeighState::resolved) {
+            e.backoff_ms = 0;
+        }
         e.state = state;
         e.dlid = dlid;
         e.qpn = qpn;
@@ -78,7 +86,7 @@ void neigh_set(Port *p, const wire::Mac &mac, NeighState state, std::uint16_t dl
         e.ah = ah;
         e.is_static = e.is_static || is_static;
         if (!e.created_ms)
-            e.created_ms = now_ms();
+            e.created_ms = now;
     });
 }
 
@@ -251,8 +259,8 @@ void resolve(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &g
         neigh_set(p, mac, NeighState::incomplete, 0, r.qpn, gid, 0, false);
         if (p->iface)
             p->hca->cp.request_path(gid, pkey);
-    } else if (!n) {
-        neigh_set(p, mac, NeighState::failed, 0, 0, wire::Gid{}, 0, false);  // never announced itself
+    } else if (!n || n->state == NeighState::failed) {
+        neigh_set(p, mac, NeighState::failed, 0, 0, wire::Gid{}, 0, false);  // (still) never announced itself
     }
 }
 

@@ -46,6 +46,8 @@ enum : std::uint32_t {
     kAgeIntervalMs = 1000,   // neighbour ageing pass
     kUsedStampMs = 1000,     // the fast path refreshes a neighbour's last-use stamp at most this often
     kNeighTimeoutDefaultS = 300,
+    kResolveBackoffMinMs = 1000,   // a failed neighbour is asked for again after this,
+    kResolveBackoffMaxMs = 16000,  // doubling per failure up to this (as the SA client's joins)
 };
 
 // Offsets in a UD receive buffer: the 40-byte GRH area first (hca::kGrhLen).

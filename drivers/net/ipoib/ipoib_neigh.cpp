@@ -42,6 +42,8 @@ Neigh *NeighTable::find_or_add(const wire::Mac &mac) noexcept {
             e.ah = nullptr;
             e.gid = wire::Gid{};
             e.created_ms = 0;
+            e.retry_ms = 0;
+            e.backoff_ms = 0;
             e.used_ms.store(0, std::memory_order_relaxed);
         });
         return &n;
@@ -71,6 +73,8 @@ void NeighTable::remove(Neigh *n) noexcept {
             e.gid = m.gid;
             e.ah = m.ah;
             e.created_ms = m.created_ms;
+            e.retry_ms = m.retry_ms;
+            e.backoff_ms = m.backoff_ms;
             e.used_ms.store(m.used_ms.load(std::memory_order_relaxed), std::memory_order_relaxed);
         });
         seq_write(m, [](Neigh &e) { e.state = NeighState::empty; });

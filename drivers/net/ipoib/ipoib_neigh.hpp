@@ -64,6 +64,8 @@ struct Neigh {
     hca::Ah *ah;
     std::atomic<std::uint64_t> used_ms;  // written by the fast path (relaxed)
     std::uint64_t created_ms;
+    std::uint64_t retry_ms;    // failed: when the fast path may ask for it again
+    std::uint32_t backoff_ms;  // control thread only: the wait after the next failure
 };
 
 // What the fast path copies out of a Neigh.
@@ -74,6 +76,7 @@ struct NeighSnapshot {
     std::uint32_t qpn;
     hca::Ah *ah;
     wire::Gid gid;
+    std::uint64_t retry_ms;
 };
 
 enum : std::uint8_t { kIndexEmpty = 0, kIndexLive = 1, kIndexDeleted = 2 };  // RxIndex::used
@@ -102,7 +105,7 @@ class NeighTable {
             NeighSnapshot s{};
             if (!seq_read(n.seq, [&] {
                     match = n.state != NeighState::empty && std::memcmp(n.mac, mac.raw.data(), 6) == 0;
-                    s = NeighSnapshot{n.state, n.sl, n.dlid, n.qpn, n.ah, n.gid};
+                    s = NeighSnapshot{n.state, n.sl, n.dlid, n.qpn, n.ah, n.gid, n.retry_ms};
                 }))
                 return false;
             if (s.state == NeighState::empty)

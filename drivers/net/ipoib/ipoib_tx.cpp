@@ -88,8 +88,8 @@ TxResult neighbour(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t 
         *d = Dest{s.ah, s.qpn};
         return TxResult::sent;
     }
-    if (known && s.state == NeighState::failed) {
-        ++q->st.unresolved_drop;
+    if (known && s.state == NeighState::failed && now < s.retry_ms) {
+        ++q->st.unresolved_drop;  // failed recently: asked again once its backoff has passed
         return TxResult::dropped;
     }
     return wait_for(q, m, key, now, retry, ask, q->st.unresolved_drop);

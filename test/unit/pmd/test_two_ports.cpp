@@ -298,3 +298,37 @@ TEST_CASE("two ports in one process: nothing is delivered while the link is down
     close(b);
     CHECK(rte_mempool_avail_count(mp) == avail);
 }
+
+// A destination nobody answers for fails; it is asked for again after a
+// backoff (1 s, doubling) instead of being dropped until restart.
+TEST_CASE("two ports in one process: a neighbour that failed to resolve is retried after its backoff") {
+    rte_mempool *mp = pool("retry", 1024);
+    const EthPort a = probe("net_ipoib_tf", "provider=inproc,dev=unit-f");
+    start(a, mp);
+    REQUIRE(wait_link(a.id, 3000));
+    rte_ether_addr mac_a{}, nobody{};
+    rte_eth_macaddr_get(a.id, &mac_a);
+    const std::uint8_t unknown[6] = {0x02, 0, 0, 0, 0, 0x99};
+    std::memcpy(nobody.addr_bytes, unknown, 6);
+    auto send = [&] {
+        rte_mbuf *m = mbuf_with(mp, eth_frame(nobody, mac_a, ipv4_udp(0x0a000099, 10)));
+        REQUIRE(rte_eth_tx_burst(a.id, 0, &m, 1) == 1);
+    };
+    auto settle = [&](int ms) {
+        for (int i = 0; i < ms; ++i) {
+            drain(a.id);  // lets held frames leave or be dropped
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+    };
+    send();
+    settle(100);
+    CHECK(xstat(a.id, "tx_unresolved_queued") == 1);
+    CHECK(xstat(a.id, "tx_unresolved_drops") == 1);  // it failed: the held frame is dropped
+    send();
+    CHECK(xstat(a.id, "tx_unresolved_drops") == 2);  // within the backoff: dropped at once
+    settle(1100);
+    send();
+    CHECK(xstat(a.id, "tx_unresolved_queued") == 2);  // asked for again
+    settle(100);
+    close(a);
+}

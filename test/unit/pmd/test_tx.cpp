@@ -25,12 +25,13 @@ struct TxFixture {
         for (std::uint32_t i = 0; i < q->npending; ++i)
             rte_pktmbuf_free(q->pending[i].m);
     }
-    TxResult tx(rte_mbuf *m, bool retry = false) { return tx_frame(q.get(), b, m, 0, retry); }
+    TxResult tx(rte_mbuf *m, bool retry = false, std::uint64_t now = 0) { return tx_frame(q.get(), b, m, now, retry); }
 
-    void resolve_peer(NeighState st = NeighState::resolved) {
+    void resolve_peer(NeighState st = NeighState::resolved, std::uint64_t retry_ms = ~0ull) {
         Neigh *n = tp.fp.neigh.find_or_add(peer_mac);
         tp.fp.neigh.write(n, [&](Neigh &e) {
             e.state = st;
+            e.retry_ms = retry_ms;
             e.dlid = kPeerLid;
             e.qpn = kPeerQpn;
             e.gid = gid_of(2);
@@ -173,6 +174,19 @@ TEST_CASE("tx: a neighbour whose resolution failed is dropped at once") {
     rte_pktmbuf_free(m);
     CHECK(f.q->st.unresolved_drop == 1);
     CHECK(f.tp.requests().empty());
+}
+
+TEST_CASE("tx: a failed neighbour is asked for again once its backoff has passed") {
+    TxFixture f;
+    f.resolve_peer(NeighState::failed, 1000);
+    rte_mbuf *m = f.frame(f.peer_mac, wire::kEtherTypeIPv4, ipv4_udp(1, 10));
+    CHECK(f.tx(m, false, 999) == TxResult::dropped);
+    rte_pktmbuf_free(m);
+    CHECK(f.tp.requests().empty());
+    CHECK(f.tx(f.frame(f.peer_mac, wire::kEtherTypeIPv4, ipv4_udp(1, 10)), false, 1000) == TxResult::queued);
+    const auto reqs = f.tp.requests();
+    REQUIRE(reqs.size() == 1);
+    CHECK(reqs[0].kind == RequestKind::resolve);
 }
 
 TEST_CASE("tx: broadcast ARP goes to the broadcast group as an IPoIB ARP from this port") {
