@@ -91,9 +91,6 @@ void neigh_set(Port *p, const wire::Mac &mac, NeighState state, std::uint16_t dl
 }
 
 void age_neighbours(Port *p, std::uint64_t now) {
-    if (now - p->last_age_ms < kAgeIntervalMs)
-        return;
-    p->last_age_ms = now;
     const std::uint64_t limit = std::uint64_t{p->cfg.neigh_timeout_s} * 1000;
     p->fp.neigh.for_each([&](Neigh &n) {
         if (n.is_static)
@@ -103,6 +100,42 @@ void age_neighbours(Port *p, std::uint64_t now) {
             p->fp.neigh.unindex(n.dlid, n.qpn);
             p->fp.neigh.remove(&n);
         }
+    });
+}
+
+// Retire the address handles no table refers to, and free the retired ones
+// no send can use any more (see RetiredAh).
+void reap_ahs(Port *p) {
+    std::vector<const hca::Ah *> used{p->fp.bcast_ah};
+    p->fp.neigh.for_each([&](const Neigh &n) { used.push_back(n.ah); });
+    p->fp.groups.for_each_ah([&](const hca::Ah *a) { used.push_back(a); });
+    std::sort(used.begin(), used.end());
+    for (auto it = p->ahs.begin(); it != p->ahs.end();) {
+        if (std::binary_search(used.begin(), used.end(), it->get())) {
+            ++it;
+            continue;
+        }
+        RetiredAh r{std::move(*it), {}, false};
+        for (const TxQueue *q : p->txq)
+            r.mark.push_back(q ? q->bursts.load(std::memory_order_acquire) : 0);
+        p->dead_ahs.push_back(std::move(r));
+        it = p->ahs.erase(it);
+    }
+    std::erase_if(p->dead_ahs, [p](RetiredAh &r) {
+        const std::size_t nq = std::min(r.mark.size(), p->txq.size());
+        if (!r.bursts_ended) {
+            for (std::size_t i = 0; i < nq; ++i)
+                if (const TxQueue *q = p->txq[i];
+                    q && q->busy.test(std::memory_order_acquire) && q->bursts.load(std::memory_order_acquire) == r.mark[i])
+                    return false;  // may still be in a burst that read the handle
+            for (std::size_t i = 0; i < nq; ++i)
+                r.mark[i] = p->txq[i] ? p->txq[i]->posted.load(std::memory_order_acquire) : 0;
+            r.bursts_ended = true;
+        }
+        for (std::size_t i = 0; i < nq; ++i)
+            if (const TxQueue *q = p->txq[i]; q && q->completed.load(std::memory_order_acquire) < r.mark[i])
+                return false;  // a send that may use it is not complete yet
+        return true;  // freed
     });
 }
 
@@ -321,7 +354,11 @@ void control_pass(Hca *h, std::vector<std::uint16_t> *lsc) {
     const std::uint64_t now = now_ms();
     for (Port *p : h->ports) {
         handle_requests(p);
-        age_neighbours(p, now);
+        if (now - p->last_age_ms >= kAgeIntervalMs) {
+            p->last_age_ms = now;
+            age_neighbours(p, now);
+            reap_ahs(p);
+        }
         if (p->lsc_pending) {
             p->lsc_pending = false;
             lsc->push_back(p->fp.port_id);
@@ -469,6 +506,7 @@ void port_release_resources(Port *p) {
     p->fp.rx_pool = nullptr;
     p->fp.bcast_ah = nullptr;
     p->ahs.clear();
+    p->dead_ahs.clear();
 }
 
 } // namespace ipoib::pmd

@@ -222,6 +222,12 @@ class GroupTable {
             }
         return false;
     }
+    template <class F>
+    void for_each_ah(F &&fn) const noexcept {  // control thread
+        for (const McEntry &e : slots_)
+            if (e.used && e.ah)
+                fn(e.ah);
+    }
     void remove(const wire::Gid &mgid) noexcept {
         for (McEntry &e : slots_)
             if (e.used && e.mgid == mgid)

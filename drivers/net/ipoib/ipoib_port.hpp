@@ -134,6 +134,19 @@ struct TxQueue {
     Pending pending[kPendingMax];
     std::uint32_t npending = 0;
     std::atomic_flag busy = ATOMIC_FLAG_INIT;  // tx_burst vs. rx_burst's pending flush (per burst)
+    // Progress the control thread reads before freeing an address handle
+    // (one writer: whoever holds busy): WRs posted, completions reaped, bursts ended.
+    std::atomic<std::uint64_t> posted{0}, completed{0}, bursts{0};
+};
+
+// An address handle no table refers to any more, freed once no send can use
+// it (Linux's dead AH list): first every TX queue ends the burst it may be in
+// (`mark` holds their burst counts), then their completions catch up with
+// what they had posted by then (`mark` holds their posted counts).
+struct RetiredAh {
+    std::unique_ptr<hca::Ah> ah;
+    std::vector<std::uint64_t> mark;
+    bool bursts_ended = false;
 };
 
 struct Hca;
@@ -153,7 +166,8 @@ struct Port {
     std::unique_ptr<hca::Qp> qp;
     std::unique_ptr<hca::Mr> rx_mr;
     std::uint32_t rx_nbuf = 0;
-    std::vector<std::unique_ptr<hca::Ah>> ahs;  // freed at close (the fast path may hold pointers)
+    std::vector<std::unique_ptr<hca::Ah>> ahs;  // in use by the tables (or about to be)
+    std::vector<RetiredAh> dead_ahs;            // unreferenced, waiting for the sends that may use them
 
     std::uint8_t gid_index = 0;
     std::uint32_t qkey = ctrl::kDefaultStaticQkey;

@@ -64,13 +64,32 @@ TxQueue *tx_queue_create(PortData *fp, std::uint16_t qid, std::uint32_t n) noexc
     return q;
 }
 
+namespace {
+
+// Caller holds Hca::mu (the control thread reads the queue list).
+void tx_queue_free(rte_eth_dev *dev, Port *p, std::uint16_t qid) {
+    if (qid < p->txq.size() && p->txq[qid]) {
+        TxQueue *q = p->txq[qid];
+        for (auto *m : q->inflight)
+            if (m)
+                rte_pktmbuf_free(m);
+        for (std::uint32_t i = 0; i < q->npending; ++i)
+            rte_pktmbuf_free(q->pending[i].m);
+        delete q;
+        p->txq[qid] = nullptr;
+    }
+    dev->data->tx_queues[qid] = nullptr;
+}
+
+} // namespace
+
 int tx_queue_setup(rte_eth_dev *dev, std::uint16_t qid, std::uint16_t nb_desc, unsigned,
                    const rte_eth_txconf *) noexcept {
     Port *p = port_of(dev);
+    std::lock_guard<std::mutex> lk(p->hca->mu);
     if (p->txq.size() <= qid)
         p->txq.resize(qid + 1, nullptr);
-    if (p->txq[qid])
-        tx_queue_release(dev, qid);
+    tx_queue_free(dev, p, qid);
     // One source of truth for the send ring: the QP's send queue and its
     // completion queue are txq_size deep (ipoib_control.cpp), so no more
     // sends than that may be outstanding, whatever the application asked.
@@ -85,17 +104,8 @@ int tx_queue_setup(rte_eth_dev *dev, std::uint16_t qid, std::uint16_t nb_desc, u
 
 void tx_queue_release(rte_eth_dev *dev, std::uint16_t qid) noexcept {
     Port *p = port_of(dev);
-    if (qid < p->txq.size() && p->txq[qid]) {
-        TxQueue *q = p->txq[qid];
-        for (auto *m : q->inflight)
-            if (m)
-                rte_pktmbuf_free(m);
-        for (std::uint32_t i = 0; i < q->npending; ++i)
-            rte_pktmbuf_free(q->pending[i].m);
-        delete q;
-        p->txq[qid] = nullptr;
-    }
-    dev->data->tx_queues[qid] = nullptr;
+    std::lock_guard<std::mutex> lk(p->hca->mu);
+    tx_queue_free(dev, p, qid);
 }
 
 void drop_pending(rte_eth_dev *dev) noexcept {

@@ -355,6 +355,9 @@ void post_batch(TxQueue *q, hca::Qp *qp, TxBatch &b) {
     if (!b.n)
         return;
     const int posted = qp->post_send(b.wr, b.n);
+    if (posted > 0)
+        q->posted.store(q->posted.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(posted),
+                        std::memory_order_release);
     for (int k = posted < 0 ? 0 : posted; k < b.n; ++k) {
         const auto id = static_cast<std::uint32_t>(b.wr[k].wr_id);
         rte_pktmbuf_free(q->inflight[id]);
@@ -374,7 +377,9 @@ TxResult tx_frame(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool r
 void tx_flush_completions(TxQueue *q) noexcept {
     hca::Wc wc[kBurstMax];
     int n;
-    while ((n = q->fp->tx_cq->poll(wc, kBurstMax)) > 0)
+    while ((n = q->fp->tx_cq->poll(wc, kBurstMax)) > 0) {
+        q->completed.store(q->completed.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(n),
+                           std::memory_order_release);
         for (int i = 0; i < n; ++i) {
             const auto id = static_cast<std::uint32_t>(wc[i].wr_id);
             if (wc[i].status != hca::WcStatus::success)
@@ -383,6 +388,7 @@ void tx_flush_completions(TxQueue *q) noexcept {
             q->inflight[id] = nullptr;
             q->free_ids.push_back(id);
         }
+    }
 }
 
 // Called from rx_burst: frames waiting for a neighbour must leave once it is
@@ -398,6 +404,7 @@ void tx_service_pending(TxQueue *q) noexcept {
         post_batch(q, qp, b);
         tx_flush_completions(q);
     }
+    q->bursts.store(q->bursts.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     q->busy.clear(std::memory_order_release);
 }
 
@@ -426,6 +433,7 @@ std::uint16_t tx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept 
     }
     post_batch(q, qp, b);
     tx_flush_completions(q);
+    q->bursts.store(q->bursts.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     q->busy.clear(std::memory_order_release);
     return i;
 }

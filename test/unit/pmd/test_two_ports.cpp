@@ -332,3 +332,47 @@ TEST_CASE("two ports in one process: a neighbour that failed to resolve is retri
     settle(100);
     close(a);
 }
+
+// White box: address handles of neighbours that went away are freed (after
+// their sends completed), not kept until close.
+TEST_CASE("two ports in one process: address handles of forgotten neighbours are freed") {
+    rte_mempool *mp = pool("dead_ahs", 2048);
+    const EthPort a = probe("net_ipoib_tha", "provider=inproc,dev=unit-ha,neigh_timeout=1");
+    start(a, mp);
+    REQUIRE(wait_link(a.id, 3000));
+    std::vector<EthPort> peers;
+    for (int i = 0; i < 4; ++i) {
+        peers.push_back(probe("net_ipoib_thp" + std::to_string(i), "provider=inproc,dev=unit-hp" + std::to_string(i)));
+        start(peers.back(), mp);
+        REQUIRE(wait_link(peers.back().id, 3000));
+    }
+    pmd::Port *pa = pmd::port_of(&rte_eth_devices[a.id]);
+    auto handles = [&] {
+        std::lock_guard<std::mutex> lk(pa->hca->mu);
+        return pa->ahs.size() + pa->dead_ahs.size();
+    };
+    const std::size_t base = handles();  // the broadcast group's
+    rte_ether_addr bcast{};
+    std::memset(bcast.addr_bytes, 0xff, 6);
+    for (const EthPort &p : peers) {  // each peer's broadcast teaches A a neighbour (RoCE: from its GRH)
+        rte_ether_addr mac{};
+        rte_eth_macaddr_get(p.id, &mac);
+        rte_mbuf *m = mbuf_with(mp, eth_frame(bcast, mac, ipv4_udp(0x0affffff, 16)));
+        REQUIRE(rte_eth_tx_burst(p.id, 0, &m, 1) == 1);
+    }
+    for (int i = 0; i < 200 && handles() < base + peers.size(); ++i) {
+        drain(a.id);
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    CHECK(handles() == base + peers.size());  // one per learned neighbour
+    for (int i = 0; i < 400 && handles() > base; ++i) {  // aged out after 1 s unused
+        drain(a.id);
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    CHECK(handles() == base);
+    for (const EthPort &p : peers) {
+        drain(p.id);
+        close(p);
+    }
+    close(a);
+}
