@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
-# Set up, build and run every test: unit, integration (real OpenSM + ibsim)
-# and a short libFuzzer smoke run of every fuzz target. Ends with one line,
+# Set up, build and run every test: unit, integration (real OpenSM + ibsim),
+# the sanitizer stage (unit and driver suites again, against an ASan + UBSan
+# build) and a short libFuzzer smoke run of every fuzz target. Ends with one line,
 # `N passed, N failed`, over all of them; exits non-zero if anything failed.
 #
 # usage: devtools/test.sh        (as root on Debian 12; installs what it needs)
@@ -10,13 +11,18 @@ set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 
-if ! "$top/buildtools/build.sh" --fuzz; then
+if ! "$top/buildtools/build.sh" --fuzz --asan; then
     echo "0 passed, 1 failed"
     exit 1
 fi
 
 meson test -C build --print-errorlogs --num-processes 2
 rc_meson=$?
+
+# Sanitizer stage: the unit tests and the driver's testpmd suites against build-asan/.
+sanitizer_results=build-asan/sanitizer-results.txt
+bash test/sanitize/run.sh build-asan "$sanitizer_results"
+rc_asan=$?
 
 # Fuzz smoke: each target from the unit-test vectors, for FUZZ_SECONDS.
 fuzz_results=build-fuzz/fuzz-results.txt
@@ -40,6 +46,7 @@ done
 
 [ -s "$fuzz_results" ] || echo "not ok fuzz targets: none built" | tee -a "$fuzz_results"
 
-python3 devtools/summarize-tests.py build/meson-logs/testlog.json "$fuzz_results"
+python3 devtools/summarize-tests.py build/meson-logs/testlog.json build-asan/meson-logs/testlog.json \
+    "$sanitizer_results" "$fuzz_results"
 rc_sum=$?
-[ $rc_meson -eq 0 ] && [ $rc_sum -eq 0 ]
+[ $rc_meson -eq 0 ] && [ $rc_asan -eq 0 ] && [ $rc_sum -eq 0 ]

@@ -26,6 +26,14 @@ SEEDS = {
            b"\x00\xff" + bytes.fromhex(IB_NA)],
     "mgid": [bytes.fromhex("8001 02 e0010203".replace(" ", "")),
              bytes.fromhex("ffff 02 ff020000000000000000000000000001".replace(" ", ""))],
+    "devargs": [b"provider=soft,dev=Hca1,port=1,pkey=0x8001,l2=ipoib,rxq_size=64",
+                b"neigh=02:00:00:00:00:05/80:00:00:48:fe:80:00:00:00:00:00:00:00:02:c9:03:00:0a:bc:de,allmulti=1",
+                b"gid_index=3,bcast_qkey=0x1234,bcast_mtu=1024,fabric=sim,capture=x.pcap"],
+    # flags (native, GRH, RoCE, scatter), source LID, source QPN, [GRH], datagram
+    "rx_frame": [bytes.fromhex("00" "0002" "000049") + bytes.fromhex("08060000" + IB_ARP_REQ),
+                 bytes.fromhex("0a" "0002" "000049") + bytes.fromhex("60" + "00" * 39) +
+                 bytes.fromhex("86dd0000" + IB_NA),
+                 bytes.fromhex("09" "0002" "000049") + bytes.fromhex("08000000" + "45000030" + "00" * 44)],
 }
 
 def main():

@@ -9,8 +9,11 @@ UMAD2SIM = "/usr/lib/x86_64-linux-gnu/umad2sim/libumad2sim.so"
 
 
 def client_env(env, host):
-    """Environment of a process attached to `host` of the fabric `env` (ipoib-fabric up's JSON)."""
-    return dict(os.environ, LD_PRELOAD=UMAD2SIM, SIM_HOST=host, IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
+    """Environment of a process attached to `host` of the fabric `env` (ipoib-fabric up's JSON).
+    $IPOIB_SANITIZER_PRELOAD (the sanitizer stage of the test command: the
+    ASan runtime) goes first, so Debian's testpmd can load a sanitized driver."""
+    preload = " ".join(p for p in (os.environ.get("IPOIB_SANITIZER_PRELOAD", ""), UMAD2SIM) if p)
+    return dict(os.environ, LD_PRELOAD=preload, SIM_HOST=host, IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
 
 
 class Fabric:
