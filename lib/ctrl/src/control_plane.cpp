@@ -79,7 +79,14 @@ void PathCache::invalidate_all() {
 // ---------------------------------------------------------------------------
 // Interface
 
-Interface::Interface(ControlPlane *cp, const IfaceConfig &cfg) : cp_(cp), cfg_(cfg) {}
+Interface::Interface(ControlPlane *cp, const IfaceConfig &cfg, std::uint64_t id) : cp_(cp), id_(id), cfg_(cfg) {}
+
+Interface *Interface::alive(ControlPlane *cp, std::uint64_t id) { return cp->find_interface(id); }
+
+Interface *Interface::alive(ControlPlane *cp, std::uint64_t id, std::uint64_t gen) {
+    Interface *i = cp->find_interface(id);
+    return i && i->generation_ == gen ? i : nullptr;
+}
 
 void Interface::log(LogLevel l, const char *topic, const std::string &m) const {
     cp_->log(l, topic, name_ + ": " + m);
@@ -157,9 +164,10 @@ void Interface::send_leave(const Gid &mgid, std::uint8_t join_state) {
     r.mgid = mgid;
     r.port_gid = cp_->port_gid(cfg_.port);
     r.join_state = join_state;
-    cp_->sa_->leave(r, kMcmMgid | kMcmPortGid, [this](SaStatus st, const std::vector<McMemberRecord> &) {
-        if (st.ok())
-            ++counters_.leaves;
+    // By id: the interface may be gone when the answer comes (remove_interface).
+    cp_->sa_->leave(r, kMcmMgid | kMcmPortGid, [cp = cp_, id = id_](SaStatus st, const std::vector<McMemberRecord> &) {
+        if (Interface *self = alive(cp, id); self && st.ok())
+            ++self->counters_.leaves;
     });
 }
 
@@ -228,10 +236,10 @@ void Interface::start_probe() {
     McMemberRecord q{};
     q.mgid = b.value;
     bcast_.mgid = b.value;
-    const std::uint64_t gen = generation_;
-    cp_->sa_->query_mcmembers(q, kMcmMgid, [this, gen](SaStatus st, const std::vector<McMemberRecord> &recs) {
-        if (gen == generation_)
-            on_probe(st, recs);
+    cp_->sa_->query_mcmembers(q, kMcmMgid, [cp = cp_, id = id_, gen = generation_](
+                                               SaStatus st, const std::vector<McMemberRecord> &recs) {
+        if (Interface *self = alive(cp, id, gen))
+            self->on_probe(st, recs);
     });
 }
 
@@ -280,10 +288,10 @@ void Interface::on_probe(SaStatus st, const std::vector<McMemberRecord> &recs) {
     j.mgid = bcast_.mgid;
     j.port_gid = cp_->port_gid(cfg_.port);
     j.join_state = kFullMember;
-    const std::uint64_t gen = generation_;
-    cp_->sa_->join(j, kMcmMgid | kMcmPortGid, [this, gen](SaStatus s, const std::vector<McMemberRecord> &r) {
-        if (gen == generation_)
-            on_bcast_join(s, r);
+    cp_->sa_->join(j, kMcmMgid | kMcmPortGid, [cp = cp_, id = id_, gen = generation_](
+                                                 SaStatus s, const std::vector<McMemberRecord> &r) {
+        if (Interface *self = alive(cp, id, gen))
+            self->on_bcast_join(s, r);
     });
 }
 
@@ -365,41 +373,45 @@ void Interface::join_group(Group &g, std::uint64_t) {
     const std::uint64_t mask = kMcmMgid | kMcmPortGid | kMcmQkey | kMcmMtuSel | kMcmMtu | kMcmTclass | kMcmPkey |
                                kMcmRateSel | kMcmRate | kMcmSl | kMcmFlowLabel | kMcmHopLimit | kMcmScope;
     g.in_flight = true;
-    const std::uint64_t gen = generation_;
-    const auto key = key_of(g.mgid);
-    cp_->sa_->join(r, mask, [this, gen, key](SaStatus st, const std::vector<McMemberRecord> &recs) {
-        if (gen != generation_)
-            return;
-        auto it = groups_.find(key);
-        if (it == groups_.end())
-            return;
-        Group &grp = it->second;
-        grp.in_flight = false;
-        const std::uint64_t now = cp_->now();
-        const std::string name = wire::to_string(grp.mgid);
-        if (st.ok() && !recs.empty() && (recs[0].qkey != bcast_.qkey || recs[0].mtu != bcast_.mtu)) {
-            ++counters_.param_mismatch;
-            grp.last_error = "group parameters (Q_Key/MTU) differ from the broadcast group's";
-            McMemberRecord l{};
-            l.mgid = grp.mgid;
-            l.port_gid = cp_->port_gid(cfg_.port);
-            l.join_state = grp.join_state;
-            cp_->sa_->leave(l, kMcmMgid | kMcmPortGid, [](SaStatus, const std::vector<McMemberRecord> &) {});
-            st.status = -EINVAL;
-        }
-        if (!st.ok() || recs.empty()) {
-            ++grp.failures;
-            ++counters_.join_failures;
-            if (st.status != -EINVAL)
-                grp.last_error = st.message();
-            grp.backoff_ms = next_backoff(grp.backoff_ms);
-            grp.next_try_ms = now + grp.backoff_ms;
-            log(LogLevel::warning, "ipoib.mcast", "join of " + name + " failed: " + grp.last_error + "; retry in " +
-                                                      std::to_string(grp.backoff_ms / 1000) + " s");
-            return;
-        }
-        group_joined(grp, recs[0]);
+    cp_->sa_->join(r, mask, [cp = cp_, id = id_, gen = generation_, key = key_of(g.mgid)](
+                                SaStatus st, const std::vector<McMemberRecord> &recs) {
+        if (Interface *self = alive(cp, id, gen))
+            self->on_group_join(key, st, recs);
     });
+}
+
+// A group join's answer (the group may have been left since: ignored then).
+void Interface::on_group_join(const std::array<std::uint8_t, 16> &key, SaStatus st,
+                              const std::vector<McMemberRecord> &recs) {
+    auto it = groups_.find(key);
+    if (it == groups_.end())
+        return;
+    Group &grp = it->second;
+    grp.in_flight = false;
+    const std::uint64_t now = cp_->now();
+    const std::string name = wire::to_string(grp.mgid);
+    if (st.ok() && !recs.empty() && (recs[0].qkey != bcast_.qkey || recs[0].mtu != bcast_.mtu)) {
+        ++counters_.param_mismatch;
+        grp.last_error = "group parameters (Q_Key/MTU) differ from the broadcast group's";
+        McMemberRecord l{};
+        l.mgid = grp.mgid;
+        l.port_gid = cp_->port_gid(cfg_.port);
+        l.join_state = grp.join_state;
+        cp_->sa_->leave(l, kMcmMgid | kMcmPortGid, [](SaStatus, const std::vector<McMemberRecord> &) {});
+        st.status = -EINVAL;
+    }
+    if (!st.ok() || recs.empty()) {
+        ++grp.failures;
+        ++counters_.join_failures;
+        if (st.status != -EINVAL)
+            grp.last_error = st.message();
+        grp.backoff_ms = next_backoff(grp.backoff_ms);
+        grp.next_try_ms = now + grp.backoff_ms;
+        log(LogLevel::warning, "ipoib.mcast", "join of " + name + " failed: " + grp.last_error + "; retry in " +
+                                                  std::to_string(grp.backoff_ms / 1000) + " s");
+        return;
+    }
+    group_joined(grp, recs[0]);
 }
 
 void Interface::tick(std::uint64_t now) {
@@ -476,29 +488,10 @@ void Interface::tick(std::uint64_t now) {
         McMemberRecord q{};
         q.mgid = bcast_.mgid;
         q.port_gid = cp_->port_gid(cfg_.port);
-        const std::uint64_t gen = generation_;
-        cp_->sa_->query_mcmembers(q, kMcmMgid | kMcmPortGid, [this, gen](SaStatus st,
-                                                                        const std::vector<McMemberRecord> &recs) {
-            if (gen != generation_)
-                return;
-            audit_in_flight_ = false;
-            if (st.status == -ETIMEDOUT) {
-                if (!sa_silent_) {
-                    ++counters_.sa_timeouts;
-                    log(LogLevel::warning, "ipoib", "SA not answering (broadcast membership audit)");
-                }
-                sa_silent_ = true;
-                return;
-            }
-            if (sa_silent_)
-                log(LogLevel::notice, "ipoib", "SA answering again");
-            sa_silent_ = false;
-            if ((st.ok() || st.status == kSaStatusNoRecords) && recs.empty()) {
-                ++counters_.memberships_lost;
-                log(LogLevel::notice, "ipoib.mcast",
-                    "the SA no longer lists us in the broadcast group (SM restarted?): rejoining");
-                flush("membership lost", true);
-            }
+        cp_->sa_->query_mcmembers(q, kMcmMgid | kMcmPortGid, [cp = cp_, id = id_, gen = generation_](
+                                                                 SaStatus st, const std::vector<McMemberRecord> &recs) {
+            if (Interface *self = alive(cp, id, gen))
+                self->on_audit(st, recs);
         });
     }
 
@@ -506,19 +499,43 @@ void Interface::tick(std::uint64_t now) {
         next_allmulti_ms_ = now + cfg_.allmulti_poll_ms;
         McMemberRecord q{};
         q.pkey = static_cast<std::uint16_t>(pkey_ | kPkeyFullMember);
-        const std::uint64_t gen = generation_;
-        cp_->sa_->query_mcmembers(q, kMcmPkey, [this, gen](SaStatus st, const std::vector<McMemberRecord> &recs) {
-            if (gen != generation_ || !st.ok())
+        cp_->sa_->query_mcmembers(q, kMcmPkey, [cp = cp_, id = id_, gen = generation_](
+                                                   SaStatus st, const std::vector<McMemberRecord> &recs) {
+            Interface *self = alive(cp, id, gen);
+            if (!self || !st.ok())
                 return;
             for (auto &r : recs) {
-                if (!wire::is_ipoib_mgid(r.mgid) || r.mgid == bcast_.mgid || groups_.count(key_of(r.mgid)))
+                if (!wire::is_ipoib_mgid(r.mgid) || r.mgid == self->bcast_.mgid || self->groups_.count(key_of(r.mgid)))
                     continue;
-                auto &g = groups_[key_of(r.mgid)];
+                auto &g = self->groups_[key_of(r.mgid)];
                 g.mgid = r.mgid;
                 g.join_state = kNonMember;
-                log(LogLevel::info, "ipoib.mcast", "allmulticast: joining " + wire::to_string(r.mgid));
+                self->log(LogLevel::info, "ipoib.mcast", "allmulticast: joining " + wire::to_string(r.mgid));
             }
         });
+    }
+}
+
+
+// The broadcast membership audit's answer.
+void Interface::on_audit(SaStatus st, const std::vector<McMemberRecord> &recs) {
+    audit_in_flight_ = false;
+    if (st.status == -ETIMEDOUT) {
+        if (!sa_silent_) {
+            ++counters_.sa_timeouts;
+            log(LogLevel::warning, "ipoib", "SA not answering (broadcast membership audit)");
+        }
+        sa_silent_ = true;
+        return;
+    }
+    if (sa_silent_)
+        log(LogLevel::notice, "ipoib", "SA answering again");
+    sa_silent_ = false;
+    if ((st.ok() || st.status == kSaStatusNoRecords) && recs.empty()) {
+        ++counters_.memberships_lost;
+        log(LogLevel::notice, "ipoib.mcast",
+            "the SA no longer lists us in the broadcast group (SM restarted?): rejoining");
+        flush("membership lost", true);
     }
 }
 
@@ -594,11 +611,18 @@ Interface *ControlPlane::add_interface(const IfaceConfig &cfg, std::string *err)
             *err = "an interface for port " + std::to_string(cfg.port) + " P_Key " + hex16(cfg.pkey) + " exists";
             return nullptr;
         }
-    std::unique_ptr<Interface> i(new Interface(this, cfg));
+    std::unique_ptr<Interface> i(new Interface(this, cfg, next_iface_id_++));
     i->name_ = ctx_->name() + "/" + std::to_string(cfg.port) + (cfg.pkey ? "." + hex16(cfg.pkey) : "");
     i->state_ = IfaceState::port_down;
     ifaces_.push_back(std::move(i));
     return ifaces_.back().get();
+}
+
+Interface *ControlPlane::find_interface(std::uint64_t id) const {
+    for (auto &i : ifaces_)
+        if (i->id_ == id)
+            return i.get();
+    return nullptr;
 }
 
 void ControlPlane::remove_interface(Interface *iface) {
@@ -658,14 +682,16 @@ bool ControlPlane::pop(Request *r) {
 }
 
 bool ControlPlane::request_path(const Gid &dgid, std::uint16_t pkey) {
-    if (push(Request{RequestKind::path, pkey, nullptr, dgid}))
+    if (push(Request{RequestKind::path, pkey, 0, dgid}))
         return true;
     ++counters_.ring_full;  // only the control thread reads it; a lost increment is harmless
     return false;
 }
 
 bool ControlPlane::request_sendonly(Interface *iface, const Gid &mgid) {
-    if (push(Request{RequestKind::sendonly_join, 0, iface, mgid}))
+    if (!iface)
+        return false;
+    if (push(Request{RequestKind::sendonly_join, 0, iface->id(), mgid}))
         return true;
     ++counters_.ring_full;
     return false;
@@ -744,8 +770,11 @@ void ControlPlane::run_once(int max_wait_ms) {
     while (pop(&r)) {
         if (r.kind == RequestKind::path) {
             resolve_path(r.gid, r.pkey);
-        } else if (r.kind == RequestKind::sendonly_join && r.iface) {
-            auto &g = r.iface->groups_[key_of(r.gid)];
+        } else if (r.kind == RequestKind::sendonly_join) {
+            Interface *iface = find_interface(r.iface_id);
+            if (!iface)
+                continue;  // removed since the request was made
+            auto &g = iface->groups_[key_of(r.gid)];
             if (g.mgid == Gid{}) {
                 g.mgid = r.gid;
                 g.join_state = kSendOnlyFullMember;

@@ -106,6 +106,9 @@ class Interface {
   public:
     IfaceState state() const { return state_; }
     bool up() const { return state_ == IfaceState::up; }
+    // Unique within its ControlPlane, never reused: what SA callbacks and the
+    // fast-path ring hold instead of a pointer (ControlPlane::find_interface).
+    std::uint64_t id() const { return id_; }
     const std::string &name() const { return name_; }
     std::uint16_t pkey() const { return pkey_; }
     int pkey_index() const { return pkey_index_; }
@@ -149,13 +152,19 @@ class Interface {
         std::string last_error;
     };
 
-    Interface(ControlPlane *cp, const IfaceConfig &cfg);
+    Interface(ControlPlane *cp, const IfaceConfig &cfg, std::uint64_t id);
+    // The interface `id` if it still exists (and, with `gen`, has not been
+    // flushed since): how an SA callback finds its interface.
+    static Interface *alive(ControlPlane *cp, std::uint64_t id);
+    static Interface *alive(ControlPlane *cp, std::uint64_t id, std::uint64_t gen);
     void tick(std::uint64_t now);
     void flush(const char *why, bool restart);
     void start_probe();
     void on_probe(SaStatus st, const std::vector<McMemberRecord> &recs);
     void on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &recs);
     void join_group(Group &g, std::uint64_t now);
+    void on_group_join(const std::array<std::uint8_t, 16> &key, SaStatus st, const std::vector<McMemberRecord> &recs);
+    void on_audit(SaStatus st, const std::vector<McMemberRecord> &recs);
     void group_joined(Group &g, const McMemberRecord &rec);
     McMemberRecord static_record(const Gid &mgid, std::uint8_t join_state) const;
     void send_leave(const Gid &mgid, std::uint8_t join_state);
@@ -165,6 +174,7 @@ class Interface {
     void notice_once(Notice key, const std::string &m);
 
     ControlPlane *cp_;
+    std::uint64_t id_;
     IfaceConfig cfg_;
     std::string name_;
     IfaceState state_ = IfaceState::stopped;
@@ -244,7 +254,12 @@ class ControlPlane {
 
     bool open(hca::Context &ctx, const CpConfig &cfg, std::string *err);
     Interface *add_interface(const IfaceConfig &cfg, std::string *err);
+    // Leaves the interface's groups and destroys it at once. Requests it has
+    // outstanding (SA answers, fast-path ring entries) are ignored when they
+    // come back: they refer to it by id, never by pointer.
     void remove_interface(Interface *i);
+    // The interface with this id, nullptr once removed.
+    Interface *find_interface(std::uint64_t id) const;
     // Leave every group of every interface (waiting up to timeout_ms for the
     // SA to acknowledge), then close. Also done by the destructor.
     void stop(int timeout_ms = kStopTimeoutMs);
@@ -255,6 +270,9 @@ class ControlPlane {
 
     // Fast path, lock-free, never blocks: ask for a path / a send-only join.
     // Results arrive through on_path / Interface::on_group on the control thread.
+    // request_sendonly reads iface's id (the pointer must be valid during the
+    // call); the ring holds the id, so the interface may be removed before
+    // the ring is drained.
     bool request_path(const Gid &dgid, std::uint16_t pkey);
     bool request_sendonly(Interface *iface, const Gid &mgid);
     std::function<void(const Gid &dgid, std::uint16_t pkey, SaStatus st, const PathRecord *rec)> on_path;
@@ -281,7 +299,7 @@ class ControlPlane {
     struct Request {
         RequestKind kind;
         std::uint16_t pkey;
-        Interface *iface;
+        std::uint64_t iface_id;  // sendonly_join: Interface::id()
         Gid gid;
     };
     // Bounded MPSC ring (Vyukov): producers claim with CAS on the tail.
@@ -305,6 +323,7 @@ class ControlPlane {
     std::vector<int> gid_index_;  // per port
     Management mgmt_ = Management::sa;
     std::vector<std::unique_ptr<Interface>> ifaces_;
+    std::uint64_t next_iface_id_ = 1;
     std::unique_ptr<Cell[]> ring_;
     alignas(64) std::atomic<std::uint64_t> ring_tail_{0};
     alignas(64) std::uint64_t ring_head_ = 0;

@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The control-plane findings of the reliability issue, one section per
+// finding: each case reproduced the claim (failing, under AddressSanitizer
+// where it is a memory error) before the fix it now guards. The rest of the
+// rules are in test_control_plane.cpp.
+#include "rig.hpp"
+
+using namespace ipoib;
+using namespace ipoib::ctrl;
+using namespace ipoib::ctrl::test;
+
+// ---------------------------------------------------------------------------
+// Finding 1: nothing outstanding may point at a removed interface. SA
+// callbacks and the fast-path ring carry the interface's id; an answer for
+// an interface that is gone is ignored.
+
+TEST_CASE("ctrl unit: leaves answered after remove_interface touch nothing of the removed interface",
+          "[ctrl][lifecycle][uaf]") {
+    Rig r;
+    Interface *i = r.iface(0x8001);
+    r.bring_up(i);
+    r.join_group(i, kGroupA);
+    r.sa.auto_leave = false;
+    r.cp.remove_interface(i);
+    REQUIRE(r.cp.interfaces().empty());
+    SaRequest *lb = r.sa.last(SaMethod::leave, kBcast8001);
+    SaRequest *la = r.sa.last(SaMethod::leave, kGroupA);
+    REQUIRE(lb);
+    REQUIRE(la);
+    REQUIRE(r.sa.answer(lb->id, {}));
+    REQUIRE(r.sa.answer(la->id, {}));
+    r.run();  // the callbacks run now, with the interface gone
+    CHECK(r.sa.outstanding() == 0);
+}
+
+TEST_CASE("ctrl unit: probe, join or audit answers after remove_interface are ignored",
+          "[ctrl][lifecycle][uaf]") {
+    SECTION("probe outstanding") {
+        Rig r;
+        Interface *i = r.iface(0x8001);
+        r.run();
+        SaRequest *probe = r.sa.last(SaMethod::mcm_get_table);
+        REQUIRE(probe);
+        r.cp.remove_interface(i);
+        REQUIRE(r.sa.answer(probe->id, {}, {bcast_record()}));
+        r.run();
+        CHECK(r.sa.count(SaMethod::join) == 0);
+    }
+    SECTION("broadcast join outstanding") {
+        Rig r;
+        Interface *i = r.iface(0x8001);
+        r.run();
+        REQUIRE(r.sa.answer(r.sa.last(SaMethod::mcm_get_table)->id, {}, {bcast_record()}));
+        r.run();
+        SaRequest *join = r.sa.last(SaMethod::join, kBcast8001);
+        REQUIRE(join);
+        r.cp.remove_interface(i);
+        REQUIRE(r.sa.answer(join->id, {}, {bcast_record()}));
+        r.run();
+        CHECK(r.link.empty());
+    }
+    SECTION("group join outstanding") {
+        Rig r;
+        Interface *i = r.iface(0x8001);
+        r.bring_up(i);
+        i->join(kGroupA);
+        r.run();
+        SaRequest *join = r.sa.last(SaMethod::join, kGroupA);
+        REQUIRE(join);
+        r.sa.auto_leave = false;  // only the join's answer arrives
+        r.cp.remove_interface(i);
+        REQUIRE(r.sa.answer(join->id, {}, {group_record(kGroupA, bcast_record())}));
+        r.run();
+        CHECK(r.cp.interfaces().empty());
+    }
+    SECTION("audit outstanding") {
+        Rig r;
+        Interface *i = r.iface(0x8001);
+        r.bring_up(i);
+        r.advance(kAuditMs);
+        r.run();
+        SaRequest *audit = r.sa.last(SaMethod::mcm_get_table);
+        REQUIRE(audit);
+        REQUIRE(audit->comp_mask == (kMcmMgid | kMcmPortGid));
+        r.sa.auto_leave = false;  // only the audit's answer arrives
+        r.cp.remove_interface(i);
+        REQUIRE(r.sa.answer(audit->id, {}));  // "not listed": would flush a live interface
+        r.run();
+        CHECK(r.cp.interfaces().empty());
+    }
+}
+
+TEST_CASE("ctrl unit: a send-only request in the ring for a removed interface is dropped",
+          "[ctrl][lifecycle][uaf]") {
+    Rig r;
+    Interface *i = r.iface(0x8001);
+    r.bring_up(i);
+    REQUIRE(r.cp.request_sendonly(i, kGroupA));
+    r.cp.remove_interface(i);
+    r.run();  // drains the ring
+    CHECK(r.sa.count(SaMethod::join, kGroupA) == 0);
+    // A new interface (perhaps at the same address) does not inherit the request.
+    Interface *again = r.iface(0x8001);
+    r.bring_up(again);
+    r.run();
+    CHECK(r.sa.count(SaMethod::join, kGroupA) == 0);
+}
+
+TEST_CASE("ctrl unit: the issue's sequence: link up, multicast to an unjoined group, stop at once, close",
+          "[ctrl][lifecycle][uaf]") {
+    // dev_stop -> remove_interface; dev_close -> ControlPlane::stop, whose
+    // drain delivers the leaves' answers.
+    Rig r;
+    Interface *i = r.iface(0x8001);
+    r.bring_up(i);
+    REQUIRE(r.cp.request_sendonly(i, kGroupA));
+    r.run();  // the send-only join is in flight
+    REQUIRE(r.sa.last(SaMethod::join, kGroupA));
+    r.cp.remove_interface(i);
+    r.cp.stop();
+    CHECK(r.sa.closes == 1);
+    CHECK(r.sa.outstanding() == 0);
+}
