@@ -9,8 +9,11 @@ UMAD2SIM = "/usr/lib/x86_64-linux-gnu/umad2sim/libumad2sim.so"
 
 
 def client_env(env, host):
-    """Environment of a process attached to `host` of the fabric `env` (ipoib-fabric up's JSON)."""
-    return dict(os.environ, LD_PRELOAD=UMAD2SIM, SIM_HOST=host, IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
+    """Environment of a process attached to `host` of the fabric `env` (ipoib-fabric up's JSON).
+    LD_PRELOAD is what the fabric exports: umad2sim, after the umad_send check when
+    the fabric was brought up with IPOIB_UMAD_SEND_CHECK."""
+    return dict(os.environ, LD_PRELOAD=env.get("IPOIB_FABRIC_UMAD2SIM", UMAD2SIM), SIM_HOST=host,
+                IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
 
 
 class Fabric:

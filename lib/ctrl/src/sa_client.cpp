@@ -217,14 +217,16 @@ std::uint64_t SaClient::submit(std::uint8_t method, std::uint16_t attr, std::uin
 }
 
 bool SaClient::transmit(Pending &p) {
-    p.deadline_ms = monotonic_ms() + static_cast<std::uint64_t>(p.timeout_ms);
+    // Our timer outlasts the kernel's response timeout (kSaTimerSlackMs, constants.hpp).
+    p.deadline_ms = monotonic_ms() + static_cast<std::uint64_t>(p.timeout_ms + kSaTimerSlackMs);
     ++p.tries;
     if (portid_ < 0 || sm_lid_ == 0)
         return false;
     std::vector<std::uint8_t> umad(umad_size() + kMadLen);
     std::memcpy(umad_get_mad(umad.data()), p.mad.data(), kMadLen);
     umad_set_addr(umad.data(), sm_lid_, 1, sm_sl_, kGsiQkey);
-    if (umad_send(portid_, agent_, umad.data(), static_cast<int>(kMadLen), 0, 0) < 0) {
+    // A response timeout, or the kernel drops the answer; no kernel retries: ours back off.
+    if (umad_send(portid_, agent_, umad.data(), static_cast<int>(kMadLen), p.timeout_ms, 0) < 0) {
         ++counters_.errors;
         return false;
     }
@@ -315,8 +317,19 @@ int SaClient::poll(int timeout_ms) {
                 const auto *hdr = reinterpret_cast<const umad_hdr *>(mad);
                 const std::uint32_t tid = static_cast<std::uint32_t>(be64toh(hdr->tid));
                 auto it = pending_.find(tid);
-                if (it == pending_.end() || !(hdr->method & 0x80)) {
+                if (it == pending_.end()) {
                     ++counters_.unmatched;
+                    continue;
+                }
+                if (!(hdr->method & 0x80)) {
+                    // Our request handed back by the kernel: its response timeout
+                    // passed (status ETIMEDOUT). The try is over: resend now.
+                    if (umad_status(rxbuf_.data()) != 0 && hdr->method == it->second.method) {
+                        ++counters_.kernel_timeouts;
+                        it->second.deadline_ms = 0;
+                    } else {
+                        ++counters_.unmatched;
+                    }
                     continue;
                 }
                 Pending p = std::move(it->second);

@@ -15,6 +15,14 @@
 // is retried on timeout with exponential backoff (timeout doubles per try,
 // capped at 16 s). Outcomes follow lib/ctrl's error convention
 // (constants.hpp): SaStatus 0 ok, > 0 MAD status, < 0 -errno.
+//
+// Every request MAD goes to the kernel with the try's timeout as its
+// response timeout and no kernel retries: a MAD sent with timeout 0 expects
+// no response, and the kernel's MAD layer drops the SA's answer to it.
+// The kernel reports a try that timed out (the request comes back with
+// status ETIMEDOUT); SaClient then resends at once. Its own timer, the
+// try's timeout plus kSaTimerSlackMs, covers transports that report nothing
+// (umad2sim).
 #pragma once
 
 #include <cstdint>
@@ -107,6 +115,7 @@ struct SaConfig {
 
 struct SaCounters {
     std::uint64_t sent, answered, retried, timed_out, errors, unmatched;
+    std::uint64_t kernel_timeouts;  // tries the kernel reported timed out (ETIMEDOUT), each resent at once
 };
 
 // The SA as the control plane uses it. One control thread; no call blocks
