@@ -309,6 +309,16 @@ void Interface::on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &re
         return;
     }
     const McMemberRecord &r = recs.front();
+    if (r.mgid != bcast_.mgid) {
+        // Not the group asked for: its parameters are not the broadcast group's.
+        ++counters_.bad_answers;
+        ++counters_.join_failures;
+        notice_once(Notice::broadcast_join_failed, "joining the IPoIB broadcast group " +
+                                                       wire::to_string(bcast_.mgid) + " failed: the SA answered for " +
+                                                       wire::to_string(r.mgid) + "; retrying");
+        retry_later(now);
+        return;
+    }
     bcast_.mlid = r.mlid;
     bcast_.qkey = r.qkey;
     bcast_.mtu = r.mtu;
@@ -390,7 +400,12 @@ void Interface::on_group_join(const std::array<std::uint8_t, 16> &key, SaStatus 
     grp.in_flight = false;
     const std::uint64_t now = cp_->now();
     const std::string name = wire::to_string(grp.mgid);
-    if (st.ok() && !recs.empty() && (recs[0].qkey != bcast_.qkey || recs[0].mtu != bcast_.mtu)) {
+    if (st.ok() && !recs.empty() && recs[0].mgid != grp.mgid) {
+        // An answer for another group: nothing of it is ours (no leave: we asked for grp).
+        ++counters_.bad_answers;
+        grp.last_error = "the SA answered for another group (" + wire::to_string(recs[0].mgid) + ")";
+        st.status = -EINVAL;
+    } else if (st.ok() && !recs.empty() && (recs[0].qkey != bcast_.qkey || recs[0].mtu != bcast_.mtu)) {
         ++counters_.param_mismatch;
         grp.last_error = "group parameters (Q_Key/MTU) differ from the broadcast group's";
         McMemberRecord l{};

@@ -121,3 +121,54 @@ TEST_CASE("ctrl unit: the issue's sequence: link up, multicast to an unjoined gr
     CHECK(r.sa.closes == 1);
     CHECK(r.sa.outstanding() == 0);
 }
+
+// ---------------------------------------------------------------------------
+// Finding 8 (control plane): a join answer must be for the group asked for.
+// (SaClient's checks of class, attribute and method: test_sa_client.cpp.)
+
+TEST_CASE("ctrl unit: a broadcast join answered with another group's record is refused and retried",
+          "[ctrl][mcast][answers]") {
+    Rig r;
+    Interface *i = r.iface(0x8001);
+    r.run();
+    REQUIRE(r.sa.answer(r.sa.last(SaMethod::mcm_get_table)->id, {}, {bcast_record()}));
+    r.run();
+    REQUIRE(r.sa.answer(r.sa.last(SaMethod::join, kBcast8001)->id, {},
+                        {group_record(kGroupA, bcast_record(), 0xc0aa)}));
+    r.run();
+    CHECK_FALSE(i->up());
+    CHECK(r.link.empty());
+    CHECK(i->broadcast().mlid != 0xc0aa);
+    CHECK(i->counters().join_failures == 1);
+    CHECK(i->counters().bad_answers == 1);
+    CHECK(r.logged("joining the IPoIB broadcast group ff12:401b:8001::ffff:ffff failed: the SA answered for "
+                   "ff12:401b:8001::1:203") == 1);
+    // Retried after the backoff, and a right answer brings it up.
+    r.advance(kBackoffStartMs);
+    r.bring_up(i);
+    CHECK(i->broadcast().mlid == bcast_record().mlid);
+}
+
+TEST_CASE("ctrl unit: a group join answered with another group's record is refused and retried",
+          "[ctrl][mcast][answers]") {
+    Rig r;
+    Interface *i = r.iface(0x8001);
+    r.bring_up(i);
+    std::vector<std::string> seen;
+    i->on_group = [&](const Gid &m, const McMemberRecord &, bool j) {
+        seen.push_back((j ? "+" : "-") + wire::to_string(m));
+    };
+    i->join(kGroupA);
+    r.run();
+    REQUIRE(r.sa.answer(r.sa.last(SaMethod::join, kGroupA)->id, {}, {group_record(kGroupB, bcast_record(), 0xc0bb)}));
+    r.run();
+    CHECK_FALSE(joined(i, kGroupA));
+    CHECK(seen.empty());  // nothing attached
+    CHECK(i->counters().join_failures == 1);
+    CHECK(i->counters().bad_answers == 1);
+    CHECK(find_group(i->groups(), kGroupA)->last_error ==
+          "the SA answered for another group (ff12:601b:8001::1:ff00:b)");
+    r.advance(kBackoffStartMs);
+    r.run();
+    CHECK(r.sa.count(SaMethod::join, kGroupA) == 2);
+}

@@ -145,3 +145,90 @@ TEST_CASE("sa unit: an answer after a retry is matched (same TID)", "[sa][umad]"
     CHECK(st.ok());
     CHECK(k.refused_duplicates == 0);
 }
+
+// ---------------------------------------------------------------------------
+// Finding 8: what is read back is checked.
+
+TEST_CASE("sa unit: answers of another class, attribute or method are dropped; the right one completes",
+          "[sa][umad]") {
+    Client c(500, 0);
+    int calls = 0;
+    SaStatus st{-1};
+    std::vector<PathRecord> got;
+    c.sa.query_path(kSgid, kDgid, 0xffff, [&](SaStatus s, const std::vector<PathRecord> &r) {
+        ++calls, st = s, got = r;
+    });
+    auto &k = fake_umad();
+    REQUIRE(k.sent.size() == 1);
+    const UmadSent &req = k.sent[0];
+    auto wrong_class = FakeUmad::answer_to(req, 0, path_data(wire::parse_gid_text("fe80::bad:1").value, 0xffff));
+    wrong_class[1] = 0x04;  // performance management, same TID
+    auto wrong_attr = FakeUmad::answer_to(req, 0, path_data(wire::parse_gid_text("fe80::bad:2").value, 0xffff));
+    wrong_attr[16] = 0x00, wrong_attr[17] = 0x38;  // MCMemberRecord
+    auto wrong_method = FakeUmad::answer_to(req, 0, path_data(wire::parse_gid_text("fe80::bad:3").value, 0xffff));
+    wrong_method[3] = 0x92;  // GetTableResp to a Get
+    // umad2sim (and a confused SA) put them in our queue with the request's TID.
+    k.deliver(wrong_class);
+    k.deliver(wrong_attr);
+    k.deliver(wrong_method);
+    c.sa.poll(0);
+    CHECK(calls == 0);
+    CHECK(c.sa.outstanding() == 1);
+    CHECK(c.sa.counters().bad_answers == 3);
+    k.respond(FakeUmad::answer_to(req, 0, path_data(kDgid, 0xffff)));
+    REQUIRE(c.poll_until([&] { return calls > 0; }, 100));
+    CHECK(st.ok());
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].dgid == kDgid);
+}
+
+TEST_CASE("sa unit: an answer larger than the receive buffer (ENOSPC) does not wedge the client", "[sa][umad]") {
+    Client c(500, 0);
+    int big_calls = 0, next_calls = 0;
+    SaStatus big_st{-1}, next_st{-1};
+    McMemberRecord q{};
+    q.pkey = 0x8001;
+    c.sa.query_mcmembers(q, kMcmPkey, [&](SaStatus s, const std::vector<McMemberRecord> &) { ++big_calls, big_st = s; });
+    c.sa.query_path(kSgid, kDgid, 0xffff, [&](SaStatus s, const std::vector<PathRecord> &) { ++next_calls, next_st = s; });
+    auto &k = fake_umad();
+    REQUIRE(k.sent.size() == 2);
+    // A table answer the kernel reassembled (RMPP) into more than 64 KiB.
+    std::vector<std::uint8_t> records;
+    for (int n = 0; n < 1300; ++n) {
+        auto d = mcm_data(kMgid);
+        records.insert(records.end(), d.begin(), d.end());
+    }
+    k.respond(FakeUmad::answer_to(k.sent[0], 0, records, 7));
+    k.respond(FakeUmad::answer_to(k.sent[1], 0, path_data(kDgid, 0xffff)));
+    REQUIRE(c.poll_until([&] { return next_calls > 0; }, 200));
+    CHECK(next_st.ok());
+    CHECK(k.queued() == 0);  // the big one was read off the queue, not left at its head
+    REQUIRE(c.poll_until([&] { return big_calls > 0; }, 1000));
+    CHECK(big_st.status == -EMSGSIZE);
+    CHECK(c.sa.counters().too_big == 1);
+    CHECK(k.opens == 1);  // read off, no need to reopen the port
+}
+
+TEST_CASE("sa unit: a message that cannot be read off even with its size is left behind with the port",
+          "[sa][umad]") {
+    Client c(200, 1);
+    int calls = 0;
+    SaStatus st{-1};
+    c.sa.query_path(kSgid, kDgid, 0xffff, [&](SaStatus s, const std::vector<PathRecord> &) { ++calls, st = s; });
+    auto &k = fake_umad();
+    // Claims more than kSaMaxDrainLen: not worth a buffer. The port is
+    // reopened (its queue goes with it) and the request resent on its timer.
+    std::vector<std::uint8_t> huge(kSaMaxDrainLen + 256, 0);
+    std::copy(k.sent[0].mad.begin(), k.sent[0].mad.begin() + 24, huge.begin());
+    huge[3] = 0x81;
+    k.deliver(huge);
+    c.sa.poll(0);
+    CHECK(k.opens == 2);
+    CHECK(k.closes == 1);
+    CHECK(c.sa.counters().too_big == 1);
+    CHECK(k.queued() == 0);
+    REQUIRE(c.poll_until([&] { return k.sent.size() == 2; }, 2000));  // the resend on the new port
+    k.respond(FakeUmad::answer_to(k.sent[1], 0, path_data(kDgid, 0xffff)));
+    REQUIRE(c.poll_until([&] { return calls > 0; }, 200));
+    CHECK(st.ok());
+}

@@ -43,6 +43,9 @@ inline constexpr int kSaRetries = 3;            // resends after the first try
 inline constexpr int kSaTimerSlackMs = 100;
 inline constexpr std::size_t kMadLen = 256;     // one MAD (what an SA answer holds without RMPP)
 inline constexpr std::size_t kSaRecvBufLen = 64 * 1024;  // an RMPP-reassembled table answer
+// A larger answer (umad_recv: ENOSPC) is read off with a buffer of its size,
+// up to this; beyond it the umad port is reopened to get rid of it.
+inline constexpr std::size_t kSaMaxDrainLen = 16 * 1024 * 1024;
 inline constexpr std::uint32_t kGsiQkey = 0x80010000;    // QP1's well-known Q_Key
 // MAD status word "SA status 0x03: no records" (IBA 15.2.1.1: class status in bits 8-15).
 inline constexpr int kSaStatusNoRecords = 0x03 << 8;

@@ -98,6 +98,7 @@ struct GroupView {
 struct IfaceCounters {
     std::uint64_t broadcast_absent, broadcast_mtu_too_big, port_not_active, pkey_missing, sa_timeouts;
     std::uint64_t joins, join_failures, leaves, flushes, memberships_lost, param_mismatch;
+    std::uint64_t bad_answers;  // join answers for another MGID than the one asked: refused
 };
 
 class ControlPlane;
