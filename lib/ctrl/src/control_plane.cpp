@@ -35,6 +35,21 @@ std::uint32_t mtu_bytes(std::uint8_t code) {
 
 std::array<std::uint8_t, 16> key_of(const Gid &g) { return g.raw; }
 
+// An MTU code from the SA against IBA's codes (1..5: 256..4096 bytes) and
+// the port's maximum MTU: what is wrong with it, or nullptr.
+enum class MtuFault : std::uint8_t { none, no_such_mtu, above_port };
+MtuFault mtu_fault(std::uint8_t code, hca::Mtu port_max) {
+    if (mtu_bytes(code) == 0)
+        return MtuFault::no_such_mtu;
+    if (mtu_bytes(code) > mtu_bytes(static_cast<std::uint8_t>(port_max)))
+        return MtuFault::above_port;
+    return MtuFault::none;
+}
+
+std::string no_such_mtu_text(std::uint8_t code) {
+    return "MTU code " + std::to_string(code) + " names no MTU (IBA codes 1..5: 256..4096 bytes)";
+}
+
 } // namespace
 
 const char *to_string(IfaceState s) {
@@ -271,17 +286,8 @@ void Interface::on_probe(SaStatus st, const std::vector<McMemberRecord> &recs) {
         retry_later(now);
         return;
     }
-    const auto &pa = cp_->port_attr(cfg_.port);
-    const std::uint8_t port_max = static_cast<std::uint8_t>(pa.max_mtu);
-    if (mtu_bytes(rec->mtu) > mtu_bytes(port_max)) {
-        ++counters_.broadcast_mtu_too_big;
-        notice_once(Notice::broadcast_mtu_too_big,
-                    "IPoIB broadcast group MTU " + std::to_string(mtu_bytes(rec->mtu)) +
-                        " greater than port's maximum MTU " + std::to_string(mtu_bytes(port_max)) +
-                        "; interface stays down");
-        retry_later(now);
+    if (refuse_mtu(rec->mtu, now))
         return;
-    }
     state_ = IfaceState::joining;
     request_in_flight_ = true;
     McMemberRecord j{};
@@ -293,6 +299,29 @@ void Interface::on_probe(SaStatus st, const std::vector<McMemberRecord> &recs) {
         if (Interface *self = alive(cp, id, gen))
             self->on_bcast_join(s, r);
     });
+}
+
+// The broadcast group's MTU (from the probe or the join's answer) must be an
+// MTU and fit the port (the interface MTU and the driver's buffers follow
+// from it). Refused: counted, logged once, retried after the backoff.
+bool Interface::refuse_mtu(std::uint8_t code, std::uint64_t now) {
+    const hca::Mtu port_max = cp_->port_attr(cfg_.port).max_mtu;
+    switch (mtu_fault(code, port_max)) {
+    case MtuFault::none: return false;
+    case MtuFault::no_such_mtu:
+        ++counters_.bad_mtu;
+        notice_once(Notice::bad_mtu, "IPoIB broadcast group " + no_such_mtu_text(code) + "; interface stays down");
+        break;
+    case MtuFault::above_port:
+        ++counters_.broadcast_mtu_too_big;
+        notice_once(Notice::broadcast_mtu_too_big,
+                    "IPoIB broadcast group MTU " + std::to_string(mtu_bytes(code)) +
+                        " greater than port's maximum MTU " +
+                        std::to_string(mtu_bytes(static_cast<std::uint8_t>(port_max))) + "; interface stays down");
+        break;
+    }
+    retry_later(now);
+    return true;
 }
 
 void Interface::on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &recs) {
@@ -317,6 +346,13 @@ void Interface::on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &re
                                                        wire::to_string(bcast_.mgid) + " failed: the SA answered for " +
                                                        wire::to_string(r.mgid) + "; retrying");
         retry_later(now);
+        return;
+    }
+    if (mtu_fault(r.mtu, cp_->port_attr(cfg_.port).max_mtu) != MtuFault::none) {
+        // We are a member now: undo it, then wait as for a bad probe answer.
+        ++counters_.join_failures;
+        send_leave(bcast_.mgid, kFullMember);
+        refuse_mtu(r.mtu, now);
         return;
     }
     bcast_.mlid = r.mlid;
@@ -405,15 +441,28 @@ void Interface::on_group_join(const std::array<std::uint8_t, 16> &key, SaStatus 
         ++counters_.bad_answers;
         grp.last_error = "the SA answered for another group (" + wire::to_string(recs[0].mgid) + ")";
         st.status = -EINVAL;
-    } else if (st.ok() && !recs.empty() && (recs[0].qkey != bcast_.qkey || recs[0].mtu != bcast_.mtu)) {
-        ++counters_.param_mismatch;
-        grp.last_error = "group parameters (Q_Key/MTU) differ from the broadcast group's";
-        McMemberRecord l{};
-        l.mgid = grp.mgid;
-        l.port_gid = cp_->port_gid(cfg_.port);
-        l.join_state = grp.join_state;
-        cp_->sa_->leave(l, kMcmMgid | kMcmPortGid, [](SaStatus, const std::vector<McMemberRecord> &) {});
-        st.status = -EINVAL;
+    } else if (st.ok() && !recs.empty()) {
+        // Joined, but refused if its MTU is no MTU or too big for the port, or if its
+        // parameters are not the broadcast group's: then we leave it again.
+        const MtuFault fault = mtu_fault(recs[0].mtu, cp_->port_attr(cfg_.port).max_mtu);
+        if (fault != MtuFault::none) {
+            ++counters_.bad_mtu;
+            grp.last_error = fault == MtuFault::no_such_mtu
+                                 ? no_such_mtu_text(recs[0].mtu)
+                                 : "MTU " + std::to_string(mtu_bytes(recs[0].mtu)) + " greater than the port's maximum";
+            st.status = -EINVAL;
+        } else if (recs[0].qkey != bcast_.qkey || recs[0].mtu != bcast_.mtu) {
+            ++counters_.param_mismatch;
+            grp.last_error = "group parameters (Q_Key/MTU) differ from the broadcast group's";
+            st.status = -EINVAL;
+        }
+        if (st.status == -EINVAL) {
+            McMemberRecord l{};
+            l.mgid = grp.mgid;
+            l.port_gid = cp_->port_gid(cfg_.port);
+            l.join_state = grp.join_state;
+            cp_->sa_->leave(l, kMcmMgid | kMcmPortGid, [](SaStatus, const std::vector<McMemberRecord> &) {});
+        }
     }
     if (!st.ok() || recs.empty()) {
         ++grp.failures;

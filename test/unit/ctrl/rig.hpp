@@ -125,6 +125,19 @@ struct Rig {
         REQUIRE(i->up());
     }
     void bring_up(Interface *i, const McMemberRecord &rec = bcast_record()) { bring_up(i, rec, rec); }
+    // Probe answered with `probe`, join answered with `joined`, whatever comes of it.
+    void bring_up_attempt(Interface *i, const McMemberRecord &probe, const McMemberRecord &joined) {
+        run();
+        SaRequest *p = sa.last(SaMethod::mcm_get_table, probe.mgid);
+        REQUIRE(p);
+        REQUIRE(sa.answer(p->id, {}, {probe}));
+        run();
+        SaRequest *j = sa.last(SaMethod::join, probe.mgid);
+        REQUIRE(j);
+        REQUIRE(sa.answer(j->id, {}, {joined}));
+        run();
+        (void)i;
+    }
     // Join `mgid` (full member) on an up interface and answer with the broadcast group's parameters.
     void join_group(Interface *i, const Gid &mgid) {
         i->join(mgid);

@@ -477,22 +477,6 @@ TEST_CASE("ctrl unit: a group whose Q_Key/MTU differ from the broadcast group's 
     CHECK(r.sa.count(SaMethod::join, kGroupA) == 2);
 }
 
-TEST_CASE("ctrl unit: broadcast probe and join answered with an invalid MTU code: today accepted",
-          "[ctrl][mcast][today]") {
-    // Documents today's behaviour, to be tightened by the reliability work:
-    // an MTU code that names no MTU (0, 6, 7) passes the "greater than the
-    // port's" check. (Join answers are checked against the MGID asked:
-    // test_reliability.cpp.)
-    SECTION("broadcast probe and join answered with MTU code 7") {
-        Rig r;
-        Interface *i = r.iface(0x8001);
-        r.bring_up(i, bcast_record(kBcast8001, 7));
-        CHECK(i->up());
-        CHECK(i->counters().broadcast_mtu_too_big == 0);
-        CHECK(i->broadcast().mtu == 7);
-    }
-}
-
 TEST_CASE("ctrl unit: Interface::leave sends a leave and reports the group gone", "[ctrl][mcast]") {
     Rig r;
     Interface *i = r.iface(0x8001);

@@ -99,6 +99,7 @@ struct IfaceCounters {
     std::uint64_t broadcast_absent, broadcast_mtu_too_big, port_not_active, pkey_missing, sa_timeouts;
     std::uint64_t joins, join_failures, leaves, flushes, memberships_lost, param_mismatch;
     std::uint64_t bad_answers;  // join answers for another MGID than the one asked: refused
+    std::uint64_t bad_mtu;      // MTU codes naming no MTU (IBA: 1..5) in SA answers, and group MTUs above the port's: refused
 };
 
 class ControlPlane;
@@ -134,6 +135,7 @@ class Interface {
         probe_failed,
         broadcast_absent,
         broadcast_mtu_too_big,
+        bad_mtu,
         broadcast_join_failed,
         port_not_active,
         pkey_missing,
@@ -163,6 +165,7 @@ class Interface {
     void start_probe();
     void on_probe(SaStatus st, const std::vector<McMemberRecord> &recs);
     void on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &recs);
+    bool refuse_mtu(std::uint8_t code, std::uint64_t now);
     void join_group(Group &g, std::uint64_t now);
     void on_group_join(const std::array<std::uint8_t, 16> &key, SaStatus st, const std::vector<McMemberRecord> &recs);
     void on_audit(SaStatus st, const std::vector<McMemberRecord> &recs);
