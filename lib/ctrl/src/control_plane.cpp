@@ -142,15 +142,32 @@ void Interface::retry_later(std::uint64_t now) {
     backoff_ms_ = next_backoff(backoff_ms_);
     next_try_ms_ = now + backoff_ms_;
     state_ = IfaceState::port_down;  // re-evaluate everything from the start
+    report_link(false);              // e.g. a rejoin after a light flush failed
 }
 
-void Interface::flush(const char *why, bool restart) {
+// Tell the user about the link once per change: a light flush keeps it up
+// while the broadcast group is rejoined.
+void Interface::report_link(bool up) {
+    if (link_reported_ == up)
+        return;
+    link_reported_ = up;
+    if (on_link)
+        on_link(up);
+}
+
+// Light (SM change, client reregister, GID change, a membership the SA lost):
+// the SA has forgotten our memberships, so nothing is left; every group is
+// detached and rejoined, paths are marked invalid, the link stays up unless
+// the rejoin fails. Normal (port events, LID change; removal): groups left
+// while the port is up, link down, everything restarts.
+void Interface::flush(const char *why, bool restart, bool light) {
     const bool was_up = state_ == IfaceState::up;
     ++counters_.flushes;
     ++generation_;
     request_in_flight_ = audit_in_flight_ = false;
-    log(LogLevel::info, "ipoib.mcast", std::string("flushing multicast state: ") + why);
-    leave_all(was_up && cp_->port_attr(cfg_.port).state == hca::PortState::active);
+    log(LogLevel::info, "ipoib.mcast",
+        std::string(light ? "light flush, rejoining: " : "flushing multicast state: ") + why);
+    leave_all(!light && was_up && cp_->port_attr(cfg_.port).state == hca::PortState::active);
     for (auto &[_, g] : groups_) {
         g.joined = false;
         g.in_flight = false;
@@ -165,8 +182,49 @@ void Interface::flush(const char *why, bool restart) {
     next_try_ms_ = 0;
     last_notice_ = Notice::none;
     cp_->paths_.invalidate_all();
-    if (was_up && on_link)
-        on_link(false);
+    if (!light || !restart)
+        report_link(false);
+}
+
+// Heavy flush (P_Key change), as Linux ipoib's: nothing if the interface's
+// P_Key is still where it was; else a restart, whose P_Key lookup takes the
+// new index (on_pkey_index) or waits for the P_Key to come back.
+void Interface::pkey_changed() {
+    if (state_ == IfaceState::stopped)
+        return;
+    if (state_ == IfaceState::port_down || state_ == IfaceState::pkey_missing) {
+        next_try_ms_ = 0;  // look again at the next tick
+        return;
+    }
+    int idx = -1;
+    std::uint16_t value = 0;
+    if (find_pkey(&idx, &value) && idx == pkey_index_ && value == pkey_) {
+        log(LogLevel::info, "ipoib", "P_Key table changed; P_Key " + hex16(pkey_) + " still at index " +
+                                         std::to_string(idx) + ": nothing to flush");
+        return;
+    }
+    flush(idx < 0 ? "P_Key gone" : "P_Key moved or changed", true);
+}
+
+// The interface's P_Key in the port's table: index 0 by default (as Linux),
+// else the configured partition (a full-member entry preferred).
+bool Interface::find_pkey(int *index, std::uint16_t *value) const {
+    int idx = -1;
+    std::uint16_t found = 0;
+    for (int i = 0; i < static_cast<int>(hca::kMaxPkeys); ++i) {
+        std::uint16_t k = 0;
+        if (cp_->ctx_->query_pkey(cfg_.port, i, &k) != 0 || !(k & kPkeyMask))
+            continue;
+        if (cfg_.pkey == 0 ? i == 0 : (k & kPkeyMask) == (cfg_.pkey & kPkeyMask)) {
+            if (idx < 0 || (k & kPkeyFullMember)) {
+                idx = i;
+                found = k;
+            }
+        }
+    }
+    *index = idx;
+    *value = found;
+    return idx >= 0;
 }
 
 // Tell the SA we leave (static management: there is no one to tell).
@@ -378,8 +436,7 @@ void Interface::on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &re
     next_allmulti_ms_ = now;
     if (on_group)
         on_group(bcast_.mgid, r, true);
-    if (on_link)
-        on_link(true);
+    report_link(true);  // once: after a light flush the link is up already
 }
 
 void Interface::group_joined(Group &grp, const McMemberRecord &rec) {
@@ -490,32 +547,30 @@ void Interface::tick(std::uint64_t now) {
                 ++counters_.port_not_active;
             notice_once(Notice::port_not_active, "port " + std::to_string(cfg_.port) + " is not active (" +
                                                      hca::to_string(pa.state) + "); interface stays down");
+            report_link(false);
             return;
         }
-        // The interface's P_Key: index 0 by default, else the configured one.
         int idx = -1;
         std::uint16_t found = 0;
-        for (int i = 0; i < static_cast<int>(hca::kMaxPkeys); ++i) {
-            std::uint16_t k = 0;
-            if (cp_->ctx_->query_pkey(cfg_.port, i, &k) != 0 || !(k & kPkeyMask))
-                continue;
-            if (cfg_.pkey == 0 ? i == 0 : (k & kPkeyMask) == (cfg_.pkey & kPkeyMask)) {
-                if (idx < 0 || (k & kPkeyFullMember)) {
-                    idx = i;
-                    found = k;
-                }
-            }
-        }
-        if (idx < 0) {
+        if (!find_pkey(&idx, &found)) {
             if (state_ != IfaceState::pkey_missing)
                 ++counters_.pkey_missing;
             state_ = IfaceState::pkey_missing;
             notice_once(Notice::pkey_missing, "P_Key " + hex16(cfg_.pkey) + " is not in port " +
                                                   std::to_string(cfg_.port) + "'s P_Key table; interface stays down");
             next_try_ms_ = now + kPkeyRecheckMs;
+            report_link(false);
             return;
         }
         pkey_ = found;
+        if (pkey_index_ >= 0 && idx != pkey_index_) {
+            // The partition moved in the table: the user's QP must move with it.
+            log(LogLevel::notice, "ipoib", "P_Key " + hex16(found) + " moved from index " +
+                                               std::to_string(pkey_index_) + " to " + std::to_string(idx));
+            pkey_index_ = idx;
+            if (on_pkey_index)
+                on_pkey_index(idx);
+        }
         pkey_index_ = idx;
         start_probe();
         return;
@@ -599,7 +654,7 @@ void Interface::on_audit(SaStatus st, const std::vector<McMemberRecord> &recs) {
         ++counters_.memberships_lost;
         log(LogLevel::notice, "ipoib.mcast",
             "the SA no longer lists us in the broadcast group (SM restarted?): rejoining");
-        flush("membership lost", true);
+        flush("membership lost", true, true);
     }
 }
 
@@ -826,9 +881,18 @@ void ControlPlane::run_once(int max_wait_ms) {
         }
         log(LogLevel::info, "ipoib", ctx_->name() + " port " + std::to_string(ev.port_num) + ": " +
                                          hca::to_string(ev.type));
-        for (auto &i : ifaces_)
-            if (i->cfg_.port == ev.port_num && i->state_ != IfaceState::stopped)
-                i->flush(hca::to_string(ev.type), true);
+        // Linux ipoib's flush levels: light for SM change (and client reregister,
+        // which the verbs provider reports as one) and GID change; heavy for
+        // P_Key change; normal for port active / error and LID change.
+        const bool light = ev.type == hca::EventType::sm_change || ev.type == hca::EventType::gid_change;
+        for (auto &i : ifaces_) {
+            if (i->cfg_.port != ev.port_num || i->state_ == IfaceState::stopped)
+                continue;
+            if (ev.type == hca::EventType::pkey_change)
+                i->pkey_changed();
+            else
+                i->flush(hca::to_string(ev.type), true, light);
+        }
     }
     Request r;
     while (pop(&r)) {

@@ -247,3 +247,170 @@ TEST_CASE("ctrl unit: a group join answer with an MTU code naming no MTU is refu
     CHECK(find_group(i->groups(), kGroupA)->last_error ==
           "MTU code 7 names no MTU (IBA codes 1..5: 256..4096 bytes)");
 }
+
+// ---------------------------------------------------------------------------
+// Lifecycle: Linux ipoib's flush levels.
+//   light  (SM change, client reregister, GID change; and a membership the SA
+//           lost): paths invalid, multicast rejoined, no leaves, the link
+//           stays up unless the rejoin fails;
+//   normal (port error, port active, LID change): everything flushed, link
+//           down, rejoined from the start;
+//   heavy  (P_Key change): nothing if the P_Key is where it was; else the
+//           interface restarts on its new index (reported: on_pkey_index),
+//           or goes down if the P_Key is gone.
+
+namespace {
+
+PathRecord peer_path(std::uint16_t pkey) {
+    PathRecord p;
+    p.dgid = kPeer;
+    p.pkey = pkey;
+    p.dlid = 9;
+    p.mtu = 4;
+    return p;
+}
+
+} // namespace
+
+TEST_CASE("ctrl unit: SM change and GID change are light flushes: rejoin without leaves, link kept up",
+          "[ctrl][flush][lifecycle]") {
+    for (hca::EventType ev : {hca::EventType::sm_change, hca::EventType::gid_change}) {
+        INFO(hca::to_string(ev));
+        Rig r;
+        Interface *i = r.iface(0x8001);
+        r.bring_up(i);
+        r.join_group(i, kGroupA);
+        std::vector<std::string> groups;
+        i->on_group = [&](const Gid &m, const McMemberRecord &, bool j) {
+            groups.push_back((j ? "+" : "-") + wire::to_string(m));
+        };
+        r.sa.add_path(peer_path(0x8001));
+        REQUIRE(r.cp.request_path(kPeer, 0x8001));
+        r.run();
+        REQUIRE(r.cp.paths().find(kPeer, 0x8001)->valid);
+        const std::size_t leaves = r.sa.count(SaMethod::leave);
+
+        r.hca.event(ev);
+        r.run();
+        CHECK(i->counters().flushes == 1);
+        CHECK(r.sa.count(SaMethod::leave) == leaves);  // the SA forgot us: nothing to leave
+        CHECK(r.link == std::vector<bool>{true});      // the link stays up while rejoining
+        CHECK_FALSE(r.cp.paths().find(kPeer, 0x8001)->valid);
+        CHECK(i->state() == IfaceState::probing);
+        r.bring_up(i);
+        r.run();
+        CHECK(r.sa.count(SaMethod::join, kGroupA) == 2);
+        CHECK(r.link == std::vector<bool>{true});  // no second on_link(true)
+        // Detached and attached again, as Linux does.
+        CHECK(groups.front() == "-ff12:401b:8001::1:203");
+        CHECK(std::count(groups.begin(), groups.end(), "+ff12:401b:8001::ffff:ffff") == 1);
+    }
+}
+
+TEST_CASE("ctrl unit: a light flush whose rejoin fails takes the link down", "[ctrl][flush][lifecycle]") {
+    Rig r;
+    Interface *i = r.iface(0x8001);
+    r.bring_up(i);
+    r.hca.event(hca::EventType::sm_change);
+    r.run();
+    REQUIRE(r.link == std::vector<bool>{true});
+    // The new SM has no broadcast group for the partition.
+    REQUIRE(r.sa.answer(r.sa.last(SaMethod::mcm_get_table)->id, {}));
+    r.run();
+    CHECK(r.link == std::vector<bool>{true, false});
+    CHECK(i->counters().broadcast_absent == 1);
+    r.advance(kBackoffStartMs);
+    r.bring_up(i);
+    CHECK(r.link == std::vector<bool>{true, false, true});
+}
+
+TEST_CASE("ctrl unit: port error, port active and LID change are normal flushes: link down, leaves, restart",
+          "[ctrl][flush][lifecycle]") {
+    Rig r;
+    Interface *i = r.iface(0x8001);
+    r.bring_up(i);
+    r.join_group(i, kGroupA);
+    r.hca.event(hca::EventType::lid_change);
+    r.run();
+    CHECK(r.link == std::vector<bool>{true, false});
+    CHECK(r.sa.count(SaMethod::leave, kGroupA) == 1);  // the port is up: the SA is told
+    CHECK(r.sa.count(SaMethod::leave, kBcast8001) == 1);
+    r.bring_up(i);
+    CHECK(r.link == std::vector<bool>{true, false, true});
+}
+
+TEST_CASE("ctrl unit: a P_Key change that leaves the interface's P_Key where it was flushes nothing",
+          "[ctrl][flush][pkey][lifecycle]") {
+    Rig r;
+    Interface *i = r.iface(0x8001);
+    r.bring_up(i);
+    const std::size_t sent = r.sa.requests.size();
+    r.hca.port(1).pkeys = {0xffff, 0x8001, 0x8002};  // another partition added
+    r.hca.sync();
+    r.hca.event(hca::EventType::pkey_change);
+    r.run();
+    CHECK(i->counters().flushes == 0);
+    CHECK(r.link == std::vector<bool>{true});
+    CHECK(i->up());
+    CHECK(i->pkey_index() == 1);
+    CHECK(r.sa.requests.size() == sent);
+}
+
+TEST_CASE("ctrl unit: a P_Key moved to another index: the interface restarts there", "[ctrl][flush][pkey][lifecycle]") {
+    Rig r;
+    Interface *i = r.iface(0x8001);
+    std::vector<std::string> events;  // on_link and on_pkey_index, in order
+    i->on_link = [&](bool up) { events.push_back(up ? "up" : "down"); };
+    i->on_pkey_index = [&](int n) { events.push_back("index " + std::to_string(n)); };
+    r.bring_up(i);
+    REQUIRE(i->pkey_index() == 1);
+    r.hca.port(1).pkeys = {0xffff, 0x8002, 0x0000, 0x8001};
+    r.hca.sync();
+    r.hca.event(hca::EventType::pkey_change);
+    r.run();
+    CHECK(i->counters().flushes == 1);
+    CHECK(i->pkey_index() == 3);
+    CHECK(r.logged("P_Key 0x8001 moved from index 1 to 3") == 1);
+    r.bring_up(i);
+    // Link down, the QP told to move (while down), then up again.
+    CHECK(events == std::vector<std::string>{"up", "down", "index 3", "up"});
+}
+
+TEST_CASE("ctrl unit: a P_Key removed takes the interface down; back at another index, it is reported",
+          "[ctrl][flush][pkey][lifecycle]") {
+    Rig r;
+    Interface *i = r.iface(0x8001);
+    std::vector<std::string> events;
+    i->on_link = [&](bool up) { events.push_back(up ? "up" : "down"); };
+    i->on_pkey_index = [&](int n) { events.push_back("index " + std::to_string(n)); };
+    r.bring_up(i);
+    r.hca.port(1).pkeys = {0xffff};
+    r.hca.sync();
+    r.hca.event(hca::EventType::pkey_change);
+    r.run();
+    CHECK(i->state() == IfaceState::pkey_missing);
+    CHECK(events == std::vector<std::string>{"up", "down"});
+    r.hca.port(1).pkeys = {0xffff, 0x7fff, 0x8001};
+    r.hca.sync();
+    r.hca.event(hca::EventType::pkey_change);  // looked for at once, not after the re-check period
+    r.run();
+    CHECK(i->state() == IfaceState::probing);
+    r.bring_up(i);
+    CHECK(events == std::vector<std::string>{"up", "down", "index 2", "up"});
+}
+
+TEST_CASE("ctrl unit: the default interface follows the P_Key at index 0", "[ctrl][flush][pkey][lifecycle]") {
+    Rig r;
+    r.hca.port(1).pkeys = {0xffff, 0x8001};
+    r.hca.sync();
+    Interface *i = r.iface(0);
+    r.bring_up(i, bcast_record(kBcastFfff));
+    r.hca.port(1).pkeys = {0x8001, 0xffff};  // another partition now at index 0
+    r.hca.sync();
+    r.hca.event(hca::EventType::pkey_change);
+    r.run();
+    CHECK(r.link == std::vector<bool>{true, false});
+    CHECK(i->pkey() == 0x8001);
+    CHECK(i->pkey_index() == 0);  // same index: no on_pkey_index, a new partition
+    CHECK(r.sa.last(SaMethod::mcm_get_table)->mgid() == kBcast8001);
+}

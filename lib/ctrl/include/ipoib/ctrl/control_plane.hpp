@@ -11,9 +11,14 @@
 //   match them.
 // - Send-only full-member joins happen when the fast path first transmits to
 //   a group; failed joins back off (1 s doubling to 16 s).
-// - On port down, port up, LID change, SM change or P_Key change everything
-//   is flushed and rejoined; a periodic audit of the broadcast membership
-//   notices an SM that restarted and forgot us.
+// - Port events flush at Linux ipoib's levels: SM change and GID change
+//   (and a membership the SA lost) a light flush: no leaves, every group
+//   rejoined, paths invalid, the link kept up unless the rejoin fails; port
+//   active / error and LID change a normal flush: groups left, link down,
+//   restart; P_Key change a heavy flush: nothing if the P_Key is where it
+//   was, else a restart on its new index (on_pkey_index), or down while it
+//   is gone. A periodic audit of the broadcast membership notices an SM
+//   that restarted and forgot us.
 // - Allmulticast (Solaris ibd's multicast promiscuous mode) joins every
 //   IPoIB group of the partition the SA lists, as non-member.
 // - On stop, every group is left.
@@ -123,8 +128,17 @@ class Interface {
     void leave(const Gid &mgid);
 
     // Called on the control thread.
+    // The link: up once the broadcast group is joined, down when it is lost.
+    // A light flush (SM change, GID change, lost membership) keeps it up
+    // while the groups are rejoined; only a failed rejoin takes it down.
     std::function<void(bool up)> on_link;
     std::function<void(const Gid &mgid, const McMemberRecord &rec, bool joined)> on_group;
+    // The interface's P_Key moved to another index of the port's P_Key table
+    // (P_Key change event, or found elsewhere on a restart): a QP created
+    // with pkey_index() must move there. Called while the link is down,
+    // before the broadcast group is joined again (heavy flush). If the P_Key
+    // is gone, on_link(false) and the interface waits (pkey_missing).
+    std::function<void(int new_index)> on_pkey_index;
 
   private:
     friend class ControlPlane;
@@ -161,7 +175,10 @@ class Interface {
     static Interface *alive(ControlPlane *cp, std::uint64_t id);
     static Interface *alive(ControlPlane *cp, std::uint64_t id, std::uint64_t gen);
     void tick(std::uint64_t now);
-    void flush(const char *why, bool restart);
+    void flush(const char *why, bool restart, bool light = false);
+    void pkey_changed();
+    bool find_pkey(int *index, std::uint16_t *value) const;
+    void report_link(bool up);
     void start_probe();
     void on_probe(SaStatus st, const std::vector<McMemberRecord> &recs);
     void on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &recs);
@@ -192,6 +209,7 @@ class Interface {
     std::uint64_t next_audit_ms_ = 0, next_allmulti_ms_ = 0;
     std::uint64_t generation_ = 0;  // bumped on flush: stale answers are ignored
     bool request_in_flight_ = false, audit_in_flight_ = false, sa_silent_ = false;
+    bool link_reported_ = false;  // what on_link last said
     Notice last_notice_ = Notice::none;  // the waiting-state message last logged
     bool troubled_ = false;  // a problem was reported since the interface was last up
 };
