@@ -10,9 +10,12 @@ UMAD2SIM = "/usr/lib/x86_64-linux-gnu/umad2sim/libumad2sim.so"
 
 def client_env(env, host):
     """Environment of a process attached to `host` of the fabric `env` (ipoib-fabric up's JSON).
-    $IPOIB_SANITIZER_PRELOAD (the sanitizer stage of the test command: the
-    ASan runtime) goes first, so Debian's testpmd can load a sanitized driver."""
-    preload = " ".join(p for p in (os.environ.get("IPOIB_SANITIZER_PRELOAD", ""), UMAD2SIM) if p)
+    LD_PRELOAD is what the fabric exports (umad2sim, after the umad_send check
+    when the fabric was brought up with IPOIB_UMAD_SEND_CHECK), behind
+    $IPOIB_SANITIZER_PRELOAD (the sanitizer stage of the test command: the ASan
+    runtime), which must come first so Debian's testpmd can load a sanitized driver."""
+    preload = " ".join(p for p in (os.environ.get("IPOIB_SANITIZER_PRELOAD", ""),
+                                   env.get("IPOIB_FABRIC_UMAD2SIM", UMAD2SIM)) if p)
     return dict(os.environ, LD_PRELOAD=preload, SIM_HOST=host, IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
 
 

@@ -35,6 +35,21 @@ std::uint32_t mtu_bytes(std::uint8_t code) {
 
 std::array<std::uint8_t, 16> key_of(const Gid &g) { return g.raw; }
 
+// An MTU code from the SA against IBA's codes (1..5: 256..4096 bytes) and
+// the port's maximum MTU: what is wrong with it, or nullptr.
+enum class MtuFault : std::uint8_t { none, no_such_mtu, above_port };
+MtuFault mtu_fault(std::uint8_t code, hca::Mtu port_max) {
+    if (mtu_bytes(code) == 0)
+        return MtuFault::no_such_mtu;
+    if (mtu_bytes(code) > mtu_bytes(static_cast<std::uint8_t>(port_max)))
+        return MtuFault::above_port;
+    return MtuFault::none;
+}
+
+std::string no_such_mtu_text(std::uint8_t code) {
+    return "MTU code " + std::to_string(code) + " names no MTU (IBA codes 1..5: 256..4096 bytes)";
+}
+
 } // namespace
 
 const char *to_string(IfaceState s) {
@@ -79,7 +94,14 @@ void PathCache::invalidate_all() {
 // ---------------------------------------------------------------------------
 // Interface
 
-Interface::Interface(ControlPlane *cp, const IfaceConfig &cfg) : cp_(cp), cfg_(cfg) {}
+Interface::Interface(ControlPlane *cp, const IfaceConfig &cfg, std::uint64_t id) : cp_(cp), id_(id), cfg_(cfg) {}
+
+Interface *Interface::alive(ControlPlane *cp, std::uint64_t id) { return cp->find_interface(id); }
+
+Interface *Interface::alive(ControlPlane *cp, std::uint64_t id, std::uint64_t gen) {
+    Interface *i = cp->find_interface(id);
+    return i && i->generation_ == gen ? i : nullptr;
+}
 
 void Interface::log(LogLevel l, const char *topic, const std::string &m) const {
     cp_->log(l, topic, name_ + ": " + m);
@@ -120,15 +142,32 @@ void Interface::retry_later(std::uint64_t now) {
     backoff_ms_ = next_backoff(backoff_ms_);
     next_try_ms_ = now + backoff_ms_;
     state_ = IfaceState::port_down;  // re-evaluate everything from the start
+    report_link(false);              // e.g. a rejoin after a light flush failed
 }
 
-void Interface::flush(const char *why, bool restart) {
+// Tell the user about the link once per change: a light flush keeps it up
+// while the broadcast group is rejoined.
+void Interface::report_link(bool up) {
+    if (link_reported_ == up)
+        return;
+    link_reported_ = up;
+    if (on_link)
+        on_link(up);
+}
+
+// Light (SM change, client reregister, GID change, a membership the SA lost):
+// the SA has forgotten our memberships, so nothing is left; every group is
+// detached and rejoined, paths are marked invalid, the link stays up unless
+// the rejoin fails. Normal (port events, LID change; removal): groups left
+// while the port is up, link down, everything restarts.
+void Interface::flush(const char *why, bool restart, bool light) {
     const bool was_up = state_ == IfaceState::up;
     ++counters_.flushes;
     ++generation_;
     request_in_flight_ = audit_in_flight_ = false;
-    log(LogLevel::info, "ipoib.mcast", std::string("flushing multicast state: ") + why);
-    leave_all(was_up && cp_->port_attr(cfg_.port).state == hca::PortState::active);
+    log(LogLevel::info, "ipoib.mcast",
+        std::string(light ? "light flush, rejoining: " : "flushing multicast state: ") + why);
+    leave_all(!light && was_up && cp_->port_attr(cfg_.port).state == hca::PortState::active);
     for (auto &[_, g] : groups_) {
         g.joined = false;
         g.in_flight = false;
@@ -143,8 +182,49 @@ void Interface::flush(const char *why, bool restart) {
     next_try_ms_ = 0;
     last_notice_ = Notice::none;
     cp_->paths_.invalidate_all();
-    if (was_up && on_link)
-        on_link(false);
+    if (!light || !restart)
+        report_link(false);
+}
+
+// Heavy flush (P_Key change), as Linux ipoib's: nothing if the interface's
+// P_Key is still where it was; else a restart, whose P_Key lookup takes the
+// new index (on_pkey_index) or waits for the P_Key to come back.
+void Interface::pkey_changed() {
+    if (state_ == IfaceState::stopped)
+        return;
+    if (state_ == IfaceState::port_down || state_ == IfaceState::pkey_missing) {
+        next_try_ms_ = 0;  // look again at the next tick
+        return;
+    }
+    int idx = -1;
+    std::uint16_t value = 0;
+    if (find_pkey(&idx, &value) && idx == pkey_index_ && value == pkey_) {
+        log(LogLevel::info, "ipoib", "P_Key table changed; P_Key " + hex16(pkey_) + " still at index " +
+                                         std::to_string(idx) + ": nothing to flush");
+        return;
+    }
+    flush(idx < 0 ? "P_Key gone" : "P_Key moved or changed", true);
+}
+
+// The interface's P_Key in the port's table: index 0 by default (as Linux),
+// else the configured partition (a full-member entry preferred).
+bool Interface::find_pkey(int *index, std::uint16_t *value) const {
+    int idx = -1;
+    std::uint16_t found = 0;
+    for (int i = 0; i < static_cast<int>(hca::kMaxPkeys); ++i) {
+        std::uint16_t k = 0;
+        if (cp_->ctx_->query_pkey(cfg_.port, i, &k) != 0 || !(k & kPkeyMask))
+            continue;
+        if (cfg_.pkey == 0 ? i == 0 : (k & kPkeyMask) == (cfg_.pkey & kPkeyMask)) {
+            if (idx < 0 || (k & kPkeyFullMember)) {
+                idx = i;
+                found = k;
+            }
+        }
+    }
+    *index = idx;
+    *value = found;
+    return idx >= 0;
 }
 
 // Tell the SA we leave (static management: there is no one to tell).
@@ -157,9 +237,10 @@ void Interface::send_leave(const Gid &mgid, std::uint8_t join_state) {
     r.mgid = mgid;
     r.port_gid = cp_->port_gid(cfg_.port);
     r.join_state = join_state;
-    cp_->sa_->leave(r, kMcmMgid | kMcmPortGid, [this](SaStatus st, const std::vector<McMemberRecord> &) {
-        if (st.ok())
-            ++counters_.leaves;
+    // By id: the interface may be gone when the answer comes (remove_interface).
+    cp_->sa_->leave(r, kMcmMgid | kMcmPortGid, [cp = cp_, id = id_](SaStatus st, const std::vector<McMemberRecord> &) {
+        if (Interface *self = alive(cp, id); self && st.ok())
+            ++self->counters_.leaves;
     });
 }
 
@@ -228,10 +309,10 @@ void Interface::start_probe() {
     McMemberRecord q{};
     q.mgid = b.value;
     bcast_.mgid = b.value;
-    const std::uint64_t gen = generation_;
-    cp_->sa_->query_mcmembers(q, kMcmMgid, [this, gen](SaStatus st, const std::vector<McMemberRecord> &recs) {
-        if (gen == generation_)
-            on_probe(st, recs);
+    cp_->sa_->query_mcmembers(q, kMcmMgid, [cp = cp_, id = id_, gen = generation_](
+                                               SaStatus st, const std::vector<McMemberRecord> &recs) {
+        if (Interface *self = alive(cp, id, gen))
+            self->on_probe(st, recs);
     });
 }
 
@@ -263,28 +344,42 @@ void Interface::on_probe(SaStatus st, const std::vector<McMemberRecord> &recs) {
         retry_later(now);
         return;
     }
-    const auto &pa = cp_->port_attr(cfg_.port);
-    const std::uint8_t port_max = static_cast<std::uint8_t>(pa.max_mtu);
-    if (mtu_bytes(rec->mtu) > mtu_bytes(port_max)) {
-        ++counters_.broadcast_mtu_too_big;
-        notice_once(Notice::broadcast_mtu_too_big,
-                    "IPoIB broadcast group MTU " + std::to_string(mtu_bytes(rec->mtu)) +
-                        " greater than port's maximum MTU " + std::to_string(mtu_bytes(port_max)) +
-                        "; interface stays down");
-        retry_later(now);
+    if (refuse_mtu(rec->mtu, now))
         return;
-    }
     state_ = IfaceState::joining;
     request_in_flight_ = true;
     McMemberRecord j{};
     j.mgid = bcast_.mgid;
     j.port_gid = cp_->port_gid(cfg_.port);
     j.join_state = kFullMember;
-    const std::uint64_t gen = generation_;
-    cp_->sa_->join(j, kMcmMgid | kMcmPortGid, [this, gen](SaStatus s, const std::vector<McMemberRecord> &r) {
-        if (gen == generation_)
-            on_bcast_join(s, r);
+    cp_->sa_->join(j, kMcmMgid | kMcmPortGid, [cp = cp_, id = id_, gen = generation_](
+                                                 SaStatus s, const std::vector<McMemberRecord> &r) {
+        if (Interface *self = alive(cp, id, gen))
+            self->on_bcast_join(s, r);
     });
+}
+
+// The broadcast group's MTU (from the probe or the join's answer) must be an
+// MTU and fit the port (the interface MTU and the driver's buffers follow
+// from it). Refused: counted, logged once, retried after the backoff.
+bool Interface::refuse_mtu(std::uint8_t code, std::uint64_t now) {
+    const hca::Mtu port_max = cp_->port_attr(cfg_.port).max_mtu;
+    switch (mtu_fault(code, port_max)) {
+    case MtuFault::none: return false;
+    case MtuFault::no_such_mtu:
+        ++counters_.bad_mtu;
+        notice_once(Notice::bad_mtu, "IPoIB broadcast group " + no_such_mtu_text(code) + "; interface stays down");
+        break;
+    case MtuFault::above_port:
+        ++counters_.broadcast_mtu_too_big;
+        notice_once(Notice::broadcast_mtu_too_big,
+                    "IPoIB broadcast group MTU " + std::to_string(mtu_bytes(code)) +
+                        " greater than port's maximum MTU " +
+                        std::to_string(mtu_bytes(static_cast<std::uint8_t>(port_max))) + "; interface stays down");
+        break;
+    }
+    retry_later(now);
+    return true;
 }
 
 void Interface::on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &recs) {
@@ -301,6 +396,23 @@ void Interface::on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &re
         return;
     }
     const McMemberRecord &r = recs.front();
+    if (r.mgid != bcast_.mgid) {
+        // Not the group asked for: its parameters are not the broadcast group's.
+        ++counters_.bad_answers;
+        ++counters_.join_failures;
+        notice_once(Notice::broadcast_join_failed, "joining the IPoIB broadcast group " +
+                                                       wire::to_string(bcast_.mgid) + " failed: the SA answered for " +
+                                                       wire::to_string(r.mgid) + "; retrying");
+        retry_later(now);
+        return;
+    }
+    if (mtu_fault(r.mtu, cp_->port_attr(cfg_.port).max_mtu) != MtuFault::none) {
+        // We are a member now: undo it, then wait as for a bad probe answer.
+        ++counters_.join_failures;
+        send_leave(bcast_.mgid, kFullMember);
+        refuse_mtu(r.mtu, now);
+        return;
+    }
     bcast_.mlid = r.mlid;
     bcast_.qkey = r.qkey;
     bcast_.mtu = r.mtu;
@@ -324,8 +436,7 @@ void Interface::on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &re
     next_allmulti_ms_ = now;
     if (on_group)
         on_group(bcast_.mgid, r, true);
-    if (on_link)
-        on_link(true);
+    report_link(true);  // once: after a light flush the link is up already
 }
 
 void Interface::group_joined(Group &grp, const McMemberRecord &rec) {
@@ -365,41 +476,63 @@ void Interface::join_group(Group &g, std::uint64_t) {
     const std::uint64_t mask = kMcmMgid | kMcmPortGid | kMcmQkey | kMcmMtuSel | kMcmMtu | kMcmTclass | kMcmPkey |
                                kMcmRateSel | kMcmRate | kMcmSl | kMcmFlowLabel | kMcmHopLimit | kMcmScope;
     g.in_flight = true;
-    const std::uint64_t gen = generation_;
-    const auto key = key_of(g.mgid);
-    cp_->sa_->join(r, mask, [this, gen, key](SaStatus st, const std::vector<McMemberRecord> &recs) {
-        if (gen != generation_)
-            return;
-        auto it = groups_.find(key);
-        if (it == groups_.end())
-            return;
-        Group &grp = it->second;
-        grp.in_flight = false;
-        const std::uint64_t now = cp_->now();
-        const std::string name = wire::to_string(grp.mgid);
-        if (st.ok() && !recs.empty() && (recs[0].qkey != bcast_.qkey || recs[0].mtu != bcast_.mtu)) {
+    cp_->sa_->join(r, mask, [cp = cp_, id = id_, gen = generation_, key = key_of(g.mgid)](
+                                SaStatus st, const std::vector<McMemberRecord> &recs) {
+        if (Interface *self = alive(cp, id, gen))
+            self->on_group_join(key, st, recs);
+    });
+}
+
+// A group join's answer (the group may have been left since: ignored then).
+void Interface::on_group_join(const std::array<std::uint8_t, 16> &key, SaStatus st,
+                              const std::vector<McMemberRecord> &recs) {
+    auto it = groups_.find(key);
+    if (it == groups_.end())
+        return;
+    Group &grp = it->second;
+    grp.in_flight = false;
+    const std::uint64_t now = cp_->now();
+    const std::string name = wire::to_string(grp.mgid);
+    if (st.ok() && !recs.empty() && recs[0].mgid != grp.mgid) {
+        // An answer for another group: nothing of it is ours (no leave: we asked for grp).
+        ++counters_.bad_answers;
+        grp.last_error = "the SA answered for another group (" + wire::to_string(recs[0].mgid) + ")";
+        st.status = -EINVAL;
+    } else if (st.ok() && !recs.empty()) {
+        // Joined, but refused if its MTU is no MTU or too big for the port, or if its
+        // parameters are not the broadcast group's: then we leave it again.
+        const MtuFault fault = mtu_fault(recs[0].mtu, cp_->port_attr(cfg_.port).max_mtu);
+        if (fault != MtuFault::none) {
+            ++counters_.bad_mtu;
+            grp.last_error = fault == MtuFault::no_such_mtu
+                                 ? no_such_mtu_text(recs[0].mtu)
+                                 : "MTU " + std::to_string(mtu_bytes(recs[0].mtu)) + " greater than the port's maximum";
+            st.status = -EINVAL;
+        } else if (recs[0].qkey != bcast_.qkey || recs[0].mtu != bcast_.mtu) {
             ++counters_.param_mismatch;
             grp.last_error = "group parameters (Q_Key/MTU) differ from the broadcast group's";
+            st.status = -EINVAL;
+        }
+        if (st.status == -EINVAL) {
             McMemberRecord l{};
             l.mgid = grp.mgid;
             l.port_gid = cp_->port_gid(cfg_.port);
             l.join_state = grp.join_state;
             cp_->sa_->leave(l, kMcmMgid | kMcmPortGid, [](SaStatus, const std::vector<McMemberRecord> &) {});
-            st.status = -EINVAL;
         }
-        if (!st.ok() || recs.empty()) {
-            ++grp.failures;
-            ++counters_.join_failures;
-            if (st.status != -EINVAL)
-                grp.last_error = st.message();
-            grp.backoff_ms = next_backoff(grp.backoff_ms);
-            grp.next_try_ms = now + grp.backoff_ms;
-            log(LogLevel::warning, "ipoib.mcast", "join of " + name + " failed: " + grp.last_error + "; retry in " +
-                                                      std::to_string(grp.backoff_ms / 1000) + " s");
-            return;
-        }
-        group_joined(grp, recs[0]);
-    });
+    }
+    if (!st.ok() || recs.empty()) {
+        ++grp.failures;
+        ++counters_.join_failures;
+        if (st.status != -EINVAL)
+            grp.last_error = st.message();
+        grp.backoff_ms = next_backoff(grp.backoff_ms);
+        grp.next_try_ms = now + grp.backoff_ms;
+        log(LogLevel::warning, "ipoib.mcast", "join of " + name + " failed: " + grp.last_error + "; retry in " +
+                                                  std::to_string(grp.backoff_ms / 1000) + " s");
+        return;
+    }
+    group_joined(grp, recs[0]);
 }
 
 void Interface::tick(std::uint64_t now) {
@@ -414,32 +547,30 @@ void Interface::tick(std::uint64_t now) {
                 ++counters_.port_not_active;
             notice_once(Notice::port_not_active, "port " + std::to_string(cfg_.port) + " is not active (" +
                                                      hca::to_string(pa.state) + "); interface stays down");
+            report_link(false);
             return;
         }
-        // The interface's P_Key: index 0 by default, else the configured one.
         int idx = -1;
         std::uint16_t found = 0;
-        for (int i = 0; i < static_cast<int>(hca::kMaxPkeys); ++i) {
-            std::uint16_t k = 0;
-            if (cp_->ctx_->query_pkey(cfg_.port, i, &k) != 0 || !(k & kPkeyMask))
-                continue;
-            if (cfg_.pkey == 0 ? i == 0 : (k & kPkeyMask) == (cfg_.pkey & kPkeyMask)) {
-                if (idx < 0 || (k & kPkeyFullMember)) {
-                    idx = i;
-                    found = k;
-                }
-            }
-        }
-        if (idx < 0) {
+        if (!find_pkey(&idx, &found)) {
             if (state_ != IfaceState::pkey_missing)
                 ++counters_.pkey_missing;
             state_ = IfaceState::pkey_missing;
             notice_once(Notice::pkey_missing, "P_Key " + hex16(cfg_.pkey) + " is not in port " +
                                                   std::to_string(cfg_.port) + "'s P_Key table; interface stays down");
             next_try_ms_ = now + kPkeyRecheckMs;
+            report_link(false);
             return;
         }
         pkey_ = found;
+        if (pkey_index_ >= 0 && idx != pkey_index_) {
+            // The partition moved in the table: the user's QP must move with it.
+            log(LogLevel::notice, "ipoib", "P_Key " + hex16(found) + " moved from index " +
+                                               std::to_string(pkey_index_) + " to " + std::to_string(idx));
+            pkey_index_ = idx;
+            if (on_pkey_index)
+                on_pkey_index(idx);
+        }
         pkey_index_ = idx;
         start_probe();
         return;
@@ -476,29 +607,10 @@ void Interface::tick(std::uint64_t now) {
         McMemberRecord q{};
         q.mgid = bcast_.mgid;
         q.port_gid = cp_->port_gid(cfg_.port);
-        const std::uint64_t gen = generation_;
-        cp_->sa_->query_mcmembers(q, kMcmMgid | kMcmPortGid, [this, gen](SaStatus st,
-                                                                        const std::vector<McMemberRecord> &recs) {
-            if (gen != generation_)
-                return;
-            audit_in_flight_ = false;
-            if (st.status == -ETIMEDOUT) {
-                if (!sa_silent_) {
-                    ++counters_.sa_timeouts;
-                    log(LogLevel::warning, "ipoib", "SA not answering (broadcast membership audit)");
-                }
-                sa_silent_ = true;
-                return;
-            }
-            if (sa_silent_)
-                log(LogLevel::notice, "ipoib", "SA answering again");
-            sa_silent_ = false;
-            if ((st.ok() || st.status == kSaStatusNoRecords) && recs.empty()) {
-                ++counters_.memberships_lost;
-                log(LogLevel::notice, "ipoib.mcast",
-                    "the SA no longer lists us in the broadcast group (SM restarted?): rejoining");
-                flush("membership lost", true);
-            }
+        cp_->sa_->query_mcmembers(q, kMcmMgid | kMcmPortGid, [cp = cp_, id = id_, gen = generation_](
+                                                                 SaStatus st, const std::vector<McMemberRecord> &recs) {
+            if (Interface *self = alive(cp, id, gen))
+                self->on_audit(st, recs);
         });
     }
 
@@ -506,19 +618,43 @@ void Interface::tick(std::uint64_t now) {
         next_allmulti_ms_ = now + cfg_.allmulti_poll_ms;
         McMemberRecord q{};
         q.pkey = static_cast<std::uint16_t>(pkey_ | kPkeyFullMember);
-        const std::uint64_t gen = generation_;
-        cp_->sa_->query_mcmembers(q, kMcmPkey, [this, gen](SaStatus st, const std::vector<McMemberRecord> &recs) {
-            if (gen != generation_ || !st.ok())
+        cp_->sa_->query_mcmembers(q, kMcmPkey, [cp = cp_, id = id_, gen = generation_](
+                                                   SaStatus st, const std::vector<McMemberRecord> &recs) {
+            Interface *self = alive(cp, id, gen);
+            if (!self || !st.ok())
                 return;
             for (auto &r : recs) {
-                if (!wire::is_ipoib_mgid(r.mgid) || r.mgid == bcast_.mgid || groups_.count(key_of(r.mgid)))
+                if (!wire::is_ipoib_mgid(r.mgid) || r.mgid == self->bcast_.mgid || self->groups_.count(key_of(r.mgid)))
                     continue;
-                auto &g = groups_[key_of(r.mgid)];
+                auto &g = self->groups_[key_of(r.mgid)];
                 g.mgid = r.mgid;
                 g.join_state = kNonMember;
-                log(LogLevel::info, "ipoib.mcast", "allmulticast: joining " + wire::to_string(r.mgid));
+                self->log(LogLevel::info, "ipoib.mcast", "allmulticast: joining " + wire::to_string(r.mgid));
             }
         });
+    }
+}
+
+
+// The broadcast membership audit's answer.
+void Interface::on_audit(SaStatus st, const std::vector<McMemberRecord> &recs) {
+    audit_in_flight_ = false;
+    if (st.status == -ETIMEDOUT) {
+        if (!sa_silent_) {
+            ++counters_.sa_timeouts;
+            log(LogLevel::warning, "ipoib", "SA not answering (broadcast membership audit)");
+        }
+        sa_silent_ = true;
+        return;
+    }
+    if (sa_silent_)
+        log(LogLevel::notice, "ipoib", "SA answering again");
+    sa_silent_ = false;
+    if ((st.ok() || st.status == kSaStatusNoRecords) && recs.empty()) {
+        ++counters_.memberships_lost;
+        log(LogLevel::notice, "ipoib.mcast",
+            "the SA no longer lists us in the broadcast group (SM restarted?): rejoining");
+        flush("membership lost", true, true);
     }
 }
 
@@ -594,11 +730,18 @@ Interface *ControlPlane::add_interface(const IfaceConfig &cfg, std::string *err)
             *err = "an interface for port " + std::to_string(cfg.port) + " P_Key " + hex16(cfg.pkey) + " exists";
             return nullptr;
         }
-    std::unique_ptr<Interface> i(new Interface(this, cfg));
+    std::unique_ptr<Interface> i(new Interface(this, cfg, next_iface_id_++));
     i->name_ = ctx_->name() + "/" + std::to_string(cfg.port) + (cfg.pkey ? "." + hex16(cfg.pkey) : "");
     i->state_ = IfaceState::port_down;
     ifaces_.push_back(std::move(i));
     return ifaces_.back().get();
+}
+
+Interface *ControlPlane::find_interface(std::uint64_t id) const {
+    for (auto &i : ifaces_)
+        if (i->id_ == id)
+            return i.get();
+    return nullptr;
 }
 
 void ControlPlane::remove_interface(Interface *iface) {
@@ -658,14 +801,16 @@ bool ControlPlane::pop(Request *r) {
 }
 
 bool ControlPlane::request_path(const Gid &dgid, std::uint16_t pkey) {
-    if (push(Request{RequestKind::path, pkey, nullptr, dgid}))
+    if (push(Request{RequestKind::path, pkey, 0, dgid}))
         return true;
     ++counters_.ring_full;  // only the control thread reads it; a lost increment is harmless
     return false;
 }
 
 bool ControlPlane::request_sendonly(Interface *iface, const Gid &mgid) {
-    if (push(Request{RequestKind::sendonly_join, 0, iface, mgid}))
+    if (!iface)
+        return false;
+    if (push(Request{RequestKind::sendonly_join, 0, iface->id(), mgid}))
         return true;
     ++counters_.ring_full;
     return false;
@@ -736,16 +881,28 @@ void ControlPlane::run_once(int max_wait_ms) {
         }
         log(LogLevel::info, "ipoib", ctx_->name() + " port " + std::to_string(ev.port_num) + ": " +
                                          hca::to_string(ev.type));
-        for (auto &i : ifaces_)
-            if (i->cfg_.port == ev.port_num && i->state_ != IfaceState::stopped)
-                i->flush(hca::to_string(ev.type), true);
+        // Linux ipoib's flush levels: light for SM change (and client reregister,
+        // which the verbs provider reports as one) and GID change; heavy for
+        // P_Key change; normal for port active / error and LID change.
+        const bool light = ev.type == hca::EventType::sm_change || ev.type == hca::EventType::gid_change;
+        for (auto &i : ifaces_) {
+            if (i->cfg_.port != ev.port_num || i->state_ == IfaceState::stopped)
+                continue;
+            if (ev.type == hca::EventType::pkey_change)
+                i->pkey_changed();
+            else
+                i->flush(hca::to_string(ev.type), true, light);
+        }
     }
     Request r;
     while (pop(&r)) {
         if (r.kind == RequestKind::path) {
             resolve_path(r.gid, r.pkey);
-        } else if (r.kind == RequestKind::sendonly_join && r.iface) {
-            auto &g = r.iface->groups_[key_of(r.gid)];
+        } else if (r.kind == RequestKind::sendonly_join) {
+            Interface *iface = find_interface(r.iface_id);
+            if (!iface)
+                continue;  // removed since the request was made
+            auto &g = iface->groups_[key_of(r.gid)];
             if (g.mgid == Gid{}) {
                 g.mgid = r.gid;
                 g.join_state = kSendOnlyFullMember;

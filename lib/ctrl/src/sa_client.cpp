@@ -55,6 +55,8 @@ std::string SaStatus::message() const {
         return "success";
     if (status == -ETIMEDOUT)
         return "SA not answering (timed out after all retries)";
+    if (status == -EMSGSIZE)
+        return "SA answer larger than the receive buffer (dropped)";
     if (status < 0) {
         std::snprintf(buf, sizeof buf, "SA request failed locally: %s", std::strerror(-status));
         return buf;
@@ -217,14 +219,16 @@ std::uint64_t SaClient::submit(std::uint8_t method, std::uint16_t attr, std::uin
 }
 
 bool SaClient::transmit(Pending &p) {
-    p.deadline_ms = monotonic_ms() + static_cast<std::uint64_t>(p.timeout_ms);
+    // Our timer outlasts the kernel's response timeout (kSaTimerSlackMs, constants.hpp).
+    p.deadline_ms = monotonic_ms() + static_cast<std::uint64_t>(p.timeout_ms + kSaTimerSlackMs);
     ++p.tries;
     if (portid_ < 0 || sm_lid_ == 0)
         return false;
     std::vector<std::uint8_t> umad(umad_size() + kMadLen);
     std::memcpy(umad_get_mad(umad.data()), p.mad.data(), kMadLen);
     umad_set_addr(umad.data(), sm_lid_, 1, sm_sl_, kGsiQkey);
-    if (umad_send(portid_, agent_, umad.data(), static_cast<int>(kMadLen), 0, 0) < 0) {
+    // A response timeout, or the kernel drops the answer; no kernel retries: ours back off.
+    if (umad_send(portid_, agent_, umad.data(), static_cast<int>(kMadLen), p.timeout_ms, 0) < 0) {
         ++counters_.errors;
         return false;
     }
@@ -297,6 +301,124 @@ int SaClient::next_timeout_ms() const {
     return first <= now ? 0 : static_cast<int>(std::min<std::uint64_t>(first - now, 1u << 30));
 }
 
+namespace {
+
+// The response method an SA answers a request with (IBA 13.4.5, 15.4).
+std::uint8_t response_method(std::uint8_t request) {
+    switch (request) {
+    case UMAD_SA_METHOD_GET_TABLE: return UMAD_SA_METHOD_GET_TABLE_RESP;
+    case UMAD_SA_METHOD_DELETE: return UMAD_SA_METHOD_DELETE_RESP;
+    default: return UMAD_METHOD_GET_RESP;  // Get and Set
+    }
+}
+
+} // namespace
+
+// Is this response an answer to `p`: the SA class, the attribute asked for,
+// the response method of the request's method?
+bool SaClient::answers(const Pending &p, const std::uint8_t *mad) const {
+    const auto *hdr = reinterpret_cast<const umad_hdr *>(mad);
+    return hdr->mgmt_class == UMAD_CLASS_SUBN_ADM && be16toh(hdr->attr_id) == p.attr &&
+           hdr->method == response_method(p.method);
+}
+
+// One MAD read from the port (umad header + `len` bytes): completes the
+// request it answers. Returns how many requests completed (0 or 1).
+int SaClient::receive(std::uint8_t *umad, int len) {
+    const std::uint8_t *mad = static_cast<const std::uint8_t *>(umad_get_mad(umad));
+    if (len < static_cast<int>(sizeof(umad_hdr))) {
+        ++counters_.unmatched;
+        return 0;
+    }
+    const auto *hdr = reinterpret_cast<const umad_hdr *>(mad);
+    const std::uint32_t tid = static_cast<std::uint32_t>(be64toh(hdr->tid));
+    auto it = pending_.find(tid);
+    if (it == pending_.end()) {
+        ++counters_.unmatched;
+        return 0;
+    }
+    if (!(hdr->method & 0x80)) {
+        // Our request handed back by the kernel: its response timeout
+        // passed (status ETIMEDOUT). The try is over: resend now.
+        if (umad_status(umad) != 0 && hdr->method == it->second.method) {
+            ++counters_.kernel_timeouts;
+            it->second.deadline_ms = 0;
+        } else {
+            ++counters_.unmatched;
+        }
+        return 0;
+    }
+    if (!answers(it->second, mad)) {
+        // Right TID, wrong class/attribute/method: not our answer. The request
+        // stays outstanding (answered later, or retried on its timeout).
+        ++counters_.bad_answers;
+        return 0;
+    }
+    Pending p = std::move(it->second);
+    pending_.erase(it);
+    SaStatus st;
+    if (umad_status(umad) != 0)
+        st.status = -umad_status(umad);
+    else
+        st.status = be16toh(hdr->status);
+    // GetTable with no records answers success and zero records; Get answers NO_RECORDS.
+    ++counters_.answered;
+    complete(p, st, mad, static_cast<std::size_t>(len));
+    return 1;
+}
+
+// umad_recv refused a message of `need` bytes (ENOSPC): read it off with a
+// buffer of its size; the request it answers fails with -EMSGSIZE (a table
+// larger than kSaRecvBufLen). If it cannot be read off (no sane length),
+// reopen the port: the kernel's queue goes with the old one; outstanding
+// requests are resent by their timers. Returns how many requests completed.
+int SaClient::skip_oversized(int need) {
+    ++counters_.too_big;
+    std::vector<std::uint8_t> big;
+    int len = need;
+    int r = -1;
+    if (need > 0 && static_cast<std::size_t>(need) <= kSaMaxDrainLen) {
+        big.resize(umad_size() + static_cast<std::size_t>(need));
+        r = umad_recv(portid_, big.data(), &len, 0);
+    }
+    if (r < 0) {
+        reopen();
+        return 0;
+    }
+    const std::uint8_t *mad = static_cast<const std::uint8_t *>(umad_get_mad(big.data()));
+    const auto *hdr = reinterpret_cast<const umad_hdr *>(mad);
+    auto it = len >= static_cast<int>(sizeof(umad_hdr))
+                  ? pending_.find(static_cast<std::uint32_t>(be64toh(hdr->tid)))
+                  : pending_.end();
+    if (it == pending_.end() || !(hdr->method & 0x80) || !answers(it->second, mad)) {
+        ++counters_.unmatched;
+        return 0;
+    }
+    Pending p = std::move(it->second);
+    pending_.erase(it);
+    complete(p, SaStatus{-EMSGSIZE}, nullptr, 0);
+    return 1;
+}
+
+void SaClient::reopen() {
+    if (agent_ >= 0)
+        umad_unregister(portid_, agent_);
+    if (portid_ >= 0)
+        umad_close_port(portid_);
+    agent_ = -1;
+    portid_ = umad_open_port(cfg_.ca_name, cfg_.port);
+    if (portid_ < 0) {
+        portid_ = -1;
+        return;
+    }
+    agent_ = umad_register(portid_, UMAD_CLASS_SUBN_ADM, UMAD_SA_CLASS_VERSION, 1, nullptr);
+    if (agent_ < 0) {
+        umad_close_port(portid_);
+        portid_ = -1;
+        agent_ = -1;
+    }
+}
+
 int SaClient::poll(int timeout_ms) {
     int done = 0;
     if (portid_ >= 0) {
@@ -309,27 +431,15 @@ int SaClient::poll(int timeout_ms) {
             for (;;) {
                 int len = static_cast<int>(rxbuf_.size() - umad_size());
                 const int r = umad_recv(portid_, rxbuf_.data(), &len, 0);
-                if (r < 0)
-                    break;
-                const std::uint8_t *mad = static_cast<const std::uint8_t *>(umad_get_mad(rxbuf_.data()));
-                const auto *hdr = reinterpret_cast<const umad_hdr *>(mad);
-                const std::uint32_t tid = static_cast<std::uint32_t>(be64toh(hdr->tid));
-                auto it = pending_.find(tid);
-                if (it == pending_.end() || !(hdr->method & 0x80)) {
-                    ++counters_.unmatched;
+                if (r == -ENOSPC) {
+                    // Larger than our buffer: the kernel keeps it at the head of
+                    // the queue, so it must be read off or nothing else ever is.
+                    done += skip_oversized(len);
                     continue;
                 }
-                Pending p = std::move(it->second);
-                pending_.erase(it);
-                SaStatus st;
-                if (umad_status(rxbuf_.data()) != 0)
-                    st.status = -umad_status(rxbuf_.data());
-                else
-                    st.status = be16toh(hdr->status);
-                // GetTable with no records answers success and zero records; Get answers NO_RECORDS.
-                ++counters_.answered;
-                complete(p, st, mad, static_cast<std::size_t>(std::max(len, 0)));
-                ++done;
+                if (r < 0 || portid_ < 0)
+                    break;
+                done += receive(rxbuf_.data(), len);
             }
         }
     }

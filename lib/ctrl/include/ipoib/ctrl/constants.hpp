@@ -34,8 +34,18 @@ inline constexpr std::uint16_t kPkeyMask = 0x7fff;
 inline constexpr int kSaTimeoutMs = 500;        // first try of a request
 inline constexpr int kSaMaxTimeoutMs = 16000;   // a request's timeout doubles per retry up to this
 inline constexpr int kSaRetries = 3;            // resends after the first try
+// Each try is handed to the kernel with its timeout as the MAD's response
+// timeout (umad_send timeout_ms; retries 0: SaClient resends, the kernel
+// does not). SaClient's own timer for the try runs this much longer, so the
+// kernel, which reports its timeout (ETIMEDOUT) and frees the TID, always
+// decides first: a late answer is still matched, and the resend (same TID)
+// is never refused as a duplicate of a send the kernel still holds.
+inline constexpr int kSaTimerSlackMs = 100;
 inline constexpr std::size_t kMadLen = 256;     // one MAD (what an SA answer holds without RMPP)
 inline constexpr std::size_t kSaRecvBufLen = 64 * 1024;  // an RMPP-reassembled table answer
+// A larger answer (umad_recv: ENOSPC) is read off with a buffer of its size,
+// up to this; beyond it the umad port is reopened to get rid of it.
+inline constexpr std::size_t kSaMaxDrainLen = 16 * 1024 * 1024;
 inline constexpr std::uint32_t kGsiQkey = 0x80010000;    // QP1's well-known Q_Key
 // MAD status word "SA status 0x03: no records" (IBA 15.2.1.1: class status in bits 8-15).
 inline constexpr int kSaStatusNoRecords = 0x03 << 8;

@@ -11,9 +11,14 @@
 //   match them.
 // - Send-only full-member joins happen when the fast path first transmits to
 //   a group; failed joins back off (1 s doubling to 16 s).
-// - On port down, port up, LID change, SM change or P_Key change everything
-//   is flushed and rejoined; a periodic audit of the broadcast membership
-//   notices an SM that restarted and forgot us.
+// - Port events flush at Linux ipoib's levels: SM change and GID change
+//   (and a membership the SA lost) a light flush: no leaves, every group
+//   rejoined, paths invalid, the link kept up unless the rejoin fails; port
+//   active / error and LID change a normal flush: groups left, link down,
+//   restart; P_Key change a heavy flush: nothing if the P_Key is where it
+//   was, else a restart on its new index (on_pkey_index), or down while it
+//   is gone. A periodic audit of the broadcast membership notices an SM
+//   that restarted and forgot us.
 // - Allmulticast (Solaris ibd's multicast promiscuous mode) joins every
 //   IPoIB group of the partition the SA lists, as non-member.
 // - On stop, every group is left.
@@ -98,6 +103,8 @@ struct GroupView {
 struct IfaceCounters {
     std::uint64_t broadcast_absent, broadcast_mtu_too_big, port_not_active, pkey_missing, sa_timeouts;
     std::uint64_t joins, join_failures, leaves, flushes, memberships_lost, param_mismatch;
+    std::uint64_t bad_answers;  // join answers for another MGID than the one asked: refused
+    std::uint64_t bad_mtu;      // MTU codes naming no MTU (IBA: 1..5) in SA answers, and group MTUs above the port's: refused
 };
 
 class ControlPlane;
@@ -106,6 +113,9 @@ class Interface {
   public:
     IfaceState state() const { return state_; }
     bool up() const { return state_ == IfaceState::up; }
+    // Unique within its ControlPlane, never reused: what SA callbacks and the
+    // fast-path ring hold instead of a pointer (ControlPlane::find_interface).
+    std::uint64_t id() const { return id_; }
     const std::string &name() const { return name_; }
     std::uint16_t pkey() const { return pkey_; }
     int pkey_index() const { return pkey_index_; }
@@ -118,8 +128,17 @@ class Interface {
     void leave(const Gid &mgid);
 
     // Called on the control thread.
+    // The link: up once the broadcast group is joined, down when it is lost.
+    // A light flush (SM change, GID change, lost membership) keeps it up
+    // while the groups are rejoined; only a failed rejoin takes it down.
     std::function<void(bool up)> on_link;
     std::function<void(const Gid &mgid, const McMemberRecord &rec, bool joined)> on_group;
+    // The interface's P_Key moved to another index of the port's P_Key table
+    // (P_Key change event, or found elsewhere on a restart): a QP created
+    // with pkey_index() must move there. Called while the link is down,
+    // before the broadcast group is joined again (heavy flush). If the P_Key
+    // is gone, on_link(false) and the interface waits (pkey_missing).
+    std::function<void(int new_index)> on_pkey_index;
 
   private:
     friend class ControlPlane;
@@ -130,6 +149,7 @@ class Interface {
         probe_failed,
         broadcast_absent,
         broadcast_mtu_too_big,
+        bad_mtu,
         broadcast_join_failed,
         port_not_active,
         pkey_missing,
@@ -149,13 +169,23 @@ class Interface {
         std::string last_error;
     };
 
-    Interface(ControlPlane *cp, const IfaceConfig &cfg);
+    Interface(ControlPlane *cp, const IfaceConfig &cfg, std::uint64_t id);
+    // The interface `id` if it still exists (and, with `gen`, has not been
+    // flushed since): how an SA callback finds its interface.
+    static Interface *alive(ControlPlane *cp, std::uint64_t id);
+    static Interface *alive(ControlPlane *cp, std::uint64_t id, std::uint64_t gen);
     void tick(std::uint64_t now);
-    void flush(const char *why, bool restart);
+    void flush(const char *why, bool restart, bool light = false);
+    void pkey_changed();
+    bool find_pkey(int *index, std::uint16_t *value) const;
+    void report_link(bool up);
     void start_probe();
     void on_probe(SaStatus st, const std::vector<McMemberRecord> &recs);
     void on_bcast_join(SaStatus st, const std::vector<McMemberRecord> &recs);
+    bool refuse_mtu(std::uint8_t code, std::uint64_t now);
     void join_group(Group &g, std::uint64_t now);
+    void on_group_join(const std::array<std::uint8_t, 16> &key, SaStatus st, const std::vector<McMemberRecord> &recs);
+    void on_audit(SaStatus st, const std::vector<McMemberRecord> &recs);
     void group_joined(Group &g, const McMemberRecord &rec);
     McMemberRecord static_record(const Gid &mgid, std::uint8_t join_state) const;
     void send_leave(const Gid &mgid, std::uint8_t join_state);
@@ -165,6 +195,7 @@ class Interface {
     void notice_once(Notice key, const std::string &m);
 
     ControlPlane *cp_;
+    std::uint64_t id_;
     IfaceConfig cfg_;
     std::string name_;
     IfaceState state_ = IfaceState::stopped;
@@ -178,6 +209,7 @@ class Interface {
     std::uint64_t next_audit_ms_ = 0, next_allmulti_ms_ = 0;
     std::uint64_t generation_ = 0;  // bumped on flush: stale answers are ignored
     bool request_in_flight_ = false, audit_in_flight_ = false, sa_silent_ = false;
+    bool link_reported_ = false;  // what on_link last said
     Notice last_notice_ = Notice::none;  // the waiting-state message last logged
     bool troubled_ = false;  // a problem was reported since the interface was last up
 };
@@ -244,7 +276,12 @@ class ControlPlane {
 
     bool open(hca::Context &ctx, const CpConfig &cfg, std::string *err);
     Interface *add_interface(const IfaceConfig &cfg, std::string *err);
+    // Leaves the interface's groups and destroys it at once. Requests it has
+    // outstanding (SA answers, fast-path ring entries) are ignored when they
+    // come back: they refer to it by id, never by pointer.
     void remove_interface(Interface *i);
+    // The interface with this id, nullptr once removed.
+    Interface *find_interface(std::uint64_t id) const;
     // Leave every group of every interface (waiting up to timeout_ms for the
     // SA to acknowledge), then close. Also done by the destructor.
     void stop(int timeout_ms = kStopTimeoutMs);
@@ -255,6 +292,9 @@ class ControlPlane {
 
     // Fast path, lock-free, never blocks: ask for a path / a send-only join.
     // Results arrive through on_path / Interface::on_group on the control thread.
+    // request_sendonly reads iface's id (the pointer must be valid during the
+    // call); the ring holds the id, so the interface may be removed before
+    // the ring is drained.
     bool request_path(const Gid &dgid, std::uint16_t pkey);
     bool request_sendonly(Interface *iface, const Gid &mgid);
     std::function<void(const Gid &dgid, std::uint16_t pkey, SaStatus st, const PathRecord *rec)> on_path;
@@ -281,7 +321,7 @@ class ControlPlane {
     struct Request {
         RequestKind kind;
         std::uint16_t pkey;
-        Interface *iface;
+        std::uint64_t iface_id;  // sendonly_join: Interface::id()
         Gid gid;
     };
     // Bounded MPSC ring (Vyukov): producers claim with CAS on the tail.
@@ -305,6 +345,7 @@ class ControlPlane {
     std::vector<int> gid_index_;  // per port
     Management mgmt_ = Management::sa;
     std::vector<std::unique_ptr<Interface>> ifaces_;
+    std::uint64_t next_iface_id_ = 1;
     std::unique_ptr<Cell[]> ring_;
     alignas(64) std::atomic<std::uint64_t> ring_tail_{0};
     alignas(64) std::uint64_t ring_head_ = 0;

@@ -15,6 +15,22 @@
 // is retried on timeout with exponential backoff (timeout doubles per try,
 // capped at 16 s). Outcomes follow lib/ctrl's error convention
 // (constants.hpp): SaStatus 0 ok, > 0 MAD status, < 0 -errno.
+//
+// What is read back is checked: an answer must carry the SA class, the
+// attribute asked for and the response method of the request (GetResp for
+// Get and Set, GetTableResp, DeleteResp); anything else with a pending TID is
+// dropped and counted (bad_answers) and the request stays outstanding. An
+// answer larger than the receive buffer (umad_recv: ENOSPC, the kernel keeps
+// it queued) is read off with a buffer of its size and its request fails
+// with -EMSGSIZE (too_big), so it cannot block the answers behind it.
+//
+// Every request MAD goes to the kernel with the try's timeout as its
+// response timeout and no kernel retries: a MAD sent with timeout 0 expects
+// no response, and the kernel's MAD layer drops the SA's answer to it.
+// The kernel reports a try that timed out (the request comes back with
+// status ETIMEDOUT); SaClient then resends at once. Its own timer, the
+// try's timeout plus kSaTimerSlackMs, covers transports that report nothing
+// (umad2sim).
 #pragma once
 
 #include <cstdint>
@@ -107,6 +123,9 @@ struct SaConfig {
 
 struct SaCounters {
     std::uint64_t sent, answered, retried, timed_out, errors, unmatched;
+    std::uint64_t kernel_timeouts;  // tries the kernel reported timed out (ETIMEDOUT), each resent at once
+    std::uint64_t bad_answers;      // a pending request's TID, but not its class/attribute/response method: dropped
+    std::uint64_t too_big;          // answers larger than the receive buffer (ENOSPC): read off, request failed
 };
 
 // The SA as the control plane uses it. One control thread; no call blocks
@@ -193,6 +212,10 @@ class SaClient final : public SaService {
                          std::size_t rec_len, PathCallback pcb, McmCallback mcb);
     bool transmit(Pending &p);
     void complete(Pending &p, SaStatus st, const std::uint8_t *mad, std::size_t len);
+    bool answers(const Pending &p, const std::uint8_t *mad) const;
+    int receive(std::uint8_t *umad, int len);
+    int skip_oversized(int need);
+    void reopen();
 
     SaConfig cfg_;
     int portid_ = -1;
