@@ -138,14 +138,61 @@ void Fabric::collect_dead() {
         for (std::uint32_t q = 0; q < kMaxQps; ++q) {
             QpEntry &e = shm_->qps[q];
             if (e.qpn.load(std::memory_order_acquire) && e.owner_proc.load(std::memory_order_relaxed) == p) {
-                for (auto &g : shm_->groups)
-                    g.members[q / 64].fetch_and(~(std::uint64_t{1} << (q % 64)), std::memory_order_acq_rel);
+                group_drop_member(q);
                 e.qpn.store(0, std::memory_order_release);
             }
         }
         std::uint32_t expected = pid;
         shm_->procs[p].pid.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
     }
+}
+
+int Fabric::group_attach(const std::uint8_t *mgid, std::uint16_t mlid, std::uint32_t qp_slot, std::string *err) {
+    GroupEntry *g = nullptr;
+    for (int pass = 0; pass < 2 && !g; ++pass)
+        for (auto &e : shm_->groups) {
+            const std::uint32_t st = e.state.load(std::memory_order_acquire);
+            if (st == kGroupLive && std::memcmp(e.mgid, mgid, 16) == 0) {
+                g = &e;
+                break;
+            }
+            if (pass == 1 && st == kGroupFree) {
+                std::uint32_t expected = kGroupFree;
+                if (e.state.compare_exchange_strong(expected, kGroupBusy, std::memory_order_acq_rel)) {
+                    std::memcpy(e.mgid, mgid, 16);
+                    e.mlid.store(mlid, std::memory_order_relaxed);
+                    e.state.store(kGroupLive, std::memory_order_release);
+                    g = &e;
+                    break;
+                }
+            }
+        }
+    if (!g) {
+        *err = "no free multicast group slot";
+        return -ENOSPC;
+    }
+    if (g->mlid.load(std::memory_order_relaxed) != mlid) {
+        *err = "the group has MLID " + std::to_string(g->mlid.load(std::memory_order_relaxed)) + ", not " +
+               std::to_string(mlid);
+        return -EINVAL;
+    }
+    g->members[qp_slot / 64].fetch_or(std::uint64_t{1} << (qp_slot % 64), std::memory_order_acq_rel);
+    return 0;
+}
+
+int Fabric::group_detach(const std::uint8_t *mgid, std::uint32_t qp_slot, std::string *err) {
+    for (auto &e : shm_->groups)
+        if (e.state.load(std::memory_order_acquire) == kGroupLive && std::memcmp(e.mgid, mgid, 16) == 0) {
+            e.members[qp_slot / 64].fetch_and(~(std::uint64_t{1} << (qp_slot % 64)), std::memory_order_acq_rel);
+            return 0;
+        }
+    *err = "not attached";
+    return -ENOENT;
+}
+
+void Fabric::group_drop_member(std::uint32_t qp_slot) noexcept {
+    for (auto &g : shm_->groups)
+        g.members[qp_slot / 64].fetch_and(~(std::uint64_t{1} << (qp_slot % 64)), std::memory_order_acq_rel);
 }
 
 std::string Fabric::segment_name(std::uint32_t key) const {

@@ -40,6 +40,14 @@ class Fabric {
     // Reclaim the slots of processes that died without closing.
     void collect_dead();
 
+    // The multicast group table. Attach QP slot qp_slot to the group of mgid
+    // (16 bytes) with MLID mlid, creating the group if needed; detach it.
+    // 0, or a negative errno with *err set.
+    int group_attach(const std::uint8_t *mgid, std::uint16_t mlid, std::uint32_t qp_slot, std::string *err);
+    int group_detach(const std::uint8_t *mgid, std::uint32_t qp_slot, std::string *err);
+    // Remove QP slot qp_slot from every group (its QP is gone).
+    void group_drop_member(std::uint32_t qp_slot) noexcept;
+
   private:
     std::string segment_name(std::uint32_t key) const;
 

@@ -402,9 +402,7 @@ SoftQp::SoftQp(SoftContext *ctx, QpEntry *e, std::uint32_t slot, std::uint32_t p
 SoftQp::~SoftQp() {
     auto &v = recv_cq_->recv_qps;
     v.erase(std::remove(v.begin(), v.end(), this), v.end());
-    FabricShm *shm = ctx_->fabric.shm();
-    for (auto &g : shm->groups)
-        g.members[slot_ / 64].fetch_and(~(std::uint64_t{1} << (slot_ % 64)), std::memory_order_acq_rel);
+    ctx_->fabric.group_drop_member(slot_);
     e_->qpn.store(0, std::memory_order_release);
 }
 
@@ -484,43 +482,15 @@ int SoftQp::poll_recv(Wc *wc, int n) noexcept {
 int SoftQp::attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept {
     if (!mgid.is_multicast() || mlid < kMulticastLidBase || mlid == 0xffff)
         return ctx_->fail(-EINVAL, "attach_mcast: not a multicast GID/LID");
-    FabricShm *shm = ctx_->fabric.shm();
-    GroupEntry *g = nullptr;
-    for (int pass = 0; pass < 2 && !g; ++pass)
-        for (auto &e : shm->groups) {
-            const std::uint32_t st = e.state.load(std::memory_order_acquire);
-            if (st == kGroupLive && std::memcmp(e.mgid, mgid.raw.data(), 16) == 0) {
-                g = &e;
-                break;
-            }
-            if (pass == 1 && st == kGroupFree) {
-                std::uint32_t expected = kGroupFree;
-                if (e.state.compare_exchange_strong(expected, kGroupBusy, std::memory_order_acq_rel)) {
-                    std::memcpy(e.mgid, mgid.raw.data(), 16);
-                    e.mlid.store(mlid, std::memory_order_relaxed);
-                    e.state.store(kGroupLive, std::memory_order_release);
-                    g = &e;
-                    break;
-                }
-            }
-        }
-    if (!g)
-        return ctx_->fail(-ENOSPC, "attach_mcast: no free multicast group slot");
-    if (g->mlid.load(std::memory_order_relaxed) != mlid)
-        return ctx_->fail(-EINVAL, "attach_mcast: the group has MLID " +
-                                        std::to_string(g->mlid.load(std::memory_order_relaxed)) + ", not " +
-                                        std::to_string(mlid));
-    g->members[slot_ / 64].fetch_or(std::uint64_t{1} << (slot_ % 64), std::memory_order_acq_rel);
-    return 0;
+    std::string err;
+    const int r = ctx_->fabric.group_attach(mgid.raw.data(), mlid, slot_, &err);
+    return r ? ctx_->fail(r, "attach_mcast: " + err) : 0;
 }
 
 int SoftQp::detach_mcast(const Gid &mgid, std::uint16_t) noexcept {
-    for (auto &e : ctx_->fabric.shm()->groups)
-        if (e.state.load(std::memory_order_acquire) == kGroupLive && std::memcmp(e.mgid, mgid.raw.data(), 16) == 0) {
-            e.members[slot_ / 64].fetch_and(~(std::uint64_t{1} << (slot_ % 64)), std::memory_order_acq_rel);
-            return 0;
-        }
-    return ctx_->fail(-ENOENT, "detach_mcast: not attached");
+    std::string err;
+    const int r = ctx_->fabric.group_detach(mgid.raw.data(), slot_, &err);
+    return r ? ctx_->fail(r, "detach_mcast: " + err) : 0;
 }
 
 bool SoftQp::claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint64_t *lap_out) noexcept {
