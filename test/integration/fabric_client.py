@@ -9,8 +9,12 @@ UMAD2SIM = "/usr/lib/x86_64-linux-gnu/umad2sim/libumad2sim.so"
 
 
 def client_env(env, host):
-    """Environment of a process attached to `host` of the fabric `env` (ipoib-fabric up's JSON)."""
-    return dict(os.environ, LD_PRELOAD=UMAD2SIM, SIM_HOST=host, IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
+    """Environment of a process attached to `host` of the fabric `env` (ipoib-fabric up's JSON).
+    $IPOIB_PEER_PRELOAD goes first in LD_PRELOAD (an AddressSanitizer build needs
+    libasan there: IPOIB_PEER_PRELOAD=$(gcc -print-file-name=libasan.so))."""
+    first = os.environ.get("IPOIB_PEER_PRELOAD", "")
+    return dict(os.environ, LD_PRELOAD=(first + " " if first else "") + UMAD2SIM, SIM_HOST=host,
+                IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
 
 
 class Fabric:

@@ -13,7 +13,15 @@
 #include <new>
 #include <thread>
 
+#include "soft_testing.hpp"
+
 namespace ipoib::hca::soft {
+
+namespace {
+std::atomic<std::uint32_t> g_attach_pause_ms{0};  // test hook (soft_testing.hpp)
+} // namespace
+
+void set_attach_pause_ms(std::uint32_t ms) noexcept { g_attach_pause_ms.store(ms); }
 
 std::uint64_t proc_start_time(int pid) noexcept {
     char path[64];
@@ -108,6 +116,8 @@ bool Fabric::attach(const std::string &name, std::string *err) {
         if (shm_->procs[p].pid.compare_exchange_strong(expected, me, std::memory_order_acq_rel)) {
             proc_ = p;
             gen_ = shm_->procs[p].gen.fetch_add(1, std::memory_order_relaxed) + 1;
+            if (const std::uint32_t ms = g_attach_pause_ms.exchange(0)) [[unlikely]]
+                std::this_thread::sleep_for(std::chrono::milliseconds(ms));
             shm_->procs[p].start_time.store(proc_start_time(static_cast<int>(me)), std::memory_order_release);
             return true;
         }

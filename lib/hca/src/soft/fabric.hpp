@@ -23,6 +23,7 @@ class Fabric {
 
     FabricShm *shm() const noexcept { return shm_; }
     std::uint32_t proc() const noexcept { return proc_; }
+    std::uint32_t gen() const noexcept { return gen_; }
 
     // Is the process in proc slot p (as of its incarnation `gen`) still alive?
     // A syscall: only for the slow path.

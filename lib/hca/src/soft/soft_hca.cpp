@@ -138,6 +138,8 @@ class SoftContext final : public common::ContextBase {
     std::unique_ptr<Capture> capture;
     std::uint32_t poll_ms = kDefaultPollMs;
     bool fault_stall_after_claim = false;  // test-only fault hook (soft_testing.hpp)
+    std::uint32_t fault_stall_ms = 0;       // 0: stall forever
+    std::uint32_t stall_ms = 0;             // test hook: bound on a stuck slot (not used yet)
 
   private:
     bool refresh_ports(bool initial);
@@ -552,9 +554,12 @@ void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendW
         count(d.counters[kQpDropNoBuffer]);
         return;
     }
-    if (ctx_->fault_stall_after_claim) [[unlikely]]
-        for (;;)
-            pause();  // die here, holding a claimed slot, when the test kills us
+    if (ctx_->fault_stall_after_claim) [[unlikely]] {
+        if (!ctx_->fault_stall_ms)
+            for (;;)
+                pause();  // die here, holding a claimed slot, when the test kills us
+        usleep(ctx_->fault_stall_ms * 1000);  // or come back late
+    }
     std::uint32_t seg_size = 0;
     std::uint8_t *base = ctx_->fabric.segment_base(s->seg_key, &seg_size);
     const bool fits = base && std::uint64_t{s->offset} + s->length <= seg_size && kGrhLen + len <= s->length;
@@ -733,11 +738,34 @@ std::unique_ptr<Context> open_provider(const std::string &device, const Provider
 
 } // namespace
 
-bool arm_stall_after_claim(Context &ctx) noexcept {
+bool arm_stall_after_claim(Context &ctx, std::uint32_t ms) noexcept {
     auto *soft = dynamic_cast<SoftContext *>(&ctx);
     if (!soft)
         return false;
     soft->fault_stall_after_claim = true;
+    soft->fault_stall_ms = ms;
+    return true;
+}
+
+bool set_stall_ms(Context &ctx, std::uint32_t ms) noexcept {
+    auto *soft = dynamic_cast<SoftContext *>(&ctx);
+    if (!soft)
+        return false;
+    soft->stall_ms = ms;
+    return true;
+}
+
+FabricShm *fabric_shm(Context &ctx) noexcept {
+    auto *soft = dynamic_cast<SoftContext *>(&ctx);
+    return soft ? soft->fabric.shm() : nullptr;
+}
+
+bool fabric_proc(Context &ctx, std::uint32_t *proc, std::uint32_t *gen) noexcept {
+    auto *soft = dynamic_cast<SoftContext *>(&ctx);
+    if (!soft)
+        return false;
+    *proc = soft->fabric.proc();
+    *gen = soft->fabric.gen();
     return true;
 }
 
