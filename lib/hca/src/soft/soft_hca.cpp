@@ -70,7 +70,10 @@ class SoftCq final : public Cq {
     explicit SoftCq(std::uint32_t depth) : sends_(depth) {}
     int poll(Wc *wc, int n) noexcept override;
 
-    bool push_send(const Wc &w) noexcept { return sends_.push(w); }
+    // A send's completion place, reserved before the send is accepted (never dropped).
+    bool reserve_send() noexcept { return sends_.reserve(); }
+    void push_send(const Wc &w) noexcept { sends_.push_reserved(w); }
+    void unreserve_send() noexcept { sends_.unreserve(); }
     std::vector<SoftQp *> recv_qps;
 
   private:
@@ -693,12 +696,19 @@ void SoftQp::send_one(const SendWr &wr) noexcept {
     count(e_->counters[kQpTxBytes], len);
     if (wr.signaled)
         send_cq_->push_send(c);
+    else
+        send_cq_->unreserve_send();
 }
 
+// A work request is accepted only if its completion has a place in the send
+// CQ (reserved here; send_one uses it or gives it back): a full CQ stops the
+// burst and the count accepted is returned, as ibv_post_send stops at a full
+// send queue (ENOMEM). No completion is ever dropped.
 int SoftQp::post_send(const SendWr *wr, int n) noexcept {
-    for (int i = 0; i < n; ++i)
+    int i = 0;
+    for (; i < n && send_cq_->reserve_send(); ++i)
         send_one(wr[i]);
-    return n;
+    return i;
 }
 
 // The provider: options, defaults from the environment umad2sim uses.
