@@ -18,6 +18,8 @@
 namespace ipoib::hca::soft {
 
 namespace {
+constexpr std::uint32_t kMaxPid = 4194304;  // PID_MAX_LIMIT: a larger pid in a process entry is garbage
+
 std::atomic<std::uint32_t> g_attach_pause_ms{0};  // test hook (soft_testing.hpp)
 } // namespace
 
@@ -131,8 +133,8 @@ bool Fabric::proc_alive(std::uint32_t p) const noexcept {
         return false;
     const ProcEntry &e = shm_->procs[p];
     const std::uint32_t pid = e.pid.load(std::memory_order_acquire);
-    if (pid == 0)
-        return false;
+    if (pid == 0 || pid > kMaxPid)
+        return false;  // (kill() of 0 or a negative pid would test a whole process group)
     if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
         return false;
     const std::uint64_t st = e.start_time.load(std::memory_order_acquire);

@@ -12,6 +12,11 @@
 // receiving process completes slots in order from its CQ. A slot is never
 // reachable by two senders, and a sender that dies leaves a slot CLAIMED by a
 // dead process, which the receiver completes as `aborted` (see soft_hca.cpp).
+//
+// Threat model: a peer process may be buggy or crash (not root). Anything
+// read here that another process writes may be garbage: every index, count,
+// length and state read from this memory is bounded before it is used
+// (rx_slot.hpp for the receive slots; doc/soft-hca.md has the list).
 #pragma once
 
 #include <atomic>
@@ -22,7 +27,7 @@
 namespace ipoib::hca::soft {
 
 inline constexpr std::uint32_t kMagic = 0x49504f53;  // "IPOS"
-inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kLayoutVersion = 2;
 inline constexpr std::uint32_t kMaxProcs = 32;
 inline constexpr std::uint32_t kMaxPorts = 32;
 inline constexpr std::uint32_t kQpSlotBits = 7;
@@ -40,10 +45,16 @@ constexpr std::uint64_t slot_word(std::uint64_t lap, std::uint32_t proc, SlotKin
 }
 constexpr std::uint64_t slot_lap(std::uint64_t w) noexcept { return w >> 16; }
 constexpr std::uint32_t slot_proc(std::uint64_t w) noexcept { return (w >> 8) & 0xff; }
+constexpr std::uint32_t slot_owner(std::uint64_t w) noexcept { return slot_proc(w); }
+constexpr std::uint8_t slot_kind_raw(std::uint64_t w) noexcept { return static_cast<std::uint8_t>(w & 0xff); }
 constexpr SlotKind slot_kind(std::uint64_t w) noexcept { return static_cast<SlotKind>(w & 0xff); }
 
 // Receive-side outcome the sender leaves for the receiver.
-enum RxStatus : std::uint8_t { kRxOk = 0, kRxTooLong = 1 };
+enum RxStatus : std::uint8_t {
+    kRxOk = 0,
+    kRxTooLong = 1,    // the message does not fit the posted buffer
+    kRxBadBuffer = 2,  // the slot's buffer descriptor names no segment, or lies outside it
+};
 
 struct RqSlot {
     std::atomic<std::uint64_t> state;
@@ -55,7 +66,7 @@ struct RqSlot {
     std::uint32_t byte_len;
     std::uint32_t src_qp;
     std::uint16_t slid;
-    std::uint16_t pkey_index;
+    std::uint16_t pkey_index;  // unused: the receiver knows its own
     std::uint8_t sl;
     std::uint8_t flags;   // kWcGrh
     std::uint8_t status;  // RxStatus
@@ -66,13 +77,14 @@ static_assert(sizeof(RqSlot) == 40);
 enum QpCounter : std::uint32_t {
     kQpTxPackets, kQpTxBytes, kQpTxErrors, kQpRxPackets, kQpRxBytes,
     kQpDropNoBuffer, kQpDropQkey, kQpDropPkey, kQpDropTooLong, kQpDropPortDown, kQpDropAborted,
+    kQpRxBadSlot,
     kQpCounterCount
 };
 
 enum PortCounter : std::uint32_t {
     kPortTxPackets, kPortTxBytes, kPortRxPackets, kPortRxBytes,
     kPortDropNoQp, kPortDropPkey, kPortDropPortDown, kPortDropNoBuffer, kPortDropQkey, kPortDropTooLong,
-    kPortTxMtuExceeded, kPortTxPortDown,
+    kPortTxMtuExceeded, kPortTxPortDown, kPortRxBadSlot,
     kPortCounterCount
 };
 

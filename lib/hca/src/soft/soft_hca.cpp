@@ -19,6 +19,7 @@
 #include "capture.hpp"
 #include "fabric.hpp"
 #include "ipoib/hca/hca.hpp"
+#include "rx_slot.hpp"
 #include "smp_client.hpp"
 #include "soft_testing.hpp"
 
@@ -39,6 +40,12 @@ constexpr std::uint32_t kQpnReserved = 1;        // placeholder QPN of a slot be
 // Polls of a receive slot claimed by a sender before checking that the
 // sender is alive (a syscall: kept off the common path).
 constexpr std::uint32_t kStuckPollsBeforeCheck = 4096;
+// Polls of an idle receive queue (a buffer posted, nothing arriving) between
+// two checks of its ring head, a hint in shared memory senders start from.
+constexpr std::uint32_t kIdlePollsBeforeHeadCheck = 1024;
+// Slots a poll may find changed under it (a CAS lost) before it gives up
+// until the next poll: a peer flipping a state word cannot keep it spinning.
+constexpr int kSlotRetriesPerPoll = 4;
 
 std::uint64_t now_ms() noexcept {
     timespec ts{};
@@ -99,6 +106,7 @@ class SoftQp final : public Qp {
     int poll_recv(Wc *wc, int n) noexcept;
 
   private:
+    void check_head() noexcept;
     void deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendWr &wr, std::uint32_t len,
                  std::uint32_t qkey, const SoftAh &ah) noexcept;
     bool claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint64_t *lap) noexcept;
@@ -112,9 +120,14 @@ class SoftQp final : public Qp {
     std::uint32_t qpn_;
     SoftCq *send_cq_, *recv_cq_;
     std::uint32_t depth_;
+    std::uint16_t pkey_index_;
+    // Per ring index, what this process posted: the work request and the
+    // buffer's length (the slot's own copy is shared memory).
     std::vector<std::uint64_t> wr_ids_;
+    std::vector<std::uint32_t> lens_;
     std::uint64_t tail_ = 0, cursor_ = 0;
     std::uint32_t stuck_polls_ = 0;
+    std::uint32_t idle_polls_ = 0;
     std::uint32_t psn_ = 0;
 };
 
@@ -376,7 +389,8 @@ int SoftContext::port_counters(std::uint8_t port, PortCounters *out) noexcept {
     auto g = [&](PortCounter i) { return c[i].load(std::memory_order_relaxed); };
     *out = PortCounters{g(kPortTxPackets),    g(kPortTxBytes),       g(kPortRxPackets),   g(kPortRxBytes),
                         g(kPortDropNoQp),     g(kPortDropPkey),      g(kPortDropPortDown), g(kPortDropNoBuffer),
-                        g(kPortDropQkey),     g(kPortDropTooLong),   g(kPortTxMtuExceeded), g(kPortTxPortDown)};
+                        g(kPortDropQkey),     g(kPortDropTooLong),   g(kPortTxMtuExceeded), g(kPortTxPortDown),
+                        g(kPortRxBadSlot)};
     return 0;
 }
 
@@ -400,7 +414,8 @@ SoftQp::SoftQp(SoftContext *ctx, QpEntry *e, std::uint32_t slot, std::uint32_t p
                const QpInit &init)
     : ctx_(ctx), e_(e), slot_(slot), port_idx_(port_idx), port_num_(port_num),
       qpn_(e->qpn.load(std::memory_order_relaxed)), send_cq_(static_cast<SoftCq *>(init.send_cq)),
-      recv_cq_(static_cast<SoftCq *>(init.recv_cq)), depth_(init.max_recv_wr), wr_ids_(init.max_recv_wr) {
+      recv_cq_(static_cast<SoftCq *>(init.recv_cq)), depth_(init.max_recv_wr), pkey_index_(init.pkey_index),
+      wr_ids_(init.max_recv_wr), lens_(init.max_recv_wr) {
     recv_cq_->recv_qps.push_back(this);
 }
 
@@ -416,7 +431,8 @@ QpCounters SoftQp::counters() const noexcept {
     return QpCounters{g(kQpTxPackets),     g(kQpTxBytes),    g(kQpTxErrors),   g(kQpRxPackets),
                       g(kQpRxBytes),       g(kQpDropNoBuffer), g(kQpDropQkey), g(kQpDropPkey),
                       g(kQpDropTooLong),   g(kQpDropPortDown), g(kQpDropAborted),
-                      0 /* rx_errors: every soft receive error is a counted drop */};
+                      g(kQpRxBadSlot) /* rx_errors: the completions in error for a bad slot */,
+                      g(kQpRxBadSlot)};
 }
 
 int SoftQp::post_recv(const RecvWr *wr, int n) noexcept {
@@ -437,51 +453,81 @@ int SoftQp::post_recv(const RecvWr *wr, int n) noexcept {
         s.offset = static_cast<std::uint32_t>(static_cast<const std::uint8_t *>(addr) - base);
         s.length = wr[i].sge.length;
         wr_ids_[idx % depth_] = wr[i].wr_id;
+        lens_[idx % depth_] = wr[i].sge.length;
         s.state.store(slot_word(idx / depth_ + 1, 0, kPosted), std::memory_order_release);
     }
     return i;
 }
 
+// Completes the slots at the cursor, in order. Every slot is read through
+// parse_rx_slot (rx_slot.hpp): a value no correct process writes completes
+// the slot in error (general_err) and is counted in rx_bad_slot.
 int SoftQp::poll_recv(Wc *wc, int n) noexcept {
-    int got = 0;
+    int got = 0, retries = 0;
     while (got < n && cursor_ < tail_) {
         const std::uint64_t lap = cursor_ / depth_ + 1;
-        RqSlot &s = e_->rq[cursor_ % depth_];
+        const std::uint32_t i = static_cast<std::uint32_t>(cursor_ % depth_);
+        RqSlot &s = e_->rq[i];
         const std::uint64_t w = s.state.load(std::memory_order_acquire);
         Wc &c = wc[got];
-        if (slot_kind(w) == kDone) {
-            c.status = s.status == kRxOk ? WcStatus::success : WcStatus::loc_len_err;
-            c.byte_len = s.byte_len;
-            c.src_qp = s.src_qp;
-            c.slid = s.slid;
-            c.sl = s.sl;
-            c.wc_flags = s.flags;
-            c.pkey_index = s.pkey_index;
-        } else if (slot_kind(w) == kClaimed) {
+        const RxVerdict v = parse_rx_slot(read_rx_slot(s, w), lap, lens_[i], &c);
+        if (v == RxVerdict::wait) {
+            if (++idle_polls_ >= kIdlePollsBeforeHeadCheck)
+                check_head();
+            break;
+        }
+        idle_polls_ = 0;
+        if (v == RxVerdict::claimed) {
             // A sender is writing. If it stays that way, check whether it died.
-            if (++stuck_polls_ < kStuckPollsBeforeCheck || ctx_->fabric.proc_alive(slot_proc(w))) {
+            if (++stuck_polls_ < kStuckPollsBeforeCheck || ctx_->fabric.proc_alive(slot_owner(w))) {
                 if (stuck_polls_ >= kStuckPollsBeforeCheck)
                     stuck_polls_ = 0;
                 break;
             }
             std::uint64_t expected = w;
-            if (!s.state.compare_exchange_strong(expected, slot_word(lap, 0, kConsumed), std::memory_order_acq_rel))
+            if (!s.state.compare_exchange_strong(expected, slot_word(lap, 0, kConsumed), std::memory_order_acq_rel)) {
+                if (++retries > kSlotRetriesPerPoll)
+                    break;
                 continue;  // it finished after all
+            }
             count(e_->counters[kQpDropAborted]);
             c = Wc{};
             c.status = WcStatus::aborted;
+        } else if (v == RxVerdict::bad) {
+            // Take it from whoever might still think it theirs, then complete it in error.
+            std::uint64_t expected = w;
+            if (!s.state.compare_exchange_strong(expected, slot_word(lap, 0, kConsumed), std::memory_order_acq_rel)) {
+                if (++retries > kSlotRetriesPerPoll)
+                    break;
+                continue;
+            }
+            count(e_->counters[kQpRxBadSlot]);
+            count(ctx_->fabric.shm()->ports[port_idx_].counters[kPortRxBadSlot]);
+            c = Wc{};
+            c.status = WcStatus::general_err;
         } else {
-            break;  // posted, nobody has written to it yet
+            s.state.store(slot_word(lap, 0, kConsumed), std::memory_order_release);
         }
         stuck_polls_ = 0;
-        c.wr_id = wr_ids_[cursor_ % depth_];
+        c.wr_id = wr_ids_[i];
         c.opcode = WcOpcode::recv;
         c.qp_num = qpn_;
-        s.state.store(slot_word(lap, 0, kConsumed), std::memory_order_release);
+        c.pkey_index = pkey_index_;
         ++cursor_;
         ++got;
     }
     return got;
+}
+
+// The ring head is a hint senders start from: garbage past what this process
+// posted would have them find no buffer for good (and one behind the cursor
+// would have them search). An idle receiver puts it back at the cursor;
+// a CAS, so a sender's own progress is never undone.
+void SoftQp::check_head() noexcept {
+    idle_polls_ = 0;
+    std::uint64_t h = e_->rq_head.load(std::memory_order_relaxed);
+    if (h < cursor_ || h > tail_)
+        e_->rq_head.compare_exchange_strong(h, cursor_, std::memory_order_acq_rel);
 }
 
 int SoftQp::attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept {
@@ -529,10 +575,17 @@ bool SoftQp::claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint64_t
     return false;
 }
 
+// Every value of the destination read from shared memory is bounded before it
+// indexes anything (rx_slot.hpp); a bad one drops the message, counted in the
+// destination QP's rx_bad_slot (and its port's, when the port is known).
 void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendWr &wr, std::uint32_t len,
                      std::uint32_t qkey, const SoftAh &ah) noexcept {
     FabricShm *shm = ctx_->fabric.shm();
     QpEntry &d = shm->qps[dst_slot];
+    if (!valid_port_idx(dst_port)) [[unlikely]] {
+        count(d.counters[kQpRxBadSlot]);
+        return;
+    }
     PortEntry &dp = shm->ports[dst_port];
     if (dp.state.load(std::memory_order_acquire) != static_cast<std::uint8_t>(PortState::active)) {
         count(dp.counters[kPortDropPortDown]);
@@ -550,9 +603,14 @@ void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendW
         return;
     }
     const std::uint32_t depth = d.rq_depth.load(std::memory_order_relaxed);
+    if (!valid_rq_depth(depth)) [[unlikely]] {
+        count(dp.counters[kPortRxBadSlot]);
+        count(d.counters[kQpRxBadSlot]);
+        return;
+    }
     RqSlot *s;
     std::uint64_t lap;
-    if (depth == 0 || depth > kRqDepth || !claim(d, depth, &s, &lap)) {
+    if (!claim(d, depth, &s, &lap)) {
         count(dp.counters[kPortDropNoBuffer]);
         count(d.counters[kQpDropNoBuffer]);
         return;
@@ -563,11 +621,13 @@ void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendW
                 pause();  // die here, holding a claimed slot, when the test kills us
         usleep(ctx_->fault_stall_ms * 1000);  // or come back late
     }
+    // The receiver's buffer descriptor, each field read once and bounded by the segment it names.
+    const std::uint32_t key = load_once(s->seg_key), offset = load_once(s->offset), length = load_once(s->length);
     std::uint32_t seg_size = 0;
-    std::uint8_t *base = ctx_->fabric.segment_base(s->seg_key, &seg_size);
-    const bool fits = base && std::uint64_t{s->offset} + s->length <= seg_size && kGrhLen + len <= s->length;
-    if (fits) {
-        std::uint8_t *buf = base + s->offset;
+    std::uint8_t *base = ctx_->fabric.segment_base(key, &seg_size);
+    const RxStatus st = check_rx_buffer(offset, length, base ? seg_size : 0, len);
+    if (st == kRxOk) {
+        std::uint8_t *buf = base + offset;
         if (ah.attr_.is_global) {
             Gid sgid;
             ctx_->query_gid(port_num_, 0, &sgid);
@@ -579,22 +639,20 @@ void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendW
                         wr.sg_list[i].length);
             dst += wr.sg_list[i].length;
         }
-        s->status = kRxOk;
         count(dp.counters[kPortRxPackets]);
         count(dp.counters[kPortRxBytes], len);
         count(d.counters[kQpRxPackets]);
         count(d.counters[kQpRxBytes], len);
-    } else {
-        s->status = kRxTooLong;
+    } else if (st == kRxTooLong) {
         count(dp.counters[kPortDropTooLong]);
         count(d.counters[kQpDropTooLong]);
-    }
+    }  // kRxBadBuffer: the receiver counts it when it completes the slot
+    s->status = st;
     s->byte_len = kGrhLen + len;
     s->src_qp = qpn_;
     s->slid = shm->ports[port_idx_].lid.load(std::memory_order_relaxed);
-    s->sl = ah.attr_.sl;
+    s->sl = ah.attr_.sl & kMaxSl;
     s->flags = ah.attr_.is_global ? kWcGrh : 0;
-    s->pkey_index = d.pkey_index.load(std::memory_order_relaxed);
     s->state.store(slot_word(lap, ctx_->fabric.proc(), kDone), std::memory_order_release);
 }
 
@@ -604,10 +662,11 @@ void SoftQp::send_one(const SendWr &wr) noexcept {
     auto *ah = static_cast<SoftAh *>(wr.ah);
     Wc c = common::send_wc(wr.wr_id, WcStatus::success, qpn_);
     const std::uint32_t len = common::send_length(wr);
-    const auto mtu = static_cast<Mtu>(mp.active_mtu.load(std::memory_order_relaxed));
+    const std::uint8_t mtu_code = mp.active_mtu.load(std::memory_order_relaxed);
+    const auto mtu = static_cast<Mtu>(mtu_code);
 
-    if (!ah || wr.num_sge > kMaxSendSge) {
-        c.status = WcStatus::general_err;
+    if (!ah || wr.num_sge > kMaxSendSge || !valid_mtu_code(mtu_code)) {
+        c.status = WcStatus::general_err;  // (an MTU code no process writes: the port entry is garbage)
     } else if (mp.state.load(std::memory_order_acquire) != static_cast<std::uint8_t>(PortState::active)) {
         c.status = WcStatus::loc_qp_op_err;
         count(mp.counters[kPortTxPortDown]);

@@ -182,6 +182,10 @@ struct QpCounters {
     std::uint64_t rx_packets, rx_bytes;
     std::uint64_t drop_no_buffer, drop_qkey, drop_pkey, drop_too_long, drop_port_down, drop_aborted;
     std::uint64_t rx_errors;  // receive completions in error for another reason (flushes not counted)
+    // Software HCA only (0 elsewhere): messages to this QP lost or completed in
+    // error because its shared-memory state held a value no correct process
+    // writes (a receive slot, the QP's entry): a buggy or crashed peer's doing.
+    std::uint64_t rx_bad_slot;
 };
 
 struct PortCounters {
@@ -189,6 +193,7 @@ struct PortCounters {
     std::uint64_t rx_packets, rx_bytes;
     std::uint64_t drop_no_qp, drop_pkey, drop_port_down, drop_no_buffer, drop_qkey, drop_too_long;
     std::uint64_t tx_mtu_exceeded, tx_port_down;
+    std::uint64_t rx_bad_slot;  // software HCA: the sum of its QPs' rx_bad_slot (0 elsewhere)
 };
 
 class Mr {
