@@ -14,10 +14,10 @@ def rx_slot(lap, kind, owner=2, byte_len=140, src_qp=0x1234, slid=5, sl=3, flags
             seg_key=0x01000001, offset=0, length=4136, posted_len=4136, seg_size=1 << 20, msg_len=100):
     """An RqSlot image (state, seg_key, offset, length, byte_len, src_qp, slid, pkey_index, sl, flags,
     status, pad), then the receiver's lap, its posted length, the sender's segment size, message length."""
-    state = lap << 16 | owner << 8 | kind
+    state = lap << 32 | owner << 8 | kind
     slot = struct.pack("<QIIIIIHHBBB5x", state, seg_key, offset, length, byte_len, src_qp, slid, 0, sl, flags,
                        status)
-    return slot + struct.pack("<QIII", lap, posted_len, seg_size, msg_len)
+    return slot + struct.pack("<IIII", lap, posted_len, seg_size, msg_len)
 
 ETH_ARP_REQ = "000108000604000102000000000a0a0900010000000000000a090002"
 IB_ARP_REQ = ("0020080014040001" "80000048fe800000000000000002c903000abcde" "0a090001"
@@ -38,7 +38,8 @@ SEEDS = {
            b"\x00\xff" + bytes.fromhex(IB_NA)],
     "mgid": [bytes.fromhex("8001 02 e0010203".replace(" ", "")),
              bytes.fromhex("ffff 02 ff020000000000000000000000000001".replace(" ", ""))],
-    "rx_slot": [rx_slot(1, 3), rx_slot(7, 1, owner=0), rx_slot(7, 2), rx_slot(2, 3, status=1, byte_len=9000),
+    "rx_slot": [rx_slot(1, 3), rx_slot(7, 1, owner=0), rx_slot(7, 2, owner=0x10102),
+                rx_slot(2, 3, status=1, byte_len=9000),
                 rx_slot(3, 3, byte_len=40, flags=0)],
 }
 

@@ -271,7 +271,8 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
                 << ",\"drop_no_buffer\":" << c.drop_no_buffer << ",\"drop_qkey\":" << c.drop_qkey
                 << ",\"drop_pkey\":" << c.drop_pkey << ",\"drop_too_long\":" << c.drop_too_long
                 << ",\"drop_port_down\":" << c.drop_port_down << ",\"drop_aborted\":" << c.drop_aborted
-                << ",\"rx_errors\":" << c.rx_errors << ",\"rx_bad_slot\":" << c.rx_bad_slot << "}";
+                << ",\"rx_errors\":" << c.rx_errors << ",\"rx_bad_slot\":" << c.rx_bad_slot
+                << ",\"drop_stalled\":" << c.drop_stalled << ",\"tx_late\":" << c.tx_late << "}";
         } else if (cmd == "send" || cmd == "sendloop") {
             AhAttr aa;
             aa.dlid = static_cast<std::uint16_t>(num(m, "dlid", 0));

@@ -14,14 +14,16 @@ also writes garbage into shared memory on command (`corrupt`).
 usage: test_soft_hca_faults.py PATH-TO-ipoib-fabric PATH-TO-hca-peer
 An AddressSanitizer build of hca-peer runs with IPOIB_PEER_PRELOAD=<libasan.so>
 (and ASAN_OPTIONS=suppressions=FILE with interceptor_via_lib:libumad2sim.so);
-FAULTS_GROUPS="shm ..." picks groups of checks.
+FAULTS_GROUPS="shm senders ..." picks groups of checks.
 """
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fabric_client import Fabric, client_env  # noqa: E402
@@ -191,9 +193,125 @@ def shm_fields(env):
     b.close()
 
 
+# ---------------------------------------------------------------------------
+# Finding 6: dead, restarted, slow and stopped senders.
+
+def dead_senders(env):
+    a = Peer(env, "Hca1", f"stall_ms={STALL_MS}")
+    b = Peer(env, "Hca2")
+    pa = a("port 1")
+    qb = b("qp s rq=4")["qpn"]
+
+    def from_b(qpn, n):
+        return b(f"send s dlid={pa['lid']} dqpn={qpn} size=64 count={n}")
+
+    # 6a: the sender dies holding a slot; a new process takes its process slot before the receiver looks.
+    q = a("qp ra rq=8")["qpn"]
+    a("post ra n=8")
+    d = Peer(env, "Hca3", "fault=stall_after_claim")
+    dead_proc = d("fabric")["proc"]
+    d("qp x rq=4")
+    d.send(f"send x dlid={pa['lid']} dqpn={q} size=64 count=1")
+    time.sleep(0.3)
+    d.kill()
+    n = Peer(env, "Hca3")
+    n("qp y rq=4")
+    t.eq(n("fabric")["proc"], dead_proc, "6a: (set-up) a new process takes the dead sender's process slot")
+    from_b(q, 5)
+    r = a("recv ra count=6 timeout_ms=3000 repost=1")
+    t.eq(r["statuses"], {"aborted (sender died or stalled)": 1, "success": 5},
+         "6a: the dead sender's slot completes as aborted although its process slot is in use again")
+    c = a("counters ra")
+    t.eq((c["drop_aborted"], c.get("drop_stalled")), (1, 0), "6a: ... counted as a dead sender's (drop_aborted)")
+    n.close()
+
+    # 6b: a process still starting (slot claimed, identity not yet published) is not judged dead.
+    x = Peer(env, "Hca3")
+    slot = x("fabric")["proc"]
+    x.close()  # leaves its start time behind in that slot
+    s = Peer(env, "Hca3", "fault=slow_attach,fault_ms=2000", defer=True)
+    time.sleep(0.7)  # s has claimed the slot and pauses
+    p2 = Peer(env, "Hca2")
+    p2_slot = p2("fabric")["proc"]
+    s.hello = s.read(10)
+    s_slot = s("fabric")["proc"]
+    t.note(f"6b: freed slot {slot}, slow starter in {s_slot}, the process started meanwhile in {p2_slot}")
+    t.ok(s_slot != p2_slot, "6b: a starting process keeps its slot: no other process is given it",
+         f"both in slot {s_slot}")
+    s.close()
+    p2.close()
+
+    # 6d: a stopped sender holds a slot: the queue is blocked for at most the bound, then skips it.
+    q = a("qp rd rq=8")["qpn"]
+    a("post rd n=8")
+    d2 = Peer(env, "Hca3", "fault=stall_after_claim")
+    d2("qp x rq=4")
+    d2.send(f"send x dlid={pa['lid']} dqpn={q} size=64 count=1")
+    time.sleep(0.3)
+    d2.p.send_signal(signal.SIGSTOP)
+    from_b(q, 5)
+    t0 = time.monotonic()
+    r = a("recv rd count=6 timeout_ms=3000 repost=1")
+    took = time.monotonic() - t0
+    t.eq(r["statuses"], {"aborted (sender died or stalled)": 1, "success": 5},
+         "6d: a slot held by a stopped sender is skipped; the messages behind it arrive")
+    t.ok(took < 2.0, f"6d: ... within the bound ({STALL_MS} ms, took {took:.2f} s)")
+    t.eq(a("counters rd").get("drop_stalled"), 1, "6d: ... counted in drop_stalled")
+    d2.kill()
+
+    # 6c: a sender judged dead (its entry says another process) that finishes later must not
+    # write DONE into a slot the receiver has reposted.
+    q = a("qp rc rq=4")["qpn"]
+    a("post rc n=4")
+    d3 = Peer(env, "Hca3", "fault=stall_after_claim,fault_ms=3000")
+    d3("qp x rq=4")
+    d3("corrupt x what=proc_start_time value=1")  # the receiver will judge it dead
+    d3.send(f"send x dlid={pa['lid']} dqpn={q} size=64 count=1")
+    time.sleep(0.2)
+    r = a("recv rc count=1 timeout_ms=2500 repost=1")
+    t.eq(r["statuses"], {"aborted (sender died or stalled)": 1}, "6c: (set-up) the receiver gives up on the slot")
+    d3.read(10)  # its send completes after the stall
+    t.eq(d3("counters x").get("tx_late"), 1, "6c: the late sender finds its slot taken and counts tx_late")
+    before = a("counters rc")["drop_no_buffer"]
+    got, srcs = {}, set()
+    for _ in range(3):  # three laps of the 4-slot ring
+        from_b(q, 4)
+        r = a("recv rc count=4 timeout_ms=1000 repost=1")
+        for k, v in r["statuses"].items():
+            got[k] = got.get(k, 0) + v
+        srcs |= set(r["src_qps"])
+    t.eq((got, sorted(srcs)), ({"success": 12}, [qb]),
+         "6c: no phantom completion from the late sender; every later message arrives")
+    t.eq(a("counters rc")["drop_no_buffer"], before, "6c: ... and none is dropped for want of a buffer")
+
+    # 6c, through the stall bound: a live sender skipped as stalled comes back and finishes.
+    q = a("qp rs rq=4")["qpn"]
+    a("post rs n=4")
+    d4 = Peer(env, "Hca3", f"fault=stall_after_claim,fault_ms={3 * STALL_MS}")
+    d4("qp x rq=4")
+    d4.send(f"send x dlid={pa['lid']} dqpn={q} size=64 count=1")
+    time.sleep(0.1)
+    r = a("recv rs count=1 timeout_ms=2000 repost=1")
+    t.eq(r["statuses"], {"aborted (sender died or stalled)": 1}, "6c: (set-up) a slow sender's slot is skipped")
+    d4.read(10)
+    t.eq((d4("counters x").get("tx_late"), a("counters rs").get("drop_stalled")), (1, 1),
+         "6c: the slow sender finds its slot taken (tx_late); the receiver counted it stalled")
+    got, srcs = {}, set()
+    for _ in range(3):
+        from_b(q, 4)
+        r = a("recv rs count=4 timeout_ms=1000 repost=1")
+        for k, v in r["statuses"].items():
+            got[k] = got.get(k, 0) + v
+        srcs |= set(r["src_qps"])
+    t.eq((got, sorted(srcs)), ({"success": 12}, [qb]), "6c: ... and later messages arrive, none from it")
+    for p in (a, b, d3, d4):
+        p.close()
+
+
 def main():
     only = os.environ.get("FAULTS_GROUPS", "").split()  # e.g. FAULTS_GROUPS=shm: only that group
-    for key, name, hcas, fn in (("shm", "shared-memory fields", 2, shm_fields),):
+    for key, name, hcas, fn in (("shm", "shared-memory fields", 2, shm_fields),
+                                ("senders", "dead and stopped senders", 3, dead_senders)):
         if not only or key in only:
             on_fabric(name, hcas, fn)
     shutil.rmtree(CWD, ignore_errors=True)

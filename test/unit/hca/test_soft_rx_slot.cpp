@@ -11,7 +11,7 @@ using namespace ipoib::hca::soft;
 
 namespace {
 
-constexpr std::uint64_t kLap = 7;
+constexpr std::uint32_t kLap = 7;
 constexpr std::uint32_t kPostedLen = kGrhLen + 1000;
 
 // A slot as a correct sender leaves it: 100 bytes from QPN 0x1234, LID 5, SL 3, GRH.

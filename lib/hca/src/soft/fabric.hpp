@@ -25,9 +25,11 @@ class Fabric {
     std::uint32_t proc() const noexcept { return proc_; }
     std::uint32_t gen() const noexcept { return gen_; }
 
-    // Is the process in proc slot p (as of its incarnation `gen`) still alive?
-    // A syscall: only for the slow path.
-    bool proc_alive(std::uint32_t p) const noexcept;
+    // This process's ident (shm_layout.hpp): its slot and that slot's generation.
+    std::uint32_t ident() const noexcept { return soft::ident(proc_, gen_); }
+    // Is the incarnation `id` of a process slot still alive? False if the slot
+    // is free or held by another incarnation. Syscalls: only for the slow path.
+    bool ident_alive(std::uint32_t id) const noexcept;
 
     // Local segments.
     void *alloc_segment(std::size_t len, std::string *err);
@@ -50,6 +52,7 @@ class Fabric {
     void group_drop_member(std::uint32_t qp_slot) noexcept;
 
   private:
+    static bool word_alive(std::uint64_t w, std::uint64_t start_time) noexcept;
     std::string segment_name(std::uint32_t key) const;
 
     struct LocalSeg {
@@ -67,6 +70,7 @@ class Fabric {
     FabricShm *shm_ = nullptr;
     std::uint32_t proc_ = kMaxProcs;
     std::uint32_t gen_ = 0;
+    std::uint64_t live_word_ = 0;  // this process's slot word
     std::vector<LocalSeg> local_;
     std::array<RemoteSeg, kMaxProcs * kMaxSegsPerProc> remote_{};
 };

@@ -52,7 +52,7 @@ inline constexpr std::uint8_t kMaxSl = 15;
 // slot's length field is shared memory too). On done, sets wc's status,
 // byte_len, src_qp, slid, sl and wc_flags: a success has
 // kGrhLen <= byte_len <= posted_len; a local length error has byte_len 0.
-inline RxVerdict parse_rx_slot(const RxSlotView &v, std::uint64_t lap, std::uint32_t posted_len, Wc *wc) noexcept {
+inline RxVerdict parse_rx_slot(const RxSlotView &v, std::uint32_t lap, std::uint32_t posted_len, Wc *wc) noexcept {
     if (slot_lap(v.state) != lap)
         return RxVerdict::bad;  // the receiver posted this lap; nobody writes another
     switch (slot_kind_raw(v.state)) {

@@ -36,10 +36,16 @@ constexpr int kMaxCqDepth = 1 << 20;             // create_cq: 1..kMaxCqDepth
 // QPN = generation << kQpSlotBits | slot, generation 1..kQpnGenerations: QPNs
 // of a slot change across reuse, and stay below the multicast QPN 0xffffff.
 constexpr std::uint32_t kQpnGenerations = (1u << 17) - 2;
-constexpr std::uint32_t kQpnReserved = 1;        // placeholder QPN of a slot being set up (never a data QPN)
-// Polls of a receive slot claimed by a sender before checking that the
-// sender is alive (a syscall: kept off the common path).
-constexpr std::uint32_t kStuckPollsBeforeCheck = 4096;
+constexpr std::uint32_t kQpnReserved = 1;        // never a data QPN (generations start at 1)
+// A receive slot claimed by a sender that does not finish: the receiver reads
+// the clock every kStuckPollsPerClock polls of it (never per message); once
+// it has been held kDeadCheckMs it checks, at most that often, whether the
+// sender's incarnation is alive (syscalls: slow path only) and completes the
+// slot as aborted if not (drop_aborted); a live sender holding it
+// kStalledSlotMs (a stopped or stuck process) loses it too (drop_stalled).
+constexpr std::uint32_t kStuckPollsPerClock = 16;
+constexpr std::uint64_t kDeadCheckMs = 2;
+constexpr std::uint32_t kStalledSlotMs = 1000;
 // Polls of an idle receive queue (a buffer posted, nothing arriving) between
 // two checks of its ring head, a hint in shared memory senders start from.
 constexpr std::uint32_t kIdlePollsBeforeHeadCheck = 1024;
@@ -90,7 +96,7 @@ class SoftCq final : public Cq {
 class SoftQp final : public Qp {
   public:
     SoftQp(SoftContext *ctx, QpEntry *e, std::uint32_t slot, std::uint32_t port_idx, std::uint8_t port_num,
-           const QpInit &init);
+           const QpInit &init, std::uint32_t qpn);
     ~SoftQp() override;
     std::uint32_t qp_num() const noexcept override { return qpn_; }
     int post_recv(const RecvWr *wr, int n) noexcept override;
@@ -109,7 +115,8 @@ class SoftQp final : public Qp {
     void check_head() noexcept;
     void deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendWr &wr, std::uint32_t len,
                  std::uint32_t qkey, const SoftAh &ah) noexcept;
-    bool claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint64_t *lap) noexcept;
+    bool claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint32_t *lap) noexcept;
+    bool give_up_stuck(std::uint64_t w, std::uint64_t now, bool *dead) noexcept;
     void send_one(const SendWr &wr) noexcept;
 
     SoftContext *ctx_;
@@ -126,8 +133,12 @@ class SoftQp final : public Qp {
     std::vector<std::uint64_t> wr_ids_;
     std::vector<std::uint32_t> lens_;
     std::uint64_t tail_ = 0, cursor_ = 0;
-    std::uint32_t stuck_polls_ = 0;
     std::uint32_t idle_polls_ = 0;
+    // The claimed slot at the cursor, while it stays claimed: its state word,
+    // polls, since when (ms) and when its sender was last checked.
+    std::uint64_t stuck_word_ = 0;
+    std::uint32_t stuck_polls_ = 0;
+    std::uint64_t stuck_since_ = 0, stuck_checked_ = 0;
     std::uint32_t psn_ = 0;
 };
 
@@ -155,7 +166,7 @@ class SoftContext final : public common::ContextBase {
     std::uint32_t poll_ms = kDefaultPollMs;
     bool fault_stall_after_claim = false;  // test-only fault hook (soft_testing.hpp)
     std::uint32_t fault_stall_ms = 0;       // 0: stall forever
-    std::uint32_t stall_ms = 0;             // test hook: bound on a stuck slot (not used yet)
+    std::uint32_t stall_ms = kStalledSlotMs;  // bound on a slot a live sender holds (test hook)
 
   private:
     bool refresh_ports(bool initial);
@@ -347,12 +358,13 @@ std::unique_ptr<Qp> SoftContext::create_ud_qp(const QpInit &init) noexcept {
     for (std::uint32_t s = 0; s < kMaxQps; ++s) {
         QpEntry &e = shm->qps[s];
         std::uint32_t expected = 0;
-        // Reserve with a placeholder QPN until initialised.
-        if (!e.qpn.compare_exchange_strong(expected, kQpnReserved, std::memory_order_acq_rel))
+        // Own the entry (by ident: a dead owner's are freed by collect_dead), then set it up;
+        // senders skip it until its QPN is published.
+        if (!e.owner.compare_exchange_strong(expected, fabric.ident(), std::memory_order_acq_rel))
             continue;
+        e.qpn.store(0, std::memory_order_relaxed);
         std::uint32_t gen = shm->next_qp_gen.fetch_add(1, std::memory_order_relaxed) % kQpnGenerations + 1;
         const std::uint32_t qpn = gen << kQpSlotBits | s;
-        e.owner_proc.store(fabric.proc(), std::memory_order_relaxed);
         e.port_idx.store(port_idx[init.port_num - 1], std::memory_order_relaxed);
         e.qkey.store(init.qkey, std::memory_order_relaxed);
         e.pkey.store(snap_[init.port_num - 1].pkeys[init.pkey_index], std::memory_order_relaxed);
@@ -364,7 +376,7 @@ std::unique_ptr<Qp> SoftContext::create_ud_qp(const QpInit &init) noexcept {
             r.state.store(0, std::memory_order_relaxed);
         e.rq_head.store(0, std::memory_order_relaxed);
         e.qpn.store(qpn, std::memory_order_release);
-        return std::make_unique<SoftQp>(this, &e, s, port_idx[init.port_num - 1], init.port_num, init);
+        return std::make_unique<SoftQp>(this, &e, s, port_idx[init.port_num - 1], init.port_num, init, qpn);
     }
     fail(-ENOSPC, "create_ud_qp: all " + std::to_string(kMaxQps) + " QPs of the fabric are in use");
     return nullptr;
@@ -411,9 +423,8 @@ int SoftCq::poll(Wc *wc, int n) noexcept {
 // QP
 
 SoftQp::SoftQp(SoftContext *ctx, QpEntry *e, std::uint32_t slot, std::uint32_t port_idx, std::uint8_t port_num,
-               const QpInit &init)
-    : ctx_(ctx), e_(e), slot_(slot), port_idx_(port_idx), port_num_(port_num),
-      qpn_(e->qpn.load(std::memory_order_relaxed)), send_cq_(static_cast<SoftCq *>(init.send_cq)),
+               const QpInit &init, std::uint32_t qpn)
+    : ctx_(ctx), e_(e), slot_(slot), port_idx_(port_idx), port_num_(port_num), qpn_(qpn), send_cq_(static_cast<SoftCq *>(init.send_cq)),
       recv_cq_(static_cast<SoftCq *>(init.recv_cq)), depth_(init.max_recv_wr), pkey_index_(init.pkey_index),
       wr_ids_(init.max_recv_wr), lens_(init.max_recv_wr) {
     recv_cq_->recv_qps.push_back(this);
@@ -424,6 +435,8 @@ SoftQp::~SoftQp() {
     v.erase(std::remove(v.begin(), v.end(), this), v.end());
     ctx_->fabric.group_drop_member(slot_);
     e_->qpn.store(0, std::memory_order_release);
+    std::uint32_t me = ctx_->fabric.ident();  // unless a collector took it (then it is not ours to free)
+    e_->owner.compare_exchange_strong(me, 0, std::memory_order_acq_rel);
 }
 
 QpCounters SoftQp::counters() const noexcept {
@@ -432,7 +445,7 @@ QpCounters SoftQp::counters() const noexcept {
                       g(kQpRxBytes),       g(kQpDropNoBuffer), g(kQpDropQkey), g(kQpDropPkey),
                       g(kQpDropTooLong),   g(kQpDropPortDown), g(kQpDropAborted),
                       g(kQpRxBadSlot) /* rx_errors: the completions in error for a bad slot */,
-                      g(kQpRxBadSlot)};
+                      g(kQpRxBadSlot),     g(kQpDropStalled),  g(kQpTxLate)};
 }
 
 int SoftQp::post_recv(const RecvWr *wr, int n) noexcept {
@@ -454,7 +467,7 @@ int SoftQp::post_recv(const RecvWr *wr, int n) noexcept {
         s.length = wr[i].sge.length;
         wr_ids_[idx % depth_] = wr[i].wr_id;
         lens_[idx % depth_] = wr[i].sge.length;
-        s.state.store(slot_word(idx / depth_ + 1, 0, kPosted), std::memory_order_release);
+        s.state.store(slot_word(lap_of(idx, depth_), 0, kPosted), std::memory_order_release);
     }
     return i;
 }
@@ -465,7 +478,7 @@ int SoftQp::post_recv(const RecvWr *wr, int n) noexcept {
 int SoftQp::poll_recv(Wc *wc, int n) noexcept {
     int got = 0, retries = 0;
     while (got < n && cursor_ < tail_) {
-        const std::uint64_t lap = cursor_ / depth_ + 1;
+        const std::uint32_t lap = lap_of(cursor_, depth_);
         const std::uint32_t i = static_cast<std::uint32_t>(cursor_ % depth_);
         RqSlot &s = e_->rq[i];
         const std::uint64_t w = s.state.load(std::memory_order_acquire);
@@ -478,19 +491,24 @@ int SoftQp::poll_recv(Wc *wc, int n) noexcept {
         }
         idle_polls_ = 0;
         if (v == RxVerdict::claimed) {
-            // A sender is writing. If it stays that way, check whether it died.
-            if (++stuck_polls_ < kStuckPollsBeforeCheck || ctx_->fabric.proc_alive(slot_owner(w))) {
-                if (stuck_polls_ >= kStuckPollsBeforeCheck)
-                    stuck_polls_ = 0;
-                break;
+            // A sender is writing. If it stays that way: has it died, or stalled?
+            if (w != stuck_word_) {
+                stuck_word_ = w;
+                stuck_polls_ = 0;
+                stuck_since_ = 0;
             }
+            if (++stuck_polls_ % kStuckPollsPerClock != 0)
+                break;
+            bool dead = false;
+            if (!give_up_stuck(w, now_ms(), &dead))
+                break;
             std::uint64_t expected = w;
             if (!s.state.compare_exchange_strong(expected, slot_word(lap, 0, kConsumed), std::memory_order_acq_rel)) {
                 if (++retries > kSlotRetriesPerPoll)
                     break;
                 continue;  // it finished after all
             }
-            count(e_->counters[kQpDropAborted]);
+            count(e_->counters[dead ? kQpDropAborted : kQpDropStalled]);
             c = Wc{};
             c.status = WcStatus::aborted;
         } else if (v == RxVerdict::bad) {
@@ -508,7 +526,7 @@ int SoftQp::poll_recv(Wc *wc, int n) noexcept {
         } else {
             s.state.store(slot_word(lap, 0, kConsumed), std::memory_order_release);
         }
-        stuck_polls_ = 0;
+        stuck_word_ = 0;
         c.wr_id = wr_ids_[i];
         c.opcode = WcOpcode::recv;
         c.qp_num = qpn_;
@@ -517,6 +535,27 @@ int SoftQp::poll_recv(Wc *wc, int n) noexcept {
         ++got;
     }
     return got;
+}
+
+// Should the receiver take back the slot (state word w) a sender has held
+// since it was first seen (the clock now reads now, in ms)? Yes if the
+// sender's incarnation is dead (*dead), or alive but holding it for
+// stall_ms or more: a stopped or stuck process blocks its receive queue for
+// that long at most.
+bool SoftQp::give_up_stuck(std::uint64_t w, std::uint64_t now, bool *dead) noexcept {
+    if (!stuck_since_) {
+        stuck_since_ = now ? now : 1;
+        stuck_checked_ = stuck_since_;
+        return false;
+    }
+    if (now - stuck_checked_ >= kDeadCheckMs) {
+        stuck_checked_ = now;
+        if (!ctx_->fabric.ident_alive(slot_owner(w))) {
+            *dead = true;
+            return true;
+        }
+    }
+    return now - stuck_since_ >= ctx_->stall_ms;
 }
 
 // The ring head is a hint senders start from: garbage past what this process
@@ -544,15 +583,15 @@ int SoftQp::detach_mcast(const Gid &mgid, std::uint16_t) noexcept {
     return r ? ctx_->fail(r, "detach_mcast: " + err) : 0;
 }
 
-bool SoftQp::claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint64_t *lap_out) noexcept {
-    const std::uint32_t me = ctx_->fabric.proc();
+bool SoftQp::claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint32_t *lap_out) noexcept {
+    const std::uint32_t me = ctx_->fabric.ident();
     std::uint64_t h = d.rq_head.load(std::memory_order_acquire);
     for (std::uint32_t tries = 0; tries < 2 * depth + 2; ++tries) {
-        const std::uint64_t lap = h / depth + 1;
+        const std::uint32_t lap = lap_of(h, depth);
         RqSlot &s = d.rq[h % depth];
         std::uint64_t w = s.state.load(std::memory_order_acquire);
-        const std::uint64_t wl = slot_lap(w);
-        if (wl == lap && slot_kind(w) == kPosted) {
+        const std::int32_t ahead = lap_diff(slot_lap(w), lap);
+        if (ahead == 0 && w == slot_word(lap, 0, kPosted)) {
             if (s.state.compare_exchange_strong(w, slot_word(lap, me, kClaimed), std::memory_order_acq_rel)) {
                 // Help the head along (it only ever grows).
                 std::uint64_t cur = d.rq_head.load(std::memory_order_relaxed);
@@ -565,9 +604,9 @@ bool SoftQp::claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint64_t
             }
             continue;  // lost the race for this slot: look again
         }
-        if (wl == lap)  // claimed, done or consumed in this lap: the head is behind
+        if (ahead == 0)  // claimed, done or consumed in this lap (or garbage): the head is behind
             ++h;
-        else if (wl > lap)  // our view of the head is a lap behind
+        else if (ahead > 0)  // our view of the head is a lap behind
             h = std::max(h + 1, d.rq_head.load(std::memory_order_acquire));
         else
             return false;  // not posted yet: no buffer
@@ -609,7 +648,7 @@ void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendW
         return;
     }
     RqSlot *s;
-    std::uint64_t lap;
+    std::uint32_t lap;
     if (!claim(d, depth, &s, &lap)) {
         count(dp.counters[kPortDropNoBuffer]);
         count(d.counters[kQpDropNoBuffer]);
@@ -647,13 +686,25 @@ void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendW
         count(dp.counters[kPortDropTooLong]);
         count(d.counters[kQpDropTooLong]);
     }  // kRxBadBuffer: the receiver counts it when it completes the slot
+    // Finish only a slot still ours: a receiver that judged this process dead
+    // or stalled has taken it back, and may have posted it again since. Checked
+    // before the completion fields are written (a load of a line we own), and
+    // made sure of by the final CAS.
+    const std::uint64_t claimed = slot_word(lap, ctx_->fabric.ident(), kClaimed);
+    if (s->state.load(std::memory_order_acquire) != claimed) [[unlikely]] {
+        count(e_->counters[kQpTxLate]);
+        return;
+    }
     s->status = st;
     s->byte_len = kGrhLen + len;
     s->src_qp = qpn_;
     s->slid = shm->ports[port_idx_].lid.load(std::memory_order_relaxed);
     s->sl = ah.attr_.sl & kMaxSl;
     s->flags = ah.attr_.is_global ? kWcGrh : 0;
-    s->state.store(slot_word(lap, ctx_->fabric.proc(), kDone), std::memory_order_release);
+    std::uint64_t expected = claimed;
+    if (!s->state.compare_exchange_strong(expected, slot_word(lap, ctx_->fabric.ident(), kDone),
+                                          std::memory_order_acq_rel)) [[unlikely]]
+        count(e_->counters[kQpTxLate]);
 }
 
 void SoftQp::send_one(const SendWr &wr) noexcept {

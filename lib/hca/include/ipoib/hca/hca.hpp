@@ -102,7 +102,7 @@ enum class WcStatus : std::uint8_t {
     loc_len_err,     // message longer than the MTU (send) or the posted buffer (receive)
     loc_qp_op_err,   // QP or port not in a state to send
     wr_flush_err,    // flushed: QP destroyed with the WR outstanding
-    aborted,         // the sender died while writing this buffer
+    aborted,         // the sender died or stalled while writing this buffer
     general_err,
 };
 const char *to_string(WcStatus s) noexcept;
@@ -186,6 +186,12 @@ struct QpCounters {
     // error because its shared-memory state held a value no correct process
     // writes (a receive slot, the QP's entry): a buggy or crashed peer's doing.
     std::uint64_t rx_bad_slot;
+    // Software HCA only (0 elsewhere). drop_stalled: receive slots taken back
+    // from a live sender that held one too long (a stopped or stuck process;
+    // completed as aborted, as a dead sender's are in drop_aborted). tx_late:
+    // sends of this QP that finished after the receiver had taken the slot back
+    // (not delivered; the send itself completes as UD does, successfully).
+    std::uint64_t drop_stalled, tx_late;
 };
 
 struct PortCounters {
