@@ -1,11 +1,23 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: BSD-3-Clause
-"""Write seed corpora for the wire-format fuzz targets into DIR/<target>/.
+"""Write seed corpora for the fuzz targets into DIR/<target>/.
 
-Seeds are the known-answer vectors of the unit tests (Linux captures and
-their IPoIB forms), prefixed with the control bytes each target expects."""
+Wire formats: the known-answer vectors of the unit tests (Linux captures and
+their IPoIB forms), prefixed with the control bytes each target expects.
+rx_slot: receive slots of the software HCA as a correct sender leaves them."""
 import os
+import struct
 import sys
+
+
+def rx_slot(lap, kind, owner=2, byte_len=140, src_qp=0x1234, slid=5, sl=3, flags=1, status=0,
+            seg_key=0x01000001, offset=0, length=4136, posted_len=4136, seg_size=1 << 20, msg_len=100):
+    """An RqSlot image (state, seg_key, offset, length, byte_len, src_qp, slid, pkey_index, sl, flags,
+    status, pad), then the receiver's lap, its posted length, the sender's segment size, message length."""
+    state = lap << 32 | owner << 8 | kind
+    slot = struct.pack("<QIIIIIHHBBB5x", state, seg_key, offset, length, byte_len, src_qp, slid, 0, sl, flags,
+                       status)
+    return slot + struct.pack("<IIII", lap, posted_len, seg_size, msg_len)
 
 ETH_ARP_REQ = "000108000604000102000000000a0a0900010000000000000a090002"
 IB_ARP_REQ = ("0020080014040001" "80000048fe800000000000000002c903000abcde" "0a090001"
@@ -34,6 +46,9 @@ SEEDS = {
                  bytes.fromhex("0a" "0002" "000049") + bytes.fromhex("60" + "00" * 39) +
                  bytes.fromhex("86dd0000" + IB_NA),
                  bytes.fromhex("09" "0002" "000049") + bytes.fromhex("08000000" + "45000030" + "00" * 44)],
+    "rx_slot": [rx_slot(1, 3), rx_slot(7, 1, owner=0), rx_slot(7, 2, owner=0x10102),
+                rx_slot(2, 3, status=1, byte_len=9000),
+                rx_slot(3, 3, byte_len=40, flags=0)],
 }
 
 def main():

@@ -11,11 +11,12 @@ UMAD2SIM = "/usr/lib/x86_64-linux-gnu/umad2sim/libumad2sim.so"
 def client_env(env, host):
     """Environment of a process attached to `host` of the fabric `env` (ipoib-fabric up's JSON).
     LD_PRELOAD is what the fabric exports (umad2sim, after the umad_send check
-    when the fabric was brought up with IPOIB_UMAD_SEND_CHECK), behind
-    $IPOIB_SANITIZER_PRELOAD (the sanitizer stage of the test command: the ASan
-    runtime), which must come first so Debian's testpmd can load a sanitized driver."""
-    preload = " ".join(p for p in (os.environ.get("IPOIB_SANITIZER_PRELOAD", ""),
-                                   env.get("IPOIB_FABRIC_UMAD2SIM", UMAD2SIM)) if p)
+    when the fabric was brought up with IPOIB_UMAD_SEND_CHECK), behind the ASan
+    runtime when a sanitized build runs: $IPOIB_SANITIZER_PRELOAD (the test
+    command's sanitizer stage) or $IPOIB_PEER_PRELOAD (by hand,
+    =$(gcc -print-file-name=libasan.so)), which must come first."""
+    first = os.environ.get("IPOIB_SANITIZER_PRELOAD") or os.environ.get("IPOIB_PEER_PRELOAD", "")
+    preload = " ".join(p for p in (first, env.get("IPOIB_FABRIC_UMAD2SIM", UMAD2SIM)) if p)
     return dict(os.environ, LD_PRELOAD=preload, SIM_HOST=host, IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
 
 

@@ -10,16 +10,30 @@
 // tests only): the soft provider with fault=stall_after_claim.
 //
 //   port P                                      port attributes, IPoIB GID, P_Key table
-//   qp NAME port=P pkey_index=I qkey=K rq=N     create a UD QP with its CQ and N buffers
+//   qp NAME port=P pkey_index=I qkey=K rq=N [cq=D] [sq=S]
+//                                               create a UD QP with its CQ (depth D, default
+//                                               N + 1024; send queue S) and N buffers
 //   post NAME n=N [size=S]                      post N receive buffers of S bytes
-//   send NAME dlid=L dqpn=Q qkey=K size=S count=C [sl=N] [mgid=G | dgid=G] [sge=N]
-//                                               (with a GID the address has a GRH, from the IPoIB GID)
+//   send NAME dlid=L dqpn=Q qkey=K size=S count=C [sl=N] [mgid=G | dgid=G] [sge=N] [burst=B]
+//                                               (with a GID the address has a GRH, from the IPoIB GID;
+//                                               burst: B WRs per post_send, the rest retried after
+//                                               reaping; the reply then has "first_post": how many
+//                                               the first post_send took, and "reaped")
 //   recv NAME count=C timeout_ms=T              poll until C receive completions or timeout
 //   attach NAME mgid=G mlid=M / detach NAME mgid=G mlid=M
 //   counters NAME / pcounters P                 QP / port counters
 //   events timeout_ms=T                         port events seen within T ms
 //   sendloop NAME dlid=L dqpn=Q qkey=K size=S   send until killed (prints {"looping":true} first)
+//   realloc NAME                                free NAME's buffer pool, allocate and register a new one
 //   quit
+//
+// With the test-only "fault" provider (the soft HCA's test hooks, soft_testing.hpp),
+// commands that write into the fabric's shared memory what a buggy peer could:
+//   fabric                                      this process's slot: {"proc":P,"gen":G}
+//   corrupt NAME what=W value=V                 W: proc_start_time (this process's entry);
+//                                               qp_port_idx, qp_rq_depth, rq_head (NAME's QP entry);
+//                                               done_byte_len, done_status, done_kind, posted_kind
+//                                               (every slot of NAME's receive ring in that state)
 //
 // Payloads carry a pattern (4-byte sequence number, then (seq + i) & 0xff)
 // that `recv` verifies byte for byte.
@@ -41,6 +55,8 @@
 #include "fault_provider.hpp"
 #include "ipoib/hca/hca.hpp"
 #include "ipoib/wire/hwaddr.hpp"
+#include "soft/shm_layout.hpp"
+#include "soft/soft_testing.hpp"
 
 using namespace ipoib;
 using namespace ipoib::hca;
@@ -104,6 +120,51 @@ std::string err_json(const std::string &msg) {
     return s + "\"}";
 }
 
+// corrupt NAME what=W value=V: write into the fabric's shared memory what a
+// buggy peer could (the soft HCA through the fault provider only).
+std::string corrupt(Context &ctx, PeerQp &q, std::map<std::string, std::string> &m) {
+    soft::FabricShm *shm = soft::fabric_shm(ctx);
+    if (!shm)
+        return err_json("corrupt: not a soft-HCA device (use the fault provider)");
+    soft::QpEntry &e = shm->qps[soft::qpn_slot(q.qp->qp_num())];
+    const std::string what = m["what"];
+    const auto v = num(m, "value", 0);
+    int n = 0;
+    auto each_slot = [&](soft::SlotKind kind, auto &&f) {
+        for (auto &s : e.rq)
+            if (soft::slot_kind(s.state.load()) == kind) {
+                f(s);
+                ++n;
+            }
+    };
+    if (what == "proc_start_time") {  // this process's own entry: others may judge it dead
+        std::uint32_t p = 0, g = 0;
+        soft::fabric_proc(ctx, &p, &g);
+        shm->procs[p].start_time.store(v);
+        n = 1;
+    } else if (what == "qp_port_idx") {
+        e.port_idx.store(static_cast<std::uint32_t>(v));
+        n = 1;
+    } else if (what == "qp_rq_depth") {
+        e.rq_depth.store(static_cast<std::uint32_t>(v));
+        n = 1;
+    } else if (what == "rq_head") {
+        e.rq_head.store(v);
+        n = 1;
+    } else if (what == "done_byte_len") {
+        each_slot(soft::kDone, [&](soft::RqSlot &s) { s.byte_len = static_cast<std::uint32_t>(v); });
+    } else if (what == "done_status") {
+        each_slot(soft::kDone, [&](soft::RqSlot &s) { s.status = static_cast<std::uint8_t>(v); });
+    } else if (what == "done_kind" || what == "posted_kind") {
+        each_slot(what == "done_kind" ? soft::kDone : soft::kPosted, [&](soft::RqSlot &s) {
+            s.state.store((s.state.load() & ~std::uint64_t{0xff}) | (v & 0xff));
+        });
+    } else {
+        return err_json("corrupt: unknown what=" + what);
+    }
+    return "{\"corrupted\":" + std::to_string(n) + "}";
+}
+
 // One command on one device; returns the reply line.
 std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
     Context &ctx = *dev.ctx;
@@ -140,7 +201,7 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
         PeerQp &q = qps[name];
         q.port = static_cast<std::uint8_t>(num(m, "port", 1));
         const auto rq = static_cast<std::uint32_t>(num(m, "rq", 64));
-        q.cq = ctx.create_cq(static_cast<int>(rq) + 1024);
+        q.cq = ctx.create_cq(static_cast<int>(num(m, "cq", rq + 1024)));
         QpInit init;
         init.send_cq = q.cq.get();
         init.recv_cq = q.cq.get();
@@ -148,6 +209,7 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
         init.pkey_index = static_cast<std::uint16_t>(num(m, "pkey_index", 0));
         init.qkey = static_cast<std::uint32_t>(num(m, "qkey", 0x0b1b));
         init.max_recv_wr = rq;
+        init.max_send_wr = static_cast<std::uint32_t>(num(m, "sq", init.max_send_wr));
         q.qp = q.cq ? ctx.create_ud_qp(init) : nullptr;
         if (!q.qp) {
             qps.erase(name);
@@ -161,14 +223,26 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
             return err_json(ctx.last_error());
         out << "{\"qpn\":" << q.qp->qp_num() << "}";
     } else if (cmd == "post" || cmd == "send" || cmd == "recv" || cmd == "attach" || cmd == "detach" ||
-               cmd == "counters" || cmd == "sendloop") {
+               cmd == "counters" || cmd == "sendloop" || cmd == "realloc" || cmd == "corrupt") {
         in >> name;
         auto it = qps.find(name);
         if (it == qps.end())
             return err_json("no QP " + name);
         PeerQp &q = it->second;
         auto m = kv(in);
-        if (cmd == "post") {
+        if (cmd == "realloc") {
+            const std::size_t len = std::size_t{q.nbuf} * q.bufsize;
+            q.mr.reset();
+            ctx.free_dma(q.pool);
+            q.pool = static_cast<std::uint8_t *>(ctx.alloc_dma(len));
+            q.mr = q.pool ? ctx.reg_mr(q.pool, len) : nullptr;
+            if (!q.mr)
+                return err_json(ctx.last_error());
+            q.next = 0;
+            out << "{\"lkey\":" << q.mr->lkey() << "}";
+        } else if (cmd == "corrupt") {
+            return corrupt(ctx, q, m);
+        } else if (cmd == "post") {
             const auto n = num(m, "n", q.nbuf);
             const auto size = static_cast<std::uint32_t>(num(m, "size", q.bufsize));
             int posted = 0;
@@ -197,7 +271,8 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
                 << ",\"drop_no_buffer\":" << c.drop_no_buffer << ",\"drop_qkey\":" << c.drop_qkey
                 << ",\"drop_pkey\":" << c.drop_pkey << ",\"drop_too_long\":" << c.drop_too_long
                 << ",\"drop_port_down\":" << c.drop_port_down << ",\"drop_aborted\":" << c.drop_aborted
-                << ",\"rx_errors\":" << c.rx_errors << "}";
+                << ",\"rx_errors\":" << c.rx_errors << ",\"rx_bad_slot\":" << c.rx_bad_slot
+                << ",\"drop_stalled\":" << c.drop_stalled << ",\"tx_late\":" << c.tx_late << "}";
         } else if (cmd == "send" || cmd == "sendloop") {
             AhAttr aa;
             aa.dlid = static_cast<std::uint16_t>(num(m, "dlid", 0));
@@ -236,6 +311,49 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
                 }
                 return n;
             };
+            const auto burst = num(m, "burst", 0);
+            if (burst) {
+                // B WRs per post_send from one buffer each; what a post does not take is posted
+                // again after reaping. Every WR must complete exactly once.
+                std::vector<std::vector<std::uint8_t>> bufs(count, std::vector<std::uint8_t>(size));
+                std::vector<Sge> sges(count);
+                std::vector<SendWr> wrs(count);
+                for (unsigned long i = 0; i < count; ++i) {
+                    fill(bufs[i].data(), size, static_cast<std::uint32_t>(i));
+                    sges[i] = {reinterpret_cast<std::uintptr_t>(bufs[i].data()), size, 0};
+                    wrs[i] = SendWr{i, &sges[i], 1, ah.get(), static_cast<std::uint32_t>(num(m, "dqpn", 0)),
+                                    static_cast<std::uint32_t>(num(m, "qkey", 0x0b1b)), true};
+                }
+                long first = -1;
+                unsigned long next = 0, idle = 0;
+                while (next < count && idle < 100000) {
+                    const int want = static_cast<int>(std::min(burst, count - next));
+                    const int r = q.qp->post_send(&wrs[next], want);
+                    if (first < 0)
+                        first = r;
+                    if (r < 0) {
+                        statuses["post refused"]++;
+                        break;
+                    }
+                    next += static_cast<unsigned long>(r);
+                    idle = r ? 0 : idle + 1;
+                    reap();
+                }
+                posted = next;
+                const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+                while (reaped < posted && std::chrono::steady_clock::now() < until)
+                    if (!reap())
+                        std::this_thread::yield();
+                out << "{\"first_post\":" << first << ",\"posted\":" << posted << ",\"reaped\":" << reaped
+                    << ",\"statuses\":{";
+                bool first_s = true;
+                for (auto &[k, v] : statuses) {
+                    out << (first_s ? "" : ",") << "\"" << k << "\":" << v;
+                    first_s = false;
+                }
+                out << "}}";
+                return out.str();
+            }
             for (unsigned long i = 0; i < count; ++i) {
                 fill(payload.data(), size, static_cast<std::uint32_t>(i));
                 Sge sg[kMaxSendSge];
@@ -352,7 +470,12 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
             << c.drop_no_qp << ",\"drop_pkey\":" << c.drop_pkey << ",\"drop_port_down\":" << c.drop_port_down
             << ",\"drop_no_buffer\":" << c.drop_no_buffer << ",\"drop_qkey\":" << c.drop_qkey
             << ",\"drop_too_long\":" << c.drop_too_long << ",\"tx_mtu_exceeded\":" << c.tx_mtu_exceeded
-            << ",\"tx_port_down\":" << c.tx_port_down << "}";
+            << ",\"tx_port_down\":" << c.tx_port_down << ",\"rx_bad_slot\":" << c.rx_bad_slot << "}";
+    } else if (cmd == "fabric") {
+        std::uint32_t p = 0, g = 0;
+        if (!soft::fabric_proc(ctx, &p, &g))
+            return err_json("fabric: not a soft-HCA device (use the fault provider)");
+        out << "{\"proc\":" << p << ",\"gen\":" << g << "}";
     } else if (cmd == "events") {
         auto m = kv(in);
         const auto deadline =

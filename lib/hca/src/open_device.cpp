@@ -38,7 +38,7 @@ const char *to_string(WcStatus s) noexcept {
     case WcStatus::loc_len_err: return "local length error";
     case WcStatus::loc_qp_op_err: return "local QP operation error";
     case WcStatus::wr_flush_err: return "flushed";
-    case WcStatus::aborted: return "aborted (sender died)";
+    case WcStatus::aborted: return "aborted (sender died or stalled)";
     case WcStatus::general_err: return "general error";
     }
     return "?";

@@ -93,15 +93,33 @@ constexpr Wc send_wc(std::uint64_t wr_id, WcStatus status, std::uint32_t qpn) no
 // Completions a provider makes itself (the software HCAs' sends; a send the
 // verbs provider refuses before the device sees it): a bounded FIFO, returned
 // by the CQ's next poll. Not thread-safe (one poller, as a CQ).
+//
+// A send completion is never dropped: a provider reserves its place before it
+// accepts the work request (reserve(), false when the queue is full: the
+// request is not accepted, as ibv_post_send fails with ENOMEM when the send
+// queue is full), then pushes it (push_reserved) or gives the place back
+// (unreserve: a successful unsignaled send). Other completions (push) only
+// take places nobody has reserved.
 class WcQueue {
   public:
     explicit WcQueue(std::size_t capacity) : ring_(capacity) {}
-    // False (and nothing queued) when full.
-    bool push(const Wc &wc) noexcept {
-        if (count_ == ring_.size())
+    // Room for one completion that push_reserved will add; false when full.
+    bool reserve() noexcept {
+        if (full())
             return false;
-        ring_[(head_ + count_) % ring_.size()] = wc;
-        ++count_;
+        ++reserved_;
+        return true;
+    }
+    void unreserve() noexcept { --reserved_; }
+    void push_reserved(const Wc &wc) noexcept {
+        --reserved_;
+        put(wc);
+    }
+    // False (and nothing queued) when full, reserved places included.
+    bool push(const Wc &wc) noexcept {
+        if (full())
+            return false;
+        put(wc);
         return true;
     }
     // Move up to n completions into wc; returns how many.
@@ -115,11 +133,15 @@ class WcQueue {
         return got;
     }
     bool empty() const noexcept { return count_ == 0; }
-    bool full() const noexcept { return count_ == ring_.size(); }
+    bool full() const noexcept { return count_ + reserved_ >= ring_.size(); }
 
   private:
+    void put(const Wc &wc) noexcept {
+        ring_[(head_ + count_) % ring_.size()] = wc;
+        ++count_;
+    }
     std::vector<Wc> ring_;
-    std::size_t head_ = 0, count_ = 0;
+    std::size_t head_ = 0, count_ = 0, reserved_ = 0;
 };
 
 // Write the GRH (IBA 8.3) a UD receiver finds in the first kGrhLen bytes of

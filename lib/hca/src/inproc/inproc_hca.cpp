@@ -18,7 +18,8 @@
 // and query takes it), so senders and receivers may be on different threads.
 // Not modelled: an SM or SA (LIDs are fixed, sm_lid is 0), port events other
 // than those of inproc_testing.hpp, LID-routed multicast, SL/VL, CQ overrun
-// (a receive that finds the CQ full is dropped as if no buffer were posted).
+// (a receive that finds the CQ full is dropped as if no buffer were posted; a
+// send is accepted only if its completion fits: post_send returns fewer).
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -197,11 +198,16 @@ int InprocQp::post_recv(const RecvWr *wr, int n) noexcept {
     return i;
 }
 
+// A work request is accepted only if its completion has a place in the send
+// CQ (reserved here, used or given back by send_one): a full CQ stops the
+// burst, and the count accepted is returned, as ibv_post_send stops at a full
+// send queue (ENOMEM). No completion is ever dropped.
 int InprocQp::post_send(const SendWr *wr, int n) noexcept {
     Guard g(fabric().lock);
-    for (int i = 0; i < n; ++i)
+    int i = 0;
+    for (; i < n && send_cq_->q.reserve(); ++i)
         send_one(wr[i]);
-    return n;
+    return i;
 }
 
 void InprocQp::send_one(const SendWr &wr) noexcept {
@@ -218,7 +224,7 @@ void InprocQp::send_one(const SendWr &wr) noexcept {
     }
     if (c.status != WcStatus::success) {
         ++c_.tx_errors;
-        send_cq_->q.push(c);  // errors complete even when unsignaled, as in verbs
+        send_cq_->q.push_reserved(c);  // errors complete even when unsignaled, as in verbs
         return;
     }
     const AhAttr &ah = wr.ah->attr();
@@ -246,7 +252,9 @@ void InprocQp::send_one(const SendWr &wr) noexcept {
     ++c_.tx_packets;
     c_.tx_bytes += len;
     if (wr.signaled)
-        send_cq_->q.push(c);
+        send_cq_->q.push_reserved(c);
+    else
+        send_cq_->q.unreserve();
 }
 
 void InprocQp::deliver(InprocQp &d, const SendWr &wr, std::uint32_t len, std::uint32_t qkey,

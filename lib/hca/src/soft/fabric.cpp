@@ -13,7 +13,17 @@
 #include <new>
 #include <thread>
 
+#include "soft_testing.hpp"
+
 namespace ipoib::hca::soft {
+
+namespace {
+constexpr std::uint32_t kMaxPid = 4194304;  // PID_MAX_LIMIT: a larger pid in a process entry is garbage
+
+std::atomic<std::uint32_t> g_attach_pause_ms{0};  // test hook (soft_testing.hpp)
+} // namespace
+
+void set_attach_pause_ms(std::uint32_t ms) noexcept { g_attach_pause_ms.store(ms); }
 
 std::uint64_t proc_start_time(int pid) noexcept {
     char path[64];
@@ -45,8 +55,11 @@ Fabric::~Fabric() {
         if (r.base)
             munmap(r.base, r.size);
     if (shm_) {
-        if (proc_ < kMaxProcs)
-            shm_->procs[proc_].pid.store(0, std::memory_order_release);
+        if (proc_ < kMaxProcs) {  // free the slot if it is still ours
+            std::uint64_t w = live_word_;
+            shm_->procs[proc_].word.compare_exchange_strong(w, proc_word(0, gen_, kProcFree),
+                                                            std::memory_order_acq_rel);
+        }
         munmap(shm_, sizeof(FabricShm));
     }
 }
@@ -102,50 +115,127 @@ bool Fabric::attach(const std::string &name, std::string *err) {
     }
 
     collect_dead();
+    // Claim a free process slot: FREE -> CLAIMING (a CAS) says "taken, identity
+    // coming" (a CLAIMING slot is alive while its pid is); the start time is
+    // published before LIVE, so whoever sees LIVE also sees this process's.
     const std::uint32_t me = static_cast<std::uint32_t>(getpid());
+    const std::uint64_t start = proc_start_time(static_cast<int>(me));
     for (std::uint32_t p = 0; p < kMaxProcs; ++p) {
-        std::uint32_t expected = 0;
-        if (shm_->procs[p].pid.compare_exchange_strong(expected, me, std::memory_order_acq_rel)) {
-            proc_ = p;
-            gen_ = shm_->procs[p].gen.fetch_add(1, std::memory_order_relaxed) + 1;
-            shm_->procs[p].start_time.store(proc_start_time(static_cast<int>(me)), std::memory_order_release);
-            return true;
-        }
+        ProcEntry &e = shm_->procs[p];
+        std::uint64_t w = e.word.load(std::memory_order_acquire);
+        if (proc_state(w) != kProcFree)
+            continue;
+        std::uint32_t gen = (proc_gen(w) + 1) & 0xffff;
+        gen += gen == 0;  // never 0: an ident is never 0
+        if (!e.word.compare_exchange_strong(w, proc_word(me, gen, kProcClaiming), std::memory_order_acq_rel))
+            continue;
+        proc_ = p;
+        gen_ = gen;
+        if (const std::uint32_t ms = g_attach_pause_ms.exchange(0)) [[unlikely]]
+            std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+        e.start_time.store(start, std::memory_order_relaxed);
+        live_word_ = proc_word(me, gen, kProcLive);
+        e.word.store(live_word_, std::memory_order_release);
+        return true;
     }
     *err = "software-HCA fabric " + name + " has no free process slot (" + std::to_string(kMaxProcs) + " in use)";
     return false;
 }
 
-bool Fabric::proc_alive(std::uint32_t p) const noexcept {
-    if (p >= kMaxProcs)
-        return false;
-    const ProcEntry &e = shm_->procs[p];
-    const std::uint32_t pid = e.pid.load(std::memory_order_acquire);
-    if (pid == 0)
-        return false;
+// Is the process of slot word w (start time st) alive? Syscalls: slow path only.
+bool Fabric::word_alive(std::uint64_t w, std::uint64_t st) noexcept {
+    const std::uint32_t pid = proc_pid(w);
+    if (pid == 0 || pid > kMaxPid)
+        return false;  // garbage (kill() of 0 or a negative pid would test a whole process group)
     if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
         return false;
-    const std::uint64_t st = e.start_time.load(std::memory_order_acquire);
+    if (proc_state(w) == kProcClaiming)
+        return true;  // still publishing who it is: its pid is all there is
+    if (proc_state(w) != kProcLive)
+        return false;  // garbage
     return st == 0 || proc_start_time(static_cast<int>(pid)) == st;
+}
+
+bool Fabric::ident_alive(std::uint32_t id) const noexcept {
+    const std::uint32_t p = ident_proc(id), gen = ident_gen(id);
+    if (p >= kMaxProcs || gen == 0)
+        return false;
+    const ProcEntry &e = shm_->procs[p];
+    const std::uint64_t w = e.word.load(std::memory_order_acquire);
+    if (proc_state(w) == kProcFree || proc_gen(w) != gen)
+        return false;  // that incarnation is gone, whoever holds the slot now
+    return word_alive(w, e.start_time.load(std::memory_order_relaxed));
 }
 
 void Fabric::collect_dead() {
     for (std::uint32_t p = 0; p < kMaxProcs; ++p) {
-        const std::uint32_t pid = shm_->procs[p].pid.load(std::memory_order_acquire);
-        if (pid == 0 || proc_alive(p))
+        ProcEntry &e = shm_->procs[p];
+        const std::uint64_t w = e.word.load(std::memory_order_acquire);
+        if (proc_state(w) == kProcFree || word_alive(w, e.start_time.load(std::memory_order_relaxed)))
             continue;
-        // Its QPs: free them and drop their multicast memberships.
+        // What the dead incarnation owned, by its ident (never the slot's next owner's):
+        // its QPs, freed and dropped from their groups.
+        const std::uint32_t id = soft::ident(p, proc_gen(w));
         for (std::uint32_t q = 0; q < kMaxQps; ++q) {
-            QpEntry &e = shm_->qps[q];
-            if (e.qpn.load(std::memory_order_acquire) && e.owner_proc.load(std::memory_order_relaxed) == p) {
-                for (auto &g : shm_->groups)
-                    g.members[q / 64].fetch_and(~(std::uint64_t{1} << (q % 64)), std::memory_order_acq_rel);
-                e.qpn.store(0, std::memory_order_release);
+            QpEntry &qe = shm_->qps[q];
+            if (qe.owner.load(std::memory_order_acquire) != id)
+                continue;
+            group_drop_member(q);
+            qe.qpn.store(0, std::memory_order_release);
+            std::uint32_t expected = id;
+            qe.owner.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
+        }
+        std::uint64_t expected = w;  // unless it changed meanwhile
+        e.word.compare_exchange_strong(expected, proc_word(0, proc_gen(w), kProcFree), std::memory_order_acq_rel);
+    }
+}
+
+int Fabric::group_attach(const std::uint8_t *mgid, std::uint16_t mlid, std::uint32_t qp_slot, std::string *err) {
+    GroupEntry *g = nullptr;
+    for (int pass = 0; pass < 2 && !g; ++pass)
+        for (auto &e : shm_->groups) {
+            const std::uint32_t st = e.state.load(std::memory_order_acquire);
+            if (st == kGroupLive && std::memcmp(e.mgid, mgid, 16) == 0) {
+                g = &e;
+                break;
+            }
+            if (pass == 1 && st == kGroupFree) {
+                std::uint32_t expected = kGroupFree;
+                if (e.state.compare_exchange_strong(expected, kGroupBusy, std::memory_order_acq_rel)) {
+                    std::memcpy(e.mgid, mgid, 16);
+                    e.mlid.store(mlid, std::memory_order_relaxed);
+                    e.state.store(kGroupLive, std::memory_order_release);
+                    g = &e;
+                    break;
+                }
             }
         }
-        std::uint32_t expected = pid;
-        shm_->procs[p].pid.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
+    if (!g) {
+        *err = "no free multicast group slot";
+        return -ENOSPC;
     }
+    if (g->mlid.load(std::memory_order_relaxed) != mlid) {
+        *err = "the group has MLID " + std::to_string(g->mlid.load(std::memory_order_relaxed)) + ", not " +
+               std::to_string(mlid);
+        return -EINVAL;
+    }
+    g->members[qp_slot / 64].fetch_or(std::uint64_t{1} << (qp_slot % 64), std::memory_order_acq_rel);
+    return 0;
+}
+
+int Fabric::group_detach(const std::uint8_t *mgid, std::uint32_t qp_slot, std::string *err) {
+    for (auto &e : shm_->groups)
+        if (e.state.load(std::memory_order_acquire) == kGroupLive && std::memcmp(e.mgid, mgid, 16) == 0) {
+            e.members[qp_slot / 64].fetch_and(~(std::uint64_t{1} << (qp_slot % 64)), std::memory_order_acq_rel);
+            return 0;
+        }
+    *err = "not attached";
+    return -ENOENT;
+}
+
+void Fabric::group_drop_member(std::uint32_t qp_slot) noexcept {
+    for (auto &g : shm_->groups)
+        g.members[qp_slot / 64].fetch_and(~(std::uint64_t{1} << (qp_slot % 64)), std::memory_order_acq_rel);
 }
 
 std::string Fabric::segment_name(std::uint32_t key) const {

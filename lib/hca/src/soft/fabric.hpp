@@ -23,10 +23,13 @@ class Fabric {
 
     FabricShm *shm() const noexcept { return shm_; }
     std::uint32_t proc() const noexcept { return proc_; }
+    std::uint32_t gen() const noexcept { return gen_; }
 
-    // Is the process in proc slot p (as of its incarnation `gen`) still alive?
-    // A syscall: only for the slow path.
-    bool proc_alive(std::uint32_t p) const noexcept;
+    // This process's ident (shm_layout.hpp): its slot and that slot's generation.
+    std::uint32_t ident() const noexcept { return soft::ident(proc_, gen_); }
+    // Is the incarnation `id` of a process slot still alive? False if the slot
+    // is free or held by another incarnation. Syscalls: only for the slow path.
+    bool ident_alive(std::uint32_t id) const noexcept;
 
     // Local segments.
     void *alloc_segment(std::size_t len, std::string *err);
@@ -40,7 +43,16 @@ class Fabric {
     // Reclaim the slots of processes that died without closing.
     void collect_dead();
 
+    // The multicast group table. Attach QP slot qp_slot to the group of mgid
+    // (16 bytes) with MLID mlid, creating the group if needed; detach it.
+    // 0, or a negative errno with *err set.
+    int group_attach(const std::uint8_t *mgid, std::uint16_t mlid, std::uint32_t qp_slot, std::string *err);
+    int group_detach(const std::uint8_t *mgid, std::uint32_t qp_slot, std::string *err);
+    // Remove QP slot qp_slot from every group (its QP is gone).
+    void group_drop_member(std::uint32_t qp_slot) noexcept;
+
   private:
+    static bool word_alive(std::uint64_t w, std::uint64_t start_time) noexcept;
     std::string segment_name(std::uint32_t key) const;
 
     struct LocalSeg {
@@ -58,6 +70,7 @@ class Fabric {
     FabricShm *shm_ = nullptr;
     std::uint32_t proc_ = kMaxProcs;
     std::uint32_t gen_ = 0;
+    std::uint64_t live_word_ = 0;  // this process's slot word
     std::vector<LocalSeg> local_;
     std::array<RemoteSeg, kMaxProcs * kMaxSegsPerProc> remote_{};
 };

@@ -2,16 +2,22 @@
 // The software HCA's shared state: one POSIX shared-memory object per fabric
 // ("/ipoibsoft.<fabric>"), mapped by every process that opens a device on it.
 //
-// Ports, QPs and multicast groups live in fixed tables; all cross-process
-// coordination is lock-free (CAS on slot state words, relaxed counters).
+// Ports, QPs and multicast groups live in fixed tables; the data path is
+// lock-free (CAS on slot state words, relaxed counters).
 //
 // Receive queues are rings of posted buffer descriptors that *senders* fill:
 // a sender claims the next posted slot with one CAS, copies the message
 // straight into the receiver's buffer (shared memory the receiver allocated
-// with alloc_dma), writes the completion fields and marks the slot DONE. The
+// with alloc_dma), writes the completion fields and marks the slot DONE with
+// a second CAS (which fails if the receiver gave up on it meanwhile). The
 // receiving process completes slots in order from its CQ. A slot is never
-// reachable by two senders, and a sender that dies leaves a slot CLAIMED by a
-// dead process, which the receiver completes as `aborted` (see soft_hca.cpp).
+// reachable by two senders; a sender that dies or stalls holding one is
+// skipped by the receiver (see soft_hca.cpp).
+//
+// Threat model: a peer process may be buggy, crash or be stopped (not root).
+// Anything read here that another process writes may be garbage: every
+// index, count, length and state read from this memory is bounded before it
+// is used (rx_slot.hpp for the receive slots; doc/soft-hca.md has the list).
 #pragma once
 
 #include <atomic>
@@ -22,7 +28,7 @@
 namespace ipoib::hca::soft {
 
 inline constexpr std::uint32_t kMagic = 0x49504f53;  // "IPOS"
-inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kLayoutVersion = 3;
 inline constexpr std::uint32_t kMaxProcs = 32;
 inline constexpr std::uint32_t kMaxPorts = 32;
 inline constexpr std::uint32_t kQpSlotBits = 7;
@@ -31,19 +37,39 @@ inline constexpr std::uint32_t kRqDepth = 1024;              // max posted recei
 inline constexpr std::uint32_t kMaxGroups = 128;
 inline constexpr std::uint32_t kMaxSegsPerProc = 64;
 
-// RQ slot state word: lap (48 bits) | sender proc (8) | kind (8).
-// Ring index i belongs to lap i / depth + 1, so the all-zero initial state
-// reads as "not posted yet" for the first lap.
-enum SlotKind : std::uint8_t { kNotPosted = 0, kPosted = 1, kClaimed = 2, kDone = 3, kConsumed = 4 };
-constexpr std::uint64_t slot_word(std::uint64_t lap, std::uint32_t proc, SlotKind k) noexcept {
-    return lap << 16 | std::uint64_t{proc & 0xff} << 8 | k;
+// An incarnation of a process slot: generation (16 bits, never 0) << 8 | slot.
+// It names the owner of receive slots, QPs and the group-table lock, so that
+// a process that takes over a dead one's slot is never taken for it.
+constexpr std::uint32_t ident(std::uint32_t proc, std::uint32_t gen) noexcept {
+    return (gen & 0xffff) << 8 | (proc & 0xff);
 }
-constexpr std::uint64_t slot_lap(std::uint64_t w) noexcept { return w >> 16; }
-constexpr std::uint32_t slot_proc(std::uint64_t w) noexcept { return (w >> 8) & 0xff; }
+constexpr std::uint32_t ident_proc(std::uint32_t id) noexcept { return id & 0xff; }
+constexpr std::uint32_t ident_gen(std::uint32_t id) noexcept { return (id >> 8) & 0xffff; }
+
+// RQ slot state word: lap (32 bits) | sender ident (24) | kind (8).
+// Ring index i belongs to lap i / depth + 1 (mod 2^32: laps are compared by
+// difference), so the all-zero initial state reads as "not posted yet" for
+// the first lap.
+enum SlotKind : std::uint8_t { kNotPosted = 0, kPosted = 1, kClaimed = 2, kDone = 3, kConsumed = 4 };
+constexpr std::uint64_t slot_word(std::uint32_t lap, std::uint32_t owner, SlotKind k) noexcept {
+    return std::uint64_t{lap} << 32 | std::uint64_t{owner & 0xffffff} << 8 | k;
+}
+constexpr std::uint32_t slot_lap(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w >> 32); }
+constexpr std::uint32_t slot_owner(std::uint64_t w) noexcept { return (w >> 8) & 0xffffff; }
+constexpr std::uint8_t slot_kind_raw(std::uint64_t w) noexcept { return static_cast<std::uint8_t>(w & 0xff); }
 constexpr SlotKind slot_kind(std::uint64_t w) noexcept { return static_cast<SlotKind>(w & 0xff); }
+// The lap of ring index idx, and how far lap a is ahead of lap b (negative: behind).
+constexpr std::uint32_t lap_of(std::uint64_t idx, std::uint32_t depth) noexcept {
+    return static_cast<std::uint32_t>(idx / depth + 1);
+}
+constexpr std::int32_t lap_diff(std::uint32_t a, std::uint32_t b) noexcept { return static_cast<std::int32_t>(a - b); }
 
 // Receive-side outcome the sender leaves for the receiver.
-enum RxStatus : std::uint8_t { kRxOk = 0, kRxTooLong = 1 };
+enum RxStatus : std::uint8_t {
+    kRxOk = 0,
+    kRxTooLong = 1,    // the message does not fit the posted buffer
+    kRxBadBuffer = 2,  // the slot's buffer descriptor names no segment, or lies outside it
+};
 
 struct RqSlot {
     std::atomic<std::uint64_t> state;
@@ -55,7 +81,7 @@ struct RqSlot {
     std::uint32_t byte_len;
     std::uint32_t src_qp;
     std::uint16_t slid;
-    std::uint16_t pkey_index;
+    std::uint16_t pkey_index;  // unused: the receiver knows its own
     std::uint8_t sl;
     std::uint8_t flags;   // kWcGrh
     std::uint8_t status;  // RxStatus
@@ -66,20 +92,31 @@ static_assert(sizeof(RqSlot) == 40);
 enum QpCounter : std::uint32_t {
     kQpTxPackets, kQpTxBytes, kQpTxErrors, kQpRxPackets, kQpRxBytes,
     kQpDropNoBuffer, kQpDropQkey, kQpDropPkey, kQpDropTooLong, kQpDropPortDown, kQpDropAborted,
+    kQpRxBadSlot, kQpDropStalled, kQpTxLate,
     kQpCounterCount
 };
 
 enum PortCounter : std::uint32_t {
     kPortTxPackets, kPortTxBytes, kPortRxPackets, kPortRxBytes,
     kPortDropNoQp, kPortDropPkey, kPortDropPortDown, kPortDropNoBuffer, kPortDropQkey, kPortDropTooLong,
-    kPortTxMtuExceeded, kPortTxPortDown,
+    kPortTxMtuExceeded, kPortTxPortDown, kPortRxBadSlot,
     kPortCounterCount
 };
 
+// Process slot word: pid (32) | generation (16) << 8 | state (8).
+// FREE keeps the last generation, so the next claim takes the one after it.
+enum ProcState : std::uint8_t { kProcFree = 0, kProcClaiming = 1, kProcLive = 2 };
+constexpr std::uint64_t proc_word(std::uint32_t pid, std::uint32_t gen, ProcState s) noexcept {
+    return std::uint64_t{pid} << 32 | std::uint64_t{gen & 0xffff} << 8 | s;
+}
+constexpr std::uint32_t proc_pid(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w >> 32); }
+constexpr std::uint32_t proc_gen(std::uint64_t w) noexcept { return (w >> 8) & 0xffff; }
+constexpr std::uint8_t proc_state(std::uint64_t w) noexcept { return static_cast<std::uint8_t>(w & 0xff); }
+
 struct alignas(64) ProcEntry {
-    std::atomic<std::uint32_t> pid;  // 0 = free
-    std::atomic<std::uint32_t> gen;  // bumped on each claim: names this incarnation's segments
-    std::atomic<std::uint64_t> start_time;  // /proc/<pid>/stat field 22, to survive PID reuse
+    // FREE -> CLAIMING (CAS by the claimer) -> LIVE (after start_time) -> FREE.
+    std::atomic<std::uint64_t> word;
+    std::atomic<std::uint64_t> start_time;  // /proc/<pid>/stat field 22 (PID reuse); valid while LIVE
 };
 
 struct alignas(64) PortEntry {
@@ -94,8 +131,8 @@ struct alignas(64) PortEntry {
 };
 
 struct alignas(64) QpEntry {
-    std::atomic<std::uint32_t> qpn;  // 0 = free
-    std::atomic<std::uint32_t> owner_proc;
+    std::atomic<std::uint32_t> qpn;    // 0 = free or being set up (senders skip it)
+    std::atomic<std::uint32_t> owner;  // the owner's ident, 0 = free (set before qpn, cleared after)
     std::atomic<std::uint32_t> port_idx;
     std::atomic<std::uint32_t> qkey;
     std::atomic<std::uint16_t> pkey;

@@ -19,6 +19,7 @@
 #include "capture.hpp"
 #include "fabric.hpp"
 #include "ipoib/hca/hca.hpp"
+#include "rx_slot.hpp"
 #include "smp_client.hpp"
 #include "soft_testing.hpp"
 
@@ -35,10 +36,22 @@ constexpr int kMaxCqDepth = 1 << 20;             // create_cq: 1..kMaxCqDepth
 // QPN = generation << kQpSlotBits | slot, generation 1..kQpnGenerations: QPNs
 // of a slot change across reuse, and stay below the multicast QPN 0xffffff.
 constexpr std::uint32_t kQpnGenerations = (1u << 17) - 2;
-constexpr std::uint32_t kQpnReserved = 1;        // placeholder QPN of a slot being set up (never a data QPN)
-// Polls of a receive slot claimed by a sender before checking that the
-// sender is alive (a syscall: kept off the common path).
-constexpr std::uint32_t kStuckPollsBeforeCheck = 4096;
+constexpr std::uint32_t kQpnReserved = 1;        // never a data QPN (generations start at 1)
+// A receive slot claimed by a sender that does not finish: the receiver reads
+// the clock every kStuckPollsPerClock polls of it (never per message); once
+// it has been held kDeadCheckMs it checks, at most that often, whether the
+// sender's incarnation is alive (syscalls: slow path only) and completes the
+// slot as aborted if not (drop_aborted); a live sender holding it
+// kStalledSlotMs (a stopped or stuck process) loses it too (drop_stalled).
+constexpr std::uint32_t kStuckPollsPerClock = 16;
+constexpr std::uint64_t kDeadCheckMs = 2;
+constexpr std::uint32_t kStalledSlotMs = 1000;
+// Polls of an idle receive queue (a buffer posted, nothing arriving) between
+// two checks of its ring head, a hint in shared memory senders start from.
+constexpr std::uint32_t kIdlePollsBeforeHeadCheck = 1024;
+// Slots a poll may find changed under it (a CAS lost) before it gives up
+// until the next poll: a peer flipping a state word cannot keep it spinning.
+constexpr int kSlotRetriesPerPoll = 4;
 
 std::uint64_t now_ms() noexcept {
     timespec ts{};
@@ -70,7 +83,10 @@ class SoftCq final : public Cq {
     explicit SoftCq(std::uint32_t depth) : sends_(depth) {}
     int poll(Wc *wc, int n) noexcept override;
 
-    bool push_send(const Wc &w) noexcept { return sends_.push(w); }
+    // A send's completion place, reserved before the send is accepted (never dropped).
+    bool reserve_send() noexcept { return sends_.reserve(); }
+    void push_send(const Wc &w) noexcept { sends_.push_reserved(w); }
+    void unreserve_send() noexcept { sends_.unreserve(); }
     std::vector<SoftQp *> recv_qps;
 
   private:
@@ -80,7 +96,7 @@ class SoftCq final : public Cq {
 class SoftQp final : public Qp {
   public:
     SoftQp(SoftContext *ctx, QpEntry *e, std::uint32_t slot, std::uint32_t port_idx, std::uint8_t port_num,
-           const QpInit &init);
+           const QpInit &init, std::uint32_t qpn);
     ~SoftQp() override;
     std::uint32_t qp_num() const noexcept override { return qpn_; }
     int post_recv(const RecvWr *wr, int n) noexcept override;
@@ -96,9 +112,11 @@ class SoftQp final : public Qp {
     int poll_recv(Wc *wc, int n) noexcept;
 
   private:
+    void check_head() noexcept;
     void deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendWr &wr, std::uint32_t len,
                  std::uint32_t qkey, const SoftAh &ah) noexcept;
-    bool claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint64_t *lap) noexcept;
+    bool claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint32_t *lap) noexcept;
+    bool give_up_stuck(std::uint64_t w, std::uint64_t now, bool *dead) noexcept;
     void send_one(const SendWr &wr) noexcept;
 
     SoftContext *ctx_;
@@ -109,9 +127,18 @@ class SoftQp final : public Qp {
     std::uint32_t qpn_;
     SoftCq *send_cq_, *recv_cq_;
     std::uint32_t depth_;
+    std::uint16_t pkey_index_;
+    // Per ring index, what this process posted: the work request and the
+    // buffer's length (the slot's own copy is shared memory).
     std::vector<std::uint64_t> wr_ids_;
+    std::vector<std::uint32_t> lens_;
     std::uint64_t tail_ = 0, cursor_ = 0;
+    std::uint32_t idle_polls_ = 0;
+    // The claimed slot at the cursor, while it stays claimed: its state word,
+    // polls, since when (ms) and when its sender was last checked.
+    std::uint64_t stuck_word_ = 0;
     std::uint32_t stuck_polls_ = 0;
+    std::uint64_t stuck_since_ = 0, stuck_checked_ = 0;
     std::uint32_t psn_ = 0;
 };
 
@@ -138,6 +165,8 @@ class SoftContext final : public common::ContextBase {
     std::unique_ptr<Capture> capture;
     std::uint32_t poll_ms = kDefaultPollMs;
     bool fault_stall_after_claim = false;  // test-only fault hook (soft_testing.hpp)
+    std::uint32_t fault_stall_ms = 0;       // 0: stall forever
+    std::uint32_t stall_ms = kStalledSlotMs;  // bound on a slot a live sender holds (test hook)
 
   private:
     bool refresh_ports(bool initial);
@@ -329,12 +358,13 @@ std::unique_ptr<Qp> SoftContext::create_ud_qp(const QpInit &init) noexcept {
     for (std::uint32_t s = 0; s < kMaxQps; ++s) {
         QpEntry &e = shm->qps[s];
         std::uint32_t expected = 0;
-        // Reserve with a placeholder QPN until initialised.
-        if (!e.qpn.compare_exchange_strong(expected, kQpnReserved, std::memory_order_acq_rel))
+        // Own the entry (by ident: a dead owner's are freed by collect_dead), then set it up;
+        // senders skip it until its QPN is published.
+        if (!e.owner.compare_exchange_strong(expected, fabric.ident(), std::memory_order_acq_rel))
             continue;
+        e.qpn.store(0, std::memory_order_relaxed);
         std::uint32_t gen = shm->next_qp_gen.fetch_add(1, std::memory_order_relaxed) % kQpnGenerations + 1;
         const std::uint32_t qpn = gen << kQpSlotBits | s;
-        e.owner_proc.store(fabric.proc(), std::memory_order_relaxed);
         e.port_idx.store(port_idx[init.port_num - 1], std::memory_order_relaxed);
         e.qkey.store(init.qkey, std::memory_order_relaxed);
         e.pkey.store(snap_[init.port_num - 1].pkeys[init.pkey_index], std::memory_order_relaxed);
@@ -346,7 +376,7 @@ std::unique_ptr<Qp> SoftContext::create_ud_qp(const QpInit &init) noexcept {
             r.state.store(0, std::memory_order_relaxed);
         e.rq_head.store(0, std::memory_order_relaxed);
         e.qpn.store(qpn, std::memory_order_release);
-        return std::make_unique<SoftQp>(this, &e, s, port_idx[init.port_num - 1], init.port_num, init);
+        return std::make_unique<SoftQp>(this, &e, s, port_idx[init.port_num - 1], init.port_num, init, qpn);
     }
     fail(-ENOSPC, "create_ud_qp: all " + std::to_string(kMaxQps) + " QPs of the fabric are in use");
     return nullptr;
@@ -371,7 +401,8 @@ int SoftContext::port_counters(std::uint8_t port, PortCounters *out) noexcept {
     auto g = [&](PortCounter i) { return c[i].load(std::memory_order_relaxed); };
     *out = PortCounters{g(kPortTxPackets),    g(kPortTxBytes),       g(kPortRxPackets),   g(kPortRxBytes),
                         g(kPortDropNoQp),     g(kPortDropPkey),      g(kPortDropPortDown), g(kPortDropNoBuffer),
-                        g(kPortDropQkey),     g(kPortDropTooLong),   g(kPortTxMtuExceeded), g(kPortTxPortDown)};
+                        g(kPortDropQkey),     g(kPortDropTooLong),   g(kPortTxMtuExceeded), g(kPortTxPortDown),
+                        g(kPortRxBadSlot)};
     return 0;
 }
 
@@ -392,20 +423,20 @@ int SoftCq::poll(Wc *wc, int n) noexcept {
 // QP
 
 SoftQp::SoftQp(SoftContext *ctx, QpEntry *e, std::uint32_t slot, std::uint32_t port_idx, std::uint8_t port_num,
-               const QpInit &init)
-    : ctx_(ctx), e_(e), slot_(slot), port_idx_(port_idx), port_num_(port_num),
-      qpn_(e->qpn.load(std::memory_order_relaxed)), send_cq_(static_cast<SoftCq *>(init.send_cq)),
-      recv_cq_(static_cast<SoftCq *>(init.recv_cq)), depth_(init.max_recv_wr), wr_ids_(init.max_recv_wr) {
+               const QpInit &init, std::uint32_t qpn)
+    : ctx_(ctx), e_(e), slot_(slot), port_idx_(port_idx), port_num_(port_num), qpn_(qpn), send_cq_(static_cast<SoftCq *>(init.send_cq)),
+      recv_cq_(static_cast<SoftCq *>(init.recv_cq)), depth_(init.max_recv_wr), pkey_index_(init.pkey_index),
+      wr_ids_(init.max_recv_wr), lens_(init.max_recv_wr) {
     recv_cq_->recv_qps.push_back(this);
 }
 
 SoftQp::~SoftQp() {
     auto &v = recv_cq_->recv_qps;
     v.erase(std::remove(v.begin(), v.end(), this), v.end());
-    FabricShm *shm = ctx_->fabric.shm();
-    for (auto &g : shm->groups)
-        g.members[slot_ / 64].fetch_and(~(std::uint64_t{1} << (slot_ % 64)), std::memory_order_acq_rel);
+    ctx_->fabric.group_drop_member(slot_);
     e_->qpn.store(0, std::memory_order_release);
+    std::uint32_t me = ctx_->fabric.ident();  // unless a collector took it (then it is not ours to free)
+    e_->owner.compare_exchange_strong(me, 0, std::memory_order_acq_rel);
 }
 
 QpCounters SoftQp::counters() const noexcept {
@@ -413,7 +444,8 @@ QpCounters SoftQp::counters() const noexcept {
     return QpCounters{g(kQpTxPackets),     g(kQpTxBytes),    g(kQpTxErrors),   g(kQpRxPackets),
                       g(kQpRxBytes),       g(kQpDropNoBuffer), g(kQpDropQkey), g(kQpDropPkey),
                       g(kQpDropTooLong),   g(kQpDropPortDown), g(kQpDropAborted),
-                      0 /* rx_errors: every soft receive error is a counted drop */};
+                      g(kQpRxBadSlot) /* rx_errors: the completions in error for a bad slot */,
+                      g(kQpRxBadSlot),     g(kQpDropStalled),  g(kQpTxLate)};
 }
 
 int SoftQp::post_recv(const RecvWr *wr, int n) noexcept {
@@ -434,104 +466,132 @@ int SoftQp::post_recv(const RecvWr *wr, int n) noexcept {
         s.offset = static_cast<std::uint32_t>(static_cast<const std::uint8_t *>(addr) - base);
         s.length = wr[i].sge.length;
         wr_ids_[idx % depth_] = wr[i].wr_id;
-        s.state.store(slot_word(idx / depth_ + 1, 0, kPosted), std::memory_order_release);
+        lens_[idx % depth_] = wr[i].sge.length;
+        s.state.store(slot_word(lap_of(idx, depth_), 0, kPosted), std::memory_order_release);
     }
     return i;
 }
 
+// Completes the slots at the cursor, in order. Every slot is read through
+// parse_rx_slot (rx_slot.hpp): a value no correct process writes completes
+// the slot in error (general_err) and is counted in rx_bad_slot.
 int SoftQp::poll_recv(Wc *wc, int n) noexcept {
-    int got = 0;
+    int got = 0, retries = 0;
     while (got < n && cursor_ < tail_) {
-        const std::uint64_t lap = cursor_ / depth_ + 1;
-        RqSlot &s = e_->rq[cursor_ % depth_];
+        const std::uint32_t lap = lap_of(cursor_, depth_);
+        const std::uint32_t i = static_cast<std::uint32_t>(cursor_ % depth_);
+        RqSlot &s = e_->rq[i];
         const std::uint64_t w = s.state.load(std::memory_order_acquire);
         Wc &c = wc[got];
-        if (slot_kind(w) == kDone) {
-            c.status = s.status == kRxOk ? WcStatus::success : WcStatus::loc_len_err;
-            c.byte_len = s.byte_len;
-            c.src_qp = s.src_qp;
-            c.slid = s.slid;
-            c.sl = s.sl;
-            c.wc_flags = s.flags;
-            c.pkey_index = s.pkey_index;
-        } else if (slot_kind(w) == kClaimed) {
-            // A sender is writing. If it stays that way, check whether it died.
-            if (++stuck_polls_ < kStuckPollsBeforeCheck || ctx_->fabric.proc_alive(slot_proc(w))) {
-                if (stuck_polls_ >= kStuckPollsBeforeCheck)
-                    stuck_polls_ = 0;
-                break;
+        const RxVerdict v = parse_rx_slot(read_rx_slot(s, w), lap, lens_[i], &c);
+        if (v == RxVerdict::wait) {
+            if (++idle_polls_ >= kIdlePollsBeforeHeadCheck)
+                check_head();
+            break;
+        }
+        idle_polls_ = 0;
+        if (v == RxVerdict::claimed) {
+            // A sender is writing. If it stays that way: has it died, or stalled?
+            if (w != stuck_word_) {
+                stuck_word_ = w;
+                stuck_polls_ = 0;
+                stuck_since_ = 0;
             }
+            if (++stuck_polls_ % kStuckPollsPerClock != 0)
+                break;
+            bool dead = false;
+            if (!give_up_stuck(w, now_ms(), &dead))
+                break;
             std::uint64_t expected = w;
-            if (!s.state.compare_exchange_strong(expected, slot_word(lap, 0, kConsumed), std::memory_order_acq_rel))
+            if (!s.state.compare_exchange_strong(expected, slot_word(lap, 0, kConsumed), std::memory_order_acq_rel)) {
+                if (++retries > kSlotRetriesPerPoll)
+                    break;
                 continue;  // it finished after all
-            count(e_->counters[kQpDropAborted]);
+            }
+            count(e_->counters[dead ? kQpDropAborted : kQpDropStalled]);
             c = Wc{};
             c.status = WcStatus::aborted;
+        } else if (v == RxVerdict::bad) {
+            // Take it from whoever might still think it theirs, then complete it in error.
+            std::uint64_t expected = w;
+            if (!s.state.compare_exchange_strong(expected, slot_word(lap, 0, kConsumed), std::memory_order_acq_rel)) {
+                if (++retries > kSlotRetriesPerPoll)
+                    break;
+                continue;
+            }
+            count(e_->counters[kQpRxBadSlot]);
+            count(ctx_->fabric.shm()->ports[port_idx_].counters[kPortRxBadSlot]);
+            c = Wc{};
+            c.status = WcStatus::general_err;
         } else {
-            break;  // posted, nobody has written to it yet
+            s.state.store(slot_word(lap, 0, kConsumed), std::memory_order_release);
         }
-        stuck_polls_ = 0;
-        c.wr_id = wr_ids_[cursor_ % depth_];
+        stuck_word_ = 0;
+        c.wr_id = wr_ids_[i];
         c.opcode = WcOpcode::recv;
         c.qp_num = qpn_;
-        s.state.store(slot_word(lap, 0, kConsumed), std::memory_order_release);
+        c.pkey_index = pkey_index_;
         ++cursor_;
         ++got;
     }
     return got;
 }
 
+// Should the receiver take back the slot (state word w) a sender has held
+// since it was first seen (the clock now reads now, in ms)? Yes if the
+// sender's incarnation is dead (*dead), or alive but holding it for
+// stall_ms or more: a stopped or stuck process blocks its receive queue for
+// that long at most.
+bool SoftQp::give_up_stuck(std::uint64_t w, std::uint64_t now, bool *dead) noexcept {
+    if (!stuck_since_) {
+        stuck_since_ = now ? now : 1;
+        stuck_checked_ = stuck_since_;
+        return false;
+    }
+    if (now - stuck_checked_ >= kDeadCheckMs) {
+        stuck_checked_ = now;
+        if (!ctx_->fabric.ident_alive(slot_owner(w))) {
+            *dead = true;
+            return true;
+        }
+    }
+    return now - stuck_since_ >= ctx_->stall_ms;
+}
+
+// The ring head is a hint senders start from: garbage past what this process
+// posted would have them find no buffer for good (and one behind the cursor
+// would have them search). An idle receiver puts it back at the cursor;
+// a CAS, so a sender's own progress is never undone.
+void SoftQp::check_head() noexcept {
+    idle_polls_ = 0;
+    std::uint64_t h = e_->rq_head.load(std::memory_order_relaxed);
+    if (h < cursor_ || h > tail_)
+        e_->rq_head.compare_exchange_strong(h, cursor_, std::memory_order_acq_rel);
+}
+
 int SoftQp::attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept {
     if (!mgid.is_multicast() || mlid < kMulticastLidBase || mlid == 0xffff)
         return ctx_->fail(-EINVAL, "attach_mcast: not a multicast GID/LID");
-    FabricShm *shm = ctx_->fabric.shm();
-    GroupEntry *g = nullptr;
-    for (int pass = 0; pass < 2 && !g; ++pass)
-        for (auto &e : shm->groups) {
-            const std::uint32_t st = e.state.load(std::memory_order_acquire);
-            if (st == kGroupLive && std::memcmp(e.mgid, mgid.raw.data(), 16) == 0) {
-                g = &e;
-                break;
-            }
-            if (pass == 1 && st == kGroupFree) {
-                std::uint32_t expected = kGroupFree;
-                if (e.state.compare_exchange_strong(expected, kGroupBusy, std::memory_order_acq_rel)) {
-                    std::memcpy(e.mgid, mgid.raw.data(), 16);
-                    e.mlid.store(mlid, std::memory_order_relaxed);
-                    e.state.store(kGroupLive, std::memory_order_release);
-                    g = &e;
-                    break;
-                }
-            }
-        }
-    if (!g)
-        return ctx_->fail(-ENOSPC, "attach_mcast: no free multicast group slot");
-    if (g->mlid.load(std::memory_order_relaxed) != mlid)
-        return ctx_->fail(-EINVAL, "attach_mcast: the group has MLID " +
-                                        std::to_string(g->mlid.load(std::memory_order_relaxed)) + ", not " +
-                                        std::to_string(mlid));
-    g->members[slot_ / 64].fetch_or(std::uint64_t{1} << (slot_ % 64), std::memory_order_acq_rel);
-    return 0;
+    std::string err;
+    const int r = ctx_->fabric.group_attach(mgid.raw.data(), mlid, slot_, &err);
+    return r ? ctx_->fail(r, "attach_mcast: " + err) : 0;
 }
 
 int SoftQp::detach_mcast(const Gid &mgid, std::uint16_t) noexcept {
-    for (auto &e : ctx_->fabric.shm()->groups)
-        if (e.state.load(std::memory_order_acquire) == kGroupLive && std::memcmp(e.mgid, mgid.raw.data(), 16) == 0) {
-            e.members[slot_ / 64].fetch_and(~(std::uint64_t{1} << (slot_ % 64)), std::memory_order_acq_rel);
-            return 0;
-        }
-    return ctx_->fail(-ENOENT, "detach_mcast: not attached");
+    std::string err;
+    const int r = ctx_->fabric.group_detach(mgid.raw.data(), slot_, &err);
+    return r ? ctx_->fail(r, "detach_mcast: " + err) : 0;
 }
 
-bool SoftQp::claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint64_t *lap_out) noexcept {
-    const std::uint32_t me = ctx_->fabric.proc();
+bool SoftQp::claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint32_t *lap_out) noexcept {
+    const std::uint32_t me = ctx_->fabric.ident();
     std::uint64_t h = d.rq_head.load(std::memory_order_acquire);
     for (std::uint32_t tries = 0; tries < 2 * depth + 2; ++tries) {
-        const std::uint64_t lap = h / depth + 1;
+        const std::uint32_t lap = lap_of(h, depth);
         RqSlot &s = d.rq[h % depth];
         std::uint64_t w = s.state.load(std::memory_order_acquire);
-        const std::uint64_t wl = slot_lap(w);
-        if (wl == lap && slot_kind(w) == kPosted) {
+        const std::int32_t ahead = lap_diff(slot_lap(w), lap);
+        if (ahead == 0 && w == slot_word(lap, 0, kPosted)) {
             if (s.state.compare_exchange_strong(w, slot_word(lap, me, kClaimed), std::memory_order_acq_rel)) {
                 // Help the head along (it only ever grows).
                 std::uint64_t cur = d.rq_head.load(std::memory_order_relaxed);
@@ -544,9 +604,9 @@ bool SoftQp::claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint64_t
             }
             continue;  // lost the race for this slot: look again
         }
-        if (wl == lap)  // claimed, done or consumed in this lap: the head is behind
+        if (ahead == 0)  // claimed, done or consumed in this lap (or garbage): the head is behind
             ++h;
-        else if (wl > lap)  // our view of the head is a lap behind
+        else if (ahead > 0)  // our view of the head is a lap behind
             h = std::max(h + 1, d.rq_head.load(std::memory_order_acquire));
         else
             return false;  // not posted yet: no buffer
@@ -554,10 +614,17 @@ bool SoftQp::claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint64_t
     return false;
 }
 
+// Every value of the destination read from shared memory is bounded before it
+// indexes anything (rx_slot.hpp); a bad one drops the message, counted in the
+// destination QP's rx_bad_slot (and its port's, when the port is known).
 void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendWr &wr, std::uint32_t len,
                      std::uint32_t qkey, const SoftAh &ah) noexcept {
     FabricShm *shm = ctx_->fabric.shm();
     QpEntry &d = shm->qps[dst_slot];
+    if (!valid_port_idx(dst_port)) [[unlikely]] {
+        count(d.counters[kQpRxBadSlot]);
+        return;
+    }
     PortEntry &dp = shm->ports[dst_port];
     if (dp.state.load(std::memory_order_acquire) != static_cast<std::uint8_t>(PortState::active)) {
         count(dp.counters[kPortDropPortDown]);
@@ -575,21 +642,31 @@ void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendW
         return;
     }
     const std::uint32_t depth = d.rq_depth.load(std::memory_order_relaxed);
+    if (!valid_rq_depth(depth)) [[unlikely]] {
+        count(dp.counters[kPortRxBadSlot]);
+        count(d.counters[kQpRxBadSlot]);
+        return;
+    }
     RqSlot *s;
-    std::uint64_t lap;
-    if (depth == 0 || depth > kRqDepth || !claim(d, depth, &s, &lap)) {
+    std::uint32_t lap;
+    if (!claim(d, depth, &s, &lap)) {
         count(dp.counters[kPortDropNoBuffer]);
         count(d.counters[kQpDropNoBuffer]);
         return;
     }
-    if (ctx_->fault_stall_after_claim) [[unlikely]]
-        for (;;)
-            pause();  // die here, holding a claimed slot, when the test kills us
+    if (ctx_->fault_stall_after_claim) [[unlikely]] {
+        if (!ctx_->fault_stall_ms)
+            for (;;)
+                pause();  // die here, holding a claimed slot, when the test kills us
+        usleep(ctx_->fault_stall_ms * 1000);  // or come back late
+    }
+    // The receiver's buffer descriptor, each field read once and bounded by the segment it names.
+    const std::uint32_t key = load_once(s->seg_key), offset = load_once(s->offset), length = load_once(s->length);
     std::uint32_t seg_size = 0;
-    std::uint8_t *base = ctx_->fabric.segment_base(s->seg_key, &seg_size);
-    const bool fits = base && std::uint64_t{s->offset} + s->length <= seg_size && kGrhLen + len <= s->length;
-    if (fits) {
-        std::uint8_t *buf = base + s->offset;
+    std::uint8_t *base = ctx_->fabric.segment_base(key, &seg_size);
+    const RxStatus st = check_rx_buffer(offset, length, base ? seg_size : 0, len);
+    if (st == kRxOk) {
+        std::uint8_t *buf = base + offset;
         if (ah.attr_.is_global) {
             Gid sgid;
             ctx_->query_gid(port_num_, 0, &sgid);
@@ -601,23 +678,33 @@ void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendW
                         wr.sg_list[i].length);
             dst += wr.sg_list[i].length;
         }
-        s->status = kRxOk;
         count(dp.counters[kPortRxPackets]);
         count(dp.counters[kPortRxBytes], len);
         count(d.counters[kQpRxPackets]);
         count(d.counters[kQpRxBytes], len);
-    } else {
-        s->status = kRxTooLong;
+    } else if (st == kRxTooLong) {
         count(dp.counters[kPortDropTooLong]);
         count(d.counters[kQpDropTooLong]);
+    }  // kRxBadBuffer: the receiver counts it when it completes the slot
+    // Finish only a slot still ours: a receiver that judged this process dead
+    // or stalled has taken it back, and may have posted it again since. Checked
+    // before the completion fields are written (a load of a line we own), and
+    // made sure of by the final CAS.
+    const std::uint64_t claimed = slot_word(lap, ctx_->fabric.ident(), kClaimed);
+    if (s->state.load(std::memory_order_acquire) != claimed) [[unlikely]] {
+        count(e_->counters[kQpTxLate]);
+        return;
     }
+    s->status = st;
     s->byte_len = kGrhLen + len;
     s->src_qp = qpn_;
     s->slid = shm->ports[port_idx_].lid.load(std::memory_order_relaxed);
-    s->sl = ah.attr_.sl;
+    s->sl = ah.attr_.sl & kMaxSl;
     s->flags = ah.attr_.is_global ? kWcGrh : 0;
-    s->pkey_index = d.pkey_index.load(std::memory_order_relaxed);
-    s->state.store(slot_word(lap, ctx_->fabric.proc(), kDone), std::memory_order_release);
+    std::uint64_t expected = claimed;
+    if (!s->state.compare_exchange_strong(expected, slot_word(lap, ctx_->fabric.ident(), kDone),
+                                          std::memory_order_acq_rel)) [[unlikely]]
+        count(e_->counters[kQpTxLate]);
 }
 
 void SoftQp::send_one(const SendWr &wr) noexcept {
@@ -626,10 +713,11 @@ void SoftQp::send_one(const SendWr &wr) noexcept {
     auto *ah = static_cast<SoftAh *>(wr.ah);
     Wc c = common::send_wc(wr.wr_id, WcStatus::success, qpn_);
     const std::uint32_t len = common::send_length(wr);
-    const auto mtu = static_cast<Mtu>(mp.active_mtu.load(std::memory_order_relaxed));
+    const std::uint8_t mtu_code = mp.active_mtu.load(std::memory_order_relaxed);
+    const auto mtu = static_cast<Mtu>(mtu_code);
 
-    if (!ah || wr.num_sge > kMaxSendSge) {
-        c.status = WcStatus::general_err;
+    if (!ah || wr.num_sge > kMaxSendSge || !valid_mtu_code(mtu_code)) {
+        c.status = WcStatus::general_err;  // (an MTU code no process writes: the port entry is garbage)
     } else if (mp.state.load(std::memory_order_acquire) != static_cast<std::uint8_t>(PortState::active)) {
         c.status = WcStatus::loc_qp_op_err;
         count(mp.counters[kPortTxPortDown]);
@@ -718,12 +806,19 @@ void SoftQp::send_one(const SendWr &wr) noexcept {
     count(e_->counters[kQpTxBytes], len);
     if (wr.signaled)
         send_cq_->push_send(c);
+    else
+        send_cq_->unreserve_send();
 }
 
+// A work request is accepted only if its completion has a place in the send
+// CQ (reserved here; send_one uses it or gives it back): a full CQ stops the
+// burst and the count accepted is returned, as ibv_post_send stops at a full
+// send queue (ENOMEM). No completion is ever dropped.
 int SoftQp::post_send(const SendWr *wr, int n) noexcept {
-    for (int i = 0; i < n; ++i)
+    int i = 0;
+    for (; i < n && send_cq_->reserve_send(); ++i)
         send_one(wr[i]);
-    return n;
+    return i;
 }
 
 // The provider: options, defaults from the environment umad2sim uses.
@@ -763,11 +858,34 @@ std::unique_ptr<Context> open_provider(const std::string &device, const Provider
 
 } // namespace
 
-bool arm_stall_after_claim(Context &ctx) noexcept {
+bool arm_stall_after_claim(Context &ctx, std::uint32_t ms) noexcept {
     auto *soft = dynamic_cast<SoftContext *>(&ctx);
     if (!soft)
         return false;
     soft->fault_stall_after_claim = true;
+    soft->fault_stall_ms = ms;
+    return true;
+}
+
+bool set_stall_ms(Context &ctx, std::uint32_t ms) noexcept {
+    auto *soft = dynamic_cast<SoftContext *>(&ctx);
+    if (!soft)
+        return false;
+    soft->stall_ms = ms;
+    return true;
+}
+
+FabricShm *fabric_shm(Context &ctx) noexcept {
+    auto *soft = dynamic_cast<SoftContext *>(&ctx);
+    return soft ? soft->fabric.shm() : nullptr;
+}
+
+bool fabric_proc(Context &ctx, std::uint32_t *proc, std::uint32_t *gen) noexcept {
+    auto *soft = dynamic_cast<SoftContext *>(&ctx);
+    if (!soft)
+        return false;
+    *proc = soft->fabric.proc();
+    *gen = soft->fabric.gen();
     return true;
 }
 

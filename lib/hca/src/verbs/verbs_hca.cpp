@@ -461,9 +461,10 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
             // IBA: a UD message longer than the path MTU completes with a local
             // length error. Not every device checks (rxe sends it and the
             // receiver drops it silently): the provider does, before posting.
+            // Its completion is never dropped: with no room for it, it is not accepted.
             const SendWr &r = wr[done];
-            if (r.signaled)
-                scq_->push_soft(common::send_wc(r.wr_id, WcStatus::loc_len_err, qp_->qp_num));
+            if (r.signaled && !scq_->push_soft(common::send_wc(r.wr_id, WcStatus::loc_len_err, qp_->qp_num)))
+                return done;
             stats_.tx_errors.add();
             ++done;
         }

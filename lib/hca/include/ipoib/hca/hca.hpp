@@ -102,7 +102,7 @@ enum class WcStatus : std::uint8_t {
     loc_len_err,     // message longer than the MTU (send) or the posted buffer (receive)
     loc_qp_op_err,   // QP or port not in a state to send
     wr_flush_err,    // flushed: QP destroyed with the WR outstanding
-    aborted,         // the sender died while writing this buffer
+    aborted,         // the sender died or stalled while writing this buffer
     general_err,
 };
 const char *to_string(WcStatus s) noexcept;
@@ -182,6 +182,16 @@ struct QpCounters {
     std::uint64_t rx_packets, rx_bytes;
     std::uint64_t drop_no_buffer, drop_qkey, drop_pkey, drop_too_long, drop_port_down, drop_aborted;
     std::uint64_t rx_errors;  // receive completions in error for another reason (flushes not counted)
+    // Software HCA only (0 elsewhere): messages to this QP lost or completed in
+    // error because its shared-memory state held a value no correct process
+    // writes (a receive slot, the QP's entry): a buggy or crashed peer's doing.
+    std::uint64_t rx_bad_slot;
+    // Software HCA only (0 elsewhere). drop_stalled: receive slots taken back
+    // from a live sender that held one too long (a stopped or stuck process;
+    // completed as aborted, as a dead sender's are in drop_aborted). tx_late:
+    // sends of this QP that finished after the receiver had taken the slot back
+    // (not delivered; the send itself completes as UD does, successfully).
+    std::uint64_t drop_stalled, tx_late;
 };
 
 struct PortCounters {
@@ -189,6 +199,7 @@ struct PortCounters {
     std::uint64_t rx_packets, rx_bytes;
     std::uint64_t drop_no_qp, drop_pkey, drop_port_down, drop_no_buffer, drop_qkey, drop_too_long;
     std::uint64_t tx_mtu_exceeded, tx_port_down;
+    std::uint64_t rx_bad_slot;  // software HCA: the sum of its QPs' rx_bad_slot (0 elsewhere)
 };
 
 class Mr {
