@@ -477,6 +477,13 @@ int port_control_start(Port *p) {
         }
         p->iface->on_link = [p](bool up) { on_link(p, up); };
         p->iface->on_group = [p](const wire::Gid &g, const ctrl::McMemberRecord &r, bool j) { on_group(p, g, r, j); };
+        // Heavy flush: the partition moved in the port's P_Key table. The UD QP
+        // is not moved yet (that needs a QP reset and re-init under a grace
+        // period for the fast path): until the port restarts it keeps its index.
+        p->iface->on_pkey_index = [p](int idx) {
+            IPOIB_LOG(WARNING, "%s: P_Key 0x%04x moved to index %d; the QP keeps its old index until the port "
+                      "is restarted", p->name.c_str(), p->iface->pkey(), idx);
+        };
     }
     for (auto &n : p->cfg.neighs) {
         const Neigh *e = p->fp.neigh.find(n.mac);

@@ -164,6 +164,12 @@ class VerbsCq final : public Cq {
     // A completion the device never saw (a send the provider refused): returned by the next poll.
     bool push_soft(const Wc &wc) noexcept { return soft_.push(wc); }
     void remove_owner(QpStats *s) { owners_.erase(std::remove(owners_.begin(), owners_.end(), s), owners_.end()); }
+    // Room for the completions of signaled sends: a CQ that overflows loses
+    // completions (and on most devices errors), so sends never outrun it.
+    // One poster and poller per CQ, as the provider interface has it; a CQ
+    // that also takes receives must be sized for those too.
+    int send_room() const noexcept { return std::max(0, cq_->cqe - static_cast<int>(sends_outstanding_)); }
+    void sends_posted(int n) noexcept { sends_outstanding_ += static_cast<std::uint32_t>(n); }
 
   private:
     QpStats *owner(std::uint32_t qpn) const {
@@ -177,6 +183,7 @@ class VerbsCq final : public Cq {
     ibv_cq *cq_;
     std::vector<QpStats *> owners_;  // the QPs using this CQ (usually one)
     common::WcQueue soft_;
+    std::uint32_t sends_outstanding_ = 0;  // signaled sends posted whose completion was not polled yet
 };
 
 int VerbsCq::poll(Wc *wc, int n) noexcept {
@@ -191,6 +198,8 @@ int VerbsCq::poll(Wc *wc, int n) noexcept {
             const ibv_wc &s = iw[i];
             Wc &d = wc[total + i];
             const bool recv = s.wr_id & kRecvTag;
+            if (!recv && sends_outstanding_)
+                --sends_outstanding_;
             d.wr_id = s.wr_id & ~kRecvTag;
             d.status = map_status(s.status);
             d.opcode = recv ? WcOpcode::recv : WcOpcode::send;
@@ -393,10 +402,15 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
         ibv_send_wr w[kChunk];
         ibv_sge s[kChunk][kMaxSendSge];
         std::uint32_t lens[kChunk];
-        int built = 0;
-        bool too_long = false;
+        int built = 0, signaled = 0;
+        const int room = scq_->send_room();
+        bool too_long = false, cq_full = false;
         while (built < kChunk && done + built < n) {
             const SendWr &r = wr[done + built];
+            if (r.signaled && signaled == room) {
+                cq_full = true;  // its completion would not fit the send CQ: not taken (as ENOMEM)
+                break;
+            }
             const bool unreg = unregistered(r);
             const std::uint32_t total = common::send_length(r);
             // mtu_ <= 4096: whatever fits the MTU fits a bounce slot.
@@ -427,8 +441,10 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
             x.wr_id = r.wr_id;
             x.sg_list = s[built];
             x.opcode = IBV_WR_SEND;
-            if (r.signaled)
+            if (r.signaled) {
                 x.send_flags |= IBV_SEND_SIGNALED;
+                ++signaled;
+            }
             x.wr.ud.ah = static_cast<VerbsAh *>(r.ah)->raw();
             x.wr.ud.remote_qpn = r.remote_qpn;
             // IBA: a Q_Key with the high bit set means "the QP's own". rxe sends it
@@ -446,8 +462,11 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
             if (rc != 0)
                 posted = bad ? static_cast<int>(bad - w) : 0;
         }
-        for (int i = 0; i < posted; ++i)
+        for (int i = 0; i < posted; ++i) {
             stats_.tx_bytes.add(lens[i]);
+            if (w[i].send_flags & IBV_SEND_SIGNALED)
+                scq_->sends_posted(1);
+        }
         posted_ += static_cast<std::uint64_t>(posted);
         stats_.tx_packets.add(static_cast<std::uint64_t>(posted));
         done += posted;
@@ -457,6 +476,8 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
             ctx_->fail(-rc, std::string("ibv_post_send: ") + std::strerror(rc));
             return done ? done : -rc;
         }
+        if (cq_full)
+            return done;
         if (too_long) {
             // IBA: a UD message longer than the path MTU completes with a local
             // length error. Not every device checks (rxe sends it and the
