@@ -76,19 +76,57 @@ const char *to_string(Management m) {
 // ---------------------------------------------------------------------------
 // Path cache
 
-PathEntry *PathCache::find(const Gid &dgid, std::uint16_t pkey) {
-    auto it = map_.find(Key{dgid.raw, pkey});
+PathEntry *PathCache::find(const Gid &dgid, std::uint16_t pkey, std::uint8_t port) {
+    auto it = map_.find(Key{dgid.raw, pkey, port});
     return it == map_.end() ? nullptr : &it->second;
 }
-PathEntry &PathCache::get(const Gid &dgid, std::uint16_t pkey) { return map_[Key{dgid.raw, pkey}]; }
+
+PathEntry *PathCache::get(const Gid &dgid, std::uint16_t pkey, std::uint8_t port) {
+    const Key k{dgid.raw, pkey, port};
+    if (auto it = map_.find(k); it != map_.end())
+        return &it->second;
+    if (map_.size() >= max_ && !evict_one())
+        return nullptr;
+    return &map_[k];
+}
+
+// Make room: the least recently updated invalid entry, else valid one; never
+// one being resolved (its answer will look it up).
+bool PathCache::evict_one() {
+    auto victim = map_.end();
+    for (auto it = map_.begin(); it != map_.end(); ++it) {
+        const PathEntry &e = it->second;
+        if (e.pending)
+            continue;
+        if (victim == map_.end())
+            victim = it;
+        else if (e.valid != victim->second.valid ? !e.valid : e.updated_ms < victim->second.updated_ms)
+            victim = it;
+    }
+    if (victim == map_.end())
+        return false;
+    map_.erase(victim);
+    ++evictions_;
+    return true;
+}
+
+static void invalidate_entry(PathEntry &e) {
+    e.valid = false;
+    ++e.epoch;
+}
 void PathCache::invalidate(const Gid &dgid) {
     for (auto &[k, e] : map_)
         if (k.dgid == dgid.raw)
-            e.valid = false;
+            invalidate_entry(e);
+}
+void PathCache::invalidate_port(std::uint8_t port) {
+    for (auto &[k, e] : map_)
+        if (k.port == port)
+            invalidate_entry(e);
 }
 void PathCache::invalidate_all() {
     for (auto &[k, e] : map_)
-        e.valid = false;
+        invalidate_entry(e);
 }
 
 // ---------------------------------------------------------------------------
@@ -181,7 +219,7 @@ void Interface::flush(const char *why, bool restart, bool light) {
     backoff_ms_ = 0;
     next_try_ms_ = 0;
     last_notice_ = Notice::none;
-    cp_->paths_.invalidate_all();
+    cp_->paths_.invalidate_port(cfg_.port);
     if (!light || !restart)
         report_link(false);
 }
@@ -677,6 +715,7 @@ bool ControlPlane::open(hca::Context &ctx, const CpConfig &cfg, std::string *err
     cfg_ = cfg;
     sa_ = cfg.sa_service ? cfg.sa_service : &sa_client_;
     clock_ = cfg.now_ms ? cfg.now_ms : monotonic_ms;
+    paths_.set_max_size(cfg.path_cache_max);
     ports_.assign(ctx.num_ports(), hca::PortAttr{});
     gid_index_.assign(ctx.num_ports(), 0);
     ring_ = std::make_unique<Cell[]>(kRequestRingSize);
@@ -800,8 +839,8 @@ bool ControlPlane::pop(Request *r) {
     return true;
 }
 
-bool ControlPlane::request_path(const Gid &dgid, std::uint16_t pkey) {
-    if (push(Request{RequestKind::path, pkey, 0, dgid}))
+bool ControlPlane::request_path(const Gid &dgid, std::uint16_t pkey, std::uint8_t port) {
+    if (push(Request{RequestKind::path, port, pkey, 0, dgid}))
         return true;
     ++counters_.ring_full;  // only the control thread reads it; a lost increment is harmless
     return false;
@@ -810,60 +849,112 @@ bool ControlPlane::request_path(const Gid &dgid, std::uint16_t pkey) {
 bool ControlPlane::request_sendonly(Interface *iface, const Gid &mgid) {
     if (!iface)
         return false;
-    if (push(Request{RequestKind::sendonly_join, 0, iface->id(), mgid}))
+    if (push(Request{RequestKind::sendonly_join, 0, 0, iface->id(), mgid}))
         return true;
     ++counters_.ring_full;
     return false;
 }
 
-void ControlPlane::resolve_path(const Gid &dgid, std::uint16_t pkey) {
+// Port 0 in a path request: the port of the first interface of the
+// partition, else of the first interface (what every request used before
+// requests named their port), else 1.
+std::uint8_t ControlPlane::path_port(std::uint16_t pkey) const {
+    for (auto &i : ifaces_)
+        if (i->pkey_ ? (i->pkey_ & kPkeyMask) == (pkey & kPkeyMask) : (i->cfg_.pkey & kPkeyMask) == (pkey & kPkeyMask))
+            return i->cfg_.port;
+    return ifaces_.empty() ? 1 : ifaces_.front()->cfg_.port;
+}
+
+void ControlPlane::report_path(std::uint8_t port, const Gid &dgid, std::uint16_t pkey, SaStatus st,
+                               const PathRecord *rec) {
+    if (on_path)
+        on_path(dgid, pkey, st, rec);
+    if (on_port_path)
+        on_port_path(port, dgid, pkey, st, rec);
+}
+
+void ControlPlane::resolve_path(const Gid &dgid, std::uint16_t pkey, std::uint8_t port) {
     ++counters_.path_requests;
-    PathEntry &e = paths_.get(dgid, pkey);
-    if (e.valid) {
-        ++counters_.path_cache_hits;
-        if (on_path)
-            on_path(dgid, pkey, SaStatus{}, &e.rec);
+    if (port == 0)
+        port = path_port(pkey);
+    if (port < 1 || port > ports_.size()) {
+        ++counters_.path_failed;
+        report_path(port, dgid, pkey, SaStatus{-EINVAL}, nullptr);
         return;
     }
-    if (e.pending)
+    const std::uint64_t evicted = paths_.evictions();
+    PathEntry *e = paths_.get(dgid, pkey, port);
+    counters_.path_evictions += paths_.evictions() - evicted;
+    if (!e) {
+        ++counters_.path_cache_full;
+        ++counters_.path_failed;
+        log(LogLevel::warning, "ipoib", "path to " + wire::to_string(dgid) + " not asked for: the path cache is full (" +
+                                            std::to_string(paths_.max_size()) + " paths being resolved)");
+        report_path(port, dgid, pkey, SaStatus{-ENOBUFS}, nullptr);
         return;
-    const std::uint8_t port = ifaces_.empty() ? 1 : ifaces_.front()->cfg_.port;
+    }
+    if (e->valid) {
+        ++counters_.path_cache_hits;
+        report_path(port, dgid, pkey, SaStatus{}, &e->rec);
+        return;
+    }
+    if (e->pending)
+        return;
     if (is_static()) {
         // RoCE: the GID is the address; the path's MTU is the port's, its LID none.
         const auto &pa = port_attr(port);
-        e.rec = PathRecord{};
-        e.rec.dgid = dgid;
-        e.rec.sgid = port_gid(port);
-        e.rec.pkey = pkey;
-        e.rec.mtu = static_cast<std::uint8_t>(pa.active_mtu);
-        e.rec.hop_limit = kStaticPathHopLimit;
-        e.rec.reversible = true;
-        e.valid = true;
-        e.updated_ms = now();
+        e->rec = PathRecord{};
+        e->rec.dgid = dgid;
+        e->rec.sgid = port_gid(port);
+        e->rec.pkey = pkey;
+        e->rec.mtu = static_cast<std::uint8_t>(pa.active_mtu);
+        e->rec.hop_limit = kStaticPathHopLimit;
+        e->rec.reversible = true;
+        e->valid = true;
+        e->updated_ms = now();
         ++counters_.path_resolved;
-        if (on_path)
-            on_path(dgid, pkey, SaStatus{}, &e.rec);
+        report_path(port, dgid, pkey, SaStatus{}, &e->rec);
         return;
     }
+    ask_path(dgid, pkey, port, *e);
+}
+
+// The SA query of one path, from `port`'s GID. Its answer is matched to the
+// entry (DGID, P_Key, port) it was asked for; asked before the entry was
+// invalidated (a flush), it is stale and the path is asked for again.
+void ControlPlane::ask_path(const Gid &dgid, std::uint16_t pkey, std::uint8_t port, PathEntry &e) {
     e.pending = true;
-    sa_->query_path(port_gid(port), dgid, pkey, [this, dgid, pkey](SaStatus st, const std::vector<PathRecord> &recs) {
-        PathEntry &pe = paths_.get(dgid, pkey);
-        pe.pending = false;
-        pe.updated_ms = now();
+    sa_->query_path(port_gid(port), dgid, pkey, [this, dgid, pkey, port, epoch = e.epoch](
+                                                    SaStatus st, const std::vector<PathRecord> &recs) {
+        PathEntry *pe = paths_.find(dgid, pkey, port);
+        if (!pe)
+            return;  // cannot happen: pending entries are not evicted
+        pe->pending = false;
+        if (pe->epoch != epoch) {
+            ask_path(dgid, pkey, port, *pe);
+            return;
+        }
+        pe->updated_ms = now();
+        if (st.ok() && !recs.empty() &&
+            (recs.front().dgid != dgid || (recs.front().pkey & kPkeyMask) != (pkey & kPkeyMask))) {
+            ++counters_.path_bad_answers;
+            log(LogLevel::warning, "ipoib", "path answer for " + wire::to_string(recs.front().dgid) + " P_Key " +
+                                                hex16(recs.front().pkey) + " refused: asked for " +
+                                                wire::to_string(dgid) + " P_Key " + hex16(pkey));
+            st.status = -EINVAL;
+        }
         if (st.ok() && !recs.empty()) {
-            pe.rec = recs.front();
-            pe.valid = true;
-            pe.failures = 0;
+            pe->rec = recs.front();
+            pe->valid = true;
+            pe->failures = 0;
             ++counters_.path_resolved;
-            if (on_path)
-                on_path(dgid, pkey, st, &pe.rec);
+            report_path(port, dgid, pkey, st, &pe->rec);
         } else {
-            ++pe.failures;
+            ++pe->failures;
             ++counters_.path_failed;
             log(LogLevel::info, "ipoib", "path to " + wire::to_string(dgid) + " P_Key " + hex16(pkey) +
                                              " not resolved: " + st.message());
-            if (on_path)
-                on_path(dgid, pkey, st, nullptr);
+            report_path(port, dgid, pkey, st, nullptr);
         }
     });
 }
@@ -885,6 +976,8 @@ void ControlPlane::run_once(int max_wait_ms) {
         // which the verbs provider reports as one) and GID change; heavy for
         // P_Key change; normal for port active / error and LID change.
         const bool light = ev.type == hca::EventType::sm_change || ev.type == hca::EventType::gid_change;
+        if (ev.type != hca::EventType::pkey_change)
+            paths_.invalidate_port(ev.port_num);  // light and normal: the port's paths are invalid
         for (auto &i : ifaces_) {
             if (i->cfg_.port != ev.port_num || i->state_ == IfaceState::stopped)
                 continue;
@@ -897,7 +990,7 @@ void ControlPlane::run_once(int max_wait_ms) {
     Request r;
     while (pop(&r)) {
         if (r.kind == RequestKind::path) {
-            resolve_path(r.gid, r.pkey);
+            resolve_path(r.gid, r.pkey, r.port);
         } else if (r.kind == RequestKind::sendonly_join) {
             Interface *iface = find_interface(r.iface_id);
             if (!iface)

@@ -9,6 +9,7 @@
 // group). 0x8009 is not configured at all.
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <infiniband/umad.h>
 #include <malloc.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -157,6 +158,30 @@ std::size_t count_dir(const char *path) {
 }
 
 } // namespace
+
+TEST_CASE("ctrl: the fabric's umad_send check is loaded: a request without a response timeout fails",
+          "[ctrl][umad]") {
+    // The clients of this fabric preload test/integration/umad_send_check.so
+    // (meson: IPOIB_UMAD_SEND_CHECK). Without it, a request sent with
+    // timeout 0 (which a real kernel would never answer) would pass here.
+    REQUIRE(std::getenv("IPOIB_UMAD_SEND_CHECK"));
+    REQUIRE(umad_init() == 0);
+    const int port = umad_open_port(nullptr, 0);
+    REQUIRE(port >= 0);
+    const int agent = umad_register(port, 0x03, 2, 1, nullptr);
+    REQUIRE(agent >= 0);
+    std::vector<std::uint8_t> buf(umad_size() + 256, 0);
+    auto *mad = static_cast<std::uint8_t *>(umad_get_mad(buf.data()));
+    mad[0] = 1;     // base version
+    mad[1] = 0x03;  // SA class
+    mad[2] = 2;     // class version
+    mad[3] = 0x01;  // Get
+    mad[16] = 0x00, mad[17] = 0x35;  // PathRecord
+    umad_set_addr(buf.data(), 1, 1, 0, 0x80010000);
+    CHECK(umad_send(port, agent, buf.data(), 256, 0, 0) == -EINVAL);
+    umad_unregister(port, agent);
+    umad_close_port(port);
+}
 
 TEST_CASE("ctrl: paths to every other HCA, as OpenSM reports them", "[ctrl][path]") {
     Host h;

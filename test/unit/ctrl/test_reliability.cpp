@@ -414,3 +414,183 @@ TEST_CASE("ctrl unit: the default interface follows the P_Key at index 0", "[ctr
     CHECK(i->pkey_index() == 0);  // same index: no on_pkey_index, a new partition
     CHECK(r.sa.last(SaMethod::mcm_get_table)->mgid() == kBcast8001);
 }
+
+// ---------------------------------------------------------------------------
+// Lifecycle: paths are resolved on the right port and the path cache is
+// bounded.
+
+TEST_CASE("ctrl unit: a path is asked for from the port of the interface with its P_Key", "[ctrl][path][lifecycle]") {
+    Rig r(2);
+    r.hca.port(1).pkeys = {0xffff, 0x8001};
+    r.hca.port(2).pkeys = {0xffff, 0x8002};
+    r.hca.sync();
+    IfaceConfig c1, c2;
+    c1.port = 1, c1.pkey = 0x8001;
+    c2.port = 2, c2.pkey = 0x8002;
+    std::string err;
+    REQUIRE(r.cp.add_interface(c1, &err));
+    REQUIRE(r.cp.add_interface(c2, &err));
+    r.sa.auto_paths = false;
+    REQUIRE(r.cp.request_path(kPeer, 0x8002));
+    r.run();
+    const SaRequest *q = r.sa.last(SaMethod::path_get, kPeer);
+    REQUIRE(q);
+    CHECK(q->sgid == r.cp.port_gid(2));  // not the first interface's port
+}
+
+TEST_CASE("ctrl unit: the path cache is bounded", "[ctrl][path][lifecycle]") {
+    Rig r;
+    // Every query answered "no records": failed entries pile up.
+    Gid g = kPeer;
+    for (int n = 0; n < 5000; ++n) {
+        g.raw[15] = static_cast<std::uint8_t>(n);
+        g.raw[14] = static_cast<std::uint8_t>(n >> 8);
+        REQUIRE(r.cp.request_path(g, 0xffff));
+        if (n % 500 == 499) {
+            r.run();  // the query goes out
+            r.run();  // and is answered
+        }
+    }
+    r.run(2);
+    CHECK(r.cp.counters().path_requests == 5000);
+    CHECK(r.cp.paths().size() <= kPathCacheMax);
+    CHECK(r.cp.counters().path_evictions == 5000 - kPathCacheMax);
+}
+
+TEST_CASE("ctrl unit: the same destination and P_Key from two ports: two paths, each answer to its port",
+          "[ctrl][path][lifecycle]") {
+    Rig r(2);
+    r.sa.auto_paths = false;
+    std::vector<std::string> seen;
+    r.cp.on_port_path = [&](std::uint8_t port, const Gid &, std::uint16_t, SaStatus st, const PathRecord *rec) {
+        seen.push_back(std::to_string(port) + (st.ok() && rec ? " dlid " + std::to_string(rec->dlid) : " failed"));
+    };
+    REQUIRE(r.cp.request_path(kPeer, 0xffff, 1));
+    REQUIRE(r.cp.request_path(kPeer, 0xffff, 2));
+    r.run();
+    REQUIRE(r.sa.count(SaMethod::path_get, kPeer) == 2);  // not shared: another port, another path
+    const SaRequest &q1 = r.sa.requests[0], &q2 = r.sa.requests[1];
+    CHECK(q1.sgid == r.cp.port_gid(1));
+    CHECK(q2.sgid == r.cp.port_gid(2));
+    PathRecord p1 = peer_path(0xffff), p2 = peer_path(0xffff);
+    p1.sgid = q1.sgid, p1.dlid = 11;
+    p2.sgid = q2.sgid, p2.dlid = 22;
+    REQUIRE(r.sa.answer_path(q2.id, {}, {p2}));
+    REQUIRE(r.sa.answer_path(q1.id, {}, {p1}));
+    r.run();
+    CHECK(seen == std::vector<std::string>{"2 dlid 22", "1 dlid 11"});
+    CHECK(r.cp.paths().find(kPeer, 0xffff, 1)->rec.dlid == 11);
+    CHECK(r.cp.paths().find(kPeer, 0xffff, 2)->rec.dlid == 22);
+    // From the cache, each to its port.
+    seen.clear();
+    REQUIRE(r.cp.request_path(kPeer, 0xffff, 2));
+    r.run();
+    CHECK(seen == std::vector<std::string>{"2 dlid 22"});
+    // A port event invalidates that port's paths only.
+    r.hca.event(hca::EventType::lid_change, 2);
+    r.run();
+    CHECK(r.cp.paths().find(kPeer, 0xffff, 1)->valid);
+    CHECK_FALSE(r.cp.paths().find(kPeer, 0xffff, 2)->valid);
+}
+
+TEST_CASE("ctrl unit: a path answer for another destination or P_Key is refused", "[ctrl][path][answers]") {
+    Rig r;
+    r.sa.auto_paths = false;
+    std::vector<int> statuses;
+    r.cp.on_path = [&](const Gid &, std::uint16_t, SaStatus st, const PathRecord *) { statuses.push_back(st.status); };
+    REQUIRE(r.cp.request_path(kPeer, 0xffff));
+    r.run();
+    PathRecord other = peer_path(0xffff);
+    other.dgid = gid("fe80::2:c903:0:999");
+    REQUIRE(r.sa.answer_path(r.sa.last(SaMethod::path_get)->id, {}, {other}));
+    r.run();
+    const Gid peer2 = gid("fe80::2:c903:0:303");
+    REQUIRE(r.cp.request_path(peer2, 0xffff));
+    r.run();
+    PathRecord wrong_pkey = peer_path(0x8001);
+    wrong_pkey.dgid = peer2;
+    REQUIRE(r.sa.answer_path(r.sa.last(SaMethod::path_get)->id, {}, {wrong_pkey}));
+    r.run();
+    CHECK(statuses == std::vector<int>{-EINVAL, -EINVAL});
+    CHECK(r.cp.counters().path_bad_answers == 2);
+    CHECK_FALSE(r.cp.paths().find(kPeer, 0xffff)->valid);
+}
+
+TEST_CASE("ctrl unit: path cache eviction: least recently updated invalid entries first, never one being resolved",
+          "[ctrl][path][lifecycle]") {
+    Rig r(1, false);
+    CpConfig cfg = r.config();
+    cfg.path_cache_max = 4;
+    std::string err;
+    REQUIRE(r.cp.open(r.hca, cfg, &err));
+    r.sa.auto_paths = false;
+    auto peer = [](int n) {
+        Gid g = kPeer;
+        g.raw[15] = static_cast<std::uint8_t>(n);
+        return g;
+    };
+    // 1 and 2 resolved, 3 failed, 4 pending.
+    for (int n = 1; n <= 4; ++n) {
+        r.advance(10);
+        REQUIRE(r.cp.request_path(peer(n), 0xffff));
+        r.run();
+        SaRequest *q = r.sa.last(SaMethod::path_get, peer(n));
+        PathRecord p = peer_path(0xffff);
+        p.dgid = peer(n);
+        if (n <= 2)
+            REQUIRE(r.sa.answer_path(q->id, {}, {p}));
+        else if (n == 3)
+            REQUIRE(r.sa.answer_path(q->id, SaStatus{kSaStatusNoRecords}));
+        r.run();
+    }
+    REQUIRE(r.cp.paths().size() == 4);
+    // 5 evicts the failed one (3), though 1 and 2 are older.
+    REQUIRE(r.cp.request_path(peer(5), 0xffff));
+    r.run();
+    CHECK(r.cp.paths().size() == 4);
+    CHECK_FALSE(r.cp.paths().find(peer(3), 0xffff));
+    CHECK(r.cp.paths().find(peer(1), 0xffff));
+    CHECK(r.cp.counters().path_evictions == 1);
+    // 6: no invalid entry left that is not pending (4 and 5 are): the oldest valid one (1) goes.
+    REQUIRE(r.cp.request_path(peer(6), 0xffff));
+    r.run();
+    CHECK_FALSE(r.cp.paths().find(peer(1), 0xffff));
+    CHECK(r.cp.paths().find(peer(2), 0xffff));
+    CHECK(r.cp.paths().find(peer(4), 0xffff)->pending);
+    // 7 evicts 2; then the cache holds only paths being resolved: 8 is refused.
+    REQUIRE(r.cp.request_path(peer(7), 0xffff));
+    r.run();
+    CHECK_FALSE(r.cp.paths().find(peer(2), 0xffff));
+    std::vector<int> statuses;
+    r.cp.on_path = [&](const Gid &, std::uint16_t, SaStatus st, const PathRecord *) { statuses.push_back(st.status); };
+    REQUIRE(r.cp.request_path(peer(8), 0xffff));
+    r.run();
+    CHECK(statuses == std::vector<int>{-ENOBUFS});
+    CHECK(r.cp.counters().path_cache_full == 1);
+    CHECK(r.cp.paths().size() == 4);
+}
+
+TEST_CASE("ctrl unit: a path answer asked for before a flush is stale: the path is asked for again",
+          "[ctrl][path][flush]") {
+    Rig r;
+    r.sa.auto_paths = false;
+    int calls = 0;
+    r.cp.on_path = [&](const Gid &, std::uint16_t, SaStatus, const PathRecord *) { ++calls; };
+    REQUIRE(r.cp.request_path(kPeer, 0xffff));
+    r.run();
+    SaRequest *old = r.sa.last(SaMethod::path_get, kPeer);
+    r.hca.event(hca::EventType::lid_change);
+    r.run();
+    PathRecord stale = peer_path(0xffff);
+    stale.dlid = 1;
+    REQUIRE(r.sa.answer_path(old->id, {}, {stale}));
+    r.run();
+    CHECK(calls == 0);
+    CHECK(r.sa.count(SaMethod::path_get, kPeer) == 2);
+    PathRecord fresh = peer_path(0xffff);
+    fresh.dlid = 2;
+    REQUIRE(r.sa.answer_path(r.sa.last(SaMethod::path_get, kPeer)->id, {}, {fresh}));
+    r.run();
+    CHECK(calls == 1);
+    CHECK(r.cp.paths().find(kPeer, 0xffff)->rec.dlid == 2);
+}

@@ -71,6 +71,11 @@ inline constexpr int kStopPollMs = 10;
 inline constexpr std::uint8_t kStaticMcastHopLimit = 1;  // a group's record: link-local
 inline constexpr std::uint8_t kStaticPathHopLimit = 64;  // a path's GRH hop limit
 
+// ---- Path cache ----------------------------------------------------------------
+// Entries at most (CpConfig::path_cache_max); then the least recently updated
+// invalid entry, else valid one, makes room.
+inline constexpr std::size_t kPathCacheMax = 4096;
+
 // ---- Fast-path request ring ---------------------------------------------------
 inline constexpr std::size_t kRequestRingSize = 1024;  // a power of two
 static_assert((kRequestRingSize & (kRequestRingSize - 1)) == 0);

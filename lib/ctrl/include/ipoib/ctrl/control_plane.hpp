@@ -220,24 +220,40 @@ struct PathEntry {
     bool pending = false;
     std::uint64_t updated_ms = 0;
     std::uint32_t failures = 0;
+    std::uint32_t epoch = 0;  // bumped when invalidated: an answer asked for before is stale
 };
 
+// Paths by (DGID, P_Key, local port), bounded: when full, a new entry evicts
+// the least recently updated invalid entry, else the least recently updated
+// valid one; entries with a query outstanding are never evicted.
 class PathCache {
   public:
     struct Key {
         std::array<std::uint8_t, 16> dgid;
         std::uint16_t pkey;
-        bool operator<(const Key &o) const { return dgid != o.dgid ? dgid < o.dgid : pkey < o.pkey; }
+        std::uint8_t port = 1;
+        bool operator<(const Key &o) const {
+            return dgid != o.dgid ? dgid < o.dgid : pkey != o.pkey ? pkey < o.pkey : port < o.port;
+        }
     };
-    PathEntry *find(const Gid &dgid, std::uint16_t pkey);
-    PathEntry &get(const Gid &dgid, std::uint16_t pkey);
+    PathEntry *find(const Gid &dgid, std::uint16_t pkey, std::uint8_t port = 1);
+    // The entry, made if absent (evicting one if full); nullptr if the cache
+    // is full of entries being resolved.
+    PathEntry *get(const Gid &dgid, std::uint16_t pkey, std::uint8_t port = 1);
     void invalidate(const Gid &dgid);
+    void invalidate_port(std::uint8_t port);
     void invalidate_all();
     std::size_t size() const { return map_.size(); }
+    std::size_t max_size() const { return max_; }
+    void set_max_size(std::size_t n) { max_ = n ? n : 1; }
+    std::uint64_t evictions() const { return evictions_; }
     const std::map<Key, PathEntry> &entries() const { return map_; }
 
   private:
+    bool evict_one();
     std::map<Key, PathEntry> map_;
+    std::size_t max_ = kPathCacheMax;
+    std::uint64_t evictions_ = 0;
 };
 
 enum class Management : std::uint8_t {
@@ -261,10 +277,15 @@ struct CpConfig {
     SaService *sa_service = nullptr;
     // Time for backoffs, audits and stop()'s wait. nullptr: monotonic_ms.
     ClockFn now_ms = nullptr;
+    // Path cache entries at most (PathCache).
+    std::size_t path_cache_max = kPathCacheMax;
 };
 
 struct CpCounters {
     std::uint64_t path_requests, path_resolved, path_failed, path_cache_hits, ring_full, port_events;
+    std::uint64_t path_evictions;   // entries evicted to make room (PathCache bound)
+    std::uint64_t path_cache_full;  // requests refused: the cache full of paths being resolved
+    std::uint64_t path_bad_answers; // path answers for another DGID or P_Key: refused
 };
 
 class ControlPlane {
@@ -295,9 +316,15 @@ class ControlPlane {
     // request_sendonly reads iface's id (the pointer must be valid during the
     // call); the ring holds the id, so the interface may be removed before
     // the ring is drained.
-    bool request_path(const Gid &dgid, std::uint16_t pkey);
+    // A path is resolved from local `port` (its GID is the SGID; answers are
+    // matched by DGID, P_Key and port). port 0: the port of the first
+    // interface with this P_Key, else of the first interface, else 1.
+    bool request_path(const Gid &dgid, std::uint16_t pkey, std::uint8_t port = 0);
     bool request_sendonly(Interface *iface, const Gid &mgid);
+    // Path results, with and without the local port (either, or both, may be set).
     std::function<void(const Gid &dgid, std::uint16_t pkey, SaStatus st, const PathRecord *rec)> on_path;
+    std::function<void(std::uint8_t port, const Gid &dgid, std::uint16_t pkey, SaStatus st, const PathRecord *rec)>
+        on_port_path;
 
     PathCache &paths() { return paths_; }
     // The SA in use: CpConfig::sa_service, or the built-in SaClient.
@@ -320,6 +347,7 @@ class ControlPlane {
     };
     struct Request {
         RequestKind kind;
+        std::uint8_t port;       // path: the local port (0: by P_Key)
         std::uint16_t pkey;
         std::uint64_t iface_id;  // sendonly_join: Interface::id()
         Gid gid;
@@ -332,7 +360,10 @@ class ControlPlane {
     bool push(const Request &r);
     bool pop(Request *r);
     void refresh_ports();
-    void resolve_path(const Gid &dgid, std::uint16_t pkey);
+    void resolve_path(const Gid &dgid, std::uint16_t pkey, std::uint8_t port);
+    void ask_path(const Gid &dgid, std::uint16_t pkey, std::uint8_t port, PathEntry &e);
+    void report_path(std::uint8_t port, const Gid &dgid, std::uint16_t pkey, SaStatus st, const PathRecord *rec);
+    std::uint8_t path_port(std::uint16_t pkey) const;
     std::uint64_t now() const { return clock_(); }
 
     hca::Context *ctx_ = nullptr;
