@@ -28,7 +28,8 @@ running = []
 def testpmd(name, fwd, main, vdev=VDEV):
     # One forwarding lcore each, on different vCPUs; the main lcore mostly waits at the prompt.
     tp = Testpmd(None, name, [vdev], PMD, CWD, prefix=f"g{name}", eal=["-l", f"{main},{fwd}", "--main-lcore", str(main)],
-                 log_levels=["pmd.net.ipoib:info"])
+                 log_levels=["pmd.net.ipoib:info"],
+                 startup_timeout=90)  # software emulation on a host that may be busy: port start waits for the link
     running.append(tp)
     return tp
 

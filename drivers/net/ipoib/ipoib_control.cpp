@@ -275,7 +275,7 @@ void learn(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &gid
         neigh_set(p, mac, NeighState::resolved, r.lid, r.qpn, gid, p->bcast_sl, false);
     else
         neigh_set(p, mac, NeighState::incomplete, r.lid, r.qpn, gid, 0, false);  // dlid: the LID it came from
-    p->hca->cp.request_path(gid, p->iface->pkey());
+    p->hca->cp.request_path(gid, p->iface->pkey(), p->cfg.port);
 }
 
 void resolve(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &gid) {
@@ -287,11 +287,11 @@ void resolve(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &g
         neigh_set(p, mac, NeighState::resolved, r.lid, r.qpn, wire::Gid{}, p->bcast_sl, false);
     } else if (n && n->gid != wire::Gid{}) {
         if (n->state != NeighState::resolved && p->iface)
-            p->hca->cp.request_path(n->gid, pkey);
+            p->hca->cp.request_path(n->gid, pkey, p->cfg.port);
     } else if (gid != wire::Gid{}) {
         neigh_set(p, mac, NeighState::incomplete, 0, r.qpn, gid, 0, false);
         if (p->iface)
-            p->hca->cp.request_path(gid, pkey);
+            p->hca->cp.request_path(gid, pkey, p->cfg.port);
     } else if (!n || n->state == NeighState::failed) {
         neigh_set(p, mac, NeighState::failed, 0, 0, wire::Gid{}, 0, false);  // (still) never announced itself
     }
@@ -315,10 +315,11 @@ void handle_requests(Port *p) {
     }
 }
 
-// A path answer: every neighbour of the partition with that GID gets it.
-void on_path(Hca *h, const wire::Gid &dgid, std::uint16_t pkey, ctrl::SaStatus st, const ctrl::PathRecord *rec) {
+// A path answer: every neighbour with that GID of the ports on that HCA port and partition gets it.
+void on_path(Hca *h, std::uint8_t port, const wire::Gid &dgid, std::uint16_t pkey, ctrl::SaStatus st,
+             const ctrl::PathRecord *rec) {
     for (Port *p : h->ports) {
-        if (!p->iface || (p->iface->pkey() & 0x7fff) != (pkey & 0x7fff))
+        if (!p->iface || p->cfg.port != port || (p->iface->pkey() & 0x7fff) != (pkey & 0x7fff))
             continue;
         p->fp.neigh.for_each([&](Neigh &n) {
             if (n.gid != dgid)
@@ -437,9 +438,8 @@ Hca *hca_get(const Config &cfg, std::string *err) {
     if (!h->cp.open(*h->ctx, cc, err))
         return nullptr;
     Hca *raw = h.get();
-    h->cp.on_path = [raw](const wire::Gid &g, std::uint16_t pk, ctrl::SaStatus st, const ctrl::PathRecord *r) {
-        on_path(raw, g, pk, st, r);
-    };
+    h->cp.on_port_path = [raw](std::uint8_t port, const wire::Gid &g, std::uint16_t pk, ctrl::SaStatus st,
+                               const ctrl::PathRecord *r) { on_path(raw, port, g, pk, st, r); };
     const std::string tname = "ipoib-" + dev.substr(0, 8);
     if (rte_ctrl_thread_create(&h->thread, tname.c_str(), nullptr, control_thread, raw) != 0) {
         *err = "cannot create the control thread";

@@ -155,7 +155,7 @@ int tm_path(const char *, const char *params, rte_tel_data *d) noexcept {
         p->fp.neigh.for_each([&](const Neigh &n) { add_neigh(d, idx++, n, now); });
         const std::uint16_t pkey = p->iface ? p->iface->pkey() : 0;
         for (auto &[k, e] : p->hca->cp.paths().entries())
-            if (k.pkey == pkey)
+            if (k.pkey == pkey && k.port == p->cfg.port)
                 add_path(d, idx++, k, e, now);
     });
 }

@@ -16,7 +16,7 @@ PROMPT = "testpmd> "
 
 
 class Testpmd:
-    def __init__(self, env, host, vdevs, pmd, cwd, args=(), prefix=None, log_levels=(), eal=()):
+    def __init__(self, env, host, vdevs, pmd, cwd, args=(), prefix=None, log_levels=(), eal=(), startup_timeout=30):
         self.host = host
         self.prefix = prefix or f"tp{host.lower()}{os.getpid()}"
         # env: a simulated fabric's (ipoib-fabric up); None: this machine's own devices (verbs).
@@ -31,7 +31,7 @@ class Testpmd:
         self.p = subprocess.Popen(cmd, env=e, cwd=cwd, stdin=subprocess.PIPE, stdout=slave, stderr=slave)
         os.close(slave)
         self.out = master
-        self.startup = self._until_prompt(30)
+        self.startup = self._until_prompt(startup_timeout)
 
     def _until_prompt(self, timeout):
         buf = b""
