@@ -156,7 +156,8 @@ class VerbsMr final : public Mr {
 
 class VerbsCq final : public Cq {
   public:
-    VerbsCq(common::ContextBase *ctx, const Glue *g, ibv_cq *cq) : ctx_(ctx), g_(g), cq_(cq), soft_(kSoftWcRing) {}
+    VerbsCq(common::ContextBase *ctx, const Glue *g, ibv_cq *cq, int depth)
+        : ctx_(ctx), g_(g), cq_(cq), soft_(kSoftWcRing), depth_(std::min(depth, cq->cqe)) {}
     ~VerbsCq() override { g_->destroy_cq(cq_); }
     int poll(Wc *wc, int n) noexcept override;
     ibv_cq *raw() const { return cq_; }
@@ -165,10 +166,11 @@ class VerbsCq final : public Cq {
     bool push_soft(const Wc &wc) noexcept { return soft_.push(wc); }
     void remove_owner(QpStats *s) { owners_.erase(std::remove(owners_.begin(), owners_.end(), s), owners_.end()); }
     // Room for the completions of signaled sends: a CQ that overflows loses
-    // completions (and on most devices errors), so sends never outrun it.
+    // completions (and on most devices errors), so sends never outrun it. The
+    // depth asked for counts, even where the device granted more (rxe: 16 -> 31).
     // One poster and poller per CQ, as the provider interface has it; a CQ
     // that also takes receives must be sized for those too.
-    int send_room() const noexcept { return std::max(0, cq_->cqe - static_cast<int>(sends_outstanding_)); }
+    int send_room() const noexcept { return std::max(0, depth_ - static_cast<int>(sends_outstanding_)); }
     void sends_posted(int n) noexcept { sends_outstanding_ += static_cast<std::uint32_t>(n); }
 
   private:
@@ -183,6 +185,7 @@ class VerbsCq final : public Cq {
     ibv_cq *cq_;
     std::vector<QpStats *> owners_;  // the QPs using this CQ (usually one)
     common::WcQueue soft_;
+    int depth_;                            // completions the CQ is known to hold
     std::uint32_t sends_outstanding_ = 0;  // signaled sends posted whose completion was not polled yet
 };
 
@@ -710,7 +713,7 @@ std::unique_ptr<Cq> VerbsContext::create_cq(int depth) noexcept {
         fail(-errno, "ibv_create_cq(" + std::to_string(depth) + "): " + std::strerror(errno));
         return nullptr;
     }
-    return std::make_unique<VerbsCq>(this, g_, cq);
+    return std::make_unique<VerbsCq>(this, g_, cq, depth);
 }
 
 std::unique_ptr<Qp> VerbsContext::create_ud_qp(const QpInit &init) noexcept {
