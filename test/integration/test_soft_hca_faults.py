@@ -14,7 +14,7 @@ also writes garbage into shared memory on command (`corrupt`).
 usage: test_soft_hca_faults.py PATH-TO-ipoib-fabric PATH-TO-hca-peer
 An AddressSanitizer build of hca-peer runs with IPOIB_PEER_PRELOAD=<libasan.so>
 (and ASAN_OPTIONS=suppressions=FILE with interceptor_via_lib:libumad2sim.so);
-FAULTS_GROUPS="shm senders ..." picks groups of checks.
+FAULTS_GROUPS="shm senders groups" picks groups of checks.
 """
 import json
 import os
@@ -308,10 +308,45 @@ def dead_senders(env):
         p.close()
 
 
+# ---------------------------------------------------------------------------
+# Finding 7: the multicast group table.
+
+def groups(env):
+    a = Peer(env, "Hca1")
+    b = Peer(env, "Hca2")
+    a("qp ra rq=16")
+    a("post ra n=16")
+    b("qp s rq=4")
+
+    # 7c: an MLID changed by the SM: detach, attach again with the new one.
+    mgid = "ff12:401b:ffff::7:c"
+    a(f"attach ra mgid={mgid} mlid=0xc030")
+    a(f"detach ra mgid={mgid} mlid=0xc030")
+    r = a.send(f"attach ra mgid={mgid} mlid=0xc031") or a.read()
+    t.eq(r, {"ok": True}, "7c: re-attaching a group with the MLID the SM changed works")
+    b(f"send s dlid=0xc031 dqpn=0xffffff size=64 count=2 mgid={mgid}")
+    t.eq(a("recv ra count=2 timeout_ms=1000")["received"], 2, "7c: ... and the group's traffic arrives on the new MLID")
+
+    # 7b: groups are freed when their last member leaves: 1000 distinct groups one after the other.
+    failed = None
+    for i in range(1000):
+        g = f"ff12:401b:ffff::{i // 256 + 16:x}:{i % 256:x}"
+        r = a.send(f"attach ra mgid={g} mlid={0xc100 + i}") or a.read()
+        if r != {"ok": True}:
+            failed = (i, r)
+            break
+        a(f"detach ra mgid={g} mlid={0xc100 + i}")
+    t.eq(failed, None, "7b: attach and detach 1000 distinct MGIDs, one after the other")
+
+    for p in (a, b):
+        p.close()
+
+
 def main():
     only = os.environ.get("FAULTS_GROUPS", "").split()  # e.g. FAULTS_GROUPS=shm: only that group
     for key, name, hcas, fn in (("shm", "shared-memory fields", 2, shm_fields),
-                                ("senders", "dead and stopped senders", 3, dead_senders)):
+                                ("senders", "dead and stopped senders", 3, dead_senders),
+                                ("groups", "multicast groups", 2, groups)):
         if not only or key in only:
             on_fabric(name, hcas, fn)
     shutil.rmtree(CWD, ignore_errors=True)

@@ -19,11 +19,25 @@ namespace ipoib::hca::soft {
 
 namespace {
 constexpr std::uint32_t kMaxPid = 4194304;  // PID_MAX_LIMIT: a larger pid in a process entry is garbage
+// The group lock: spins before yielding, how often a holder's liveness is
+// checked (syscalls) while waiting, and how long a live holder may keep it.
+constexpr int kGroupLockSpins = 64;
+constexpr auto kGroupLockCheck = std::chrono::milliseconds(1);
+constexpr auto kGroupLockTimeout = std::chrono::milliseconds(1000);
 
-std::atomic<std::uint32_t> g_attach_pause_ms{0};  // test hook (soft_testing.hpp)
+std::atomic<std::uint32_t> g_attach_pause_ms{0};        // test hooks (soft_testing.hpp)
+std::atomic<std::uint32_t> g_group_create_pause_us{0};
+
+bool no_members(const GroupEntry &g) noexcept {
+    for (const auto &m : g.members)
+        if (m.load(std::memory_order_acquire))
+            return false;
+    return true;
+}
 } // namespace
 
 void set_attach_pause_ms(std::uint32_t ms) noexcept { g_attach_pause_ms.store(ms); }
+void set_group_create_pause_us(std::uint32_t us) noexcept { g_group_create_pause_us.store(us); }
 
 std::uint64_t proc_start_time(int pid) noexcept {
     char path[64];
@@ -190,47 +204,108 @@ void Fabric::collect_dead() {
     }
 }
 
-int Fabric::group_attach(const std::uint8_t *mgid, std::uint16_t mlid, std::uint32_t qp_slot, std::string *err) {
-    GroupEntry *g = nullptr;
-    for (int pass = 0; pass < 2 && !g; ++pass)
-        for (auto &e : shm_->groups) {
-            const std::uint32_t st = e.state.load(std::memory_order_acquire);
-            if (st == kGroupLive && std::memcmp(e.mgid, mgid, 16) == 0) {
-                g = &e;
-                break;
-            }
-            if (pass == 1 && st == kGroupFree) {
-                std::uint32_t expected = kGroupFree;
-                if (e.state.compare_exchange_strong(expected, kGroupBusy, std::memory_order_acq_rel)) {
-                    std::memcpy(e.mgid, mgid, 16);
-                    e.mlid.store(mlid, std::memory_order_relaxed);
-                    e.state.store(kGroupLive, std::memory_order_release);
-                    g = &e;
-                    break;
-                }
-            }
-        }
-    if (!g) {
-        *err = "no free multicast group slot";
-        return -ENOSPC;
+// A lock for the group table (attach and detach: control path; senders read
+// the table without it). A dead holder's lock is taken over; a live one that
+// keeps it longer than kGroupLockTimeout (a stopped process) makes the
+// caller give up (-EBUSY) rather than wait for good.
+bool Fabric::lock_groups() noexcept {
+    const std::uint32_t me = ident();
+    auto &lock = shm_->group_lock;
+    const auto start = std::chrono::steady_clock::now();
+    auto checked = start;
+    for (int spins = 0;; ++spins) {
+        std::uint32_t holder = 0;
+        if (lock.compare_exchange_weak(holder, me, std::memory_order_acq_rel))
+            return true;
+        if (spins < kGroupLockSpins)
+            continue;
+        std::this_thread::yield();
+        const auto now = std::chrono::steady_clock::now();
+        if (now - checked < kGroupLockCheck)
+            continue;
+        checked = now;
+        if (holder && !ident_alive(holder) && lock.compare_exchange_strong(holder, me, std::memory_order_acq_rel))
+            return true;  // its holder died (or it held garbage)
+        if (now - start >= kGroupLockTimeout)
+            return false;
     }
-    if (g->mlid.load(std::memory_order_relaxed) != mlid) {
-        *err = "the group has MLID " + std::to_string(g->mlid.load(std::memory_order_relaxed)) + ", not " +
-               std::to_string(mlid);
+}
+
+void Fabric::unlock_groups() noexcept {
+    std::uint32_t me = ident();
+    shm_->group_lock.compare_exchange_strong(me, 0, std::memory_order_acq_rel);
+}
+
+int Fabric::group_attach(const std::uint8_t *mgid, std::uint16_t mlid, std::uint32_t qp_slot, std::string *err) {
+    if (qp_slot >= kMaxQps) {
+        *err = "no QP slot " + std::to_string(qp_slot);
         return -EINVAL;
     }
-    g->members[qp_slot / 64].fetch_or(std::uint64_t{1} << (qp_slot % 64), std::memory_order_acq_rel);
+    if (!lock_groups()) {
+        *err = "the multicast group table is held by a process that does not let go";
+        return -EBUSY;
+    }
+    GroupEntry *g = nullptr, *unused = nullptr;
+    for (auto &e : shm_->groups) {
+        if (e.state.load(std::memory_order_acquire) == kGroupLive) {
+            if (!g && std::memcmp(e.mgid, mgid, 16) == 0) {
+                g = &e;
+                continue;
+            }
+            if (!no_members(e))
+                continue;
+            e.state.store(kGroupFree, std::memory_order_release);  // its members' QPs are gone: free it
+        }
+        if (!unused)
+            unused = &e;
+    }
+    if (!g && unused) {
+        if (const std::uint32_t us = g_group_create_pause_us.load(std::memory_order_relaxed)) [[unlikely]]
+            std::this_thread::sleep_for(std::chrono::microseconds(us));
+        g = unused;
+        std::memcpy(g->mgid, mgid, 16);
+        for (auto &m : g->members)
+            m.store(0, std::memory_order_relaxed);
+        g->mlid.store(mlid, std::memory_order_relaxed);
+        g->state.store(kGroupLive, std::memory_order_release);
+    }
+    if (g) {
+        // The MLID is the SM's latest: a group the SM moved (a re-join with a new
+        // MLID) follows it, with every member.
+        if (g->mlid.load(std::memory_order_relaxed) != mlid)
+            g->mlid.store(mlid, std::memory_order_release);
+        g->members[qp_slot / 64].fetch_or(std::uint64_t{1} << (qp_slot % 64), std::memory_order_acq_rel);
+    }
+    unlock_groups();
+    if (!g) {
+        *err = "all " + std::to_string(kMaxGroups) + " multicast groups of the fabric are in use";
+        return -ENOSPC;
+    }
     return 0;
 }
 
 int Fabric::group_detach(const std::uint8_t *mgid, std::uint32_t qp_slot, std::string *err) {
+    if (qp_slot >= kMaxQps) {
+        *err = "no QP slot " + std::to_string(qp_slot);
+        return -EINVAL;
+    }
+    if (!lock_groups()) {
+        *err = "the multicast group table is held by a process that does not let go";
+        return -EBUSY;
+    }
+    const std::uint64_t bit = std::uint64_t{1} << (qp_slot % 64);
+    int r = -ENOENT;
     for (auto &e : shm_->groups)
-        if (e.state.load(std::memory_order_acquire) == kGroupLive && std::memcmp(e.mgid, mgid, 16) == 0) {
-            e.members[qp_slot / 64].fetch_and(~(std::uint64_t{1} << (qp_slot % 64)), std::memory_order_acq_rel);
-            return 0;
+        if (e.state.load(std::memory_order_acquire) == kGroupLive && std::memcmp(e.mgid, mgid, 16) == 0 &&
+            (e.members[qp_slot / 64].fetch_and(~bit, std::memory_order_acq_rel) & bit)) {
+            if (no_members(e))
+                e.state.store(kGroupFree, std::memory_order_release);  // the last member left
+            r = 0;
         }
-    *err = "not attached";
-    return -ENOENT;
+    unlock_groups();
+    if (r)
+        *err = "not attached";
+    return r;
 }
 
 void Fabric::group_drop_member(std::uint32_t qp_slot) noexcept {

@@ -43,9 +43,12 @@ class Fabric {
     // Reclaim the slots of processes that died without closing.
     void collect_dead();
 
-    // The multicast group table. Attach QP slot qp_slot to the group of mgid
-    // (16 bytes) with MLID mlid, creating the group if needed; detach it.
-    // 0, or a negative errno with *err set.
+    // The multicast group table, under the group lock. Attach QP slot qp_slot
+    // to the group of mgid (16 bytes), creating it if needed, with MLID mlid
+    // (the MLID of the last attach: the SM's latest); detach it (the last
+    // member's detach frees the group). 0, or a negative errno with *err set
+    // (-ENOSPC: no free group; -ENOENT: not a member; -EBUSY: the lock is
+    // held by a live process for over a second).
     int group_attach(const std::uint8_t *mgid, std::uint16_t mlid, std::uint32_t qp_slot, std::string *err);
     int group_detach(const std::uint8_t *mgid, std::uint32_t qp_slot, std::string *err);
     // Remove QP slot qp_slot from every group (its QP is gone).
@@ -54,6 +57,8 @@ class Fabric {
   private:
     static bool word_alive(std::uint64_t w, std::uint64_t start_time) noexcept;
     std::string segment_name(std::uint32_t key) const;
+    bool lock_groups() noexcept;
+    void unlock_groups() noexcept;
 
     struct LocalSeg {
         std::uint8_t *base = nullptr;

@@ -28,7 +28,7 @@
 namespace ipoib::hca::soft {
 
 inline constexpr std::uint32_t kMagic = 0x49504f53;  // "IPOS"
-inline constexpr std::uint32_t kLayoutVersion = 3;
+inline constexpr std::uint32_t kLayoutVersion = 4;
 inline constexpr std::uint32_t kMaxProcs = 32;
 inline constexpr std::uint32_t kMaxPorts = 32;
 inline constexpr std::uint32_t kQpSlotBits = 7;
@@ -143,7 +143,10 @@ struct alignas(64) QpEntry {
     alignas(64) RqSlot rq[kRqDepth];
 };
 
-enum GroupState : std::uint32_t { kGroupFree = 0, kGroupBusy = 1, kGroupLive = 2 };
+// A group is created by the first attach of its MGID and freed by the detach
+// of its last member (or the next attach or detach after its last member's
+// QP is gone), both under the group lock. Senders read it without the lock.
+enum GroupState : std::uint32_t { kGroupFree = 0, kGroupLive = 2 };
 
 struct alignas(64) GroupEntry {
     std::atomic<std::uint32_t> state;
@@ -157,6 +160,9 @@ struct FabricShm {
     std::uint32_t version;
     std::uint64_t size;
     std::atomic<std::uint32_t> next_qp_gen;
+    // The group table's lock: the holder's ident, 0 = free. Attach and detach
+    // (control path) take it; senders read the table without it.
+    std::atomic<std::uint32_t> group_lock;
     ProcEntry procs[kMaxProcs];
     PortEntry ports[kMaxPorts];
     GroupEntry groups[kMaxGroups];
