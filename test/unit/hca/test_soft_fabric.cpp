@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // The software HCA's shared fabric state (lib/hca/src/soft/fabric.*) without
-// a managed fabric: process slots, the multicast group table. A
+// a managed fabric: process slots, segments, the multicast group table. A
 // fabric here is only its POSIX shared memory, so several Fabric objects of
 // this process (and forked children) stand for several processes.
 #include <catch2/catch.hpp>
@@ -145,6 +145,58 @@ TEST_CASE("soft fabric: a group's MLID changed by the SM: re-attach, and members
             CHECK(e.members[0].load() == 0b110);
         }
     CHECK(f->group_detach(g.data(), 3, &err) == -ENOENT);  // not a member
+}
+
+TEST_CASE("soft fabric: a segment allocated again is never served from a stale mapping") {
+    TestFabric tf;
+    auto a = tf.attach(), b = tf.attach();
+    std::string err;
+    auto *p1 = static_cast<std::uint8_t *>(a->alloc_segment(8192, &err));
+    REQUIRE(p1);
+    std::uint32_t key1 = 0, key2 = 0, size = 0;
+    std::uint8_t *base = nullptr;
+    REQUIRE(a->find_local(p1, 8192, &key1, &base));
+    std::uint8_t *via_b = b->segment_base(key1, &size);  // the peer maps it (first contact)
+    REQUIRE(via_b);
+    std::memcpy(via_b + 100, "one", 4);
+    CHECK(std::memcmp(p1 + 100, "one", 4) == 0);
+
+    REQUIRE(a->free_segment(p1));
+    auto *p2 = static_cast<std::uint8_t *>(a->alloc_segment(8192, &err));
+    REQUIRE(p2);
+    REQUIRE(a->find_local(p2, 8192, &key2, &base));
+    INFO("key before " << key1 << ", after " << key2);
+    via_b = b->segment_base(key2, &size);
+    REQUIRE(via_b);
+    std::memcpy(via_b + 100, "two", 4);
+    CHECK(std::memcmp(p2 + 100, "two", 4) == 0);  // the peer wrote into the new segment
+    if (key1 != key2)
+        CHECK(b->segment_base(key1, &size) == nullptr);  // the old key reaches nothing
+}
+
+TEST_CASE("soft fabric: a crashed process's segments are removed by the next process that attaches") {
+    TestFabric tf;
+    auto keep = tf.attach();  // the fabric stays
+    const std::set<std::string> before = tf.files();
+    const pid_t child = fork();
+    if (child == 0) {
+        Fabric f;
+        std::string err;
+        const bool ok = f.attach(tf.name, &err) && f.alloc_segment(4096, &err) && f.alloc_segment(4096, &err);
+        _exit(ok ? 0 : 1);  // no destructors: as if it crashed
+    }
+    int status = 0;
+    REQUIRE(waitpid(child, &status, 0) == child);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    std::set<std::string> left;
+    for (const auto &f : tf.files())
+        if (!before.count(f))
+            left.insert(f);
+    REQUIRE(left.size() == 2);  // the crashed child's two segments
+    auto next = tf.attach();
+    for (const auto &f : tf.files())
+        CHECK(!left.count(f));
 }
 
 TEST_CASE("soft fabric: a process still attaching is not judged dead, nor its slot given away") {

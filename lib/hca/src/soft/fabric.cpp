@@ -61,10 +61,8 @@ std::uint64_t proc_start_time(int pid) noexcept {
 }
 
 Fabric::~Fabric() {
-    for (auto &s : local_) {
-        munmap(s.base, s.size);
-        shm_unlink(segment_name(s.key).c_str());
-    }
+    while (!local_.empty())
+        free_segment(local_.back().base);
     for (auto &r : remote_)
         if (r.base)
             munmap(r.base, r.size);
@@ -199,6 +197,14 @@ void Fabric::collect_dead() {
             std::uint32_t expected = id;
             qe.owner.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
         }
+        // Its segments: removed from /dev/shm (peers' mappings stay valid until they let go).
+        for (std::uint32_t i = 0; i < kMaxSegsPerProc; ++i) {
+            std::uint32_t serial = e.seg_serial[i].load(std::memory_order_acquire);
+            if (!serial)
+                continue;
+            shm_unlink(segment_name(p, i, serial).c_str());
+            e.seg_serial[i].compare_exchange_strong(serial, 0, std::memory_order_acq_rel);
+        }
         std::uint64_t expected = w;  // unless it changed meanwhile
         e.word.compare_exchange_strong(expected, proc_word(0, proc_gen(w), kProcFree), std::memory_order_acq_rel);
     }
@@ -313,11 +319,16 @@ void Fabric::group_drop_member(std::uint32_t qp_slot) noexcept {
         g.members[qp_slot / 64].fetch_and(~(std::uint64_t{1} << (qp_slot % 64)), std::memory_order_acq_rel);
 }
 
-std::string Fabric::segment_name(std::uint32_t key) const {
-    return "/ipoibsoft." + name_ + "." + std::to_string(seg_proc(key)) + "." + std::to_string(seg_gen(key)) + "." +
-           std::to_string(seg_index(key));
+std::string Fabric::segment_name(std::uint32_t proc, std::uint32_t idx, std::uint32_t serial) const {
+    return "/ipoibsoft." + name_ + "." + std::to_string(proc) + "." + std::to_string(idx) + "." +
+           std::to_string(serial);
 }
 
+// A segment's name and key carry a fabric-wide serial, published in the
+// owner's process entry before the object exists and cleared after it is
+// gone: a collector finds a dead process's segments there, and a peer knows
+// its mapping is stale when the serial differs (a segment freed and
+// allocated again under the same index).
 void *Fabric::alloc_segment(std::size_t len, std::string *err) {
     std::uint32_t idx = 0;
     for (; idx < kMaxSegsPerProc; ++idx) {
@@ -331,9 +342,13 @@ void *Fabric::alloc_segment(std::size_t len, std::string *err) {
         *err = len == 0 || len > 0xffffffffu ? "alloc_dma: bad length" : "alloc_dma: too many segments";
         return nullptr;
     }
-    const std::uint32_t key = seg_key(proc_, gen_, idx);
-    const std::string path = segment_name(key);
-    shm_unlink(path.c_str());  // a stale one from a dead incarnation
+    std::uint32_t serial = 0;
+    while (!serial)
+        serial = shm_->next_seg_serial.fetch_add(1, std::memory_order_relaxed) + 1;
+    std::atomic<std::uint32_t> &published = shm_->procs[proc_].seg_serial[idx];
+    published.store(serial, std::memory_order_release);
+    const std::string path = segment_name(proc_, idx, serial);
+    shm_unlink(path.c_str());  // a stale one from an earlier fabric of that name
     int fd = shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
     if (fd < 0 || ftruncate(fd, static_cast<off_t>(len)) != 0) {
         *err = "alloc_dma: " + path + ": " + std::strerror(errno);
@@ -341,6 +356,7 @@ void *Fabric::alloc_segment(std::size_t len, std::string *err) {
             close(fd);
             shm_unlink(path.c_str());
         }
+        published.store(0, std::memory_order_release);
         return nullptr;
     }
     void *m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
@@ -348,17 +364,21 @@ void *Fabric::alloc_segment(std::size_t len, std::string *err) {
     if (m == MAP_FAILED) {
         *err = "alloc_dma: mmap: " + std::string(std::strerror(errno));
         shm_unlink(path.c_str());
+        published.store(0, std::memory_order_release);
         return nullptr;
     }
-    local_.push_back({static_cast<std::uint8_t *>(m), len, key});
+    local_.push_back({static_cast<std::uint8_t *>(m), len, seg_key(proc_, idx, serial), serial});
     return m;
 }
 
 bool Fabric::free_segment(void *p) {
     for (auto it = local_.begin(); it != local_.end(); ++it)
         if (it->base == p) {
+            const std::uint32_t idx = seg_index(it->key);
             munmap(it->base, it->size);
-            shm_unlink(segment_name(it->key).c_str());
+            shm_unlink(segment_name(proc_, idx, it->serial).c_str());
+            std::uint32_t serial = it->serial;
+            shm_->procs[proc_].seg_serial[idx].compare_exchange_strong(serial, 0, std::memory_order_acq_rel);
             local_.erase(it);
             return true;
         }
@@ -376,25 +396,30 @@ bool Fabric::find_local(const void *addr, std::size_t len, std::uint32_t *key, s
     return false;
 }
 
+// The data path: one load of the owner's published serial (a read-mostly
+// line) and compares; syscalls only at first contact or after a change.
 std::uint8_t *Fabric::segment_base(std::uint32_t key, std::uint32_t *size) noexcept {
     const std::uint32_t p = seg_proc(key), i = seg_index(key);
     if (p >= kMaxProcs || i >= kMaxSegsPerProc)
         return nullptr;
+    const std::uint32_t serial = shm_->procs[p].seg_serial[i].load(std::memory_order_acquire);
+    if (!serial || (serial & 0xffff) != seg_serial_bits(key))
+        return nullptr;  // no such segment (any more)
     RemoteSeg &r = remote_[p * kMaxSegsPerProc + i];
-    if (r.base && r.key == key) {
+    if (r.base && r.serial == serial) [[likely]] {
         *size = r.size;
         return r.base;
     }
-    // First contact with this segment (or a new incarnation of its owner): map it.
+    // First contact with this segment, or another one under its index: map it.
     if (r.base) {
         munmap(r.base, r.size);
         r = RemoteSeg{};
     }
-    const int fd = shm_open(segment_name(key).c_str(), O_RDWR, 0600);
+    const int fd = shm_open(segment_name(p, i, serial).c_str(), O_RDWR, 0600);
     if (fd < 0)
         return nullptr;
     struct stat st {};
-    if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+    if (fstat(fd, &st) != 0 || st.st_size <= 0 || st.st_size > 0xffffffffll) {
         close(fd);
         return nullptr;
     }
@@ -402,7 +427,7 @@ std::uint8_t *Fabric::segment_base(std::uint32_t key, std::uint32_t *size) noexc
     close(fd);
     if (m == MAP_FAILED)
         return nullptr;
-    r = RemoteSeg{static_cast<std::uint8_t *>(m), static_cast<std::uint32_t>(st.st_size), key};
+    r = RemoteSeg{static_cast<std::uint8_t *>(m), static_cast<std::uint32_t>(st.st_size), serial};
     *size = r.size;
     return r.base;
 }

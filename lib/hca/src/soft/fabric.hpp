@@ -37,10 +37,13 @@ class Fabric {
     // The segment holding [addr, addr+len), or false.
     bool find_local(const void *addr, std::size_t len, std::uint32_t *key, std::uint8_t **base) const;
 
-    // Base address of any process's segment (mapped on first use). nullptr if gone.
+    // Base address of any process's segment (mapped on first use, and again
+    // when its owner has allocated another under that index). nullptr if the
+    // key names no segment the fabric has now (freed, or garbage).
     std::uint8_t *segment_base(std::uint32_t key, std::uint32_t *size) noexcept;
 
-    // Reclaim the slots of processes that died without closing.
+    // Reclaim the slots of processes that died without closing: their QPs,
+    // group memberships and segments (/dev/shm objects).
     void collect_dead();
 
     // The multicast group table, under the group lock. Attach QP slot qp_slot
@@ -56,7 +59,7 @@ class Fabric {
 
   private:
     static bool word_alive(std::uint64_t w, std::uint64_t start_time) noexcept;
-    std::string segment_name(std::uint32_t key) const;
+    std::string segment_name(std::uint32_t proc, std::uint32_t idx, std::uint32_t serial) const;
     bool lock_groups() noexcept;
     void unlock_groups() noexcept;
 
@@ -64,11 +67,12 @@ class Fabric {
         std::uint8_t *base = nullptr;
         std::size_t size = 0;
         std::uint32_t key = 0;
+        std::uint32_t serial = 0;
     };
     struct RemoteSeg {
         std::uint8_t *base = nullptr;
         std::uint32_t size = 0;
-        std::uint32_t key = 0;
+        std::uint32_t serial = 0;  // the owner's serial for this index when mapped
     };
 
     std::string name_;
