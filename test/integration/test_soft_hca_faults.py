@@ -14,7 +14,7 @@ also writes garbage into shared memory on command (`corrupt`).
 usage: test_soft_hca_faults.py PATH-TO-ipoib-fabric PATH-TO-hca-peer
 An AddressSanitizer build of hca-peer runs with IPOIB_PEER_PRELOAD=<libasan.so>
 (and ASAN_OPTIONS=suppressions=FILE with interceptor_via_lib:libumad2sim.so);
-FAULTS_GROUPS="shm senders ..." picks groups of checks.
+FAULTS_GROUPS="shm senders groups" picks groups of checks.
 """
 import json
 import os
@@ -308,10 +308,74 @@ def dead_senders(env):
         p.close()
 
 
+# ---------------------------------------------------------------------------
+# Finding 7: the multicast group table and the shared segments.
+
+def groups_and_segments(env):
+    a = Peer(env, "Hca1")
+    b = Peer(env, "Hca2")
+    pa = a("port 1")
+    a("qp ra rq=16")
+    a("post ra n=16")
+    b("qp s rq=4")
+
+    # 7c: an MLID changed by the SM: detach, attach again with the new one.
+    mgid = "ff12:401b:ffff::7:c"
+    a(f"attach ra mgid={mgid} mlid=0xc030")
+    a(f"detach ra mgid={mgid} mlid=0xc030")
+    r = a.send(f"attach ra mgid={mgid} mlid=0xc031") or a.read()
+    t.eq(r, {"ok": True}, "7c: re-attaching a group with the MLID the SM changed works")
+    b(f"send s dlid=0xc031 dqpn=0xffffff size=64 count=2 mgid={mgid}")
+    t.eq(a("recv ra count=2 timeout_ms=1000")["received"], 2, "7c: ... and the group's traffic arrives on the new MLID")
+
+    # 7b: groups are freed when their last member leaves: 1000 distinct groups one after the other.
+    failed = None
+    for i in range(1000):
+        g = f"ff12:401b:ffff::{i // 256 + 16:x}:{i % 256:x}"
+        r = a.send(f"attach ra mgid={g} mlid={0xc100 + i}") or a.read()
+        if r != {"ok": True}:
+            failed = (i, r)
+            break
+        a(f"detach ra mgid={g} mlid={0xc100 + i}")
+    t.eq(failed, None, "7b: attach and detach 1000 distinct MGIDs, one after the other")
+
+    # 7e: a segment freed and allocated again must not be written through a sender's old mapping.
+    q = a("qp re rq=1")["qpn"]
+    a("post re n=1")
+    b(f"send s dlid={pa['lid']} dqpn={q} size=300 count=1")  # b maps a's segment
+    t.eq(a("recv re count=1 timeout_ms=1000")["bad_payload"], 0, "7e: (set-up) first message intact")
+    a("realloc re")
+    a("post re n=1")
+    b(f"send s dlid={pa['lid']} dqpn={q} size=300 count=1")
+    r = a("recv re count=1 timeout_ms=1000")
+    t.eq((r["received"], r["bad_payload"]), (1, 0),
+         "7e: after the receiver reallocates its buffers, a message lands in the new ones")
+
+    # 7d: the segments of a process that crashed are removed by the next process on the fabric.
+    sock = env["IBSIM_SOCKNAME"]
+
+    def segments():
+        return {n for n in os.listdir("/dev/shm") if n.startswith(f"ipoibsoft.{sock}.")}
+
+    before = segments()
+    k = Peer(env, "Hca3")
+    k("qp x rq=64")
+    mine = segments() - before
+    t.ok(len(mine) >= 1, "7d: (set-up) the process has segments", mine)
+    k.kill()
+    n = Peer(env, "Hca3")
+    n("qp y rq=4")
+    left = mine & segments()
+    t.eq(sorted(left), [], "7d: a crashed process's segments are removed by the next process that attaches")
+    for p in (a, b, n):
+        p.close()
+
+
 def main():
     only = os.environ.get("FAULTS_GROUPS", "").split()  # e.g. FAULTS_GROUPS=shm: only that group
     for key, name, hcas, fn in (("shm", "shared-memory fields", 2, shm_fields),
-                                ("senders", "dead and stopped senders", 3, dead_senders)):
+                                ("senders", "dead and stopped senders", 3, dead_senders),
+                                ("groups", "multicast groups and segments", 3, groups_and_segments)):
         if not only or key in only:
             on_fabric(name, hcas, fn)
     shutil.rmtree(CWD, ignore_errors=True)

@@ -19,11 +19,25 @@ namespace ipoib::hca::soft {
 
 namespace {
 constexpr std::uint32_t kMaxPid = 4194304;  // PID_MAX_LIMIT: a larger pid in a process entry is garbage
+// The group lock: spins before yielding, how often a holder's liveness is
+// checked (syscalls) while waiting, and how long a live holder may keep it.
+constexpr int kGroupLockSpins = 64;
+constexpr auto kGroupLockCheck = std::chrono::milliseconds(1);
+constexpr auto kGroupLockTimeout = std::chrono::milliseconds(1000);
 
-std::atomic<std::uint32_t> g_attach_pause_ms{0};  // test hook (soft_testing.hpp)
+std::atomic<std::uint32_t> g_attach_pause_ms{0};        // test hooks (soft_testing.hpp)
+std::atomic<std::uint32_t> g_group_create_pause_us{0};
+
+bool no_members(const GroupEntry &g) noexcept {
+    for (const auto &m : g.members)
+        if (m.load(std::memory_order_acquire))
+            return false;
+    return true;
+}
 } // namespace
 
 void set_attach_pause_ms(std::uint32_t ms) noexcept { g_attach_pause_ms.store(ms); }
+void set_group_create_pause_us(std::uint32_t us) noexcept { g_group_create_pause_us.store(us); }
 
 std::uint64_t proc_start_time(int pid) noexcept {
     char path[64];
@@ -47,10 +61,8 @@ std::uint64_t proc_start_time(int pid) noexcept {
 }
 
 Fabric::~Fabric() {
-    for (auto &s : local_) {
-        munmap(s.base, s.size);
-        shm_unlink(segment_name(s.key).c_str());
-    }
+    while (!local_.empty())
+        free_segment(local_.back().base);
     for (auto &r : remote_)
         if (r.base)
             munmap(r.base, r.size);
@@ -185,52 +197,121 @@ void Fabric::collect_dead() {
             std::uint32_t expected = id;
             qe.owner.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
         }
+        // Its segments: removed from /dev/shm (peers' mappings stay valid until they let go).
+        for (std::uint32_t i = 0; i < kMaxSegsPerProc; ++i) {
+            std::uint32_t serial = e.seg_serial[i].load(std::memory_order_acquire);
+            if (!serial)
+                continue;
+            shm_unlink(segment_name(p, i, serial).c_str());
+            e.seg_serial[i].compare_exchange_strong(serial, 0, std::memory_order_acq_rel);
+        }
         std::uint64_t expected = w;  // unless it changed meanwhile
         e.word.compare_exchange_strong(expected, proc_word(0, proc_gen(w), kProcFree), std::memory_order_acq_rel);
     }
 }
 
-int Fabric::group_attach(const std::uint8_t *mgid, std::uint16_t mlid, std::uint32_t qp_slot, std::string *err) {
-    GroupEntry *g = nullptr;
-    for (int pass = 0; pass < 2 && !g; ++pass)
-        for (auto &e : shm_->groups) {
-            const std::uint32_t st = e.state.load(std::memory_order_acquire);
-            if (st == kGroupLive && std::memcmp(e.mgid, mgid, 16) == 0) {
-                g = &e;
-                break;
-            }
-            if (pass == 1 && st == kGroupFree) {
-                std::uint32_t expected = kGroupFree;
-                if (e.state.compare_exchange_strong(expected, kGroupBusy, std::memory_order_acq_rel)) {
-                    std::memcpy(e.mgid, mgid, 16);
-                    e.mlid.store(mlid, std::memory_order_relaxed);
-                    e.state.store(kGroupLive, std::memory_order_release);
-                    g = &e;
-                    break;
-                }
-            }
-        }
-    if (!g) {
-        *err = "no free multicast group slot";
-        return -ENOSPC;
+// A lock for the group table (attach and detach: control path; senders read
+// the table without it). A dead holder's lock is taken over; a live one that
+// keeps it longer than kGroupLockTimeout (a stopped process) makes the
+// caller give up (-EBUSY) rather than wait for good.
+bool Fabric::lock_groups() noexcept {
+    const std::uint32_t me = ident();
+    auto &lock = shm_->group_lock;
+    const auto start = std::chrono::steady_clock::now();
+    auto checked = start;
+    for (int spins = 0;; ++spins) {
+        std::uint32_t holder = 0;
+        if (lock.compare_exchange_weak(holder, me, std::memory_order_acq_rel))
+            return true;
+        if (spins < kGroupLockSpins)
+            continue;
+        std::this_thread::yield();
+        const auto now = std::chrono::steady_clock::now();
+        if (now - checked < kGroupLockCheck)
+            continue;
+        checked = now;
+        if (holder && !ident_alive(holder) && lock.compare_exchange_strong(holder, me, std::memory_order_acq_rel))
+            return true;  // its holder died (or it held garbage)
+        if (now - start >= kGroupLockTimeout)
+            return false;
     }
-    if (g->mlid.load(std::memory_order_relaxed) != mlid) {
-        *err = "the group has MLID " + std::to_string(g->mlid.load(std::memory_order_relaxed)) + ", not " +
-               std::to_string(mlid);
+}
+
+void Fabric::unlock_groups() noexcept {
+    std::uint32_t me = ident();
+    shm_->group_lock.compare_exchange_strong(me, 0, std::memory_order_acq_rel);
+}
+
+int Fabric::group_attach(const std::uint8_t *mgid, std::uint16_t mlid, std::uint32_t qp_slot, std::string *err) {
+    if (qp_slot >= kMaxQps) {
+        *err = "no QP slot " + std::to_string(qp_slot);
         return -EINVAL;
     }
-    g->members[qp_slot / 64].fetch_or(std::uint64_t{1} << (qp_slot % 64), std::memory_order_acq_rel);
+    if (!lock_groups()) {
+        *err = "the multicast group table is held by a process that does not let go";
+        return -EBUSY;
+    }
+    GroupEntry *g = nullptr, *unused = nullptr;
+    for (auto &e : shm_->groups) {
+        if (e.state.load(std::memory_order_acquire) == kGroupLive) {
+            if (!g && std::memcmp(e.mgid, mgid, 16) == 0) {
+                g = &e;
+                continue;
+            }
+            if (!no_members(e))
+                continue;
+            e.state.store(kGroupFree, std::memory_order_release);  // its members' QPs are gone: free it
+        }
+        if (!unused)
+            unused = &e;
+    }
+    if (!g && unused) {
+        if (const std::uint32_t us = g_group_create_pause_us.load(std::memory_order_relaxed)) [[unlikely]]
+            std::this_thread::sleep_for(std::chrono::microseconds(us));
+        g = unused;
+        std::memcpy(g->mgid, mgid, 16);
+        for (auto &m : g->members)
+            m.store(0, std::memory_order_relaxed);
+        g->mlid.store(mlid, std::memory_order_relaxed);
+        g->state.store(kGroupLive, std::memory_order_release);
+    }
+    if (g) {
+        // The MLID is the SM's latest: a group the SM moved (a re-join with a new
+        // MLID) follows it, with every member.
+        if (g->mlid.load(std::memory_order_relaxed) != mlid)
+            g->mlid.store(mlid, std::memory_order_release);
+        g->members[qp_slot / 64].fetch_or(std::uint64_t{1} << (qp_slot % 64), std::memory_order_acq_rel);
+    }
+    unlock_groups();
+    if (!g) {
+        *err = "all " + std::to_string(kMaxGroups) + " multicast groups of the fabric are in use";
+        return -ENOSPC;
+    }
     return 0;
 }
 
 int Fabric::group_detach(const std::uint8_t *mgid, std::uint32_t qp_slot, std::string *err) {
+    if (qp_slot >= kMaxQps) {
+        *err = "no QP slot " + std::to_string(qp_slot);
+        return -EINVAL;
+    }
+    if (!lock_groups()) {
+        *err = "the multicast group table is held by a process that does not let go";
+        return -EBUSY;
+    }
+    const std::uint64_t bit = std::uint64_t{1} << (qp_slot % 64);
+    int r = -ENOENT;
     for (auto &e : shm_->groups)
-        if (e.state.load(std::memory_order_acquire) == kGroupLive && std::memcmp(e.mgid, mgid, 16) == 0) {
-            e.members[qp_slot / 64].fetch_and(~(std::uint64_t{1} << (qp_slot % 64)), std::memory_order_acq_rel);
-            return 0;
+        if (e.state.load(std::memory_order_acquire) == kGroupLive && std::memcmp(e.mgid, mgid, 16) == 0 &&
+            (e.members[qp_slot / 64].fetch_and(~bit, std::memory_order_acq_rel) & bit)) {
+            if (no_members(e))
+                e.state.store(kGroupFree, std::memory_order_release);  // the last member left
+            r = 0;
         }
-    *err = "not attached";
-    return -ENOENT;
+    unlock_groups();
+    if (r)
+        *err = "not attached";
+    return r;
 }
 
 void Fabric::group_drop_member(std::uint32_t qp_slot) noexcept {
@@ -238,11 +319,16 @@ void Fabric::group_drop_member(std::uint32_t qp_slot) noexcept {
         g.members[qp_slot / 64].fetch_and(~(std::uint64_t{1} << (qp_slot % 64)), std::memory_order_acq_rel);
 }
 
-std::string Fabric::segment_name(std::uint32_t key) const {
-    return "/ipoibsoft." + name_ + "." + std::to_string(seg_proc(key)) + "." + std::to_string(seg_gen(key)) + "." +
-           std::to_string(seg_index(key));
+std::string Fabric::segment_name(std::uint32_t proc, std::uint32_t idx, std::uint32_t serial) const {
+    return "/ipoibsoft." + name_ + "." + std::to_string(proc) + "." + std::to_string(idx) + "." +
+           std::to_string(serial);
 }
 
+// A segment's name and key carry a fabric-wide serial, published in the
+// owner's process entry before the object exists and cleared after it is
+// gone: a collector finds a dead process's segments there, and a peer knows
+// its mapping is stale when the serial differs (a segment freed and
+// allocated again under the same index).
 void *Fabric::alloc_segment(std::size_t len, std::string *err) {
     std::uint32_t idx = 0;
     for (; idx < kMaxSegsPerProc; ++idx) {
@@ -256,9 +342,13 @@ void *Fabric::alloc_segment(std::size_t len, std::string *err) {
         *err = len == 0 || len > 0xffffffffu ? "alloc_dma: bad length" : "alloc_dma: too many segments";
         return nullptr;
     }
-    const std::uint32_t key = seg_key(proc_, gen_, idx);
-    const std::string path = segment_name(key);
-    shm_unlink(path.c_str());  // a stale one from a dead incarnation
+    std::uint32_t serial = 0;
+    while (!serial)
+        serial = shm_->next_seg_serial.fetch_add(1, std::memory_order_relaxed) + 1;
+    std::atomic<std::uint32_t> &published = shm_->procs[proc_].seg_serial[idx];
+    published.store(serial, std::memory_order_release);
+    const std::string path = segment_name(proc_, idx, serial);
+    shm_unlink(path.c_str());  // a stale one from an earlier fabric of that name
     int fd = shm_open(path.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
     if (fd < 0 || ftruncate(fd, static_cast<off_t>(len)) != 0) {
         *err = "alloc_dma: " + path + ": " + std::strerror(errno);
@@ -266,6 +356,7 @@ void *Fabric::alloc_segment(std::size_t len, std::string *err) {
             close(fd);
             shm_unlink(path.c_str());
         }
+        published.store(0, std::memory_order_release);
         return nullptr;
     }
     void *m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
@@ -273,17 +364,21 @@ void *Fabric::alloc_segment(std::size_t len, std::string *err) {
     if (m == MAP_FAILED) {
         *err = "alloc_dma: mmap: " + std::string(std::strerror(errno));
         shm_unlink(path.c_str());
+        published.store(0, std::memory_order_release);
         return nullptr;
     }
-    local_.push_back({static_cast<std::uint8_t *>(m), len, key});
+    local_.push_back({static_cast<std::uint8_t *>(m), len, seg_key(proc_, idx, serial), serial});
     return m;
 }
 
 bool Fabric::free_segment(void *p) {
     for (auto it = local_.begin(); it != local_.end(); ++it)
         if (it->base == p) {
+            const std::uint32_t idx = seg_index(it->key);
             munmap(it->base, it->size);
-            shm_unlink(segment_name(it->key).c_str());
+            shm_unlink(segment_name(proc_, idx, it->serial).c_str());
+            std::uint32_t serial = it->serial;
+            shm_->procs[proc_].seg_serial[idx].compare_exchange_strong(serial, 0, std::memory_order_acq_rel);
             local_.erase(it);
             return true;
         }
@@ -301,25 +396,30 @@ bool Fabric::find_local(const void *addr, std::size_t len, std::uint32_t *key, s
     return false;
 }
 
+// The data path: one load of the owner's published serial (a read-mostly
+// line) and compares; syscalls only at first contact or after a change.
 std::uint8_t *Fabric::segment_base(std::uint32_t key, std::uint32_t *size) noexcept {
     const std::uint32_t p = seg_proc(key), i = seg_index(key);
     if (p >= kMaxProcs || i >= kMaxSegsPerProc)
         return nullptr;
+    const std::uint32_t serial = shm_->procs[p].seg_serial[i].load(std::memory_order_acquire);
+    if (!serial || (serial & 0xffff) != seg_serial_bits(key))
+        return nullptr;  // no such segment (any more)
     RemoteSeg &r = remote_[p * kMaxSegsPerProc + i];
-    if (r.base && r.key == key) {
+    if (r.base && r.serial == serial) [[likely]] {
         *size = r.size;
         return r.base;
     }
-    // First contact with this segment (or a new incarnation of its owner): map it.
+    // First contact with this segment, or another one under its index: map it.
     if (r.base) {
         munmap(r.base, r.size);
         r = RemoteSeg{};
     }
-    const int fd = shm_open(segment_name(key).c_str(), O_RDWR, 0600);
+    const int fd = shm_open(segment_name(p, i, serial).c_str(), O_RDWR, 0600);
     if (fd < 0)
         return nullptr;
     struct stat st {};
-    if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+    if (fstat(fd, &st) != 0 || st.st_size <= 0 || st.st_size > 0xffffffffll) {
         close(fd);
         return nullptr;
     }
@@ -327,7 +427,7 @@ std::uint8_t *Fabric::segment_base(std::uint32_t key, std::uint32_t *size) noexc
     close(fd);
     if (m == MAP_FAILED)
         return nullptr;
-    r = RemoteSeg{static_cast<std::uint8_t *>(m), static_cast<std::uint32_t>(st.st_size), key};
+    r = RemoteSeg{static_cast<std::uint8_t *>(m), static_cast<std::uint32_t>(st.st_size), serial};
     *size = r.size;
     return r.base;
 }

@@ -37,15 +37,21 @@ class Fabric {
     // The segment holding [addr, addr+len), or false.
     bool find_local(const void *addr, std::size_t len, std::uint32_t *key, std::uint8_t **base) const;
 
-    // Base address of any process's segment (mapped on first use). nullptr if gone.
+    // Base address of any process's segment (mapped on first use, and again
+    // when its owner has allocated another under that index). nullptr if the
+    // key names no segment the fabric has now (freed, or garbage).
     std::uint8_t *segment_base(std::uint32_t key, std::uint32_t *size) noexcept;
 
-    // Reclaim the slots of processes that died without closing.
+    // Reclaim the slots of processes that died without closing: their QPs,
+    // group memberships and segments (/dev/shm objects).
     void collect_dead();
 
-    // The multicast group table. Attach QP slot qp_slot to the group of mgid
-    // (16 bytes) with MLID mlid, creating the group if needed; detach it.
-    // 0, or a negative errno with *err set.
+    // The multicast group table, under the group lock. Attach QP slot qp_slot
+    // to the group of mgid (16 bytes), creating it if needed, with MLID mlid
+    // (the MLID of the last attach: the SM's latest); detach it (the last
+    // member's detach frees the group). 0, or a negative errno with *err set
+    // (-ENOSPC: no free group; -ENOENT: not a member; -EBUSY: the lock is
+    // held by a live process for over a second).
     int group_attach(const std::uint8_t *mgid, std::uint16_t mlid, std::uint32_t qp_slot, std::string *err);
     int group_detach(const std::uint8_t *mgid, std::uint32_t qp_slot, std::string *err);
     // Remove QP slot qp_slot from every group (its QP is gone).
@@ -53,17 +59,20 @@ class Fabric {
 
   private:
     static bool word_alive(std::uint64_t w, std::uint64_t start_time) noexcept;
-    std::string segment_name(std::uint32_t key) const;
+    std::string segment_name(std::uint32_t proc, std::uint32_t idx, std::uint32_t serial) const;
+    bool lock_groups() noexcept;
+    void unlock_groups() noexcept;
 
     struct LocalSeg {
         std::uint8_t *base = nullptr;
         std::size_t size = 0;
         std::uint32_t key = 0;
+        std::uint32_t serial = 0;
     };
     struct RemoteSeg {
         std::uint8_t *base = nullptr;
         std::uint32_t size = 0;
-        std::uint32_t key = 0;
+        std::uint32_t serial = 0;  // the owner's serial for this index when mapped
     };
 
     std::string name_;

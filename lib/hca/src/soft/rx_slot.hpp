@@ -47,25 +47,31 @@ enum class RxVerdict : std::uint8_t {
 inline constexpr std::uint32_t kMaxQpn = 0xffffff;  // QPNs are 24 bits
 inline constexpr std::uint8_t kMaxSl = 15;
 
-// The receiver's reading of the slot at its cursor, whose lap is `lap` and
-// into which it posted a buffer of posted_len bytes (its own copy: the
-// slot's length field is shared memory too). On done, sets wc's status,
-// byte_len, src_qp, slid, sl and wc_flags: a success has
-// kGrhLen <= byte_len <= posted_len; a local length error has byte_len 0.
-inline RxVerdict parse_rx_slot(const RxSlotView &v, std::uint32_t lap, std::uint32_t posted_len, Wc *wc) noexcept {
-    if (slot_lap(v.state) != lap)
+// The receiver's reading of the state word of the slot at its cursor, whose
+// lap is `lap`. done: the fields are to be read (parse_rx_fields); a slot
+// that is not done is never read further (a sender may be writing it).
+inline RxVerdict classify_rx_slot(std::uint64_t state, std::uint32_t lap) noexcept {
+    if (slot_lap(state) != lap)
         return RxVerdict::bad;  // the receiver posted this lap; nobody writes another
-    switch (slot_kind_raw(v.state)) {
+    switch (slot_kind_raw(state)) {
     case kPosted:
         // Exactly what the receiver wrote: a sender's claim is a CAS from it.
-        return slot_owner(v.state) == 0 ? RxVerdict::wait : RxVerdict::bad;
+        return slot_owner(state) == 0 ? RxVerdict::wait : RxVerdict::bad;
     case kClaimed:
         return RxVerdict::claimed;
     case kDone:
-        break;
+        return RxVerdict::done;
     default:
         return RxVerdict::bad;
     }
+}
+
+// The fields of a done slot into which the receiver posted a buffer of
+// posted_len bytes (its own copy: the slot's length field is shared memory
+// too). done: sets wc's status, byte_len, src_qp, slid, sl and wc_flags; a
+// success has kGrhLen <= byte_len <= posted_len, a local length error
+// byte_len 0. bad: anything a correct sender does not write.
+inline RxVerdict parse_rx_fields(const RxSlotView &v, std::uint32_t posted_len, Wc *wc) noexcept {
     switch (v.status) {
     case kRxOk:
         if (v.byte_len < kGrhLen || v.byte_len > posted_len || v.src_qp > kMaxQpn || v.sl > kMaxSl ||
@@ -89,6 +95,13 @@ inline RxVerdict parse_rx_slot(const RxSlotView &v, std::uint32_t lap, std::uint
     default:  // kRxBadBuffer (the sender found the descriptor corrupt), or garbage
         return RxVerdict::bad;
     }
+}
+
+// Both, on a view read at once (tests and the fuzz target; the receiver
+// calls the two steps, reading the fields only of a done slot).
+inline RxVerdict parse_rx_slot(const RxSlotView &v, std::uint32_t lap, std::uint32_t posted_len, Wc *wc) noexcept {
+    const RxVerdict k = classify_rx_slot(v.state, lap);
+    return k == RxVerdict::done ? parse_rx_fields(v, posted_len, wc) : k;
 }
 
 // The sender's check of a posted buffer descriptor (offset and length are

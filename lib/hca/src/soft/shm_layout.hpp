@@ -28,7 +28,7 @@
 namespace ipoib::hca::soft {
 
 inline constexpr std::uint32_t kMagic = 0x49504f53;  // "IPOS"
-inline constexpr std::uint32_t kLayoutVersion = 3;
+inline constexpr std::uint32_t kLayoutVersion = 5;
 inline constexpr std::uint32_t kMaxProcs = 32;
 inline constexpr std::uint32_t kMaxPorts = 32;
 inline constexpr std::uint32_t kQpSlotBits = 7;
@@ -117,6 +117,10 @@ struct alignas(64) ProcEntry {
     // FREE -> CLAIMING (CAS by the claimer) -> LIVE (after start_time) -> FREE.
     std::atomic<std::uint64_t> word;
     std::atomic<std::uint64_t> start_time;  // /proc/<pid>/stat field 22 (PID reuse); valid while LIVE
+    // The process's segments (alloc_dma): a fabric-wide serial per index, 0 = none.
+    // A segment is named by (slot, index, serial); a sender's mapping of it is
+    // valid while the serial it mapped is the one published here.
+    std::atomic<std::uint32_t> seg_serial[kMaxSegsPerProc];
 };
 
 struct alignas(64) PortEntry {
@@ -143,7 +147,10 @@ struct alignas(64) QpEntry {
     alignas(64) RqSlot rq[kRqDepth];
 };
 
-enum GroupState : std::uint32_t { kGroupFree = 0, kGroupBusy = 1, kGroupLive = 2 };
+// A group is created by the first attach of its MGID and freed by the detach
+// of its last member (or the next attach or detach after its last member's
+// QP is gone), both under the group lock. Senders read it without the lock.
+enum GroupState : std::uint32_t { kGroupFree = 0, kGroupLive = 2 };
 
 struct alignas(64) GroupEntry {
     std::atomic<std::uint32_t> state;
@@ -157,6 +164,10 @@ struct FabricShm {
     std::uint32_t version;
     std::uint64_t size;
     std::atomic<std::uint32_t> next_qp_gen;
+    std::atomic<std::uint32_t> next_seg_serial;
+    // The group table's lock: the holder's ident, 0 = free. Attach and detach
+    // (control path) take it; senders read the table without it.
+    std::atomic<std::uint32_t> group_lock;
     ProcEntry procs[kMaxProcs];
     PortEntry ports[kMaxPorts];
     GroupEntry groups[kMaxGroups];
@@ -167,12 +178,12 @@ struct FabricShm {
 // so QPNs never collide with QP0/QP1 or the multicast QPN 0xffffff.
 constexpr std::uint32_t qpn_slot(std::uint32_t qpn) noexcept { return qpn & (kMaxQps - 1); }
 
-// Segment keys (lkeys): proc (8 bits) | proc generation (16) | segment index (8).
-constexpr std::uint32_t seg_key(std::uint32_t proc, std::uint32_t gen, std::uint32_t idx) noexcept {
-    return (proc & 0xff) << 24 | (gen & 0xffff) << 8 | (idx & 0xff);
+// Segment keys (lkeys): proc slot (8 bits) | segment index (8) | low 16 bits of the segment's serial.
+constexpr std::uint32_t seg_key(std::uint32_t proc, std::uint32_t idx, std::uint32_t serial) noexcept {
+    return (proc & 0xff) << 24 | (idx & 0xff) << 16 | (serial & 0xffff);
 }
 constexpr std::uint32_t seg_proc(std::uint32_t key) noexcept { return key >> 24; }
-constexpr std::uint32_t seg_gen(std::uint32_t key) noexcept { return (key >> 8) & 0xffff; }
-constexpr std::uint32_t seg_index(std::uint32_t key) noexcept { return key & 0xff; }
+constexpr std::uint32_t seg_index(std::uint32_t key) noexcept { return (key >> 16) & 0xff; }
+constexpr std::uint32_t seg_serial_bits(std::uint32_t key) noexcept { return key & 0xffff; }
 
 } // namespace ipoib::hca::soft

@@ -473,8 +473,9 @@ int SoftQp::post_recv(const RecvWr *wr, int n) noexcept {
 }
 
 // Completes the slots at the cursor, in order. Every slot is read through
-// parse_rx_slot (rx_slot.hpp): a value no correct process writes completes
-// the slot in error (general_err) and is counted in rx_bad_slot.
+// rx_slot.hpp (the state word, then a done slot's fields): a value no
+// correct process writes completes the slot in error (general_err) and is
+// counted in rx_bad_slot.
 int SoftQp::poll_recv(Wc *wc, int n) noexcept {
     int got = 0, retries = 0;
     while (got < n && cursor_ < tail_) {
@@ -483,7 +484,9 @@ int SoftQp::poll_recv(Wc *wc, int n) noexcept {
         RqSlot &s = e_->rq[i];
         const std::uint64_t w = s.state.load(std::memory_order_acquire);
         Wc &c = wc[got];
-        const RxVerdict v = parse_rx_slot(read_rx_slot(s, w), lap, lens_[i], &c);
+        RxVerdict v = classify_rx_slot(w, lap);
+        if (v == RxVerdict::done)
+            v = parse_rx_fields(read_rx_slot(s, w), lens_[i], &c);
         if (v == RxVerdict::wait) {
             if (++idle_polls_ >= kIdlePollsBeforeHeadCheck)
                 check_head();

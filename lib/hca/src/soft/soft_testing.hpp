@@ -31,6 +31,12 @@ bool set_stall_ms(Context &ctx, std::uint32_t ms) noexcept;
 // (a slow start), so that a test can look at the slot in that window.
 void set_attach_pause_ms(std::uint32_t ms) noexcept;
 
+// Process-wide: creating a multicast group (the first attach of an MGID)
+// takes us microseconds longer, between taking a free entry of the group
+// table and publishing the group, so that a test can have several processes
+// attach a new MGID at once (0: no pause).
+void set_group_create_pause_us(std::uint32_t us) noexcept;
+
 // The fabric's shared state as ctx has it mapped (shm_layout.hpp), for tests
 // that write into it what a buggy peer could, and ctx's process slot.
 // nullptr / false if ctx is not a soft-HCA context.

@@ -228,6 +228,8 @@ class Qp {
     virtual ~Qp() = default;
     virtual std::uint32_t qp_num() const noexcept = 0;
     // Post n WRs; returns how many were accepted (the rest did not fit), <0 on error.
+    // A send is accepted only if its completion will fit the send CQ (providers
+    // that make completions themselves reserve the place): none is ever dropped.
     virtual int post_recv(const RecvWr *wr, int n) noexcept = 0;
     virtual int post_send(const SendWr *wr, int n) noexcept = 0;
     // ibv_modify_qp(IBV_QP_QKEY): the Q_Key used for sends with kUseQpQkey and checked on receive.
