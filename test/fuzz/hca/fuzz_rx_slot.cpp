@@ -5,19 +5,10 @@
 // it. Input: a 40-byte RqSlot image, then the receiver's lap (4 bytes), the
 // length it posted (4), the sender's segment size (4) and message length (4).
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 
+#include "../wire/fuzz_common.hpp"
 #include "soft/rx_slot.hpp"
-
-#define FUZZ_CHECK(cond)                                                                  \
-    do {                                                                                  \
-        if (!(cond)) {                                                                    \
-            std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            std::abort();                                                                 \
-        }                                                                                 \
-    } while (0)
 
 using namespace ipoib::hca;
 using namespace ipoib::hca::soft;

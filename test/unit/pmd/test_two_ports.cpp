@@ -67,6 +67,22 @@ bool wait_link(std::uint16_t port, int ms) {
     return false;
 }
 
+// A probed, started port whose link is up.
+EthPort up(const std::string &name, const std::string &args, rte_mempool *mp) {
+    const EthPort p = probe(name, args);
+    start(p, mp);
+    REQUIRE(wait_link(p.id, 3000));
+    return p;
+}
+
+rte_ether_addr mac_of(std::uint16_t port) {
+    rte_ether_addr m{};
+    rte_eth_macaddr_get(port, &m);
+    return m;
+}
+
+const rte_ether_addr kBcast{{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}};
+
 // Send m from `from` (retrying while held), then poll `to` until a frame arrives.
 rte_mbuf *exchange(std::uint16_t from, std::uint16_t to, rte_mbuf *m, int ms = 2000) {
     REQUIRE(rte_eth_tx_burst(from, 0, &m, 1) == 1);
@@ -110,20 +126,12 @@ std::vector<std::uint8_t> eth_frame(const rte_ether_addr &dst, const rte_ether_a
 TEST_CASE("two ports in one process: link, broadcast, learned unicast reply, stats, clean close") {
     rte_mempool *mp = pool("two_ports", 2048);
     const unsigned avail = rte_mempool_avail_count(mp);
-    const EthPort a = probe("net_ipoib_ta", "provider=inproc,dev=unit-a");
-    const EthPort b = probe("net_ipoib_tb", "provider=inproc,dev=unit-b");
-    start(a, mp);
-    start(b, mp);
-    REQUIRE(wait_link(a.id, 3000));
-    REQUIRE(wait_link(b.id, 3000));
+    const EthPort a = up("net_ipoib_ta", "provider=inproc,dev=unit-a", mp);
+    const EthPort b = up("net_ipoib_tb", "provider=inproc,dev=unit-b", mp);
     rte_eth_dev_info info{};
     REQUIRE(rte_eth_dev_info_get(a.id, &info) == 0);
     CHECK(info.max_mtu == 2044);  // the in-process HCA's 2048-byte MTU minus the IPoIB header
-
-    rte_ether_addr mac_a{}, mac_b{}, bcast{};
-    rte_eth_macaddr_get(a.id, &mac_a);
-    rte_eth_macaddr_get(b.id, &mac_b);
-    std::memset(bcast.addr_bytes, 0xff, 6);
+    const rte_ether_addr mac_a = mac_of(a.id), mac_b = mac_of(b.id), bcast = kBcast;
 
     // A broadcast from A reaches B from the MAC A is known by there.
     const auto ip1 = ipv4_udp(0x0affffff, 200);
@@ -177,16 +185,9 @@ TEST_CASE("two ports in one process: a bad devarg or a second port on the same p
 TEST_CASE("two ports in one process: txq_size smaller than the descriptors asked, bursts of 64") {
     rte_mempool *mp = pool("ring_sizes", 4096);
     const unsigned avail = rte_mempool_avail_count(mp);
-    const EthPort a = probe("net_ipoib_tr", "provider=inproc,dev=unit-r,txq_size=16");
-    const EthPort b = probe("net_ipoib_ts", "provider=inproc,dev=unit-s");
-    start(a, mp);
-    start(b, mp);
-    REQUIRE(wait_link(a.id, 3000));
-    REQUIRE(wait_link(b.id, 3000));
-    rte_ether_addr mac_a{}, bcast{};
-    rte_eth_macaddr_get(a.id, &mac_a);
-    std::memset(bcast.addr_bytes, 0xff, 6);
-    const auto frame = eth_frame(bcast, mac_a, ipv4_udp(0x0affffff, 64));
+    const EthPort a = up("net_ipoib_tr", "provider=inproc,dev=unit-r,txq_size=16", mp);
+    const EthPort b = up("net_ipoib_ts", "provider=inproc,dev=unit-s", mp);
+    const auto frame = eth_frame(kBcast, mac_of(a.id), ipv4_udp(0x0affffff, 64));
     constexpr unsigned kFrames = 640;
     unsigned sent = 0, received = 0;
     for (int spin = 0; spin < 20000 && sent < kFrames; ++spin) {
@@ -275,18 +276,11 @@ TEST_CASE("two ports in one process: the LSC callback may call ethdev ops, and o
 TEST_CASE("two ports in one process: nothing is delivered while the link is down") {
     rte_mempool *mp = pool("link_down", 1024);
     const unsigned avail = rte_mempool_avail_count(mp);
-    const EthPort a = probe("net_ipoib_tda", "provider=inproc,dev=unit-da");
-    const EthPort b = probe("net_ipoib_tdb", "provider=inproc,dev=unit-db");
-    start(a, mp);
-    start(b, mp);
-    REQUIRE(wait_link(a.id, 3000));
-    REQUIRE(wait_link(b.id, 3000));
-    rte_ether_addr mac_a{}, bcast{};
-    rte_eth_macaddr_get(a.id, &mac_a);
-    std::memset(bcast.addr_bytes, 0xff, 6);
+    const EthPort a = up("net_ipoib_tda", "provider=inproc,dev=unit-da", mp);
+    const EthPort b = up("net_ipoib_tdb", "provider=inproc,dev=unit-db", mp);
     rte_mbuf *burst[8];
     for (auto &m : burst)
-        m = mbuf_with(mp, eth_frame(bcast, mac_a, ipv4_udp(0x0affffff, 32)));
+        m = mbuf_with(mp, eth_frame(kBcast, mac_of(a.id), ipv4_udp(0x0affffff, 32)));
     REQUIRE(rte_eth_tx_burst(a.id, 0, burst, 8) == 8);
     pmd::Port *pb = pmd::port_of(&rte_eth_devices[b.id]);
     pb->fp.link_up.store(false);  // what a flush that takes the link down does
@@ -303,11 +297,9 @@ TEST_CASE("two ports in one process: nothing is delivered while the link is down
 // backoff (1 s, doubling) instead of being dropped until restart.
 TEST_CASE("two ports in one process: a neighbour that failed to resolve is retried after its backoff") {
     rte_mempool *mp = pool("retry", 1024);
-    const EthPort a = probe("net_ipoib_tf", "provider=inproc,dev=unit-f");
-    start(a, mp);
-    REQUIRE(wait_link(a.id, 3000));
-    rte_ether_addr mac_a{}, nobody{};
-    rte_eth_macaddr_get(a.id, &mac_a);
+    const EthPort a = up("net_ipoib_tf", "provider=inproc,dev=unit-f", mp);
+    const rte_ether_addr mac_a = mac_of(a.id);
+    rte_ether_addr nobody{};
     const std::uint8_t unknown[6] = {0x02, 0, 0, 0, 0, 0x99};
     std::memcpy(nobody.addr_bytes, unknown, 6);
     auto send = [&] {
@@ -337,27 +329,18 @@ TEST_CASE("two ports in one process: a neighbour that failed to resolve is retri
 // their sends completed), not kept until close.
 TEST_CASE("two ports in one process: address handles of forgotten neighbours are freed") {
     rte_mempool *mp = pool("dead_ahs", 2048);
-    const EthPort a = probe("net_ipoib_tha", "provider=inproc,dev=unit-ha,neigh_timeout=1");
-    start(a, mp);
-    REQUIRE(wait_link(a.id, 3000));
+    const EthPort a = up("net_ipoib_tha", "provider=inproc,dev=unit-ha,neigh_timeout=1", mp);
     std::vector<EthPort> peers;
-    for (int i = 0; i < 4; ++i) {
-        peers.push_back(probe("net_ipoib_thp" + std::to_string(i), "provider=inproc,dev=unit-hp" + std::to_string(i)));
-        start(peers.back(), mp);
-        REQUIRE(wait_link(peers.back().id, 3000));
-    }
+    for (int i = 0; i < 4; ++i)
+        peers.push_back(up("net_ipoib_thp" + std::to_string(i), "provider=inproc,dev=unit-hp" + std::to_string(i), mp));
     pmd::Port *pa = pmd::port_of(&rte_eth_devices[a.id]);
     auto handles = [&] {
         std::lock_guard<std::mutex> lk(pa->hca->mu);
         return pa->ahs.size() + pa->dead_ahs.size();
     };
     const std::size_t base = handles();  // the broadcast group's
-    rte_ether_addr bcast{};
-    std::memset(bcast.addr_bytes, 0xff, 6);
     for (const EthPort &p : peers) {  // each peer's broadcast teaches A a neighbour (RoCE: from its GRH)
-        rte_ether_addr mac{};
-        rte_eth_macaddr_get(p.id, &mac);
-        rte_mbuf *m = mbuf_with(mp, eth_frame(bcast, mac, ipv4_udp(0x0affffff, 16)));
+        rte_mbuf *m = mbuf_with(mp, eth_frame(kBcast, mac_of(p.id), ipv4_udp(0x0affffff, 16)));
         REQUIRE(rte_eth_tx_burst(p.id, 0, &m, 1) == 1);
     }
     for (int i = 0; i < 200 && handles() < base + peers.size(); ++i) {
