@@ -113,15 +113,7 @@ struct Rig {
     }
     // Probe answered with `probe`, join answered with `joined`: the interface comes up.
     void bring_up(Interface *i, const McMemberRecord &probe, const McMemberRecord &joined) {
-        run();
-        SaRequest *p = sa.last(SaMethod::mcm_get_table, probe.mgid);
-        REQUIRE(p);
-        REQUIRE(sa.answer(p->id, {}, {probe}));
-        run();
-        SaRequest *j = sa.last(SaMethod::join, probe.mgid);
-        REQUIRE(j);
-        REQUIRE(sa.answer(j->id, {}, {joined}));
-        run();
+        bring_up_attempt(i, probe, joined);
         REQUIRE(i->up());
     }
     void bring_up(Interface *i, const McMemberRecord &rec = bcast_record()) { bring_up(i, rec, rec); }
