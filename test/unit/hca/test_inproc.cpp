@@ -404,6 +404,33 @@ TEST_CASE("inproc: port down and up: events, refused sends, dropped receives") {
     CHECK(b.recvs().size() == 1);
 }
 
+// As hardware: a QP's P_Key is the table's entry at its index. The SM moves
+// the partition; the QP's entry now holds another P_Key (nothing matches);
+// set_pkey_index moves it, keeping its number and posted receives.
+TEST_CASE("inproc: P_Key table change: the QP follows its index, then moves with set_pkey_index") {
+    Host a("pk-a"), b("pk-b");
+    b.post(4);
+    auto ah = a.ah_to(b);
+    const std::uint32_t qpn = b.qp->qp_num();
+    REQUIRE(inproc::set_pkeys(*b.ctx, {0x8001, 0xffff}) == 0);
+    PortEvent ev;
+    REQUIRE(b.ctx->get_port_event(&ev) == 1);
+    CHECK(ev.type == EventType::pkey_change);
+    std::uint16_t k = 0;
+    REQUIRE(b.ctx->query_pkey(1, 1, &k) == 0);
+    CHECK(k == 0xffff);
+    CHECK(a.send(ah.get(), qpn, pattern(64, 1)).status == WcStatus::success);
+    CHECK(b.qp->counters().drop_pkey == 1);  // b's index 0 now holds 0x8001
+    CHECK(b.qp->set_pkey_index(5) == -EINVAL);
+    REQUIRE(b.qp->set_pkey_index(1) == 0);
+    CHECK(b.qp->qp_num() == qpn);
+    CHECK(a.send(ah.get(), qpn, pattern(64, 2)).status == WcStatus::success);
+    const auto got = b.recvs();
+    REQUIRE(got.size() == 1);  // a receive posted before the move
+    CHECK(got[0].pkey_index == 1);
+    CHECK(inproc::set_pkeys(*b.ctx, {}) == -EINVAL);
+}
+
 namespace {
 
 // Post `total` signaled sends from h to (ah, dqpn), bursts of up to `burst` per

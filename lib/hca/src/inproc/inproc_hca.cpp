@@ -147,7 +147,7 @@ class InprocQp final : public Qp {
   public:
     InprocQp(InprocContext *ctx, std::uint32_t qpn, const QpInit &init)
         : ctx_(ctx), dev_(ctx->dev), qpn_(qpn), qkey_(init.qkey), pkey_index_(init.pkey_index),
-          pkey_(ctx->dev->pkeys[init.pkey_index]), max_recv_(init.max_recv_wr),
+          max_recv_(init.max_recv_wr),
           send_cq_(static_cast<InprocCq *>(init.send_cq)), recv_cq_(static_cast<InprocCq *>(init.recv_cq)) {}
     ~InprocQp() override {
         Guard g(fabric().lock);
@@ -161,6 +161,13 @@ class InprocQp final : public Qp {
         qkey_ = qkey;
         return 0;
     }
+    int set_pkey_index(std::uint16_t index) noexcept override {
+        Guard g(fabric().lock);
+        if (index >= dev_->pkeys.size())
+            return ctx_->fail(-EINVAL, "set_pkey_index: index " + std::to_string(index) + " is beyond the P_Key table");
+        pkey_index_ = index;
+        return 0;
+    }
     int attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept override;
     int detach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept override;
     QpCounters counters() const noexcept override {
@@ -172,11 +179,13 @@ class InprocQp final : public Qp {
     void send_one(const SendWr &wr) noexcept;
     void deliver(InprocQp &d, const SendWr &wr, std::uint32_t len, std::uint32_t qkey, const AhAttr &ah) noexcept;
     bool attached(const Gid &g) const noexcept { return std::find(groups_.begin(), groups_.end(), g) != groups_.end(); }
+    // As hardware: the table's entry at the QP's index, read per message (0 once the index is emptied).
+    std::uint16_t pkey() const noexcept { return pkey_index_ < dev_->pkeys.size() ? dev_->pkeys[pkey_index_] : 0; }
 
     InprocContext *ctx_;
     Device *dev_;
     std::uint32_t qpn_, qkey_;
-    std::uint16_t pkey_index_, pkey_;
+    std::uint16_t pkey_index_;
     std::uint32_t max_recv_;
     InprocCq *send_cq_, *recv_cq_;
     std::deque<RecvWr> rq_;    // posted receive buffers, in order
@@ -263,7 +272,7 @@ void InprocQp::deliver(InprocQp &d, const SendWr &wr, std::uint32_t len, std::ui
     QpCounters &qc = d.c_;
     if (d.dev_->state != PortState::active) {
         ++pc.drop_port_down, ++qc.drop_port_down;
-    } else if (!common::pkey_match(pkey_, d.pkey_)) {
+    } else if (!common::pkey_match(pkey(), d.pkey())) {
         ++pc.drop_pkey, ++qc.drop_pkey;
     } else if (qkey != d.qkey_) {
         ++pc.drop_qkey, ++qc.drop_qkey;
@@ -447,6 +456,7 @@ int InprocContext::query_gid_type(std::uint8_t port, int index, GidType *out) no
 }
 
 int InprocContext::query_pkey(std::uint8_t port, int index, std::uint16_t *out) noexcept {
+    Guard g(fabric().lock);  // set_pkeys may replace the table
     if (const int r = pkey_index_rule(port, index, static_cast<int>(dev->pkeys.size()), out); r <= 0)
         return r;
     *out = dev->pkeys[static_cast<std::size_t>(index)];
@@ -540,6 +550,19 @@ int set_port_state(Context &ctx, PortState state) noexcept {
     if (was != is)
         for (InprocContext *x : c->dev->contexts)
             x->events.push_back({is ? EventType::port_active : EventType::port_error, 1});
+    return 0;
+}
+
+int set_pkeys(Context &ctx, const std::vector<std::uint16_t> &pkeys) noexcept {
+    auto *c = dynamic_cast<InprocContext *>(&ctx);
+    if (!c || pkeys.empty() || pkeys.size() > kMaxPkeys)
+        return -EINVAL;
+    Guard g(fabric().lock);
+    if (c->dev->pkeys == pkeys)
+        return 0;
+    c->dev->pkeys = pkeys;
+    for (InprocContext *x : c->dev->contexts)
+        x->events.push_back({EventType::pkey_change, 1});
     return 0;
 }
 

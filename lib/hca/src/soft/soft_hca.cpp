@@ -101,6 +101,7 @@ class SoftQp final : public Qp {
     std::uint32_t qp_num() const noexcept override { return qpn_; }
     int post_recv(const RecvWr *wr, int n) noexcept override;
     int post_send(const SendWr *wr, int n) noexcept override;
+    int set_pkey_index(std::uint16_t index) noexcept override;
     int set_qkey(std::uint32_t qkey) noexcept override {
         e_->qkey.store(qkey, std::memory_order_release);
         return 0;
@@ -127,7 +128,6 @@ class SoftQp final : public Qp {
     std::uint32_t qpn_;
     SoftCq *send_cq_, *recv_cq_;
     std::uint32_t depth_;
-    std::uint16_t pkey_index_;
     // Per ring index, what this process posted: the work request and the
     // buffer's length (the slot's own copy is shared memory).
     std::vector<std::uint64_t> wr_ids_;
@@ -170,6 +170,7 @@ class SoftContext final : public common::ContextBase {
 
   private:
     bool refresh_ports(bool initial);
+    void refresh_qp_pkeys(std::uint32_t pidx, const PortSnapshot &now);
     void publish(std::uint32_t idx, const PortSnapshot &s);
 
     SmpClient smp_;
@@ -269,14 +270,30 @@ bool SoftContext::refresh_ports(bool) {
             events_.push_back({EventType::lid_change, p});
         if (is_active && was_active && old.attr.sm_lid != now.attr.sm_lid)
             events_.push_back({EventType::sm_change, p});
-        if (std::memcmp(old.pkeys, now.pkeys, sizeof old.pkeys) != 0)
+        if (std::memcmp(old.pkeys, now.pkeys, sizeof old.pkeys) != 0) {
             events_.push_back({EventType::pkey_change, p});
+            refresh_qp_pkeys(port_idx[p - 1], now);
+        }
         if (old.attr.subnet_prefix != now.attr.subnet_prefix)
             events_.push_back({EventType::gid_change, p});
         snap_[p - 1] = now;
         publish(port_idx[p - 1], now);
     }
     return true;
+}
+
+// As hardware: a QP's P_Key is its port's table entry at the QP's index.
+// The table changed: this process's QPs on that port take the new entry (0,
+// matching nobody, where the SM emptied it) until they move.
+void SoftContext::refresh_qp_pkeys(std::uint32_t pidx, const PortSnapshot &now) {
+    FabricShm *shm = fabric.shm();
+    for (auto &e : shm->qps) {
+        if (e.owner.load(std::memory_order_acquire) != fabric.ident() ||
+            e.port_idx.load(std::memory_order_relaxed) != pidx)
+            continue;
+        const std::uint16_t idx = e.pkey_index.load(std::memory_order_relaxed);
+        e.pkey.store(idx < kMaxPkeys ? now.pkeys[idx] : 0, std::memory_order_relaxed);
+    }
 }
 
 int SoftContext::get_port_event(PortEvent *ev) noexcept {
@@ -425,7 +442,7 @@ int SoftCq::poll(Wc *wc, int n) noexcept {
 SoftQp::SoftQp(SoftContext *ctx, QpEntry *e, std::uint32_t slot, std::uint32_t port_idx, std::uint8_t port_num,
                const QpInit &init, std::uint32_t qpn)
     : ctx_(ctx), e_(e), slot_(slot), port_idx_(port_idx), port_num_(port_num), qpn_(qpn), send_cq_(static_cast<SoftCq *>(init.send_cq)),
-      recv_cq_(static_cast<SoftCq *>(init.recv_cq)), depth_(init.max_recv_wr), pkey_index_(init.pkey_index),
+      recv_cq_(static_cast<SoftCq *>(init.recv_cq)), depth_(init.max_recv_wr),
       wr_ids_(init.max_recv_wr), lens_(init.max_recv_wr) {
     recv_cq_->recv_qps.push_back(this);
 }
@@ -533,7 +550,7 @@ int SoftQp::poll_recv(Wc *wc, int n) noexcept {
         c.wr_id = wr_ids_[i];
         c.opcode = WcOpcode::recv;
         c.qp_num = qpn_;
-        c.pkey_index = pkey_index_;
+        c.pkey_index = e_->pkey_index.load(std::memory_order_relaxed);
         ++cursor_;
         ++got;
     }
@@ -570,6 +587,15 @@ void SoftQp::check_head() noexcept {
     std::uint64_t h = e_->rq_head.load(std::memory_order_relaxed);
     if (h < cursor_ || h > tail_)
         e_->rq_head.compare_exchange_strong(h, cursor_, std::memory_order_acq_rel);
+}
+
+int SoftQp::set_pkey_index(std::uint16_t index) noexcept {
+    std::uint16_t k = 0;
+    if (const int r = ctx_->query_pkey(port_num_, index, &k); r != 0)
+        return r;
+    e_->pkey_index.store(index, std::memory_order_relaxed);
+    e_->pkey.store(k, std::memory_order_release);
+    return 0;
 }
 
 int SoftQp::attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept {

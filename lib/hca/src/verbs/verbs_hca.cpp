@@ -268,6 +268,7 @@ class VerbsQp final : public Qp {
     int post_recv(const RecvWr *wr, int n) noexcept override;
     int post_send(const SendWr *wr, int n) noexcept override;
     int set_qkey(std::uint32_t qkey) noexcept override;
+    int set_pkey_index(std::uint16_t index) noexcept override;
     int attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept override;
     int detach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept override;
     QpCounters counters() const noexcept override {
@@ -503,6 +504,35 @@ int VerbsQp::set_qkey(std::uint32_t qkey) noexcept {
     if (rc)
         return ctx_->fail(-rc, std::string("ibv_modify_qp(QKEY): ") + std::strerror(rc));
     qkey_ = qkey;
+    return 0;
+}
+
+// IBA's way of changing a live UD QP's P_Key index without losing its number
+// or posted receives: drain the send queue (RTS -> SQD), change the index
+// (SQD -> SQD), resume (SQD -> RTS). A device that does not implement SQD
+// (not every provider does) refuses a step: the QP is put back to RTS if it
+// can be and the error returned; the caller then keeps the interface down.
+int VerbsQp::set_pkey_index(std::uint16_t index) noexcept {
+    ibv_qp_attr a{};
+    a.qp_state = IBV_QPS_SQD;
+    int rc = ctx_->glue()->modify_qp(qp_, &a, IBV_QP_STATE);
+    const char *step = "RTS -> SQD";
+    if (!rc) {
+        a = ibv_qp_attr{};
+        a.pkey_index = index;
+        rc = ctx_->glue()->modify_qp(qp_, &a, IBV_QP_PKEY_INDEX);
+        step = "SQD: P_Key index";
+    }
+    ibv_qp_attr back{};
+    back.qp_state = IBV_QPS_RTS;
+    const int rc_back = ctx_->glue()->modify_qp(qp_, &back, IBV_QP_STATE);
+    if (!rc && rc_back) {
+        rc = rc_back;
+        step = "SQD -> RTS";
+    }
+    if (rc)
+        return ctx_->fail(-rc, std::string("ibv_modify_qp(") + step + ", index " + std::to_string(index) +
+                                   "): " + std::strerror(rc));
     return 0;
 }
 

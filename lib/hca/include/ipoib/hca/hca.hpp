@@ -234,6 +234,14 @@ class Qp {
     virtual int post_send(const SendWr *wr, int n) noexcept = 0;
     // ibv_modify_qp(IBV_QP_QKEY): the Q_Key used for sends with kUseQpQkey and checked on receive.
     virtual int set_qkey(std::uint32_t qkey) noexcept = 0;
+    // Move the QP to another index of its port's P_Key table (the partition
+    // moved there: a heavy flush). The QP keeps its number, its posted
+    // receives and its attachments. As hardware does, a QP's P_Key is the
+    // table's entry at its index, read when a message is sent or received:
+    // if the SM empties that entry, nothing is delivered or accepted until
+    // the QP moves. 0, or <0 with last_error() (the caller keeps the
+    // interface down). verbs: RTS -> SQD -> SQD(P_Key index) -> RTS.
+    virtual int set_pkey_index(std::uint16_t index) noexcept = 0;
     virtual int attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept = 0;
     virtual int detach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept = 0;
     virtual QpCounters counters() const noexcept = 0;
