@@ -222,6 +222,8 @@ void Interface::flush(const char *why, bool restart, bool light) {
     cp_->paths_.invalidate_port(cfg_.port);
     if (!light || !restart)
         report_link(false);
+    if (restart && on_flush)
+        on_flush(light);
 }
 
 // Heavy flush (P_Key change), as Linux ipoib's: nothing if the interface's
@@ -605,9 +607,16 @@ void Interface::tick(std::uint64_t now) {
             // The partition moved in the table: the user's QP must move with it.
             log(LogLevel::notice, "ipoib", "P_Key " + hex16(found) + " moved from index " +
                                                std::to_string(pkey_index_) + " to " + std::to_string(idx));
-            pkey_index_ = idx;
-            if (on_pkey_index)
-                on_pkey_index(idx);
+            if (on_pkey_index && !on_pkey_index(idx)) {
+                ++counters_.pkey_move_failed;
+                state_ = IfaceState::pkey_missing;  // waits as for a missing P_Key, then tries again
+                notice_once(Notice::pkey_move_failed, "the QP cannot move to P_Key index " + std::to_string(idx) +
+                                                          "; interface stays down");
+                next_try_ms_ = now + kPkeyRecheckMs;
+                report_link(false);
+                return;
+            }
+            ++counters_.pkey_moves;
         }
         pkey_index_ = idx;
         start_probe();

@@ -361,7 +361,10 @@ TEST_CASE("ctrl unit: a P_Key moved to another index: the interface restarts the
     Interface *i = r.iface(0x8001);
     std::vector<std::string> events;  // on_link and on_pkey_index, in order
     i->on_link = [&](bool up) { events.push_back(up ? "up" : "down"); };
-    i->on_pkey_index = [&](int n) { events.push_back("index " + std::to_string(n)); };
+    i->on_pkey_index = [&](int n) {
+        events.push_back("index " + std::to_string(n));
+        return true;
+    };
     r.bring_up(i);
     REQUIRE(i->pkey_index() == 1);
     r.hca.port(1).pkeys = {0xffff, 0x8002, 0x0000, 0x8001};
@@ -376,13 +379,51 @@ TEST_CASE("ctrl unit: a P_Key moved to another index: the interface restarts the
     CHECK(events == std::vector<std::string>{"up", "down", "index 3", "up"});
 }
 
+TEST_CASE("ctrl unit: a QP that cannot move to the new index keeps the interface down, then tries again",
+          "[ctrl][flush][pkey][lifecycle]") {
+    Rig r;
+    Interface *i = r.iface(0x8001);
+    bool can_move = false;
+    int asked = 0;
+    i->on_pkey_index = [&](int) {
+        ++asked;
+        return can_move;
+    };
+    r.bring_up(i);
+    r.hca.port(1).pkeys = {0xffff, 0x8002, 0x0000, 0x8001};
+    r.hca.sync();
+    r.hca.event(hca::EventType::pkey_change);
+    r.run();
+    CHECK(asked == 1);
+    CHECK(i->state() == IfaceState::pkey_missing);
+    CHECK(i->counters().pkey_move_failed == 1);
+    CHECK(i->counters().pkey_moves == 0);
+    CHECK(i->pkey_index() == 1);  // still where the QP is
+    CHECK(r.logged("the QP cannot move to P_Key index 3; interface stays down") == 1);
+    CHECK(r.link.back() == false);
+    r.run(3);
+    CHECK(asked == 1);  // not before the re-check period
+    can_move = true;
+    r.advance(kPkeyRecheckMs);
+    r.run();
+    CHECK(asked == 2);
+    CHECK(i->pkey_index() == 3);
+    CHECK(i->counters().pkey_moves == 1);
+    CHECK(i->state() == IfaceState::probing);
+    r.bring_up(i);
+    CHECK(r.link.back() == true);
+}
+
 TEST_CASE("ctrl unit: a P_Key removed takes the interface down; back at another index, it is reported",
           "[ctrl][flush][pkey][lifecycle]") {
     Rig r;
     Interface *i = r.iface(0x8001);
     std::vector<std::string> events;
     i->on_link = [&](bool up) { events.push_back(up ? "up" : "down"); };
-    i->on_pkey_index = [&](int n) { events.push_back("index " + std::to_string(n)); };
+    i->on_pkey_index = [&](int n) {
+        events.push_back("index " + std::to_string(n));
+        return true;
+    };
     r.bring_up(i);
     r.hca.port(1).pkeys = {0xffff};
     r.hca.sync();

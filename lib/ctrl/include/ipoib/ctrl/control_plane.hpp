@@ -105,6 +105,8 @@ struct IfaceCounters {
     std::uint64_t joins, join_failures, leaves, flushes, memberships_lost, param_mismatch;
     std::uint64_t bad_answers;  // join answers for another MGID than the one asked: refused
     std::uint64_t bad_mtu;      // MTU codes naming no MTU (IBA: 1..5) in SA answers, and group MTUs above the port's: refused
+    std::uint64_t pkey_moves;        // heavy flushes that moved the QP to the P_Key's new index
+    std::uint64_t pkey_move_failed;  // ... that on_pkey_index could not do (the interface waited, then tried again)
 };
 
 class ControlPlane;
@@ -138,7 +140,14 @@ class Interface {
     // with pkey_index() must move there. Called while the link is down,
     // before the broadcast group is joined again (heavy flush). If the P_Key
     // is gone, on_link(false) and the interface waits (pkey_missing).
-    std::function<void(int new_index)> on_pkey_index;
+    // Returns false if the QP could not move: the interface stays down (a
+    // notice, pkey_move_failed) and tries again after kPkeyRecheckMs.
+    std::function<bool(int new_index)> on_pkey_index;
+    // A flush restarts the interface (not called when it is removed). light:
+    // the SA forgot us (paths invalid, groups rejoined, addresses unchanged);
+    // else the port or its partition changed (normal or heavy): every path
+    // the user holds may be wrong (LIDs move) and must be resolved again.
+    std::function<void(bool light)> on_flush;
 
   private:
     friend class ControlPlane;
@@ -153,6 +162,7 @@ class Interface {
         broadcast_join_failed,
         port_not_active,
         pkey_missing,
+        pkey_move_failed,
         allmulti_static,
     };
     struct Group {
