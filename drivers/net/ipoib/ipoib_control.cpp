@@ -212,6 +212,17 @@ void set_link(Port *p, bool up) {
     IPOIB_LOG(NOTICE, "%s: link %s", p->name.c_str(), up ? "up" : "down");
 }
 
+// Static neighbours are resolved as soon as the link is up (at start and
+// after every flush), not on their first frame.
+void resolve_static(Port *p) {
+    if (!p->iface || p->fp.roce)
+        return;
+    p->fp.neigh.for_each([&](const Neigh &n) {
+        if (n.is_static && n.state != NeighState::resolved && n.gid != wire::Gid{})
+            p->hca->cp.request_path(n.gid, p->iface->pkey(), p->cfg.port);
+    });
+}
+
 void on_link(Port *p, bool up) {
     if (up) {
         if (!ensure_qp(p))
@@ -220,6 +231,37 @@ void on_link(Port *p, bool up) {
         p->fp.qp_ready.store(p->qp.get(), std::memory_order_release);
     }
     set_link(p, up);
+    if (up)
+        resolve_static(p);
+}
+
+// A flush (Linux ipoib's levels). Light: addresses are unchanged, the static
+// neighbours' paths are asked for again. Normal or heavy (port error or
+// active, LID change, P_Key change): on InfiniBand every neighbour known by
+// its GID loses its path and address handle (LIDs may have moved) and is
+// resolved again: static ones when the link is back, learned ones on their
+// next frame (as Linux's flushed paths). The binding MAC -> GID/QPN is kept:
+// it is the application's ARP cache's, which a flush does not empty; so is
+// its receive index entry (frames from it keep showing its MAC; the new
+// path's LID is indexed when it comes).
+void on_flush(Port *p, bool light) {
+    if (p->fp.roce)
+        return;  // RoCE neighbours are addressed by GID: nothing moved
+    if (light) {
+        p->fp.neigh.for_each([&](const Neigh &n) {
+            if (n.is_static && n.gid != wire::Gid{} && p->iface)
+                p->hca->cp.request_path(n.gid, p->iface->pkey(), p->cfg.port);
+        });
+        return;
+    }
+    p->fp.neigh.for_each([&](Neigh &n) {
+        if (n.gid == wire::Gid{} || n.state == NeighState::failed)
+            return;
+        wire::Mac mac;
+        std::memcpy(mac.raw.data(), n.mac, 6);
+        neigh_set(p, mac, NeighState::incomplete, 0, n.qpn, n.gid, 0, false);  // dlid 0: no claim to check
+        ++p->neigh_flushed;
+    });
 }
 
 constexpr std::uint8_t kMcastDefaultHopLimit = 1;
@@ -477,12 +519,20 @@ int port_control_start(Port *p) {
         }
         p->iface->on_link = [p](bool up) { on_link(p, up); };
         p->iface->on_group = [p](const wire::Gid &g, const ctrl::McMemberRecord &r, bool j) { on_group(p, g, r, j); };
-        // Heavy flush: the partition moved in the port's P_Key table. The UD QP
-        // is not moved yet (that needs a QP reset and re-init under a grace
-        // period for the fast path): until the port restarts it keeps its index.
+        p->iface->on_flush = [p](bool light) { on_flush(p, light); };
+        // Heavy flush: the partition moved in the port's P_Key table (the link
+        // is down). The QP moves there in place, keeping its number (the
+        // port's address) and its posted receives; one not made yet is made there.
         p->iface->on_pkey_index = [p](int idx) {
-            IPOIB_LOG(WARNING, "%s: P_Key 0x%04x moved to index %d; the QP keeps its old index until the port "
-                      "is restarted", p->name.c_str(), p->iface->pkey(), idx);
+            if (!p->qp)
+                return true;
+            if (p->qp->set_pkey_index(static_cast<std::uint16_t>(idx)) != 0) {
+                IPOIB_LOG(ERR, "%s: cannot move UD QP 0x%06x to P_Key index %d: %s (the port stays down)",
+                          p->name.c_str(), p->fp.qpn, idx, p->hca->ctx->last_error().c_str());
+                return false;
+            }
+            IPOIB_LOG(NOTICE, "%s: UD QP 0x%06x moved to P_Key index %d", p->name.c_str(), p->fp.qpn, idx);
+            return true;
         };
     }
     for (auto &n : p->cfg.neighs) {

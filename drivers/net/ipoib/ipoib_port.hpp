@@ -179,6 +179,7 @@ struct Port {
     std::uint64_t last_age_ms = 0;
     std::uint64_t learn_refused = 0;  // claims the SA contradicts (the GID is at another LID)
     std::uint64_t table_full = 0;     // neighbours or senders not recorded: their probe window was full
+    std::uint64_t neigh_flushed = 0;  // neighbours whose path a flush dropped (resolved again)
     bool lsc_pending = false;  // a link change the application asked to hear of, not told yet
     hca::QpCounters hca_base{};  // HCA counters at the last xstats reset (they live in the HCA)
     bool started = false;

@@ -280,6 +280,20 @@ def telemetry(prefix, cmd):
     return None
 
 
+def static_neigh(tp, mac, state, timeout=5):
+    """tp's neighbour `mac` once it is in `state` (None if it is not within timeout)."""
+    end = time.monotonic() + timeout
+    while True:
+        path = (telemetry(tp.prefix, "/ipoib/path,0") or {}).values()
+        st = [n for n in path if n.get("neighbour") == mac]
+        if st and st[0].get("state") == state:
+            return st[0]
+        if time.monotonic() > end:
+            t.note(f"neighbour {mac}: {st}")
+            return None
+        time.sleep(0.1)
+
+
 def test_static_neigh_segments_ageing(env):
     # B's address, as its telemetry shows it, becomes a static neighbour of A.
     b = testpmd(env, "Hca2", ["net_ipoib0"], prefix=f"sb{os.getpid()}",
@@ -289,10 +303,9 @@ def test_static_neigh_segments_ageing(env):
     a = testpmd(env, "Hca1", [f"net_ipoib0,neigh={bp['mac']}/{bp['hwaddr']},neigh_timeout=1"],
                 prefix=f"sa{os.getpid()}")
     a.wait_link(0)
-    path = list((telemetry(a.prefix, "/ipoib/path,0") or {}).values())
-    st = [n for n in path if n.get("neighbour") == bp["mac"]]
-    t.ok(st and st[0]["kind"] == "static" and st[0]["state"] == "incomplete",
-         "static neighbour from the devarg, waiting for its path", path)
+    st = static_neigh(a, bp["mac"], "resolved")
+    t.ok(st and st["kind"] == "static" and st["lid"] > 0,
+         "a static neighbour from the devarg is resolved when the link comes up, before any frame", st)
     b("set fwd rxonly")
     b("set verbose 1")
     b("start")
@@ -320,6 +333,16 @@ def test_static_neigh_segments_ageing(env):
     t.eq(lens, {"1500"}, "multi-segment TX: the receiver gets whole 1500-byte frames")
     t.ok(segs and all(int(x) >= 3 for x in segs), "RX scatter: 1500 bytes in 640-byte mbufs arrive as chains",
          segs)
+
+    # A normal flush (A's port goes down and up) drops every path; the static
+    # neighbour is resolved again as soon as the link is back, without a frame.
+    fabric("port", env["IPOIB_FABRIC_DIR"], "Hca1", "1", "down", "--wait", "10")
+    t.ok(a.wait_link(0, up=False), "A's link goes down with its port")
+    fabric("port", env["IPOIB_FABRIC_DIR"], "Hca1", "1", "up", "--wait", "10")
+    t.ok(a.wait_link(0, timeout=20), "A's link comes back")
+    t.ok(a.xstats(0).get("neigh_flushed", 0) >= 1, "the flush dropped the static neighbour's path", a.xstats(0))
+    st = static_neigh(a, bp["mac"], "resolved")
+    t.ok(st and st["lid"] > 0, "the static neighbour is resolved again after the flush, before any frame", st)
     a.quit()
     running.remove(a)
 

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <thread>
 
+#include "inproc/inproc_testing.hpp"
 #include "port_fixture.hpp"
 
 using namespace ipoib;
@@ -288,6 +289,46 @@ TEST_CASE("two ports in one process: nothing is delivered while the link is down
     CHECK(xstat(b.id, "rx_link_down_drops") == 8);
     pb->fp.link_up.store(true);
     drain(a.id);
+    close(a);
+    close(b);
+    CHECK(rte_mempool_avail_count(mp) == avail);
+}
+
+// Heavy flush: the SM moves the port's partition to another index of its
+// P_Key table. The QP moves there (same QPN: the port's address is
+// unchanged), the link comes back, traffic flows again.
+TEST_CASE("two ports in one process: a P_Key that moves in the table takes the QP with it") {
+    rte_mempool *mp = pool("pkey_move", 1024);
+    const unsigned avail = rte_mempool_avail_count(mp);
+    const EthPort a = up("net_ipoib_tpa", "provider=inproc,dev=unit-pa,pkey=0xffff", mp);
+    const EthPort b = up("net_ipoib_tpb", "provider=inproc,dev=unit-pb,pkey=0xffff", mp);
+    const rte_ether_addr mac_b = mac_of(b.id);
+    auto send_bcast = [&](unsigned n) {
+        std::vector<rte_mbuf *> burst(n);
+        for (auto &m : burst)
+            m = mbuf_with(mp, eth_frame(kBcast, mac_of(a.id), ipv4_udp(0x0affffff, 32)));
+        REQUIRE(rte_eth_tx_burst(a.id, 0, burst.data(), static_cast<std::uint16_t>(n)) == n);
+    };
+    send_bcast(4);
+    CHECK(drain(b.id) == 4);
+    pmd::Port *pb = pmd::port_of(&rte_eth_devices[b.id]);
+    const std::uint32_t qpn = pb->fp.qpn;
+    REQUIRE(hca::inproc::set_pkeys(*pb->hca->ctx, {0x8001, 0xffff}) == 0);
+    bool seen_up = false;
+    for (int i = 0; i < 300 && !seen_up; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        seen_up = xstat(b.id, "pkey_moves") == 1 && wait_link(b.id, 10);
+    }
+    REQUIRE(seen_up);
+    CHECK(xstat(b.id, "mcast_flushes") >= 1);
+    CHECK(xstat(b.id, "pkey_move_failed") == 0);
+    CHECK(pb->fp.qpn == qpn);
+    CHECK(std::memcmp(mac_of(b.id).addr_bytes, mac_b.addr_bytes, 6) == 0);
+    drain(b.id);
+    const std::uint64_t pkey_drops = xstat(b.id, "hca_drop_pkey");
+    send_bcast(4);
+    CHECK(drain(b.id) == 4);
+    CHECK(xstat(b.id, "hca_drop_pkey") == pkey_drops);
     close(a);
     close(b);
     CHECK(rte_mempool_avail_count(mp) == avail);
