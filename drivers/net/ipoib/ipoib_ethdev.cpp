@@ -49,6 +49,8 @@ int dev_infos_get(rte_eth_dev *dev, rte_eth_dev_info *info) noexcept {
     info->min_rx_bufsize = 64;
     info->rx_offload_capa = kRxOffloadCapa;
     info->tx_offload_capa = kTxOffloadCapa;
+    info->rx_queue_offload_capa = kRxOffloadCapa;
+    info->tx_queue_offload_capa = kTxOffloadCapa;
     info->rx_desc_lim.nb_max = kQueueDepthMax;
     info->rx_desc_lim.nb_min = kQueueDepthMin;
     info->rx_desc_lim.nb_align = 1;

@@ -1,94 +1,263 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // net_ipoib offloads: what the port advertises, and the work done for them
-// on the fast path. Today: checksums, computed in software on transmit (an
-// IPoIB HCA in datagram mode does them for Linux) and the IPv4 header
-// checksum verified on receive, plus packet types. TSO and others go here.
+// on the fast path: checksums computed in software on transmit (an IPoIB HCA
+// in datagram mode does them for Linux) and verified on receive (IPv4
+// header always; TCP/UDP when the queue asks), packet types. TSO goes here.
 #pragma once
 
 #include <rte_ethdev.h>
 #include <rte_ip.h>
 #include <rte_mbuf.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "ipoib/wire.hpp"
 
 namespace ipoib::pmd {
 
-inline constexpr std::uint64_t kRxOffloadCapa = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_SCATTER;
+// Every offload is per queue (a queue's own flags; nothing is port-wide).
+inline constexpr std::uint64_t kRxOffloadCapa = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM |
+                                                RTE_ETH_RX_OFFLOAD_TCP_CKSUM | RTE_ETH_RX_OFFLOAD_SCATTER;
 inline constexpr std::uint64_t kTxOffloadCapa = RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_UDP_CKSUM |
                                                 RTE_ETH_TX_OFFLOAD_TCP_CKSUM | RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+inline constexpr std::uint64_t kRxL4Cksum = RTE_ETH_RX_OFFLOAD_UDP_CKSUM | RTE_ETH_RX_OFFLOAD_TCP_CKSUM;
 
 inline constexpr std::uint32_t kSupportedPtypes[] = {
-    RTE_PTYPE_L2_ETHER, RTE_PTYPE_L2_ETHER_ARP, RTE_PTYPE_L3_IPV4, RTE_PTYPE_L3_IPV6,
-    RTE_PTYPE_L4_TCP,   RTE_PTYPE_L4_UDP,       RTE_PTYPE_L4_ICMP, RTE_PTYPE_UNKNOWN};
+    RTE_PTYPE_L2_ETHER,     RTE_PTYPE_L2_ETHER_ARP, RTE_PTYPE_L3_IPV4, RTE_PTYPE_L3_IPV4_EXT,
+    RTE_PTYPE_L3_IPV6,      RTE_PTYPE_L3_IPV6_EXT,  RTE_PTYPE_L4_TCP,  RTE_PTYPE_L4_UDP,
+    RTE_PTYPE_L4_ICMP,      RTE_PTYPE_L4_FRAG,      RTE_PTYPE_UNKNOWN};
 
 // Where a TCP or UDP header keeps its checksum.
 inline constexpr unsigned kTcpCksumOffset = 16;
 inline constexpr unsigned kUdpCksumOffset = 6;
+inline constexpr unsigned kTcpHdrMin = 20;
+inline constexpr unsigned kUdpHdrLen = 8;
 
-// The packet type of a received frame from its EtherType and L3 header.
-inline std::uint32_t packet_type(const std::uint8_t *l3, std::uint32_t len, std::uint16_t ethertype) noexcept {
-    std::uint32_t t = RTE_PTYPE_L2_ETHER;
+// What the RX step needs of a received IP packet's headers.
+struct L3Info {
+    std::uint32_t ptype = 0;  // L3 and L4 RTE_PTYPE_* bits (no L2)
+    std::uint32_t l4off = 0;  // from the start of the L3 header; 0: no TCP/UDP header to look at
+    std::uint32_t l4len = 0;  // TCP/UDP header + payload, as the IP header says
     std::uint8_t proto = 0;
-    if (ethertype == wire::kEtherTypeIPv4 && len >= sizeof(rte_ipv4_hdr)) {
-        t |= RTE_PTYPE_L3_IPV4;
-        proto = l3[9];
-    } else if (ethertype == wire::kEtherTypeIPv6 && len >= sizeof(rte_ipv6_hdr)) {
-        t |= RTE_PTYPE_L3_IPV6;
-        proto = l3[6];
-    } else if (ethertype == wire::kEtherTypeArp) {
-        return RTE_PTYPE_L2_ETHER_ARP;
-    }
+};
+
+inline constexpr std::uint8_t kIpv6HopByHop = 0, kIpv6Routing = 43, kIpv6Fragment = 44, kIpv6DestOpts = 60;
+inline constexpr unsigned kIpv6MaxExtHeaders = 8;  // more than this: reported as IPv6_EXT with an unknown L4
+inline constexpr std::uint16_t kIpv4FragMask = 0x3fff;  // MF + offset
+
+inline void l4_type(L3Info &i, std::uint8_t proto) noexcept {
+    i.proto = proto;
     switch (proto) {
-    case IPPROTO_TCP: t |= RTE_PTYPE_L4_TCP; break;
-    case IPPROTO_UDP: t |= RTE_PTYPE_L4_UDP; break;
+    case IPPROTO_TCP: i.ptype |= RTE_PTYPE_L4_TCP; break;
+    case IPPROTO_UDP: i.ptype |= RTE_PTYPE_L4_UDP; break;
     case IPPROTO_ICMP:
-    case IPPROTO_ICMPV6: t |= RTE_PTYPE_L4_ICMP; break;
+    case IPPROTO_ICMPV6: i.ptype |= RTE_PTYPE_L4_ICMP; break;
     default: break;
     }
-    return t;
 }
 
-// RX: the IPv4 header checksum's verdict as mbuf flags (0 for other frames).
-inline std::uint64_t rx_cksum_flags(const std::uint8_t *l3, std::uint32_t len, std::uint16_t ethertype) noexcept {
-    if (ethertype != wire::kEtherTypeIPv4 || len < sizeof(rte_ipv4_hdr))
+// Parse an IPv4 or IPv6 header (and IPv6's extension headers) in `len`
+// contiguous bytes. Options or extension headers: L3_*_EXT. A fragment:
+// L4_FRAG, and no L4 header (only the first has one, and not all of it).
+inline L3Info parse_l3(const std::uint8_t *l3, std::uint32_t len, std::uint16_t ethertype) noexcept {
+    L3Info i;
+    if (ethertype == wire::kEtherTypeIPv4 && len >= sizeof(rte_ipv4_hdr)) {
+        const auto *ip = reinterpret_cast<const rte_ipv4_hdr *>(l3);
+        const std::uint32_t ihl = (ip->version_ihl & 0xf) * 4u, total = rte_be_to_cpu_16(ip->total_length);
+        i.ptype = ihl > sizeof(rte_ipv4_hdr) ? RTE_PTYPE_L3_IPV4_EXT : RTE_PTYPE_L3_IPV4;
+        if (rte_be_to_cpu_16(ip->fragment_offset) & kIpv4FragMask) {
+            i.ptype |= RTE_PTYPE_L4_FRAG;
+            return i;
+        }
+        l4_type(i, ip->next_proto_id);
+        if (ihl >= sizeof(rte_ipv4_hdr) && total >= ihl && total <= len) {
+            i.l4off = ihl;
+            i.l4len = total - ihl;
+        }
+        return i;
+    }
+    if (ethertype == wire::kEtherTypeIPv6 && len >= sizeof(rte_ipv6_hdr)) {
+        const auto *ip = reinterpret_cast<const rte_ipv6_hdr *>(l3);
+        const std::uint32_t end = sizeof(rte_ipv6_hdr) + rte_be_to_cpu_16(ip->payload_len);
+        std::uint8_t next = ip->proto;
+        std::uint32_t off = sizeof(rte_ipv6_hdr);
+        i.ptype = RTE_PTYPE_L3_IPV6;
+        for (unsigned n = 0;; ++n) {
+            if (next != kIpv6HopByHop && next != kIpv6Routing && next != kIpv6Fragment && next != kIpv6DestOpts)
+                break;
+            i.ptype = RTE_PTYPE_L3_IPV6_EXT;
+            if (n == kIpv6MaxExtHeaders || off + 8 > len)
+                return i;
+            if (next == kIpv6Fragment) {
+                i.ptype |= RTE_PTYPE_L4_FRAG;
+                return i;
+            }
+            next = l3[off];
+            off += (l3[off + 1] + 1u) * 8u;
+        }
+        l4_type(i, next);
+        if (end <= len && off <= end) {
+            i.l4off = off;
+            i.l4len = end - off;
+        }
+        return i;
+    }
+    return i;
+}
+
+// The packet type of a received frame (Ethernet emulation: with L2_ETHER).
+inline std::uint32_t packet_type(const std::uint8_t *l3, std::uint32_t len, std::uint16_t ethertype) noexcept {
+    if (ethertype == wire::kEtherTypeArp)
+        return RTE_PTYPE_L2_ETHER_ARP;
+    return RTE_PTYPE_L2_ETHER | parse_l3(l3, len, ethertype).ptype;
+}
+
+// RX: checksum verdicts as DPDK defines them. IPv4 header: GOOD or BAD
+// (IPv6 has none: UNKNOWN). TCP/UDP, when `l4` (the queue enabled
+// UDP/TCP_CKSUM): GOOD or BAD; UNKNOWN where it cannot be checked (a
+// fragment, a length the IP header gets wrong, another protocol). A UDP/IPv4
+// datagram without a checksum (0) is GOOD, as hardware reports it; UDP/IPv6
+// must carry one (RFC 8200): 0 is BAD.
+inline std::uint64_t rx_cksum_flags(const std::uint8_t *l3, std::uint32_t len, std::uint16_t ethertype,
+                                    bool l4) noexcept {
+    std::uint64_t f = 0;
+    if (ethertype == wire::kEtherTypeIPv4 && len >= sizeof(rte_ipv4_hdr)) {
+        const auto *ip = reinterpret_cast<const rte_ipv4_hdr *>(l3);
+        const unsigned ihl = (ip->version_ihl & 0xf) * 4u;
+        f = ihl >= sizeof(rte_ipv4_hdr) && ihl <= len && rte_raw_cksum(ip, ihl) == 0xffff
+                ? RTE_MBUF_F_RX_IP_CKSUM_GOOD
+                : RTE_MBUF_F_RX_IP_CKSUM_BAD;
+        if (f == RTE_MBUF_F_RX_IP_CKSUM_BAD)
+            return f;  // nothing in it to trust
+    } else if (ethertype != wire::kEtherTypeIPv6) {
         return 0;
-    const auto *ip = reinterpret_cast<const rte_ipv4_hdr *>(l3);
-    const unsigned ihl = (ip->version_ihl & 0xf) * 4u;
-    return ihl >= sizeof(rte_ipv4_hdr) && ihl <= len && rte_raw_cksum(ip, ihl) == 0xffff
-               ? RTE_MBUF_F_RX_IP_CKSUM_GOOD
-               : RTE_MBUF_F_RX_IP_CKSUM_BAD;
+    }
+    if (!l4)
+        return f;
+    const L3Info i = parse_l3(l3, len, ethertype);
+    const bool tcp = i.proto == IPPROTO_TCP, udp = i.proto == IPPROTO_UDP;
+    if (!i.l4off || (!tcp && !udp) || i.l4len < (tcp ? kTcpHdrMin : kUdpHdrLen))
+        return f;
+    const std::uint8_t *l4h = l3 + i.l4off;
+    const std::uint16_t stored = wire::load_be16(l4h + (tcp ? kTcpCksumOffset : kUdpCksumOffset));
+    std::uint32_t sum;
+    if (ethertype == wire::kEtherTypeIPv4) {
+        if (udp && stored == 0)
+            return f | RTE_MBUF_F_RX_L4_CKSUM_GOOD;
+        sum = rte_ipv4_phdr_cksum(reinterpret_cast<const rte_ipv4_hdr *>(l3), 0);
+    } else {
+        if (udp && stored == 0)
+            return f | RTE_MBUF_F_RX_L4_CKSUM_BAD;
+        // The pseudo-header's next header is the upper-layer protocol, not the first extension's.
+        rte_ipv6_hdr h = *reinterpret_cast<const rte_ipv6_hdr *>(l3);
+        h.proto = i.proto;
+        h.payload_len = rte_cpu_to_be_16(static_cast<std::uint16_t>(i.l4len));
+        sum = rte_ipv6_phdr_cksum(&h, 0);
+    }
+    sum += rte_raw_cksum(l4h, i.l4len);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return f | (sum == 0xffff ? RTE_MBUF_F_RX_L4_CKSUM_GOOD : RTE_MBUF_F_RX_L4_CKSUM_BAD);
 }
 
-// TX: fill the checksums the mbuf's offload flags ask for (l2_len 0 taken
-// as an Ethernet header). The headers must be in the first segment.
-inline void tx_cksum(rte_mbuf *m) noexcept {
+// The one's complement sum of `len` bytes of a chain from `off`. (Not
+// DPDK 22.11's rte_raw_cksum_mbuf: it truncates a segment's unreduced sum
+// before swapping it after an odd-length segment, and gets such chains wrong.)
+inline bool raw_cksum_chain(const rte_mbuf *m, std::uint32_t off, std::uint32_t len, std::uint16_t *out) noexcept {
+    if (std::uint64_t{off} + len > m->pkt_len)
+        return false;
+    std::uint32_t sum = 0, done = 0;
+    for (const rte_mbuf *s = m; s && done < len; s = s->next) {
+        if (off >= s->data_len) {
+            off -= s->data_len;
+            continue;
+        }
+        const std::uint32_t n = std::min<std::uint32_t>(s->data_len - off, len - done);
+        std::uint16_t part = rte_raw_cksum(rte_pktmbuf_mtod_offset(s, const std::uint8_t *, off), n);
+        if (done & 1)  // this piece's bytes sit in the other halves of the 16-bit words
+            part = rte_bswap16(part);
+        sum += part;
+        done += n;
+        off = 0;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    *out = static_cast<std::uint16_t>(sum);
+    return done == len;
+}
+
+// The TCP/UDP checksum field's value over a chain: `len` bytes from `off`
+// and the pseudo-header's sum (0 stays 0xffff for UDP).
+inline bool l4_cksum_chain(const rte_mbuf *m, std::uint32_t off, std::uint32_t len, std::uint32_t phdr, bool udp,
+                           std::uint16_t *out) noexcept {
+    std::uint16_t raw = 0;
+    if (!raw_cksum_chain(m, off, len, &raw))
+        return false;
+    std::uint32_t sum = phdr + raw;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    std::uint16_t c = static_cast<std::uint16_t>(~sum);
+    if (c == 0 && udp)
+        c = 0xffff;
+    *out = c;
+    return true;
+}
+
+// TX: fill the checksums the mbuf's offload flags ask for, over the whole
+// chain (the payload may span segments). The application's l2_len (an
+// Ethernet header: 14) and l3_len must be set and the headers up to the
+// checksum field in the first segment, and the IP header's length must fit
+// the frame: else false (nothing written; the caller drops and counts it).
+inline bool tx_cksum(rte_mbuf *m) noexcept {
     const std::uint64_t l4 = m->ol_flags & RTE_MBUF_F_TX_L4_MASK;
-    if (!(m->ol_flags & RTE_MBUF_F_TX_IP_CKSUM) && !l4)
-        return;
-    if (m->l2_len == 0)
-        m->l2_len = RTE_ETHER_HDR_LEN;
+    const bool ip4 = m->ol_flags & RTE_MBUF_F_TX_IPV4, ip6 = m->ol_flags & RTE_MBUF_F_TX_IPV6;
+    const bool ipck = m->ol_flags & RTE_MBUF_F_TX_IP_CKSUM;
+    if (!ipck && !l4)
+        return true;
     const bool tcp = l4 == RTE_MBUF_F_TX_TCP_CKSUM, udp = l4 == RTE_MBUF_F_TX_UDP_CKSUM;
-    if (m->ol_flags & RTE_MBUF_F_TX_IPV4) {
-        auto *ip = rte_pktmbuf_mtod_offset(m, rte_ipv4_hdr *, m->l2_len);
-        if (m->ol_flags & RTE_MBUF_F_TX_IP_CKSUM) {
+    if ((l4 && !tcp && !udp) || ip4 == ip6 || (ipck && !ip4) || m->l2_len != RTE_ETHER_HDR_LEN)
+        return false;
+    const std::uint32_t l3off = m->l2_len, l4off = l3off + m->l3_len;
+    const std::uint32_t need = l4 ? l4off + (tcp ? kTcpCksumOffset : kUdpCksumOffset) + 2 : l4off;
+    if (m->l3_len < (ip4 ? sizeof(rte_ipv4_hdr) : sizeof(rte_ipv6_hdr)) || need > m->data_len)
+        return false;
+    std::uint8_t *l3 = rte_pktmbuf_mtod_offset(m, std::uint8_t *, l3off);
+    std::uint32_t l4len = 0, phdr = 0;
+    if (ip4) {
+        auto *ip = reinterpret_cast<rte_ipv4_hdr *>(l3);
+        const std::uint32_t total = rte_be_to_cpu_16(ip->total_length);
+        if ((ip->version_ihl & 0xf) * 4u != m->l3_len || total < m->l3_len || l3off + total > m->pkt_len)
+            return false;
+        l4len = total - m->l3_len;
+        if (ipck) {
             ip->hdr_checksum = 0;
             ip->hdr_checksum = rte_ipv4_cksum(ip);
         }
-        if (tcp || udp) {
-            std::uint8_t *l4h = reinterpret_cast<std::uint8_t *>(ip) + m->l3_len;
-            auto *ck = reinterpret_cast<std::uint16_t *>(l4h + (tcp ? kTcpCksumOffset : kUdpCksumOffset));
-            *ck = 0;
-            *ck = rte_ipv4_udptcp_cksum(ip, l4h);
-        }
-    } else if ((m->ol_flags & RTE_MBUF_F_TX_IPV6) && (tcp || udp)) {
-        auto *ip = rte_pktmbuf_mtod_offset(m, rte_ipv6_hdr *, m->l2_len);
-        std::uint8_t *l4h = reinterpret_cast<std::uint8_t *>(ip) + m->l3_len;
-        auto *ck = reinterpret_cast<std::uint16_t *>(l4h + (tcp ? kTcpCksumOffset : kUdpCksumOffset));
-        *ck = 0;
-        *ck = rte_ipv6_udptcp_cksum(ip, l4h);
+        if (l4)
+            phdr = rte_ipv4_phdr_cksum(ip, 0);
+    } else {
+        const auto *ip = reinterpret_cast<const rte_ipv6_hdr *>(l3);
+        const std::uint32_t end = sizeof(rte_ipv6_hdr) + rte_be_to_cpu_16(ip->payload_len);
+        if (end < m->l3_len || l3off + end > m->pkt_len)
+            return false;
+        l4len = end - m->l3_len;
+        rte_ipv6_hdr h = *ip;  // the pseudo-header names the upper layer, past any extension header
+        h.proto = tcp ? IPPROTO_TCP : IPPROTO_UDP;
+        h.payload_len = rte_cpu_to_be_16(static_cast<std::uint16_t>(l4len));
+        phdr = rte_ipv6_phdr_cksum(&h, 0);
     }
+    if (!l4)
+        return true;
+    if (l4len < (tcp ? kTcpHdrMin : kUdpHdrLen))
+        return false;
+    auto *ck = reinterpret_cast<std::uint16_t *>(l3 + m->l3_len + (tcp ? kTcpCksumOffset : kUdpCksumOffset));
+    *ck = 0;
+    std::uint16_t c = 0;
+    if (!l4_cksum_chain(m, l4off, l4len, phdr, udp, &c))
+        return false;
+    *ck = c;  // the sums are of 16-bit words as they lie in memory: stored as computed
+    return true;
 }
 
 } // namespace ipoib::pmd

@@ -57,6 +57,7 @@ struct TxStats {
     std::uint64_t packets, bytes, errors;
     std::uint64_t unresolved_drop, unresolved_queued, too_big, unsupported_ethertype, link_down_drop;
     std::uint64_t arp_translated, nd_translated, translate_errors, mcast_unjoined;
+    std::uint64_t bad_offload;  // checksum asked with l2_len/l3_len/flags that do not describe the frame
 };
 
 // Request from the fast path to the control thread (rte_ring element, 32 bytes).
@@ -111,6 +112,7 @@ struct RxQueue {
     rte_mempool *mp;
     std::uint16_t queue_id;
     bool scatter;  // RTE_ETH_RX_OFFLOAD_SCATTER: frames longer than one mbuf are chained
+    bool l4_cksum;  // RTE_ETH_RX_OFFLOAD_UDP/TCP_CKSUM: TCP/UDP checksums verified (flags in ol_flags)
     RxStats st;
     hca::Wc wc[kBurstMax];
     hca::RecvWr repost[kBurstMax];

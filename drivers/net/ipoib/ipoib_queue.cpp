@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "ipoib_ethdev.hpp"
+#include "ipoib_offload.hpp"
 #include "ipoib_port.hpp"
 #include "ipoib_rxtx.hpp"
 
@@ -37,6 +38,7 @@ int rx_queue_setup(rte_eth_dev *dev, std::uint16_t qid, std::uint16_t, unsigned,
                   "longer ones are dropped (rx_too_long_drops) unless scatter is enabled",
                   p->name.c_str(), qid, room, room, longest);
     p->rxq[qid] = rx_queue_create(p, qid, mp, scatter);
+    p->rxq[qid]->l4_cksum = offloads & kRxL4Cksum;
     dev->data->rx_queues[qid] = p->rxq[qid];
     return 0;
 }

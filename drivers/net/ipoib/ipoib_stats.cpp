@@ -74,6 +74,7 @@ const XstatDef kXstats[] = {
     {"tx_translate_errors", tx_sum<&TxStats::translate_errors>},
     {"tx_mcast_unjoined_drops", tx_sum<&TxStats::mcast_unjoined>},
     {"tx_hca_errors", tx_sum<&TxStats::errors>},
+    {"tx_bad_offload_drops", tx_sum<&TxStats::bad_offload>},
     {"mcast_joins", iface<&ctrl::IfaceCounters::joins>},
     {"mcast_join_failures", iface<&ctrl::IfaceCounters::join_failures>},
     {"mcast_leaves", iface<&ctrl::IfaceCounters::leaves>},

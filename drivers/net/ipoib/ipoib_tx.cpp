@@ -238,7 +238,10 @@ TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool ret
         ++q->st.too_big;
         return TxResult::dropped;
     }
-    tx_cksum(m);
+    if (!tx_cksum(m)) {
+        ++q->st.bad_offload;
+        return TxResult::dropped;
+    }
     Dest d;
     if (const TxResult r = eth_dest(q, m, frame, l3len, now, retry, &d); r != TxResult::sent)
         return r;

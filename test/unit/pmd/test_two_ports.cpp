@@ -294,6 +294,47 @@ TEST_CASE("two ports in one process: nothing is delivered while the link is down
     CHECK(rte_mempool_avail_count(mp) == avail);
 }
 
+// What Debian's l3fwd asks of a port: RX IPv4/UDP/TCP checksum offloads on
+// the port and again on each queue ("must be within per-queue offload
+// capabilities"); the verdicts then arrive in the mbufs.
+TEST_CASE("two ports in one process: l3fwd's checksum offloads configure per port and per queue") {
+    rte_mempool *mp = pool("l3fwd_offloads", 1024);
+    const EthPort a = up("net_ipoib_toa", "provider=inproc,dev=unit-oa", mp);
+    const EthPort b = probe("net_ipoib_tob", "provider=inproc,dev=unit-ob");
+    rte_eth_dev_info info{};
+    REQUIRE(rte_eth_dev_info_get(b.id, &info) == 0);
+    const std::uint64_t want = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM |
+                               RTE_ETH_RX_OFFLOAD_TCP_CKSUM;
+    CHECK((info.rx_queue_offload_capa & want) == want);
+    rte_eth_conf conf{};
+    conf.rxmode.offloads = want;
+    REQUIRE(rte_eth_dev_configure(b.id, 1, 1, &conf) == 0);
+    rte_eth_rxconf rxc = info.default_rxconf;
+    rxc.offloads = want;
+    REQUIRE(rte_eth_rx_queue_setup(b.id, 0, 256, SOCKET_ID_ANY, &rxc, mp) == 0);
+    REQUIRE(rte_eth_tx_queue_setup(b.id, 0, 256, SOCKET_ID_ANY, nullptr) == 0);
+    REQUIRE(rte_eth_dev_start(b.id) == 0);
+    REQUIRE(wait_link(b.id, 3000));
+    auto ip = ipv4_udp(0x0affffff, 32);
+    const std::uint16_t c = rte_ipv4_udptcp_cksum(reinterpret_cast<rte_ipv4_hdr *>(ip.data()), ip.data() + 20);
+    std::memcpy(&ip[26], &c, 2);
+    rte_mbuf *good = mbuf_with(mp, eth_frame(kBcast, mac_of(a.id), ip));
+    ip.back() ^= 1;
+    rte_mbuf *bad = mbuf_with(mp, eth_frame(kBcast, mac_of(a.id), ip));
+    rte_mbuf *two[2] = {good, bad};
+    REQUIRE(rte_eth_tx_burst(a.id, 0, two, 2) == 2);
+    rte_mbuf *got[4];
+    std::uint16_t n = 0;
+    for (int i = 0; i < 1000 && n < 2; ++i)
+        n = static_cast<std::uint16_t>(n + rte_eth_rx_burst(b.id, 0, got + n, static_cast<std::uint16_t>(4 - n)));
+    REQUIRE(n == 2);
+    CHECK(got[0]->ol_flags == (RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_GOOD));
+    CHECK(got[1]->ol_flags == (RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_BAD));
+    rte_pktmbuf_free_bulk(got, n);
+    close(a);
+    close(b);
+}
+
 // Heavy flush: the SM moves the port's partition to another index of its
 // P_Key table. The QP moves there (same QPN: the port's address is
 // unchanged), the link comes back, traffic flows again.

@@ -245,6 +245,18 @@ TEST_CASE("tx: checksum offload fills the IPv4 header and UDP checksums") {
     CHECK((msg[4 + 26] | msg[4 + 27]) != 0);
 }
 
+TEST_CASE("tx: a checksum asked with offload fields that do not describe the frame is dropped and counted") {
+    TxFixture f;
+    f.resolve_peer();
+    rte_mbuf *m = f.frame(f.peer_mac, wire::kEtherTypeIPv4, ipv4_udp(0x0a000002, 64));
+    m->ol_flags = RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_UDP_CKSUM;
+    m->l2_len = RTE_ETHER_HDR_LEN;  // l3_len left 0
+    CHECK(f.tx(m) == TxResult::dropped);
+    CHECK(f.q->st.bad_offload == 1);
+    CHECK(f.b.n == 0);
+    rte_pktmbuf_free(m);
+}
+
 TEST_CASE("tx: too big, unsupported EtherType and runt frames are counted") {
     TxFixture f;
     f.resolve_peer();
