@@ -24,13 +24,16 @@ constexpr std::uint16_t kEthHdr = RTE_ETHER_HDR_LEN;
 // --- destinations ---
 
 // Hold m behind a destination that is not ready: at most kHoldPerDest per
-// destination (as Linux), kPendingMax per queue. `first`: the first one held
-// for it (the control thread must be asked).
+// destination (as Linux: it waits for the SA), kPendingMax per queue. A
+// LID/QPN MAC needs no SA, only an address handle the control thread makes
+// on its next pass: its frames may fill the queue's room (a first burst is
+// not lost). `first`: the first one held for it (the control thread must be asked).
 TxResult hold(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t now, bool *first) {
     std::uint32_t same = 0;
     for (std::uint32_t i = 0; i < q->npending; ++i)
         same += q->pending[i].mac == key;
-    if (same >= kHoldPerDest || q->npending >= kPendingMax)
+    const std::uint32_t room = is_lidqpn_mac(key) ? kPendingMax : kHoldPerDest;
+    if (same >= room || q->npending >= kPendingMax)
         return TxResult::dropped;
     *first = same == 0;
     q->pending[q->npending++] = Pending{m, key, now};

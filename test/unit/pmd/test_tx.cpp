@@ -166,6 +166,30 @@ TEST_CASE("tx: a LID/QPN MAC asks with the LID and QPN it encodes") {
     CHECK(reqs[0].qpn == 0xabcdef);
 }
 
+// l3fwd --eth-dest with a LID/QPN MAC: its first burst of 32 waits for the
+// address handle (no SA involved) instead of losing all but 3.
+TEST_CASE("tx: a first burst to a LID/QPN MAC is held whole; other destinations hold 3") {
+    TxFixture f;
+    const wire::Mac dst = lidqpn_mac(0x1234, 0xabcdef);
+    for (int i = 0; i < 32; ++i)
+        CHECK(f.tx(f.frame(dst, wire::kEtherTypeIPv4, ipv4_udp(1, 10))) == TxResult::queued);
+    CHECK(f.q->npending == 32);
+    CHECK(f.q->st.unresolved_drop == 0);
+    CHECK(f.tp.requests().size() == 1);  // asked once
+    for (std::uint32_t i = 0; i < f.q->npending; ++i)
+        rte_pktmbuf_free(f.q->pending[i].m);
+    f.q->npending = 0;
+    for (int i = 0; i < 4; ++i) {
+        rte_mbuf *m = f.frame(f.peer_mac, wire::kEtherTypeIPv4, ipv4_udp(1, 10));
+        if (f.tx(m) == TxResult::dropped)
+            rte_pktmbuf_free(m);
+    }
+    CHECK(f.q->npending == 3);
+    for (std::uint32_t i = 0; i < f.q->npending; ++i)
+        rte_pktmbuf_free(f.q->pending[i].m);
+    f.q->npending = 0;
+}
+
 TEST_CASE("tx: a neighbour whose resolution failed is dropped at once") {
     TxFixture f;
     f.resolve_peer(NeighState::failed);
