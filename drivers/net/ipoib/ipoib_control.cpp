@@ -227,6 +227,8 @@ void on_link(Port *p, bool up) {
     if (up) {
         if (!ensure_qp(p))
             return;
+        p->max_mtu = static_cast<std::uint16_t>(hca::mtu_bytes(p->hca->cp.port_attr(p->cfg.port).active_mtu) -
+                                                wire::kEncapLen);
         refresh_own_key(p);
         p->fp.qp_ready.store(p->qp.get(), std::memory_order_release);
     }

@@ -41,9 +41,11 @@ int dev_configure(rte_eth_dev *dev) noexcept {
 int dev_infos_get(rte_eth_dev *dev, rte_eth_dev_info *info) noexcept {
     const Port *p = port_of(dev);
     info->max_mac_addrs = 1;
-    info->max_rx_pktlen = p->fp.mtu + (p->cfg.l2 == L2Mode::eth ? RTE_ETHER_HDR_LEN : wire::kEncapLen);
+    // Known before the first join: the port's MTU bounds the broadcast group's
+    // (a bigger group is refused). The MTU in use is the group's (mtu_set).
+    info->max_rx_pktlen = p->max_mtu.load(std::memory_order_relaxed) + (p->cfg.l2 == L2Mode::eth ? RTE_ETHER_HDR_LEN : wire::kEncapLen);
     info->min_mtu = RTE_ETHER_MIN_MTU;
-    info->max_mtu = p->fp.mtu;
+    info->max_mtu = p->max_mtu.load(std::memory_order_relaxed);
     info->max_rx_queues = 1;
     info->max_tx_queues = 1;
     info->min_rx_bufsize = 64;
@@ -55,6 +57,10 @@ int dev_infos_get(rte_eth_dev *dev, rte_eth_dev_info *info) noexcept {
     info->rx_desc_lim.nb_min = kQueueDepthMin;
     info->rx_desc_lim.nb_align = 1;
     info->tx_desc_lim = info->rx_desc_lim;
+    info->default_rxportconf = {.burst_size = kBurstMax, .ring_size = static_cast<std::uint16_t>(p->cfg.rxq_size),
+                                .nb_queues = 1};
+    info->default_txportconf = {.burst_size = kBurstMax, .ring_size = static_cast<std::uint16_t>(p->cfg.txq_size),
+                                .nb_queues = 1};
     info->speed_capa = RTE_ETH_LINK_SPEED_10G;
     return 0;
 }
@@ -211,6 +217,9 @@ Port *new_port(rte_eth_dev *dev, const char *name, const Config &cfg, Hca *h) {
         f.align = alignof(struct rte_pmd_ipoib_addr);
         p->fp.dynfield = rte_mbuf_dynfield_register(&f);
     }
+    // Until a broadcast group says otherwise the MTU is IPoIB's usual 2044, or less on a smaller port.
+    p->max_mtu = static_cast<std::uint16_t>(hca::mtu_bytes(h->cp.port_attr(cfg.port).active_mtu) - wire::kEncapLen);
+    p->fp.mtu = std::min(p->fp.mtu, p->max_mtu.load());
     const wire::Mac mac = wire::mac_from_guid(wire::guid_from_gid(h->cp.port_gid(cfg.port)));
     std::memcpy(p->fp.mac.addr_bytes, mac.raw.data(), 6);
     if (!p->fp.requests || (cfg.l2 == L2Mode::ipoib && p->fp.dynfield < 0)) {

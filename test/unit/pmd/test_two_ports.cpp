@@ -306,6 +306,10 @@ TEST_CASE("two ports in one process: l3fwd's checksum offloads configure per por
     const std::uint64_t want = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM |
                                RTE_ETH_RX_OFFLOAD_TCP_CKSUM;
     CHECK((info.rx_queue_offload_capa & want) == want);
+    CHECK(info.tx_queue_offload_capa == info.tx_offload_capa);
+    CHECK(info.max_mtu == 2044);  // before any start: the in-process port's 2048 less the 4-byte header
+    CHECK(info.default_rxportconf.burst_size == 64);
+    CHECK(info.default_rxportconf.ring_size > 0);
     rte_eth_conf conf{};
     conf.rxmode.offloads = want;
     REQUIRE(rte_eth_dev_configure(b.id, 1, 1, &conf) == 0);
