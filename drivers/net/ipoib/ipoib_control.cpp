@@ -202,7 +202,7 @@ void set_link(Port *p, bool up) {
     rte_eth_link link{};
     link.link_status = up ? RTE_ETH_LINK_UP : RTE_ETH_LINK_DOWN;
     link.link_duplex = RTE_ETH_LINK_FULL_DUPLEX;
-    link.link_speed = up ? kLinkSpeed : RTE_ETH_SPEED_NUM_NONE;
+    link.link_speed = up ? p->link_mbps.load(std::memory_order_relaxed) : RTE_ETH_SPEED_NUM_NONE;
     link.link_autoneg = RTE_ETH_LINK_FIXED;
     p->fp.link_up.store(up, std::memory_order_release);
     rte_eth_linkstatus_set(p->dev, &link);
@@ -227,8 +227,10 @@ void on_link(Port *p, bool up) {
     if (up) {
         if (!ensure_qp(p))
             return;
-        p->max_mtu = static_cast<std::uint16_t>(hca::mtu_bytes(p->hca->cp.port_attr(p->cfg.port).active_mtu) -
-                                                wire::kEncapLen);
+        const hca::PortAttr &pa = p->hca->cp.port_attr(p->cfg.port);
+        p->max_mtu = static_cast<std::uint16_t>(hca::mtu_bytes(pa.active_mtu) - wire::kEncapLen);
+        if (const std::uint32_t mbps = hca::link_mbps(pa.active_width, pa.active_speed))
+            p->link_mbps = mbps;
         refresh_own_key(p);
         p->fp.qp_ready.store(p->qp.get(), std::memory_order_release);
     }

@@ -57,7 +57,8 @@ inline constexpr std::uint32_t kGrhDgidOffset = 24;
 // A MAC that encodes a sender's 16-bit key and QPN: 0e:kk:kk:qq:qq:qq.
 inline constexpr std::uint8_t kLidQpnMacPrefix = 0x0e;
 
-// The link speed ethdev reports (the software HCA has no rate).
+// The link speed ethdev reports where the port's width and speed are not
+// known (hca::PortAttr::active_width/speed 0).
 inline constexpr std::uint32_t kLinkSpeed = 10000; // RTE_ETH_SPEED_NUM_10G
 
 extern int logtype;

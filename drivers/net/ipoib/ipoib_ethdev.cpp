@@ -61,7 +61,7 @@ int dev_infos_get(rte_eth_dev *dev, rte_eth_dev_info *info) noexcept {
                                 .nb_queues = 1};
     info->default_txportconf = {.burst_size = kBurstMax, .ring_size = static_cast<std::uint16_t>(p->cfg.txq_size),
                                 .nb_queues = 1};
-    info->speed_capa = RTE_ETH_LINK_SPEED_10G;
+    info->speed_capa = rte_eth_speed_bitflag(p->link_mbps.load(std::memory_order_relaxed), RTE_ETH_LINK_FULL_DUPLEX);
     return 0;
 }
 
@@ -125,7 +125,7 @@ int link_update(rte_eth_dev *dev, int) noexcept {
     const bool up = p->fp.link_up.load(std::memory_order_acquire);
     link.link_status = up ? RTE_ETH_LINK_UP : RTE_ETH_LINK_DOWN;
     link.link_duplex = RTE_ETH_LINK_FULL_DUPLEX;
-    link.link_speed = up ? kLinkSpeed : RTE_ETH_SPEED_NUM_NONE;
+    link.link_speed = up ? p->link_mbps.load(std::memory_order_relaxed) : RTE_ETH_SPEED_NUM_NONE;
     return rte_eth_linkstatus_set(dev, &link);
 }
 
@@ -220,6 +220,9 @@ Port *new_port(rte_eth_dev *dev, const char *name, const Config &cfg, Hca *h) {
     // Until a broadcast group says otherwise the MTU is IPoIB's usual 2044, or less on a smaller port.
     p->max_mtu = static_cast<std::uint16_t>(hca::mtu_bytes(h->cp.port_attr(cfg.port).active_mtu) - wire::kEncapLen);
     p->fp.mtu = std::min(p->fp.mtu, p->max_mtu.load());
+    const hca::PortAttr &pa = h->cp.port_attr(cfg.port);
+    if (const std::uint32_t mbps = hca::link_mbps(pa.active_width, pa.active_speed))
+        p->link_mbps = mbps;
     const wire::Mac mac = wire::mac_from_guid(wire::guid_from_gid(h->cp.port_gid(cfg.port)));
     std::memcpy(p->fp.mac.addr_bytes, mac.raw.data(), 6);
     if (!p->fp.requests || (cfg.l2 == L2Mode::ipoib && p->fp.dynfield < 0)) {

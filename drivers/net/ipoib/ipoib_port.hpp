@@ -172,6 +172,7 @@ struct Port {
     std::vector<RetiredAh> dead_ahs;            // unreferenced, waiting for the sends that may use them
 
     std::uint8_t gid_index = 0;
+    std::atomic<std::uint32_t> link_mbps{kLinkSpeed};  // from the port's active width and speed (control thread writes)
     std::atomic<std::uint16_t> max_mtu{2044};  // the port's active MTU - 4: no broadcast group may allow more (control thread writes)
     std::uint32_t qkey = ctrl::kDefaultStaticQkey;
     std::uint16_t bcast_mlid = 0;

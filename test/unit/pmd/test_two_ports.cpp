@@ -310,6 +310,10 @@ TEST_CASE("two ports in one process: l3fwd's checksum offloads configure per por
     CHECK(info.max_mtu == 2044);  // before any start: the in-process port's 2048 less the 4-byte header
     CHECK(info.default_rxportconf.burst_size == 64);
     CHECK(info.default_rxportconf.ring_size > 0);
+    CHECK(info.speed_capa == RTE_ETH_LINK_SPEED_100G);  // the in-process port: 4x EDR
+    rte_eth_link link{};
+    REQUIRE(rte_eth_link_get_nowait(a.id, &link) == 0);
+    CHECK(link.link_speed == RTE_ETH_SPEED_NUM_100G);
     rte_eth_conf conf{};
     conf.rxmode.offloads = want;
     REQUIRE(rte_eth_dev_configure(b.id, 1, 1, &conf) == 0);

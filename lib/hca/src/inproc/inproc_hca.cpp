@@ -431,6 +431,8 @@ int InprocContext::query_port(std::uint8_t port, PortAttr *out) noexcept {
     a.lid = dev->lid;
     a.max_mtu = Mtu::mtu4096;
     a.active_mtu = dev->mtu;
+    a.active_width = 2;  // 4x EDR, as a ConnectX-4 port
+    a.active_speed = 32;
     a.subnet_prefix = kSubnetPrefix;
     a.port_guid = dev->guid;
     a.pkey_tbl_len = static_cast<std::uint16_t>(dev->pkeys.size());

@@ -656,6 +656,8 @@ int VerbsContext::query_port(std::uint8_t port, PortAttr *out) noexcept {
     o.lmc = a.lmc;
     o.max_mtu = static_cast<Mtu>(a.max_mtu);
     o.active_mtu = static_cast<Mtu>(a.active_mtu);
+    o.active_width = a.active_width;
+    o.active_speed = a.active_speed;
     o.pkey_tbl_len = static_cast<std::uint16_t>(a.pkey_tbl_len);
     o.gid_tbl_len = static_cast<std::uint16_t>(a.gid_tbl_len);
     o.port_num = port;

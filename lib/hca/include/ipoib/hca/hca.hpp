@@ -47,6 +47,31 @@ const char *to_string(PortState s) noexcept;
 enum class Mtu : std::uint8_t { mtu256 = 1, mtu512 = 2, mtu1024 = 3, mtu2048 = 4, mtu4096 = 5 };
 constexpr std::uint32_t mtu_bytes(Mtu m) noexcept { return 128u << static_cast<unsigned>(m); }
 
+// The link's data rate in Mbit/s from its active width and speed (0: not known).
+constexpr std::uint32_t link_mbps(std::uint8_t width, std::uint8_t speed) noexcept {
+    std::uint32_t lanes = 0, lane = 0;
+    switch (width) {
+    case 1: lanes = 1; break;
+    case 2: lanes = 4; break;
+    case 4: lanes = 8; break;
+    case 8: lanes = 12; break;
+    case 16: lanes = 2; break;
+    default: return 0;
+    }
+    switch (speed) {  // per lane, after line coding
+    case 1: lane = 2000; break;     // SDR 2.5 Gbaud, 8b/10b
+    case 2: lane = 4000; break;     // DDR
+    case 4: lane = 8000; break;     // QDR
+    case 8: lane = 10000; break;    // FDR10, 64b/66b
+    case 16: lane = 13636; break;   // FDR 14.0625 Gbaud, 64b/66b
+    case 32: lane = 25000; break;   // EDR
+    case 64: lane = 50000; break;   // HDR
+    case 128: lane = 100000; break; // NDR
+    default: return 0;
+    }
+    return lanes * lane;
+}
+
 inline constexpr std::uint32_t kGrhLen = 40;            // every UD receive buffer starts with this
 inline constexpr std::uint32_t kMulticastQpn = 0xffffff;
 inline constexpr std::uint16_t kMulticastLidBase = 0xc000;
@@ -75,6 +100,11 @@ struct PortAttr {
     std::uint8_t lmc = 0;
     Mtu max_mtu = Mtu::mtu2048;
     Mtu active_mtu = Mtu::mtu2048;
+    // IBA PortInfo LinkWidthActive (1: 1x, 2: 4x, 4: 8x, 8: 12x, 16: 2x) and
+    // the active speed as ibv_port_attr encodes it (1 SDR, 2 DDR, 4 QDR,
+    // 8 FDR10, 16 FDR, 32 EDR, 64 HDR, 128 NDR); 0: not known.
+    std::uint8_t active_width = 0;
+    std::uint8_t active_speed = 0;
     std::uint64_t subnet_prefix = 0;  // host order
     std::uint64_t port_guid = 0;      // host order
     std::uint16_t pkey_tbl_len = 0;
