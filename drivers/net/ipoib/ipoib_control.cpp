@@ -212,6 +212,18 @@ void set_link(Port *p, bool up) {
     IPOIB_LOG(NOTICE, "%s: link %s", p->name.c_str(), up ? "up" : "down");
 }
 
+bool ip_group_mgid(const Port *p, const std::array<std::uint8_t, 17> &g, wire::Gid *out);
+
+// The IP groups the application receives, joined again once the link is up
+// (after a start: the broadcast group's MGID names their partition).
+void join_ip_groups(Port *p) {
+    for (const auto &g : p->ip_groups) {
+        wire::Gid mgid;
+        if (ip_group_mgid(p, g, &mgid))
+            p->iface->join(mgid);
+    }
+}
+
 // Static neighbours are resolved as soon as the link is up (at start and
 // after every flush), not on their first frame.
 void resolve_static(Port *p) {
@@ -235,8 +247,10 @@ void on_link(Port *p, bool up) {
         p->fp.qp_ready.store(p->qp.get(), std::memory_order_release);
     }
     set_link(p, up);
-    if (up)
+    if (up) {
         resolve_static(p);
+        join_ip_groups(p);
+    }
 }
 
 // A flush (Linux ipoib's levels). Light: addresses are unchanged, the static
@@ -270,15 +284,20 @@ void on_flush(Port *p, bool light) {
 
 constexpr std::uint8_t kMcastDefaultHopLimit = 1;
 
+// Receiving a group takes a full or non-member join; a send-only member only
+// sends to it (its QP is not attached, as Linux's is not).
+bool receives(const ctrl::McMemberRecord &rec) { return rec.join_state & (ctrl::kFullMember | ctrl::kNonMember); }
+
 void on_group(Port *p, const wire::Gid &mgid, const ctrl::McMemberRecord &rec, bool joined) {
     if (!ensure_qp(p))
         return;
     if (!joined) {
-        p->qp->detach_mcast(mgid, rec.mlid);
+        if (receives(rec))
+            p->qp->detach_mcast(mgid, rec.mlid);
         p->fp.groups.remove(mgid);
         return;
     }
-    if (p->qp->attach_mcast(mgid, rec.mlid) != 0)
+    if (receives(rec) && p->qp->attach_mcast(mgid, rec.mlid) != 0)
         IPOIB_MCAST_LOG(ERR, "%s: attach to %s failed: %s", p->name.c_str(), wire::to_string(mgid).c_str(),
                         p->hca->ctx->last_error().c_str());
     hca::Ah *ah = get_ah(p, rec.mlid, rec.sl, &mgid, rec.hop_limit ? rec.hop_limit : kMcastDefaultHopLimit);
@@ -343,6 +362,43 @@ void resolve(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &g
     }
 }
 
+// An IP group -> its MGID in the port's partition (from the broadcast group's).
+bool ip_group_mgid(const Port *p, const std::array<std::uint8_t, 17> &g, wire::Gid *out) {
+    if (!p->iface)
+        return false;
+    const wire::Gid &bcast = p->iface->broadcast().mgid;
+    auto r = g[0] == 4 ? wire::ipv4_mcast_mgid(wire::Bytes(g.data() + 1, 4), bcast)
+                       : wire::ipv6_mcast_mgid(wire::Bytes(g.data() + 1, 16), bcast);
+    if (!r.ok() || r.value == bcast)
+        return false;
+    *out = r.value;
+    return true;
+}
+
+// The application wants an IP group (join) or no longer (leave): a full-member
+// join of its exact MGID, as Linux ipoib does for the groups its stack joins.
+void ip_group(Port *p, const Request &r, bool join) {
+    std::array<std::uint8_t, 17> g{};
+    g[0] = r.family == 6 ? 6 : 4;
+    std::memcpy(g.data() + 1, r.gid, g[0] == 6 ? 16 : 4);
+    const bool known = p->ip_groups.count(g) != 0;
+    if (join == known)
+        return;  // a repeated report
+    if (join)
+        p->ip_groups.insert(g);
+    else
+        p->ip_groups.erase(g);
+    wire::Gid mgid;
+    if (!ip_group_mgid(p, g, &mgid))
+        return;  // joined when the interface is there (port_control_start)
+    if (join)
+        p->iface->join(mgid);
+    else
+        p->iface->leave(mgid);
+    IPOIB_MCAST_LOG(INFO, "%s: %s %s", p->name.c_str(), join ? "receiving" : "no longer receiving",
+                    wire::to_string(mgid).c_str());
+}
+
 void handle_requests(Port *p) {
     Request r;
     while (rte_ring_sc_dequeue_elem(p->fp.requests, &r, sizeof r) == 0) {
@@ -357,6 +413,8 @@ void handle_requests(Port *p) {
             if (p->iface)
                 p->hca->cp.request_sendonly(p->iface, gid);
             break;
+        case RequestKind::ip_join: ip_group(p, r, true); break;
+        case RequestKind::ip_leave: ip_group(p, r, false); break;
         }
     }
 }

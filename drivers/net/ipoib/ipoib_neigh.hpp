@@ -209,7 +209,16 @@ class GroupTable {
         return nullptr;
     }
     // Control thread.
+    // Add a group, or update it (joined again, e.g. a send-only member now a full one).
     bool add(const wire::Gid &mgid, std::uint16_t mlid, hca::Ah *ah) noexcept {
+        for (McEntry &e : slots_)
+            if (e.used && e.mgid == mgid) {
+                seq_write(e, [&](McEntry &x) {
+                    x.mlid = mlid;
+                    x.ah = ah;
+                });
+                return true;
+            }
         for (McEntry &e : slots_)
             if (!e.used) {
                 seq_write(e, [&](McEntry &x) {

@@ -25,7 +25,9 @@
 #pragma once
 
 #include <array>
+#include <array>
 #include <atomic>
+#include <set>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -58,6 +60,8 @@ struct TxStats {
     std::uint64_t unresolved_drop, unresolved_queued, too_big, unsupported_ethertype, link_down_drop;
     std::uint64_t arp_translated, nd_translated, translate_errors, mcast_unjoined;
     std::uint64_t bad_offload;  // checksum asked with l2_len/l3_len/flags that do not describe the frame
+    std::uint64_t mcast_reports;      // IGMP/MLD membership changes seen in what the application sent
+    std::uint64_t mcast_report_errors;  // malformed IGMP/MLD reports (sent on, not acted upon)
 };
 
 // Request from the fast path to the control thread (rte_ring element, 32 bytes).
@@ -65,10 +69,12 @@ enum class RequestKind : std::uint8_t {
     learn = 1,         // a sender announced its address (ARP/ND, or a RoCE GRH): remember it
     resolve = 2,       // the fast path holds frames for this MAC: resolve it
     sendonly_join = 3, // the fast path holds frames for this multicast group: join it
+    ip_join = 4,       // the application's stack reported (or the API asked for) an IP group: receive it
+    ip_leave = 5,      // ... no longer
 };
 struct Request {
     RequestKind kind;
-    std::uint8_t pad;
+    std::uint8_t family;  // ip_join / ip_leave: 4 (group in gid[0..4)) or 6 (gid = the group)
     std::uint16_t lid;
     std::uint32_t qpn;
     std::uint8_t mac[6];
@@ -100,6 +106,7 @@ struct PortData {
     hca::Ah *bcast_ah = nullptr;
     wire::Gid bcast_mgid{};
     rte_ring *requests = nullptr;     // fast path -> control thread
+    std::atomic<std::uint64_t> requests_lost{0};  // the ring was full (any producer; relaxed)
     NeighTable neigh;
     GroupTable groups;                // joined groups other than the broadcast group
 };
@@ -184,6 +191,9 @@ struct Port {
     std::uint64_t learn_refused = 0;  // claims the SA contradicts (the GID is at another LID)
     std::uint64_t table_full = 0;     // neighbours or senders not recorded: their probe window was full
     std::uint64_t neigh_flushed = 0;  // neighbours whose path a flush dropped (resolved again)
+    // IP groups the application receives (its IGMP/MLD reports, or the API):
+    // joined as full members, kept across stop/start (no querier may ask again).
+    std::set<std::array<std::uint8_t, 17>> ip_groups;  // family byte (4/6) + the group
     bool lsc_pending = false;  // a link change the application asked to hear of, not told yet
     hca::QpCounters hca_base{};  // HCA counters at the last xstats reset (they live in the HCA)
     bool started = false;
@@ -231,8 +241,11 @@ inline std::uint32_t lidqpn_mac_qpn(const wire::Mac &m) noexcept {
 }
 
 // Full ring: the request is lost; the fast path asks again on a later packet.
-inline void push_request(PortData *fp, const Request &r) noexcept {
-    rte_ring_mp_enqueue_elem(fp->requests, const_cast<Request *>(&r), sizeof(Request));
+inline bool push_request(PortData *fp, const Request &r) noexcept {
+    if (rte_ring_mp_enqueue_elem(fp->requests, const_cast<Request *>(&r), sizeof(Request)) == 0)
+        return true;
+    fp->requests_lost.fetch_add(1, std::memory_order_relaxed);
+    return false;
 }
 
 // Fast path (ipoib_rx.cpp, ipoib_tx.cpp).

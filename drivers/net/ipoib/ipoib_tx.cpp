@@ -211,6 +211,52 @@ Translated translate(TxQueue *q, rte_mbuf *m, std::uint16_t et, std::uint8_t *bo
     return Translated::yes;
 }
 
+// --- IP multicast membership ---
+
+// The IGMP/MLD reports the application's IP stack sends (the kernel behind a
+// tap, or its own) name the groups it wants whole, which a multicast MAC
+// cannot: the control thread joins (full member) or leaves their MGIDs. The
+// report itself is sent on as any frame. Only reports whose headers are in
+// the first segment are read.
+void snoop_membership(TxQueue *q, const std::uint8_t *l3, std::uint32_t len, std::uint16_t et) {
+    wire::Result<wire::GroupChanges> r;
+    std::uint8_t family;
+    if (et == wire::kEtherTypeIPv4) {
+        if (len < sizeof(rte_ipv4_hdr) || l3[9] != wire::kIpProtoIgmp)
+            return;
+        const L3Info i = parse_l3(l3, len, et);
+        if (!i.l4off)
+            return;
+        r = wire::parse_igmp(wire::Bytes(l3 + i.l4off, i.l4len));
+        family = 4;
+    } else if (et == wire::kEtherTypeIPv6) {
+        // MLD comes with a hop-by-hop header (router alert); other ICMPv6 may come without.
+        if (len < sizeof(rte_ipv6_hdr) || (l3[6] != kIpv6HopByHop && l3[6] != wire::kIpProtoIcmpv6))
+            return;
+        const L3Info i = parse_l3(l3, len, et);
+        if (!i.l4off || i.proto != wire::kIpProtoIcmpv6)
+            return;
+        r = wire::parse_mld(wire::Bytes(l3 + i.l4off, i.l4len));
+        family = 6;
+    } else {
+        return;
+    }
+    if (!r.ok()) {
+        if (r.err != wire::Error::not_multicast && r.err != wire::Error::not_nd)
+            ++q->st.mcast_report_errors;
+        return;
+    }
+    for (unsigned k = 0; k < r.value.n; ++k) {
+        const wire::GroupChange &c = r.value.change[k];
+        Request ask{};
+        ask.kind = c.join ? RequestKind::ip_join : RequestKind::ip_leave;
+        ask.family = family;
+        std::memcpy(ask.gid, c.group.data(), 16);
+        push_request(q->fp, ask);
+        ++q->st.mcast_reports;
+    }
+}
+
 // --- work requests ---
 
 // Take a work-request id for m and add its WR (gather list sg[0..nsge)) to the batch.
@@ -245,6 +291,8 @@ TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool ret
         ++q->st.bad_offload;
         return TxResult::dropped;
     }
+    if (!retry)
+        snoop_membership(q, frame + kEthHdr, m->data_len - kEthHdr, et);
     Dest d;
     if (const TxResult r = eth_dest(q, m, frame, l3len, now, retry, &d); r != TxResult::sent)
         return r;

@@ -163,6 +163,10 @@ std::vector<GroupView> Interface::groups() const {
 
 void Interface::join(const Gid &mgid) {
     auto &g = groups_[key_of(mgid)];
+    // A send-only member joins again as a full one (the SA adds the state;
+    // the user is told again, now a member that receives).
+    if (g.joined && !(g.join_state & kFullMember) && !g.in_flight)
+        g.joined = false;
     g.mgid = mgid;
     g.wanted = true;
     g.join_state |= kFullMember;

@@ -343,6 +343,73 @@ TEST_CASE("two ports in one process: l3fwd's checksum offloads configure per por
     close(b);
 }
 
+// An IGMPv2 message (type 0x16 report, 0x17 leave) for `group`, in an IPv4 packet to `dst`.
+std::vector<std::uint8_t> igmp_v2(std::uint8_t type, std::uint32_t group, std::uint32_t dst) {
+    std::vector<std::uint8_t> b(20 + 8, 0);
+    auto *ip = reinterpret_cast<rte_ipv4_hdr *>(b.data());
+    ip->version_ihl = 0x45;
+    ip->total_length = rte_cpu_to_be_16(28);
+    ip->time_to_live = 1;
+    ip->next_proto_id = 2;
+    ip->src_addr = rte_cpu_to_be_32(0x0a000002);
+    ip->dst_addr = rte_cpu_to_be_32(dst);
+    ip->hdr_checksum = rte_ipv4_cksum(ip);
+    b[20] = type;
+    for (int i = 0; i < 4; ++i)
+        b[24 + i] = static_cast<std::uint8_t>(group >> (24 - 8 * i));
+    const std::uint16_t c = static_cast<std::uint16_t>(~rte_raw_cksum(b.data() + 20, 8));
+    std::memcpy(&b[22], &c, 2);
+    return b;
+}
+
+rte_ether_addr ipv4_mcast_mac(std::uint32_t group) {
+    return rte_ether_addr{{0x01, 0x00, 0x5e, static_cast<std::uint8_t>((group >> 16) & 0x7f),
+                           static_cast<std::uint8_t>(group >> 8), static_cast<std::uint8_t>(group)}};
+}
+
+// Receiving an IP multicast group takes a full-member join of its MGID
+// (RFC 4391; a send-only member is not attached): the driver joins the groups
+// the application's IGMP/MLD reports name, and leaves them on its leaves.
+TEST_CASE("two ports in one process: an IGMP report makes the port receive its group, a leave stops it") {
+    rte_mempool *mp = pool("igmp", 1024);
+    const unsigned avail = rte_mempool_avail_count(mp);
+    const EthPort a = up("net_ipoib_tga", "provider=inproc,dev=unit-ga", mp);
+    const EthPort b = up("net_ipoib_tgb", "provider=inproc,dev=unit-gb", mp);
+    constexpr std::uint32_t kGroup = 0xef010203;  // 239.1.2.3
+    auto to_group = [&] {
+        rte_mbuf *m = mbuf_with(mp, eth_frame(ipv4_mcast_mac(kGroup), mac_of(a.id), ipv4_udp(kGroup, 20)));
+        return exchange(a.id, b.id, m, 300);
+    };
+    auto from_b = [&](std::uint8_t type, std::uint32_t dst) {
+        rte_mbuf *m = mbuf_with(mp, eth_frame(ipv4_mcast_mac(dst), mac_of(b.id), igmp_v2(type, kGroup, dst)));
+        REQUIRE(rte_eth_tx_burst(b.id, 0, &m, 1) == 1);
+        for (int i = 0; i < 100; ++i) {  // the control thread joins or leaves
+            drain(b.id);
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+    };
+    rte_mbuf *got = to_group();
+    CHECK(got == nullptr);  // a sends as a send-only member; b is no member
+    rte_pktmbuf_free(got);
+    from_b(0x16, kGroup);  // IGMPv2 report
+    CHECK(xstat(b.id, "tx_mcast_reports") == 1);
+    got = to_group();
+    REQUIRE(got);
+    const auto h = *rte_pktmbuf_mtod(got, const rte_ether_hdr *);
+    CHECK(std::memcmp(h.dst_addr.addr_bytes, ipv4_mcast_mac(kGroup).addr_bytes, 6) == 0);
+    rte_pktmbuf_free(got);
+    from_b(0x16, kGroup);  // a repeated report changes nothing
+    from_b(0x17, 0xe0000002);  // leave, to all-routers
+    CHECK(xstat(b.id, "tx_mcast_reports") == 3);
+    got = to_group();
+    CHECK(got == nullptr);
+    rte_pktmbuf_free(got);
+    drain(a.id);
+    close(a);
+    close(b);
+    CHECK(rte_mempool_avail_count(mp) == avail);
+}
+
 // Heavy flush: the SM moves the port's partition to another index of its
 // P_Key table. The QP moves there (same QPN: the port's address is
 // unchanged), the link comes back, traffic flows again.

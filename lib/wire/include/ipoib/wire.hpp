@@ -7,6 +7,7 @@
 #include "ipoib/wire/encap.hpp"
 #include "ipoib/wire/hwaddr.hpp"
 #include "ipoib/wire/identity.hpp"
+#include "ipoib/wire/membership.hpp"
 #include "ipoib/wire/mgid.hpp"
 #include "ipoib/wire/nd.hpp"
 #include "ipoib/wire/types.hpp"
