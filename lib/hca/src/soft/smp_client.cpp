@@ -66,30 +66,78 @@ std::uint64_t field64(const std::uint8_t *buf, MAD_FIELDS f) {
 }
 } // namespace
 
-bool decode_node_info(const std::uint8_t *buf, NodeIdentity *out, std::string *) {
+bool decode_node_info(const std::uint8_t *buf, NodeIdentity *out, std::string *err) {
     NodeIdentity n;
     n.node_guid = field64(buf, IB_NODE_GUID_F);
     n.port1_guid = field64(buf, IB_NODE_PORT_GUID_F);
     n.num_ports = static_cast<std::uint8_t>(field(buf, IB_NODE_NPORTS_F));
+    // GUIDs name the node and its ports (the GID, the shared port entry); 0 is none.
+    if (n.node_guid == 0 || n.port1_guid == 0 || n.num_ports == 0) {
+        *err = "NodeInfo refused: " + std::string(n.node_guid == 0    ? "NodeGUID 0"
+                                                  : n.port1_guid == 0 ? "PortGUID 0"
+                                                                      : "NumPorts 0");
+        return false;
+    }
     *out = n;
     return true;
 }
 
-bool decode_port_info(const std::uint8_t *buf, std::uint8_t port, PortAttr *out, std::string *) {
+namespace {
+bool unicast_lid(std::uint32_t lid) { return lid >= 1 && lid < kMulticastLidBase; }
+bool mtu_code(std::uint32_t c) { return c >= 1 && c <= 5; }
+} // namespace
+
+// What a port may answer (IBA 14.2.5.6). PortState and PortPhysicalState
+// always mean something; a port that is DOWN may answer anything in its
+// other fields (C14-24.2.1), so those are not checked there but made
+// harmless: a LID that is not unicast reads 0, an MTUCap that is no code
+// 2048, a NeighborMTU that is none the cap (as before these checks). Past
+// DOWN the SM has configured the port, and each field must mean what it
+// says: the LIDs unicast (ARMED and ACTIVE with a LID, and room for its LMC
+// range), the MTUs codes and NeighborMTU not above MTUCap, the subnet prefix
+// not that of a multicast GID.
+bool decode_port_info(const std::uint8_t *buf, std::uint8_t port, PortAttr *out, std::string *err) {
+    const std::uint32_t state = field(buf, IB_PORT_STATE_F), phys = field(buf, IB_PORT_PHYS_STATE_F);
+    const std::uint32_t lid = field(buf, IB_PORT_LID_F), sm_lid = field(buf, IB_PORT_SMLID_F);
+    const std::uint32_t lmc = field(buf, IB_PORT_LMC_F);
+    const std::uint32_t cap = field(buf, IB_PORT_MTU_CAP_F), neigh = field(buf, IB_PORT_NEIGHBOR_MTU_F);
+    const std::uint64_t prefix = field64(buf, IB_PORT_GID_PREFIX_F);
+    const auto refuse = [&](const std::string &what) {
+        *err = "PortInfo of port " + std::to_string(port) + " refused: " + what;
+        return false;
+    };
+    if (state < 1 || state > 4)  // 0 is "no state change", a Set's; 5..15 reserved
+        return refuse("PortState " + std::to_string(state));
+    if (phys < 1 || phys > 7)
+        return refuse("PortPhysicalState " + std::to_string(phys));
+    const bool down = state == 1;
+    if (!down) {
+        if (lid >= kMulticastLidBase || (lid == 0 && state >= 3))
+            return refuse("LID " + std::to_string(lid) + " in state " + std::to_string(state));
+        if (lid && lid + (1u << lmc) - 1 >= kMulticastLidBase)
+            return refuse("LID " + std::to_string(lid) + " with LMC " + std::to_string(lmc) +
+                          " reaches into the multicast LIDs");
+        if (sm_lid >= kMulticastLidBase)
+            return refuse("SM LID " + std::to_string(sm_lid));
+        if (!mtu_code(cap))
+            return refuse("MTUCap " + std::to_string(cap) + " is no MTU code (1..5)");
+        if (!mtu_code(neigh) || neigh > cap)
+            return refuse("NeighborMTU " + std::to_string(neigh) + " is no MTU code up to MTUCap " +
+                          std::to_string(cap));
+        if (prefix >> 56 == 0xff)
+            return refuse("GID prefix of a multicast GID");
+    }
     PortAttr a = *out;
     a.port_num = port;
-    a.lid = static_cast<std::uint16_t>(field(buf, IB_PORT_LID_F));
-    a.sm_lid = static_cast<std::uint16_t>(field(buf, IB_PORT_SMLID_F));
+    a.state = static_cast<PortState>(state);
+    a.phys_state = static_cast<std::uint8_t>(phys);
+    a.lid = static_cast<std::uint16_t>(unicast_lid(lid) ? lid : 0);
+    a.sm_lid = static_cast<std::uint16_t>(unicast_lid(sm_lid) ? sm_lid : 0);
     a.sm_sl = static_cast<std::uint8_t>(field(buf, IB_PORT_SMSL_F));
-    a.lmc = static_cast<std::uint8_t>(field(buf, IB_PORT_LMC_F));
-    const std::uint32_t state = field(buf, IB_PORT_STATE_F);
-    a.state = state <= 4 ? static_cast<PortState>(state) : PortState::down;
-    a.phys_state = static_cast<std::uint8_t>(field(buf, IB_PORT_PHYS_STATE_F));
-    const std::uint32_t cap = field(buf, IB_PORT_MTU_CAP_F);
-    a.max_mtu = cap >= 1 && cap <= 5 ? static_cast<Mtu>(cap) : Mtu::mtu2048;
-    const std::uint32_t neigh = field(buf, IB_PORT_NEIGHBOR_MTU_F);
-    a.active_mtu = neigh >= 1 && neigh <= 5 ? static_cast<Mtu>(neigh) : a.max_mtu;
-    a.subnet_prefix = field64(buf, IB_PORT_GID_PREFIX_F);
+    a.lmc = static_cast<std::uint8_t>(lmc);
+    a.max_mtu = mtu_code(cap) ? static_cast<Mtu>(cap) : Mtu::mtu2048;
+    a.active_mtu = mtu_code(neigh) ? static_cast<Mtu>(neigh) : a.max_mtu;
+    a.subnet_prefix = prefix;
     *out = a;
     return true;
 }
