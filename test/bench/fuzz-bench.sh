@@ -4,6 +4,10 @@
 # or, with --seconds S, for S seconds each; prints executions, coverage
 # (edges), corpus size and crashes per target, and a CSV in build-fuzz/.
 # Prints numbers; asserts nothing (the test command runs the short smoke).
+# Targets run at very different speeds (fuzz_sa_answer a few thousand
+# inputs a second, the wire formats hundreds of thousands): 10^7 executions
+# take over an hour for the slowest, so --seconds gives every target the
+# same stated budget.
 #
 # usage: test/bench/fuzz-bench.sh [RUNS] | --seconds S
 set -euo pipefail
@@ -17,6 +21,7 @@ rm -rf "$work" && mkdir -p "$work"
 python3 test/fuzz/make_seeds.py "$work/corpus"
 csv=build-fuzz/fuzz-bench.csv
 echo "target,executions,edges,corpus,crashes,seconds" > "$csv"
+echo "fuzz-bench: $(date -u +%F), ${limit[*]#-} per target"
 printf "%-22s %12s %8s %8s %8s %8s\n" target executions edges corpus crashes seconds
 for target in $(find build-fuzz/test/fuzz -maxdepth 1 -name "fuzz_*" -type f -executable | sort); do
     name=$(basename "$target")

@@ -4,7 +4,11 @@
 
 Wire formats: the known-answer vectors of the unit tests (Linux captures and
 their IPoIB forms), prefixed with the control bytes each target expects.
-rx_slot: receive slots of the software HCA as a correct sender leaves them."""
+rx_slot: receive slots of the software HCA as a correct sender leaves them.
+sa_answer: SA answers (PathRecord, MCMemberRecord, a GetTable of many records)
+to the requests fuzz_sa_answer has pending, and the kernel handing a request
+back. smp_answer: PortInfo (ACTIVE, INIT, DOWN), NodeInfo and a P_KeyTable
+block as OpenSM leaves an HCA on ibsim."""
 import os
 import struct
 import sys
@@ -18,6 +22,73 @@ def rx_slot(lap, kind, owner=2, byte_len=140, src_qp=0x1234, slid=5, sl=3, flags
     slot = struct.pack("<QIIIIIHHBBB5x", state, seg_key, offset, length, byte_len, src_qp, slid, 0, sl, flags,
                        status)
     return slot + struct.pack("<IIII", lap, posted_len, seg_size, msg_len)
+
+def gid(text):
+    import ipaddress
+    return ipaddress.IPv6Address(text).packed
+
+
+def path_record(dlid=2, slid=1, pkey=0xffff, mtu=4, rate=3):
+    """PathRecord (IBA 15.2.5.16): DGID, SGID, LIDs, Reversible, P_Key, MTU/rate/life with selector 2."""
+    r = bytearray(64)
+    r[8:24] = gid("fe80::2:c903:0:202")
+    r[24:40] = gid("fe80::2:c903:0:101")
+    r[40:44] = struct.pack(">HH", dlid, slid)
+    r[49] = 0x80 | 1
+    r[50:52] = struct.pack(">H", pkey)
+    r[54], r[55], r[56] = 0x80 | mtu, 0x80 | rate, 0x80 | 18
+    return bytes(r)
+
+
+def mcm_record(mlid=0xc001, mtu=4, join_state=1):
+    """MCMemberRecord (IBA 15.2.5.17), 56 bytes: the IPv4 broadcast group of P_Key 0xffff."""
+    return (gid("ff12:401b:ffff::ffff:ffff") + gid("fe80::2:c903:0:101") +
+            struct.pack(">IHBBHBBIBB6x", 0x0b1b, mlid, 0x80 | mtu, 0, 0xffff, 0x80 | 3, 0x80 | 18, 0,
+                        2 << 4 | join_state, 0))
+
+
+def sa_mad(method, attr, record=b"", status=0, attr_offset=0):
+    """An SA MAD: common header (TID 0: the target puts a pending one in), RMPP and SA headers, data."""
+    hdr = struct.pack(">BBBBHHQHHI", 1, 3, 2, method, status, 0, 0, attr, 0, 0)
+    sa = bytes(12) + struct.pack(">QHHQ", 0, attr_offset, 0, 0)
+    return (hdr + sa + record).ljust(256, b"\0")
+
+
+def sa_msg(kind, back, mad, poll=True, keep=True, fix=True, status=None, mode=0, larg=0, tid=0):
+    """One message of fuzz_sa_answer's input (see its header): op, mode, larg, ustatus, tid, body."""
+    op = kind | back << 2 | (0x10 if keep else 0) | (0x20 if fix else 0) | (0x40 if status is not None else 0)
+    op |= 0x80 if poll else 0
+    return struct.pack("<BBHBQH", op, mode, larg, status or 0, tid, len(mad)) + mad
+
+
+# fuzz_sa_answer's pending requests, oldest first: path (back 3), join (2), leave (1), table (0).
+PATH_ANSWER = sa_msg(0, 3, sa_mad(0x81, 0x35, path_record()))
+JOIN_ANSWER = sa_msg(1, 2, sa_mad(0x81, 0x38, mcm_record()))
+LEAVE_ANSWER = sa_msg(2, 1, sa_mad(0x95, 0x38, mcm_record()))
+TABLE_ANSWER = sa_msg(3, 0, sa_mad(0x92, 0x38, mcm_record(), attr_offset=7)[:56 + 56], mode=2, larg=56 * 20)
+
+
+def port_info(state=4, phys=5, lid=2, sm_lid=1, lmc=0, neighbor_mtu=4, mtu_cap=4, prefix=0xfe80 << 48):
+    """PortInfo (IBA 14.2.5.6), the fields the software HCA reads."""
+    b = bytearray(64)
+    b[8:16] = struct.pack(">Q", prefix)
+    b[16:20] = struct.pack(">HH", lid, sm_lid)
+    b[32] = 0x10 | state
+    b[33] = phys << 4 | 2
+    b[34] = lmc
+    b[36] = neighbor_mtu << 4
+    b[41] = mtu_cap
+    return bytes(b)
+
+
+def node_info(guid=0x0002c90000000100, nports=2):
+    """NodeInfo (IBA 14.2.5.3) of a CA whose port GUIDs follow its node GUID (as ibsim numbers them)."""
+    return struct.pack(">BBBBQQQHH4x", 1, 1, 1, nports, guid, guid, guid + 1, 64, 0).ljust(64, b"\0")
+
+
+def pkey_block(*keys):
+    return struct.pack(">32H", *(list(keys) + [0] * (32 - len(keys))))
+
 
 ETH_ARP_REQ = "000108000604000102000000000a0a0900010000000000000a090002"
 IB_ARP_REQ = ("0020080014040001" "80000048fe800000000000000002c903000abcde" "0a090001"
@@ -49,6 +120,20 @@ SEEDS = {
     "rx_slot": [rx_slot(1, 3), rx_slot(7, 1, owner=0), rx_slot(7, 2, owner=0x10102),
                 rx_slot(2, 3, status=1, byte_len=9000),
                 rx_slot(3, 3, byte_len=40, flags=0)],
+    "sa_answer": [PATH_ANSWER, JOIN_ANSWER, LEAVE_ANSWER, TABLE_ANSWER,
+                  PATH_ANSWER + JOIN_ANSWER + LEAVE_ANSWER + TABLE_ANSWER,
+                  # NO_RECORDS to the path query; the join's request handed back by the kernel twice (retried,
+                  # then timed out); an answer larger than the receive buffer to the table query.
+                  sa_msg(0, 3, sa_mad(0x81, 0x35, status=0x0300)) +
+                  sa_msg(1, 2, sa_mad(0x02, 0x38)[:24], status=110, mode=0x21, larg=24) +
+                  sa_msg(1, 2, sa_mad(0x02, 0x38)[:24], status=110, mode=0x21, larg=24) +
+                  sa_msg(3, 0, sa_mad(0x92, 0x38, mcm_record(), attr_offset=7)[:112], mode=3)],
+    # port number, PortInfo, NodeInfo, P_KeyTable block
+    "smp_answer": [b"\x01" + port_info() + node_info() + pkey_block(0xffff, 0x8001),
+                   b"\x02" + port_info(state=2, lid=0, sm_lid=0) + node_info(nports=1) + pkey_block(0x7fff),
+                   b"\x01" + port_info(state=1, phys=2, lid=0, sm_lid=0) + node_info() + pkey_block(),
+                   b"\x01" + port_info(lid=0x10, lmc=2, mtu_cap=5, neighbor_mtu=3) + node_info() +
+                   pkey_block(*range(0x8001, 0x8021))],
 }
 
 def main():

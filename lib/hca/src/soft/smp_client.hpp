@@ -5,6 +5,7 @@
 // path only: every call is a blocking MAD round trip.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -24,6 +25,25 @@ struct PortSnapshot {
     PortAttr attr;
     std::uint16_t pkeys[kMaxPkeys] = {};
 };
+
+// The SMP attribute payloads (the 64-byte SMP data) as SmpClient decodes
+// them; pure functions, for the unit tests and the fuzz target. What comes
+// back is the SM's and the simulator's to write, so it is checked before it
+// is used: false with *err set, and *out left as it was.
+inline constexpr std::size_t kSmpDataLen = 64;
+// NodeInfo: node GUID, port GUID, number of ports (none of them 0).
+bool decode_node_info(const std::uint8_t *nodeinfo64, NodeIdentity *out, std::string *err);
+// PortInfo of local port `port`: state, LIDs, SM, MTUs, subnet prefix into
+// *out (not port_guid, pkey_tbl_len: query_port fills them). Refused: a
+// PortState or PortPhysicalState out of range; past DOWN, a LID that is not
+// unicast (or none in ARMED/ACTIVE, or an LMC range past the unicast LIDs),
+// an SM LID that is not unicast, MTU codes out of 1..5 or NeighborMTU above
+// MTUCap, a multicast GID prefix. A DOWN port's other fields may be anything
+// (IBA C14-24.2.1): taken, with a LID that is not unicast read as 0.
+bool decode_port_info(const std::uint8_t *portinfo64, std::uint8_t port, PortAttr *out, std::string *err);
+// One P_KeyTable block: 32 big-endian entries into keys32[0..31]. Every
+// 16-bit value is a P_Key or an empty entry: nothing to refuse.
+void decode_pkey_block(const std::uint8_t *block64, std::uint16_t *keys32);
 
 class SmpClient {
   public:
