@@ -108,3 +108,22 @@ TEST_CASE("soft smp: PortInfo values no correct SM or simulator answers are refu
     CHECK_THAT(err, Catch::Contains("PortGUID"));
     CHECK(n.port1_guid == 0);
 }
+
+// The link rate the driver reports comes from these (hca::link_mbps).
+TEST_CASE("soft smp: active width and speed, FDR and faster from the extended speed") {
+    PortInfo pi;
+    pi.b[31] = 2;             // LinkWidthActive 4x
+    pi.b[35] = 4 << 4 | 4;    // LinkSpeedActive QDR | LinkSpeedEnabled
+    PortAttr a;
+    std::string err;
+    REQUIRE(decode_port_info(pi.b, 1, &a, &err));
+    CHECK(a.active_width == 2);
+    CHECK(a.active_speed == 4);
+    CHECK(link_mbps(a.active_width, a.active_speed) == 32000);
+    pi.b[62] = 2 << 4;        // LinkSpeedExtActive EDR
+    REQUIRE(decode_port_info(pi.b, 1, &a, &err));
+    CHECK(a.active_speed == 32);
+    CHECK(link_mbps(a.active_width, a.active_speed) == 100000);
+    CHECK(link_mbps(0, 4) == 0);
+    CHECK(link_mbps(2, 3) == 0);
+}

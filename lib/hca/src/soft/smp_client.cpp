@@ -138,6 +138,13 @@ bool decode_port_info(const std::uint8_t *buf, std::uint8_t port, PortAttr *out,
     a.max_mtu = mtu_code(cap) ? static_cast<Mtu>(cap) : Mtu::mtu2048;
     a.active_mtu = mtu_code(neigh) ? static_cast<Mtu>(neigh) : a.max_mtu;
     a.subnet_prefix = prefix;
+    // Width as ibv_port_attr has it (the same bits); speed: SDR/DDR/QDR from
+    // LinkSpeedActive, FDR and faster from LinkSpeedExtActive where set.
+    a.active_width = static_cast<std::uint8_t>(field(buf, IB_PORT_LINK_WIDTH_ACTIVE_F));
+    const std::uint32_t speed = field(buf, IB_PORT_LINK_SPEED_ACTIVE_F);
+    const std::uint32_t ext = field(buf, IB_PORT_LINK_SPEED_EXT_ACTIVE_F);
+    a.active_speed = static_cast<std::uint8_t>(ext == 1 ? 16 : ext == 2 ? 32 : ext == 4 ? 64 : ext == 8 ? 128
+                                               : (speed == 1 || speed == 2 || speed == 4) ? speed : 0);
     *out = a;
     return true;
 }
