@@ -955,6 +955,21 @@ void ControlPlane::ask_path(const Gid &dgid, std::uint16_t pkey, std::uint8_t po
                                                 hex16(recs.front().pkey) + " refused: asked for " +
                                                 wire::to_string(dgid) + " P_Key " + hex16(pkey));
             st.status = -EINVAL;
+        } else if (st.ok() && !recs.empty()) {
+            // What goes into an address handle: a unicast DLID (on InfiniBand;
+            // a multicast one would make unicast frames multicast) and an MTU code.
+            const PathRecord &r = recs.front();
+            const bool ib = port_attr(port).link_layer == hca::LinkLayer::infiniband;
+            const char *bad = ib && (r.dlid == 0 || r.dlid >= hca::kMulticastLidBase) ? "DLID is no unicast LID"
+                              : r.mtu < 1 || r.mtu > 5                           ? "MTU code names no MTU"
+                                                                                 : nullptr;
+            if (bad) {
+                ++counters_.path_bad_answers;
+                log(LogLevel::warning, "ipoib", "path answer for " + wire::to_string(dgid) + " refused: " + bad +
+                                                    " (DLID " + hex16(r.dlid) + ", MTU code " +
+                                                    std::to_string(r.mtu) + ")");
+                st.status = -EINVAL;
+            }
         }
         if (st.ok() && !recs.empty()) {
             pe->rec = recs.front();

@@ -557,6 +557,30 @@ TEST_CASE("ctrl unit: a path answer for another destination or P_Key is refused"
     CHECK_FALSE(r.cp.paths().find(kPeer, 0xffff)->valid);
 }
 
+// A lying or broken SA: a path whose DLID is multicast (or none) would turn
+// unicast frames into multicast ones; an MTU code that names no MTU.
+TEST_CASE("ctrl unit: a path answer with a DLID that is no unicast LID, or no MTU, is refused", "[ctrl][path][answers]") {
+    Rig r;
+    r.sa.auto_paths = false;
+    std::vector<int> statuses;
+    r.cp.on_path = [&](const Gid &, std::uint16_t, SaStatus st, const PathRecord *) { statuses.push_back(st.status); };
+    int n = 0;
+    for (auto [dlid, mtu] : {std::pair<std::uint16_t, std::uint8_t>{0xc001, 4}, {0, 4}, {9, 0}, {9, 6}, {9, 4}}) {
+        const Gid dst = gid(("fe80::2:c903:0:" + std::to_string(400 + n++)).c_str());
+        REQUIRE(r.cp.request_path(dst, 0xffff));
+        r.run();
+        PathRecord p = peer_path(0xffff);
+        p.dgid = dst;
+        p.dlid = dlid;
+        p.mtu = mtu;
+        REQUIRE(r.sa.answer_path(r.sa.last(SaMethod::path_get)->id, {}, {p}));
+        r.run();
+    }
+    CHECK(statuses == std::vector<int>{-EINVAL, -EINVAL, -EINVAL, -EINVAL, 0});
+    CHECK(r.cp.counters().path_bad_answers == 4);
+    CHECK(r.logged("DLID is no unicast LID") == 2);
+}
+
 TEST_CASE("ctrl unit: path cache eviction: least recently updated invalid entries first, never one being resolved",
           "[ctrl][path][lifecycle]") {
     Rig r(1, false);
