@@ -352,6 +352,7 @@ TEST_CASE("ctrl unit: SM change: the SA is pointed at the new SM; a light flush 
         p.dgid = kPeer;
         p.pkey = 0x8001;
         p.dlid = 9;
+        p.mtu = 4;  // 2048: an answer without an MTU code is refused
         return p;
     }());
     REQUIRE(r.cp.request_path(kPeer, 0x8001));
