@@ -10,6 +10,7 @@ neighbour, l3fwd sends no ARP) or its LID/QPN MAC (no configuration at all).
 
 usage: test_l3fwd.py FABRIC_TOOL PMD_SO BUILD_EXAMPLES_SCRIPT EXAMPLES_DIR
 """
+import faulthandler
 import ipaddress
 import json
 import os
@@ -211,8 +212,10 @@ def forward(env, binary, name, lookup, sender, receiver, in_port, out_port, next
     # EM mode's two hash tables (4 Mi entries each, l3fwd.h) do not fit in 512 MB beside the mbufs.
     l3 = L3fwd(binary, env, "Hca1", name, vdevs, args, mem_mb=512 if lookup == "lpm" else 1024)
     running.append(l3)
+    t0 = time.monotonic()
     started = l3.wait_for(r"L3FWD:\s+entering main loop on lcore 0", 90)
     out = l3.text()
+    t.note(f"{name}: l3fwd in its main loop after {time.monotonic() - t0:.1f} s")
     if not t.ok(started, f"{name}: l3fwd starts on two net_ipoib ports (one lcore, one queue each)",
                 " ".join(l3.cmd) + "\n" + out[-3000:] +
                 ("" if started else f"\nibsim clients:\n{fabric_clients(env)}\nl3fwd's threads:\n{l3.stacks()}")):
@@ -227,7 +230,9 @@ def forward(env, binary, name, lookup, sender, receiver, in_port, out_port, next
     route = (r"LPM: Adding route 198\.18\.1\.0 / 24 \(1\) \[net_ipoib1\]" if lookup == "lpm" else
              r"EM: Adding route 198\.18\.0\.0, 198\.18\.0\.1, 9, 9, 17 \(0\) \[net_ipoib0\]")
     t.ok(re.search(route, out), f"{name}: l3fwd's default {lookup} table names the net_ipoib ports", out[-2000:])
+    t0 = time.monotonic()
     ports = ports_up(l3.prefix, (0, 1))
+    t.note(f"{name}: telemetry shows both ports up after {time.monotonic() - t0:.1f} s")
     t.ok(ports and all(ports[str(i)]["hca_port"] == i + 1 for i in (0, 1)),
          f"{name}: both l3fwd ports up, on HCA ports 1 and 2", ports)
     if not ports:
@@ -274,8 +279,10 @@ def forward(env, binary, name, lookup, sender, receiver, in_port, out_port, next
          (o_tx, o_err, i_rx))
     t.eq(r_rx + r_drop, o_tx, f"{name}: every frame l3fwd sent reached the receiver or is counted as dropped")
 
+    t0 = time.monotonic()
     st = l3.interrupt()
     out = l3.text()
+    t.note(f"{name}: l3fwd exited {time.monotonic() - t0:.1f} s after SIGINT")
     t.eq(st, 0, f"{name}: l3fwd exits with status 0 on SIGINT")
     closed = [i for i in (0, 1) if re.search(rf"Closing port {i}\.\.\.\s*Done", out)]
     t.ok(closed == [0, 1] and "Bye..." in out, f"{name}: l3fwd stops and closes both ports, then cleans up EAL",
@@ -292,6 +299,8 @@ def forward(env, binary, name, lookup, sender, receiver, in_port, out_port, next
 
 
 def main():
+    # Where it is if it ever hangs: every thread's stack, before meson's 300 s end the run.
+    faulthandler.dump_traceback_later(270, exit=False)
     env = None
     keep = False
     try:
