@@ -343,8 +343,8 @@ def main():
             t.note(f"logs kept in {CWD}")
         else:
             shutil.rmtree(CWD, ignore_errors=True)
-    t.finish()
 
 
 if __name__ == "__main__":
     main()
+    t.finish()
