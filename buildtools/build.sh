@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 # Set up and build: Debian packages, the DPDK driver-SDK headers (into the
-# build tree), then Meson + Ninja. `--fuzz` also builds the clang/libFuzzer
-# tree. Safe to run again; only what changed is redone.
+# build tree), then Meson + Ninja, then DPDK's l3fwd example from dpdk-doc
+# (build/dpdk-examples). `--fuzz` also builds the clang/libFuzzer tree.
+# Safe to run again; only what changed is redone.
 #
 # usage: buildtools/build.sh [--fuzz] [--asan]
 #   --fuzz  also build-fuzz/: clang, libFuzzer targets (-Dfuzz=true)
@@ -37,6 +38,8 @@ else
     quiet meson setup build -Ddpdk_sdk="$top/build/dpdk-sdk"
 fi
 quiet ninja -C build
+# DPDK's example applications (l3fwd) from dpdk-doc, unmodified, for the integration tests.
+quiet "$top/buildtools/build-dpdk-examples.sh" build/dpdk-examples
 
 if [ $fuzz = 1 ]; then
     if [ ! -f build-fuzz/build.ninja ]; then

@@ -10,7 +10,8 @@ packages=(
     g++ meson ninja-build pkg-config catch2 python3 xz-utils
     # fuzzing (libFuzzer comes with clang's runtime)
     clang libclang-rt-14-dev
-    # DPDK 22.11 and its tools (dpdk-testpmd and dpdk-telemetry.py are in dpdk-dev)
+    # DPDK 22.11 and its tools (dpdk-testpmd and dpdk-telemetry.py are in dpdk-dev);
+    # dpdk-doc (its example sources) is below, pinned to libdpdk-dev's version
     dpdk dpdk-dev libdpdk-dev python3-pyelftools
     # the InfiniBand management plane: simulator, subnet manager, diags, MAD libraries
     ibsim-utils libumad2sim0 opensm infiniband-diags libibumad-dev libibmad-dev
@@ -24,6 +25,22 @@ missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+
+# dpdk-doc carries the example applications' sources (l3fwd, for
+# buildtools/build-dpdk-examples.sh): the version of the installed DPDK.
+# If apt does not offer that version, the candidate is taken (and said).
+installed() { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null | sed -n 's/^install ok installed //p'; }
+dpdk_ver=$(installed libdpdk-dev)
+if [ -z "$dpdk_ver" ]; then
+    missing+=(dpdk-doc)  # comes with libdpdk-dev's candidate, installed together
+elif [ "$(installed dpdk-doc)" != "$dpdk_ver" ]; then
+    if apt-cache show "dpdk-doc=$dpdk_ver" >/dev/null 2>&1; then
+        missing+=("dpdk-doc=$dpdk_ver")
+    elif [ -z "$(installed dpdk-doc)" ]; then
+        echo "install-deps: dpdk-doc $dpdk_ver (libdpdk-dev's version) is not offered; taking apt's candidate" >&2
+        missing+=(dpdk-doc)
+    fi
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
