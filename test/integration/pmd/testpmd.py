@@ -16,22 +16,33 @@ PROMPT = "testpmd> "
 
 
 class Testpmd:
-    def __init__(self, env, host, vdevs, pmd, cwd, args=(), prefix=None, log_levels=(), eal=(), startup_timeout=30):
+    def __init__(self, env, host, vdevs, pmd, cwd, args=(), prefix=None, log_levels=(), eal=(), startup_timeout=30,
+                 extra_env=None):
         self.host = host
         self.prefix = prefix or f"tp{host.lower()}{os.getpid()}"
         # env: a simulated fabric's (ipoib-fabric up); None: this machine's own devices (verbs).
         e = client_env(env, host) if env else dict(os.environ)
+        e.update(extra_env or {})
         cmd = ["dpdk-testpmd", "--no-huge", "-m", "512", f"--file-prefix={self.prefix}", "--no-pci",
                "-d", pmd] + list(eal) + [f"--vdev={v}" for v in vdevs] + [f"--log-level={l}" for l in log_levels] + \
               ["--", "-i", "--total-num-mbufs=16384"] + list(args)
-        self.log = open(os.path.join(cwd, f"testpmd-{self.prefix}.log"), "w")
+        self.log_path = os.path.join(cwd, f"testpmd-{self.prefix}.log")
+        self.log = open(self.log_path, "w")
         # stdout on a pseudo-terminal: testpmd's printf output is then line
         # buffered and arrives before the prompt that follows it.
         master, slave = pty.openpty()
         self.p = subprocess.Popen(cmd, env=e, cwd=cwd, stdin=subprocess.PIPE, stdout=slave, stderr=slave)
         os.close(slave)
         self.out = master
-        self.startup = self._until_prompt(startup_timeout)
+        try:
+            self.startup = self._until_prompt(startup_timeout)
+        except Exception:
+            self.p.kill()  # no prompt: nothing of it may outlive the caller's clean-up
+            self.p.wait()
+            self._drain()
+            self.log.close()
+            os.close(self.out)
+            raise
 
     def _until_prompt(self, timeout):
         buf = b""
@@ -40,8 +51,13 @@ class Testpmd:
             left = end - time.monotonic()
             if left <= 0:
                 raise RuntimeError(f"testpmd on {self.host}: no prompt within {timeout}s:\n{buf.decode()[-2000:]}")
-            r, _, _ = select.select([self.out], [], [], left)
+            # Text after the prompt is asynchronous (a port event, "link up"): once the output
+            # has been quiet for a moment, the prompt was the command's end.
+            settled = PROMPT.encode() in buf
+            r, _, _ = select.select([self.out], [], [], min(left, 0.3) if settled else left)
             if not r:
+                if settled:
+                    break
                 continue
             try:
                 chunk = os.read(self.out, 65536)
@@ -81,6 +97,34 @@ class Testpmd:
             time.sleep(0.2)
         return False
 
+    def link_status(self, port):
+        """'up' or 'down' as `show port info` says, now (no waiting)."""
+        m = re.search(r"Link status:\s+(\w+)", self(f"show port info {port}"))
+        return m.group(1) if m else None
+
+    def mbufs_back(self):
+        """(every mbuf in its pool?, detail): `dump_mempool`'s pool sizes against
+        what the common pools and the per-lcore caches hold."""
+        out = self("dump_mempool")
+        sizes = [int(x) for x in re.findall(r"\bsize=(\d+)", out)]
+        held = sum(int(c) for c in re.findall(r"common_pool_count=(\d+)", out)) + \
+            sum(int(c) for c in re.findall(r"cache_count\[\d+\]=(\d+)", out))
+        return bool(sizes) and held == sum(sizes), f"pool sizes {sizes}, in the pools {held}"
+
+    def _drain(self):
+        """What the process wrote after its last prompt (its exit messages), into the log."""
+        while True:
+            r, _, _ = select.select([self.out], [], [], 0.2)
+            if not r:
+                return
+            try:
+                chunk = os.read(self.out, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.log.write(chunk.decode(errors="replace"))
+
     def quit(self):
         if self.p.poll() is None:
             try:
@@ -90,6 +134,7 @@ class Testpmd:
             except (OSError, subprocess.TimeoutExpired):
                 self.p.kill()
                 self.p.wait()
+        self._drain()
         self.log.close()
         try:
             os.close(self.out)
