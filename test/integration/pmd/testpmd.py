@@ -13,6 +13,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fabric_client import client_env  # noqa: E402
 
 PROMPT = "testpmd> "
+# What other threads print at any moment: testpmd's port events, the driver's log lines.
+ASYNC = re.compile(rb"\r?\nPort \d+: [a-z ]+ event\r?\n|net_ipoib: [^\r\n]*\r?\n")
+
+
+def split_async(buf):
+    """(buf without the asynchronous lines, those lines)."""
+    return ASYNC.sub(b"", buf), ASYNC.findall(buf)
 
 
 class Testpmd:
@@ -45,15 +52,20 @@ class Testpmd:
             raise
 
     def _until_prompt(self, timeout):
+        """The output up to the next prompt. Port events and the driver's log lines come from other
+        threads at any time, even in the middle of the prompt: they are taken out of the text (and
+        appended after it) before it is looked at; text after the prompt that is all asynchronous
+        ends the command once the output has been quiet for a moment."""
         buf = b""
         end = time.monotonic() + timeout
-        while not buf.endswith(PROMPT.encode()):
+        while True:
+            body, events = split_async(buf)
+            if body.endswith(PROMPT.encode()):
+                break
             left = end - time.monotonic()
             if left <= 0:
                 raise RuntimeError(f"testpmd on {self.host}: no prompt within {timeout}s:\n{buf.decode()[-2000:]}")
-            # Text after the prompt is asynchronous (a port event, "link up"): once the output
-            # has been quiet for a moment, the prompt was the command's end.
-            settled = PROMPT.encode() in buf
+            settled = PROMPT.encode() in body and not body[body.rindex(PROMPT.encode()) + len(PROMPT):].strip()
             r, _, _ = select.select([self.out], [], [], min(left, 0.3) if settled else left)
             if not r:
                 if settled:
@@ -66,10 +78,9 @@ class Testpmd:
             if not chunk:
                 raise RuntimeError(f"testpmd on {self.host} exited ({self.p.wait()}):\n{buf.decode()[-3000:]}")
             buf += chunk
-        text = buf.decode(errors="replace")
-        self.log.write(text)
+        self.log.write(buf.decode(errors="replace"))
         self.log.flush()
-        return text
+        return (body + b"\n" + b"".join(events)).decode(errors="replace")
 
     def __call__(self, line, timeout=30):
         self.log.write(f"\n### {line}\n")
