@@ -54,10 +54,6 @@ CRASH_WORDS = ("Segmentation", "AddressSanitizer", "ASan", "runtime error:", "te
                "Aborted", "core dumped")
 
 
-def hexmac(text):
-    return re.search(r"MAC address:\s+(\S+)", text).group(1).lower()
-
-
 class Scenario:
     """A scenario's fabric, its testpmds, and the checks every scenario ends with."""
 
