@@ -54,6 +54,16 @@ CRASH_WORDS = ("Segmentation", "AddressSanitizer", "ASan", "runtime error:", "te
                "Aborted", "core dumped")
 
 
+def start_time(pid):
+    """A running process's start time (field 22 of /proc/PID/stat); None once it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
 class Scenario:
     """A scenario's fabric, its testpmds, and the checks every scenario ends with."""
 
@@ -68,6 +78,7 @@ class Scenario:
         with open(os.path.join(self.dir, "fabric.json")) as f:
             st = json.load(f)
         self.fabric_pids = {p for p in (st.get("supervisor_pid"), st.get("ibsim_pid"), st.get("opensm_pid")) if p}
+        self.started = {p: start_time(p) for p in self.fabric_pids}  # (a pid may be reused once it is gone)
         self.tps = []
 
     # -- acting on the fabric --
@@ -85,7 +96,12 @@ class Scenario:
             with open(os.path.join(self.dir, "partitions.conf"), "w") as f:
                 f.write("\n".join([DEFAULT] + list(partitions)) + "\n")
         self.fab("sm", "start")
-        self.fabric_pids.add(self.opensm_pid())
+        self.sm_started()
+
+    def sm_started(self):
+        pid = self.opensm_pid()
+        self.fabric_pids.add(pid)
+        self.started[pid] = start_time(pid)
 
     def guid(self, host):
         return re.search(r"Port GUID: (0x[0-9a-f]+)", fabric.diag(self.env, host, "ibstat")).group(1)
@@ -173,9 +189,8 @@ class Scenario:
             time.sleep(0.1)
         t.eq(sorted(self.processes()), [], f"{n}: after teardown no process of the fabric (ibsim, OpenSM, "
                                             f"clients) is running")
-        gone = [p for p in self.fabric_pids if os.path.exists(f"/proc/{p}")
-                and open(f"/proc/{p}/stat").read().split()[2] != "Z"]
-        t.eq(gone, [], f"{n}: ibsim, OpenSM and the fabric's supervisor are gone")
+        alive = [p for p, st in self.started.items() if st is not None and start_time(p) == st]
+        t.eq(alive, [], f"{n}: ibsim, OpenSM and the fabric's supervisor are gone")
         t.eq(self.shm(), [], f"{n}: after teardown nothing of the fabric is left in /dev/shm")
 
 
@@ -371,7 +386,7 @@ def s3_sm_absent_at_start(s):
             (xa.get("tx_link_down_drops"), rx(b)))
     s.check(log_of(a).count("is not active (INIT)") == 1, "the reason is logged once, not per retry")
     s.fab("sm", "start")
-    s.fabric_pids.add(s.opensm_pid())
+    s.sm_started()
     t0 = time.monotonic()
     came = a.wait_link(0, True, 25) and b.wait_link(0, True, 25)
     t.note(f"3: links up {time.monotonic() - t0:.1f} s after OpenSM started")
