@@ -54,8 +54,9 @@ class Testpmd:
     def _until_prompt(self, timeout):
         """The output up to the next prompt. Port events and the driver's log lines come from other
         threads at any time, even in the middle of the prompt: they are taken out of the text (and
-        appended after it) before it is looked at; text after the prompt that is all asynchronous
-        ends the command once the output has been quiet for a moment."""
+        appended after it) before it is looked at. One command gives one prompt: what follows it
+        (a port event, libibmad's warnings) is asynchronous, and the command is over once the
+        output has been quiet for a moment."""
         buf = b""
         end = time.monotonic() + timeout
         while True:
@@ -65,7 +66,7 @@ class Testpmd:
             left = end - time.monotonic()
             if left <= 0:
                 raise RuntimeError(f"testpmd on {self.host}: no prompt within {timeout}s:\n{buf.decode()[-2000:]}")
-            settled = PROMPT.encode() in body and not body[body.rindex(PROMPT.encode()) + len(PROMPT):].strip()
+            settled = PROMPT.encode() in body
             r, _, _ = select.select([self.out], [], [], min(left, 0.3) if settled else left)
             if not r:
                 if settled:
