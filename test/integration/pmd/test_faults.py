@@ -5,7 +5,8 @@ three) processes on different HCAs of a simulated fabric, each scenario
 under traffic between them: ports taken down, OpenSM stopped or absent,
 partitions without a broadcast group or with one too big, P_Keys removed,
 peers killed or stopped, receivers that stop polling, SA answers lost,
-child ports attached and detached, stop/start and close/re-probe loops.
+child ports attached and detached, stop/start and close/re-probe loops, a
+fabric that answers late.
 
 Every scenario runs on a fabric of its own (a killed client keeps its ibsim
 slot) and ends with the same checks: every mbuf back in its pool after stop
@@ -813,6 +814,38 @@ def s12_loops(s):
             (before, mid, after))
 
 
+# ---------------------------------------------------------------------------
+# 13. the fabric answers late: ibsim (the HCAs' SMA, the SM's path) stopped for 1 s
+#
+# The soft HCA reads its port state by SMP through ibsim; on a loaded machine
+# an answer comes late. One read that times out is no port down.
+
+def s13_fabric_late(s):
+    a, b = s.testpmd("Hca1"), s.testpmd("Hca2")
+    links_up(s, a, b)
+    receive(b)
+    send(a)
+    s.check(rx_growth(b) > 100, "A's broadcasts reach B")
+    ibsim = json.load(open(os.path.join(s.dir, "fabric.json")))["ibsim_pid"]
+    xa0, xb0 = xs(a), xs(b)
+    os.kill(ibsim, signal.SIGSTOP)
+    try:
+        during = rx_growth(b, seconds=1.0)
+    finally:
+        os.kill(ibsim, signal.SIGCONT)
+    time.sleep(2)  # the late answers come, the next reads succeed
+    xa1, xb1 = xs(a), xs(b)
+    late = "_do_madrpc failed" in log_of(a) + log_of(b)
+    t.note(f"13: ibsim stopped 1 s (an SMP timed out: {late}): B received {during} meanwhile; A mcast_flushes "
+           f"+{delta(xa1, xa0, 'mcast_flushes')}, tx_link_down_drops +{delta(xa1, xa0, 'tx_link_down_drops')}")
+    s.check(during > 100, "the data path (shared memory) does not need ibsim", during)
+    s.check(all(delta(x1, x0, k) == 0 for x0, x1 in ((xa0, xa1), (xb0, xb1))
+                for k in ("mcast_flushes", "tx_link_down_drops", "rx_link_down_drops", "port_not_active")),
+            "a late port-state answer takes no link down: no flush, no link-down drop", (xa1, xb1))
+    s.check(a.link_status(0) == "up" and b.link_status(0) == "up", "both links up")
+    s.check(rx_growth(b) > 100, "traffic flows on")
+
+
 SCENARIOS = [
     (1, "port down/up", s1_port_down_up, {}),
     (2, "OpenSM stopped and restarted", s2_sm_restart, {}),
@@ -828,6 +861,7 @@ SCENARIOS = [
     (10, "SA answers dropped (timeout storm)", s10_sa_storm, {"hcas": 3}),
     (11, "child port attached and detached under traffic", s11_child_attach_detach, {}),
     (12, "stop/start and close/re-probe loops", s12_loops, {}),
+    (13, "the fabric answers late (ibsim stopped 1 s)", s13_fabric_late, {}),
 ]
 
 
