@@ -5,6 +5,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import subprocess
 import sys
 import time
@@ -65,7 +66,10 @@ class Testpmd:
                 break
             left = end - time.monotonic()
             if left <= 0:
-                raise RuntimeError(f"testpmd on {self.host}: no prompt within {timeout}s:\n{buf.decode()[-2000:]}")
+                self.log.write(buf.decode(errors="replace") + "\n### no prompt: the threads' stacks\n" + self.stacks())
+                self.log.flush()
+                raise RuntimeError(f"testpmd on {self.host}: no prompt within {timeout}s (stacks in "
+                                   f"{self.log_path}):\n{buf.decode()[-2000:]}")
             settled = PROMPT.encode() in body
             r, _, _ = select.select([self.out], [], [], min(left, 0.3) if settled else left)
             if not r:
@@ -108,6 +112,14 @@ class Testpmd:
                 return True
             time.sleep(0.2)
         return False
+
+    def stacks(self):
+        """Every thread's stack (gdb, if installed): where a testpmd that gives no prompt waits."""
+        if not shutil.which("gdb") or self.p.poll() is not None:
+            return "(no gdb, or the process is gone)\n"
+        r = subprocess.run(["gdb", "-p", str(self.p.pid), "-batch", "-ex", "thread apply all bt"],
+                           capture_output=True, text=True, timeout=60)
+        return r.stdout[-20000:] + r.stderr[-2000:]
 
     def link_status(self, port):
         """'up' or 'down' as `show port info` says, now (no waiting)."""
