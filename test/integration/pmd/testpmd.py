@@ -113,6 +113,20 @@ class Testpmd:
             time.sleep(0.2)
         return False
 
+    def workers(self):
+        """Its forwarding threads (rte-worker-N): {tid: (ns on a CPU so far, state R/S/T...)}."""
+        out = {}
+        try:
+            for tid in os.listdir(f"/proc/{self.p.pid}/task"):
+                with open(f"/proc/{self.p.pid}/task/{tid}/stat") as f:
+                    name, rest = f.read().split("(", 1)[1].rsplit(")", 1)
+                if name.startswith("rte-worker"):
+                    with open(f"/proc/{self.p.pid}/task/{tid}/schedstat") as f:
+                        out[tid] = (int(f.read().split()[0]), rest.split()[0])
+        except (OSError, IndexError, ValueError):
+            pass  # gone meanwhile
+        return out
+
     def stacks(self):
         """Every thread's stack (gdb, if installed): where a testpmd that gives no prompt waits."""
         if not shutil.which("gdb") or self.p.poll() is not None:
