@@ -13,7 +13,16 @@
 //
 // It does not link libibumad: the real function is found with
 // dlsym(RTLD_NEXT) at the first call, so any process may preload it.
+//
+// A fault for the fault suite (test/integration/pmd/test_faults.py): with
+// IPOIB_UMAD_DROP_FILE=<path> in the environment, umad_recv also loses
+// every SA answer (management class 0x03, a response method) it receives
+// while <path> exists, as if the SA or the fabric dropped it: the MAD is
+// read and discarded, and the call returns -ETIMEDOUT as for nothing
+// received. Other MADs (SMPs: port state, P_Key table) pass. Each storm is
+// announced once on stderr; at exit the number lost is printed.
 #include <dlfcn.h>
+#include <unistd.h>
 #include <infiniband/umad.h>
 
 #include <atomic>
@@ -21,12 +30,16 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 
 namespace {
 
 using SendFn = int (*)(int, int, void *, int, int, int);
+using RecvFn = int (*)(int, void *, int *, int);
 
 std::atomic<unsigned long> g_refused{0};
+std::atomic<unsigned long> g_dropped{0};
+std::atomic<bool> g_storm{false};
 
 const char *request_name(std::uint8_t method) {
     switch (method) {
@@ -43,6 +56,8 @@ struct Report {
         if (const unsigned long n = g_refused.load())
             std::fprintf(stderr, "umad_send_check: %lu request MAD(s) sent without a response timeout were refused\n",
                          n);
+        if (const unsigned long n = g_dropped.load())
+            std::fprintf(stderr, "umad_send_check: %lu SA answer(s) dropped (IPOIB_UMAD_DROP_FILE)\n", n);
     }
 } g_report;
 
@@ -70,4 +85,32 @@ extern "C" int umad_send(int portid, int agentid, void *umad, int length, int ti
         return -ENOSYS;
     }
     return real(portid, agentid, umad, length, timeout_ms, retries);
+}
+
+extern "C" int umad_recv(int portid, void *umad, int *length, int timeout_ms) {
+    static const RecvFn real = reinterpret_cast<RecvFn>(dlsym(RTLD_NEXT, "umad_recv"));
+    static const char *const drop_file = std::getenv("IPOIB_UMAD_DROP_FILE");
+    if (!real) {
+        std::fprintf(stderr, "umad_send_check: the real umad_recv is not loaded\n");
+        errno = ENOSYS;
+        return -ENOSYS;
+    }
+    const int len_in = length ? *length : 0;
+    const int r = real(portid, umad, length, timeout_ms);
+    if (!drop_file || r < 0 || !umad || !length || *length < 4)
+        return r;
+    if (access(drop_file, F_OK) != 0) {
+        g_storm.store(false);
+        return r;
+    }
+    const auto *mad = static_cast<const std::uint8_t *>(umad) + offsetof(struct ib_user_mad, data);
+    const std::uint8_t mgmt_class = mad[1], method = mad[3];
+    if (mgmt_class != 0x03 || !(method & 0x80))
+        return r;
+    const unsigned long n = ++g_dropped;
+    if (!g_storm.exchange(true))
+        std::fprintf(stderr, "umad_send_check: %s exists: dropping SA answers (%lu so far)\n", drop_file, n);
+    *length = len_in;
+    errno = ETIMEDOUT;
+    return -ETIMEDOUT;
 }

@@ -97,6 +97,9 @@ const XstatDef kXstats[] = {
     {"hca_drop_too_long", hca_qp<&hca::QpCounters::drop_too_long>},
     {"hca_drop_port_down", hca_qp<&hca::QpCounters::drop_port_down>},
     {"hca_rx_errors", hca_qp<&hca::QpCounters::rx_errors>},
+    {"hca_drop_aborted", hca_qp<&hca::QpCounters::drop_aborted>},
+    {"hca_drop_stalled", hca_qp<&hca::QpCounters::drop_stalled>},
+    {"hca_tx_late", hca_qp<&hca::QpCounters::tx_late>},
 };
 constexpr unsigned kNumXstats = std::size(kXstats);
 

@@ -5,6 +5,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import subprocess
 import sys
 import time
@@ -13,35 +14,67 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fabric_client import client_env  # noqa: E402
 
 PROMPT = "testpmd> "
+# What other threads print at any moment: testpmd's port events, the driver's log lines.
+ASYNC = re.compile(rb"\r?\nPort \d+: [a-z ]+ event\r?\n|net_ipoib: [^\r\n]*\r?\n")
+
+
+def split_async(buf):
+    """(buf without the asynchronous lines, those lines)."""
+    return ASYNC.sub(b"", buf), ASYNC.findall(buf)
 
 
 class Testpmd:
-    def __init__(self, env, host, vdevs, pmd, cwd, args=(), prefix=None, log_levels=(), eal=(), startup_timeout=30):
+    def __init__(self, env, host, vdevs, pmd, cwd, args=(), prefix=None, log_levels=(), eal=(), startup_timeout=30,
+                 extra_env=None):
         self.host = host
         self.prefix = prefix or f"tp{host.lower()}{os.getpid()}"
         # env: a simulated fabric's (ipoib-fabric up); None: this machine's own devices (verbs).
         e = client_env(env, host) if env else dict(os.environ)
+        e.update(extra_env or {})
         cmd = ["dpdk-testpmd", "--no-huge", "-m", "512", f"--file-prefix={self.prefix}", "--no-pci",
                "-d", pmd] + list(eal) + [f"--vdev={v}" for v in vdevs] + [f"--log-level={l}" for l in log_levels] + \
               ["--", "-i", "--total-num-mbufs=16384"] + list(args)
-        self.log = open(os.path.join(cwd, f"testpmd-{self.prefix}.log"), "w")
+        self.log_path = os.path.join(cwd, f"testpmd-{self.prefix}.log")
+        self.log = open(self.log_path, "w")
         # stdout on a pseudo-terminal: testpmd's printf output is then line
         # buffered and arrives before the prompt that follows it.
         master, slave = pty.openpty()
         self.p = subprocess.Popen(cmd, env=e, cwd=cwd, stdin=subprocess.PIPE, stdout=slave, stderr=slave)
         os.close(slave)
         self.out = master
-        self.startup = self._until_prompt(startup_timeout)
+        try:
+            self.startup = self._until_prompt(startup_timeout)
+        except Exception:
+            self.p.kill()  # no prompt: nothing of it may outlive the caller's clean-up
+            self.p.wait()
+            self._drain()
+            self.log.close()
+            os.close(self.out)
+            raise
 
     def _until_prompt(self, timeout):
+        """The output up to the next prompt. Port events and the driver's log lines come from other
+        threads at any time, even in the middle of the prompt: they are taken out of the text (and
+        appended after it) before it is looked at. One command gives one prompt: what follows it
+        (a port event, libibmad's warnings) is asynchronous, and the command is over once the
+        output has been quiet for a moment."""
         buf = b""
         end = time.monotonic() + timeout
-        while not buf.endswith(PROMPT.encode()):
+        while True:
+            body, events = split_async(buf)
+            if body.endswith(PROMPT.encode()):
+                break
             left = end - time.monotonic()
             if left <= 0:
-                raise RuntimeError(f"testpmd on {self.host}: no prompt within {timeout}s:\n{buf.decode()[-2000:]}")
-            r, _, _ = select.select([self.out], [], [], left)
+                self.log.write(buf.decode(errors="replace") + "\n### no prompt: the threads' stacks\n" + self.stacks())
+                self.log.flush()
+                raise RuntimeError(f"testpmd on {self.host}: no prompt within {timeout}s (stacks in "
+                                   f"{self.log_path}):\n{buf.decode()[-2000:]}")
+            settled = PROMPT.encode() in body
+            r, _, _ = select.select([self.out], [], [], min(left, 0.3) if settled else left)
             if not r:
+                if settled:
+                    break
                 continue
             try:
                 chunk = os.read(self.out, 65536)
@@ -50,10 +83,9 @@ class Testpmd:
             if not chunk:
                 raise RuntimeError(f"testpmd on {self.host} exited ({self.p.wait()}):\n{buf.decode()[-3000:]}")
             buf += chunk
-        text = buf.decode(errors="replace")
-        self.log.write(text)
+        self.log.write(buf.decode(errors="replace"))
         self.log.flush()
-        return text
+        return (body + b"\n" + b"".join(events)).decode(errors="replace")
 
     def __call__(self, line, timeout=30):
         self.log.write(f"\n### {line}\n")
@@ -81,6 +113,56 @@ class Testpmd:
             time.sleep(0.2)
         return False
 
+    def workers(self):
+        """Its forwarding threads (rte-worker-N): {tid: (ns on a CPU so far, state R/S/T...)}."""
+        out = {}
+        try:
+            for tid in os.listdir(f"/proc/{self.p.pid}/task"):
+                with open(f"/proc/{self.p.pid}/task/{tid}/stat") as f:
+                    name, rest = f.read().split("(", 1)[1].rsplit(")", 1)
+                if name.startswith("rte-worker"):
+                    with open(f"/proc/{self.p.pid}/task/{tid}/schedstat") as f:
+                        out[tid] = (int(f.read().split()[0]), rest.split()[0])
+        except (OSError, IndexError, ValueError):
+            pass  # gone meanwhile
+        return out
+
+    def stacks(self):
+        """Every thread's stack (gdb, if installed): where a testpmd that gives no prompt waits."""
+        if not shutil.which("gdb") or self.p.poll() is not None:
+            return "(no gdb, or the process is gone)\n"
+        r = subprocess.run(["gdb", "-p", str(self.p.pid), "-batch", "-ex", "thread apply all bt"],
+                           capture_output=True, text=True, timeout=60)
+        return r.stdout[-20000:] + r.stderr[-2000:]
+
+    def link_status(self, port):
+        """'up' or 'down' as `show port info` says, now (no waiting)."""
+        m = re.search(r"Link status:\s+(\w+)", self(f"show port info {port}"))
+        return m.group(1) if m else None
+
+    def mbufs_back(self):
+        """(every mbuf in its pool?, detail): `dump_mempool`'s pool sizes against
+        what the common pools and the per-lcore caches hold."""
+        out = self("dump_mempool")
+        sizes = [int(x) for x in re.findall(r"\bsize=(\d+)", out)]
+        held = sum(int(c) for c in re.findall(r"common_pool_count=(\d+)", out)) + \
+            sum(int(c) for c in re.findall(r"cache_count\[\d+\]=(\d+)", out))
+        return bool(sizes) and held == sum(sizes), f"pool sizes {sizes}, in the pools {held}"
+
+    def _drain(self):
+        """What the process wrote after its last prompt (its exit messages), into the log."""
+        while True:
+            r, _, _ = select.select([self.out], [], [], 0.2)
+            if not r:
+                return
+            try:
+                chunk = os.read(self.out, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.log.write(chunk.decode(errors="replace"))
+
     def quit(self):
         if self.p.poll() is None:
             try:
@@ -90,6 +172,7 @@ class Testpmd:
             except (OSError, subprocess.TimeoutExpired):
                 self.p.kill()
                 self.p.wait()
+        self._drain()
         self.log.close()
         try:
             os.close(self.out)

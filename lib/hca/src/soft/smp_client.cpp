@@ -2,6 +2,7 @@
 #include "smp_client.hpp"
 
 #include <infiniband/mad.h>
+#include <infiniband/umad.h>
 
 #include <cstring>
 
@@ -12,8 +13,15 @@ constexpr int kTimeoutMs = 500;
 }
 
 SmpClient::~SmpClient() {
-    if (port_)
-        mad_rpc_close_port(port_);
+    if (!port_)
+        return;
+    // Unregister our agents before the port closes. A kernel drops an fd's
+    // agents with it; umad2sim drops only the first, and the process's 32
+    // agent slots ran out after some 30 re-opened devices (close/re-probe).
+    for (const int cls : {IB_SMI_CLASS, IB_SMI_DIRECT_CLASS})
+        if (const int agent = mad_rpc_class_agent(port_, cls); agent >= 0)
+            umad_unregister(mad_rpc_portid(port_), agent);
+    mad_rpc_close_port(port_);
 }
 
 bool SmpClient::open() {

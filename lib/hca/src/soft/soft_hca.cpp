@@ -31,6 +31,9 @@ namespace {
 // are in shm_layout.hpp).
 constexpr std::uint32_t kDefaultPollMs = 100;    // port re-read interval (option poll_ms)
 constexpr std::uint32_t kMaxPollMs = 60000;      // option poll_ms: 1..kMaxPollMs
+// PortInfo reads that fail in a row before a port counts as down: one read
+// that times out (ibsim late on a loaded machine) is no news, not a port down.
+constexpr std::uint32_t kSmpFailuresForDown = 3;
 constexpr std::uint8_t kMaxNodePorts = 2;        // ports of one HCA node
 constexpr int kMaxCqDepth = 1 << 20;             // create_cq: 1..kMaxCqDepth
 // QPN = generation << kQpSlotBits | slot, generation 1..kQpnGenerations: QPNs
@@ -176,6 +179,7 @@ class SoftContext final : public common::ContextBase {
     SmpClient smp_;
     NodeIdentity node_;
     std::vector<PortSnapshot> snap_;
+    std::vector<std::uint32_t> smp_failures_;  // PortInfo reads failed in a row, per port
     std::deque<PortEvent> events_;
     std::uint64_t last_poll_ = 0;
 };
@@ -254,10 +258,15 @@ void SoftContext::publish(std::uint32_t idx, const PortSnapshot &s) {
 }
 
 bool SoftContext::refresh_ports(bool) {
+    smp_failures_.resize(node_.num_ports);
     for (std::uint8_t p = 1; p <= node_.num_ports; ++p) {
         PortSnapshot now;
-        if (!smp_.query_port(p, node_, &now)) {
-            // The local SMA always answers; a failure means the fabric itself is gone.
+        if (smp_.query_port(p, node_, &now)) {
+            smp_failures_[p - 1] = 0;
+        } else if (++smp_failures_[p - 1] < kSmpFailuresForDown) {
+            continue;  // no answer this time: the port is as last read
+        } else {
+            // The local SMA always answers in the end; failing in a row means the fabric itself is gone.
             now = snap_[p - 1];
             now.attr.state = PortState::down;
         }
