@@ -224,17 +224,6 @@ void join_ip_groups(Port *p) {
     }
 }
 
-// Static neighbours are resolved as soon as the link is up (at start and
-// after every flush), not on their first frame.
-void resolve_static(Port *p) {
-    if (!p->iface || p->fp.roce)
-        return;
-    p->fp.neigh.for_each([&](const Neigh &n) {
-        if (n.is_static && n.state != NeighState::resolved && n.gid != wire::Gid{})
-            p->hca->cp.request_path(n.gid, p->iface->pkey(), p->cfg.port);
-    });
-}
-
 void on_link(Port *p, bool up) {
     if (up) {
         if (!ensure_qp(p))
@@ -247,31 +236,22 @@ void on_link(Port *p, bool up) {
         p->fp.qp_ready.store(p->qp.get(), std::memory_order_release);
     }
     set_link(p, up);
-    if (up) {
-        resolve_static(p);
+    if (up)
         join_ip_groups(p);
-    }
 }
 
-// A flush (Linux ipoib's levels). Light: addresses are unchanged, the static
-// neighbours' paths are asked for again. Normal or heavy (port error or
+// A flush (Linux ipoib's levels). Light (the SA forgot us): addresses are
+// unchanged, neighbours keep their paths. Normal or heavy (port error or
 // active, LID change, P_Key change): on InfiniBand every neighbour known by
-// its GID loses its path and address handle (LIDs may have moved) and is
-// resolved again: static ones when the link is back, learned ones on their
-// next frame (as Linux's flushed paths). The binding MAC -> GID/QPN is kept:
+// its GID, static ones included, loses its path and address handle (LIDs
+// may have moved) and is resolved again on its next frame, as Linux's
+// flushed paths are. The binding MAC -> GID/QPN is kept:
 // it is the application's ARP cache's, which a flush does not empty; so is
 // its receive index entry (frames from it keep showing its MAC; the new
 // path's LID is indexed when it comes).
 void on_flush(Port *p, bool light) {
-    if (p->fp.roce)
-        return;  // RoCE neighbours are addressed by GID: nothing moved
-    if (light) {
-        p->fp.neigh.for_each([&](const Neigh &n) {
-            if (n.is_static && n.gid != wire::Gid{} && p->iface)
-                p->hca->cp.request_path(n.gid, p->iface->pkey(), p->cfg.port);
-        });
-        return;
-    }
+    if (p->fp.roce || light)
+        return;  // RoCE neighbours are addressed by GID; a light flush moves no LID
     p->fp.neigh.for_each([&](Neigh &n) {
         if (n.gid == wire::Gid{} || n.state == NeighState::failed)
             return;

@@ -303,9 +303,8 @@ def test_static_neigh_segments_ageing(env):
     a = testpmd(env, "Hca1", [f"net_ipoib0,neigh={bp['mac']}/{bp['hwaddr']},neigh_timeout=1"],
                 prefix=f"sa{os.getpid()}")
     a.wait_link(0)
-    st = static_neigh(a, bp["mac"], "resolved")
-    t.ok(st and st["kind"] == "static" and st["lid"] > 0,
-         "a static neighbour from the devarg is resolved when the link comes up, before any frame", st)
+    st = static_neigh(a, bp["mac"], "incomplete", timeout=0)
+    t.ok(st and st["kind"] == "static", "static neighbour from the devarg, waiting for its path", st)
     b("set fwd rxonly")
     b("set verbose 1")
     b("start")
@@ -341,8 +340,18 @@ def test_static_neigh_segments_ageing(env):
     fabric("port", env["IPOIB_FABRIC_DIR"], "Hca1", "1", "up", "--wait", "10")
     t.ok(a.wait_link(0, timeout=20), "A's link comes back")
     t.ok(a.xstats(0).get("neigh_flushed", 0) >= 1, "the flush dropped the static neighbour's path", a.xstats(0))
+    st = static_neigh(a, bp["mac"], "incomplete", timeout=0)
+    t.ok(st is not None, "after the flush the static neighbour waits for its path again (no stale address handle)")
+    b("clear port stats 0")
+    b("start")
+    a("start")
+    time.sleep(0.3)
+    a("stop")
+    time.sleep(0.2)
+    b("stop")
     st = static_neigh(a, bp["mac"], "resolved")
-    t.ok(st and st["lid"] > 0, "the static neighbour is resolved again after the flush, before any frame", st)
+    t.ok(st and st["lid"] > 0 and b.stats(0)[0] > 0,
+         "its next frames resolve it again and reach B", (st, b.stats(0)))
     a.quit()
     running.remove(a)
 
