@@ -180,6 +180,7 @@ def test_linux_stack(env):
 
     # From outside: the SA lists both ports, telemetry answers.
     gids = {i: gid_of(env, f"Hca{i}") for i in (1, 2)}
+    ip_multicast(env, ns1, ns2, gids[2])
     for i in (1, 2):
         t.ok(member(env, "ff12:401b:ffff::ffff:ffff", gids[i]), f"saquery lists Hca{i} in the broadcast group")
     tel = sh(f"printf '/ipoib/ports\\n/ipoib/mcg,1\\n/ipoib/path,1\\n/ethdev/xstats,1\\n' | "
@@ -205,6 +206,69 @@ def test_linux_stack(env):
         tp.quit()
     running.clear()
     check_capture()
+
+
+MCAST_RECEIVER = """
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("239.1.2.3", 5000))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, struct.pack("4s4s", socket.inet_aton("239.1.2.3"),
+                                                                      socket.inet_aton("10.77.0.2")))
+print("joined", flush=True)
+s.settimeout(float(sys.argv[1]))
+n = 0
+try:
+    while True:
+        s.recv(2048)
+        n += 1
+except socket.timeout:
+    pass
+print(n, flush=True)
+"""
+MCAST_SENDER = """
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("10.77.0.1"))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+for i in range(40):
+    s.sendto(b"x" * 100, ("239.1.2.3", 5000))
+    time.sleep(0.05)
+"""
+# 239.1.2.3 in the default partition: ff12:401b:ffff::<low 28 bits of the group>
+MCAST_MGID = "ff12:401b:ffff::f01:203"
+
+
+def ip_multicast(env, ns1, ns2, gid2):
+    """A socket in ns2 joins 239.1.2.3 (its kernel sends IGMP reports through the tap); the driver
+    joins the group's MGID as a full member, datagrams from ns1 arrive; closing the socket leaves."""
+    t.ok(not member(env, MCAST_MGID, gid2), "before any socket joins 239.1.2.3, Hca2 is no member of its MGID")
+    rx = subprocess.Popen(["ip", "netns", "exec", ns2, "python3", "-c", MCAST_RECEIVER, "3"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = rx.stdout.readline().strip()
+    joined = False
+    for _ in range(50):
+        joined = member(env, MCAST_MGID, gid2)
+        if joined:
+            break
+        time.sleep(0.2)
+    join_state = re.search(r"JoinState\.+(\S+)", diag(env, "Hca3", "saquery", "--smkey", "1", "MCMR", "--mgid",
+                                                      MCAST_MGID, "--gid", gid2))
+    t.ok(first == "joined" and joined and join_state and int(join_state.group(1), 16) & 1,
+         "a socket joining 239.1.2.3 makes Hca2 a full member of its MGID (the IGMP report, read by the driver)",
+         (first, join_state.group(1) if join_state else None))
+    sh(f"ip netns exec {ns1} python3 -c '{MCAST_SENDER}'", timeout=30)
+    out, _ = rx.communicate(timeout=30)
+    got = int(out.split()[-1]) if out.split() and out.split()[-1].isdigit() else -1
+    t.note(f"IP multicast through IPoIB: {got} of 40 datagrams to 239.1.2.3 received")
+    t.ok(got >= 30, "datagrams to the group reach the socket on the other host", out)
+    gone = False
+    for _ in range(50):
+        gone = not member(env, MCAST_MGID, gid2)
+        if gone:
+            break
+        time.sleep(0.2)
+    t.ok(gone, "once the socket is closed (IGMP leave), Hca2 leaves the MGID")
 
 
 def check_capture():
