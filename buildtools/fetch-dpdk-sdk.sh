@@ -17,7 +17,9 @@ upstream=${ver%%-*}
 headers=(lib/ethdev/ethdev_driver.h lib/ethdev/ethdev_vdev.h drivers/bus/vdev/bus_vdev_driver.h
          lib/eal/include/dev_driver.h lib/eal/include/bus_driver.h)
 
-if [ "$(cat "$out/VERSION" 2>/dev/null)" = "$ver" ]; then
+# Also DPDK's list of the features a NIC's .ini may name (doc/features/ipoib.ini is checked against it).
+features=doc/guides/nics/features/default.ini
+if [ "$(cat "$out/VERSION" 2>/dev/null)" = "$ver" ] && [ -s "$out/features/default.ini" ]; then
     exit 0
 fi
 
@@ -40,12 +42,14 @@ fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-tar -xJf "$tarball" -C "$tmp" --wildcards "${headers[@]/#/*/}"
+tar -xJf "$tarball" -C "$tmp" --wildcards "${headers[@]/#/*/}" "*/$features"
 mkdir -p "$out/include"
 for h in "${headers[@]}"; do
     found=$(find "$tmp" -path "*/$h" -print -quit)
     [ -n "$found" ] || { echo "fetch-dpdk-sdk: $h missing from $tarball" >&2; exit 1; }
     cp "$found" "$out/include/"
 done
+mkdir -p "$out/features"
+cp "$(find "$tmp" -path "*/$features" -print -quit)" "$out/features/default.ini"
 echo "$ver" > "$out/VERSION"
 echo "fetch-dpdk-sdk: driver-SDK headers of DPDK $ver in $out/include" >&2
