@@ -205,18 +205,19 @@ inline bool l4_cksum_chain(const rte_mbuf *m, std::uint32_t off, std::uint32_t l
 }
 
 // TX: fill the checksums the mbuf's offload flags ask for, over the whole
-// chain (the payload may span segments). The application's l2_len (an
-// Ethernet header: 14) and l3_len must be set and the headers up to the
+// chain (the payload may span segments). The application's l2_len (the
+// frame's own header: 14 in Ethernet emulation, the 4-byte IPoIB header in
+// native mode; `l2_hdr`) and l3_len must be set and the headers up to the
 // checksum field in the first segment, and the IP header's length must fit
 // the frame: else false (nothing written; the caller drops and counts it).
-inline bool tx_cksum(rte_mbuf *m) noexcept {
+inline bool tx_cksum(rte_mbuf *m, std::uint32_t l2_hdr = RTE_ETHER_HDR_LEN) noexcept {
     const std::uint64_t l4 = m->ol_flags & RTE_MBUF_F_TX_L4_MASK;
     const bool ip4 = m->ol_flags & RTE_MBUF_F_TX_IPV4, ip6 = m->ol_flags & RTE_MBUF_F_TX_IPV6;
     const bool ipck = m->ol_flags & RTE_MBUF_F_TX_IP_CKSUM;
     if (!ipck && !l4)
         return true;
     const bool tcp = l4 == RTE_MBUF_F_TX_TCP_CKSUM, udp = l4 == RTE_MBUF_F_TX_UDP_CKSUM;
-    if ((l4 && !tcp && !udp) || ip4 == ip6 || (ipck && !ip4) || m->l2_len != RTE_ETHER_HDR_LEN)
+    if ((l4 && !tcp && !udp) || ip4 == ip6 || (ipck && !ip4) || m->l2_len != l2_hdr)
         return false;
     const std::uint32_t l3off = m->l2_len, l4off = l3off + m->l3_len;
     const std::uint32_t need = l4 ? l4off + (tcp ? kTcpCksumOffset : kUdpCksumOffset) + 2 : l4off;

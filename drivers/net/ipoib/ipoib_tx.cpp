@@ -343,6 +343,10 @@ TxResult tx_native(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool 
         ++q->st.too_big;
         return TxResult::dropped;
     }
+    if (!tx_cksum(m, wire::kEncapLen)) {
+        ++q->st.bad_offload;
+        return TxResult::dropped;
+    }
     const auto *a = rte_pmd_ipoib_addr(m, fp->dynfield);
     const wire::HwAddr hw = wire::parse_hwaddr(wire::Bytes(a->hwaddr, RTE_PMD_IPOIB_HWADDR_LEN)).value;
     const wire::Gid gid = hw.gid();

@@ -255,3 +255,21 @@ TEST_CASE("offload: TX refuses offload metadata that does not describe the frame
     CHECK(tx_cksum(none));
     rte_pktmbuf_free(none);
 }
+
+// Native mode (l2=ipoib): the frame's own header is IPoIB's 4 bytes.
+TEST_CASE("offload: TX checksums of a native-mode frame (l2_len 4)") {
+    rte_mempool *mp = pool("offload_native");
+    std::vector<std::uint8_t> want{0x08, 0x00, 0, 0};
+    const auto ip = ipv4(kProtoUdp, 90);
+    want.insert(want.end(), ip.begin(), ip.end());
+    auto zeroed = want;
+    zeroed[4 + 10] = zeroed[4 + 11] = zeroed[4 + 26] = zeroed[4 + 27] = 0;
+    rte_mbuf *m = chain(mp, zeroed, {40});
+    m->ol_flags = RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_TX_UDP_CKSUM;
+    m->l2_len = 4;
+    m->l3_len = 20;
+    CHECK_FALSE(tx_cksum(m));  // taken as an Ethernet frame: l2_len 4 describes none
+    REQUIRE(tx_cksum(m, 4));
+    CHECK(flat(m) == want);
+    rte_pktmbuf_free(m);
+}
