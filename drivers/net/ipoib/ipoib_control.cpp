@@ -212,7 +212,18 @@ void set_link(Port *p, bool up) {
     IPOIB_LOG(NOTICE, "%s: link %s", p->name.c_str(), up ? "up" : "down");
 }
 
-bool ip_group_mgid(const Port *p, const std::array<std::uint8_t, 17> &g, wire::Gid *out);
+// An IP group -> its MGID in the port's partition (from the broadcast group's).
+bool ip_group_mgid(const Port *p, const std::array<std::uint8_t, 17> &g, wire::Gid *out) {
+    if (!p->iface)
+        return false;
+    const wire::Gid &bcast = p->iface->broadcast().mgid;
+    auto r = g[0] == 4 ? wire::ipv4_mcast_mgid(wire::Bytes(g.data() + 1, 4), bcast)
+                       : wire::ipv6_mcast_mgid(wire::Bytes(g.data() + 1, 16), bcast);
+    if (!r.ok() || r.value == bcast)
+        return false;
+    *out = r.value;
+    return true;
+}
 
 // The IP groups the application receives, joined again once the link is up
 // (after a start: the broadcast group's MGID names their partition).
@@ -228,10 +239,7 @@ void on_link(Port *p, bool up) {
     if (up) {
         if (!ensure_qp(p))
             return;
-        const hca::PortAttr &pa = p->hca->cp.port_attr(p->cfg.port);
-        p->max_mtu = static_cast<std::uint16_t>(hca::mtu_bytes(pa.active_mtu) - wire::kEncapLen);
-        if (const std::uint32_t mbps = hca::link_mbps(pa.active_width, pa.active_speed))
-            p->link_mbps = mbps;
+        port_read_rates(p);
         refresh_own_key(p);
         p->fp.qp_ready.store(p->qp.get(), std::memory_order_release);
     }
@@ -342,19 +350,6 @@ void resolve(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &g
     }
 }
 
-// An IP group -> its MGID in the port's partition (from the broadcast group's).
-bool ip_group_mgid(const Port *p, const std::array<std::uint8_t, 17> &g, wire::Gid *out) {
-    if (!p->iface)
-        return false;
-    const wire::Gid &bcast = p->iface->broadcast().mgid;
-    auto r = g[0] == 4 ? wire::ipv4_mcast_mgid(wire::Bytes(g.data() + 1, 4), bcast)
-                       : wire::ipv6_mcast_mgid(wire::Bytes(g.data() + 1, 16), bcast);
-    if (!r.ok() || r.value == bcast)
-        return false;
-    *out = r.value;
-    return true;
-}
-
 // The application wants an IP group (join) or no longer (leave): a full-member
 // join of its exact MGID, as Linux ipoib does for the groups its stack joins.
 void ip_group(Port *p, const Request &r, bool join) {
@@ -370,7 +365,7 @@ void ip_group(Port *p, const Request &r, bool join) {
         p->ip_groups.erase(g);
     wire::Gid mgid;
     if (!ip_group_mgid(p, g, &mgid))
-        return;  // joined when the interface is there (port_control_start)
+        return;  // joined once the link is up (join_ip_groups)
     if (join)
         p->iface->join(mgid);
     else
@@ -543,6 +538,13 @@ void hca_put(Hca *h) {
     h->cp.stop();
     g_hcas.erase(std::remove(g_hcas.begin(), g_hcas.end(), h), g_hcas.end());
     delete h;
+}
+
+void port_read_rates(Port *p) {
+    const hca::PortAttr &pa = p->hca->cp.port_attr(p->cfg.port);
+    p->max_mtu = static_cast<std::uint16_t>(hca::mtu_bytes(pa.active_mtu) - wire::kEncapLen);
+    if (const std::uint32_t mbps = hca::link_mbps(pa.active_width, pa.active_speed))
+        p->link_mbps = mbps;
 }
 
 int port_control_start(Port *p) {

@@ -24,6 +24,8 @@ Hca *hca_get(const Config &cfg, std::string *err);
 void hca_put(Hca *h);
 
 // ethdev start/stop/close, control side. Caller holds p->hca->mu.
+// What the port's attributes say the port can do: max_mtu, link_mbps (at probe and at each link up).
+void port_read_rates(Port *p);
 int port_control_start(Port *p);
 void port_control_stop(Port *p);
 void port_release_resources(Port *p);

@@ -218,11 +218,8 @@ Port *new_port(rte_eth_dev *dev, const char *name, const Config &cfg, Hca *h) {
         p->fp.dynfield = rte_mbuf_dynfield_register(&f);
     }
     // Until a broadcast group says otherwise the MTU is IPoIB's usual 2044, or less on a smaller port.
-    p->max_mtu = static_cast<std::uint16_t>(hca::mtu_bytes(h->cp.port_attr(cfg.port).active_mtu) - wire::kEncapLen);
+    port_read_rates(p);
     p->fp.mtu = std::min(p->fp.mtu, p->max_mtu.load());
-    const hca::PortAttr &pa = h->cp.port_attr(cfg.port);
-    if (const std::uint32_t mbps = hca::link_mbps(pa.active_width, pa.active_speed))
-        p->link_mbps = mbps;
     const wire::Mac mac = wire::mac_from_guid(wire::guid_from_gid(h->cp.port_gid(cfg.port)));
     std::memcpy(p->fp.mac.addr_bytes, mac.raw.data(), 6);
     if (!p->fp.requests || (cfg.l2 == L2Mode::ipoib && p->fp.dynfield < 0)) {
