@@ -87,7 +87,7 @@ constexpr bool pkey_match(std::uint16_t a, std::uint16_t b) noexcept {
 
 // A send completion (success or error) for a work request on QP qpn.
 constexpr Wc send_wc(std::uint64_t wr_id, WcStatus status, std::uint32_t qpn) noexcept {
-    return Wc{wr_id, status, WcOpcode::send, 0, 0, 0, qpn, 0, 0, 0};
+    return Wc{wr_id, status, WcOpcode::send, 0, 0, 0, qpn, 0, 0, 0, 0};
 }
 
 // Completions a provider makes itself (the software HCAs' sends; a send the

@@ -281,9 +281,9 @@ void InprocQp::deliver(InprocQp &d, const SendWr &wr, std::uint32_t len, std::ui
     } else {
         const RecvWr r = d.rq_.front();
         d.rq_.pop_front();
-        // wr_id, status, opcode, flags, SL, byte_len, QPN, source QPN, SLID (0 on Ethernet), P_Key index
+        // wr_id, status, opcode, flags, SL, byte_len, QPN, source QPN, SLID (0 on Ethernet), P_Key index, RSS hash
         Wc w{r.wr_id, WcStatus::success, WcOpcode::recv, 0, ah.sl, kGrhLen + len,
-             d.qpn_, qpn_, dev_->lid, d.pkey_index_};
+             d.qpn_, qpn_, dev_->lid, d.pkey_index_, 0};
         auto *buf = reinterpret_cast<std::uint8_t *>(static_cast<std::uintptr_t>(r.sge.addr));
         if (kGrhLen + len > r.sge.length) {
             w.status = WcStatus::loc_len_err;

@@ -29,6 +29,7 @@
 // "option k=v: expected ...", or the provider's own reason for the device.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -139,7 +140,8 @@ const char *to_string(WcStatus s) noexcept;
 
 enum class WcOpcode : std::uint8_t { send, recv };
 
-inline constexpr std::uint8_t kWcGrh = 0x01;  // the receive buffer's first 40 bytes hold a GRH
+inline constexpr std::uint8_t kWcGrh = 0x01;      // the receive buffer's first 40 bytes hold a GRH
+inline constexpr std::uint8_t kWcRssHash = 0x02;  // rss_hash holds the receive-side-scaling hash
 
 struct Wc {
     std::uint64_t wr_id;
@@ -152,6 +154,7 @@ struct Wc {
     std::uint32_t src_qp;
     std::uint16_t slid;
     std::uint16_t pkey_index;
+    std::uint32_t rss_hash;  // with kWcRssHash: the Toeplitz hash that chose the receive queue
 };
 
 // lkey 0 on a send: memory not registered with the device. The provider
@@ -196,14 +199,56 @@ struct AhAttr {
     std::uint32_t flow_label = 0;
 };
 
+// Receive-side scaling (a ConnectX's RSS QP over receive work queues: an
+// ibv_rwq_ind_table and rx_hash_conf): the HCA hashes what arrives for the QP
+// with a Toeplitz hash and the redirection table picks the receive queue.
+inline constexpr std::uint32_t kRssKeyLen = 40;
+inline constexpr std::uint32_t kRssRetaSize = 128;
+// What the hash covers, per kind of packet (bits of RssConf::fields). A
+// packet whose own kind is not enabled is hashed by the coarser kind that is
+// (TCP over IPv4 by its addresses when only kRssIpv4 is set); a packet of no
+// enabled kind (not IP, or its family not enabled) is not hashed and goes to
+// the queue reta[0] names, without kWcRssHash.
+inline constexpr std::uint32_t kRssIpv4 = 1u << 0;     // IPv4 source and destination addresses
+inline constexpr std::uint32_t kRssIpv4Tcp = 1u << 1;  // + TCP ports (not fragments)
+inline constexpr std::uint32_t kRssIpv4Udp = 1u << 2;  // + UDP ports (not fragments)
+inline constexpr std::uint32_t kRssIpv6 = 1u << 3;
+inline constexpr std::uint32_t kRssIpv6Tcp = 1u << 4;  // (no extension headers before TCP/UDP)
+inline constexpr std::uint32_t kRssIpv6Udp = 1u << 5;
+inline constexpr std::uint32_t kRssAllFields = (1u << 6) - 1;
+struct RssConf {
+    std::uint8_t key[kRssKeyLen] = {};
+    std::uint32_t fields = 0;
+    std::uint16_t reta[kRssRetaSize] = {};  // entry (hash % kRssRetaSize) -> receive queue
+};
+
+// What a device offers beyond one queue pair with one queue of each kind.
+struct DeviceCaps {
+    // Send queues of one QP that all send with its QP number (mlx5:
+    // IBV_QP_CREATE_SOURCE_QPN), each used by one thread without locks.
+    std::uint32_t max_send_queues = 1;
+    // Receive queues of one QP among which the HCA spreads arrivals (RSS).
+    std::uint32_t max_recv_queues = 1;
+};
+inline constexpr std::uint32_t kMaxQueues = 16;  // of either kind, on any provider
+
 struct QpInit {
-    class Cq *send_cq = nullptr;
+    class Cq *send_cq = nullptr;  // queue 0's (and every queue's when send_cqs is null)
     class Cq *recv_cq = nullptr;
     std::uint8_t port_num = 1;
     std::uint16_t pkey_index = 0;
     std::uint32_t qkey = 0;
-    std::uint32_t max_send_wr = 256;
-    std::uint32_t max_recv_wr = 256;
+    std::uint32_t max_send_wr = 256;  // per send queue
+    std::uint32_t max_recv_wr = 256;  // per receive queue
+    // Several queues on one QP number (up to DeviceCaps): num_send_queues
+    // with their completion queues send_cqs[i], num_recv_queues with
+    // recv_cqs[i], spread by rss. A queue is used by one thread at a time;
+    // different queues by different threads at once.
+    std::uint32_t num_send_queues = 1;
+    std::uint32_t num_recv_queues = 1;
+    class Cq *const *send_cqs = nullptr;  // num_send_queues entries (needed when > 1)
+    class Cq *const *recv_cqs = nullptr;
+    RssConf rss{};
 };
 
 // Per-QP counters (receive side counts are kept by the fabric; any process may read them).
@@ -262,6 +307,18 @@ class Qp {
     // that make completions themselves reserve the place): none is ever dropped.
     virtual int post_recv(const RecvWr *wr, int n) noexcept = 0;
     virtual int post_send(const SendWr *wr, int n) noexcept = 0;
+    // The same on queue q of a multi-queue QP (post_send/post_recv are queue
+    // 0's). A q the QP does not have: -EINVAL.
+    virtual int post_send_queue(std::uint32_t q, const SendWr *wr, int n) noexcept {
+        return q == 0 ? post_send(wr, n) : -EINVAL;
+    }
+    virtual int post_recv_queue(std::uint32_t q, const RecvWr *wr, int n) noexcept {
+        return q == 0 ? post_recv(wr, n) : -EINVAL;
+    }
+    // A new hash key, hashed fields and redirection table (queues the QP has),
+    // taking effect for the messages that arrive after it. -EOPNOTSUPP where
+    // the QP has one receive queue.
+    virtual int set_rss(const RssConf &) noexcept { return -EOPNOTSUPP; }
     // ibv_modify_qp(IBV_QP_QKEY): the Q_Key used for sends with kUseQpQkey and checked on receive.
     virtual int set_qkey(std::uint32_t qkey) noexcept = 0;
     // Move the QP to another index of its port's P_Key table (the partition
@@ -282,6 +339,7 @@ class Context {
     virtual ~Context() = default;
     virtual const std::string &name() const noexcept = 0;
     virtual std::uint8_t num_ports() const noexcept = 0;
+    virtual DeviceCaps caps() const noexcept { return {}; }
     virtual int query_port(std::uint8_t port, PortAttr *out) noexcept = 0;
     virtual int query_gid(std::uint8_t port, int index, Gid *out) noexcept = 0;
     virtual int query_pkey(std::uint8_t port, int index, std::uint16_t *out) noexcept = 0;
