@@ -126,7 +126,7 @@ void reap_ahs(Port *p) {
         if (!r.bursts_ended) {
             for (std::size_t i = 0; i < nq; ++i)
                 if (const TxQueue *q = p->txq[i];
-                    q && q->busy.test(std::memory_order_acquire) && q->bursts.load(std::memory_order_acquire) == r.mark[i])
+                    q && q->lock->test(std::memory_order_acquire) && q->bursts.load(std::memory_order_acquire) == r.mark[i])
                     return false;  // may still be in a burst that read the handle
             for (std::size_t i = 0; i < nq; ++i)
                 r.mark[i] = p->txq[i] ? p->txq[i]->posted.load(std::memory_order_acquire) : 0;
@@ -149,6 +149,8 @@ void refresh_own_key(Port *p) {
     p->fp.lid = p->fp.roce ? gid_key(p->hca->cp.port_gid(p->cfg.port).raw.data()) : pa.lid;
 }
 
+// One pool for every RX queue's buffers (wr_id: the buffer's index in it);
+// RX queue q's are [q * rxq_size, (q + 1) * rxq_size).
 bool post_receive_buffers(Port *p) {
     hca::Context &ctx = *p->hca->ctx;
     const std::size_t bytes = std::size_t{p->rx_nbuf} * p->fp.rx_bufsize;
@@ -157,44 +159,78 @@ bool post_receive_buffers(Port *p) {
     if (!p->rx_mr)
         return false;
     p->fp.rx_lkey = p->rx_mr->lkey();
-    std::vector<hca::RecvWr> wrs(p->rx_nbuf);
-    for (std::uint32_t i = 0; i < p->rx_nbuf; ++i)
-        wrs[i] = hca::RecvWr{i, {reinterpret_cast<std::uintptr_t>(p->fp.rx_pool + std::size_t{i} * p->fp.rx_bufsize),
-                                 p->fp.rx_bufsize, p->fp.rx_lkey}};
-    p->qp->post_recv(wrs.data(), static_cast<int>(wrs.size()));
+    const std::uint32_t per_queue = p->rx_nbuf / p->qp_rx_queues;
+    std::vector<hca::RecvWr> wrs(per_queue);
+    for (std::uint32_t q = 0; q < p->qp_rx_queues; ++q) {
+        for (std::uint32_t k = 0; k < per_queue; ++k) {
+            const std::uint32_t i = q * per_queue + k;
+            wrs[k] = hca::RecvWr{i, {reinterpret_cast<std::uintptr_t>(p->fp.rx_pool + std::size_t{i} * p->fp.rx_bufsize),
+                                     p->fp.rx_bufsize, p->fp.rx_lkey}};
+        }
+        if (p->qp->post_recv_queue(q, wrs.data(), static_cast<int>(per_queue)) != static_cast<int>(per_queue))
+            return false;
+    }
     return true;
 }
 
+// The UD QP with the application's queues: one receive queue per RX queue
+// (several: the HCA spreads by RSS), one send queue per TX queue up to the
+// HCA's send queues per QP (assign_send_queues), each with its own CQ.
 bool ensure_qp(Port *p) {
     if (p->qp)
         return true;
     hca::Context &ctx = *p->hca->ctx;
-    p->rx_cq = ctx.create_cq(p->cfg.rxq_size);
-    p->tx_cq = ctx.create_cq(p->cfg.txq_size);
+    const std::uint32_t nrq = p->rx_queues, nsq = p->send_queues;
+    // A send queue shared by k TX queues holds k queues' outstanding sends.
+    const std::uint32_t sharers = (p->tx_queues + nsq - 1) / nsq;
+    p->rx_cqs.clear();
+    p->tx_cqs.clear();
+    std::vector<hca::Cq *> rcq, scq;
+    for (std::uint32_t i = 0; i < nrq; ++i) {
+        p->rx_cqs.push_back(ctx.create_cq(p->cfg.rxq_size));
+        rcq.push_back(p->rx_cqs.back().get());
+    }
+    for (std::uint32_t i = 0; i < nsq; ++i) {
+        p->tx_cqs.push_back(ctx.create_cq(static_cast<int>(p->cfg.txq_size * sharers)));
+        scq.push_back(p->tx_cqs.back().get());
+    }
+    const bool cqs = std::all_of(rcq.begin(), rcq.end(), [](auto *c) { return c; }) &&
+                     std::all_of(scq.begin(), scq.end(), [](auto *c) { return c; });
     hca::QpInit init;
-    init.send_cq = p->tx_cq.get();
-    init.recv_cq = p->rx_cq.get();
+    init.send_cq = scq[0];
+    init.recv_cq = rcq[0];
     init.port_num = p->cfg.port;
     init.pkey_index = static_cast<std::uint16_t>(p->iface->pkey_index());
     init.qkey = p->qkey;
     init.max_recv_wr = p->cfg.rxq_size;
-    init.max_send_wr = p->cfg.txq_size;
-    p->qp = p->rx_cq && p->tx_cq ? ctx.create_ud_qp(init) : nullptr;
-    p->rx_nbuf = p->cfg.rxq_size;
+    init.max_send_wr = p->cfg.txq_size * sharers;
+    init.num_recv_queues = nrq;
+    init.num_send_queues = nsq;
+    init.recv_cqs = rcq.data();
+    init.send_cqs = scq.data();
+    init.rss = p->rss;
+    p->qp = cqs ? ctx.create_ud_qp(init) : nullptr;
+    p->qp_rx_queues = nrq;
+    p->qp_tx_queues = nsq;
+    p->rx_nbuf = p->cfg.rxq_size * nrq;
     p->fp.rx_bufsize = hca::kGrhLen + 4096 + kRxBufTail;
     if (!p->qp || !post_receive_buffers(p)) {
-        IPOIB_LOG(ERR, "%s: cannot create its UD QP: %s", p->name.c_str(), ctx.last_error().c_str());
-        p->qp.reset();
+        IPOIB_LOG(ERR, "%s: cannot create its UD QP (%u receive, %u send queues): %s", p->name.c_str(), nrq, nsq,
+                  ctx.last_error().c_str());
+        port_release_resources(p);
         return false;
     }
-    p->fp.rx_cq = p->rx_cq.get();
-    p->fp.tx_cq = p->tx_cq.get();
+    for (std::uint32_t i = 0; i < nrq; ++i)
+        p->fp.rx_cqs[i] = rcq[i];
+    for (std::uint32_t i = 0; i < nsq; ++i)
+        p->fp.tx_cqs[i] = scq[i];
     p->fp.qpn = p->qp->qp_num();
     const wire::Gid gid = p->hca->cp.port_gid(p->cfg.port);
     p->gid_index = static_cast<std::uint8_t>(p->hca->cp.gid_index(p->cfg.port));
     refresh_own_key(p);
     p->fp.hwaddr = wire::make_hwaddr(0, p->fp.qpn, gid).value;
-    IPOIB_LOG(INFO, "%s: UD QP 0x%06x, address %s", p->name.c_str(), p->fp.qpn, wire::to_string(p->fp.hwaddr).c_str());
+    IPOIB_LOG(INFO, "%s: UD QP 0x%06x (%u receive, %u send queues), address %s", p->name.c_str(), p->fp.qpn, nrq,
+              nsq, wire::to_string(p->fp.hwaddr).c_str());
     return true;
 }
 
@@ -597,10 +633,12 @@ void port_control_stop(Port *p) {
 }
 
 void port_release_resources(Port *p) {
-    p->fp.rx_cq = p->fp.tx_cq = nullptr;
+    p->fp.rx_cqs.fill(nullptr);
+    p->fp.tx_cqs.fill(nullptr);
     p->qp.reset();
-    p->rx_cq.reset();
-    p->tx_cq.reset();
+    p->qp_rx_queues = p->qp_tx_queues = 0;
+    p->rx_cqs.clear();
+    p->tx_cqs.clear();
     p->rx_mr.reset();
     if (p->fp.rx_pool)
         p->hca->ctx->free_dma(p->fp.rx_pool);
@@ -608,6 +646,40 @@ void port_release_resources(Port *p) {
     p->fp.bcast_ah = nullptr;
     p->ahs.clear();
     p->dead_ahs.clear();
+}
+
+void assign_send_queues(Port *p, std::uint16_t nrx, std::uint16_t ntx) {
+    const std::uint32_t nrq = std::max<std::uint32_t>(nrx, 1);
+    const std::uint32_t ntq = std::max<std::uint32_t>(ntx, 1);
+    const std::uint32_t nsq = std::min<std::uint32_t>(ntq, p->hca->ctx->caps().max_send_queues);
+    if (p->qp && (p->qp_rx_queues != nrq || p->qp_tx_queues != nsq)) {
+        // The queues are the QP's: a new layout is a new QP (and QPN, so a
+        // new IPoIB address). What referred to the old one goes with it.
+        IPOIB_LOG(NOTICE, "%s: %u RX / %u TX queues now (the QP had %u receive / %u send queues): "
+                  "the UD QP is made again, with a new QPN", p->name.c_str(), nrq, ntq, p->qp_rx_queues,
+                  p->qp_tx_queues);
+        p->fp.neigh.clear();
+        std::vector<wire::Gid> groups;
+        p->fp.groups.for_each_mgid([&](const wire::Gid &g) { groups.push_back(g); });
+        for (const auto &g : groups)
+            p->fp.groups.remove(g);
+        port_release_resources(p);
+    }
+    p->rx_queues = nrq;
+    p->tx_queues = ntq;
+    p->send_queues = nsq;
+    const bool shared = ntq > nsq;
+    for (std::uint32_t i = 0; i < hca::kMaxQueues; ++i) {
+        TxQueue *q = i < ntx && i < p->txq.size() ? p->txq[i] : nullptr;
+        p->fp.txqs[i] = q;
+        if (!q)
+            continue;
+        q->sq = static_cast<std::uint16_t>(i % nsq);
+        q->lock = shared ? &p->fp.sq_lock[q->sq] : &q->busy;
+    }
+    if (shared)
+        IPOIB_LOG(NOTICE, "%s: %u TX queues share %u send queue(s) of the QP (%s has %u per QP): one lock per burst",
+                  p->name.c_str(), ntq, nsq, p->hca->ctx->name().c_str(), p->hca->ctx->caps().max_send_queues);
 }
 
 } // namespace ipoib::pmd

@@ -29,5 +29,9 @@ void port_read_rates(Port *p);
 int port_control_start(Port *p);
 void port_control_stop(Port *p);
 void port_release_resources(Port *p);
+// dev_start (Hca::mu held, fast path stopped): the QP's queues for nrx RX
+// and ntx TX queues (a QP of another layout is released, to be made again),
+// and which send queue each TX queue posts to.
+void assign_send_queues(Port *p, std::uint16_t nrx, std::uint16_t ntx);
 
 } // namespace ipoib::pmd

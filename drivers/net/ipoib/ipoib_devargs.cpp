@@ -98,6 +98,14 @@ bool parse_depth(std::string_view v, std::uint16_t *out, std::string *e) {
 bool parse_rxq_size(std::string_view v, Config &c, std::string *e) { return parse_depth(v, &c.rxq_size, e); }
 bool parse_txq_size(std::string_view v, Config &c, std::string *e) { return parse_depth(v, &c.txq_size, e); }
 
+bool parse_max_queues(std::string_view v, Config &c, std::string *e) {
+    unsigned long x = 0;
+    if (!parse_uint(v, 1, hca::kMaxQueues, &x))
+        return fail(e, "expected 1-" + std::to_string(hca::kMaxQueues));
+    c.max_queues = static_cast<std::uint16_t>(x);
+    return true;
+}
+
 // MAC/IPoIB-address, e.g. 02:00:00:10:00:05/00:00:01:80:fe:80:...:00:10:00:05
 bool parse_neigh(std::string_view v, Config &c, std::string *e) {
     const auto slash = v.find('/');
@@ -183,6 +191,9 @@ constexpr Devarg kDevargs[] = {
     {"rxq_size", "<16-1024>", "power of two 16-1024 (512)", "receive queue depth of the UD QP", parse_rxq_size},
     {"txq_size", "<16-1024>", "power of two 16-1024 (512)", "send queue depth of the UD QP; a TX queue keeps at most this many sends outstanding, whatever `nb_tx_desc` asks",
      parse_txq_size},
+    {"max_queues", "<1-16>", "1-16 (16)",
+     "RX and TX queues the port offers at most (RX: also bounded by the HCA's receive queues per QP, RSS)",
+     parse_max_queues},
     {"neigh", "<mac/hwaddr>", "`MAC/IPoIB-address` (repeatable)",
      "static neighbour for ARP-less applications; its path (LID) is resolved through the SA on first use",
      parse_neigh},

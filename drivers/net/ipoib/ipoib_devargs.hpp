@@ -27,6 +27,7 @@ struct Config {
     L2Mode l2 = L2Mode::eth;
     std::uint16_t rxq_size = kQueueDepthDefault;
     std::uint16_t txq_size = kQueueDepthDefault;
+    std::uint16_t max_queues = 16;  // RX and TX queues offered at most (hca::kMaxQueues)
     // Options of the HCA provider (key=value,...), from the devargs that belong to it.
     std::string provider_options;
     bool allmulti = false;

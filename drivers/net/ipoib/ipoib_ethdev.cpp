@@ -28,14 +28,24 @@ RTE_LOG_REGISTER(logtype_data, pmd.net.ipoib.data, NOTICE);
 
 namespace {
 
+// Queues the port offers: the devarg's cap, and for RX the HCA's receive
+// queues per QP (RSS). TX queues beyond the HCA's send queues per QP share
+// one (ipoib_port.hpp's locking rules).
+std::uint16_t max_rx_queues(const Port *p) noexcept {
+    return static_cast<std::uint16_t>(std::min<std::uint32_t>(p->cfg.max_queues, p->hca->ctx->caps().max_recv_queues));
+}
+std::uint16_t max_tx_queues(const Port *p) noexcept { return p->cfg.max_queues; }
+
 int dev_configure(rte_eth_dev *dev) noexcept {
     Port *p = port_of(dev);
-    if (dev->data->nb_rx_queues > 1 || dev->data->nb_tx_queues > 1) {
-        IPOIB_LOG(ERR, "%s: one RX and one TX queue per port (asked for %u/%u)", p->name.c_str(),
-                  dev->data->nb_rx_queues, dev->data->nb_tx_queues);
+    if (dev->data->nb_rx_queues > max_rx_queues(p) || dev->data->nb_tx_queues > max_tx_queues(p)) {
+        IPOIB_LOG(ERR, "%s: %u RX / %u TX queues asked, %u / %u offered (devarg max_queues; RX: %s has %u receive "
+                  "queues per QP)", p->name.c_str(), dev->data->nb_rx_queues, dev->data->nb_tx_queues,
+                  max_rx_queues(p), max_tx_queues(p), p->hca->ctx->name().c_str(),
+                  p->hca->ctx->caps().max_recv_queues);
         return -EINVAL;
     }
-    return 0;
+    return rss_configure(dev);
 }
 
 int dev_infos_get(rte_eth_dev *dev, rte_eth_dev_info *info) noexcept {
@@ -46,17 +56,24 @@ int dev_infos_get(rte_eth_dev *dev, rte_eth_dev_info *info) noexcept {
     info->max_rx_pktlen = p->max_mtu.load(std::memory_order_relaxed) + (p->cfg.l2 == L2Mode::eth ? RTE_ETHER_HDR_LEN : wire::kEncapLen);
     info->min_mtu = RTE_ETHER_MIN_MTU;
     info->max_mtu = p->max_mtu.load(std::memory_order_relaxed);
-    info->max_rx_queues = 1;
-    info->max_tx_queues = 1;
+    info->max_rx_queues = max_rx_queues(p);
+    info->max_tx_queues = max_tx_queues(p);
     info->min_rx_bufsize = 64;
-    info->rx_offload_capa = kRxOffloadCapa;
+    const bool rss = info->max_rx_queues > 1;
+    info->rx_offload_capa = kRxOffloadCapa | (rss ? RTE_ETH_RX_OFFLOAD_RSS_HASH : 0);
     info->tx_offload_capa = kTxOffloadCapa;
-    info->rx_queue_offload_capa = kRxOffloadCapa;
+    info->rx_queue_offload_capa = info->rx_offload_capa;
     info->tx_queue_offload_capa = kTxOffloadCapa;
+    if (rss) {
+        info->reta_size = hca::kRssRetaSize;
+        info->hash_key_size = hca::kRssKeyLen;
+        info->flow_type_rss_offloads = rss_offloads();
+    }
     info->rx_desc_lim.nb_max = kQueueDepthMax;
     info->rx_desc_lim.nb_min = kQueueDepthMin;
     info->rx_desc_lim.nb_align = 1;
     info->tx_desc_lim = info->rx_desc_lim;
+    // One queue of each unless the application asks for more (as most PMDs suggest).
     info->default_rxportconf = {.burst_size = kBurstMax, .ring_size = static_cast<std::uint16_t>(p->cfg.rxq_size),
                                 .nb_queues = 1};
     info->default_txportconf = {.burst_size = kBurstMax, .ring_size = static_cast<std::uint16_t>(p->cfg.txq_size),
@@ -70,11 +87,24 @@ const std::uint32_t *supported_ptypes(rte_eth_dev *) noexcept { return kSupporte
 int dev_start(rte_eth_dev *dev) noexcept {
     Port *p = port_of(dev);
     std::lock_guard<std::mutex> lk(p->hca->mu);
+    for (std::uint16_t i = 0; i < dev->data->nb_rx_queues; ++i)
+        if (i >= p->rxq.size() || !p->rxq[i]) {
+            IPOIB_LOG(ERR, "%s: RX queue %u is not set up", p->name.c_str(), i);
+            return -EINVAL;
+        }
+    for (std::uint16_t i = 0; i < dev->data->nb_tx_queues; ++i)
+        if (i >= p->txq.size() || !p->txq[i]) {
+            IPOIB_LOG(ERR, "%s: TX queue %u is not set up", p->name.c_str(), i);
+            return -EINVAL;
+        }
+    assign_send_queues(p, dev->data->nb_rx_queues, dev->data->nb_tx_queues);
     if (const int rc = port_control_start(p); rc != 0)
         return rc;
     p->started = true;
-    dev->data->rx_queue_state[0] = RTE_ETH_QUEUE_STATE_STARTED;
-    dev->data->tx_queue_state[0] = RTE_ETH_QUEUE_STATE_STARTED;
+    for (std::uint16_t i = 0; i < dev->data->nb_rx_queues; ++i)
+        dev->data->rx_queue_state[i] = RTE_ETH_QUEUE_STATE_STARTED;
+    for (std::uint16_t i = 0; i < dev->data->nb_tx_queues; ++i)
+        dev->data->tx_queue_state[i] = RTE_ETH_QUEUE_STATE_STARTED;
     return 0;
 }
 
@@ -85,8 +115,10 @@ int dev_stop(rte_eth_dev *dev) noexcept {
     drop_pending(dev);
     p->started = false;
     dev->data->dev_started = 0;
-    dev->data->rx_queue_state[0] = RTE_ETH_QUEUE_STATE_STOPPED;
-    dev->data->tx_queue_state[0] = RTE_ETH_QUEUE_STATE_STOPPED;
+    for (std::uint16_t i = 0; i < dev->data->nb_rx_queues; ++i)
+        dev->data->rx_queue_state[i] = RTE_ETH_QUEUE_STATE_STOPPED;
+    for (std::uint16_t i = 0; i < dev->data->nb_tx_queues; ++i)
+        dev->data->tx_queue_state[i] = RTE_ETH_QUEUE_STATE_STOPPED;
     rte_eth_link link{};
     rte_eth_linkstatus_set(dev, &link);
     return 0;
@@ -175,6 +207,10 @@ constexpr eth_dev_ops kOps = {
     .rx_queue_release = rx_queue_release,
     .tx_queue_setup = tx_queue_setup,
     .tx_queue_release = tx_queue_release,
+    .rss_hash_update = rss_hash_update,
+    .rss_hash_conf_get = rss_hash_conf_get,
+    .reta_update = reta_update,
+    .reta_query = reta_query,
 };
 
 // --- probe / remove ---

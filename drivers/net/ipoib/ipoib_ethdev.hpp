@@ -24,6 +24,14 @@ int tx_queue_setup(rte_eth_dev *dev, std::uint16_t qid, std::uint16_t nb_desc, u
 void tx_queue_release(rte_eth_dev *dev, std::uint16_t qid) noexcept;
 void drop_pending(rte_eth_dev *dev) noexcept;  // frames held for unresolved destinations, at stop
 
+// ipoib_rss.cpp
+std::uint64_t rss_offloads() noexcept;    // the flow types the HCA hashes (dev_info)
+int rss_configure(rte_eth_dev *dev) noexcept;  // dev_configure's rss_conf and mq_mode
+int reta_update(rte_eth_dev *dev, rte_eth_rss_reta_entry64 *conf, std::uint16_t size) noexcept;
+int reta_query(rte_eth_dev *dev, rte_eth_rss_reta_entry64 *conf, std::uint16_t size) noexcept;
+int rss_hash_update(rte_eth_dev *dev, rte_eth_rss_conf *conf) noexcept;
+int rss_hash_conf_get(rte_eth_dev *dev, rte_eth_rss_conf *conf) noexcept;
+
 // ipoib_telemetry.cpp
 void telemetry_register() noexcept;
 

@@ -107,6 +107,15 @@ bool NeighTable::index(std::uint16_t lid, std::uint32_t qpn, const wire::Mac &ma
     return true;
 }
 
+void NeighTable::clear() noexcept {
+    for (Neigh &n : slots_)
+        if (n.state != NeighState::empty)
+            seq_write(n, [](Neigh &e) { e.state = NeighState::empty; });
+    for (RxIndex &x : idx_)
+        if (x.used != kIndexEmpty)
+            seq_write(x, [](RxIndex &e) { e.used = kIndexEmpty; });
+}
+
 void NeighTable::unindex(std::uint16_t lid, std::uint32_t qpn) noexcept {
     // A deleted entry stays a tombstone: lookups probe past it, inserts reuse it.
     std::uint32_t i = index_slot(lid, qpn);

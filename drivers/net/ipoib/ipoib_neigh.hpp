@@ -152,6 +152,7 @@ class NeighTable {
         seq_write(*n, fn);
     }
     void remove(Neigh *n) noexcept;
+    void clear() noexcept;  // every neighbour and sender forgotten (the QP is made again)
     // False if the sender's probe window is full of live entries.
     bool index(std::uint16_t lid, std::uint32_t qpn, const wire::Mac &mac) noexcept;
     void unindex(std::uint16_t lid, std::uint32_t qpn) noexcept;
@@ -230,6 +231,12 @@ class GroupTable {
                 return true;
             }
         return false;
+    }
+    template <class F>
+    void for_each_mgid(F &&fn) const noexcept {  // control thread
+        for (const McEntry &e : slots_)
+            if (e.used)
+                fn(e.mgid);
     }
     template <class F>
     void for_each_ah(F &&fn) const noexcept {  // control thread

@@ -16,15 +16,20 @@
 //   atomics (qp_ready, link_up) or sit in sequence-locked tables (neigh,
 //   groups). qp_ready is published (release) only once every other field the
 //   fast path needs is set.
-// - A queue (RxQueue/TxQueue) belongs to one lcore. TxQueue::busy lets
-//   rx_burst flush frames held on the TX queue of the same index, which may
-//   belong to another lcore, without racing tx_burst.
+// - A queue (RxQueue/TxQueue) belongs to one lcore. Each has its own HCA
+//   queue (receive queue of the RSS QP, send queue of the QP) and CQ, so
+//   queues never share anything on the fast path. TxQueue::lock (its own
+//   busy flag) lets rx_burst flush frames held on the TX queue of the same
+//   index, which may belong to another lcore, without racing tx_burst. On an
+//   HCA with fewer send queues than the application's TX queues (verbs: one),
+//   TX queues share a send queue and its CQ: their lock is then that send
+//   queue's PortData::sq_lock, held per burst, and completions are given
+//   back to the queue that posted them (wr_id: queue << 32 | slot).
 // - Fast path -> control thread: Port::fp.requests, a multi-producer,
 //   single-consumer rte_ring of Request. Control thread -> fast path: the
 //   tables and atomics above. Nothing else crosses.
 #pragma once
 
-#include <array>
 #include <array>
 #include <atomic>
 #include <set>
@@ -89,9 +94,9 @@ static_assert(sizeof(Request) == 32);
 struct PortData {
     std::atomic<hca::Qp *> qp_ready{nullptr};  // non-null: QP usable (release-published)
     std::atomic<bool> link_up{false};
-    hca::Cq *rx_cq = nullptr;
-    hca::Cq *tx_cq = nullptr;
-    std::uint8_t *rx_pool = nullptr;  // receive buffers, rx_bufsize each, wr_id = index
+    std::array<hca::Cq *, hca::kMaxQueues> rx_cqs{};  // per RX queue (the RSS QP's receive queue of that index)
+    std::array<hca::Cq *, hca::kMaxQueues> tx_cqs{};  // per send queue of the QP
+    std::uint8_t *rx_pool = nullptr;  // receive buffers of every RX queue, rx_bufsize each, wr_id = index
     std::uint32_t rx_bufsize = 0;
     std::uint32_t rx_lkey = 0;        // the receive pool's memory key, for reposting
     L2Mode l2 = L2Mode::eth;
@@ -109,6 +114,11 @@ struct PortData {
     std::atomic<std::uint64_t> requests_lost{0};  // the ring was full (any producer; relaxed)
     NeighTable neigh;
     GroupTable groups;                // joined groups other than the broadcast group
+    // TX queues sharing a send queue (more TX queues than the HCA's send
+    // queues per QP): the send queue's lock, and each queue by index, to hand
+    // completions back to the queue that posted them.
+    std::array<std::atomic_flag, hca::kMaxQueues> sq_lock{};
+    std::array<struct TxQueue *, hca::kMaxQueues> txqs{};
 };
 
 struct Port;
@@ -120,6 +130,7 @@ struct RxQueue {
     std::uint16_t queue_id;
     bool scatter;  // RTE_ETH_RX_OFFLOAD_SCATTER: frames longer than one mbuf are chained
     bool l4_cksum;  // RTE_ETH_RX_OFFLOAD_UDP/TCP_CKSUM: TCP/UDP checksums verified (flags in ol_flags)
+    bool rss_hash;  // RTE_ETH_RX_OFFLOAD_RSS_HASH: the HCA's hash in mbuf->hash.rss
     RxStats st;
     hca::Wc wc[kBurstMax];
     hca::RecvWr repost[kBurstMax];
@@ -134,6 +145,7 @@ struct Pending {
 struct TxQueue {
     PortData *fp;
     std::uint16_t queue_id;
+    std::uint16_t sq = 0;  // the QP's send queue it posts to (its own, or shared: see the locking rules)
     TxStats st;
     std::vector<rte_mbuf *> inflight;     // by wr_id
     std::vector<std::uint32_t> free_ids;  // wr_ids available
@@ -143,6 +155,7 @@ struct TxQueue {
     Pending pending[kPendingMax];
     std::uint32_t npending = 0;
     std::atomic_flag busy = ATOMIC_FLAG_INIT;  // tx_burst vs. rx_burst's pending flush (per burst)
+    std::atomic_flag *lock = &busy;            // busy, or the shared send queue's sq_lock
     // Progress the control thread reads before freeing an address handle
     // (one writer: whoever holds busy): WRs posted, completions reaped, bursts ended.
     std::atomic<std::uint64_t> posted{0}, completed{0}, bursts{0};
@@ -171,8 +184,16 @@ struct Port {
     ctrl::Interface *iface = nullptr;
 
     // Provider objects (owned; fp holds raw pointers to some of them).
-    std::unique_ptr<hca::Cq> rx_cq, tx_cq;
+    std::vector<std::unique_ptr<hca::Cq>> rx_cqs, tx_cqs;  // per receive / send queue of the QP
     std::unique_ptr<hca::Qp> qp;
+    std::uint32_t qp_rx_queues = 0, qp_tx_queues = 0;  // the QP's receive and send queues
+    // What the next QP gets (assign_send_queues, at dev_start): receive
+    // queues (= RX queues), the application's TX queues, send queues.
+    std::uint32_t rx_queues = 1, tx_queues = 1, send_queues = 1;
+    // Receive-side scaling as the application configured it (dev_configure,
+    // reta_update, rss_hash_update); given to the QP when it is made.
+    hca::RssConf rss{};
+    std::uint64_t rss_hf = 0;
     std::unique_ptr<hca::Mr> rx_mr;
     std::uint32_t rx_nbuf = 0;
     std::vector<std::unique_ptr<hca::Ah>> ahs;  // in use by the tables (or about to be)

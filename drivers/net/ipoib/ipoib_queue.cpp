@@ -39,6 +39,10 @@ int rx_queue_setup(rte_eth_dev *dev, std::uint16_t qid, std::uint16_t, unsigned,
                   p->name.c_str(), qid, room, room, longest);
     p->rxq[qid] = rx_queue_create(p, qid, mp, scatter);
     p->rxq[qid]->l4_cksum = offloads & kRxL4Cksum;
+    // The hash is in the mbuf whenever RSS spreads (as mlx5 and the Intel
+    // drivers give it), or when the application asked for it by the offload.
+    p->rxq[qid]->rss_hash = (offloads & RTE_ETH_RX_OFFLOAD_RSS_HASH) ||
+                            (dev->data->dev_conf.rxmode.mq_mode & RTE_ETH_MQ_RX_RSS_FLAG);
     dev->data->rx_queues[qid] = p->rxq[qid];
     return 0;
 }
@@ -77,6 +81,8 @@ void tx_queue_free(rte_eth_dev *dev, Port *p, std::uint16_t qid) {
                 rte_pktmbuf_free(m);
         for (std::uint32_t i = 0; i < q->npending; ++i)
             rte_pktmbuf_free(q->pending[i].m);
+        if (qid < hca::kMaxQueues && p->fp.txqs[qid] == q)
+            p->fp.txqs[qid] = nullptr;
         delete q;
         p->txq[qid] = nullptr;
     }
@@ -115,14 +121,14 @@ void drop_pending(rte_eth_dev *dev) noexcept {
     for (TxQueue *q : p->txq) {
         if (!q)
             continue;
-        while (q->busy.test_and_set(std::memory_order_acquire))
+        while (q->lock->test_and_set(std::memory_order_acquire))
             rte_pause();  // an rx_burst still flushing this queue's held frames
         for (std::uint32_t i = 0; i < q->npending; ++i)
             rte_pktmbuf_free(q->pending[i].m);
         q->npending = 0;
-        if (p->fp.tx_cq)
+        if (p->fp.tx_cqs[q->sq])
             tx_flush_completions(q);
-        q->busy.clear(std::memory_order_release);
+        q->lock->clear(std::memory_order_release);
     }
 }
 

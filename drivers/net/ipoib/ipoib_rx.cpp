@@ -236,7 +236,7 @@ std::uint16_t rx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept 
     hca::Qp *qp = fp->qp_ready.load(std::memory_order_acquire);
     if (!qp)
         return 0;
-    const int n = fp->rx_cq->poll(q->wc, std::min<int>(nb, kBurstMax));
+    const int n = fp->rx_cqs[q->queue_id]->poll(q->wc, std::min<int>(nb, kBurstMax));
     // Link down (port down, partition gone): what arrives is not delivered,
     // as Linux ipoib drops on a down interface; the buffers go back at once.
     const bool deliver = fp->link_up.load(std::memory_order_acquire);
@@ -250,12 +250,17 @@ std::uint16_t rx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept 
                        wc.src_qp, (wc.wc_flags & hca::kWcGrh) ? " (GRH)" : "");
         if (!deliver)
             ++q->st.link_down;
-        else if (rte_mbuf *m = rx_frame(q, wc, buf))
+        else if (rte_mbuf *m = rx_frame(q, wc, buf)) {
+            if (q->rss_hash && (wc.wc_flags & hca::kWcRssHash)) {
+                m->hash.rss = wc.rss_hash;
+                m->ol_flags |= RTE_MBUF_F_RX_RSS_HASH;
+            }
             pkts[out++] = m;
+        }
         q->repost[k] = hca::RecvWr{wc.wr_id, {reinterpret_cast<std::uintptr_t>(buf), fp->rx_bufsize, fp->rx_lkey}};
     }
     if (n > 0)
-        qp->post_recv(q->repost, n);
+        qp->post_recv_queue(q->queue_id, q->repost, n);
     // Frames held for a destination must leave once it is resolved even if
     // the application sends nothing more.
     if (q->queue_id < q->port->txq.size() && q->port->txq[q->queue_id])

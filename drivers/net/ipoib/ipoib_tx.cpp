@@ -263,7 +263,8 @@ void snoop_membership(TxQueue *q, const std::uint8_t *l3, std::uint32_t len, std
 void add_wr(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint32_t id, std::uint32_t nsge, const Dest &d) {
     q->free_ids.pop_back();
     q->inflight[id] = m;
-    b.wr[b.n] = hca::SendWr{id, b.sge[b.n], nsge, d.ah, d.qpn, hca::kUseQpQkey, true};
+    b.wr[b.n] = hca::SendWr{std::uint64_t{q->queue_id} << 32 | id, b.sge[b.n], nsge, d.ah, d.qpn, hca::kUseQpQkey,
+                             true};
     ++b.n;
     ++q->st.packets;
     q->st.bytes += m->pkt_len;
@@ -412,7 +413,7 @@ void flush_pending(TxQueue *q, TxBatch &b, std::uint64_t now) {
 void post_batch(TxQueue *q, hca::Qp *qp, TxBatch &b) {
     if (!b.n)
         return;
-    const int posted = qp->post_send(b.wr, b.n);
+    const int posted = qp->post_send_queue(q->sq, b.wr, b.n);
     if (posted > 0)
         q->posted.store(q->posted.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(posted),
                         std::memory_order_release);
@@ -432,19 +433,25 @@ TxResult tx_frame(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool r
     return q->fp->l2 == L2Mode::eth ? tx_eth(q, b, m, now, retry) : tx_native(q, b, m, now, retry);
 }
 
+// Completions of q's send queue. Where TX queues share it (q->lock is the
+// send queue's, held), each completion goes back to the queue that posted it.
 void tx_flush_completions(TxQueue *q) noexcept {
     hca::Wc wc[kBurstMax];
+    hca::Cq *cq = q->fp->tx_cqs[q->sq];
     int n;
-    while ((n = q->fp->tx_cq->poll(wc, kBurstMax)) > 0) {
-        q->completed.store(q->completed.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(n),
-                           std::memory_order_release);
+    while ((n = cq->poll(wc, kBurstMax)) > 0) {
         for (int i = 0; i < n; ++i) {
+            const auto qi = static_cast<std::uint32_t>(wc[i].wr_id >> 32);
+            TxQueue *o = qi == q->queue_id ? q : (qi < hca::kMaxQueues ? q->fp->txqs[qi] : nullptr);
             const auto id = static_cast<std::uint32_t>(wc[i].wr_id);
+            if (!o || id >= o->inflight.size()) [[unlikely]]
+                continue;  // not a work request of ours: nothing to give back
             if (wc[i].status != hca::WcStatus::success)
-                ++q->st.errors;
-            rte_pktmbuf_free(q->inflight[id]);
-            q->inflight[id] = nullptr;
-            q->free_ids.push_back(id);
+                ++o->st.errors;
+            rte_pktmbuf_free(o->inflight[id]);
+            o->inflight[id] = nullptr;
+            o->free_ids.push_back(id);
+            o->completed.store(o->completed.load(std::memory_order_relaxed) + 1, std::memory_order_release);
         }
     }
 }
@@ -453,7 +460,7 @@ void tx_flush_completions(TxQueue *q) noexcept {
 // resolved even if the application sends nothing more. The TX queue may
 // belong to another lcore, hence the per-burst try-lock.
 void tx_service_pending(TxQueue *q) noexcept {
-    if (!q->npending || q->busy.test_and_set(std::memory_order_acquire))
+    if (!q->npending || q->lock->test_and_set(std::memory_order_acquire))
         return;
     hca::Qp *qp = q->fp->qp_ready.load(std::memory_order_acquire);
     if (qp && q->fp->link_up.load(std::memory_order_acquire)) {
@@ -463,7 +470,7 @@ void tx_service_pending(TxQueue *q) noexcept {
         tx_flush_completions(q);
     }
     q->bursts.store(q->bursts.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-    q->busy.clear(std::memory_order_release);
+    q->lock->clear(std::memory_order_release);
 }
 
 std::uint16_t tx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept {
@@ -476,8 +483,8 @@ std::uint16_t tx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept 
         q->st.link_down_drop += nb;
         return nb;
     }
-    while (q->busy.test_and_set(std::memory_order_acquire))
-        rte_pause();  // rx_burst of another lcore is flushing our held frames
+    while (q->lock->test_and_set(std::memory_order_acquire))
+        rte_pause();  // rx_burst of another lcore is flushing our held frames (or a TX queue sharing our send queue sends)
     tx_flush_completions(q);
     const std::uint64_t now = now_ms();
     TxBatch b;
@@ -492,7 +499,7 @@ std::uint16_t tx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept 
     post_batch(q, qp, b);
     tx_flush_completions(q);
     q->bursts.store(q->bursts.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-    q->busy.clear(std::memory_order_release);
+    q->lock->clear(std::memory_order_release);
     return i;
 }
 

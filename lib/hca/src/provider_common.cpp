@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -37,8 +38,41 @@ bool ContextBase::check_qp_init(const QpInit &init, std::uint32_t max_recv_wr) n
     else if (init.max_recv_wr < 1 || init.max_recv_wr > max_recv_wr)
         fail(-EINVAL, "create_ud_qp: max_recv_wr must be 1.." + std::to_string(max_recv_wr));
     else
-        return true;
+        return check_qp_queues(init);
     return false;
+}
+
+bool ContextBase::check_qp_queues(const QpInit &init) noexcept {
+    const DeviceCaps c = caps();
+    if (init.num_send_queues < 1 || init.num_send_queues > c.max_send_queues)
+        return fail(-EINVAL, "create_ud_qp: " + std::to_string(init.num_send_queues) + " send queues (" + name_ +
+                                 " has 1.." + std::to_string(c.max_send_queues) + " per QP)"),
+               false;
+    if (init.num_recv_queues < 1 || init.num_recv_queues > c.max_recv_queues)
+        return fail(-EINVAL, "create_ud_qp: " + std::to_string(init.num_recv_queues) + " receive queues (" + name_ +
+                                 " has 1.." + std::to_string(c.max_recv_queues) + " per QP)"),
+               false;
+    for (std::uint32_t i = 0; init.num_send_queues > 1 && i < init.num_send_queues; ++i)
+        if (!init.send_cqs || !init.send_cqs[i])
+            return fail(-EINVAL, "create_ud_qp: send queue " + std::to_string(i) + " has no CQ"), false;
+    for (std::uint32_t i = 0; init.num_recv_queues > 1 && i < init.num_recv_queues; ++i)
+        if (!init.recv_cqs || !init.recv_cqs[i])
+            return fail(-EINVAL, "create_ud_qp: receive queue " + std::to_string(i) + " has no CQ"), false;
+    return init.num_recv_queues == 1 || check_rss(init.rss, init.num_recv_queues);
+}
+
+bool ContextBase::check_rss(const RssConf &rss, std::uint32_t num_recv_queues) noexcept {
+    if (rss.fields & ~kRssAllFields) {
+        char b[64];
+        std::snprintf(b, sizeof b, "RSS: unknown hash fields 0x%x", rss.fields & ~kRssAllFields);
+        return fail(-EINVAL, b), false;
+    }
+    for (std::uint32_t i = 0; i < kRssRetaSize; ++i)
+        if (rss.reta[i] >= num_recv_queues)
+            return fail(-EINVAL, "RSS: redirection entry " + std::to_string(i) + " names queue " +
+                                     std::to_string(rss.reta[i]) + " of " + std::to_string(num_recv_queues)),
+                   false;
+    return true;
 }
 
 std::uint32_t send_length(const SendWr &wr) noexcept {

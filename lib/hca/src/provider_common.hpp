@@ -41,7 +41,11 @@ class ContextBase : public Context {
     // The checks of create_cq and create_ud_qp every provider that keeps its
     // own queues makes: false (after fail(-EINVAL, ...)) if they do not hold.
     bool check_cq_depth(int depth, int max) noexcept;
+    // (With the queue counts against caps(), their CQs, and check_rss.)
     bool check_qp_init(const QpInit &init, std::uint32_t max_recv_wr) noexcept;
+    bool check_qp_queues(const QpInit &init) noexcept;
+    // Hash fields known, every redirection entry naming one of the QP's receive queues.
+    bool check_rss(const RssConf &rss, std::uint32_t num_recv_queues) noexcept;
 
   protected:
     std::string name_;

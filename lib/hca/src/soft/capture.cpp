@@ -53,6 +53,7 @@ bool Capture::open(const std::string &path, std::string *err) {
 }
 
 void Capture::record(const UdPacketMeta &m, const Sge *sg, std::uint32_t nsge, std::uint32_t len) noexcept {
+    std::lock_guard<std::mutex> lk(mu_);  // send queues of several threads share the record buffer
     const std::size_t n =
         build_ud_packet(m, sg, nsge, len, std::span<std::uint8_t>(buf_.data() + kRecordHeader, kMaxPacket));
     if (n == 0)

@@ -30,11 +30,12 @@ struct RxSlotView {
     std::uint8_t sl;
     std::uint8_t flags;
     std::uint8_t status;
+    std::uint32_t rss_hash = 0;
 };
 
 inline RxSlotView read_rx_slot(const RqSlot &s, std::uint64_t state) noexcept {
-    return RxSlotView{state,        load_once(s.byte_len), load_once(s.src_qp), load_once(s.slid),
-                      load_once(s.sl), load_once(s.flags),  load_once(s.status)};
+    return RxSlotView{state,           load_once(s.byte_len), load_once(s.src_qp), load_once(s.slid),
+                      load_once(s.sl), load_once(s.flags),    load_once(s.status), load_once(s.rss_hash)};
 }
 
 enum class RxVerdict : std::uint8_t {
@@ -75,7 +76,7 @@ inline RxVerdict parse_rx_fields(const RxSlotView &v, std::uint32_t posted_len, 
     switch (v.status) {
     case kRxOk:
         if (v.byte_len < kGrhLen || v.byte_len > posted_len || v.src_qp > kMaxQpn || v.sl > kMaxSl ||
-            (v.flags & ~kWcGrh) != 0)
+            (v.flags & ~(kWcGrh | kWcRssHash)) != 0)
             return RxVerdict::bad;
         wc->status = WcStatus::success;
         wc->byte_len = v.byte_len;
@@ -83,6 +84,7 @@ inline RxVerdict parse_rx_fields(const RxSlotView &v, std::uint32_t posted_len, 
         wc->slid = v.slid;  // a value, not an index: passed on as it is
         wc->sl = v.sl;
         wc->wc_flags = v.flags;
+        wc->rss_hash = (v.flags & kWcRssHash) ? v.rss_hash : 0;
         return RxVerdict::done;
     case kRxTooLong:
         wc->status = WcStatus::loc_len_err;
@@ -91,6 +93,7 @@ inline RxVerdict parse_rx_fields(const RxSlotView &v, std::uint32_t posted_len, 
         wc->slid = 0;
         wc->sl = 0;
         wc->wc_flags = 0;
+        wc->rss_hash = 0;
         return RxVerdict::done;
     default:  // kRxBadBuffer (the sender found the descriptor corrupt), or garbage
         return RxVerdict::bad;
@@ -119,6 +122,7 @@ inline RxStatus check_rx_buffer(std::uint32_t offset, std::uint32_t length, std:
 // The values of a destination QP's entry a sender indexes with.
 inline bool valid_port_idx(std::uint32_t idx) noexcept { return idx < kMaxPorts; }
 inline bool valid_rq_depth(std::uint32_t depth) noexcept { return depth >= 1 && depth <= kRqDepth; }
+inline bool valid_nrq(std::uint32_t n) noexcept { return n <= kMaxQueues; }
 // A port's active MTU code (Mtu: 1..5).
 inline bool valid_mtu_code(std::uint8_t m) noexcept {
     return m >= static_cast<std::uint8_t>(Mtu::mtu256) && m <= static_cast<std::uint8_t>(Mtu::mtu4096);

@@ -28,7 +28,7 @@
 namespace ipoib::hca::soft {
 
 inline constexpr std::uint32_t kMagic = 0x49504f53;  // "IPOS"
-inline constexpr std::uint32_t kLayoutVersion = 5;
+inline constexpr std::uint32_t kLayoutVersion = 6;
 inline constexpr std::uint32_t kMaxProcs = 32;
 inline constexpr std::uint32_t kMaxPorts = 32;
 inline constexpr std::uint32_t kQpSlotBits = 7;
@@ -83,9 +83,10 @@ struct RqSlot {
     std::uint16_t slid;
     std::uint16_t pkey_index;  // unused: the receiver knows its own
     std::uint8_t sl;
-    std::uint8_t flags;   // kWcGrh
+    std::uint8_t flags;   // kWcGrh, kWcRssHash
     std::uint8_t status;  // RxStatus
-    std::uint8_t pad_[5];
+    std::uint8_t pad_;
+    std::uint32_t rss_hash;  // with kWcRssHash
 };
 static_assert(sizeof(RqSlot) == 40);
 
@@ -134,14 +135,30 @@ struct alignas(64) PortEntry {
     std::atomic<std::uint64_t> counters[kPortCounterCount];
 };
 
+// A QP-table entry is a QP (a destination, by its QPN) or one receive work
+// queue of a QP with several (RSS): an entry of the same owner that only
+// its QP's ring selection reaches (its qpn stays 0).
+enum QpKind : std::uint32_t { kQpKindUd = 0, kQpKindRecvQueue = 1 };
+
 struct alignas(64) QpEntry {
-    std::atomic<std::uint32_t> qpn;    // 0 = free or being set up (senders skip it)
+    std::atomic<std::uint32_t> qpn;    // 0 = free, being set up, or a receive queue (senders skip it)
     std::atomic<std::uint32_t> owner;  // the owner's ident, 0 = free (set before qpn, cleared after)
     std::atomic<std::uint32_t> port_idx;
     std::atomic<std::uint32_t> qkey;
     std::atomic<std::uint16_t> pkey;
     std::atomic<std::uint16_t> pkey_index;
     std::atomic<std::uint32_t> rq_depth;
+    std::atomic<std::uint32_t> kind;  // QpKind
+    // Receive-side scaling (the QP's owner writes it; senders read it without
+    // a lock, a torn update only picks another of the QP's queues). nrq = 0:
+    // the QP receives into its own ring. Else a message goes to the ring of
+    // entry rq_slot[reta[hash % kRssRetaSize]], which must be a receive-queue
+    // entry of the same owner; anything else is dropped as rx_bad_slot.
+    alignas(64) std::atomic<std::uint32_t> nrq;
+    std::atomic<std::uint32_t> rss_fields;  // hca.hpp kRss*
+    std::atomic<std::uint64_t> rss_key[kRssKeyLen / 8];
+    std::atomic<std::uint8_t> rq_slot[kMaxQueues];
+    std::atomic<std::uint8_t> reta[kRssRetaSize];
     alignas(64) std::atomic<std::uint64_t> rq_head;  // first unclaimed index (a hint senders help along)
     alignas(64) std::atomic<std::uint64_t> counters[kQpCounterCount];
     alignas(64) RqSlot rq[kRqDepth];

@@ -16,6 +16,7 @@
 
 #include "../builtin_providers.hpp"
 #include "../provider_common.hpp"
+#include "../rss_hash.hpp"
 #include "capture.hpp"
 #include "fabric.hpp"
 #include "ipoib/hca/hca.hpp"
@@ -76,11 +77,35 @@ class SoftAh final : public Ah {
     explicit SoftAh(const AhAttr &a) : attr_(a) {}
     const AhAttr &attr() const noexcept override { return attr_; }
     AhAttr attr_;
-    std::uint32_t cached_idx = ~0u;  // port (unicast) or group (multicast) slot, revalidated on use
+    // Port (unicast) or group (multicast) slot, revalidated on use; written
+    // by whichever send queue uses the handle (several threads may).
+    std::atomic<std::uint32_t> cached_idx{~0u};
+};
+
+// One receive queue: the ring of a QP-table entry (the QP's own, or one of
+// its receive queues' when it has several) and what this process posted in
+// it. Its completions are read by the CQ it was created with.
+struct RecvRing {
+    SoftQp *qp;
+    QpEntry *e;
+    std::uint32_t slot;
+    std::uint32_t depth;
+    class SoftCq *cq;
+    // Per ring index, what this process posted: the work request and the
+    // buffer's length (the slot's own copy is shared memory).
+    std::vector<std::uint64_t> wr_ids;
+    std::vector<std::uint32_t> lens;
+    std::uint64_t tail = 0, cursor = 0;
+    std::uint32_t idle_polls = 0;
+    // The claimed slot at the cursor, while it stays claimed: its state word,
+    // polls, since when (ms) and when its sender was last checked.
+    std::uint64_t stuck_word = 0;
+    std::uint32_t stuck_polls = 0;
+    std::uint64_t stuck_since = 0, stuck_checked = 0;
 };
 
 // Send completions are made by the sender itself (delivery is synchronous);
-// receive completions are read from the receive queues in shared memory.
+// receive completions are read from the receive rings in shared memory.
 class SoftCq final : public Cq {
   public:
     explicit SoftCq(std::uint32_t depth) : sends_(depth) {}
@@ -90,20 +115,37 @@ class SoftCq final : public Cq {
     bool reserve_send() noexcept { return sends_.reserve(); }
     void push_send(const Wc &w) noexcept { sends_.push_reserved(w); }
     void unreserve_send() noexcept { sends_.unreserve(); }
-    std::vector<SoftQp *> recv_qps;
+    std::vector<RecvRing *> rings;
 
   private:
     common::WcQueue sends_;
 };
 
+// One send queue of a QP: its CQ and packet sequence. All of a QP's send
+// queues send with its QPN (as mlx5's IBV_QP_CREATE_SOURCE_QPN QPs do).
+struct SendQueue {
+    SoftCq *cq;
+    std::uint32_t psn = 0;
+};
+
+// The flow of the message being sent, found once per send when a
+// destination spreads by RSS (rss_hash.hpp).
+struct SendFlow {
+    bool parsed = false;
+    common::FlowTuple tuple;
+};
+
 class SoftQp final : public Qp {
   public:
     SoftQp(SoftContext *ctx, QpEntry *e, std::uint32_t slot, std::uint32_t port_idx, std::uint8_t port_num,
-           const QpInit &init, std::uint32_t qpn);
+           const QpInit &init, std::uint32_t qpn, const std::vector<std::uint32_t> &rq_slots);
     ~SoftQp() override;
     std::uint32_t qp_num() const noexcept override { return qpn_; }
-    int post_recv(const RecvWr *wr, int n) noexcept override;
-    int post_send(const SendWr *wr, int n) noexcept override;
+    int post_recv(const RecvWr *wr, int n) noexcept override { return post_recv_queue(0, wr, n); }
+    int post_send(const SendWr *wr, int n) noexcept override { return post_send_queue(0, wr, n); }
+    int post_send_queue(std::uint32_t q, const SendWr *wr, int n) noexcept override;
+    int post_recv_queue(std::uint32_t q, const RecvWr *wr, int n) noexcept override;
+    int set_rss(const RssConf &rss) noexcept override;
     int set_pkey_index(std::uint16_t index) noexcept override;
     int set_qkey(std::uint32_t qkey) noexcept override {
         e_->qkey.store(qkey, std::memory_order_release);
@@ -113,15 +155,16 @@ class SoftQp final : public Qp {
     int detach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept override;
     QpCounters counters() const noexcept override;
 
-    int poll_recv(Wc *wc, int n) noexcept;
+    int poll_recv(RecvRing &r, Wc *wc, int n) noexcept;
 
   private:
-    void check_head() noexcept;
+    void check_head(RecvRing &r) noexcept;
+    QpEntry *pick_ring(QpEntry &d, const SendWr &wr, SendFlow &flow, std::uint32_t *hash, bool *hashed) noexcept;
     void deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendWr &wr, std::uint32_t len,
-                 std::uint32_t qkey, const SoftAh &ah) noexcept;
+                 std::uint32_t qkey, const SoftAh &ah, SendFlow &flow) noexcept;
     bool claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint32_t *lap) noexcept;
-    bool give_up_stuck(std::uint64_t w, std::uint64_t now, bool *dead) noexcept;
-    void send_one(const SendWr &wr) noexcept;
+    bool give_up_stuck(RecvRing &r, std::uint64_t w, std::uint64_t now, bool *dead) noexcept;
+    void send_one(SendQueue &sq, const SendWr &wr) noexcept;
 
     SoftContext *ctx_;
     QpEntry *e_;
@@ -129,20 +172,8 @@ class SoftQp final : public Qp {
     std::uint32_t port_idx_;
     std::uint8_t port_num_;
     std::uint32_t qpn_;
-    SoftCq *send_cq_, *recv_cq_;
-    std::uint32_t depth_;
-    // Per ring index, what this process posted: the work request and the
-    // buffer's length (the slot's own copy is shared memory).
-    std::vector<std::uint64_t> wr_ids_;
-    std::vector<std::uint32_t> lens_;
-    std::uint64_t tail_ = 0, cursor_ = 0;
-    std::uint32_t idle_polls_ = 0;
-    // The claimed slot at the cursor, while it stays claimed: its state word,
-    // polls, since when (ms) and when its sender was last checked.
-    std::uint64_t stuck_word_ = 0;
-    std::uint32_t stuck_polls_ = 0;
-    std::uint64_t stuck_since_ = 0, stuck_checked_ = 0;
-    std::uint32_t psn_ = 0;
+    std::vector<SendQueue> sqs_;
+    std::vector<std::unique_ptr<RecvRing>> rings_;  // one, or one per receive queue
 };
 
 class SoftContext final : public common::ContextBase {
@@ -162,6 +193,7 @@ class SoftContext final : public common::ContextBase {
     std::unique_ptr<Ah> create_ah(const AhAttr &attr) noexcept override;
     int get_port_event(PortEvent *ev) noexcept override;
     int port_counters(std::uint8_t port, PortCounters *out) noexcept override;
+    DeviceCaps caps() const noexcept override { return DeviceCaps{kMaxQueues, kMaxQueues}; }
 
     Fabric fabric;
     std::vector<std::uint32_t> port_idx;  // shm port slot per local port (index port_num - 1)
@@ -381,31 +413,57 @@ std::unique_ptr<Qp> SoftContext::create_ud_qp(const QpInit &init) noexcept {
     }
     FabricShm *shm = fabric.shm();
     fabric.collect_dead();
-    for (std::uint32_t s = 0; s < kMaxQps; ++s) {
-        QpEntry &e = shm->qps[s];
+    // Own the entries (by ident: a dead owner's are freed by collect_dead):
+    // the QP's, then one per receive queue when it has several. Senders skip
+    // them all until the QP's QPN is published, last.
+    const std::uint32_t me = fabric.ident();
+    const std::uint32_t nrq = init.num_recv_queues > 1 ? init.num_recv_queues : 0;
+    std::vector<std::uint32_t> taken;
+    for (std::uint32_t s = 0; s < kMaxQps && taken.size() < 1 + nrq; ++s) {
         std::uint32_t expected = 0;
-        // Own the entry (by ident: a dead owner's are freed by collect_dead), then set it up;
-        // senders skip it until its QPN is published.
-        if (!e.owner.compare_exchange_strong(expected, fabric.ident(), std::memory_order_acq_rel))
-            continue;
+        if (shm->qps[s].owner.compare_exchange_strong(expected, me, std::memory_order_acq_rel))
+            taken.push_back(s);
+    }
+    if (taken.size() < 1 + nrq) {
+        for (auto s : taken) {
+            std::uint32_t expected = me;
+            shm->qps[s].owner.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
+        }
+        fail(-ENOSPC, "create_ud_qp: the fabric's QP table (" + std::to_string(kMaxQps) + " entries) has no room for " +
+                          std::to_string(1 + nrq) + (nrq ? " (the QP and its receive queues)" : ""));
+        return nullptr;
+    }
+    const std::uint32_t pidx = port_idx[init.port_num - 1];
+    for (std::uint32_t i = 0; i < taken.size(); ++i) {
+        QpEntry &e = shm->qps[taken[i]];
         e.qpn.store(0, std::memory_order_relaxed);
-        std::uint32_t gen = shm->next_qp_gen.fetch_add(1, std::memory_order_relaxed) % kQpnGenerations + 1;
-        const std::uint32_t qpn = gen << kQpSlotBits | s;
-        e.port_idx.store(port_idx[init.port_num - 1], std::memory_order_relaxed);
+        e.kind.store(i == 0 ? kQpKindUd : kQpKindRecvQueue, std::memory_order_relaxed);
+        e.port_idx.store(pidx, std::memory_order_relaxed);
         e.qkey.store(init.qkey, std::memory_order_relaxed);
         e.pkey.store(snap_[init.port_num - 1].pkeys[init.pkey_index], std::memory_order_relaxed);
         e.pkey_index.store(init.pkey_index, std::memory_order_relaxed);
         e.rq_depth.store(init.max_recv_wr, std::memory_order_relaxed);
+        e.nrq.store(0, std::memory_order_relaxed);
         for (auto &c : e.counters)
             c.store(0, std::memory_order_relaxed);
         for (auto &r : e.rq)
             r.state.store(0, std::memory_order_relaxed);
         e.rq_head.store(0, std::memory_order_relaxed);
-        e.qpn.store(qpn, std::memory_order_release);
-        return std::make_unique<SoftQp>(this, &e, s, port_idx[init.port_num - 1], init.port_num, init, qpn);
     }
-    fail(-ENOSPC, "create_ud_qp: all " + std::to_string(kMaxQps) + " QPs of the fabric are in use");
-    return nullptr;
+    const std::uint32_t s = taken[0];
+    QpEntry &e = shm->qps[s];
+    std::vector<std::uint32_t> rq_slots(taken.begin() + 1, taken.end());
+    for (std::uint32_t i = 0; i < nrq; ++i)
+        e.rq_slot[i].store(static_cast<std::uint8_t>(rq_slots[i]), std::memory_order_relaxed);
+    const std::uint32_t gen = shm->next_qp_gen.fetch_add(1, std::memory_order_relaxed) % kQpnGenerations + 1;
+    const std::uint32_t qpn = gen << kQpSlotBits | s;
+    auto qp = std::make_unique<SoftQp>(this, &e, s, pidx, init.port_num, init, qpn, rq_slots);
+    if (nrq) {
+        qp->set_rss(init.rss);  // checked by check_qp_init
+        e.nrq.store(nrq, std::memory_order_release);
+    }
+    e.qpn.store(qpn, std::memory_order_release);
+    return qp;
 }
 
 std::unique_ptr<Ah> SoftContext::create_ah(const AhAttr &attr) noexcept {
@@ -437,10 +495,10 @@ int SoftContext::port_counters(std::uint8_t port, PortCounters *out) noexcept {
 
 int SoftCq::poll(Wc *wc, int n) noexcept {
     int got = sends_.pop(wc, n);
-    for (SoftQp *q : recv_qps) {
+    for (RecvRing *r : rings) {
         if (got == n)
             break;
-        got += q->poll_recv(wc + got, n - got);
+        got += r->qp->poll_recv(*r, wc + got, n - got);
     }
     return got;
 }
@@ -449,20 +507,42 @@ int SoftCq::poll(Wc *wc, int n) noexcept {
 // QP
 
 SoftQp::SoftQp(SoftContext *ctx, QpEntry *e, std::uint32_t slot, std::uint32_t port_idx, std::uint8_t port_num,
-               const QpInit &init, std::uint32_t qpn)
-    : ctx_(ctx), e_(e), slot_(slot), port_idx_(port_idx), port_num_(port_num), qpn_(qpn), send_cq_(static_cast<SoftCq *>(init.send_cq)),
-      recv_cq_(static_cast<SoftCq *>(init.recv_cq)), depth_(init.max_recv_wr),
-      wr_ids_(init.max_recv_wr), lens_(init.max_recv_wr) {
-    recv_cq_->recv_qps.push_back(this);
+               const QpInit &init, std::uint32_t qpn, const std::vector<std::uint32_t> &rq_slots)
+    : ctx_(ctx), e_(e), slot_(slot), port_idx_(port_idx), port_num_(port_num), qpn_(qpn) {
+    for (std::uint32_t i = 0; i < init.num_send_queues; ++i)
+        sqs_.push_back(SendQueue{static_cast<SoftCq *>(init.num_send_queues > 1 ? init.send_cqs[i] : init.send_cq)});
+    // One ring: the QP's own entry's. Several: the receive-queue entries'.
+    const FabricShm *shm = ctx_->fabric.shm();
+    for (std::uint32_t i = 0; i < init.num_recv_queues; ++i) {
+        auto r = std::make_unique<RecvRing>();
+        r->qp = this;
+        r->slot = rq_slots.empty() ? slot : rq_slots[i];
+        r->e = const_cast<QpEntry *>(&shm->qps[r->slot]);
+        r->depth = init.max_recv_wr;
+        r->cq = static_cast<SoftCq *>(init.num_recv_queues > 1 ? init.recv_cqs[i] : init.recv_cq);
+        r->wr_ids.resize(init.max_recv_wr);
+        r->lens.resize(init.max_recv_wr);
+        r->cq->rings.push_back(r.get());
+        rings_.push_back(std::move(r));
+    }
 }
 
 SoftQp::~SoftQp() {
-    auto &v = recv_cq_->recv_qps;
-    v.erase(std::remove(v.begin(), v.end(), this), v.end());
+    const std::uint32_t me = ctx_->fabric.ident();
+    for (auto &r : rings_) {
+        auto &v = r->cq->rings;
+        v.erase(std::remove(v.begin(), v.end(), r.get()), v.end());
+    }
     ctx_->fabric.group_drop_member(slot_);
-    e_->qpn.store(0, std::memory_order_release);
-    std::uint32_t me = ctx_->fabric.ident();  // unless a collector took it (then it is not ours to free)
-    e_->owner.compare_exchange_strong(me, 0, std::memory_order_acq_rel);
+    e_->qpn.store(0, std::memory_order_release);  // no sender finds the QP any more, then its queues go
+    for (auto &r : rings_) {
+        if (r->e == e_)
+            continue;
+        std::uint32_t expected = me;  // unless a collector took it (then it is not ours to free)
+        r->e->owner.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
+    }
+    std::uint32_t expected = me;
+    e_->owner.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
 }
 
 QpCounters SoftQp::counters() const noexcept {
@@ -474,10 +554,14 @@ QpCounters SoftQp::counters() const noexcept {
                       g(kQpRxBadSlot),     g(kQpDropStalled),  g(kQpTxLate)};
 }
 
-int SoftQp::post_recv(const RecvWr *wr, int n) noexcept {
+int SoftQp::post_recv_queue(std::uint32_t q, const RecvWr *wr, int n) noexcept {
+    if (q >= rings_.size())
+        return ctx_->fail(-EINVAL, "post_recv: QP 0x" + std::to_string(qpn_) + " has no receive queue " +
+                                       std::to_string(q));
+    RecvRing &r = *rings_[q];
     int i = 0;
     for (; i < n; ++i) {
-        if (tail_ - cursor_ >= depth_)
+        if (r.tail - r.cursor >= r.depth)
             break;  // ring full
         std::uint32_t key;
         std::uint8_t *base;
@@ -486,50 +570,67 @@ int SoftQp::post_recv(const RecvWr *wr, int n) noexcept {
             key != wr[i].sge.lkey)
             return i ? i : ctx_->fail(-EINVAL, "post_recv: buffer not in a registered alloc_dma region, or "
                                                "shorter than the 40-byte GRH area");
-        const std::uint64_t idx = tail_++;
-        RqSlot &s = e_->rq[idx % depth_];
+        const std::uint64_t idx = r.tail++;
+        RqSlot &s = r.e->rq[idx % r.depth];
         s.seg_key = key;
         s.offset = static_cast<std::uint32_t>(static_cast<const std::uint8_t *>(addr) - base);
         s.length = wr[i].sge.length;
-        wr_ids_[idx % depth_] = wr[i].wr_id;
-        lens_[idx % depth_] = wr[i].sge.length;
-        s.state.store(slot_word(lap_of(idx, depth_), 0, kPosted), std::memory_order_release);
+        r.wr_ids[idx % r.depth] = wr[i].wr_id;
+        r.lens[idx % r.depth] = wr[i].sge.length;
+        s.state.store(slot_word(lap_of(idx, r.depth), 0, kPosted), std::memory_order_release);
     }
     return i;
 }
 
-// Completes the slots at the cursor, in order. Every slot is read through
-// rx_slot.hpp (the state word, then a done slot's fields): a value no
+int SoftQp::set_rss(const RssConf &rss) noexcept {
+    const auto nrq = static_cast<std::uint32_t>(rings_.size());
+    if (nrq < 2)
+        return ctx_->fail(-EOPNOTSUPP, "set_rss: the QP has one receive queue");
+    if (!ctx_->check_rss(rss, nrq))
+        return -EINVAL;
+    for (std::uint32_t i = 0; i < kRssKeyLen / 8; ++i) {
+        std::uint64_t w;
+        std::memcpy(&w, rss.key + 8 * i, 8);
+        e_->rss_key[i].store(w, std::memory_order_relaxed);
+    }
+    for (std::uint32_t i = 0; i < kRssRetaSize; ++i)
+        e_->reta[i].store(static_cast<std::uint8_t>(rss.reta[i]), std::memory_order_relaxed);
+    e_->rss_fields.store(rss.fields, std::memory_order_release);
+    return 0;
+}
+
+// Completes the slots at the ring's cursor, in order. Every slot is read
+// through rx_slot.hpp (the state word, then a done slot's fields): a value no
 // correct process writes completes the slot in error (general_err) and is
 // counted in rx_bad_slot.
-int SoftQp::poll_recv(Wc *wc, int n) noexcept {
+int SoftQp::poll_recv(RecvRing &r, Wc *wc, int n) noexcept {
     int got = 0, retries = 0;
-    while (got < n && cursor_ < tail_) {
-        const std::uint32_t lap = lap_of(cursor_, depth_);
-        const std::uint32_t i = static_cast<std::uint32_t>(cursor_ % depth_);
-        RqSlot &s = e_->rq[i];
+    while (got < n && r.cursor < r.tail) {
+        const std::uint32_t lap = lap_of(r.cursor, r.depth);
+        const std::uint32_t i = static_cast<std::uint32_t>(r.cursor % r.depth);
+        RqSlot &s = r.e->rq[i];
         const std::uint64_t w = s.state.load(std::memory_order_acquire);
         Wc &c = wc[got];
         RxVerdict v = classify_rx_slot(w, lap);
         if (v == RxVerdict::done)
-            v = parse_rx_fields(read_rx_slot(s, w), lens_[i], &c);
+            v = parse_rx_fields(read_rx_slot(s, w), r.lens[i], &c);
         if (v == RxVerdict::wait) {
-            if (++idle_polls_ >= kIdlePollsBeforeHeadCheck)
-                check_head();
+            if (++r.idle_polls >= kIdlePollsBeforeHeadCheck)
+                check_head(r);
             break;
         }
-        idle_polls_ = 0;
+        r.idle_polls = 0;
         if (v == RxVerdict::claimed) {
             // A sender is writing. If it stays that way: has it died, or stalled?
-            if (w != stuck_word_) {
-                stuck_word_ = w;
-                stuck_polls_ = 0;
-                stuck_since_ = 0;
+            if (w != r.stuck_word) {
+                r.stuck_word = w;
+                r.stuck_polls = 0;
+                r.stuck_since = 0;
             }
-            if (++stuck_polls_ % kStuckPollsPerClock != 0)
+            if (++r.stuck_polls % kStuckPollsPerClock != 0)
                 break;
             bool dead = false;
-            if (!give_up_stuck(w, now_ms(), &dead))
+            if (!give_up_stuck(r, w, now_ms(), &dead))
                 break;
             std::uint64_t expected = w;
             if (!s.state.compare_exchange_strong(expected, slot_word(lap, 0, kConsumed), std::memory_order_acq_rel)) {
@@ -555,12 +656,12 @@ int SoftQp::poll_recv(Wc *wc, int n) noexcept {
         } else {
             s.state.store(slot_word(lap, 0, kConsumed), std::memory_order_release);
         }
-        stuck_word_ = 0;
-        c.wr_id = wr_ids_[i];
+        r.stuck_word = 0;
+        c.wr_id = r.wr_ids[i];
         c.opcode = WcOpcode::recv;
         c.qp_num = qpn_;
         c.pkey_index = e_->pkey_index.load(std::memory_order_relaxed);
-        ++cursor_;
+        ++r.cursor;
         ++got;
     }
     return got;
@@ -571,31 +672,31 @@ int SoftQp::poll_recv(Wc *wc, int n) noexcept {
 // sender's incarnation is dead (*dead), or alive but holding it for
 // stall_ms or more: a stopped or stuck process blocks its receive queue for
 // that long at most.
-bool SoftQp::give_up_stuck(std::uint64_t w, std::uint64_t now, bool *dead) noexcept {
-    if (!stuck_since_) {
-        stuck_since_ = now ? now : 1;
-        stuck_checked_ = stuck_since_;
+bool SoftQp::give_up_stuck(RecvRing &r, std::uint64_t w, std::uint64_t now, bool *dead) noexcept {
+    if (!r.stuck_since) {
+        r.stuck_since = now ? now : 1;
+        r.stuck_checked = r.stuck_since;
         return false;
     }
-    if (now - stuck_checked_ >= kDeadCheckMs) {
-        stuck_checked_ = now;
+    if (now - r.stuck_checked >= kDeadCheckMs) {
+        r.stuck_checked = now;
         if (!ctx_->fabric.ident_alive(slot_owner(w))) {
             *dead = true;
             return true;
         }
     }
-    return now - stuck_since_ >= ctx_->stall_ms;
+    return now - r.stuck_since >= ctx_->stall_ms;
 }
 
 // The ring head is a hint senders start from: garbage past what this process
 // posted would have them find no buffer for good (and one behind the cursor
 // would have them search). An idle receiver puts it back at the cursor;
 // a CAS, so a sender's own progress is never undone.
-void SoftQp::check_head() noexcept {
-    idle_polls_ = 0;
-    std::uint64_t h = e_->rq_head.load(std::memory_order_relaxed);
-    if (h < cursor_ || h > tail_)
-        e_->rq_head.compare_exchange_strong(h, cursor_, std::memory_order_acq_rel);
+void SoftQp::check_head(RecvRing &r) noexcept {
+    r.idle_polls = 0;
+    std::uint64_t h = r.e->rq_head.load(std::memory_order_relaxed);
+    if (h < r.cursor || h > r.tail)
+        r.e->rq_head.compare_exchange_strong(h, r.cursor, std::memory_order_acq_rel);
 }
 
 int SoftQp::set_pkey_index(std::uint16_t index) noexcept {
@@ -652,11 +753,61 @@ bool SoftQp::claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint32_t
     return false;
 }
 
+// The ring a message for QP entry d goes to: d's own, or with RSS the
+// receive queue its redirection table names for the message's hash. nullptr:
+// d's RSS state holds what its owner never writes (counted by the caller).
+QpEntry *SoftQp::pick_ring(QpEntry &d, const SendWr &wr, SendFlow &flow, std::uint32_t *hash,
+                           bool *hashed) noexcept {
+    const std::uint32_t nrq = d.nrq.load(std::memory_order_acquire);
+    *hashed = false;
+    if (nrq == 0)
+        return &d;
+    if (!valid_nrq(nrq)) [[unlikely]]
+        return nullptr;
+    const std::uint32_t fields = d.rss_fields.load(std::memory_order_acquire);
+    if (!flow.parsed) {
+        // The headers, gathered from the message's pieces.
+        std::uint8_t peek[common::kFlowPeekLen];
+        std::uint32_t got = 0;
+        for (std::uint32_t i = 0; i < wr.num_sge && got < sizeof peek; ++i) {
+            const std::uint32_t take = std::min<std::uint32_t>(wr.sg_list[i].length, sizeof peek - got);
+            std::memcpy(peek + got, reinterpret_cast<const void *>(static_cast<std::uintptr_t>(wr.sg_list[i].addr)),
+                        take);
+            got += take;
+        }
+        flow.tuple = common::flow_tuple(peek, got);
+        flow.parsed = true;
+    }
+    std::uint32_t entry = 0;
+    if (fields && flow.tuple.kind != common::FlowKind::none) {
+        std::uint8_t key[kRssKeyLen];
+        for (std::uint32_t i = 0; i < kRssKeyLen / 8; ++i) {
+            const std::uint64_t w = d.rss_key[i].load(std::memory_order_relaxed);
+            std::memcpy(key + 8 * i, &w, 8);
+        }
+        if (common::rss_hash(flow.tuple, fields, key, hash)) {
+            *hashed = true;
+            entry = *hash % kRssRetaSize;
+        }
+    }
+    const std::uint32_t q = d.reta[entry].load(std::memory_order_relaxed);
+    if (q >= nrq) [[unlikely]]
+        return nullptr;
+    const std::uint32_t rs = d.rq_slot[q].load(std::memory_order_relaxed);
+    if (rs >= kMaxQps) [[unlikely]]
+        return nullptr;
+    QpEntry &r = ctx_->fabric.shm()->qps[rs];
+    if (r.kind.load(std::memory_order_acquire) != kQpKindRecvQueue ||
+        r.owner.load(std::memory_order_acquire) != d.owner.load(std::memory_order_relaxed)) [[unlikely]]
+        return nullptr;
+    return &r;
+}
+
 // Every value of the destination read from shared memory is bounded before it
 // indexes anything (rx_slot.hpp); a bad one drops the message, counted in the
 // destination QP's rx_bad_slot (and its port's, when the port is known).
 void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendWr &wr, std::uint32_t len,
-                     std::uint32_t qkey, const SoftAh &ah) noexcept {
+                     std::uint32_t qkey, const SoftAh &ah, SendFlow &flow) noexcept {
     FabricShm *shm = ctx_->fabric.shm();
     QpEntry &d = shm->qps[dst_slot];
     if (!valid_port_idx(dst_port)) [[unlikely]] {
@@ -679,7 +830,10 @@ void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendW
         count(d.counters[kQpDropQkey]);
         return;
     }
-    const std::uint32_t depth = d.rq_depth.load(std::memory_order_relaxed);
+    std::uint32_t hash = 0;
+    bool hashed = false;
+    QpEntry *ring = pick_ring(d, wr, flow, &hash, &hashed);
+    const std::uint32_t depth = ring ? ring->rq_depth.load(std::memory_order_relaxed) : 0;
     if (!valid_rq_depth(depth)) [[unlikely]] {
         count(dp.counters[kPortRxBadSlot]);
         count(d.counters[kQpRxBadSlot]);
@@ -687,7 +841,7 @@ void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendW
     }
     RqSlot *s;
     std::uint32_t lap;
-    if (!claim(d, depth, &s, &lap)) {
+    if (!claim(*ring, depth, &s, &lap)) {
         count(dp.counters[kPortDropNoBuffer]);
         count(d.counters[kQpDropNoBuffer]);
         return;
@@ -738,14 +892,15 @@ void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendW
     s->src_qp = qpn_;
     s->slid = shm->ports[port_idx_].lid.load(std::memory_order_relaxed);
     s->sl = ah.attr_.sl & kMaxSl;
-    s->flags = ah.attr_.is_global ? kWcGrh : 0;
+    s->rss_hash = hash;
+    s->flags = static_cast<std::uint8_t>((ah.attr_.is_global ? kWcGrh : 0) | (hashed ? kWcRssHash : 0));
     std::uint64_t expected = claimed;
     if (!s->state.compare_exchange_strong(expected, slot_word(lap, ctx_->fabric.ident(), kDone),
                                           std::memory_order_acq_rel)) [[unlikely]]
         count(e_->counters[kQpTxLate]);
 }
 
-void SoftQp::send_one(const SendWr &wr) noexcept {
+void SoftQp::send_one(SendQueue &sq, const SendWr &wr) noexcept {
     FabricShm *shm = ctx_->fabric.shm();
     PortEntry &mp = shm->ports[port_idx_];
     auto *ah = static_cast<SoftAh *>(wr.ah);
@@ -765,15 +920,16 @@ void SoftQp::send_one(const SendWr &wr) noexcept {
     }
     if (c.status != WcStatus::success) {
         count(e_->counters[kQpTxErrors]);
-        send_cq_->push_send(c);  // errors complete even when unsignaled, as in verbs
+        sq.cq->push_send(c);  // errors complete even when unsignaled, as in verbs
         return;
     }
+    SendFlow flow;
 
     const std::uint32_t qkey = common::send_qkey(wr.remote_qkey, e_->qkey.load(std::memory_order_relaxed));
     const std::uint16_t dlid = ah->attr_.dlid;
     if (dlid >= kMulticastLidBase) {
         // Multicast: every QP attached to the group, the sender's own port included.
-        std::uint32_t gi = ah->cached_idx;
+        std::uint32_t gi = ah->cached_idx.load(std::memory_order_relaxed);
         if (gi >= kMaxGroups || shm->groups[gi].mlid.load(std::memory_order_relaxed) != dlid ||
             shm->groups[gi].state.load(std::memory_order_acquire) != kGroupLive) {
             gi = kMaxGroups;
@@ -783,7 +939,7 @@ void SoftQp::send_one(const SendWr &wr) noexcept {
                     gi = i;
                     break;
                 }
-            ah->cached_idx = gi;
+            ah->cached_idx.store(gi, std::memory_order_relaxed);
         }
         if (gi < kMaxGroups) {
             GroupEntry &g = shm->groups[gi];
@@ -794,12 +950,12 @@ void SoftQp::send_one(const SendWr &wr) noexcept {
                     bits &= bits - 1;
                     const QpEntry &d = shm->qps[q];
                     if (d.qpn.load(std::memory_order_acquire) > kQpnReserved)
-                        deliver(q, d.port_idx.load(std::memory_order_relaxed), wr, len, qkey, *ah);
+                        deliver(q, d.port_idx.load(std::memory_order_relaxed), wr, len, qkey, *ah, flow);
                 }
             }
         }
     } else {
-        std::uint32_t pi = ah->cached_idx;
+        std::uint32_t pi = ah->cached_idx.load(std::memory_order_relaxed);
         if (pi >= kMaxPorts || shm->ports[pi].lid.load(std::memory_order_relaxed) != dlid) {
             pi = kMaxPorts;
             for (std::uint32_t i = 0; i < kMaxPorts; ++i)
@@ -808,12 +964,13 @@ void SoftQp::send_one(const SendWr &wr) noexcept {
                     pi = i;
                     break;
                 }
-            ah->cached_idx = pi;
+            ah->cached_idx.store(pi, std::memory_order_relaxed);
         }
         const std::uint32_t q = qpn_slot(wr.remote_qpn);
-        if (pi < kMaxPorts && shm->qps[q].qpn.load(std::memory_order_acquire) == wr.remote_qpn &&
+        if (pi < kMaxPorts && wr.remote_qpn > kQpnReserved &&
+            shm->qps[q].qpn.load(std::memory_order_acquire) == wr.remote_qpn &&
             shm->qps[q].port_idx.load(std::memory_order_relaxed) == pi)
-            deliver(q, pi, wr, len, qkey, *ah);
+            deliver(q, pi, wr, len, qkey, *ah, flow);
         else if (pi < kMaxPorts)
             count(shm->ports[pi].counters[kPortDropNoQp]);
         else
@@ -828,7 +985,7 @@ void SoftQp::send_one(const SendWr &wr) noexcept {
         m.dest_qp = wr.remote_qpn;
         m.src_qp = qpn_;
         m.qkey = qkey;
-        m.psn = psn_;
+        m.psn = sq.psn;
         m.grh = ah->attr_.is_global;
         m.traffic_class = ah->attr_.traffic_class;
         m.flow_label = ah->attr_.flow_label;
@@ -837,25 +994,29 @@ void SoftQp::send_one(const SendWr &wr) noexcept {
         m.dgid = ah->attr_.dgid;
         ctx_->capture->record(m, wr.sg_list, wr.num_sge, len);
     }
-    psn_ = (psn_ + 1) & 0xffffff;
+    sq.psn = (sq.psn + 1) & 0xffffff;
     count(mp.counters[kPortTxPackets]);
     count(mp.counters[kPortTxBytes], len);
     count(e_->counters[kQpTxPackets]);
     count(e_->counters[kQpTxBytes], len);
     if (wr.signaled)
-        send_cq_->push_send(c);
+        sq.cq->push_send(c);
     else
-        send_cq_->unreserve_send();
+        sq.cq->unreserve_send();
 }
 
 // A work request is accepted only if its completion has a place in the send
 // CQ (reserved here; send_one uses it or gives it back): a full CQ stops the
 // burst and the count accepted is returned, as ibv_post_send stops at a full
 // send queue (ENOMEM). No completion is ever dropped.
-int SoftQp::post_send(const SendWr *wr, int n) noexcept {
+int SoftQp::post_send_queue(std::uint32_t q, const SendWr *wr, int n) noexcept {
+    if (q >= sqs_.size())
+        return ctx_->fail(-EINVAL, "post_send: QP 0x" + std::to_string(qpn_) + " has no send queue " +
+                                       std::to_string(q));
+    SendQueue &sq = sqs_[q];
     int i = 0;
-    for (; i < n && send_cq_->reserve_send(); ++i)
-        send_one(wr[i]);
+    for (; i < n && sq.cq->reserve_send(); ++i)
+        send_one(sq, wr[i]);
     return i;
 }
 
