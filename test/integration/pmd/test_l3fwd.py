@@ -52,9 +52,9 @@ class L3fwd:
     """l3fwd in the background, its output on a pseudo-terminal (line buffered,
     in order) collected by a thread into a log file and a buffer."""
 
-    def __init__(self, binary, env, host, name, vdevs, app_args, mem_mb=512):
+    def __init__(self, binary, env, host, name, vdevs, app_args, mem_mb=512, lcores="0"):
         self.prefix = f"l3{name}{os.getpid()}"
-        self.cmd = [binary, "--no-huge", "-m", str(mem_mb), "--no-pci", f"--file-prefix={self.prefix}", "-l", "0",
+        self.cmd = [binary, "--no-huge", "-m", str(mem_mb), "--no-pci", f"--file-prefix={self.prefix}", "-l", lcores,
                     "-d", PMD] + [f"--vdev={v}" for v in vdevs] + ["--"] + list(app_args)
         self.log = open(os.path.join(CWD, f"l3fwd-{name}.log"), "w")
         self.log.write(" ".join(self.cmd) + "\n")
@@ -203,20 +203,24 @@ def until(read, done, timeout=60):
     return last
 
 
-def forward(env, binary, name, lookup, sender, receiver, in_port, out_port, next_hop, neigh_for_out):
-    """One l3fwd run: sender -> l3fwd port in_port -> out_port -> receiver."""
+def forward(env, binary, name, lookup, sender, receiver, in_port, out_port, next_hop, neigh_for_out, queues=1):
+    """One l3fwd run: sender -> l3fwd port in_port -> out_port -> receiver. queues > 1: that many
+    lcores, each with an RX queue of each port (spread by RSS) and a TX queue of each."""
     vdevs = ["net_ipoib0,port=1", "net_ipoib1,port=2"]
     if neigh_for_out:
         vdevs[out_port] += f",neigh={neigh_for_out}"
-    args = ["-p", "0x3", "-P", "--config=(0,0,0),(1,0,0)", f"--eth-dest={out_port},{next_hop}", f"--lookup={lookup}"]
+    config = ",".join(f"({port},{q},{q})" for port in (0, 1) for q in range(queues))
+    args = ["-p", "0x3", "-P", f"--config={config}", f"--eth-dest={out_port},{next_hop}", f"--lookup={lookup}"]
     # EM mode's two hash tables (4 Mi entries each, l3fwd.h) do not fit in 512 MB beside the mbufs.
-    l3 = L3fwd(binary, env, "Hca1", name, vdevs, args, mem_mb=512 if lookup == "lpm" else 1024)
+    l3 = L3fwd(binary, env, "Hca1", name, vdevs, args, mem_mb=512 if lookup == "lpm" else 1024,
+               lcores=",".join(str(q) for q in range(queues)))
     running.append(l3)
     t0 = time.monotonic()
-    started = l3.wait_for(r"L3FWD:\s+entering main loop on lcore 0", 90)
+    started = all(l3.wait_for(rf"L3FWD:\s+entering main loop on lcore {q}", 90) for q in range(queues))
     out = l3.text()
     t.note(f"{name}: l3fwd in its main loop after {time.monotonic() - t0:.1f} s")
-    if not t.ok(started, f"{name}: l3fwd starts on two net_ipoib ports (one lcore, one queue each)",
+    shape = "one lcore, one queue each" if queues == 1 else f"{queues} lcores, {queues} RX and TX queues each"
+    if not t.ok(started, f"{name}: l3fwd starts on two net_ipoib ports ({shape})",
                 " ".join(l3.cmd) + "\n" + out[-3000:] +
                 ("" if started else f"\nibsim clients:\n{fabric_clients(env)}\nl3fwd's threads:\n{l3.stacks()}")):
         l3.kill()
@@ -278,6 +282,16 @@ def forward(env, binary, name, lookup, sender, receiver, in_port, out_port, next
          f"{name}: l3fwd's port {out_port} sends (or counts as dropped) at most what port {in_port} received",
          (o_tx, o_err, i_rx))
     t.eq(r_rx + r_drop, o_tx, f"{name}: every frame l3fwd sent reached the receiver or is counted as dropped")
+    if queues > 1:
+        ls = l3fwd_stats(l3.prefix, (0, 1))
+        qin = ls.get(in_port, {}).get("q_ipackets", [])[:queues]
+        qout = ls.get(out_port, {}).get("q_opackets", [])[:queues]
+        t.note(f"{name}: port {in_port} RX per queue {qin}; port {out_port} TX per queue {qout}")
+        t.ok(len(qin) == queues and all(n > 0 for n in qin),
+             f"{name}: RSS spreads the sender's flows over all {queues} RX queues of port {in_port} (per-queue stats)",
+             qin)
+        t.ok(len(qout) == queues and all(n > 0 for n in qout),
+             f"{name}: every lcore sends on its own TX queue of port {out_port} (per-queue stats)", qout)
 
     t0 = time.monotonic()
     st = l3.interrupt()
@@ -313,7 +327,9 @@ def main():
                                 "--owner", str(os.getpid())).stdout)
         # B (Hca2) sends to 198.18.1.0 and C (Hca3) to 198.18.0.0, from x.x.x.1, UDP 9 -> 9: the
         # destinations of l3fwd's default LPM routes and EM keys for its ports 1 and 0.
-        b = Testpmd(env, "Hca2", ["net_ipoib0"], PMD, CWD, args=["--tx-ip=198.18.1.1,198.18.1.0"], startup_timeout=90)
+        # B's flows differ in their source address (txonly-multi-flow): RSS spreads them.
+        b = Testpmd(env, "Hca2", ["net_ipoib0"], PMD, CWD, args=["--tx-ip=198.18.1.1,198.18.1.0", "--txonly-multi-flow"],
+                    startup_timeout=90)
         running.append(b)
         c = Testpmd(env, "Hca3", ["net_ipoib0"], PMD, CWD, args=["--tx-ip=198.18.0.1,198.18.0.0"], startup_timeout=90)
         running.append(c)
@@ -325,6 +341,8 @@ def main():
         t.run("lpm", forward, env, binary, "lpm", "lpm", b, c, 0, 1, cp["mac"], f"{cp['mac']}/{cp['hwaddr']}")
         # EM, C -> l3fwd 1 -> 0 -> B; next hop: B's LID/QPN MAC, nothing configured.
         t.run("em", forward, env, binary, "em", "em", c, b, 1, 0, lidqpn_mac(bp), None)
+        # LPM on two lcores, two RX queues per port spread by RSS, a TX queue per lcore.
+        t.run("lpm-2q", forward, env, binary, "lpm-2q", "lpm", b, c, 0, 1, cp["mac"], f"{cp['mac']}/{cp['hwaddr']}", 2)
     except Exception as e:  # noqa: BLE001
         t.ok(False, "l3fwd test setup", e)
     finally:
