@@ -516,3 +516,69 @@ TEST_CASE("two ports in one process: address handles of forgotten neighbours are
     }
     close(a);
 }
+
+// An HCA with one send queue per QP (the in-process HCA, as rxe): the
+// application's TX queues share it, one lock per burst, and each completion
+// goes back to the queue that posted it. Two threads send at once through
+// their own TX queues; every frame is sent and every mbuf comes back.
+TEST_CASE("two ports in one process: TX queues sharing the HCA's one send queue, from two threads") {
+    rte_mempool *mp = pool("shared_sq", 8192);
+    const unsigned avail = rte_mempool_avail_count(mp);
+    const EthPort a = probe("net_ipoib_tq", "provider=inproc,dev=unit-q,txq_size=16");
+    const EthPort b = up("net_ipoib_tw", "provider=inproc,dev=unit-w", mp);
+    rte_eth_dev_info info{};
+    REQUIRE(rte_eth_dev_info_get(a.id, &info) == 0);
+    CHECK(info.max_rx_queues == 1);  // no RSS on this HCA: said, not pretended
+    CHECK(info.reta_size == 0);
+    CHECK(info.flow_type_rss_offloads == 0);
+    CHECK(info.max_tx_queues == 16);
+    rte_eth_conf conf{};
+    CHECK(rte_eth_dev_configure(a.id, 2, 2, &conf) != 0);  // two RX queues: refused
+    REQUIRE(rte_eth_dev_configure(a.id, 1, 2, &conf) == 0);
+    REQUIRE(rte_eth_rx_queue_setup(a.id, 0, 256, SOCKET_ID_ANY, nullptr, mp) == 0);
+    REQUIRE(rte_eth_tx_queue_setup(a.id, 0, 256, SOCKET_ID_ANY, nullptr) == 0);
+    REQUIRE(rte_eth_tx_queue_setup(a.id, 1, 256, SOCKET_ID_ANY, nullptr) == 0);
+    REQUIRE(rte_eth_dev_start(a.id) == 0);
+    REQUIRE(wait_link(a.id, 3000));
+
+    const auto frame = eth_frame(kBcast, mac_of(a.id), ipv4_udp(0x0affffff, 64));
+    constexpr unsigned kPerQueue = 2000;
+    std::atomic<unsigned> sent[2] = {0, 0};
+    std::atomic<unsigned> alloc_failed{0};
+    auto sender = [&](std::uint16_t q) {  // no Catch2 assertions off the main thread
+        for (int spin = 0; spin < 200000 && sent[q] < kPerQueue; ++spin) {
+            rte_mbuf *burst[32];
+            const unsigned n = std::min(32u, kPerQueue - sent[q]);
+            if (rte_pktmbuf_alloc_bulk(mp, burst, n) != 0) {
+                ++alloc_failed;
+                continue;
+            }
+            for (unsigned i = 0; i < n; ++i)
+                std::memcpy(rte_pktmbuf_append(burst[i], static_cast<std::uint16_t>(frame.size())), frame.data(),
+                            frame.size());
+            const std::uint16_t took = rte_eth_tx_burst(a.id, q, burst, static_cast<std::uint16_t>(n));
+            rte_pktmbuf_free_bulk(burst + took, n - took);
+            sent[q] += took;
+        }
+    };
+    std::thread t0(sender, 0), t1(sender, 1);
+    t0.join();
+    t1.join();
+    INFO("bursts that found no mbufs: " << alloc_failed.load());
+    CHECK(sent[0] == kPerQueue);
+    CHECK(sent[1] == kPerQueue);
+    for (std::uint16_t q = 0; q < 2; ++q)
+        REQUIRE(rte_eth_tx_burst(a.id, q, nullptr, 0) == 0);  // reaps what is left
+    rte_eth_stats st{};
+    REQUIRE(rte_eth_stats_get(a.id, &st) == 0);
+    CHECK(st.q_opackets[0] == kPerQueue);
+    CHECK(st.q_opackets[1] == kPerQueue);
+    CHECK(st.oerrors == 0);
+    const unsigned received = drain(b.id);
+    CHECK(received + xstat(b.id, "hca_drop_no_buffer") == 2 * kPerQueue);  // each frame received or counted
+    drain(a.id);
+    CHECK(rte_mempool_avail_count(mp) == avail);  // every completion found its queue's mbuf
+    close(a);
+    close(b);
+    CHECK(rte_mempool_avail_count(mp) == avail);
+}

@@ -322,3 +322,50 @@ TEST_CASE("tx: native mode sends the frame as it is to the address in the dynami
     CHECK(f.b.wr[0].remote_qpn == kPeerQpn);
     CHECK(f.message(0) == frame);
 }
+
+namespace {
+// A CQ that returns the completions it was given (an HCA completing later, as rxe does).
+class FakeCq : public hca::Cq {
+  public:
+    std::vector<hca::Wc> pending;
+    int poll(hca::Wc *wc, int n) noexcept override {
+        const int k = std::min<int>(n, static_cast<int>(pending.size()));
+        std::copy(pending.begin(), pending.begin() + k, wc);
+        pending.erase(pending.begin(), pending.begin() + k);
+        return k;
+    }
+};
+} // namespace
+
+TEST_CASE("tx: completions of a send queue shared by two TX queues go back to the queue that posted them") {
+    TestPort tp;
+    rte_mempool *mp = pool("tx_shared_pool");
+    const unsigned avail = rte_mempool_avail_count(mp);
+    FakeCq cq;
+    tp.fp.tx_cqs[0] = &cq;
+    std::unique_ptr<TxQueue> q0(tx_queue_create(&tp.fp, 0, 16)), q1(tx_queue_create(&tp.fp, 1, 16));
+    for (TxQueue *q : {q0.get(), q1.get()}) {
+        q->sq = 0;
+        q->lock = &tp.fp.sq_lock[0];
+        tp.fp.txqs[q->queue_id] = q;
+    }
+    // Queue 1 posted a frame in slot 5; queue 0 reaps the send queue's completions.
+    rte_mbuf *m = mbuf_with(mp, std::vector<std::uint8_t>(64, 1));
+    q1->inflight[5] = m;
+    q1->free_ids.erase(std::find(q1->free_ids.begin(), q1->free_ids.end(), 5u));
+    hca::Wc ok{};
+    ok.wr_id = std::uint64_t{1} << 32 | 5;
+    ok.status = hca::WcStatus::success;
+    hca::Wc stray = ok;
+    stray.wr_id = std::uint64_t{7} << 32 | 3;  // a queue that does not exist: nothing to give back
+    cq.pending = {ok, stray};
+    tx_flush_completions(q0.get());
+    CHECK(cq.pending.empty());
+    CHECK(q1->inflight[5] == nullptr);
+    CHECK(std::count(q1->free_ids.begin(), q1->free_ids.end(), 5u) == 1);
+    CHECK(q1->free_ids.size() == 16);
+    CHECK(q1->completed.load() == 1);
+    CHECK(q0->completed.load() == 0);
+    CHECK(q0->free_ids.size() == 16);
+    CHECK(rte_mempool_avail_count(mp) == avail);  // the mbuf is freed once, by its completion
+}
