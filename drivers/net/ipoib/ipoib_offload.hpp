@@ -2,7 +2,8 @@
 // net_ipoib offloads: what the port advertises, and the work done for them
 // on the fast path: checksums computed in software on transmit (an IPoIB HCA
 // in datagram mode does them for Linux) and verified on receive (IPv4
-// header always; TCP/UDP when the queue asks), packet types. TSO goes here.
+// header always; TCP/UDP when the queue asks), packet types, and TCP
+// segmentation (TSO: the headers of each segment; ipoib_tx.cpp sends them).
 #pragma once
 
 #include <rte_ethdev.h>
@@ -11,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "ipoib/wire.hpp"
 
@@ -20,7 +22,8 @@ namespace ipoib::pmd {
 inline constexpr std::uint64_t kRxOffloadCapa = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM |
                                                 RTE_ETH_RX_OFFLOAD_TCP_CKSUM | RTE_ETH_RX_OFFLOAD_SCATTER;
 inline constexpr std::uint64_t kTxOffloadCapa = RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_UDP_CKSUM |
-                                                RTE_ETH_TX_OFFLOAD_TCP_CKSUM | RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+                                                RTE_ETH_TX_OFFLOAD_TCP_CKSUM | RTE_ETH_TX_OFFLOAD_MULTI_SEGS |
+                                                RTE_ETH_TX_OFFLOAD_TCP_TSO;
 inline constexpr std::uint64_t kRxL4Cksum = RTE_ETH_RX_OFFLOAD_UDP_CKSUM | RTE_ETH_RX_OFFLOAD_TCP_CKSUM;
 
 inline constexpr std::uint32_t kSupportedPtypes[] = {
@@ -258,6 +261,106 @@ inline bool tx_cksum(rte_mbuf *m, std::uint32_t l2_hdr = RTE_ETHER_HDR_LEN) noex
     if (!l4_cksum_chain(m, l4off, l4len, phdr, udp, &c))
         return false;
     *ck = c;  // the sums are of 16-bit words as they lie in memory: stored as computed
+    return true;
+}
+
+// --- TSO ---
+
+inline constexpr std::uint8_t kTcpFin = 0x01, kTcpPsh = 0x08, kTcpCwr = 0x80;
+inline constexpr unsigned kTcpSeqOffset = 4, kTcpFlagsOffset = 13;
+
+// How a TCP frame marked RTE_MBUF_F_TX_TCP_SEG is cut: segments of `mss`
+// payload bytes (the last one shorter), each with a copy of the frame's
+// IP + TCP headers (`hdr` bytes from `l3off`) fixed for it.
+struct TsoPlan {
+    std::uint32_t l3off;    // the IP header's offset in the frame (l2_len)
+    std::uint32_t hdr;      // IP + TCP header bytes (l3_len + l4_len)
+    std::uint32_t payload;  // TCP payload bytes of the whole frame
+    std::uint32_t mss;      // payload bytes per segment
+    std::uint32_t nseg;
+    bool ip4;
+};
+
+// The plan for m, whose frame has an l2_hdr-byte link header (14, or the
+// 4-byte IPoIB header in native mode), for a port of this MTU (the IP
+// packet's largest size). The segment size is the application's tso_segsz,
+// made smaller if a segment would exceed the MTU. False if the metadata does
+// not describe the frame (l2_len, l3_len, l4_len, IP version and protocol,
+// headers in the first segment, lengths).
+inline bool tso_plan(const rte_mbuf *m, std::uint32_t l2_hdr, std::uint32_t mtu, TsoPlan *out) noexcept {
+    const bool ip4 = m->ol_flags & RTE_MBUF_F_TX_IPV4, ip6 = m->ol_flags & RTE_MBUF_F_TX_IPV6;
+    if (ip4 == ip6 || m->l2_len != l2_hdr || m->tso_segsz == 0 || m->l4_len < kTcpHdrMin || m->l4_len > 60 ||
+        m->l3_len < (ip4 ? sizeof(rte_ipv4_hdr) : sizeof(rte_ipv6_hdr)))
+        return false;
+    const std::uint32_t hdr = m->l3_len + m->l4_len;
+    if (m->l2_len + hdr > m->data_len || m->l2_len + hdr > m->pkt_len || hdr >= mtu)
+        return false;
+    const std::uint8_t *l3 = rte_pktmbuf_mtod_offset(m, const std::uint8_t *, m->l2_len);
+    if (ip4) {
+        const auto *ip = reinterpret_cast<const rte_ipv4_hdr *>(l3);
+        if ((ip->version_ihl >> 4) != 4 || (ip->version_ihl & 0xf) * 4u != m->l3_len ||
+            ip->next_proto_id != IPPROTO_TCP || (rte_be_to_cpu_16(ip->fragment_offset) & kIpv4FragMask))
+            return false;
+    } else {
+        const auto *ip = reinterpret_cast<const rte_ipv6_hdr *>(l3);
+        if ((ip->vtc_flow >> 4 & 0xf) != 6 || (m->l3_len == sizeof(rte_ipv6_hdr) && ip->proto != IPPROTO_TCP))
+            return false;
+    }
+    const std::uint32_t l4hdr = (l3[m->l3_len + 12] >> 4) * 4u;  // the TCP header's data offset
+    if (l4hdr != m->l4_len)
+        return false;
+    out->l3off = m->l2_len;
+    out->hdr = hdr;
+    out->payload = m->pkt_len - m->l2_len - hdr;
+    out->mss = std::min<std::uint32_t>(m->tso_segsz, mtu - hdr);
+    out->nseg = out->payload ? (out->payload + out->mss - 1) / out->mss : 1;
+    out->ip4 = ip4;
+    return true;
+}
+
+// Segment k's headers, written over a copy of the frame's (h: IP header,
+// then TCP header, p.hdr bytes): lengths, IPv4 identification + k and header
+// checksum, sequence number + k * mss, FIN and PSH on the last segment only,
+// CWR on the first only, and the TCP checksum over the segment's payload
+// (`seglen` bytes of m from its offset). False if m is shorter than that.
+inline bool tso_segment_header(std::uint8_t *h, const TsoPlan &p, std::uint32_t k, std::uint32_t seglen,
+                               const rte_mbuf *m, std::uint32_t l3_len) noexcept {
+    std::uint8_t *tcp = h + l3_len;
+    const std::uint32_t l4_len = p.hdr - l3_len;
+    std::uint32_t phdr = 0;
+    if (p.ip4) {
+        auto *ip = reinterpret_cast<rte_ipv4_hdr *>(h);
+        ip->total_length = rte_cpu_to_be_16(static_cast<std::uint16_t>(p.hdr + seglen));
+        ip->packet_id = rte_cpu_to_be_16(static_cast<std::uint16_t>(rte_be_to_cpu_16(ip->packet_id) + k));
+        ip->hdr_checksum = 0;
+        ip->hdr_checksum = rte_ipv4_cksum(ip);
+        phdr = rte_ipv4_phdr_cksum(ip, 0);
+    } else {
+        auto *ip = reinterpret_cast<rte_ipv6_hdr *>(h);
+        ip->payload_len = rte_cpu_to_be_16(static_cast<std::uint16_t>(l3_len - sizeof(rte_ipv6_hdr) + l4_len + seglen));
+        rte_ipv6_hdr ph = *ip;  // the pseudo-header: TCP and its length, past any extension header
+        ph.proto = IPPROTO_TCP;
+        ph.payload_len = rte_cpu_to_be_16(static_cast<std::uint16_t>(l4_len + seglen));
+        phdr = rte_ipv6_phdr_cksum(&ph, 0);
+    }
+    std::uint32_t seq;
+    std::memcpy(&seq, tcp + kTcpSeqOffset, 4);
+    seq = rte_cpu_to_be_32(rte_be_to_cpu_32(seq) + k * p.mss);
+    std::memcpy(tcp + kTcpSeqOffset, &seq, 4);
+    if (k + 1 < p.nseg)
+        tcp[kTcpFlagsOffset] &= static_cast<std::uint8_t>(~(kTcpFin | kTcpPsh));
+    if (k > 0)
+        tcp[kTcpFlagsOffset] &= static_cast<std::uint8_t>(~kTcpCwr);
+    tcp[kTcpCksumOffset] = tcp[kTcpCksumOffset + 1] = 0;
+    std::uint16_t body = 0;
+    if (!raw_cksum_chain(m, p.l3off + p.hdr + k * p.mss, seglen, &body))
+        return false;
+    // The TCP header's length is a multiple of 4: the payload's words line up with it.
+    std::uint32_t sum = phdr + rte_raw_cksum(tcp, l4_len) + body;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    const auto c = static_cast<std::uint16_t>(~sum);
+    std::memcpy(tcp + kTcpCksumOffset, &c, 2);
     return true;
 }
 

@@ -67,6 +67,8 @@ struct TxStats {
     std::uint64_t bad_offload;  // checksum asked with l2_len/l3_len/flags that do not describe the frame
     std::uint64_t mcast_reports;      // IGMP/MLD membership changes seen in what the application sent
     std::uint64_t mcast_report_errors;  // malformed IGMP/MLD reports (sent on, not acted upon)
+    std::uint64_t tso_frames, tso_segments;  // TCP frames cut by TSO, and the segments sent for them
+    std::uint64_t tso_bad;  // TSO asked with metadata that does not describe the frame, or too many segments
 };
 
 // Request from the fast path to the control thread (rte_ring element, 32 bytes).

@@ -26,7 +26,9 @@ struct TxBatch {
     int n = 0;
 };
 
-enum class TxResult { sent, dropped, queued };
+// no_room: a TSO frame whose segments need more work requests than the
+// burst has left; not taken (the caller stops and the application sends it again).
+enum class TxResult { sent, dropped, queued, no_room };
 
 // Add a work request for m to b (sent: m is owned by the queue until its
 // completion), or hold m for its destination (queued), or refuse it

@@ -14,7 +14,7 @@ std::uint64_t rx_error_sum(const RxStats &s) {
 }
 std::uint64_t tx_error_sum(const TxStats &s) {
     return s.errors + s.unresolved_drop + s.too_big + s.unsupported_ethertype + s.link_down_drop +
-           s.translate_errors + s.mcast_unjoined;
+           s.translate_errors + s.mcast_unjoined + s.bad_offload + s.tso_bad;
 }
 
 struct XstatDef {
@@ -77,6 +77,9 @@ const XstatDef kXstats[] = {
     {"tx_bad_offload_drops", tx_sum<&TxStats::bad_offload>},
     {"tx_mcast_reports", tx_sum<&TxStats::mcast_reports>},
     {"tx_mcast_report_errors", tx_sum<&TxStats::mcast_report_errors>},
+    {"tx_tso_frames", tx_sum<&TxStats::tso_frames>},
+    {"tx_tso_segments", tx_sum<&TxStats::tso_segments>},
+    {"tx_tso_bad_drops", tx_sum<&TxStats::tso_bad>},
     {"request_ring_full", [](const Port *p) -> std::uint64_t { return p->fp.requests_lost.load(std::memory_order_relaxed); }},
     {"mcast_joins", iface<&ctrl::IfaceCounters::joins>},
     {"mcast_join_failures", iface<&ctrl::IfaceCounters::join_failures>},

@@ -270,6 +270,75 @@ void add_wr(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint32_t id, std::uint32_t
     q->st.bytes += m->pkt_len;
 }
 
+// TSO: m (a TCP frame marked RTE_MBUF_F_TX_TCP_SEG, link header of l2_hdr
+// bytes) leaves as MTU-sized segments, one work request each: the segment's
+// headers in its WR's bounce slot (IPoIB header, IP, TCP, fixed for the
+// segment), its payload gathered from the mbuf where it lies (copied behind
+// the headers when it spans more pieces than a gather list holds). The
+// mbuf goes with the last WR: the sends before it complete first (a send
+// queue completes in order, and no provider reads a send's memory after
+// posting it). All segments or none: no_room if the batch or the queue's
+// work-request ids cannot take them now.
+TxResult tx_tso(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint32_t l2_hdr, std::uint16_t et, const Dest &d) {
+    TsoPlan p;
+    if (!tso_plan(m, l2_hdr, q->fp->mtu, &p) || p.nseg > kBurstMax || p.nseg > q->inflight.size()) {
+        ++q->st.tso_bad;
+        return TxResult::dropped;
+    }
+    if (b.n + p.nseg > kBurstMax || q->free_ids.size() < p.nseg)
+        return TxResult::no_room;
+    const std::uint32_t hlen = wire::kEncapLen + p.hdr;
+    for (std::uint32_t k = 0; k < p.nseg; ++k) {
+        const std::uint32_t id = q->free_ids.back();
+        const std::uint32_t off = p.l3off + p.hdr + k * p.mss;
+        const std::uint32_t seglen = std::min(p.mss, p.payload - k * p.mss);
+        std::uint8_t *slot = q->bounce.data() + std::size_t{id} * q->slot_size;
+        wire::write_encap(wire::MutBytes(slot, wire::kEncapLen), et);
+        std::memcpy(slot + wire::kEncapLen, rte_pktmbuf_mtod_offset(m, const std::uint8_t *, p.l3off), p.hdr);
+        if (!tso_segment_header(slot + wire::kEncapLen, p, k, seglen, m, m->l3_len)) {
+            // The chain is shorter than pkt_len says: take back the segments added.
+            for (std::uint32_t j = 0; j < k; ++j) {
+                const auto back = static_cast<std::uint32_t>(b.wr[--b.n].wr_id);
+                q->free_ids.push_back(back);
+                --q->st.packets;
+            }
+            q->st.bytes -= std::uint64_t{k} * (hlen - wire::kEncapLen) + std::uint64_t{k} * p.mss;
+            ++q->st.tso_bad;
+            return TxResult::dropped;
+        }
+        hca::Sge *sg = b.sge[b.n];
+        std::uint32_t nsge = 0;
+        sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(slot), hlen, 0};
+        // The payload's pieces in the chain.
+        std::uint32_t skip = off, left = seglen;
+        const rte_mbuf *s = m;
+        while (s && skip >= s->data_len) {
+            skip -= s->data_len;
+            s = s->next;
+        }
+        for (; s && left && nsge < hca::kMaxSendSge; s = s->next, skip = 0) {
+            const std::uint32_t n = std::min<std::uint32_t>(s->data_len - skip, left);
+            sg[nsge++] = hca::Sge{rte_pktmbuf_mtod_offset(s, std::uintptr_t, skip), n, 0};
+            left -= n;
+        }
+        if (left) {  // more pieces than the gather list holds: copy the payload behind the headers
+            rte_pktmbuf_read(m, off, seglen, slot + hlen);
+            nsge = 1;
+            sg[0].length = hlen + seglen;
+        }
+        q->free_ids.pop_back();
+        q->inflight[id] = k + 1 == p.nseg ? m : nullptr;
+        b.wr[b.n] = hca::SendWr{std::uint64_t{q->queue_id} << 32 | id, b.sge[b.n], nsge, d.ah, d.qpn,
+                                 hca::kUseQpQkey, true};
+        ++b.n;
+        ++q->st.packets;
+        q->st.bytes += hlen - wire::kEncapLen + seglen;
+    }
+    ++q->st.tso_frames;
+    q->st.tso_segments += p.nseg;
+    return TxResult::sent;
+}
+
 // Ethernet emulation: one Ethernet frame.
 TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool retry) {
     PortData *fp = q->fp;
@@ -284,6 +353,17 @@ TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool ret
         return TxResult::dropped;
     }
     const std::uint32_t l3len = m->pkt_len - kEthHdr;
+    const bool tso = m->ol_flags & RTE_MBUF_F_TX_TCP_SEG;
+    if (tso) {
+        if (et != wire::kEtherTypeIPv4 && et != wire::kEtherTypeIPv6) {
+            ++q->st.tso_bad;
+            return TxResult::dropped;
+        }
+        Dest d;
+        if (const TxResult r = eth_dest(q, m, frame, l3len, now, retry, &d); r != TxResult::sent)
+            return r;
+        return tx_tso(q, b, m, kEthHdr, et, d);
+    }
     if (l3len > fp->mtu) {
         ++q->st.too_big;
         return TxResult::dropped;
@@ -340,11 +420,12 @@ TxResult tx_native(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool 
         ++q->st.unsupported_ethertype;
         return TxResult::dropped;
     }
-    if (m->pkt_len - wire::kEncapLen > fp->mtu) {
+    const bool tso = m->ol_flags & RTE_MBUF_F_TX_TCP_SEG;
+    if (!tso && m->pkt_len - wire::kEncapLen > fp->mtu) {
         ++q->st.too_big;
         return TxResult::dropped;
     }
-    if (!tx_cksum(m, wire::kEncapLen)) {
+    if (!tso && !tx_cksum(m, wire::kEncapLen)) {
         ++q->st.bad_offload;
         return TxResult::dropped;
     }
@@ -369,6 +450,8 @@ TxResult tx_native(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool 
     }
     if (r != TxResult::sent)
         return r;
+    if (tso)
+        return tx_tso(q, b, m, wire::kEncapLen, et.value, d);
     if (m->nb_segs > hca::kMaxSendSge) {
         ++q->st.errors;
         return TxResult::dropped;
@@ -404,7 +487,8 @@ void flush_pending(TxQueue *q, TxBatch &b, std::uint64_t now) {
         switch (tx_frame(q, b, pe.m, now, true)) {
         case TxResult::sent: break;
         case TxResult::dropped: rte_pktmbuf_free(pe.m); break;
-        case TxResult::queued: q->pending[q->npending++] = pe; break;
+        case TxResult::queued:
+        case TxResult::no_room: q->pending[q->npending++] = pe; break;
         }
     }
 }
@@ -493,7 +577,10 @@ std::uint16_t tx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept 
     for (; i < nb && !q->free_ids.empty() && b.n < static_cast<int>(kBurstMax); ++i) {
         if (i + 1 < nb)
             rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void *));
-        if (tx_frame(q, b, pkts[i], now, false) == TxResult::dropped)
+        const TxResult r = tx_frame(q, b, pkts[i], now, false);
+        if (r == TxResult::no_room)
+            break;  // a TSO frame's segments do not fit what is left: not taken
+        if (r == TxResult::dropped)
             rte_pktmbuf_free(pkts[i]);
     }
     post_batch(q, qp, b);
