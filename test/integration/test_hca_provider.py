@@ -393,14 +393,11 @@ def rss_queues(a, b, pb, qa, nrq):
     b(f"rss rss fields={RSS_IPV4 | RSS_IPV4_UDP} reta={','.join(map(str, default[:n]))}")
 
     # Multicast (InfiniBand: the broadcast group OpenSM made; RoCE: no LID) is spread the same way.
-    if pb["link_layer"] == "ethernet":
-        mc = f"dlid=0 dqpn=0xffffff mgid={BCAST_MGID}"
-        b(f"attach rss mgid={BCAST_MGID} mlid=0")
-    else:
-        mc = f"dlid={0xC000} dqpn=0xffffff mgid={BCAST_MGID}"
-        b(f"attach rss mgid={BCAST_MGID} mlid={0xC000}")
-    spread(flows[:32], 1, True, default, "32 UDP flows to the broadcast group the RSS QP joined", dest=mc)
-    b(f"detach rss mgid={BCAST_MGID} mlid={0 if pb['link_layer'] == 'ethernet' else 0xC000}")
+    mlid = 0 if pb["link_layer"] == "ethernet" else 0xC000
+    b(f"attach rss mgid={BCAST_MGID} mlid={mlid}")
+    spread(flows[:32], 1, True, default, "32 UDP flows to the broadcast group the RSS QP joined",
+           dest=f"dlid={mlid} dqpn=0xffffff mgid={BCAST_MGID}")
+    b(f"detach rss mgid={BCAST_MGID} mlid={mlid}")
 
 
 def main():
