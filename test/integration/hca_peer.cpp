@@ -10,16 +10,43 @@
 // tests only): the soft provider with fault=stall_after_claim.
 //
 //   port P                                      port attributes, IPoIB GID, P_Key table
+//   caps                                        the device's DeviceCaps:
+//                                               {"max_send_queues":S,"max_recv_queues":R}
 //   qp NAME port=P pkey_index=I qkey=K rq=N [cq=D] [sq=S]
+//      [rxq=R] [txq=T] [rss_fields=F] [rss_key=HEX] [reta=LIST]
 //                                               create a UD QP with its CQ (depth D, default
-//                                               N + 1024; send queue S) and N buffers
-//   post NAME n=N [size=S]                      post N receive buffers of S bytes
+//                                               N + 1024; send queue S) and N buffers.
+//                                               rxq/txq: R receive queues (N buffers each) and
+//                                               T send queues, each with its own CQ of depth D
+//                                               (queue 0 of either kind: the one CQ above);
+//                                               RSS: fields F (hca.hpp kRss*, default all), a
+//                                               40-byte key of 80 hex digits (default the RSS
+//                                               spec's 6d5a56da...6a42b73bbeac01fa), redirection
+//                                               table LIST (comma separated, repeated to 128
+//                                               entries; default entry i = i % R). Without
+//                                               rxq/txq QpInit is as before (one queue each)
+//   rss NAME [fields=F] [key=HEX] [reta=LIST]   set_rss: the QP's RSS with these changed
+//   post NAME n=N [size=S] [queue=R]            post N receive buffers of S bytes (queue=R:
+//                                               receive queue R's, by post_recv_queue)
 //   send NAME dlid=L dqpn=Q qkey=K size=S count=C [sl=N] [mgid=G | dgid=G] [sge=N] [burst=B]
+//      [queue=S] [ipv4udp=SRC,DST,SPORT,DPORT]
 //                                               (with a GID the address has a GRH, from the IPoIB GID;
 //                                               burst: B WRs per post_send, the rest retried after
 //                                               reaping; the reply then has "first_post": how many
-//                                               the first post_send took, and "reaped")
-//   recv NAME count=C timeout_ms=T              poll until C receive completions or timeout
+//                                               the first post_send took, and "reaped";
+//                                               queue=S: on send queue S by post_send_queue, its
+//                                               completions from its CQ; ipv4udp: each payload an
+//                                               IPoIB IPv4/UDP frame of that flow, see below)
+//   recv NAME count=C timeout_ms=T [queue=R] [repost=1]
+//                                               poll until C receive completions or timeout
+//                                               (queue=R: receive queue R's CQ; repost: post
+//                                               each buffer again, on the same queue). Reply:
+//                                               "received", "bad_payload", "grh", "src_qps",
+//                                               "slids", "lens", "sgids", "statuses"; and per
+//                                               successful completion, in order, "hashes" (its
+//                                               rss_hash with kWcRssHash, else null) and "flows"
+//                                               ("SRC,DST,SPORT,DPORT" for an IPv4/UDP frame,
+//                                               else null); "hashed", "ipv4udp": how many of each
 //   attach NAME mgid=G mlid=M / detach NAME mgid=G mlid=M
 //   counters NAME / pcounters P                 QP / port counters
 //   events timeout_ms=T                         port events seen within T ms
@@ -36,9 +63,16 @@
 //                                               (every slot of NAME's receive ring in that state)
 //
 // Payloads carry a pattern (4-byte sequence number, then (seq + i) & 0xff)
-// that `recv` verifies byte for byte.
+// that `recv` verifies byte for byte. With ipv4udp= a payload is an IPoIB
+// IPv4/UDP frame instead: the 4-byte encapsulation header 0800 0000, a
+// 20-byte IPv4 header (valid checksum, DF, identification = sequence
+// number), an 8-byte UDP header (checksum 0), then the pattern; `recv`
+// recognises such a frame (08 00 00 00 45 .. protocol 17: no pattern payload
+// starts so) and verifies its header checksum, lengths and pattern.
+#include <arpa/inet.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -64,14 +98,25 @@ using namespace ipoib::hca;
 namespace {
 
 struct PeerQp {
-    std::unique_ptr<Cq> cq;
+    std::unique_ptr<Cq> cq;  // send queue 0's and receive queue 0's
+    // The CQs of receive queues 1.. (rxq=) and of send queues 1.. (txq=);
+    // before qp: the QP goes first.
+    std::vector<std::unique_ptr<Cq>> rcqs, scqs;
     std::unique_ptr<Qp> qp;
     std::uint8_t *pool = nullptr;
     std::unique_ptr<Mr> mr;
-    std::uint32_t nbuf = 0, bufsize = 0, next = 0;
+    // nbuf = rq * nrq buffers; receive queue r owns buffers [r * rq, (r + 1) * rq).
+    std::uint32_t nbuf = 0, bufsize = 0, rq = 0;
+    std::uint32_t nrq = 1, nsq = 1;
+    std::vector<std::uint32_t> next;  // per receive queue: its next buffer
     std::uint8_t port = 1;
     std::map<std::uint32_t, std::unique_ptr<Ah>> ahs;
-    std::vector<Wc> stash;  // receive completions reaped while sending, for the next `recv`
+    // Per receive queue: its completions reaped while sending (receive queue 0
+    // shares send queue 0's CQ), for the next `recv`.
+    std::vector<std::vector<Wc>> stash;
+    RssConf rss{};  // what the QP was created with or last set_rss
+    Cq &rcq(std::uint32_t r) { return r == 0 || r > rcqs.size() ? *cq : *rcqs[r - 1]; }
+    Cq &scq(std::uint32_t s) { return s == 0 || s > scqs.size() ? *cq : *scqs[s - 1]; }
 };
 
 struct Device {
@@ -110,6 +155,127 @@ bool check(const std::uint8_t *p, std::uint32_t len) {
     for (std::uint32_t i = 4; i < len; ++i)
         if (p[i] != static_cast<std::uint8_t>((seq + i) & 0xff))
             return false;
+    return true;
+}
+
+// Microsoft's RSS specification's verification key (the default rss_key).
+constexpr char kSpecRssKey[] = "6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c"
+                               "6a42b73bbeac01fa";
+
+bool parse_key(const std::string &hex, std::uint8_t (&key)[kRssKeyLen]) {
+    if (hex.size() != 2 * kRssKeyLen)
+        return false;
+    for (std::uint32_t i = 0; i < kRssKeyLen; ++i) {
+        char *end = nullptr;
+        const std::string byte = hex.substr(2 * i, 2);
+        const unsigned long v = std::strtoul(byte.c_str(), &end, 16);
+        if (*end != '\0' || !std::isxdigit(static_cast<unsigned char>(byte[0])))
+            return false;
+        key[i] = static_cast<std::uint8_t>(v);
+    }
+    return true;
+}
+
+// reta=A,B,...: the entries, repeated to fill the table (reta=3: every entry 3).
+bool parse_reta(const std::string &list, std::uint16_t (&reta)[kRssRetaSize]) {
+    std::vector<std::uint16_t> v;
+    std::istringstream in(list);
+    std::string item;
+    while (std::getline(in, item, ',')) {
+        char *end = nullptr;
+        const unsigned long q = std::strtoul(item.c_str(), &end, 0);
+        if (item.empty() || *end != '\0' || q > 0xffff)
+            return false;
+        v.push_back(static_cast<std::uint16_t>(q));
+    }
+    if (v.empty() || v.size() > kRssRetaSize)
+        return false;
+    for (std::uint32_t i = 0; i < kRssRetaSize; ++i)
+        reta[i] = v[i % v.size()];
+    return true;
+}
+
+// An IPoIB IPv4/UDP frame (send ... ipv4udp=SRC,DST,SPORT,DPORT): the 4-byte
+// encapsulation header (ethertype 0x0800, 2 reserved bytes), a 20-byte IPv4
+// header (DF, TTL 64, identification = the message's sequence number, a
+// valid checksum), an 8-byte UDP header (checksum 0: none), then the pattern
+// (4-byte sequence number, ...) as any other payload.
+struct Ipv4Udp {
+    std::uint8_t src[4], dst[4];
+    std::uint16_t sport, dport;
+};
+constexpr std::uint32_t kIpv4UdpHdrs = 4 + 20 + 8;
+
+bool parse_ipv4udp(const std::string &text, Ipv4Udp *f) {
+    std::vector<std::string> parts;
+    std::istringstream in(text);
+    std::string item;
+    while (std::getline(in, item, ','))
+        parts.push_back(item);
+    if (parts.size() != 4 || inet_pton(AF_INET, parts[0].c_str(), f->src) != 1 ||
+        inet_pton(AF_INET, parts[1].c_str(), f->dst) != 1)
+        return false;
+    for (int i = 2; i < 4; ++i) {
+        char *end = nullptr;
+        const unsigned long port = std::strtoul(parts[static_cast<std::size_t>(i)].c_str(), &end, 0);
+        if (parts[static_cast<std::size_t>(i)].empty() || *end != '\0' || port > 0xffff)
+            return false;
+        (i == 2 ? f->sport : f->dport) = static_cast<std::uint16_t>(port);
+    }
+    return true;
+}
+
+void put16(std::uint8_t *p, std::uint32_t v) {
+    p[0] = static_cast<std::uint8_t>(v >> 8);
+    p[1] = static_cast<std::uint8_t>(v);
+}
+
+std::uint16_t ip_checksum(const std::uint8_t *p, std::uint32_t len) {
+    std::uint32_t sum = 0;
+    for (std::uint32_t i = 0; i + 1 < len; i += 2)
+        sum += static_cast<std::uint32_t>(p[i] << 8 | p[i + 1]);
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    return static_cast<std::uint16_t>(~sum);
+}
+
+// len >= kIpv4UdpHdrs.
+void fill_ipv4udp(std::uint8_t *p, std::uint32_t len, std::uint32_t seq, const Ipv4Udp &f) {
+    std::memset(p, 0, kIpv4UdpHdrs);
+    put16(p, 0x0800);
+    std::uint8_t *ip = p + 4;
+    ip[0] = 0x45;
+    put16(ip + 2, len - 4);
+    put16(ip + 4, seq & 0xffff);
+    put16(ip + 6, 0x4000);  // DF, not a fragment
+    ip[8] = 64;
+    ip[9] = 17;  // UDP
+    std::memcpy(ip + 12, f.src, 4);
+    std::memcpy(ip + 16, f.dst, 4);
+    put16(ip + 10, ip_checksum(ip, 20));
+    std::uint8_t *udp = ip + 20;
+    put16(udp, f.sport);
+    put16(udp + 2, f.dport);
+    put16(udp + 4, len - 24);
+    fill(p + kIpv4UdpHdrs, len - kIpv4UdpHdrs, seq);
+}
+
+// Is the payload a frame fill_ipv4udp wrote (by its start: a pattern payload
+// starts with its sequence number, and only sequence 8 starts 08 00 00 00,
+// followed by 12, not 0x45)? Then *flow "SRC,DST,SPORT,DPORT" and whether the
+// frame is intact (header checksum, lengths, the pattern after the headers).
+bool is_ipv4udp(const std::uint8_t *p, std::uint32_t len, std::string *flow, bool *intact) {
+    if (len < kIpv4UdpHdrs || p[0] != 0x08 || p[1] != 0 || p[2] != 0 || p[3] != 0 || p[4] != 0x45 || p[13] != 17)
+        return false;
+    const std::uint8_t *ip = p + 4, *udp = p + 24;
+    char a[INET_ADDRSTRLEN], b[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, ip + 12, a, sizeof a);
+    inet_ntop(AF_INET, ip + 16, b, sizeof b);
+    *flow = std::string(a) + "," + b + "," + std::to_string(udp[0] << 8 | udp[1]) + "," +
+            std::to_string(udp[2] << 8 | udp[3]);
+    *intact = ip_checksum(ip, 20) == 0 && static_cast<std::uint32_t>(ip[2] << 8 | ip[3]) == len - 4 &&
+              static_cast<std::uint32_t>(udp[4] << 8 | udp[5]) == len - 24 &&
+              check(p + kIpv4UdpHdrs, len - kIpv4UdpHdrs);
     return true;
 }
 
@@ -198,10 +364,40 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
     } else if (cmd == "qp") {
         in >> name;
         auto m = kv(in);
+        // Several queues: rxq receive queues and txq send queues, each with a
+        // CQ of its own (queue 0 of each kind on the one CQ as without them).
+        const auto rxq = static_cast<std::uint32_t>(num(m, "rxq", 1));
+        const auto txq = static_cast<std::uint32_t>(num(m, "txq", 1));
+        if (rxq > 64 || txq > 64)
+            return err_json("qp: rxq and txq at most 64 here");
+        RssConf rss;
+        rss.fields = static_cast<std::uint32_t>(num(m, "rss_fields", kRssAllFields));
+        if (!parse_key(m.count("rss_key") ? m["rss_key"] : kSpecRssKey, rss.key))
+            return err_json("qp: rss_key: expected 80 hex digits");
+        for (std::uint32_t i = 0; i < kRssRetaSize; ++i)
+            rss.reta[i] = static_cast<std::uint16_t>(rxq ? i % rxq : 0);
+        if (m.count("reta") && !parse_reta(m["reta"], rss.reta))
+            return err_json("qp: reta: expected up to 128 queue numbers, comma separated");
         PeerQp &q = qps[name];
+        q.qp.reset();  // a QP of that name before: it goes before its CQs
+        q.rcqs.clear();
+        q.scqs.clear();
         q.port = static_cast<std::uint8_t>(num(m, "port", 1));
         const auto rq = static_cast<std::uint32_t>(num(m, "rq", 64));
-        q.cq = ctx.create_cq(static_cast<int>(num(m, "cq", rq + 1024)));
+        const int depth = static_cast<int>(num(m, "cq", rq + 1024));
+        q.cq = ctx.create_cq(depth);
+        std::vector<Cq *> rcqs{q.cq.get()}, scqs{q.cq.get()};
+        bool cqs_ok = q.cq != nullptr;
+        for (std::uint32_t i = 1; cqs_ok && i < rxq; ++i) {
+            q.rcqs.push_back(ctx.create_cq(depth));
+            rcqs.push_back(q.rcqs.back().get());
+            cqs_ok = q.rcqs.back() != nullptr;
+        }
+        for (std::uint32_t i = 1; cqs_ok && i < txq; ++i) {
+            q.scqs.push_back(ctx.create_cq(depth));
+            scqs.push_back(q.scqs.back().get());
+            cqs_ok = q.scqs.back() != nullptr;
+        }
         QpInit init;
         init.send_cq = q.cq.get();
         init.recv_cq = q.cq.get();
@@ -210,12 +406,25 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
         init.qkey = static_cast<std::uint32_t>(num(m, "qkey", 0x0b1b));
         init.max_recv_wr = rq;
         init.max_send_wr = static_cast<std::uint32_t>(num(m, "sq", init.max_send_wr));
-        q.qp = q.cq ? ctx.create_ud_qp(init) : nullptr;
+        if (m.count("rxq") || m.count("txq")) {
+            init.num_recv_queues = rxq;
+            init.num_send_queues = txq;
+            init.recv_cqs = rxq > 1 ? rcqs.data() : nullptr;
+            init.send_cqs = txq > 1 ? scqs.data() : nullptr;
+            init.rss = rss;
+        }
+        q.qp = cqs_ok ? ctx.create_ud_qp(init) : nullptr;
         if (!q.qp) {
             qps.erase(name);
             return err_json(ctx.last_error());
         }
-        q.nbuf = rq;
+        q.nrq = rxq;
+        q.nsq = txq;
+        q.rss = rss;
+        q.rq = rq;
+        q.next.assign(rxq, 0);
+        q.stash.assign(rxq, {});
+        q.nbuf = rq * rxq;
         q.bufsize = static_cast<std::uint32_t>(num(m, "bufsize", kGrhLen + 4096));
         q.pool = static_cast<std::uint8_t *>(ctx.alloc_dma(std::size_t{q.nbuf} * q.bufsize));
         q.mr = q.pool ? ctx.reg_mr(q.pool, std::size_t{q.nbuf} * q.bufsize) : nullptr;
@@ -223,7 +432,7 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
             return err_json(ctx.last_error());
         out << "{\"qpn\":" << q.qp->qp_num() << "}";
     } else if (cmd == "post" || cmd == "send" || cmd == "recv" || cmd == "attach" || cmd == "detach" ||
-               cmd == "counters" || cmd == "sendloop" || cmd == "realloc" || cmd == "corrupt") {
+               cmd == "counters" || cmd == "sendloop" || cmd == "realloc" || cmd == "corrupt" || cmd == "rss") {
         in >> name;
         auto it = qps.find(name);
         if (it == qps.end())
@@ -238,21 +447,42 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
             q.mr = q.pool ? ctx.reg_mr(q.pool, len) : nullptr;
             if (!q.mr)
                 return err_json(ctx.last_error());
-            q.next = 0;
+            q.next.assign(q.nrq, 0);
             out << "{\"lkey\":" << q.mr->lkey() << "}";
         } else if (cmd == "corrupt") {
             return corrupt(ctx, q, m);
+        } else if (cmd == "rss") {
+            // set_rss with what is given changed from the QP's last RssConf.
+            RssConf rss = q.rss;
+            rss.fields = static_cast<std::uint32_t>(num(m, "fields", rss.fields));
+            if (m.count("key") && !parse_key(m["key"], rss.key))
+                return err_json("rss: key: expected 80 hex digits");
+            if (m.count("reta") && !parse_reta(m["reta"], rss.reta))
+                return err_json("rss: reta: expected up to 128 queue numbers, comma separated");
+            const int r = q.qp->set_rss(rss);
+            if (r != 0)  // (the default set_rss refuses without a message: the code says it)
+                return err_json("set_rss returned " + std::to_string(r) + ": " + ctx.last_error());
+            q.rss = rss;
+            out << "{\"ok\":true}";
         } else if (cmd == "post") {
-            const auto n = num(m, "n", q.nbuf);
+            // queue=R: receive queue R's buffers, through post_recv_queue (a queue
+            // the QP does not have: buffer 0, for the provider to refuse).
+            const bool by_queue = m.count("queue") != 0;
+            const auto rq = static_cast<std::uint32_t>(num(m, "queue", 0));
+            const auto n = num(m, "n", q.rq);
             const auto size = static_cast<std::uint32_t>(num(m, "size", q.bufsize));
             int posted = 0;
             for (unsigned long i = 0; i < n; ++i) {
-                const std::uint32_t b = q.next++ % q.nbuf;
+                const std::uint32_t b = rq < q.nrq ? rq * q.rq + q.next[rq]++ % q.rq : 0;
                 RecvWr wr{b, {reinterpret_cast<std::uintptr_t>(q.pool + std::size_t{b} * q.bufsize),
                               std::min(size, q.bufsize), q.mr->lkey()}};
-                const int r = q.qp->post_recv(&wr, 1);
+                const int r = by_queue ? q.qp->post_recv_queue(rq, &wr, 1) : q.qp->post_recv(&wr, 1);
                 if (r < 0) {
-                    out << err_json(ctx.last_error());
+                    // (A provider's default post_recv_queue refuses a queue it lacks
+                    // without a message: the return code says it.)
+                    out << err_json(by_queue ? "post_recv_queue(" + std::to_string(rq) + ") returned " +
+                                                   std::to_string(r) + ": " + ctx.last_error()
+                                             : ctx.last_error());
                     break;
                 }
                 posted += r;
@@ -291,6 +521,25 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
             const auto size = static_cast<std::uint32_t>(num(m, "size", 64));
             const auto nsge = std::max<std::uint32_t>(1, static_cast<std::uint32_t>(num(m, "sge", 1)));
             const auto count = cmd == "sendloop" ? ~0ul : num(m, "count", 1);
+            Ipv4Udp flow{};
+            const bool ipv4udp = m.count("ipv4udp") != 0;
+            if (ipv4udp && !parse_ipv4udp(m["ipv4udp"], &flow))
+                return err_json("send: ipv4udp: expected SRC,DST,SPORT,DPORT (IPv4 addresses, ports)");
+            if (ipv4udp && size < kIpv4UdpHdrs)
+                return err_json("send: ipv4udp needs size >= " + std::to_string(kIpv4UdpHdrs));
+            auto make = [&](std::uint8_t *p, std::uint32_t seq) {
+                if (ipv4udp)
+                    fill_ipv4udp(p, size, seq, flow);
+                else
+                    fill(p, size, seq);
+            };
+            // queue=S: send queue S, through post_send_queue, its completions from its CQ.
+            const bool by_queue = m.count("queue") != 0;
+            const auto sq = static_cast<std::uint32_t>(num(m, "queue", 0));
+            Cq &scq = q.scq(sq);
+            auto post = [&](const SendWr *w, int n) {
+                return by_queue ? q.qp->post_send_queue(sq, w, n) : q.qp->post_send(w, n);
+            };
             std::vector<std::uint8_t> payload(size + 64);
             std::map<std::string, int> statuses;
             if (cmd == "sendloop")
@@ -300,13 +549,13 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
             unsigned long reaped = 0, posted = 0;
             auto reap = [&] {
                 Wc wc[16];
-                const int n = q.cq->poll(wc, 16);
+                const int n = scq.poll(wc, 16);
                 for (int k = 0; k < n; ++k) {
                     if (wc[k].opcode == WcOpcode::send) {
                         statuses[to_string(wc[k].status)]++;
                         ++reaped;
                     } else {
-                        q.stash.push_back(wc[k]);
+                        q.stash[0].push_back(wc[k]);  // only queue 0's CQ has both kinds
                     }
                 }
                 return n;
@@ -319,7 +568,7 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
                 std::vector<Sge> sges(count);
                 std::vector<SendWr> wrs(count);
                 for (unsigned long i = 0; i < count; ++i) {
-                    fill(bufs[i].data(), size, static_cast<std::uint32_t>(i));
+                    make(bufs[i].data(), static_cast<std::uint32_t>(i));
                     sges[i] = {reinterpret_cast<std::uintptr_t>(bufs[i].data()), size, 0};
                     wrs[i] = SendWr{i, &sges[i], 1, ah.get(), static_cast<std::uint32_t>(num(m, "dqpn", 0)),
                                     static_cast<std::uint32_t>(num(m, "qkey", 0x0b1b)), true};
@@ -328,7 +577,7 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
                 unsigned long next = 0, idle = 0;
                 while (next < count && idle < 100000) {
                     const int want = static_cast<int>(std::min(burst, count - next));
-                    const int r = q.qp->post_send(&wrs[next], want);
+                    const int r = post(&wrs[next], want);
                     if (first < 0)
                         first = r;
                     if (r < 0) {
@@ -355,7 +604,7 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
                 return out.str();
             }
             for (unsigned long i = 0; i < count; ++i) {
-                fill(payload.data(), size, static_cast<std::uint32_t>(i));
+                make(payload.data(), static_cast<std::uint32_t>(i));
                 Sge sg[kMaxSendSge];
                 std::uint32_t off = 0;
                 for (std::uint32_t s = 0; s < nsge; ++s) {
@@ -365,10 +614,10 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
                 }
                 SendWr wr{i, sg, nsge, ah.get(), static_cast<std::uint32_t>(num(m, "dqpn", 0)),
                           static_cast<std::uint32_t>(num(m, "qkey", 0x0b1b)), true};
-                int r = q.qp->post_send(&wr, 1);
+                int r = post(&wr, 1);
                 for (int tries = 0; r == 0 && tries < 100000; ++tries) {  // send queue full: reap, retry
                     reap();
-                    r = q.qp->post_send(&wr, 1);
+                    r = post(&wr, 1);
                 }
                 if (r <= 0) {
                     statuses["post refused"]++;
@@ -389,22 +638,28 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
             }
             out << "}}";
         } else {  // recv
+            // queue=R: receive queue R's completions (its CQ).
+            const auto rq = static_cast<std::uint32_t>(num(m, "queue", 0));
+            if (rq >= q.nrq)
+                return err_json("recv: QP " + name + " has no receive queue " + std::to_string(rq));
+            auto &stash = q.stash[rq];
             const auto want = num(m, "count", 1);
             const auto deadline =
                 std::chrono::steady_clock::now() + std::chrono::milliseconds(num(m, "timeout_ms", 1000));
-            unsigned long got = 0, bad = 0, grh = 0;
+            unsigned long got = 0, bad = 0, grh = 0, hashed = 0, ipv4udp = 0;
             std::map<std::string, int> statuses;
             std::set<std::uint32_t> srcs, slids, lens;
             std::set<std::string> sgids;
+            std::string hashes = "[", flows = "[";  // per successful completion, in order
             while (got < want && std::chrono::steady_clock::now() < deadline) {
                 Wc wc[32];
                 int n = 0;
-                while (n < 32 && !q.stash.empty()) {
-                    wc[n++] = q.stash.front();
-                    q.stash.erase(q.stash.begin());
+                while (n < 32 && !stash.empty()) {
+                    wc[n++] = stash.front();
+                    stash.erase(stash.begin());
                 }
                 if (n == 0)
-                    n = q.cq->poll(wc, 32);
+                    n = q.rcq(rq).poll(wc, 32);
                 if (n == 0) {
                     std::this_thread::yield();
                     continue;
@@ -426,8 +681,21 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
                         std::memcpy(s.raw.data(), buf + 8, 16);
                         sgids.insert(wire::to_string(s));
                     }
-                    if (!check(buf + kGrhLen, wc[i].byte_len - kGrhLen))
-                        ++bad;
+                    const bool has_hash = wc[i].wc_flags & kWcRssHash;
+                    hashed += has_hash;
+                    hashes += (hashes.size() > 1 ? "," : "") +
+                              (has_hash ? std::to_string(wc[i].rss_hash) : std::string("null"));
+                    std::string flow;
+                    bool intact = false;
+                    if (is_ipv4udp(buf + kGrhLen, wc[i].byte_len - kGrhLen, &flow, &intact)) {
+                        ++ipv4udp;
+                        bad += !intact;
+                        flows += (flows.size() > 1 ? ",\"" : "\"") + flow + "\"";
+                    } else {
+                        flows += flows.size() > 1 ? ",null" : "null";
+                        if (!check(buf + kGrhLen, wc[i].byte_len - kGrhLen))
+                            ++bad;
+                    }
                 }
                 if (num(m, "repost", 0))
                     for (int i = 0; i < n; ++i)
@@ -435,7 +703,10 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
                             RecvWr wr{wc[i].wr_id,
                                       {reinterpret_cast<std::uintptr_t>(q.pool + wc[i].wr_id * q.bufsize),
                                        q.bufsize, q.mr->lkey()}};
-                            q.qp->post_recv(&wr, 1);
+                            if (m.count("queue"))
+                                q.qp->post_recv_queue(rq, &wr, 1);
+                            else
+                                q.qp->post_recv(&wr, 1);
                         }
             }
             auto list = [&](const std::set<std::uint32_t> &s) {
@@ -458,8 +729,13 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
                 out << (first ? "" : ",") << "\"" << k << "\":" << v;
                 first = false;
             }
-            out << "}}";
+            out << "},\"hashed\":" << hashed << ",\"hashes\":" << hashes << "],\"ipv4udp\":" << ipv4udp
+                << ",\"flows\":" << flows << "]}";
         }
+    } else if (cmd == "caps") {
+        const DeviceCaps c = ctx.caps();
+        out << "{\"max_send_queues\":" << c.max_send_queues << ",\"max_recv_queues\":" << c.max_recv_queues
+            << "}";
     } else if (cmd == "pcounters") {
         int p = 1;
         in >> p;

@@ -22,9 +22,25 @@ attach (and no more after detach), and drops counted: a message longer than
 the receive buffer, a message longer than the MTU, sends to a QP with no
 receive buffers posted, a wrong Q_Key; the "QP's own" Q_Key (high bit); and
 no send completion lost when a burst is larger than the send CQ.
+
+Multi-queue QPs (the "queues" group), on every provider, by its caps: where
+a QP may have several receive queues, an RSS QP with 4 receives 64 IPoIB
+IPv4/UDP flows (distinct sources), each on the queue its redirection table
+names for the Toeplitz hash this script computes itself (checked against
+the RSS specification's values), with that hash in the completion, spread
+over more than one queue; set_rss (fields, key, table) is honoured; what is
+of no hashed kind (not IP, or a kind not enabled) goes to reta[0]'s queue
+without a hash; multicast is spread the same way. Where a QP may have
+several send queues, each sends with the QP's one QPN. Where it may have one
+of a kind, a QP with two is refused with a message naming the limit. On
+every provider: set_rss and receive queue 1 of a one-queue QP are refused,
+its queue 0 is reached through post_*_queue, and IPv4/UDP frames to it
+arrive intact and unhashed.
 """
+import ipaddress
 import json
 import os
+import struct
 import shutil
 import sys
 import tempfile
@@ -183,6 +199,207 @@ def suite(a, b):
     t.eq((r["received"], r["bad_payload"]), (64, 0), "... and all 64 arrive")
 
 
+# Receive-side scaling as the RSS specification defines it (Microsoft, "Verifying the RSS Hash
+# Calculation"): this script's own Toeplitz, not the HCA's.
+RSS_KEY = bytes.fromhex("6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c"
+                        "6a42b73bbeac01fa")
+RSS_KEY2 = bytes(range(7, 7 + 40))  # another key, for set_rss
+RSS_IPV4, RSS_IPV4_TCP, RSS_IPV4_UDP = 1 << 0, 1 << 1, 1 << 2
+RETA_SIZE = 128
+EMPTY_RECV = {"received": 0, "bad_payload": 0, "src_qps": [], "hashed": 0, "hashes": [], "flows": []}
+
+
+def toeplitz(key, data):
+    """For every bit set in the input, XOR in the 32 key bits that start at that bit."""
+    k, kbits, h = int.from_bytes(key, "big"), len(key) * 8, 0
+    for i in range(len(data) * 8):
+        if data[i // 8] >> (7 - i % 8) & 1:
+            h ^= (k >> (kbits - 32 - i)) & 0xFFFFFFFF
+    return h
+
+
+def flow_hash(flow, ports=True, key=RSS_KEY):
+    """The hash of "SRC,DST,SPORT,DPORT": the addresses, then (ports) the ports, in network order."""
+    src, dst, sport, dport = flow.split(",")
+    data = ipaddress.ip_address(src).packed + ipaddress.ip_address(dst).packed
+    if ports:
+        data += struct.pack(">HH", int(sport), int(dport))
+    return toeplitz(key, data)
+
+
+# The specification's verification values under RSS_KEY: source, destination, their ports,
+# the hash of the addresses, the hash with the ports.
+SPEC_VECTORS = [
+    ("66.9.149.187", "161.142.100.80", 2794, 1766, 0x323E8FC2, 0x51CCC178),
+    ("199.92.111.2", "65.69.140.83", 14230, 4739, 0xD718262A, 0xC626B0EA),
+    ("24.19.198.95", "12.22.207.184", 12898, 38024, 0xD2D0A5DE, 0x5C2B394A),
+    ("38.27.205.30", "209.142.163.6", 48228, 2217, 0x82989176, 0xAFC7327F),
+    ("153.39.163.191", "202.188.127.2", 44251, 1303, 0x5D1809C5, 0x10E828A2),
+    ("3ffe:2501:200:1fff::7", "3ffe:2501:200:3::1", 2794, 1766, 0x2CC18CD5, 0x40207D3D),
+    ("3ffe:501:8::260:97ff:fe40:efab", "ff02::1", 14230, 4739, 0x0F0C461C, 0xDDE51BBF),
+]
+
+
+def refused(peer, line):
+    """The error a command is answered with ("" if it succeeded)."""
+    try:
+        peer(line)
+    except RuntimeError as e:
+        return str(e)
+    return ""
+
+
+def queues(a, b):
+    """Multi-queue QPs, by what each device's caps say it offers."""
+    wrong = [(s, d) for s, d, sp, dp, h_addr, h_ports in SPEC_VECTORS
+             if (flow_hash(f"{s},{d},{sp},{dp}", False), flow_hash(f"{s},{d},{sp},{dp}")) != (h_addr, h_ports)]
+    t.eq(wrong, [], "the test's Toeplitz gives the RSS specification's hashes (IPv4, IPv6; with and without ports)")
+    ca, cb = a("caps"), b("caps")
+    t.note(f"caps: A {ca}, B {cb}")
+    t.ok(all(1 <= c[k] <= 16 for c in (ca, cb) for k in ("max_send_queues", "max_recv_queues")),
+         "caps: 1..16 send and receive queues per QP", (ca, cb))
+    pb = b("port 1")
+
+    # One queue of each kind, on every provider.
+    qa = a(f"qp mqa rq=64 qkey={QKEY}")["qpn"]
+    qb = b(f"qp mqb rq=64 qkey={QKEY}")["qpn"]
+    e = refused(b, "rss mqb fields=1")
+    t.ok("returned -95" in e, "set_rss on a QP with one receive queue is refused (EOPNOTSUPP)", e)
+    e = refused(b, "post mqb n=1 queue=1")
+    t.ok("returned -22" in e, "post_recv_queue(1) on a QP with one receive queue is refused (EINVAL)", e)
+    t.eq(b("post mqb n=64 queue=0")["posted"], 64, "post_recv_queue(0) on a one-queue QP posts its buffers")
+    flow = "192.0.2.1,198.51.100.7,5000,6000"
+    s = a(f"send mqa {address(pb, qb)} qkey={QKEY} size=200 count=4 queue=0 ipv4udp={flow}")
+    r = b("recv mqb count=4 timeout_ms=5000 repost=1 queue=0")
+    t.eq((s["statuses"], r["received"], r["bad_payload"], r["ipv4udp"], r["flows"], r["hashed"], r["src_qps"]),
+         ({"success": 4}, 4, 0, 4, [flow] * 4, 0, [qa]),
+         "IPv4/UDP frames sent by post_send_queue(0) to a one-queue QP arrive intact, without an RSS hash")
+
+    # Several receive queues: RSS.
+    # (A QP with more than caps allows of a kind: refused, the message naming the limit.)
+    nrq = cb["max_recv_queues"]
+    e = refused(b, f"qp rxmax rq=16 qkey={QKEY} rxq={nrq + 1}")
+    t.note(f"rxq={nrq + 1}: {e}")
+    if nrq > 1:
+        t.ok("receive queues" in e and f"1..{nrq}" in e,
+             f"{nrq} receive queues per QP (caps): a QP with {nrq + 1} is refused, naming the limit 1..{nrq}", e)
+        rss_queues(a, b, pb, qa, nrq)
+    else:
+        t.ok("receive queues" in e and f"1..{nrq}" in e,
+             f"one receive queue per QP (caps): a QP with 2 is refused, naming the limit 1..{nrq}", e)
+
+    # Several send queues: all of them send with the QP's number.
+    nsq = ca["max_send_queues"]
+    e = refused(a, f"qp txmax rq=4 qkey={QKEY} txq={nsq + 1}")
+    t.note(f"txq={nsq + 1}: {e}")
+    if nsq > 1:
+        t.ok("send queues" in e and f"1..{nsq}" in e,
+             f"{nsq} send queues per QP (caps): a QP with {nsq + 1} is refused, naming the limit 1..{nsq}", e)
+        qt = a(f"qp tx2 rq=4 qkey={QKEY} txq=2")["qpn"]
+        s0 = a(f"send tx2 {address(pb, qb)} qkey={QKEY} size=100 count=5 queue=0")
+        s1 = a(f"send tx2 {address(pb, qb)} qkey={QKEY} size=120 count=5 queue=1")
+        r = b("recv mqb count=10 timeout_ms=5000 repost=1")
+        t.eq((s0["statuses"], s1["statuses"], r["received"], r["bad_payload"], r["src_qps"], r["lens"]),
+             ({"success": 5}, {"success": 5}, 10, 0, [qt], [100, 120]),
+             f"{nsq} send queues per QP (caps): send queues 0 and 1 both send with the QP's one QPN")
+        s = a(f"send tx2 {address(pb, qb)} qkey={QKEY} size=100 count=1 queue=2")
+        t.eq(s["statuses"], {"post refused": 1}, "... and a send queue the QP does not have is refused")
+    else:
+        t.ok("send queues" in e and f"1..{nsq}" in e,
+             f"one send queue per QP (caps): a QP with 2 is refused, naming the limit 1..{nsq}", e)
+
+
+def rss_queues(a, b, pb, qa, nrq):
+    """An RSS QP of 4 receive queues on B; A's QP mqa sends it IPv4/UDP flows."""
+    n = 4
+    qr = b(f"qp rss rq=128 qkey={QKEY} rxq={n} rss_fields={RSS_IPV4 | RSS_IPV4_UDP}")["qpn"]
+    t.eq([b(f"post rss n=128 queue={q}")["posted"] for q in range(n)], [128] * n,
+         f"{nrq} receive queues per QP (caps): an RSS QP with {n} (128 buffers each)")
+    e1, e2 = refused(b, f"post rss n=1 queue={n}"), refused(b, f"rss rss reta=0,1,2,{n}")
+    t.note(f"queue {n}: {e1}; reta naming {n}: {e2}")
+    t.ok("returned -22" in e1, f"... a receive queue it does not have ({n}) is refused (EINVAL)", e1)
+    t.ok("returned -22" in e2, f"... and so is a redirection table naming queue {n}", e2)
+    to_rss = address(pb, qr)
+    # 64 flows, each from a source address of its own.
+    flows = [f"10.{1 + i // 32}.{i % 32 * 7 + 1}.{i * 3 % 250 + 2},10.200.0.1,{1024 + 37 * i},{4000 + i % 5}"
+             for i in range(64)]
+
+    def send(fl, per_flow, dest=None):
+        st = {}
+        for f in fl:
+            for k, v in a(f"send mqa {dest or to_rss} qkey={QKEY} size=128 count={per_flow} ipv4udp={f}")[
+                    "statuses"].items():
+                st[k] = st.get(k, 0) + v
+        return st
+
+    def collect(want):
+        """Each queue's receive completions, then whatever more arrived on each (none, if right)."""
+        got = {q: b(f"recv rss count={want[q]} timeout_ms=5000 repost=1 queue={q}") if want[q] else EMPTY_RECV
+               for q in range(n)}
+        extra = [b(f"recv rss count=1 timeout_ms=100 repost=1 queue={q}")["received"] for q in range(n)]
+        return got, extra
+
+    def spread(fl, per_flow, hashed, table, what, key=RSS_KEY, ports=True, dest=None):
+        """Send per_flow messages of each flow; check each arrives on queue table[h % 128] with hash h
+        (hashed), or with no hash on queue table[0] (not hashed). Returns the per-queue counts."""
+        st = send(fl, per_flow, dest)
+        want = [0] * n
+        for f in fl:
+            want[table[flow_hash(f, ports, key) % RETA_SIZE] if hashed else table[0]] += per_flow
+        got, extra = collect(want)
+        counts = [got[q]["received"] for q in range(n)]
+        t.note(f"{what}: per queue {counts}, expected {want}")
+        misplaced = [(q, f) for q in range(n) for f in got[q]["flows"]
+                     if f is None or q != (table[flow_hash(f, ports, key) % RETA_SIZE] if hashed else table[0])]
+        t.eq((st, counts, extra, misplaced), ({"success": len(fl) * per_flow}, want, [0] * n, []),
+             f"{what}: every message arrives on " + ("queue reta[h % 128], h the test's own Toeplitz hash"
+                                                     if hashed else "reta[0]'s queue"))
+        if hashed:
+            wrong = [(f, h, flow_hash(f, ports, key)) for q in range(n)
+                     for f, h in zip(got[q]["flows"], got[q]["hashes"]) if f is None or h != flow_hash(f, ports, key)]
+            t.eq(([got[q]["hashed"] for q in range(n)], wrong), (want, []),
+                 f"{what}: each completion has kWcRssHash with that hash")
+        else:
+            t.eq([got[q]["hashes"] for q in range(n)], [[None] * w for w in want],
+                 f"{what}: no completion has kWcRssHash")
+        t.eq((sum(got[q]["bad_payload"] for q in range(n)), sorted({s for q in range(n) for s in got[q]["src_qps"]})),
+             (0, [qa]), f"{what}: payloads intact, all from A's QP")
+        return counts
+
+    default = [i % n for i in range(RETA_SIZE)]
+    counts = spread(flows, 2, True, default, "64 UDP flows x 2 (IPv4 addresses and ports, spec key, reta i % 4)")
+    t.ok(sum(1 for c in counts if c) > 1, "... the flows spread over more than one queue", counts)
+
+    # Messages that are not IP: reta[0]'s queue, no hash.
+    r = [a(f"send mqa {to_rss} qkey={QKEY} size=256 count=10")["statuses"]]
+    got, extra = collect([10, 0, 0, 0])
+    t.eq((r, [got[q]["received"] for q in range(n)], extra, got[0]["hashed"], got[0]["bad_payload"]),
+         ([{"success": 10}], [10, 0, 0, 0], [0] * n, 0, 0),
+         "10 messages that are not IP arrive on reta[0]'s queue (0), without kWcRssHash, intact")
+
+    # set_rss: addresses only, another key, another table; then a table sending everything to 2.
+    table = [n - 1 - i % n for i in range(RETA_SIZE)]
+    b(f"rss rss fields={RSS_IPV4} key={RSS_KEY2.hex()} reta={','.join(map(str, table[:n]))}")
+    spread(flows, 1, True, table, "set_rss (IPv4 addresses only, another key, reta 3,2,1,0)", key=RSS_KEY2,
+           ports=False)
+    r = [a(f"send mqa {to_rss} qkey={QKEY} size=256 count=10")["statuses"]]
+    got, extra = collect([0, 0, 0, 10])
+    t.eq((r, [got[q]["received"] for q in range(n)], extra, got[3]["hashed"], got[3]["bad_payload"]),
+         ([{"success": 10}], [0, 0, 0, 10], [0] * n, 0, 0),
+         "after set_rss, messages that are not IP arrive on the new reta[0]'s queue (3), without kWcRssHash")
+    b(f"rss rss fields={RSS_IPV4_TCP} key={RSS_KEY.hex()} reta=2")
+    spread(flows[:16], 1, False, [2] * RETA_SIZE,
+           "set_rss TCP over IPv4 only, reta all 2: 16 UDP flows (a kind not hashed)")
+    b(f"rss rss fields={RSS_IPV4 | RSS_IPV4_UDP} reta={','.join(map(str, default[:n]))}")
+
+    # Multicast (InfiniBand: the broadcast group OpenSM made; RoCE: no LID) is spread the same way.
+    mlid = 0 if pb["link_layer"] == "ethernet" else 0xC000
+    b(f"attach rss mgid={BCAST_MGID} mlid={mlid}")
+    spread(flows[:32], 1, True, default, "32 UDP flows to the broadcast group the RSS QP joined",
+           dest=f"dlid={mlid} dqpn=0xffffff mgid={BCAST_MGID}")
+    b(f"detach rss mgid={BCAST_MGID} mlid={mlid}")
+
+
 def main():
     env = None
     fabric = None
@@ -201,6 +418,7 @@ def main():
             a = Peer("A", ["verbs", "", sys.argv[2]], dict(os.environ))
             b = Peer("B", ["verbs", "", sys.argv[2]], dict(os.environ))
         t.run(f"provider {MODE}", suite, a, b)
+        t.run(f"provider {MODE}, queues", queues, a, b)
     except Exception as e:  # noqa: BLE001
         t.ok(False, f"set-up for the {MODE} provider", e)
     finally:
