@@ -173,6 +173,32 @@ bool post_receive_buffers(Port *p) {
     return true;
 }
 
+// The completion queues of the next QP: one per receive queue (with
+// completion events when the application asked for RX interrupts), one per
+// send queue (a shared one holds every sharer's outstanding sends).
+bool make_cqs(Port *p) {
+    hca::Context &ctx = *p->hca->ctx;
+    const std::uint32_t sharers = (p->tx_queues + p->send_queues - 1) / p->send_queues;
+    p->rx_cqs.clear();
+    p->tx_cqs.clear();
+    for (std::uint32_t i = 0; i < p->rx_queues; ++i) {
+        p->rx_cqs.push_back(p->rx_events ? ctx.create_event_cq(p->cfg.rxq_size) : ctx.create_cq(p->cfg.rxq_size));
+        if (!p->rx_cqs.back())
+            break;
+    }
+    for (std::uint32_t i = 0; i < p->send_queues && p->rx_cqs.size() == p->rx_queues && p->rx_cqs.back(); ++i) {
+        p->tx_cqs.push_back(ctx.create_cq(static_cast<int>(p->cfg.txq_size * sharers)));
+        if (!p->tx_cqs.back())
+            break;
+    }
+    if (p->tx_cqs.size() == p->send_queues && p->tx_cqs.back())
+        return true;
+    IPOIB_LOG(ERR, "%s: cannot create its completion queues: %s", p->name.c_str(), ctx.last_error().c_str());
+    p->rx_cqs.clear();
+    p->tx_cqs.clear();
+    return false;
+}
+
 // The UD QP with the application's queues: one receive queue per RX queue
 // (several: the HCA spreads by RSS), one send queue per TX queue up to the
 // HCA's send queues per QP (assign_send_queues), each with its own CQ.
@@ -183,19 +209,13 @@ bool ensure_qp(Port *p) {
     const std::uint32_t nrq = p->rx_queues, nsq = p->send_queues;
     // A send queue shared by k TX queues holds k queues' outstanding sends.
     const std::uint32_t sharers = (p->tx_queues + nsq - 1) / nsq;
-    p->rx_cqs.clear();
-    p->tx_cqs.clear();
+    if ((p->rx_cqs.empty() || p->tx_cqs.empty()) && !make_cqs(p))
+        return false;
     std::vector<hca::Cq *> rcq, scq;
-    for (std::uint32_t i = 0; i < nrq; ++i) {
-        p->rx_cqs.push_back(ctx.create_cq(p->cfg.rxq_size));
-        rcq.push_back(p->rx_cqs.back().get());
-    }
-    for (std::uint32_t i = 0; i < nsq; ++i) {
-        p->tx_cqs.push_back(ctx.create_cq(static_cast<int>(p->cfg.txq_size * sharers)));
-        scq.push_back(p->tx_cqs.back().get());
-    }
-    const bool cqs = std::all_of(rcq.begin(), rcq.end(), [](auto *c) { return c; }) &&
-                     std::all_of(scq.begin(), scq.end(), [](auto *c) { return c; });
+    for (auto &c : p->rx_cqs)
+        rcq.push_back(c.get());
+    for (auto &c : p->tx_cqs)
+        scq.push_back(c.get());
     hca::QpInit init;
     init.send_cq = scq[0];
     init.recv_cq = rcq[0];
@@ -209,7 +229,7 @@ bool ensure_qp(Port *p) {
     init.recv_cqs = rcq.data();
     init.send_cqs = scq.data();
     init.rss = p->rss;
-    p->qp = cqs ? ctx.create_ud_qp(init) : nullptr;
+    p->qp = ctx.create_ud_qp(init);
     p->qp_rx_queues = nrq;
     p->qp_tx_queues = nsq;
     p->rx_nbuf = p->cfg.rxq_size * nrq;
@@ -648,16 +668,19 @@ void port_release_resources(Port *p) {
     p->dead_ahs.clear();
 }
 
-void assign_send_queues(Port *p, std::uint16_t nrx, std::uint16_t ntx) {
+bool prepare_queues(Port *p, std::uint16_t nrx, std::uint16_t ntx, bool rx_events) {
     const std::uint32_t nrq = std::max<std::uint32_t>(nrx, 1);
     const std::uint32_t ntq = std::max<std::uint32_t>(ntx, 1);
     const std::uint32_t nsq = std::min<std::uint32_t>(ntq, p->hca->ctx->caps().max_send_queues);
-    if (p->qp && (p->qp_rx_queues != nrq || p->qp_tx_queues != nsq)) {
+    const bool changed = p->rx_queues != nrq || p->tx_queues != ntq || p->send_queues != nsq ||
+                         p->rx_events != rx_events;
+    if ((p->qp || !p->rx_cqs.empty()) && changed) {
         // The queues are the QP's: a new layout is a new QP (and QPN, so a
         // new IPoIB address). What referred to the old one goes with it.
-        IPOIB_LOG(NOTICE, "%s: %u RX / %u TX queues now (the QP had %u receive / %u send queues): "
-                  "the UD QP is made again, with a new QPN", p->name.c_str(), nrq, ntq, p->qp_rx_queues,
-                  p->qp_tx_queues);
+        if (p->qp)
+            IPOIB_LOG(NOTICE, "%s: %u RX / %u TX queues%s now (the QP had %u receive / %u send queues): "
+                      "the UD QP is made again, with a new QPN", p->name.c_str(), nrq, ntq,
+                      rx_events ? " with RX interrupts" : "", p->qp_rx_queues, p->qp_tx_queues);
         p->fp.neigh.clear();
         std::vector<wire::Gid> groups;
         p->fp.groups.for_each_mgid([&](const wire::Gid &g) { groups.push_back(g); });
@@ -668,6 +691,9 @@ void assign_send_queues(Port *p, std::uint16_t nrx, std::uint16_t ntx) {
     p->rx_queues = nrq;
     p->tx_queues = ntq;
     p->send_queues = nsq;
+    p->rx_events = rx_events;
+    if (p->rx_cqs.empty() && !make_cqs(p))
+        return false;
     const bool shared = ntq > nsq;
     for (std::uint32_t i = 0; i < hca::kMaxQueues; ++i) {
         TxQueue *q = i < ntx && i < p->txq.size() ? p->txq[i] : nullptr;
@@ -680,6 +706,7 @@ void assign_send_queues(Port *p, std::uint16_t nrx, std::uint16_t ntx) {
     if (shared)
         IPOIB_LOG(NOTICE, "%s: %u TX queues share %u send queue(s) of the QP (%s has %u per QP): one lock per burst",
                   p->name.c_str(), ntq, nsq, p->hca->ctx->name().c_str(), p->hca->ctx->caps().max_send_queues);
+    return true;
 }
 
 } // namespace ipoib::pmd

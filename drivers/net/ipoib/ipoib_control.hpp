@@ -30,8 +30,10 @@ int port_control_start(Port *p);
 void port_control_stop(Port *p);
 void port_release_resources(Port *p);
 // dev_start (Hca::mu held, fast path stopped): the QP's queues for nrx RX
-// and ntx TX queues (a QP of another layout is released, to be made again),
-// and which send queue each TX queue posts to.
-void assign_send_queues(Port *p, std::uint16_t nrx, std::uint16_t ntx);
+// and ntx TX queues, RX completion events or not (a QP or CQs of another
+// layout are released, to be made again), their completion queues made now
+// (the RX interrupt fds exist from the start), and which send queue each TX
+// queue posts to. False (logged) if the CQs cannot be made.
+bool prepare_queues(Port *p, std::uint16_t nrx, std::uint16_t ntx, bool rx_events);
 
 } // namespace ipoib::pmd

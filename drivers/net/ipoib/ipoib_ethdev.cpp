@@ -6,6 +6,7 @@
 #include <bus_vdev_driver.h>
 #include <ethdev_vdev.h>
 #include <rte_bus_vdev.h>
+#include <rte_interrupts.h>
 #include <rte_mbuf_dyn.h>
 #include <rte_ring_elem.h>
 #include <rte_version.h>
@@ -97,7 +98,10 @@ int dev_start(rte_eth_dev *dev) noexcept {
             IPOIB_LOG(ERR, "%s: TX queue %u is not set up", p->name.c_str(), i);
             return -EINVAL;
         }
-    assign_send_queues(p, dev->data->nb_rx_queues, dev->data->nb_tx_queues);
+    if (!prepare_queues(p, dev->data->nb_rx_queues, dev->data->nb_tx_queues, dev->data->dev_conf.intr_conf.rxq))
+        return -ENOMEM;
+    if (const int rc = rx_intr_install(dev); rc != 0)
+        return rc;
     if (const int rc = port_control_start(p); rc != 0)
         return rc;
     p->started = true;
@@ -112,6 +116,7 @@ int dev_stop(rte_eth_dev *dev) noexcept {
     Port *p = port_of(dev);
     std::lock_guard<std::mutex> lk(p->hca->mu);
     port_control_stop(p);
+    rx_intr_uninstall(dev);
     drop_pending(dev);
     p->started = false;
     dev->data->dev_started = 0;
@@ -145,6 +150,8 @@ int dev_close(rte_eth_dev *dev) noexcept {
         hca_put(h);
     }
     rte_ring_free(p->fp.requests);
+    rte_intr_instance_free(dev->intr_handle);
+    dev->intr_handle = nullptr;
     dev->data->mac_addrs = nullptr;  // points into Port, not rte_malloc'ed
     delete p;
     *static_cast<Port **>(dev->data->dev_private) = nullptr;
@@ -205,6 +212,8 @@ constexpr eth_dev_ops kOps = {
     .dev_supported_ptypes_get = supported_ptypes,
     .rx_queue_setup = rx_queue_setup,
     .rx_queue_release = rx_queue_release,
+    .rx_queue_intr_enable = rx_queue_intr_enable,
+    .rx_queue_intr_disable = rx_queue_intr_disable,
     .tx_queue_setup = tx_queue_setup,
     .tx_queue_release = tx_queue_release,
     .rss_hash_update = rss_hash_update,
@@ -318,6 +327,8 @@ int probe(rte_vdev_device *vdev) noexcept {
         return rc ? rc : -ENOMEM;
     }
     *static_cast<Port **>(dev->data->dev_private) = p;
+    // RX interrupts: one fd per RX queue once started with intr_conf.rxq (ipoib_intr.cpp).
+    dev->intr_handle = rte_intr_instance_alloc(RTE_INTR_INSTANCE_F_SHARED);
     dev->data->mac_addrs = &p->fp.mac;
     dev->data->mtu = p->fp.mtu;
     dev->data->dev_flags |= RTE_ETH_DEV_INTR_LSC | RTE_ETH_DEV_AUTOFILL_QUEUE_XSTATS;

@@ -32,6 +32,12 @@ int reta_query(rte_eth_dev *dev, rte_eth_rss_reta_entry64 *conf, std::uint16_t s
 int rss_hash_update(rte_eth_dev *dev, rte_eth_rss_conf *conf) noexcept;
 int rss_hash_conf_get(rte_eth_dev *dev, rte_eth_rss_conf *conf) noexcept;
 
+// ipoib_intr.cpp: RX interrupts
+int rx_intr_install(rte_eth_dev *dev) noexcept;  // dev_start, with intr_conf.rxq: one fd per RX queue
+void rx_intr_uninstall(rte_eth_dev *dev) noexcept;
+int rx_queue_intr_enable(rte_eth_dev *dev, std::uint16_t qid) noexcept;
+int rx_queue_intr_disable(rte_eth_dev *dev, std::uint16_t qid) noexcept;
+
 // ipoib_telemetry.cpp
 void telemetry_register() noexcept;
 

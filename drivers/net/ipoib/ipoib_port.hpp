@@ -192,6 +192,7 @@ struct Port {
     // What the next QP gets (assign_send_queues, at dev_start): receive
     // queues (= RX queues), the application's TX queues, send queues.
     std::uint32_t rx_queues = 1, tx_queues = 1, send_queues = 1;
+    bool rx_events = false;  // RX CQs with completion events (intr_conf.rxq)
     // Receive-side scaling as the application configured it (dev_configure,
     // reta_update, rss_hash_update); given to the QP when it is made.
     hca::RssConf rss{};

@@ -20,6 +20,9 @@
 // than those of inproc_testing.hpp, LID-routed multicast, SL/VL, CQ overrun
 // (a receive that finds the CQ full is dropped as if no buffer were posted; a
 // send is accepted only if its completion fits: post_send returns fewer).
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -114,12 +117,44 @@ class InprocAh final : public Ah {
 
 class InprocCq final : public Cq {
   public:
-    explicit InprocCq(int depth) : q(static_cast<std::size_t>(depth)) {}
+    explicit InprocCq(int depth, int efd = -1) : q(static_cast<std::size_t>(depth)), efd_(efd) {}
+    ~InprocCq() override {
+        if (efd_ >= 0)
+            close(efd_);
+    }
     int poll(Wc *wc, int n) noexcept override {
         Guard g(fabric().lock);
         return q.pop(wc, n);
     }
+    // Completion events: an eventfd, written when a completion is added while armed.
+    int notify_fd() const noexcept override { return efd_; }
+    int arm_notify() noexcept override {
+        if (efd_ < 0)
+            return -EOPNOTSUPP;
+        Guard g(fabric().lock);
+        armed_ = true;
+        if (!q.empty())
+            signal();  // one is already waiting
+        return 0;
+    }
+    void ack_notify() noexcept override {
+        std::uint64_t v;
+        if (efd_ >= 0)
+            [[maybe_unused]] const auto r = read(efd_, &v, sizeof v);
+    }
+    // A completion was added (fabric lock held).
+    void signal() noexcept {
+        if (!armed_)
+            return;
+        armed_ = false;
+        const std::uint64_t one = 1;
+        [[maybe_unused]] const auto r = write(efd_, &one, sizeof one);
+    }
     common::WcQueue q;  // under the fabric lock
+
+  private:
+    int efd_;
+    bool armed_ = false;  // under the fabric lock
 };
 
 class InprocContext final : public common::ContextBase {
@@ -134,6 +169,7 @@ class InprocContext final : public common::ContextBase {
     void free_dma(void *p) noexcept override { std::free(p); }
     std::unique_ptr<Mr> reg_mr(void *addr, std::size_t len) noexcept override;
     std::unique_ptr<Cq> create_cq(int depth) noexcept override;
+    std::unique_ptr<Cq> create_event_cq(int depth) noexcept override;
     std::unique_ptr<Qp> create_ud_qp(const QpInit &init) noexcept override;
     std::unique_ptr<Ah> create_ah(const AhAttr &attr) noexcept override;
     int get_port_event(PortEvent *ev) noexcept override;
@@ -234,6 +270,7 @@ void InprocQp::send_one(const SendWr &wr) noexcept {
     if (c.status != WcStatus::success) {
         ++c_.tx_errors;
         send_cq_->q.push_reserved(c);  // errors complete even when unsignaled, as in verbs
+        send_cq_->signal();
         return;
     }
     const AhAttr &ah = wr.ah->attr();
@@ -260,10 +297,12 @@ void InprocQp::send_one(const SendWr &wr) noexcept {
     dev_->counters.tx_bytes += len;
     ++c_.tx_packets;
     c_.tx_bytes += len;
-    if (wr.signaled)
+    if (wr.signaled) {
         send_cq_->q.push_reserved(c);
-    else
+        send_cq_->signal();
+    } else {
         send_cq_->q.unreserve();
+    }
 }
 
 void InprocQp::deliver(InprocQp &d, const SendWr &wr, std::uint32_t len, std::uint32_t qkey,
@@ -301,6 +340,7 @@ void InprocQp::deliver(InprocQp &d, const SendWr &wr, std::uint32_t len, std::ui
             pc.rx_bytes += len, qc.rx_bytes += len;
         }
         d.recv_cq_->q.push(w);
+        d.recv_cq_->signal();
     }
 }
 
@@ -479,6 +519,17 @@ std::unique_ptr<Mr> InprocContext::reg_mr(void *addr, std::size_t len) noexcept 
 
 std::unique_ptr<Cq> InprocContext::create_cq(int depth) noexcept {
     return check_cq_depth(depth, kMaxCqDepth) ? std::make_unique<InprocCq>(depth) : nullptr;
+}
+
+std::unique_ptr<Cq> InprocContext::create_event_cq(int depth) noexcept {
+    if (!check_cq_depth(depth, kMaxCqDepth))
+        return nullptr;
+    const int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0) {
+        fail(-errno, std::string("create_event_cq: eventfd: ") + std::strerror(errno));
+        return nullptr;
+    }
+    return std::make_unique<InprocCq>(depth, efd);
 }
 
 std::unique_ptr<Qp> InprocContext::create_ud_qp(const QpInit &init) noexcept {

@@ -22,6 +22,7 @@ class Fabric {
     bool attach(const std::string &name, std::string *err);
 
     FabricShm *shm() const noexcept { return shm_; }
+    const std::string &name() const noexcept { return name_; }
     std::uint32_t proc() const noexcept { return proc_; }
     std::uint32_t gen() const noexcept { return gen_; }
 

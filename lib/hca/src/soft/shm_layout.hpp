@@ -149,6 +149,12 @@ struct alignas(64) QpEntry {
     std::atomic<std::uint16_t> pkey_index;
     std::atomic<std::uint32_t> rq_depth;
     std::atomic<std::uint32_t> kind;  // QpKind
+    // Completion events of this ring's CQ: the receiver sets notify_armed
+    // (arm_notify); the sender that completes a slot and finds it set clears
+    // it and sends a datagram to the CQ's socket, named by the owner's ident
+    // and notify_cq (the CQ's serial in its process; 0: the CQ has no events).
+    std::atomic<std::uint32_t> notify_armed;
+    std::atomic<std::uint32_t> notify_cq;
     // Receive-side scaling (the QP's owner writes it; senders read it without
     // a lock, a torn update only picks another of the QP's queues). nrq = 0:
     // the QP receives into its own ring. Else a message goes to the ring of

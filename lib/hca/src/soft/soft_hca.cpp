@@ -3,6 +3,8 @@
 // state from the managed fabric (SMP through libibumad), enforcement of what
 // a real HCA and fabric enforce (P_Key, Q_Key, MTU, port state), multicast
 // with loopback, counters, optional pcap capture of every packet sent.
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -65,6 +67,12 @@ std::uint64_t now_ms() noexcept {
 
 using common::pkey_match;
 
+std::string qpn_text(std::uint32_t qpn) {
+    char b[16];
+    std::snprintf(b, sizeof b, "0x%06x", qpn);
+    return b;
+}
+
 inline void count(std::atomic<std::uint64_t> &c, std::uint64_t n = 1) noexcept {
     c.fetch_add(n, std::memory_order_relaxed);
 }
@@ -108,17 +116,43 @@ struct RecvRing {
 // receive completions are read from the receive rings in shared memory.
 class SoftCq final : public Cq {
   public:
-    explicit SoftCq(std::uint32_t depth) : sends_(depth) {}
+    explicit SoftCq(std::uint32_t depth, int fd = -1, std::uint32_t serial = 0, const sockaddr_un *self = nullptr,
+                    socklen_t self_len = 0)
+        : sends_(depth), fd_(fd), serial_(serial), self_len_(self_len) {
+        if (self)
+            self_ = *self;
+    }
+    ~SoftCq() override {
+        if (fd_ >= 0)
+            close(fd_);
+    }
     int poll(Wc *wc, int n) noexcept override;
+    // Completion events: a datagram socket bound to an abstract name
+    // (event_address); senders write to it when they complete a slot of an
+    // armed ring, this process when a send completes while armed.
+    int notify_fd() const noexcept override { return fd_; }
+    int arm_notify() noexcept override;
+    void ack_notify() noexcept override;
+    std::uint32_t serial() const noexcept { return serial_; }
 
     // A send's completion place, reserved before the send is accepted (never dropped).
     bool reserve_send() noexcept { return sends_.reserve(); }
-    void push_send(const Wc &w) noexcept { sends_.push_reserved(w); }
+    void push_send(const Wc &w) noexcept {
+        sends_.push_reserved(w);
+        if (armed_) [[unlikely]]
+            signal_self();
+    }
     void unreserve_send() noexcept { sends_.unreserve(); }
     std::vector<RecvRing *> rings;
 
   private:
+    void signal_self() noexcept;
     common::WcQueue sends_;
+    int fd_;
+    std::uint32_t serial_;
+    sockaddr_un self_{};  // the socket's own name (an unconnected socket: every sender may write)
+    socklen_t self_len_ = 0;
+    bool armed_ = false;  // for this process's send completions
 };
 
 // One send queue of a QP: its CQ and packet sequence. All of a QP's send
@@ -156,6 +190,13 @@ class SoftQp final : public Qp {
     QpCounters counters() const noexcept override;
 
     int poll_recv(RecvRing &r, Wc *wc, int n) noexcept;
+    // A completion is waiting at the ring's cursor (a done, bad or stuck slot).
+    bool ring_ready(const RecvRing &r) const noexcept {
+        if (r.cursor >= r.tail)
+            return false;
+        const std::uint64_t w = r.e->rq[r.cursor % r.depth].state.load(std::memory_order_seq_cst);
+        return classify_rx_slot(w, lap_of(r.cursor, r.depth)) != RxVerdict::wait;
+    }
 
   private:
     void check_head(RecvRing &r) noexcept;
@@ -203,6 +244,11 @@ class SoftContext final : public common::ContextBase {
     std::uint32_t fault_stall_ms = 0;       // 0: stall forever
     std::uint32_t stall_ms = kStalledSlotMs;  // bound on a slot a live sender holds (test hook)
 
+    std::unique_ptr<Cq> create_event_cq(int depth) noexcept override;
+    // The completion-event datagram to the CQ `serial` of the process `ident`.
+    void signal_cq(std::uint32_t ident, std::uint32_t serial) noexcept;
+    sockaddr_un event_address(std::uint32_t ident, std::uint32_t serial, socklen_t *len) const noexcept;
+
   private:
     bool refresh_ports(bool initial);
     void refresh_qp_pkeys(std::uint32_t pidx, const PortSnapshot &now);
@@ -214,12 +260,16 @@ class SoftContext final : public common::ContextBase {
     std::vector<std::uint32_t> smp_failures_;  // PortInfo reads failed in a row, per port
     std::deque<PortEvent> events_;
     std::uint64_t last_poll_ = 0;
+    int event_tx_fd_ = -1;  // unbound datagram socket the events are sent from
+    std::uint32_t next_cq_serial_ = 1;
 };
 
 // ---------------------------------------------------------------------------
 // Context
 
 SoftContext::~SoftContext() {
+    if (event_tx_fd_ >= 0)
+        close(event_tx_fd_);
     if (!fabric.shm())
         return;
     for (auto idx : port_idx)
@@ -403,6 +453,48 @@ std::unique_ptr<Cq> SoftContext::create_cq(int depth) noexcept {
     return std::make_unique<SoftCq>(static_cast<std::uint32_t>(depth));
 }
 
+sockaddr_un SoftContext::event_address(std::uint32_t ident, std::uint32_t serial, socklen_t *len) const noexcept {
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    // Abstract: no file to clean up; gone with the socket (and its process).
+    const int n = std::snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "ipoibsoft.%s.ev.%x.%x",
+                                fabric.name().c_str(), ident, serial);
+    *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 +
+                                  std::min<int>(n, static_cast<int>(sizeof a.sun_path) - 2));
+    return a;
+}
+
+std::unique_ptr<Cq> SoftContext::create_event_cq(int depth) noexcept {
+    if (!check_cq_depth(depth, kMaxCqDepth))
+        return nullptr;
+    const std::uint32_t serial = next_cq_serial_++;
+    const int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    socklen_t len = 0;
+    const sockaddr_un a = event_address(fabric.ident(), serial, &len);
+    if (fd < 0 || bind(fd, reinterpret_cast<const sockaddr *>(&a), len) != 0) {
+        fail(-errno, std::string("create_event_cq: event socket: ") + std::strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return nullptr;
+    }
+    return std::make_unique<SoftCq>(static_cast<std::uint32_t>(depth), fd, serial, &a, len);
+}
+
+// Fast path, but only toward a receiver that armed its CQ (it sleeps): one
+// syscall per event. A name nobody has bound (garbage in the ring entry, a
+// CQ gone) is refused by the kernel, and nothing else happens.
+void SoftContext::signal_cq(std::uint32_t ident, std::uint32_t serial) noexcept {
+    if (serial == 0)
+        return;
+    if (event_tx_fd_ < 0)
+        event_tx_fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    socklen_t len = 0;
+    const sockaddr_un a = event_address(ident, serial, &len);
+    const char one = 1;
+    [[maybe_unused]] const auto n =
+        sendto(event_tx_fd_, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<const sockaddr *>(&a), len);
+}
+
 std::unique_ptr<Qp> SoftContext::create_ud_qp(const QpInit &init) noexcept {
     if (!check_qp_init(init, kRqDepth))
         return nullptr;
@@ -503,6 +595,38 @@ int SoftCq::poll(Wc *wc, int n) noexcept {
     return got;
 }
 
+// Armed: every ring of the CQ asks its senders for an event (seq_cst, as
+// the senders' completion and their look at the flag: either they see it
+// armed, or this sees their completion). One already waiting: at once.
+int SoftCq::arm_notify() noexcept {
+    if (fd_ < 0)
+        return -EOPNOTSUPP;
+    armed_ = true;
+    for (RecvRing *r : rings)
+        r->e->notify_armed.store(1, std::memory_order_seq_cst);
+    bool ready = !sends_.empty();
+    for (RecvRing *r : rings)
+        ready = ready || r->qp->ring_ready(*r);
+    if (ready)
+        signal_self();
+    return 0;
+}
+
+void SoftCq::ack_notify() noexcept {
+    char b[64];
+    while (fd_ >= 0 && recv(fd_, b, sizeof b, MSG_DONTWAIT) >= 0) {
+    }
+}
+
+void SoftCq::signal_self() noexcept {
+    armed_ = false;
+    for (RecvRing *r : rings)
+        r->e->notify_armed.store(0, std::memory_order_relaxed);
+    const char one = 1;
+    [[maybe_unused]] const auto n = sendto(fd_, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL,
+                                           reinterpret_cast<const sockaddr *>(&self_), self_len_);
+}
+
 // ---------------------------------------------------------------------------
 // QP
 
@@ -522,6 +646,8 @@ SoftQp::SoftQp(SoftContext *ctx, QpEntry *e, std::uint32_t slot, std::uint32_t p
         r->cq = static_cast<SoftCq *>(init.num_recv_queues > 1 ? init.recv_cqs[i] : init.recv_cq);
         r->wr_ids.resize(init.max_recv_wr);
         r->lens.resize(init.max_recv_wr);
+        r->e->notify_armed.store(0, std::memory_order_relaxed);
+        r->e->notify_cq.store(r->cq->serial(), std::memory_order_relaxed);
         r->cq->rings.push_back(r.get());
         rings_.push_back(std::move(r));
     }
@@ -556,7 +682,7 @@ QpCounters SoftQp::counters() const noexcept {
 
 int SoftQp::post_recv_queue(std::uint32_t q, const RecvWr *wr, int n) noexcept {
     if (q >= rings_.size())
-        return ctx_->fail(-EINVAL, "post_recv: QP 0x" + std::to_string(qpn_) + " has no receive queue " +
+        return ctx_->fail(-EINVAL, "post_recv_queue: QP " + qpn_text(qpn_) + " has no receive queue " +
                                        std::to_string(q));
     RecvRing &r = *rings_[q];
     int i = 0;
@@ -896,8 +1022,13 @@ void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendW
     s->flags = static_cast<std::uint8_t>((ah.attr_.is_global ? kWcGrh : 0) | (hashed ? kWcRssHash : 0));
     std::uint64_t expected = claimed;
     if (!s->state.compare_exchange_strong(expected, slot_word(lap, ctx_->fabric.ident(), kDone),
-                                          std::memory_order_acq_rel)) [[unlikely]]
+                                          std::memory_order_seq_cst)) [[unlikely]] {
         count(e_->counters[kQpTxLate]);
+        return;
+    }
+    // A receiver waiting for an event on this ring: one datagram, by whoever clears the flag.
+    if (ring->notify_armed.load(std::memory_order_seq_cst) && ring->notify_armed.exchange(0, std::memory_order_seq_cst))
+        ctx_->signal_cq(ring->owner.load(std::memory_order_relaxed), ring->notify_cq.load(std::memory_order_relaxed));
 }
 
 void SoftQp::send_one(SendQueue &sq, const SendWr &wr) noexcept {
@@ -1011,7 +1142,7 @@ void SoftQp::send_one(SendQueue &sq, const SendWr &wr) noexcept {
 // send queue (ENOMEM). No completion is ever dropped.
 int SoftQp::post_send_queue(std::uint32_t q, const SendWr *wr, int n) noexcept {
     if (q >= sqs_.size())
-        return ctx_->fail(-EINVAL, "post_send: QP 0x" + std::to_string(qpn_) + " has no send queue " +
+        return ctx_->fail(-EINVAL, "post_send_queue: QP " + qpn_text(qpn_) + " has no send queue " +
                                        std::to_string(q));
     SendQueue &sq = sqs_[q];
     int i = 0;

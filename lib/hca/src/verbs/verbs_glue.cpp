@@ -12,7 +12,7 @@ int query_gid_ex(ibv_context *c, std::uint32_t port, std::uint32_t index, ibv_gi
     return ibv_query_gid_ex(c, port, index, e, 0);
 }
 ibv_mr *reg_mr(ibv_pd *pd, void *addr, std::size_t len, int access) { return ibv_reg_mr(pd, addr, len, access); }
-ibv_cq *create_cq(ibv_context *c, int cqe) { return ibv_create_cq(c, cqe, nullptr, nullptr, 0); }
+ibv_cq *create_cq(ibv_context *c, int cqe, ibv_comp_channel *ch) { return ibv_create_cq(c, cqe, nullptr, ch, 0); }
 
 } // namespace
 } // namespace ipoib::hca::verbs
@@ -53,6 +53,10 @@ constexpr Glue kTable = {
     .get_async_event = ibv_get_async_event,
     .ack_async_event = ibv_ack_async_event,
     .event_type_str = ibv_event_type_str,
+    .create_comp_channel = ibv_create_comp_channel,
+    .destroy_comp_channel = ibv_destroy_comp_channel,
+    .get_cq_event = ibv_get_cq_event,
+    .ack_cq_events = ibv_ack_cq_events,
 };
 
 // Every field set. The structured binding names each field, so it stops
@@ -61,11 +65,13 @@ consteval bool complete(const Glue &g) {
     const auto &[abi, size, get_device_list, free_device_list, get_device_name, open_device, close_device,
                  query_device, query_port, query_gid_ex, query_pkey, alloc_pd, dealloc_pd, reg_mr, dereg_mr,
                  create_cq, destroy_cq, create_qp, modify_qp, destroy_qp, create_ah, destroy_ah, attach_mcast,
-                 detach_mcast, get_async_event, ack_async_event, event_type_str] = g;
+                 detach_mcast, get_async_event, ack_async_event, event_type_str, create_comp_channel,
+                 destroy_comp_channel, get_cq_event, ack_cq_events] = g;
     return abi && size && get_device_list && free_device_list && get_device_name && open_device && close_device &&
            query_device && query_port && query_gid_ex && query_pkey && alloc_pd && dealloc_pd && reg_mr &&
            dereg_mr && create_cq && destroy_cq && create_qp && modify_qp && destroy_qp && create_ah &&
-           destroy_ah && attach_mcast && detach_mcast && get_async_event && ack_async_event && event_type_str;
+           destroy_ah && attach_mcast && detach_mcast && get_async_event && ack_async_event && event_type_str &&
+           create_comp_channel && destroy_comp_channel && get_cq_event && ack_cq_events;
 }
 // g++ with -fsanitize=undefined (the sanitizer build, always with ASan) cannot
 // fold a function's address compared with null; the runtime check in

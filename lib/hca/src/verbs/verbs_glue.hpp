@@ -19,7 +19,7 @@
 
 namespace ipoib::hca::verbs {
 
-inline constexpr std::uint32_t kGlueAbi = 1;  // bump when the table changes
+inline constexpr std::uint32_t kGlueAbi = 2;  // bump when the table changes
 inline constexpr const char *kGlueSymbol = "ipoib_verbs_glue";
 inline constexpr const char *kGlueFile = "libipoib_verbs_glue.so";
 
@@ -39,7 +39,7 @@ struct Glue {
     int (*dealloc_pd)(ibv_pd *pd);
     ibv_mr *(*reg_mr)(ibv_pd *pd, void *addr, std::size_t len, int access);
     int (*dereg_mr)(ibv_mr *mr);
-    ibv_cq *(*create_cq)(ibv_context *ctx, int cqe);
+    ibv_cq *(*create_cq)(ibv_context *ctx, int cqe, ibv_comp_channel *channel);  // channel may be null
     int (*destroy_cq)(ibv_cq *cq);
     ibv_qp *(*create_qp)(ibv_pd *pd, ibv_qp_init_attr *attr);
     int (*modify_qp)(ibv_qp *qp, ibv_qp_attr *attr, int mask);
@@ -51,6 +51,10 @@ struct Glue {
     int (*get_async_event)(ibv_context *ctx, ibv_async_event *ev);
     void (*ack_async_event)(ibv_async_event *ev);
     const char *(*event_type_str)(ibv_event_type ev);
+    ibv_comp_channel *(*create_comp_channel)(ibv_context *ctx);
+    int (*destroy_comp_channel)(ibv_comp_channel *channel);
+    int (*get_cq_event)(ibv_comp_channel *channel, ibv_cq **cq, void **cq_context);
+    void (*ack_cq_events)(ibv_cq *cq, unsigned int nevents);
 };
 
 // Every entry of the table by name, for the check that none is null (the
@@ -70,7 +74,8 @@ inline constexpr GlueEntry kGlueEntries[] = {
     IPOIB_GLUE_ENTRY(create_qp),       IPOIB_GLUE_ENTRY(modify_qp),        IPOIB_GLUE_ENTRY(destroy_qp),
     IPOIB_GLUE_ENTRY(create_ah),       IPOIB_GLUE_ENTRY(destroy_ah),       IPOIB_GLUE_ENTRY(attach_mcast),
     IPOIB_GLUE_ENTRY(detach_mcast),    IPOIB_GLUE_ENTRY(get_async_event),  IPOIB_GLUE_ENTRY(ack_async_event),
-    IPOIB_GLUE_ENTRY(event_type_str),
+    IPOIB_GLUE_ENTRY(event_type_str),  IPOIB_GLUE_ENTRY(create_comp_channel), IPOIB_GLUE_ENTRY(destroy_comp_channel),
+    IPOIB_GLUE_ENTRY(get_cq_event),    IPOIB_GLUE_ENTRY(ack_cq_events),
 };
 #undef IPOIB_GLUE_ENTRY
 // Every function pointer after the header fields is listed above.

@@ -156,10 +156,20 @@ class VerbsMr final : public Mr {
 
 class VerbsCq final : public Cq {
   public:
-    VerbsCq(common::ContextBase *ctx, const Glue *g, ibv_cq *cq, int depth)
-        : ctx_(ctx), g_(g), cq_(cq), soft_(kSoftWcRing), depth_(std::min(depth, cq->cqe)) {}
-    ~VerbsCq() override { g_->destroy_cq(cq_); }
+    VerbsCq(common::ContextBase *ctx, const Glue *g, ibv_cq *cq, int depth, ibv_comp_channel *ch = nullptr)
+        : ctx_(ctx), g_(g), cq_(cq), ch_(ch), soft_(kSoftWcRing), depth_(std::min(depth, cq->cqe)) {}
+    ~VerbsCq() override {
+        if (unacked_)
+            g_->ack_cq_events(cq_, unacked_);  // (ibv_destroy_cq waits for every event to be acknowledged)
+        g_->destroy_cq(cq_);
+        if (ch_)
+            g_->destroy_comp_channel(ch_);
+    }
     int poll(Wc *wc, int n) noexcept override;
+    // Completion events: the CQ's own completion channel (non-blocking fd).
+    int notify_fd() const noexcept override { return ch_ ? ch_->fd : -1; }
+    int arm_notify() noexcept override;
+    void ack_notify() noexcept override;
     ibv_cq *raw() const { return cq_; }
     void add_owner(QpStats *s) { owners_.push_back(s); }
     // A completion the device never saw (a send the provider refused): returned by the next poll.
@@ -183,11 +193,40 @@ class VerbsCq final : public Cq {
     common::ContextBase *ctx_;  // for last_error()
     const Glue *g_;
     ibv_cq *cq_;
+    ibv_comp_channel *ch_;
+    unsigned unacked_ = 0;  // events taken, acknowledged in batches (ibv_ack_cq_events takes a mutex)
+    bool armed_ = false;
     std::vector<QpStats *> owners_;  // the QPs using this CQ (usually one)
     common::WcQueue soft_;
     int depth_;                            // completions the CQ is known to hold
     std::uint32_t sends_outstanding_ = 0;  // signaled sends posted whose completion was not polled yet
 };
+
+// ibv_req_notify_cq: an event for the next completion. Completions already
+// in the CQ (or in the provider's own queue) raise none: the fd is made
+// readable by the caller's next poll finding them, so look first.
+int VerbsCq::arm_notify() noexcept {
+    if (!ch_)
+        return -EOPNOTSUPP;
+    if (!armed_) {
+        if (const int r = ibv_req_notify_cq(cq_, 0); r != 0)
+            return ctx_->fail(-r, std::string("ibv_req_notify_cq: ") + std::strerror(r));
+        armed_ = true;
+    }
+    return 0;
+}
+
+void VerbsCq::ack_notify() noexcept {
+    ibv_cq *ev_cq = nullptr;
+    void *ev_ctx = nullptr;
+    while (ch_ && g_->get_cq_event(ch_, &ev_cq, &ev_ctx) == 0) {  // non-blocking channel: until EAGAIN
+        armed_ = false;
+        if (++unacked_ >= 64) {
+            g_->ack_cq_events(cq_, unacked_);
+            unacked_ = 0;
+        }
+    }
+}
 
 int VerbsCq::poll(Wc *wc, int n) noexcept {
     ibv_wc iw[kPollBatch];
@@ -312,6 +351,7 @@ class VerbsContext final : public common::ContextBase {
     void free_dma(void *p) noexcept override;
     std::unique_ptr<Mr> reg_mr(void *addr, std::size_t len) noexcept override;
     std::unique_ptr<Cq> create_cq(int depth) noexcept override;
+    std::unique_ptr<Cq> create_event_cq(int depth) noexcept override;
     std::unique_ptr<Qp> create_ud_qp(const QpInit &init) noexcept override;
     std::unique_ptr<Ah> create_ah(const AhAttr &attr) noexcept override;
     int get_port_event(PortEvent *ev) noexcept override;
@@ -740,12 +780,28 @@ std::unique_ptr<Mr> VerbsContext::reg_mr(void *addr, std::size_t len) noexcept {
 }
 
 std::unique_ptr<Cq> VerbsContext::create_cq(int depth) noexcept {
-    ibv_cq *cq = g_->create_cq(ctx_, depth);
+    ibv_cq *cq = g_->create_cq(ctx_, depth, nullptr);
     if (!cq) {
         fail(-errno, "ibv_create_cq(" + std::to_string(depth) + "): " + std::strerror(errno));
         return nullptr;
     }
     return std::make_unique<VerbsCq>(this, g_, cq, depth);
+}
+
+std::unique_ptr<Cq> VerbsContext::create_event_cq(int depth) noexcept {
+    ibv_comp_channel *ch = g_->create_comp_channel(ctx_);
+    if (!ch) {
+        fail(-errno, std::string("ibv_create_comp_channel: ") + std::strerror(errno));
+        return nullptr;
+    }
+    const int fl = fcntl(ch->fd, F_GETFL);
+    ibv_cq *cq = fl >= 0 && fcntl(ch->fd, F_SETFL, fl | O_NONBLOCK) == 0 ? g_->create_cq(ctx_, depth, ch) : nullptr;
+    if (!cq) {
+        fail(-errno, "ibv_create_cq(" + std::to_string(depth) + ", channel): " + std::strerror(errno));
+        g_->destroy_comp_channel(ch);
+        return nullptr;
+    }
+    return std::make_unique<VerbsCq>(this, g_, cq, depth, ch);
 }
 
 std::unique_ptr<Qp> VerbsContext::create_ud_qp(const QpInit &init) noexcept {

@@ -233,7 +233,7 @@ struct DeviceCaps {
 inline constexpr std::uint32_t kMaxQueues = 16;  // of either kind, on any provider
 
 struct QpInit {
-    class Cq *send_cq = nullptr;  // queue 0's (and every queue's when send_cqs is null)
+    class Cq *send_cq = nullptr;  // the CQs of a QP with one queue of each kind
     class Cq *recv_cq = nullptr;
     std::uint8_t port_num = 1;
     std::uint16_t pkey_index = 0;
@@ -242,8 +242,9 @@ struct QpInit {
     std::uint32_t max_recv_wr = 256;  // per receive queue
     // Several queues on one QP number (up to DeviceCaps): num_send_queues
     // with their completion queues send_cqs[i], num_recv_queues with
-    // recv_cqs[i], spread by rss. A queue is used by one thread at a time;
-    // different queues by different threads at once.
+    // recv_cqs[i] (required when there are more than one; queue 0's too, in
+    // place of send_cq / recv_cq), spread by rss. A queue is used by one
+    // thread at a time; different queues by different threads at once.
     std::uint32_t num_send_queues = 1;
     std::uint32_t num_recv_queues = 1;
     class Cq *const *send_cqs = nullptr;  // num_send_queues entries (needed when > 1)
@@ -290,6 +291,16 @@ class Cq {
     virtual ~Cq() = default;
     // Fill up to n completions; returns how many (0 if none), <0 on error.
     virtual int poll(Wc *wc, int n) noexcept = 0;
+    // Completion events (a completion channel and ibv_req_notify_cq), on a
+    // CQ made by create_event_cq: notify_fd() becomes readable (poll/epoll)
+    // once a completion arrives after arm_notify(); if one is already
+    // waiting when it is armed, at once on the software HCAs (verbs: as the
+    // device does; rxe raises none for completions already there, and the
+    // consumer's next poll finds them). ack_notify() consumes the event
+    // (call it after waking, before arming again). -1 / -EOPNOTSUPP: no events.
+    virtual int notify_fd() const noexcept { return -1; }
+    virtual int arm_notify() noexcept { return -EOPNOTSUPP; }
+    virtual void ack_notify() noexcept {}
 };
 
 class Ah {
@@ -316,8 +327,10 @@ class Qp {
         return q == 0 ? post_recv(wr, n) : -EINVAL;
     }
     // A new hash key, hashed fields and redirection table (queues the QP has),
-    // taking effect for the messages that arrive after it. -EOPNOTSUPP where
-    // the QP has one receive queue.
+    // taking effect for the messages that arrive after it (one sent while it
+    // changes may be hashed with parts of both, and lands on one of the QP's
+    // queues, as on hardware updating its tables). -EOPNOTSUPP where the QP
+    // has one receive queue.
     virtual int set_rss(const RssConf &) noexcept { return -EOPNOTSUPP; }
     // ibv_modify_qp(IBV_QP_QKEY): the Q_Key used for sends with kUseQpQkey and checked on receive.
     virtual int set_qkey(std::uint32_t qkey) noexcept = 0;
@@ -360,6 +373,9 @@ class Context {
     virtual std::unique_ptr<Mr> reg_mr(void *addr, std::size_t len) noexcept = 0;
 
     virtual std::unique_ptr<Cq> create_cq(int depth) noexcept = 0;
+    // A CQ with completion events (Cq::notify_fd). Providers without them
+    // make a plain CQ (its notify_fd() is -1).
+    virtual std::unique_ptr<Cq> create_event_cq(int depth) noexcept { return create_cq(depth); }
     virtual std::unique_ptr<Qp> create_ud_qp(const QpInit &init) noexcept = 0;
     virtual std::unique_ptr<Ah> create_ah(const AhAttr &attr) noexcept = 0;
 
