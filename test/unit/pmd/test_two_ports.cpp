@@ -5,6 +5,7 @@
 // link layer), frames both ways through the ethdev API, stats and xstats,
 // stop and close with every mbuf back in its pool.
 #include <rte_bus_vdev.h>
+#include <rte_epoll.h>
 #include <rte_ethdev.h>
 
 #include <chrono>
@@ -581,4 +582,57 @@ TEST_CASE("two ports in one process: TX queues sharing the HCA's one send queue,
     close(a);
     close(b);
     CHECK(rte_mempool_avail_count(mp) == avail);
+}
+
+// RX interrupts (intr_conf.rxq), as l3fwd-power uses them: the queue's fd
+// registered in the thread's epoll set, armed, nothing while idle, an event
+// once a frame arrives, and at once when one is already waiting.
+TEST_CASE("two ports in one process: an RX interrupt wakes the waiter when a frame arrives, not before") {
+    rte_mempool *mp = pool("rx_intr", 2048);
+    const unsigned avail = rte_mempool_avail_count(mp);
+    const EthPort a = probe("net_ipoib_ti", "provider=inproc,dev=unit-i");
+    const EthPort b = up("net_ipoib_tj", "provider=inproc,dev=unit-j", mp);
+    rte_eth_conf conf{};
+    conf.intr_conf.rxq = 1;
+    REQUIRE(rte_eth_dev_configure(a.id, 1, 1, &conf) == 0);
+    REQUIRE(rte_eth_rx_queue_setup(a.id, 0, 256, SOCKET_ID_ANY, nullptr, mp) == 0);
+    REQUIRE(rte_eth_tx_queue_setup(a.id, 0, 256, SOCKET_ID_ANY, nullptr) == 0);
+    REQUIRE(rte_eth_dev_start(a.id) == 0);
+    REQUIRE(wait_link(a.id, 3000));
+    void *const tag = reinterpret_cast<void *>(std::uintptr_t{0x1234});
+    REQUIRE(rte_eth_dev_rx_intr_ctl_q(a.id, 0, RTE_EPOLL_PER_THREAD, RTE_INTR_EVENT_ADD, tag) == 0);
+    drain(a.id);
+    rte_epoll_event ev[2];
+
+    REQUIRE(rte_eth_dev_rx_intr_enable(a.id, 0) == 0);
+    CHECK(rte_epoll_wait(RTE_EPOLL_PER_THREAD, ev, 2, 100) == 0);  // idle: no event
+    const auto frame = eth_frame(kBcast, mac_of(b.id), ipv4_udp(0x0affffff, 32));
+    rte_mbuf *m = mbuf_with(mp, frame);
+    REQUIRE(rte_eth_tx_burst(b.id, 0, &m, 1) == 1);
+    REQUIRE(rte_epoll_wait(RTE_EPOLL_PER_THREAD, ev, 2, 2000) == 1);  // the frame's arrival
+    CHECK(ev[0].epdata.data == tag);
+    REQUIRE(rte_eth_dev_rx_intr_disable(a.id, 0) == 0);
+    CHECK(drain(a.id) == 1);
+
+    // Armed while a frame already waits: the event comes at once.
+    m = mbuf_with(mp, frame);
+    REQUIRE(rte_eth_tx_burst(b.id, 0, &m, 1) == 1);
+    REQUIRE(rte_eth_dev_rx_intr_enable(a.id, 0) == 0);
+    CHECK(rte_epoll_wait(RTE_EPOLL_PER_THREAD, ev, 2, 500) == 1);
+    REQUIRE(rte_eth_dev_rx_intr_disable(a.id, 0) == 0);
+    CHECK(drain(a.id) == 1);
+    // Disabled: consumed, no event left behind.
+    CHECK(rte_epoll_wait(RTE_EPOLL_PER_THREAD, ev, 2, 50) == 0);
+    REQUIRE(rte_eth_dev_rx_intr_ctl_q(a.id, 0, RTE_EPOLL_PER_THREAD, RTE_INTR_EVENT_DEL, tag) == 0);
+    drain(b.id);  // B's own broadcasts
+    close(a);
+    close(b);
+    CHECK(rte_mempool_avail_count(mp) == avail);
+}
+
+TEST_CASE("two ports in one process: without intr_conf.rxq a queue has no interrupt to register") {
+    rte_mempool *mp = pool("rx_nointr", 1024);
+    const EthPort a = up("net_ipoib_tn", "provider=inproc,dev=unit-n", mp);
+    CHECK(rte_eth_dev_rx_intr_ctl_q(a.id, 0, RTE_EPOLL_PER_THREAD, RTE_INTR_EVENT_ADD, nullptr) != 0);
+    close(a);
 }
