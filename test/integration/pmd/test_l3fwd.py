@@ -312,6 +312,73 @@ def forward(env, binary, name, lookup, sender, receiver, in_port, out_port, next
     running.remove(l3)
 
 
+def thread_cpu_s(pid, tid):
+    """CPU seconds (user + system) a thread has used so far."""
+    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def power(env, binary, sender, receiver, receiver_port):
+    """Debian's l3fwd-power in interrupt mode: its lcore sleeps while idle (RX
+    interrupts from the software HCA), wakes on traffic and forwards it."""
+    # l3fwd-power sends to 02:00:00:00:00:<port>: that MAC is the receiver's static neighbour.
+    vdevs = ["net_ipoib0,port=1", f"net_ipoib1,port=2,neigh=02:00:00:00:00:01/{receiver_port['hwaddr']}"]
+    args = ["-p", "0x3", "-P", "--config=(0,0,0),(1,0,0)", "--interrupt-only"]
+    l3 = L3fwd(binary, env, "Hca1", "power", vdevs, args)
+    running.append(l3)
+    started = l3.wait_for(r"interrupt-only mode is enabled", 30) and \
+        l3.wait_for(r"entering main interrupt loop on lcore 0", 90)
+    out = l3.text()
+    if not t.ok(started, "l3fwd-power starts in interrupt-only mode on two net_ipoib ports",
+                " ".join(l3.cmd) + "\n" + out[-3000:]):
+        l3.kill()
+        return
+    t.ok(not re.search(r"(?i)(intr|interrupt).*(fail|error|not supported)", out),
+         "its RX queues' interrupts are registered (no failure logged)", out[-1500:])
+    ports = ports_up(l3.prefix, (0, 1))
+    t.ok(ports is not None, "l3fwd-power: both ports up", ports)
+    if not ports:
+        l3.kill()
+        return
+    pid = l3.p.pid  # -l 0: the main thread is the forwarding lcore
+
+    def idle_share(seconds):
+        c0, t0 = thread_cpu_s(pid, pid), time.monotonic()
+        time.sleep(seconds)
+        return (thread_cpu_s(pid, pid) - c0) / (time.monotonic() - t0)
+
+    idle = idle_share(3.0)
+    t.note(f"l3fwd-power's lcore while idle: {idle * 100:.1f}% of a CPU")
+    t.ok(idle < 0.10, "idle: the lcore sleeps (well under 10% of a CPU)", f"{idle * 100:.1f}%")
+
+    for tp in (sender, receiver):
+        tp("clear port stats all")
+    receiver("set fwd rxonly")
+    receiver("start")
+    sender("set fwd txonly")
+    sender(f"set eth-peer 0 {lidqpn_mac(ports['0'])}")
+    sender("set txpkts 128")
+    before = l3.text().count("waked up from rx interrupt")
+    sender("start")
+    time.sleep(TRAFFIC_S)
+    sender("stop")
+    time.sleep(1.0)
+    receiver("stop")
+    r_rx = receiver.stats(0)[0]
+    woken = l3.text().count("waked up from rx interrupt") - before
+    t.note(f"l3fwd-power: woken {woken} times by RX interrupts; the receiver got {r_rx} frames")
+    t.ok(woken > 0, "traffic wakes l3fwd-power's lcore by an RX interrupt (its log says so)")
+    t.ok(r_rx > 1000, "l3fwd-power forwards the sender's frames to the receiver", r_rx)
+    after = idle_share(3.0)
+    t.note(f"l3fwd-power's lcore idle again: {after * 100:.1f}% of a CPU")
+    t.ok(after < 0.10, "after the traffic the lcore sleeps again", f"{after * 100:.1f}%")
+    st = l3.interrupt()
+    t.eq(st, 0, "l3fwd-power exits with status 0 on SIGINT")
+    l3.kill()
+    running.remove(l3)
+
+
 def main():
     # Where it is if it ever hangs: every thread's stack, before meson's 300 s end the run.
     faulthandler.dump_traceback_later(270, exit=False)
@@ -343,6 +410,19 @@ def main():
         t.run("em", forward, env, binary, "em", "em", c, b, 1, 0, lidqpn_mac(bp), None)
         # LPM on two lcores, two RX queues per port spread by RSS, a TX queue per lcore.
         t.run("lpm-2q", forward, env, binary, "lpm-2q", "lpm", b, c, 0, 1, cp["mac"], f"{cp['mac']}/{cp['hwaddr']}", 2)
+        # l3fwd-power in interrupt mode: B -> port 0 -> route 2.1.1.0/24 -> port 1 -> C.
+        r = subprocess.run([BUILD_EXAMPLES, EXAMPLES, "l3fwd-power"], capture_output=True, text=True, timeout=240)
+        power_bin = r.stdout.strip().splitlines()[-1] if r.returncode == 0 and r.stdout.strip() else ""
+        if t.ok(power_bin and os.access(power_bin, os.X_OK), "Debian's l3fwd-power example builds unmodified",
+                r.stdout + r.stderr):
+            # A sender toward l3fwd-power's routes (1.1.1.0/24 -> port 0, 2.1.1.0/24 -> port 1).
+            b.quit()
+            running.remove(b)
+            d = Testpmd(env, "Hca2", ["net_ipoib0"], PMD, CWD, args=["--tx-ip=1.1.1.1,2.1.1.1"],
+                        prefix=f"tpw{os.getpid()}", startup_timeout=90)
+            running.append(d)
+            if t.ok(ports_up(d.prefix, (0,)), "the sender toward l3fwd-power's routes is up on Hca2"):
+                t.run("power", power, env, power_bin, d, c, cp)
     except Exception as e:  # noqa: BLE001
         t.ok(False, "l3fwd test setup", e)
     finally:
