@@ -119,7 +119,8 @@ TEST_CASE("soft smp: active width and speed, FDR and faster from the extended sp
     REQUIRE(decode_port_info(pi.b, 1, &a, &err));
     CHECK(a.active_width == 2);
     CHECK(a.active_speed == 4);
-    CHECK(link_mbps(a.active_width, a.active_speed) == 32000);
+    CHECK(link_mbps(a.active_width, a.active_speed) == 40000);  // as Linux ipoib's ethtool: 4 x 10G
+    CHECK(link_mbps(2, 16) == 56000);                            // 4x FDR
     pi.b[62] = 2 << 4;        // LinkSpeedExtActive EDR
     REQUIRE(decode_port_info(pi.b, 1, &a, &err));
     CHECK(a.active_speed == 32);

@@ -48,7 +48,10 @@ const char *to_string(PortState s) noexcept;
 enum class Mtu : std::uint8_t { mtu256 = 1, mtu512 = 2, mtu1024 = 3, mtu2048 = 4, mtu4096 = 5 };
 constexpr std::uint32_t mtu_bytes(Mtu m) noexcept { return 128u << static_cast<unsigned>(m); }
 
-// The link's data rate in Mbit/s from its active width and speed (0: not known).
+// The link's rate in Mbit/s from its active width and speed (0: not known),
+// per lane as Linux's IPoIB reports it to ethtool (ib_speed_enum_to_int: the
+// lane's signalling rate, QDR 10000, FDR 14000): 4x QDR is 40G, 4x FDR 56G,
+// 4x EDR 100G, the speeds DPDK applications and Linux users know.
 constexpr std::uint32_t link_mbps(std::uint8_t width, std::uint8_t speed) noexcept {
     std::uint32_t lanes = 0, lane = 0;
     switch (width) {
@@ -59,12 +62,12 @@ constexpr std::uint32_t link_mbps(std::uint8_t width, std::uint8_t speed) noexce
     case 16: lanes = 2; break;
     default: return 0;
     }
-    switch (speed) {  // per lane, after line coding
-    case 1: lane = 2000; break;     // SDR 2.5 Gbaud, 8b/10b
-    case 2: lane = 4000; break;     // DDR
-    case 4: lane = 8000; break;     // QDR
-    case 8: lane = 10000; break;    // FDR10, 64b/66b
-    case 16: lane = 13636; break;   // FDR 14.0625 Gbaud, 64b/66b
+    switch (speed) {
+    case 1: lane = 2500; break;     // SDR
+    case 2: lane = 5000; break;     // DDR
+    case 4: lane = 10000; break;    // QDR
+    case 8: lane = 10000; break;    // FDR10
+    case 16: lane = 14000; break;   // FDR
     case 32: lane = 25000; break;   // EDR
     case 64: lane = 50000; break;   // HDR
     case 128: lane = 100000; break; // NDR
