@@ -81,15 +81,20 @@ def lidqpn_mac(port_info):
     return "0e:" + ":".join(f"{b:02x}" for b in (lid >> 8, lid & 0xff, qpn >> 16, (qpn >> 8) & 0xff, qpn & 0xff))
 
 
-def addr_of(tp):
-    """(LID, QPN) of testpmd's port 0, from its telemetry."""
+def port_of(tp):
+    """testpmd's port 0 as its telemetry /ipoib/ports shows it."""
     out = subprocess.run(["dpdk-telemetry.py", "-f", tp.prefix], input="/ipoib/ports\n", capture_output=True,
                          text=True, timeout=60).stdout
     for line in out.splitlines():
         if line.startswith("{"):
-            p = json.loads(line)["/ipoib/ports"]["0"]
-            return int(p["lid"]), int(p["qpn"])
+            return json.loads(line)["/ipoib/ports"]["0"]
     return None
+
+
+def addr_of(tp):
+    """(LID, QPN) of testpmd's port 0."""
+    p = port_of(tp)
+    return (int(p["lid"]), int(p["qpn"])) if p else None
 
 
 def burst(sender, receiver, n_bursts=2):
@@ -124,10 +129,13 @@ def rss_scenarios(env):
     a = Testpmd(env, "Hca1", ["net_ipoib0"], PMD, CWD, args=["--rxq=2", "--txq=2", "--rss-udp"],
                 startup_timeout=90)
     running.append(a)
-    b = Testpmd(env, "Hca2", ["net_ipoib0"], PMD, CWD, args=["--txonly-multi-flow", f"--tx-ip=198.18.0.1,{DST}"],
-                startup_timeout=90)
+    a.wait_link(0, timeout=60)
+    pa = port_of(a)
+    # testpmd's flowgen engine sends to 00:01:02:03:04:01, whatever eth-peer says: B knows it as A.
+    b = Testpmd(env, "Hca2", [f"net_ipoib0,neigh=00:01:02:03:04:01/{pa['hwaddr']}" if pa else "net_ipoib0"], PMD,
+                CWD, args=["--txonly-multi-flow", f"--tx-ip=198.18.0.1,{DST}"], startup_timeout=90)
     running.append(b)
-    if not t.ok(a.wait_link(0, timeout=60) and b.wait_link(0, timeout=60), "both testpmds' ports are up"):
+    if not t.ok(pa and a.wait_link(0, timeout=60) and b.wait_link(0, timeout=60), "both testpmds' ports are up"):
         return
     info = a("show port info 0")
     t.ok(re.search(r"Max possible RX queues:\s+16", info) and re.search(r"Max possible TX queues:\s+16", info),
@@ -187,6 +195,19 @@ def rss_scenarios(env):
     xs = a.xstats(0)
     q0, q1 = xs.get("rx_q0_packets", -1), xs.get("rx_q1_packets", -1)
     t.ok(q0 > 0 and q1 > 0, f"per-queue counters: both RX queues received (rx_q0_packets {q0}, rx_q1_packets {q1})")
+
+    # testpmd's flowgen engine (flows of varying addresses): spread over both queues too.
+    a("clear port stats all")
+    a("start")
+    b("set fwd flowgen")
+    b("start")
+    time.sleep(1.0)
+    b("stop")
+    time.sleep(0.3)
+    a("stop")
+    xs = a.xstats(0)
+    q0, q1 = xs.get("rx_q0_packets", -1), xs.get("rx_q1_packets", -1)
+    t.ok(q0 > 0 and q1 > 0, f"flowgen's flows are spread over both RX queues (rx_q0_packets {q0}, rx_q1_packets {q1})")
 
     # One queue offered: two are refused at configure, with the reason.
     for tp in (a, b):
