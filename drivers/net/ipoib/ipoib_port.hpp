@@ -69,6 +69,7 @@ struct TxStats {
     std::uint64_t mcast_report_errors;  // malformed IGMP/MLD reports (sent on, not acted upon)
     std::uint64_t tso_frames, tso_segments;  // TCP frames cut by TSO, and the segments sent for them
     std::uint64_t tso_bad;  // TSO asked with metadata that does not describe the frame, or too many segments
+    std::uint64_t linearized;  // frames of more segments than a gather list holds, copied into one piece
 };
 
 // Request from the fast path to the control thread (rte_ring element, 32 bytes).

@@ -397,6 +397,7 @@ TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool ret
                 ++q->st.errors;
                 return TxResult::dropped;
             }
+            q->st.linearized += flat == bounce;
             sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(flat), l3len, 0};
             break;
         }

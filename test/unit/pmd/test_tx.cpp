@@ -114,6 +114,7 @@ TEST_CASE("tx: more segments than a gather list holds are linearised") {
     REQUIRE(f.tx(m) == TxResult::sent);
     CHECK(f.b.wr[0].num_sge == 2);
     CHECK(f.message(0) == with_header(wire::kEtherTypeIPv4, ip));
+    CHECK(f.q->st.linearized == 1);  // counted (tx_linearized)
 }
 
 TEST_CASE("tx: a payload already contiguous behind empty segments is sent from where it is") {
@@ -125,6 +126,7 @@ TEST_CASE("tx: a payload already contiguous behind empty segments is sent from w
         REQUIRE(rte_pktmbuf_chain(m, mbuf_with(f.mp, {})) == 0);
     REQUIRE(f.tx(m) == TxResult::sent);
     CHECK(f.message(0) == with_header(wire::kEtherTypeIPv4, ip));
+    CHECK(f.q->st.linearized == 0);  // not copied: not counted
 }
 
 TEST_CASE("tx: broadcast without the broadcast group's address handle is dropped and counted") {
