@@ -495,7 +495,10 @@ void control_pass(Hca *h, std::vector<std::uint16_t> *lsc) {
             age_neighbours(p, now);
             reap_ahs(p);
         }
-        if (p->lsc_pending) {
+        // Not before ethdev has marked the port started (it does so once
+        // dev_start returned): a callback that stops the port would find it
+        // "already stopped" and do nothing, and the link would stay up.
+        if (p->lsc_pending && p->dev->data->dev_started) {
             p->lsc_pending = false;
             lsc->push_back(p->fp.port_id);
         }

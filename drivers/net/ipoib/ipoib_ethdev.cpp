@@ -119,6 +119,7 @@ int dev_stop(rte_eth_dev *dev) noexcept {
     rx_intr_uninstall(dev);
     drop_pending(dev);
     p->started = false;
+    p->lsc_pending = false;  // the application stopped the port: its link going down is no event to it
     dev->data->dev_started = 0;
     for (std::uint16_t i = 0; i < dev->data->nb_rx_queues; ++i)
         dev->data->rx_queue_state[i] = RTE_ETH_QUEUE_STATE_STOPPED;
