@@ -2,6 +2,7 @@
 // net_ipoib control path: HCA sharing, the control thread, and everything it
 // does for a port (always under Hca::mu; see the locking rules in ipoib_port.hpp).
 #include <rte_cycles.h>
+#include <rte_ip.h>
 #include <rte_lcore.h>
 #include <rte_ring_elem.h>
 #include <time.h>
@@ -387,6 +388,20 @@ void learn(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &gid
     p->hca->cp.request_path(gid, p->iface->pkey(), p->cfg.port);
 }
 
+// A neighbour of that MAC known by its GID on another port of the same HCA
+// and partition (Hca::mu held: the HCA's ports are ours to read).
+const Neigh *sibling_neigh(const Port *p, const wire::Mac &mac) {
+    auto partition = [](const Port *x) { return (x->iface ? x->iface->pkey() : x->cfg.pkey) & 0x7fff; };
+    for (const Port *o : p->hca->ports) {
+        if (o == p || partition(o) != partition(p) || o->cfg.l2 != p->cfg.l2)
+            continue;
+        const Neigh *e = const_cast<Port *>(o)->fp.neigh.find(mac);
+        if (e && e->state != NeighState::failed && e->gid != wire::Gid{})
+            return e;
+    }
+    return nullptr;
+}
+
 void resolve(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &gid) {
     const Neigh *n = p->fp.neigh.find(mac);
     const std::uint16_t pkey = p->iface ? p->iface->pkey() : 0;
@@ -401,6 +416,13 @@ void resolve(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &g
         neigh_set(p, mac, NeighState::incomplete, 0, r.qpn, gid, 0, false);
         if (p->iface)
             p->hca->cp.request_path(gid, pkey, p->cfg.port);
+    } else if (const Neigh *s = sibling_neigh(p, mac)) {
+        // Learned by another port of this HCA in the partition (a bond's
+        // other member, which received while this one was idle): the same
+        // peer, reached by a path from this port, as a bond's ARP cache is shared.
+        neigh_set(p, mac, NeighState::incomplete, 0, s->qpn, s->gid, 0, false);
+        if (p->iface)
+            p->hca->cp.request_path(s->gid, pkey, p->cfg.port);
     } else if (!n || n->state == NeighState::failed) {
         neigh_set(p, mac, NeighState::failed, 0, 0, wire::Gid{}, 0, false);  // (still) never announced itself
     }
@@ -430,6 +452,83 @@ void ip_group(Port *p, const Request &r, bool join) {
                     wire::to_string(mgid).c_str());
 }
 
+// --- failover announcements ---
+
+// One frame as the application would send it (Ethernet emulation), into an
+// mbuf of RX queue 0's pool; the TX path translates it like the
+// application's own ARP/ND.
+rte_mbuf *frame_mbuf(Port *p, const std::uint8_t *f, std::uint16_t len) {
+    rte_mempool *mp = !p->rxq.empty() && p->rxq[0] ? p->rxq[0]->mp : nullptr;
+    rte_mbuf *m = mp ? rte_pktmbuf_alloc(mp) : nullptr;
+    char *d = m ? rte_pktmbuf_append(m, len) : nullptr;
+    if (!d) {
+        rte_pktmbuf_free(m);
+        return nullptr;
+    }
+    std::memcpy(d, f, len);
+    return m;
+}
+
+// A gratuitous ARP (a request for its own address, RFC 5227's announcement).
+rte_mbuf *garp(Port *p, const std::uint8_t *ip4) {
+    std::uint8_t f[42] = {};
+    std::memset(f, 0xff, 6);
+    std::memcpy(f + 6, p->fp.mac.addr_bytes, 6);
+    f[12] = 0x08, f[13] = 0x06;
+    std::uint8_t *a = f + 14;
+    const std::uint8_t head[8] = {0, 1, 8, 0, 6, 4, 0, 1};  // Ethernet, IPv4, request
+    std::memcpy(a, head, 8);
+    std::memcpy(a + 8, p->fp.mac.addr_bytes, 6);
+    std::memcpy(a + 14, ip4, 4);
+    std::memcpy(a + 24, ip4, 4);  // target = sender
+    return frame_mbuf(p, f, sizeof f);
+}
+
+// An unsolicited neighbour advertisement to all nodes (RFC 4861 7.2.6), Override set.
+rte_mbuf *unsolicited_na(Port *p, const std::uint8_t *ip6) {
+    std::uint8_t f[14 + 40 + 32] = {};
+    const std::uint8_t all_nodes_mac[6] = {0x33, 0x33, 0, 0, 0, 1};
+    std::memcpy(f, all_nodes_mac, 6);
+    std::memcpy(f + 6, p->fp.mac.addr_bytes, 6);
+    f[12] = 0x86, f[13] = 0xdd;
+    auto *ip = reinterpret_cast<rte_ipv6_hdr *>(f + 14);
+    ip->vtc_flow = rte_cpu_to_be_32(6u << 28);
+    ip->payload_len = rte_cpu_to_be_16(32);
+    ip->proto = IPPROTO_ICMPV6;
+    ip->hop_limits = 255;
+    std::memcpy(ip->src_addr, ip6, 16);
+    ip->dst_addr[0] = 0xff, ip->dst_addr[1] = 0x02, ip->dst_addr[15] = 1;  // ff02::1
+    std::uint8_t *na = f + 14 + 40;
+    na[0] = 136;   // neighbour advertisement
+    na[4] = 0x20;  // Override
+    std::memcpy(na + 8, ip6, 16);
+    na[24] = 2;  // target link-layer address option, 8 bytes
+    na[25] = 1;
+    std::memcpy(na + 26, p->fp.mac.addr_bytes, 6);
+    const std::uint16_t ck = rte_ipv6_udptcp_cksum(ip, na);
+    std::memcpy(na + 2, &ck, 2);
+    return frame_mbuf(p, f, sizeof f);
+}
+
+// The application's addresses, announced from this port (it became the
+// active member of a bond: its MAC was set). Sent through TX queue 0 under
+// that queue's lock, like any burst; its frames count there too.
+void announce(Port *p) {
+    p->announce_pending = false;
+    if (p->txq.empty() || !p->txq[0] || !p->fp.link_up.load(std::memory_order_acquire))
+        return;
+    rte_mbuf *pkts[kOwnAddrsMax];
+    std::uint16_t n = 0;
+    for (const auto &a : p->own_addrs)
+        if (rte_mbuf *m = a[0] == 4 ? garp(p, a.data() + 1) : unsolicited_na(p, a.data() + 1))
+            pkts[n++] = m;
+    const std::uint16_t sent = tx_burst(p->txq[0], pkts, n);
+    rte_pktmbuf_free_bulk(pkts + sent, n - sent);
+    p->txq[0]->st.announcements += sent;  // (queue 0's counters: its lock is free again, and this is the control path)
+    IPOIB_LOG(NOTICE, "%s: announced %u address(es) from address %s", p->name.c_str(), sent,
+              wire::to_string(p->fp.hwaddr).c_str());
+}
+
 void handle_requests(Port *p) {
     Request r;
     while (rte_ring_sc_dequeue_elem(p->fp.requests, &r, sizeof r) == 0) {
@@ -446,6 +545,14 @@ void handle_requests(Port *p) {
             break;
         case RequestKind::ip_join: ip_group(p, r, true); break;
         case RequestKind::ip_leave: ip_group(p, r, false); break;
+        case RequestKind::own_addr: {
+            std::array<std::uint8_t, 17> a{};
+            a[0] = r.family == 6 ? 6 : 4;
+            std::memcpy(a.data() + 1, r.gid, a[0] == 6 ? 16 : 4);
+            if (p->own_addrs.size() < kOwnAddrsMax)
+                p->own_addrs.insert(a);
+            break;
+        }
         }
     }
 }
@@ -498,6 +605,8 @@ void control_pass(Hca *h, std::vector<std::uint16_t> *lsc) {
         // Not before ethdev has marked the port started (it does so once
         // dev_start returned): a callback that stops the port would find it
         // "already stopped" and do nothing, and the link would stay up.
+        if (p->announce_pending)
+            announce(p);
         if (p->lsc_pending && p->dev->data->dev_started) {
             p->lsc_pending = false;
             lsc->push_back(p->fp.port_id);

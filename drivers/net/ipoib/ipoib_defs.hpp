@@ -33,6 +33,7 @@ enum : std::uint32_t {
     kNeighProbe = 16,        // linear-probe window of the neighbour table and receive index
     kMcastSlots = 64,        // joined multicast groups per port, the broadcast group apart
     kRequestRingSize = 1024, // fast path -> control thread requests per port
+    kOwnAddrsMax = 16,       // the application's addresses remembered for failover announcements
 
     // Queues.
     kQueueDepthMin = 16,     // devargs rxq_size / txq_size and descriptor limits

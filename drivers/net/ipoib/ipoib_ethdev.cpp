@@ -189,7 +189,31 @@ int mtu_set(rte_eth_dev *dev, std::uint16_t mtu) noexcept {
     return 0;
 }
 
-int mac_addr_set(rte_eth_dev *, rte_ether_addr *) noexcept { return -ENOTSUP; }  // derived from the port GUID
+// Ethernet emulation: the MAC is the application's view only (the fabric
+// knows the port by its 20-byte address, which ARP/ND translation keeps
+// announcing), so the application may set it: received unicast frames then
+// carry it as their destination. Set while the link is up (a bond making
+// this port its active member), the port announces the application's
+// addresses from its own 20-byte address (gratuitous ARP, unsolicited NA),
+// so that peers move to it, as Linux bonding does on failover.
+int mac_addr_set(rte_eth_dev *dev, rte_ether_addr *addr) noexcept {
+    Port *p = port_of(dev);
+    if (p->cfg.l2 != L2Mode::eth) {
+        IPOIB_LOG(ERR, "%s: l2=ipoib: frames carry no MAC, the port is its 20-byte IPoIB address", p->name.c_str());
+        return -ENOTSUP;
+    }
+    if (!rte_is_valid_assigned_ether_addr(addr)) {
+        IPOIB_LOG(ERR, "%s: MAC " RTE_ETHER_ADDR_PRT_FMT " is not a unicast address", p->name.c_str(),
+                  RTE_ETHER_ADDR_BYTES(addr));
+        return -EINVAL;
+    }
+    std::lock_guard<std::mutex> lk(p->hca->mu);
+    // (ethdev writes it into dev->data->mac_addrs[0], which is fp.mac, once this returns.)
+    p->announce_pending = p->fp.link_up.load(std::memory_order_acquire);
+    IPOIB_LOG(INFO, "%s: MAC " RTE_ETHER_ADDR_PRT_FMT "%s", p->name.c_str(), RTE_ETHER_ADDR_BYTES(addr),
+              p->announce_pending ? " (announcing the application's addresses)" : "");
+    return 0;
+}
 
 // In eth_dev_ops' declaration order (C++20 designated initialisers).
 constexpr eth_dev_ops kOps = {

@@ -70,6 +70,7 @@ struct TxStats {
     std::uint64_t tso_frames, tso_segments;  // TCP frames cut by TSO, and the segments sent for them
     std::uint64_t tso_bad;  // TSO asked with metadata that does not describe the frame, or too many segments
     std::uint64_t linearized;  // frames of more segments than a gather list holds, copied into one piece
+    std::uint64_t announcements;  // gratuitous ARPs / unsolicited NAs sent for the port (mac_addr_set)
 };
 
 // Request from the fast path to the control thread (rte_ring element, 32 bytes).
@@ -79,6 +80,7 @@ enum class RequestKind : std::uint8_t {
     sendonly_join = 3, // the fast path holds frames for this multicast group: join it
     ip_join = 4,       // the application's stack reported (or the API asked for) an IP group: receive it
     ip_leave = 5,      // ... no longer
+    own_addr = 6,      // the application sent ARP/ND as this IPv4/IPv6 address: announced on failover
 };
 struct Request {
     RequestKind kind;
@@ -157,6 +159,9 @@ struct TxQueue {
     std::uint32_t slot_size = 0;
     Pending pending[kPendingMax];
     std::uint32_t npending = 0;
+    // The application's own addresses this queue last reported (family byte + address): asked once each.
+    std::array<std::array<std::uint8_t, 17>, 4> own_seen{};
+    std::uint32_t own_next = 0;
     std::atomic_flag busy = ATOMIC_FLAG_INIT;  // tx_burst vs. rx_burst's pending flush (per burst)
     std::atomic_flag *lock = &busy;            // busy, or the shared send queue's sq_lock
     // Progress the control thread reads before freeing an address handle
@@ -219,6 +224,11 @@ struct Port {
     // IP groups the application receives (its IGMP/MLD reports, or the API):
     // joined as full members, kept across stop/start (no querier may ask again).
     std::set<std::array<std::uint8_t, 17>> ip_groups;  // family byte (4/6) + the group
+    // The application's own IPv4/IPv6 addresses, as its ARP and ND showed
+    // them (family byte + address; at most kOwnAddrsMax): what a failover
+    // announces (gratuitous ARP, unsolicited NA), as Linux bonding does.
+    std::set<std::array<std::uint8_t, 17>> own_addrs;
+    bool announce_pending = false;  // mac_addr_set while up: announce on the next pass
     bool lsc_pending = false;  // a link change the application asked to hear of, not told yet
     hca::QpCounters hca_base{};  // HCA counters at the last xstats reset (they live in the HCA)
     bool started = false;

@@ -81,6 +81,7 @@ const XstatDef kXstats[] = {
     {"tx_tso_segments", tx_sum<&TxStats::tso_segments>},
     {"tx_tso_bad_drops", tx_sum<&TxStats::tso_bad>},
     {"tx_linearized", tx_sum<&TxStats::linearized>},
+    {"tx_announcements", tx_sum<&TxStats::announcements>},
     {"request_ring_full", [](const Port *p) -> std::uint64_t { return p->fp.requests_lost.load(std::memory_order_relaxed); }},
     {"mcast_joins", iface<&ctrl::IfaceCounters::joins>},
     {"mcast_join_failures", iface<&ctrl::IfaceCounters::join_failures>},

@@ -167,6 +167,23 @@ bool own_hw(void *c, const wire::Mac &, wire::HwAddr *out) {
 enum class Translated { no, yes, dropped };
 
 // ARP/RARP, and ND with link-layer options, rewritten into the bounce slot.
+// The application sends ARP or ND as this address (family 4: 4 bytes, 6:
+// 16): tell the control thread once (what this queue told it last is kept).
+void own_addr_seen(TxQueue *q, std::uint8_t family, const std::uint8_t *ip) {
+    std::array<std::uint8_t, 17> a{};
+    a[0] = family;
+    std::memcpy(a.data() + 1, ip, family == 4 ? 4 : 16);
+    for (const auto &s : q->own_seen)
+        if (s == a)
+            return;
+    q->own_seen[q->own_next++ % q->own_seen.size()] = a;
+    Request ask{};
+    ask.kind = RequestKind::own_addr;
+    ask.family = family;
+    std::memcpy(ask.gid, a.data() + 1, 16);
+    push_request(q->fp, ask);
+}
+
 Translated translate(TxQueue *q, rte_mbuf *m, std::uint16_t et, std::uint8_t *bounce, std::uint64_t now,
                      hca::Sge *sge) {
     PortData *fp = q->fp;
@@ -193,6 +210,11 @@ Translated translate(TxQueue *q, rte_mbuf *m, std::uint16_t et, std::uint8_t *bo
             return Translated::dropped;
         }
         ++q->st.arp_translated;
+        // Ethernet, IPv4, 6 + 4 address bytes: the sender's IPv4 address (not 0.0.0.0, a probe's).
+        static constexpr std::uint8_t kArpEthIpv4[6] = {0, 1, 8, 0, 6, 4};
+        if (alen >= wire::kEthArpLen && std::memcmp(arp, kArpEthIpv4, 6) == 0 &&
+            (arp[14] | arp[15] | arp[16] | arp[17]) != 0)
+            own_addr_seen(q, 4, arp + 14);
         *sge = hca::Sge{reinterpret_cast<std::uintptr_t>(bounce), static_cast<std::uint32_t>(t.value), 0};
         return Translated::yes;
     }
@@ -207,6 +229,9 @@ Translated translate(TxQueue *q, rte_mbuf *m, std::uint16_t et, std::uint8_t *bo
         return Translated::dropped;
     }
     ++q->st.nd_translated;
+    static constexpr std::uint8_t kUnspecified[16] = {};
+    if (std::memcmp(l3 + 8, kUnspecified, 16) != 0)  // (duplicate address detection sends from ::)
+        own_addr_seen(q, 6, l3 + 8);
     *sge = hca::Sge{reinterpret_cast<std::uintptr_t>(bounce), static_cast<std::uint32_t>(t.value), 0};
     return Translated::yes;
 }

@@ -809,6 +809,8 @@ std::unique_ptr<Qp> VerbsContext::create_ud_qp(const QpInit &init) noexcept {
         fail(-EINVAL, "create_ud_qp: send and receive CQs needed");
         return nullptr;
     }
+    if (!check_qp_queues(init))  // one queue of each kind (DeviceCaps 1/1): more are refused, naming the limit
+        return nullptr;
     auto *scq = static_cast<VerbsCq *>(init.send_cq), *rcq = static_cast<VerbsCq *>(init.recv_cq);
     ibv_qp_init_attr a{};
     a.send_cq = scq->raw();
