@@ -511,17 +511,26 @@ rte_mbuf *unsolicited_na(Port *p, const std::uint8_t *ip6) {
 }
 
 // The application's addresses, announced from this port (it became the
-// active member of a bond: its MAC was set). Sent through TX queue 0 under
+// active member of a bond: its MAC was set), those other ports of the HCA
+// in the partition saw included. Sent through TX queue 0 under
 // that queue's lock, like any burst; its frames count there too.
 void announce(Port *p) {
     p->announce_pending = false;
     if (p->txq.empty() || !p->txq[0] || !p->fp.link_up.load(std::memory_order_acquire))
         return;
+    // The application's addresses as any port of this HCA in the partition
+    // saw them: a bond's backup sent nothing while it was idle.
+    std::set<std::array<std::uint8_t, 17>> addrs;
+    for (const Port *o : p->hca->ports)
+        if (o == p || ((o->iface ? o->iface->pkey() : o->cfg.pkey) & 0x7fff) ==
+                          ((p->iface ? p->iface->pkey() : p->cfg.pkey) & 0x7fff))
+            addrs.insert(o->own_addrs.begin(), o->own_addrs.end());
     rte_mbuf *pkts[kOwnAddrsMax];
     std::uint16_t n = 0;
-    for (const auto &a : p->own_addrs)
-        if (rte_mbuf *m = a[0] == 4 ? garp(p, a.data() + 1) : unsolicited_na(p, a.data() + 1))
-            pkts[n++] = m;
+    for (const auto &a : addrs)
+        if (n < kOwnAddrsMax)
+            if (rte_mbuf *m = a[0] == 4 ? garp(p, a.data() + 1) : unsolicited_na(p, a.data() + 1))
+                pkts[n++] = m;
     const std::uint16_t sent = tx_burst(p->txq[0], pkts, n);
     rte_pktmbuf_free_bulk(pkts + sent, n - sent);
     p->txq[0]->st.announcements += sent;  // (queue 0's counters: its lock is free again, and this is the control path)

@@ -636,3 +636,34 @@ TEST_CASE("two ports in one process: without intr_conf.rxq a queue has no interr
     CHECK(rte_eth_dev_rx_intr_ctl_q(a.id, 0, RTE_EPOLL_PER_THREAD, RTE_INTR_EVENT_ADD, nullptr) != 0);
     close(a);
 }
+
+// Ethernet emulation: the MAC is the application's (a bond sets its own on
+// the active member); received unicast frames carry it. Native mode has none.
+TEST_CASE("two ports in one process: the application sets the MAC; unicast arrives addressed to it") {
+    rte_mempool *mp = pool("mac_set", 1024);
+    const EthPort a = up("net_ipoib_tm", "provider=inproc,dev=unit-m", mp);
+    const EthPort b = up("net_ipoib_to", "provider=inproc,dev=unit-o", mp);
+    rte_ether_addr mine{{0x02, 0xbd, 0, 0, 0, 0x01}};
+    REQUIRE(rte_eth_dev_default_mac_addr_set(a.id, &mine) == 0);
+    const rte_ether_addr now = mac_of(a.id);
+    CHECK(rte_is_same_ether_addr(&mine, &now));
+    rte_ether_addr multicast{{0x01, 0, 0x5e, 0, 0, 1}};
+    CHECK(rte_eth_dev_default_mac_addr_set(a.id, &multicast) != 0);
+    // A broadcasts (B learns it), B answers the MAC A is known by: A receives it addressed to A's MAC.
+    rte_mbuf *got = exchange(a.id, b.id, mbuf_with(mp, eth_frame(kBcast, mine, ipv4_udp(0x0affffff, 20))));
+    REQUIRE(got);
+    rte_ether_addr a_seen_by_b;
+    std::memcpy(a_seen_by_b.addr_bytes, rte_pktmbuf_mtod(got, std::uint8_t *) + 6, 6);
+    rte_pktmbuf_free(got);
+    got = exchange(b.id, a.id, mbuf_with(mp, eth_frame(a_seen_by_b, mac_of(b.id), ipv4_udp(0x0a000001, 20))));
+    REQUIRE(got);
+    CHECK(std::memcmp(rte_pktmbuf_mtod(got, std::uint8_t *), mine.addr_bytes, 6) == 0);
+    rte_pktmbuf_free(got);
+    drain(a.id);
+    drain(b.id);
+    close(a);
+    close(b);
+    const EthPort n = probe("net_ipoib_tv", "provider=inproc,dev=unit-v,l2=ipoib");
+    CHECK(rte_eth_dev_default_mac_addr_set(n.id, &mine) == -ENOTSUP);
+    close(n);
+}
