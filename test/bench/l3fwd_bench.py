@@ -21,7 +21,6 @@ Prints numbers and writes a CSV beside them; asserts nothing.
 usage: l3fwd_bench.py FABRIC_TOOL PMD_SO BUILD_EXAMPLES_SCRIPT EXAMPLES_DIR [SECONDS] [CSV]"""
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 from fabric_client import client_env  # noqa: E402
 from testpmd import Testpmd  # noqa: E402
+from hosts import lidqpn_mac, telemetry  # noqa: E402
 
 FABRIC, PMD, BUILD_EXAMPLES, EXAMPLES = (os.path.abspath(a) for a in sys.argv[1:5])
 SECS = float(sys.argv[5]) if len(sys.argv) > 5 else 3.0
@@ -60,20 +60,6 @@ def build_l3fwd():
         open(main_c, "w").write(patched)
         subprocess.run(["make", "-C", os.path.join(dst, "l3fwd")], capture_output=True, check=True)
     return plain, binary
-
-
-def telemetry(prefix, cmd):
-    out = subprocess.run(["dpdk-telemetry.py", "-f", prefix], input=cmd + "\n", capture_output=True, text=True,
-                         timeout=60).stdout
-    for line in out.splitlines():
-        if line.startswith("{"):
-            return json.loads(line).get(cmd.split(",")[0]) or {}
-    return {}
-
-
-def lidqpn_mac(port):
-    lid, qpn = int(port["lid"]), int(port["qpn"])
-    return "0e:" + ":".join(f"{b:02x}" for b in (lid >> 8, lid & 0xff, qpn >> 16, (qpn >> 8) & 0xff, qpn & 0xff))
 
 
 def start_l3fwd(binary, env, host, vdevs, next_hop, prefix, same):

@@ -24,16 +24,12 @@ $SIM_HOST only): not run here.
 
 usage: test_bonding.py FABRIC_TOOL PMD_SO IPOIB_ADDR_TOOL
 """
-import faulthandler
 import ipaddress
-import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,6 +38,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from tap import Tap  # noqa: E402
 from fabric_client import Fabric  # noqa: E402
 from testpmd import Testpmd  # noqa: E402
+from hosts import TCP_RECEIVER, TCP_SENDER, guid_of, mac_of, run_on_fabric, sh, telemetry, transfer_intact  # noqa: E402
 
 FABRIC, PMD, IPOIB_ADDR = (os.path.abspath(a) for a in sys.argv[1:4])
 t = Tap()
@@ -53,59 +50,9 @@ A_IP, B_IP = "10.80.0.1", "10.80.0.2"
 PING_INTERVAL_S = 0.01
 NBYTES = 24 << 20
 
-SERVER = """
-import hashlib, socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], 5002))
-s.listen(1)
-s.settimeout(60)
-c, _ = s.accept()
-c.settimeout(60)
-h, n = hashlib.sha256(), 0
-while True:
-    d = c.recv(1 << 16)
-    if not d:
-        break
-    h.update(d)
-    n += len(d)
-print(n, h.hexdigest(), flush=True)
-"""
-# A paced stream (about 8 s), so that the failover happens in the middle of it.
-CLIENT = """
-import hashlib, random, socket, sys, time
-data = random.Random(11).randbytes(int(sys.argv[2]))
-s = socket.create_connection((sys.argv[1], 5002), timeout=60)
-step = len(data) // 80
-for i in range(0, len(data), step):
-    s.sendall(data[i:i + step])
-    time.sleep(0.1)
-s.shutdown(socket.SHUT_WR)
-s.recv(1)
-print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
-"""
 
-
-def sh(cmd, timeout=60):
-    return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout)
-
-
-def guid_of(env, host):
-    return re.search(r"Port GUID: (0x[0-9a-f]+)", fabric.diag(env, host, "ibstat")).group(1)
-
-
-def mac_of(guid):
-    out = subprocess.run([IPOIB_ADDR, "--guid", guid], capture_output=True, text=True).stdout
-    return re.search(r"emulated MAC\s+(\S+)", out).group(1)
-
-
-def telemetry(prefix, cmd):
-    out = subprocess.run(["dpdk-telemetry.py", "-f", prefix], input=cmd + "\n", capture_output=True, text=True,
-                         timeout=60).stdout
-    for line in out.splitlines():
-        if line.startswith("{"):
-            return json.loads(line).get(cmd.split(",")[0]) or {}
-    return {}
+def guid(env, host):
+    return guid_of(fabric, env, host)
 
 
 def port_ids(tp):
@@ -176,7 +123,8 @@ def scenario(env):
     a(f"set portlist {bond},{tap}")
     a("set fwd io")
     a("start")
-    b = Testpmd(env, "Hca2", [f"net_tap0,iface={tap_b},mac={mac_of(guid_of(env, 'Hca2'))}", "net_ipoib0"], PMD, CWD,
+    b_mac = mac_of(IPOIB_ADDR, guid(env, "Hca2"))
+    b = Testpmd(env, "Hca2", [f"net_tap0,iface={tap_b},mac={b_mac}", "net_ipoib0"], PMD, CWD,
                 prefix=f"bdb{os.getpid()}", startup_timeout=90)
     running.append(b)
     b("set fwd io")
@@ -194,10 +142,11 @@ def scenario(env):
     t.note(f"A's IPoIB addresses: {hw}")
 
     # Traffic: a ping every 10 ms and a paced TCP stream, both from B; then A's active port fails.
-    srv = subprocess.Popen(["ip", "netns", "exec", ns_a, "python3", "-c", SERVER, A_IP], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+    srv = subprocess.Popen(["ip", "netns", "exec", ns_a, "python3", "-c", TCP_RECEIVER, A_IP, "5002"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(0.5)
-    cli = subprocess.Popen(["ip", "netns", "exec", ns_b, "python3", "-c", CLIENT, A_IP, str(NBYTES)],
+    # A paced stream (about 8 s), so that the failover happens in the middle of it.
+    cli = subprocess.Popen(["ip", "netns", "exec", ns_b, "python3", "-c", TCP_SENDER, A_IP, "5002", str(NBYTES), "80"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ping = subprocess.Popen(["ip", "netns", "exec", ns_b, "ping", "-i", str(PING_INTERVAL_S), "-c", "700", "-W", "1",
                              A_IP], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -219,9 +168,7 @@ def scenario(env):
         srv.kill()
         srv_out, _ = srv.communicate()
     t.note(f"TCP: sent {cli_out.strip()[-120:]}; received {srv_out.strip()[-120:]}")
-    done = [o.split()[-2:] for o in (cli_out, srv_out)]
-    t.ok(all(len(d) == 2 and d[0].isdigit() and re.fullmatch(r"[0-9a-f]{64}", d[1]) for d in done) and
-         done[0] == done[1] and int(done[0][0]) == NBYTES,
+    t.ok(transfer_intact(cli_out, srv_out, NBYTES),
          f"the {NBYTES >> 20} MB TCP stream across the failover arrives whole (length and SHA-256 agree)",
          (cli_out[-300:], srv_out[-300:]))
     t.eq(current_primary(a, bond), slave0, "show bonding config: the active member is now net_ipoib0")
@@ -259,28 +206,7 @@ def scenario(env):
 
 
 def main():
-    faulthandler.dump_traceback_later(280, exit=False)
-    env = None
-    try:
-        env = json.loads(fabric("up", "--format", "json", "--hcas", "2", "--ports", "2", "--owner",
-                                str(os.getpid())).stdout)
-        t.run("bonding", scenario, env)
-    except Exception as e:  # noqa: BLE001
-        t.ok(False, "bonding test setup", e)
-    finally:
-        for p in running:
-            try:
-                p.quit()
-            except Exception:  # noqa: BLE001
-                p.p.kill()
-        for ns in netns:
-            sh(f"ip netns del {ns}")
-        if env:
-            fabric("down", env["IPOIB_FABRIC_DIR"], check=False)
-        if t.failed:
-            t.note(f"logs kept in {CWD}")
-        else:
-            shutil.rmtree(CWD, ignore_errors=True)
+    run_on_fabric(t, fabric, "bonding", scenario, ["--hcas", "2", "--ports", "2"], running, netns, CWD)
 
 
 if __name__ == "__main__":

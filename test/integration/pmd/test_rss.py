@@ -13,13 +13,9 @@ with a message.
 
 usage: test_rss.py FABRIC_TOOL PMD_SO
 """
-import faulthandler
 import ipaddress
-import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +26,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from tap import Tap  # noqa: E402
 from fabric_client import Fabric  # noqa: E402
 from testpmd import Testpmd  # noqa: E402
+from hosts import lidqpn_mac, run_on_fabric, telemetry  # noqa: E402
 
 FABRIC, PMD = (os.path.abspath(a) for a in sys.argv[1:3])
 t = Tap()
@@ -76,25 +73,9 @@ def verbose_packets(out):
     return res
 
 
-def lidqpn_mac(port_info):
-    lid, qpn = port_info
-    return "0e:" + ":".join(f"{b:02x}" for b in (lid >> 8, lid & 0xff, qpn >> 16, (qpn >> 8) & 0xff, qpn & 0xff))
-
-
 def port_of(tp):
     """testpmd's port 0 as its telemetry /ipoib/ports shows it."""
-    out = subprocess.run(["dpdk-telemetry.py", "-f", tp.prefix], input="/ipoib/ports\n", capture_output=True,
-                         text=True, timeout=60).stdout
-    for line in out.splitlines():
-        if line.startswith("{"):
-            return json.loads(line)["/ipoib/ports"]["0"]
-    return None
-
-
-def addr_of(tp):
-    """(LID, QPN) of testpmd's port 0."""
-    p = port_of(tp)
-    return (int(p["lid"]), int(p["qpn"])) if p else None
+    return telemetry(tp.prefix, "/ipoib/ports").get("0")
 
 
 def burst(sender, receiver, n_bursts=2):
@@ -153,12 +134,11 @@ def rss_scenarios(env):
          "the default key is the RSS specification's (show port rss-hash key)", key)
     t.ok("ipv4-udp" in key or "udp" in key, "RSS hashes UDP flows as testpmd --rss-udp asked", key)
 
-    lidqpn = addr_of(a)
-    b(f"set eth-peer 0 {lidqpn_mac(lidqpn)}")
+    b(f"set eth-peer 0 {lidqpn_mac(pa)}")
     b("set fwd rxonly")
     a("set fwd rxonly")
     a("set verbose 1")
-    t.note(f"receiver LID/QPN {lidqpn}; computing the candidates' hashes")
+    t.note(f"receiver LID {pa['lid']} QPN {pa['qpn']}; computing the candidates' hashes")
     default_hashes = udp_hashes(MS_KEY)
     pkts = verbose_packets(burst(b, a))
     queues = check_hashes("default key", pkts, default_hashes, 2)
@@ -225,25 +205,7 @@ def rss_scenarios(env):
 
 
 def main():
-    faulthandler.dump_traceback_later(280, exit=False)
-    env = None
-    try:
-        env = json.loads(fabric("up", "--format", "json", "--hcas", "2", "--owner", str(os.getpid())).stdout)
-        t.run("rss", rss_scenarios, env)
-    except Exception as e:  # noqa: BLE001
-        t.ok(False, "RSS test setup", e)
-    finally:
-        for p in running:
-            try:
-                p.quit()
-            except Exception:  # noqa: BLE001
-                p.p.kill()
-        if env:
-            fabric("down", env["IPOIB_FABRIC_DIR"], check=False)
-        if t.failed:
-            t.note(f"logs kept in {CWD}")
-        else:
-            shutil.rmtree(CWD, ignore_errors=True)
+    run_on_fabric(t, fabric, "rss", rss_scenarios, ["--hcas", "2"], running, [], CWD)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,8 @@ checksum validation on.
 
 usage: test_tso.py FABRIC_TOOL PMD_SO IPOIB_ADDR_TOOL
 """
-import faulthandler
-import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +29,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from tap import Tap  # noqa: E402
 from fabric_client import Fabric  # noqa: E402
 from testpmd import Testpmd  # noqa: E402
+from hosts import TCP_RECEIVER, TCP_SENDER, guid_of, mac_of, run_on_fabric, sh, transfer_intact  # noqa: E402
 
 FABRIC, PMD, IPOIB_ADDR = (os.path.abspath(a) for a in sys.argv[1:4])
 t = Tap()
@@ -44,46 +42,14 @@ MSS = 1400
 MTU_TAP = 9000
 NBYTES = 4 << 20
 
-SERVER = """
-import hashlib, socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], 5001))
-s.listen(1)
-s.settimeout(60)
-c, _ = s.accept()
-c.settimeout(60)
-h, n = hashlib.sha256(), 0
-while True:
-    d = c.recv(1 << 16)
-    if not d:
-        break
-    h.update(d)
-    n += len(d)
-print(n, h.hexdigest(), flush=True)
-"""
-CLIENT = """
-import hashlib, random, socket, sys
-data = random.Random(7).randbytes(int(sys.argv[2]))
-s = socket.create_connection((sys.argv[1], 5001), timeout=60)
-s.sendall(data)
-s.shutdown(socket.SHUT_WR)
-s.recv(1)
-print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
-"""
 
 
-def sh(cmd, timeout=60):
-    return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout)
+def guid(env, host):
+    return guid_of(fabric, env, host)
 
 
-def guid_of(env, host):
-    return re.search(r"Port GUID: (0x[0-9a-f]+)", fabric.diag(env, host, "ibstat")).group(1)
-
-
-def mac_of(guid):
-    out = subprocess.run([IPOIB_ADDR, "--guid", guid], capture_output=True, text=True).stdout
-    return re.search(r"emulated MAC\s+(\S+)", out).group(1)
+def mac(guid_text):
+    return mac_of(IPOIB_ADDR, guid_text)
 
 
 def host(env, i, tso, peer=None):
@@ -92,7 +58,7 @@ def host(env, i, tso, peer=None):
     netns.append(ns)
     tap = f"ipts{os.getpid() % 100000}x{i}"
     ipoib = "net_ipoib0" + (f",capture={CAPTURE}" if tso else "")
-    tp = Testpmd(env, f"Hca{i}", [f"net_tap0,iface={tap},mac={mac_of(guid_of(env, f'Hca{i}'))}", ipoib], PMD, CWD,
+    tp = Testpmd(env, f"Hca{i}", [f"net_tap0,iface={tap},mac={mac(guid(env, f'Hca{i}'))}", ipoib], PMD, CWD,
                  prefix=f"tso{i}{os.getpid()}", startup_timeout=90,
                  args=["--total-num-mbufs=8192", "--mbuf-size=2176", "--enable-scatter"])
     running.append(tp)
@@ -107,7 +73,7 @@ def host(env, i, tso, peer=None):
     if tso:
         # The csum engine rewrites both Ethernet addresses: toward the kernel
         # its own tap MAC, toward IPoIB the peer's GUID-derived MAC.
-        tp(f"set eth-peer 0 {mac_of(guid_of(env, f'Hca{i}'))}")
+        tp(f"set eth-peer 0 {mac(guid(env, f'Hca{i}'))}")
         tp(f"set eth-peer 1 {peer}")
     tp("set fwd csum" if tso else "set fwd io")
     tp("start")
@@ -123,7 +89,7 @@ def xstats(tp, port):
 
 
 def scenario(env):
-    a, ns1 = host(env, 1, True, mac_of(guid_of(env, "Hca2")))
+    a, ns1 = host(env, 1, True, mac(guid(env, "Hca2")))
     b, ns2 = host(env, 2, False)
     info = a("show port info 1")
     t.ok("Max segment number per MTU/TSO" in info, "testpmd reads net_ipoib's port info", info[-300:])
@@ -136,17 +102,18 @@ def scenario(env):
     r = sh(f"ip netns exec {ns1} ping -c 2 -W 3 10.78.0.2")
     t.ok(r.returncode == 0, "ping from A's kernel to B's", r.stdout + r.stderr)
 
-    srv = subprocess.Popen(["ip", "netns", "exec", ns2, "python3", "-c", SERVER, "10.78.0.2"],
+    srv = subprocess.Popen(["ip", "netns", "exec", ns2, "python3", "-c", TCP_RECEIVER, "10.78.0.2", "5001"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(0.5)
-    cli = sh(f"ip netns exec {ns1} python3 -c '{CLIENT}' 10.78.0.2 {NBYTES}", timeout=120)
+    cli = subprocess.run(["ip", "netns", "exec", ns1, "python3", "-c", TCP_SENDER, "10.78.0.2", "5001", str(NBYTES),
+                          "1"], capture_output=True, text=True, timeout=120)
     try:
         got, _ = srv.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         srv.kill()
         got, _ = srv.communicate()
     t.note(f"sent: {cli.stdout.strip()} {cli.stderr.strip()[-300:]}; received: {got.strip()}")
-    t.ok(cli.returncode == 0 and cli.stdout.split() and got.split() and cli.stdout.split() == got.split()[:2],
+    t.ok(cli.returncode == 0 and transfer_intact(cli.stdout, got, NBYTES),
          f"a {NBYTES >> 20} MB TCP transfer arrives whole (length and SHA-256 agree)", (cli.stdout, got))
     mss = sh(f"ip netns exec {ns1} ss -tin dst 10.78.0.2").stdout
     t.note(f"sender's socket: {' '.join(mss.split())[:300]}")
@@ -184,27 +151,7 @@ def scenario(env):
 
 
 def main():
-    faulthandler.dump_traceback_later(280, exit=False)
-    env = None
-    try:
-        env = json.loads(fabric("up", "--format", "json", "--hcas", "2", "--owner", str(os.getpid())).stdout)
-        t.run("tso", scenario, env)
-    except Exception as e:  # noqa: BLE001
-        t.ok(False, "TSO test setup", e)
-    finally:
-        for p in running:
-            try:
-                p.quit()
-            except Exception:  # noqa: BLE001
-                p.p.kill()
-        for ns in netns:
-            sh(f"ip netns del {ns}")
-        if env:
-            fabric("down", env["IPOIB_FABRIC_DIR"], check=False)
-        if t.failed:
-            t.note(f"logs kept in {CWD}")
-        else:
-            shutil.rmtree(CWD, ignore_errors=True)
+    run_on_fabric(t, fabric, "tso", scenario, ["--hcas", "2"], running, netns, CWD)
 
 
 if __name__ == "__main__":
