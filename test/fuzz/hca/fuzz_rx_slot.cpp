@@ -41,7 +41,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
         if (wc.status == WcStatus::success) {
             // What a consumer may rely on: the length covers the GRH area and stays in the buffer.
             FUZZ_CHECK(wc.byte_len >= kGrhLen && wc.byte_len <= posted_len);
-            FUZZ_CHECK(wc.src_qp <= 0xffffff && wc.sl <= 15 && (wc.wc_flags & ~kWcGrh) == 0);
+            FUZZ_CHECK(wc.src_qp <= 0xffffff && wc.sl <= 15 && (wc.wc_flags & ~(kWcGrh | kWcRssHash)) == 0);
+            FUZZ_CHECK((wc.wc_flags & kWcRssHash) || wc.rss_hash == 0);  // a hash only where the flag says
             FUZZ_CHECK(v.status == kRxOk);
         } else {
             FUZZ_CHECK(wc.status == WcStatus::loc_len_err && wc.byte_len == 0 && v.status == kRxTooLong);
