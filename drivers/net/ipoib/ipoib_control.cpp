@@ -160,9 +160,9 @@ bool post_receive_buffers(Port *p) {
     if (!p->rx_mr)
         return false;
     p->fp.rx_lkey = p->rx_mr->lkey();
-    const std::uint32_t per_queue = p->rx_nbuf / p->qp_rx_queues;
+    const std::uint32_t per_queue = p->rx_nbuf / p->rx_queues;
     std::vector<hca::RecvWr> wrs(per_queue);
-    for (std::uint32_t q = 0; q < p->qp_rx_queues; ++q) {
+    for (std::uint32_t q = 0; q < p->rx_queues; ++q) {
         for (std::uint32_t k = 0; k < per_queue; ++k) {
             const std::uint32_t i = q * per_queue + k;
             wrs[k] = hca::RecvWr{i, {reinterpret_cast<std::uintptr_t>(p->fp.rx_pool + std::size_t{i} * p->fp.rx_bufsize),
@@ -174,12 +174,17 @@ bool post_receive_buffers(Port *p) {
     return true;
 }
 
+// Sends a send queue of the next QP holds: its TX queues' (several when
+// they share it) outstanding sends, txq_size each.
+std::uint32_t send_queue_depth(const Port *p) {
+    return p->cfg.txq_size * ((p->tx_queues + p->send_queues - 1) / p->send_queues);
+}
+
 // The completion queues of the next QP: one per receive queue (with
 // completion events when the application asked for RX interrupts), one per
-// send queue (a shared one holds every sharer's outstanding sends).
+// send queue (send_queue_depth).
 bool make_cqs(Port *p) {
     hca::Context &ctx = *p->hca->ctx;
-    const std::uint32_t sharers = (p->tx_queues + p->send_queues - 1) / p->send_queues;
     p->rx_cqs.clear();
     p->tx_cqs.clear();
     for (std::uint32_t i = 0; i < p->rx_queues; ++i) {
@@ -188,7 +193,7 @@ bool make_cqs(Port *p) {
             break;
     }
     for (std::uint32_t i = 0; i < p->send_queues && p->rx_cqs.size() == p->rx_queues && p->rx_cqs.back(); ++i) {
-        p->tx_cqs.push_back(ctx.create_cq(static_cast<int>(p->cfg.txq_size * sharers)));
+        p->tx_cqs.push_back(ctx.create_cq(static_cast<int>(send_queue_depth(p))));
         if (!p->tx_cqs.back())
             break;
     }
@@ -202,14 +207,12 @@ bool make_cqs(Port *p) {
 
 // The UD QP with the application's queues: one receive queue per RX queue
 // (several: the HCA spreads by RSS), one send queue per TX queue up to the
-// HCA's send queues per QP (assign_send_queues), each with its own CQ.
+// HCA's send queues per QP (prepare_queues), each with its own CQ.
 bool ensure_qp(Port *p) {
     if (p->qp)
         return true;
     hca::Context &ctx = *p->hca->ctx;
     const std::uint32_t nrq = p->rx_queues, nsq = p->send_queues;
-    // A send queue shared by k TX queues holds k queues' outstanding sends.
-    const std::uint32_t sharers = (p->tx_queues + nsq - 1) / nsq;
     if ((p->rx_cqs.empty() || p->tx_cqs.empty()) && !make_cqs(p))
         return false;
     std::vector<hca::Cq *> rcq, scq;
@@ -224,15 +227,13 @@ bool ensure_qp(Port *p) {
     init.pkey_index = static_cast<std::uint16_t>(p->iface->pkey_index());
     init.qkey = p->qkey;
     init.max_recv_wr = p->cfg.rxq_size;
-    init.max_send_wr = p->cfg.txq_size * sharers;
+    init.max_send_wr = send_queue_depth(p);
     init.num_recv_queues = nrq;
     init.num_send_queues = nsq;
     init.recv_cqs = rcq.data();
     init.send_cqs = scq.data();
     init.rss = p->rss;
     p->qp = ctx.create_ud_qp(init);
-    p->qp_rx_queues = nrq;
-    p->qp_tx_queues = nsq;
     p->rx_nbuf = p->cfg.rxq_size * nrq;
     p->fp.rx_bufsize = hca::kGrhLen + 4096 + kRxBufTail;
     if (!p->qp || !post_receive_buffers(p)) {
@@ -388,12 +389,17 @@ void learn(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &gid
     p->hca->cp.request_path(gid, p->iface->pkey(), p->cfg.port);
 }
 
+// The partition a port is in (its P_Key without the membership bit; the
+// devarg's until its interface exists).
+std::uint16_t partition_of(const Port *p) {
+    return (p->iface ? p->iface->pkey() : p->cfg.pkey) & 0x7fff;
+}
+
 // A neighbour of that MAC known by its GID on another port of the same HCA
 // and partition (Hca::mu held: the HCA's ports are ours to read).
 const Neigh *sibling_neigh(const Port *p, const wire::Mac &mac) {
-    auto partition = [](const Port *x) { return (x->iface ? x->iface->pkey() : x->cfg.pkey) & 0x7fff; };
     for (const Port *o : p->hca->ports) {
-        if (o == p || partition(o) != partition(p) || o->cfg.l2 != p->cfg.l2)
+        if (o == p || partition_of(o) != partition_of(p) || o->cfg.l2 != p->cfg.l2)
             continue;
         const Neigh *e = const_cast<Port *>(o)->fp.neigh.find(mac);
         if (e && e->state != NeighState::failed && e->gid != wire::Gid{})
@@ -522,8 +528,7 @@ void announce(Port *p) {
     // saw them: a bond's backup sent nothing while it was idle.
     std::set<std::array<std::uint8_t, 17>> addrs;
     for (const Port *o : p->hca->ports)
-        if (o == p || ((o->iface ? o->iface->pkey() : o->cfg.pkey) & 0x7fff) ==
-                          ((p->iface ? p->iface->pkey() : p->cfg.pkey) & 0x7fff))
+        if (partition_of(o) == partition_of(p))
             addrs.insert(o->own_addrs.begin(), o->own_addrs.end());
     rte_mbuf *pkts[kOwnAddrsMax];
     std::uint16_t n = 0;
@@ -611,11 +616,11 @@ void control_pass(Hca *h, std::vector<std::uint16_t> *lsc) {
             age_neighbours(p, now);
             reap_ahs(p);
         }
+        if (p->announce_pending)
+            announce(p);
         // Not before ethdev has marked the port started (it does so once
         // dev_start returned): a callback that stops the port would find it
         // "already stopped" and do nothing, and the link would stay up.
-        if (p->announce_pending)
-            announce(p);
         if (p->lsc_pending && p->dev->data->dev_started) {
             p->lsc_pending = false;
             lsc->push_back(p->fp.port_id);
@@ -777,7 +782,6 @@ void port_release_resources(Port *p) {
     p->fp.rx_cqs.fill(nullptr);
     p->fp.tx_cqs.fill(nullptr);
     p->qp.reset();
-    p->qp_rx_queues = p->qp_tx_queues = 0;
     p->rx_cqs.clear();
     p->tx_cqs.clear();
     p->rx_mr.reset();
@@ -801,7 +805,7 @@ bool prepare_queues(Port *p, std::uint16_t nrx, std::uint16_t ntx, bool rx_event
         if (p->qp)
             IPOIB_LOG(NOTICE, "%s: %u RX / %u TX queues%s now (the QP had %u receive / %u send queues): "
                       "the UD QP is made again, with a new QPN", p->name.c_str(), nrq, ntq,
-                      rx_events ? " with RX interrupts" : "", p->qp_rx_queues, p->qp_tx_queues);
+                      rx_events ? " with RX interrupts" : "", p->rx_queues, p->send_queues);
         p->fp.neigh.clear();
         std::vector<wire::Gid> groups;
         p->fp.groups.for_each_mgid([&](const wire::Gid &g) { groups.push_back(g); });

@@ -194,9 +194,9 @@ struct Port {
     // Provider objects (owned; fp holds raw pointers to some of them).
     std::vector<std::unique_ptr<hca::Cq>> rx_cqs, tx_cqs;  // per receive / send queue of the QP
     std::unique_ptr<hca::Qp> qp;
-    std::uint32_t qp_rx_queues = 0, qp_tx_queues = 0;  // the QP's receive and send queues
-    // What the next QP gets (assign_send_queues, at dev_start): receive
-    // queues (= RX queues), the application's TX queues, send queues.
+    // The QP's queues (prepare_queues, at dev_start; a QP of another layout
+    // is released then): receive queues (= RX queues), the application's TX
+    // queues, send queues.
     std::uint32_t rx_queues = 1, tx_queues = 1, send_queues = 1;
     bool rx_events = false;  // RX CQs with completion events (intr_conf.rxq)
     // Receive-side scaling as the application configured it (dev_configure,

@@ -45,7 +45,7 @@ std::uint32_t fields_of(std::uint64_t hf) noexcept {
 
 // The QP takes the new configuration now, if it exists (else when it is made).
 int push_to_qp(Port *p) noexcept {
-    if (!p->qp || p->qp_rx_queues < 2)
+    if (!p->qp || p->rx_queues < 2)
         return 0;
     if (const int rc = p->qp->set_rss(p->rss); rc != 0) {
         IPOIB_LOG(ERR, "%s: the HCA refused the RSS configuration: %s", p->name.c_str(),
@@ -53,6 +53,14 @@ int push_to_qp(Port *p) noexcept {
         return rc;
     }
     return 0;
+}
+
+// The application's view of the redirection table is the whole of it.
+bool reta_size_ok(const Port *p, std::uint16_t size) noexcept {
+    if (size == hca::kRssRetaSize)
+        return true;
+    IPOIB_LOG(ERR, "%s: redirection table of %u entries: it has %u", p->name.c_str(), size, hca::kRssRetaSize);
+    return false;
 }
 
 } // namespace
@@ -94,10 +102,8 @@ int rss_configure(rte_eth_dev *dev) noexcept {
 
 int reta_update(rte_eth_dev *dev, rte_eth_rss_reta_entry64 *conf, std::uint16_t size) noexcept {
     Port *p = port_of(dev);
-    if (size != hca::kRssRetaSize) {
-        IPOIB_LOG(ERR, "%s: redirection table of %u entries: it has %u", p->name.c_str(), size, hca::kRssRetaSize);
+    if (!reta_size_ok(p, size))
         return -EINVAL;
-    }
     std::lock_guard<std::mutex> lk(p->hca->mu);
     hca::RssConf next = p->rss;
     for (std::uint32_t i = 0; i < size; ++i) {
@@ -122,10 +128,8 @@ int reta_update(rte_eth_dev *dev, rte_eth_rss_reta_entry64 *conf, std::uint16_t 
 
 int reta_query(rte_eth_dev *dev, rte_eth_rss_reta_entry64 *conf, std::uint16_t size) noexcept {
     Port *p = port_of(dev);
-    if (size != hca::kRssRetaSize) {
-        IPOIB_LOG(ERR, "%s: redirection table of %u entries: it has %u", p->name.c_str(), size, hca::kRssRetaSize);
+    if (!reta_size_ok(p, size))
         return -EINVAL;
-    }
     std::lock_guard<std::mutex> lk(p->hca->mu);
     for (std::uint32_t i = 0; i < size; ++i) {
         rte_eth_rss_reta_entry64 &g = conf[i / RTE_ETH_RETA_GROUP_SIZE];

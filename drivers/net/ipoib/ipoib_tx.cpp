@@ -284,15 +284,18 @@ void snoop_membership(TxQueue *q, const std::uint8_t *l3, std::uint32_t len, std
 
 // --- work requests ---
 
-// Take a work-request id for m and add its WR (gather list sg[0..nsge)) to the batch.
-void add_wr(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint32_t id, std::uint32_t nsge, const Dest &d) {
+// Take work-request id `id` (the last of free_ids) and add its WR (gather
+// list sg[0..nsge), `bytes` on the wire) to the batch; `owned` (or none) is
+// freed when it completes.
+void add_wr(TxQueue *q, TxBatch &b, rte_mbuf *owned, std::uint32_t id, std::uint32_t nsge, const Dest &d,
+            std::uint32_t bytes) {
     q->free_ids.pop_back();
-    q->inflight[id] = m;
+    q->inflight[id] = owned;
     b.wr[b.n] = hca::SendWr{std::uint64_t{q->queue_id} << 32 | id, b.sge[b.n], nsge, d.ah, d.qpn, hca::kUseQpQkey,
                              true};
     ++b.n;
     ++q->st.packets;
-    q->st.bytes += m->pkt_len;
+    q->st.bytes += bytes;
 }
 
 // TSO: m (a TCP frame marked RTE_MBUF_F_TX_TCP_SEG, link header of l2_hdr
@@ -351,13 +354,7 @@ TxResult tx_tso(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint32_t l2_hdr, std::
             nsge = 1;
             sg[0].length = hlen + seglen;
         }
-        q->free_ids.pop_back();
-        q->inflight[id] = k + 1 == p.nseg ? m : nullptr;
-        b.wr[b.n] = hca::SendWr{std::uint64_t{q->queue_id} << 32 | id, b.sge[b.n], nsge, d.ah, d.qpn,
-                                 hca::kUseQpQkey, true};
-        ++b.n;
-        ++q->st.packets;
-        q->st.bytes += hlen - wire::kEncapLen + seglen;
+        add_wr(q, b, k + 1 == p.nseg ? m : nullptr, id, nsge, d, hlen - wire::kEncapLen + seglen);
     }
     ++q->st.tso_frames;
     q->st.tso_segments += p.nseg;
@@ -432,7 +429,7 @@ TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool ret
             sg[nsge++] = hca::Sge{rte_pktmbuf_mtod(s, std::uintptr_t), s->data_len, 0};
         break;
     }
-    add_wr(q, b, m, id, nsge, d);
+    add_wr(q, b, m, id, nsge, d, m->pkt_len);
     IPOIB_DATA_LOG(DEBUG, "tx: EtherType 0x%04x, %u bytes to LID %u QPN 0x%06x", et, m->pkt_len - kEthHdr,
                    d.ah->attr().dlid, d.qpn);
     return TxResult::sent;
@@ -486,7 +483,7 @@ TxResult tx_native(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool 
     std::uint32_t nsge = 0;
     for (rte_mbuf *s = m; s; s = s->next)
         sg[nsge++] = hca::Sge{rte_pktmbuf_mtod(s, std::uintptr_t), s->data_len, 0};
-    add_wr(q, b, m, q->free_ids.back(), nsge, d);
+    add_wr(q, b, m, q->free_ids.back(), nsge, d, m->pkt_len);
     return TxResult::sent;
 }
 
