@@ -34,13 +34,21 @@ EthPort probe(const std::string &name, const std::string &args) {
     return p;
 }
 
+// Configured with conf, nrx RX and ntx TX queues of 256 descriptors, started.
+void start(const EthPort &p, rte_mempool *mp, const rte_eth_conf &conf, std::uint16_t nrx = 1,
+           std::uint16_t ntx = 1) {
+    REQUIRE(rte_eth_dev_configure(p.id, nrx, ntx, &conf) == 0);
+    for (std::uint16_t q = 0; q < nrx; ++q)
+        REQUIRE(rte_eth_rx_queue_setup(p.id, q, 256, SOCKET_ID_ANY, nullptr, mp) == 0);
+    for (std::uint16_t q = 0; q < ntx; ++q)
+        REQUIRE(rte_eth_tx_queue_setup(p.id, q, 256, SOCKET_ID_ANY, nullptr) == 0);
+    REQUIRE(rte_eth_dev_start(p.id) == 0);
+}
+
 void start(const EthPort &p, rte_mempool *mp, bool lsc = false) {
     rte_eth_conf conf{};
     conf.intr_conf.lsc = lsc;
-    REQUIRE(rte_eth_dev_configure(p.id, 1, 1, &conf) == 0);
-    REQUIRE(rte_eth_rx_queue_setup(p.id, 0, 256, SOCKET_ID_ANY, nullptr, mp) == 0);
-    REQUIRE(rte_eth_tx_queue_setup(p.id, 0, 256, SOCKET_ID_ANY, nullptr) == 0);
-    REQUIRE(rte_eth_dev_start(p.id) == 0);
+    start(p, mp, conf);
 }
 
 void close(const EthPort &p) {
@@ -535,11 +543,7 @@ TEST_CASE("two ports in one process: TX queues sharing the HCA's one send queue,
     CHECK(info.max_tx_queues == 16);
     rte_eth_conf conf{};
     CHECK(rte_eth_dev_configure(a.id, 2, 2, &conf) != 0);  // two RX queues: refused
-    REQUIRE(rte_eth_dev_configure(a.id, 1, 2, &conf) == 0);
-    REQUIRE(rte_eth_rx_queue_setup(a.id, 0, 256, SOCKET_ID_ANY, nullptr, mp) == 0);
-    REQUIRE(rte_eth_tx_queue_setup(a.id, 0, 256, SOCKET_ID_ANY, nullptr) == 0);
-    REQUIRE(rte_eth_tx_queue_setup(a.id, 1, 256, SOCKET_ID_ANY, nullptr) == 0);
-    REQUIRE(rte_eth_dev_start(a.id) == 0);
+    start(a, mp, conf, 1, 2);
     REQUIRE(wait_link(a.id, 3000));
 
     const auto frame = eth_frame(kBcast, mac_of(a.id), ipv4_udp(0x0affffff, 64));
@@ -594,10 +598,7 @@ TEST_CASE("two ports in one process: an RX interrupt wakes the waiter when a fra
     const EthPort b = up("net_ipoib_tj", "provider=inproc,dev=unit-j", mp);
     rte_eth_conf conf{};
     conf.intr_conf.rxq = 1;
-    REQUIRE(rte_eth_dev_configure(a.id, 1, 1, &conf) == 0);
-    REQUIRE(rte_eth_rx_queue_setup(a.id, 0, 256, SOCKET_ID_ANY, nullptr, mp) == 0);
-    REQUIRE(rte_eth_tx_queue_setup(a.id, 0, 256, SOCKET_ID_ANY, nullptr) == 0);
-    REQUIRE(rte_eth_dev_start(a.id) == 0);
+    start(a, mp, conf);
     REQUIRE(wait_link(a.id, 3000));
     void *const tag = reinterpret_cast<void *>(std::uintptr_t{0x1234});
     REQUIRE(rte_eth_dev_rx_intr_ctl_q(a.id, 0, RTE_EPOLL_PER_THREAD, RTE_INTR_EVENT_ADD, tag) == 0);
