@@ -168,8 +168,9 @@ def main():
         # --fair-sched: the bench's lcore polls; the driver's control thread must still get its turn.
         vg = ["valgrind", "--tool=callgrind", "--fair-sched=yes", "--instr-atstart=no", "--collect-atstart=no",
               f"--toggle-collect={WRAPPERS['tx']}", f"--toggle-collect={WRAPPERS['rx']}"]
-        # A phase whose frames did not all arrive (under valgrind, net_ipoib's neighbour has been seen
-        # to stay unresolved for a whole run, rarely) is measured again in a new process, twice at most.
+        # A phase whose frames did not all arrive is measured again in a new process, twice at most
+        # (a safeguard: while the bench busy-waited between attempts, callgrind's serialised threads
+        # starved net_ipoib's control thread and the neighbour stayed unresolved for a whole run).
         counted, found = {}, {}
         for attempt in range(1, 4):
             out_dir = os.path.join(cwd, f"callgrind-{attempt}")
