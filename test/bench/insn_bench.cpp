@@ -18,7 +18,8 @@
 // only what runs inside them is counted, and each measured phase is one
 // callgrind dump named "LABEL SIZE" (its inclusive cost minus the wrappers'
 // own is the PMD's). Run natively, the same phases print TSC cycles per
-// packet spent in the bursts instead (noisy on a shared machine).
+// packet spent in the bursts instead, the least of 5 phases (still noisy on a
+// shared machine).
 // Prints one "phase" line per measurement; asserts nothing.
 #include <rte_cycles.h>
 #include <rte_eal.h>
@@ -42,6 +43,8 @@ constexpr std::uint16_t kRingSize = 1024;
 constexpr std::uint32_t kPoolSize = 16384;
 // A burst not received after this many empty polls in a row is counted lost.
 constexpr std::uint32_t kMaxEmptyPolls = 100000;
+// Native runs: measured phases per size whose least cycles per packet is printed.
+constexpr int kCycleRuns = 5;
 
 struct Pair {
     std::string label;
@@ -391,10 +394,20 @@ int main(int argc, char **argv) {
                         "empty_polls %lu",
                         p.label.c_str(), size, r.sent, r.received, r.bad, held, r.tx_calls, r.rx_calls,
                         r.empty_polls);
-            if (!under_valgrind)
-                std::printf(" tx_cycles_per_packet %.1f rx_cycles_per_packet %.1f",
-                            static_cast<double>(r.tx_cycles) / static_cast<double>(r.sent),
-                            static_cast<double>(r.rx_cycles) / static_cast<double>(r.received ? r.received : 1));
+            if (!under_valgrind) {
+                // Cycles: the least of this phase and kCycleRuns - 1 more (what other work on the
+                // machine adds to a run is never negative).
+                double tx = static_cast<double>(r.tx_cycles) / static_cast<double>(r.sent);
+                double rx = static_cast<double>(r.rx_cycles) / static_cast<double>(r.received ? r.received : 1);
+                for (int run = 1; run < kCycleRuns; ++run) {
+                    const PhaseResult again = run_phase(p, mp, dst, size, o.packets, true);
+                    if (again.received != again.sent)
+                        break;
+                    tx = std::min(tx, static_cast<double>(again.tx_cycles) / static_cast<double>(again.sent));
+                    rx = std::min(rx, static_cast<double>(again.rx_cycles) / static_cast<double>(again.received));
+                }
+                std::printf(" tx_cycles_per_packet %.1f rx_cycles_per_packet %.1f", tx, rx);
+            }
             std::printf("\n");
             std::fflush(stdout);
             if (r.received != r.sent || r.bad) {

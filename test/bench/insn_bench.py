@@ -12,7 +12,8 @@ wrappers; each measured phase (pair, frame size) is one dump. A PMD's cost
 is a wrapper's inclusive count minus the wrapper's own (the inline ethdev
 call, the same for both drivers). perf stat is not used: this machine's
 virtual CPU exposes no hardware counters ("instructions: not supported").
-A native run of the same phases adds TSC cycles per packet (noisy).
+A native run of the same phases adds TSC cycles per packet (the least of 5
+phases; still noisy).
 Prints a table, the top functions of net_ipoib's count, and writes a CSV.
 Asserts nothing.
 
@@ -240,7 +241,8 @@ def main():
             if r["packets"] != r["received"] or r["held"]:
                 print(f"       ({label} {s} B: sent {r['packets']}, received {r['received']}, "
                       f"held for resolution {r['held']})")
-    print("(TX/RX cyc: TSC cycles per packet in the same calls, run natively once: noisy on a shared machine)")
+    print("(TX/RX cyc: TSC cycles per packet in the same calls run natively, the least of 5 phases: noisy on a "
+          "shared machine)")
     for s in sizes:
         r = table.get(("ipoib", s))
         if r:

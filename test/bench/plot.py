@@ -133,7 +133,8 @@ def plot_insn(plt, src, out):
         ax.set_ylabel(title)
         ax.set_title(title.split(" (")[0] + " in rx_burst + tx_burst")
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.3)  # room for the legend above the bars
+        ax.legend(fontsize=8, ncol=2, loc="upper left")
     save(plt, fig, out, "insn-per-packet", src)
 
 
