@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "ipoib_control.hpp"
+#include "ipoib_rxbuf.hpp"
 
 namespace ipoib::pmd {
 
@@ -150,30 +151,6 @@ void refresh_own_key(Port *p) {
     p->fp.lid = p->fp.roce ? gid_key(p->hca->cp.port_gid(p->cfg.port).raw.data()) : pa.lid;
 }
 
-// One pool for every RX queue's buffers (wr_id: the buffer's index in it);
-// RX queue q's are [q * rxq_size, (q + 1) * rxq_size).
-bool post_receive_buffers(Port *p) {
-    hca::Context &ctx = *p->hca->ctx;
-    const std::size_t bytes = std::size_t{p->rx_nbuf} * p->fp.rx_bufsize;
-    p->fp.rx_pool = static_cast<std::uint8_t *>(ctx.alloc_dma(bytes));
-    p->rx_mr = p->fp.rx_pool ? ctx.reg_mr(p->fp.rx_pool, bytes) : nullptr;
-    if (!p->rx_mr)
-        return false;
-    p->fp.rx_lkey = p->rx_mr->lkey();
-    const std::uint32_t per_queue = p->rx_nbuf / p->rx_queues;
-    std::vector<hca::RecvWr> wrs(per_queue);
-    for (std::uint32_t q = 0; q < p->rx_queues; ++q) {
-        for (std::uint32_t k = 0; k < per_queue; ++k) {
-            const std::uint32_t i = q * per_queue + k;
-            wrs[k] = hca::RecvWr{i, {reinterpret_cast<std::uintptr_t>(p->fp.rx_pool + std::size_t{i} * p->fp.rx_bufsize),
-                                     p->fp.rx_bufsize, p->fp.rx_lkey}};
-        }
-        if (p->qp->post_recv_queue(q, wrs.data(), static_cast<int>(per_queue)) != static_cast<int>(per_queue))
-            return false;
-    }
-    return true;
-}
-
 // Sends a send queue of the next QP holds: its TX queues' (several when
 // they share it) outstanding sends, txq_size each.
 std::uint32_t send_queue_depth(const Port *p) {
@@ -234,9 +211,7 @@ bool ensure_qp(Port *p) {
     init.send_cqs = scq.data();
     init.rss = p->rss;
     p->qp = ctx.create_ud_qp(init);
-    p->rx_nbuf = p->cfg.rxq_size * nrq;
-    p->fp.rx_bufsize = hca::kGrhLen + 4096 + kRxBufTail;
-    if (!p->qp || !post_receive_buffers(p)) {
+    if (!p->qp || !rxbuf_pool_create(p, nrq, p->cfg.rxq_size)) {
         IPOIB_LOG(ERR, "%s: cannot create its UD QP (%u receive, %u send queues): %s", p->name.c_str(), nrq, nsq,
                   ctx.last_error().c_str());
         port_release_resources(p);
@@ -784,10 +759,7 @@ void port_release_resources(Port *p) {
     p->qp.reset();
     p->rx_cqs.clear();
     p->tx_cqs.clear();
-    p->rx_mr.reset();
-    if (p->fp.rx_pool)
-        p->hca->ctx->free_dma(p->fp.rx_pool);
-    p->fp.rx_pool = nullptr;
+    rxbuf_pool_release(p);
     p->fp.bcast_ah = nullptr;
     p->ahs.clear();
     p->dead_ahs.clear();

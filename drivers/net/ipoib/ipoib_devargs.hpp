@@ -28,6 +28,7 @@ struct Config {
     std::uint16_t rxq_size = kQueueDepthDefault;
     std::uint16_t txq_size = kQueueDepthDefault;
     std::uint16_t max_queues = 16;  // RX and TX queues offered at most (hca::kMaxQueues)
+    std::uint16_t rx_copy_max = kRxCopyMaxDefault;  // received frames up to this long are copied (ipoib_rxbuf.hpp)
     // Options of the HCA provider (key=value,...), from the devargs that belong to it.
     std::string provider_options;
     bool allmulti = false;

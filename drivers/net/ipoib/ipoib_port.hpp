@@ -59,6 +59,9 @@ struct RxStats {
     std::uint64_t too_long;  // longer than one mbuf while the application did not enable scatter
     std::uint64_t link_down;  // received while the link is down (e.g. the partition left the port)
     std::uint64_t learn_refused;  // an ARP/ND sender claiming a GID other than its GRH's source
+    std::uint64_t copied_bytes;    // frame bytes copied into mbufs of the application's pool
+    std::uint64_t lent;            // frames handed over in the HCA's receive buffer (no copy)
+    std::uint64_t lend_exhausted;  // frames copied because the application held every spare buffer
 };
 struct TxStats {
     std::uint64_t packets, bytes, errors;
@@ -93,6 +96,8 @@ struct Request {
 };
 static_assert(sizeof(Request) == 32);
 
+struct RxBufPool;
+
 // The fast path's view of a port: everything rx_burst and tx_burst read per
 // packet, together (as mlx5_rxq_data sits inside mlx5_rxq_ctrl). Written by
 // the control thread; see the locking rules above.
@@ -101,9 +106,7 @@ struct PortData {
     std::atomic<bool> link_up{false};
     std::array<hca::Cq *, hca::kMaxQueues> rx_cqs{};  // per RX queue (the RSS QP's receive queue of that index)
     std::array<hca::Cq *, hca::kMaxQueues> tx_cqs{};  // per send queue of the QP
-    std::uint8_t *rx_pool = nullptr;  // receive buffers of every RX queue, rx_bufsize each, wr_id = index
-    std::uint32_t rx_bufsize = 0;
-    std::uint32_t rx_lkey = 0;        // the receive pool's memory key, for reposting
+    RxBufPool *rxbufs = nullptr;  // every RX queue's receive buffers (ipoib_rxbuf.hpp), wr_id = index
     L2Mode l2 = L2Mode::eth;
     bool roce = false;                // Ethernet link layer: senders known by their GRH's GID
     std::uint16_t port_id = 0;
@@ -136,6 +139,8 @@ struct RxQueue {
     bool scatter;  // RTE_ETH_RX_OFFLOAD_SCATTER: frames longer than one mbuf are chained
     bool l4_cksum;  // RTE_ETH_RX_OFFLOAD_UDP/TCP_CKSUM: TCP/UDP checksums verified (flags in ol_flags)
     bool rss_hash;  // RTE_ETH_RX_OFFLOAD_RSS_HASH: the HCA's hash in mbuf->hash.rss
+    std::uint32_t copy_max;  // devarg rx_copy_max: frames up to this long are copied, longer ones lent
+    std::uint32_t room;      // data room of the pool's mbufs (after the headroom)
     RxStats st;
     hca::Wc wc[kBurstMax];
     hca::RecvWr repost[kBurstMax];
@@ -203,8 +208,6 @@ struct Port {
     // reta_update, rss_hash_update); given to the QP when it is made.
     hca::RssConf rss{};
     std::uint64_t rss_hf = 0;
-    std::unique_ptr<hca::Mr> rx_mr;
-    std::uint32_t rx_nbuf = 0;
     std::vector<std::unique_ptr<hca::Ah>> ahs;  // in use by the tables (or about to be)
     std::vector<RetiredAh> dead_ahs;            // unreferenced, waiting for the sends that may use them
 

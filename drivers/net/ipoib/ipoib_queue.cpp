@@ -20,6 +20,8 @@ RxQueue *rx_queue_create(Port *p, std::uint16_t qid, rte_mempool *mp, bool scatt
     q->mp = mp;
     q->queue_id = qid;
     q->scatter = scatter;
+    q->copy_max = p->cfg.rx_copy_max;
+    q->room = mp ? rte_pktmbuf_data_room_size(mp) - RTE_PKTMBUF_HEADROOM : 0;
     return q;
 }
 

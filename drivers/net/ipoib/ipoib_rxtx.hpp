@@ -13,11 +13,20 @@ RxQueue *rx_queue_create(Port *p, std::uint16_t qid, rte_mempool *mp, bool scatt
 TxQueue *tx_queue_create(PortData *fp, std::uint16_t qid, std::uint32_t n) noexcept;
 
 // RX: the frame in receive buffer `buf` (GRH area first) that completion
-// `wc` describes, as a new mbuf from q->mp: an Ethernet frame (l2=eth: ARP
+// `wc` describes, as a new mbuf from q->mp (copied into it): an Ethernet frame (l2=eth: ARP
 // and ND translated, the sender learned) or the IPoIB frame with the
 // sender's address in the dynamic field (l2=ipoib). nullptr if the frame
 // was dropped (counted in q->st).
-rte_mbuf *rx_frame(RxQueue *q, const hca::Wc &wc, const std::uint8_t *buf) noexcept;
+// With lend (the frame's buffer, lend->id, is in lend->pool): a frame longer
+// than the queue's copy_max is handed over in that buffer instead
+// (ipoib_rxbuf.hpp) if a spare is left, and lend->repost names the buffer
+// to post in its place (lend->id when it was copied).
+struct RxLend {
+    struct RxBufPool *pool;
+    std::uint32_t id;
+    std::uint32_t repost;
+};
+rte_mbuf *rx_frame(RxQueue *q, const hca::Wc &wc, const std::uint8_t *buf, RxLend *lend = nullptr) noexcept;
 
 // TX: work requests being built for one post_send.
 struct TxBatch {

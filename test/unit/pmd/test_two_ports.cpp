@@ -668,3 +668,95 @@ TEST_CASE("two ports in one process: the application sets the MAC; unicast arriv
     CHECK(rte_eth_dev_default_mac_addr_set(n.id, &mine) == -ENOTSUP);
     close(n);
 }
+
+TEST_CASE("two ports in one process: frames longer than rx_copy_max arrive in the HCA's buffer, which comes back "
+          "when freed; with every spare held, frames are copied") {
+    rte_mempool *mp = pool("lend", 2048);
+    const unsigned avail = rte_mempool_avail_count(mp);
+    const EthPort a = up("net_ipoib_la", "provider=inproc,dev=lend-a", mp);
+    const EthPort b = up("net_ipoib_lb", "provider=inproc,dev=lend-b,rxq_size=16", mp);
+    const rte_ether_addr mac_a = mac_of(a.id), bcast = kBcast;
+
+    // Long: lent (an external buffer, the usual headroom, the bytes as sent, nothing copied).
+    const auto big = ipv4_udp(0x0affffff, 1000);
+    rte_mbuf *got = exchange(a.id, b.id, mbuf_with(mp, eth_frame(bcast, mac_a, big)));
+    REQUIRE(got);
+    CHECK(RTE_MBUF_HAS_EXTBUF(got));
+    CHECK(rte_pktmbuf_headroom(got) == RTE_PKTMBUF_HEADROOM);
+    auto f = bytes_of(got);
+    REQUIRE(f.size() == RTE_ETHER_HDR_LEN + big.size());
+    CHECK(std::equal(f.begin(), f.begin() + 6, bcast.addr_bytes));
+    CHECK(std::vector<std::uint8_t>(f.begin() + RTE_ETHER_HDR_LEN, f.end()) == big);
+    CHECK(xstat(b.id, "rx_lent_frames") == 1);
+    CHECK(xstat(b.id, "rx_copied_bytes") == 0);
+    rte_pktmbuf_free(got);
+
+    // Short (up to rx_copy_max, 128 by default): copied into the application's mbuf.
+    const auto small = ipv4_udp(0x0affffff, 20);
+    got = exchange(a.id, b.id, mbuf_with(mp, eth_frame(bcast, mac_a, small)));
+    REQUIRE(got);
+    CHECK(!RTE_MBUF_HAS_EXTBUF(got));
+    CHECK(xstat(b.id, "rx_copied_bytes") == RTE_ETHER_HDR_LEN + small.size());
+    rte_pktmbuf_free(got);
+
+    // The application keeps 40 long frames: 16 buffers posted + 16 spare per
+    // queue, so some are copied once the spares are gone; all arrive intact.
+    std::vector<rte_mbuf *> kept;
+    for (int i = 0; i < 40; ++i) {
+        auto ip = ipv4_udp(0x0affffff, 600 + static_cast<std::size_t>(i));
+        got = exchange(a.id, b.id, mbuf_with(mp, eth_frame(bcast, mac_a, ip)));
+        REQUIRE(got);
+        f = bytes_of(got);
+        CHECK(std::vector<std::uint8_t>(f.begin() + RTE_ETHER_HDR_LEN, f.end()) == ip);
+        kept.push_back(got);
+    }
+    const std::uint64_t exhausted = xstat(b.id, "rx_lend_exhausted");
+    CHECK(exhausted > 0);
+    CHECK(xstat(b.id, "rx_lent_frames") + exhausted == 1 + 40);
+    for (rte_mbuf *m : kept)
+        rte_pktmbuf_free(m);
+    kept.clear();
+    // Freed, the buffers are spares again: long frames are lent once more.
+    const std::uint64_t lent = xstat(b.id, "rx_lent_frames");
+    got = exchange(a.id, b.id, mbuf_with(mp, eth_frame(bcast, mac_a, big)));
+    REQUIRE(got);
+    CHECK(RTE_MBUF_HAS_EXTBUF(got));
+    CHECK(xstat(b.id, "rx_lent_frames") == lent + 1);
+
+    // Closed while the application still holds one: the pool stays until it is freed.
+    close(b);
+    f = bytes_of(got);
+    CHECK(std::vector<std::uint8_t>(f.begin() + RTE_ETHER_HDR_LEN, f.end()) == big);
+    rte_pktmbuf_free(got);
+    close(a);
+    CHECK(rte_mempool_avail_count(mp) == avail);  // every mbuf back
+}
+
+TEST_CASE("two ports in one process: rx_copy_max=0 lends every frame; small mbufs get chains instead") {
+    rte_mempool *mp = pool("lend0", 1024);
+    rte_mempool *small_mp = pool("lend0_small", 1024, RTE_PKTMBUF_HEADROOM + 256);
+    const EthPort a = up("net_ipoib_l0a", "provider=inproc,dev=lend0-a", mp);
+    const EthPort b = probe("net_ipoib_l0b", "provider=inproc,dev=lend0-b,rx_copy_max=0");
+    rte_eth_conf conf{};
+    conf.rxmode.offloads = RTE_ETH_RX_OFFLOAD_SCATTER;
+    start(b, small_mp, conf);
+    REQUIRE(wait_link(b.id, 3000));
+    const rte_ether_addr mac_a = mac_of(a.id), bcast = kBcast;
+    // 20 bytes of payload: lent even so (rx_copy_max=0).
+    const auto tiny = ipv4_udp(0x0affffff, 20);
+    rte_mbuf *got = exchange(a.id, b.id, mbuf_with(mp, eth_frame(bcast, mac_a, tiny)));
+    REQUIRE(got);
+    CHECK(RTE_MBUF_HAS_EXTBUF(got));
+    rte_pktmbuf_free(got);
+    // Longer than the application's 256-byte mbufs: a chain of them, copied.
+    const auto big = ipv4_udp(0x0affffff, 1000);
+    got = exchange(a.id, b.id, mbuf_with(mp, eth_frame(bcast, mac_a, big)));
+    REQUIRE(got);
+    CHECK(!RTE_MBUF_HAS_EXTBUF(got));
+    CHECK(got->nb_segs > 1);
+    const auto f = bytes_of(got);
+    CHECK(std::vector<std::uint8_t>(f.begin() + RTE_ETHER_HDR_LEN, f.end()) == big);
+    rte_pktmbuf_free(got);
+    close(a);
+    close(b);
+}
