@@ -243,21 +243,17 @@ Translated translate(TxQueue *q, rte_mbuf *m, std::uint16_t et, std::uint8_t *bo
 // cannot: the control thread joins (full member) or leaves their MGIDs. The
 // report itself is sent on as any frame. Only reports whose headers are in
 // the first segment are read.
-void snoop_membership(TxQueue *q, const std::uint8_t *l3, std::uint32_t len, std::uint16_t et) {
+[[gnu::noinline, gnu::cold]] void snoop_report(TxQueue *q, const std::uint8_t *l3, std::uint32_t len,
+                                                std::uint16_t et) {
     wire::Result<wire::GroupChanges> r;
     std::uint8_t family;
     if (et == wire::kEtherTypeIPv4) {
-        if (len < sizeof(rte_ipv4_hdr) || l3[9] != wire::kIpProtoIgmp)
-            return;
         const L3Info i = parse_l3(l3, len, et);
         if (!i.l4off)
             return;
         r = wire::parse_igmp(wire::Bytes(l3 + i.l4off, i.l4len));
         family = 4;
     } else if (et == wire::kEtherTypeIPv6) {
-        // MLD comes with a hop-by-hop header (router alert); other ICMPv6 may come without.
-        if (len < sizeof(rte_ipv6_hdr) || (l3[6] != kIpv6HopByHop && l3[6] != wire::kIpProtoIcmpv6))
-            return;
         const L3Info i = parse_l3(l3, len, et);
         if (!i.l4off || i.proto != wire::kIpProtoIcmpv6)
             return;
@@ -280,6 +276,23 @@ void snoop_membership(TxQueue *q, const std::uint8_t *l3, std::uint32_t len, std
         push_request(q->fp, ask);
         ++q->st.mcast_reports;
     }
+}
+
+// Per frame, two byte compares: only IGMP, or IPv6 with a hop-by-hop header
+// or ICMPv6 next (MLD comes with a router alert; other ICMPv6 may come
+// without), is looked at further (out of line: the big result stays off the
+// fast path's stack).
+inline void snoop_membership(TxQueue *q, const std::uint8_t *l3, std::uint32_t len, std::uint16_t et) {
+    if (et == wire::kEtherTypeIPv4) {
+        if (len < sizeof(rte_ipv4_hdr) || l3[9] != wire::kIpProtoIgmp)
+            return;
+    } else if (et == wire::kEtherTypeIPv6) {
+        if (len < sizeof(rte_ipv6_hdr) || (l3[6] != kIpv6HopByHop && l3[6] != wire::kIpProtoIcmpv6))
+            return;
+    } else {
+        return;
+    }
+    snoop_report(q, l3, len, et);
 }
 
 // --- work requests ---
