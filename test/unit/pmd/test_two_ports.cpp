@@ -671,7 +671,7 @@ TEST_CASE("two ports in one process: the application sets the MAC; unicast arriv
 
 TEST_CASE("two ports in one process: frames longer than rx_copy_max arrive in the HCA's buffer, which comes back "
           "when freed; with every spare held, frames are copied") {
-    rte_mempool *mp = pool("lend", 2048);
+    rte_mempool *mp = pool("lend", 512);
     const unsigned avail = rte_mempool_avail_count(mp);
     const EthPort a = up("net_ipoib_la", "provider=inproc,dev=lend-a", mp);
     const EthPort b = up("net_ipoib_lb", "provider=inproc,dev=lend-b,rxq_size=16", mp);
@@ -733,8 +733,8 @@ TEST_CASE("two ports in one process: frames longer than rx_copy_max arrive in th
 }
 
 TEST_CASE("two ports in one process: rx_copy_max=0 lends every frame; small mbufs get chains instead") {
-    rte_mempool *mp = pool("lend0", 1024);
-    rte_mempool *small_mp = pool("lend0_small", 1024, RTE_PKTMBUF_HEADROOM + 256);
+    rte_mempool *mp = pool("lend0", 256);
+    rte_mempool *small_mp = pool("lend0_small", 256, RTE_PKTMBUF_HEADROOM + 256);
     const EthPort a = up("net_ipoib_l0a", "provider=inproc,dev=lend0-a", mp);
     const EthPort b = probe("net_ipoib_l0b", "provider=inproc,dev=lend0-b,rx_copy_max=0");
     rte_eth_conf conf{};
