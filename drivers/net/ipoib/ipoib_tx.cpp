@@ -83,7 +83,9 @@ TxResult group(TxQueue *q, rte_mbuf *m, const wire::Gid &mgid, const wire::Mac &
 
 // A unicast neighbour by the MAC it is known by: resolved (AH and QPN),
 // failed (dropped), or waited for (`ask` resolves it).
-TxResult neighbour(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t now, bool retry, const Request &ask,
+// make_ask() builds the resolve request, only when one is needed.
+template <class MakeAsk>
+TxResult neighbour(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t now, bool retry, MakeAsk make_ask,
                    Dest *d) {
     NeighSnapshot s{};
     const bool known = q->fp->neigh.lookup(key, &s, now);
@@ -95,7 +97,7 @@ TxResult neighbour(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t 
         ++q->st.unresolved_drop;  // failed recently: asked again once its backoff has passed
         return TxResult::dropped;
     }
-    return wait_for(q, m, key, now, retry, ask, q->st.unresolved_drop);
+    return wait_for(q, m, key, now, retry, make_ask(), q->st.unresolved_drop);
 }
 
 // Ethernet emulation: the destination of a frame by its destination MAC.
@@ -127,14 +129,17 @@ TxResult eth_dest(TxQueue *q, rte_mbuf *m, const std::uint8_t *frame, std::uint3
         }
         return group(q, m, g.value, mac, now, retry, d);
     }
-    Request ask{};
-    ask.kind = RequestKind::resolve;
-    std::memcpy(ask.mac, mac.raw.data(), 6);
-    if (is_lidqpn_mac(mac)) {
-        ask.lid = lidqpn_mac_lid(mac);
-        ask.qpn = lidqpn_mac_qpn(mac);
-    }
-    return neighbour(q, m, mac, now, retry, ask, d);
+    auto make_ask = [&mac] {
+        Request ask{};
+        ask.kind = RequestKind::resolve;
+        std::memcpy(ask.mac, mac.raw.data(), 6);
+        if (is_lidqpn_mac(mac)) {
+            ask.lid = lidqpn_mac_lid(mac);
+            ask.qpn = lidqpn_mac_qpn(mac);
+        }
+        return ask;
+    };
+    return neighbour(q, m, mac, now, retry, make_ask, d);
 }
 
 // --- ARP and ND translation on transmit ---
@@ -476,13 +481,16 @@ TxResult tx_native(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool 
     } else {
         const wire::Mac key = gid == wire::Gid{} ? lidqpn_mac(a->lid, hw.qpn())
                                                  : wire::mac_from_guid(wire::guid_from_gid(gid));
-        Request ask{};
-        ask.kind = RequestKind::resolve;
-        std::memcpy(ask.gid, gid.raw.data(), 16);
-        std::memcpy(ask.mac, key.raw.data(), 6);
-        ask.lid = a->lid;
-        ask.qpn = hw.qpn();
-        r = neighbour(q, m, key, now, retry, ask, &d);
+        auto make_ask = [&] {
+            Request ask{};
+            ask.kind = RequestKind::resolve;
+            std::memcpy(ask.gid, gid.raw.data(), 16);
+            std::memcpy(ask.mac, key.raw.data(), 6);
+            ask.lid = a->lid;
+            ask.qpn = hw.qpn();
+            return ask;
+        };
+        r = neighbour(q, m, key, now, retry, make_ask, &d);
     }
     if (r != TxResult::sent)
         return r;
@@ -557,9 +565,11 @@ TxResult tx_frame(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool r
 // send queue's, held), each completion goes back to the queue that posted it.
 void tx_flush_completions(TxQueue *q) noexcept {
     hca::Wc wc[kBurstMax];
+    rte_mbuf *done[kBurstMax];
     hca::Cq *cq = q->fp->tx_cqs[q->sq];
     int n;
     while ((n = cq->poll(wc, kBurstMax)) > 0) {
+        unsigned nd = 0;
         for (int i = 0; i < n; ++i) {
             const auto qi = static_cast<std::uint32_t>(wc[i].wr_id >> 32);
             TxQueue *o = qi == q->queue_id ? q : (qi < hca::kMaxQueues ? q->fp->txqs[qi] : nullptr);
@@ -568,11 +578,12 @@ void tx_flush_completions(TxQueue *q) noexcept {
                 continue;  // not a work request of ours: nothing to give back
             if (wc[i].status != hca::WcStatus::success)
                 ++o->st.errors;
-            rte_pktmbuf_free(o->inflight[id]);
+            done[nd++] = o->inflight[id];  // (null for a TSO segment but the last)
             o->inflight[id] = nullptr;
             o->free_ids.push_back(id);
             o->completed.store(o->completed.load(std::memory_order_relaxed) + 1, std::memory_order_release);
         }
+        rte_pktmbuf_free_bulk(done, nd);  // before the next poll: no mbuf is freed twice or late
     }
 }
 
