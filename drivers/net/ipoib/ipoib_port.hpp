@@ -144,6 +144,13 @@ struct RxQueue {
     RxStats st;
     hca::Wc wc[kBurstMax];
     hca::RecvWr repost[kBurstMax];
+    // mbufs taken from mp in bulk, handed out one per frame (rx_mbuf).
+    rte_mbuf *spare_mbufs[kBurstMax];
+    std::uint32_t nspare_mbufs = 0;
+    ~RxQueue() {
+        if (nspare_mbufs)
+            rte_pktmbuf_free_bulk(spare_mbufs, nspare_mbufs);
+    }
 };
 
 struct Pending {

@@ -20,6 +20,17 @@ namespace {
 
 constexpr std::uint16_t kEthHdr = RTE_ETHER_HDR_LEN;
 
+// A fresh mbuf of the queue's pool, taken a burst at a time (nullptr: none left).
+inline rte_mbuf *rx_mbuf(RxQueue *q) {
+    if (!q->nspare_mbufs) [[unlikely]] {
+        if (rte_pktmbuf_alloc_bulk(q->mp, q->spare_mbufs, kBurstMax) == 0)
+            q->nspare_mbufs = kBurstMax;
+        else
+            return rte_pktmbuf_alloc(q->mp);  // fewer than a burst left: one at a time
+    }
+    return q->spare_mbufs[--q->nspare_mbufs];
+}
+
 // Append len bytes to m, chaining segments from the queue's pool if scatter
 // is enabled; without it, a frame that does not fit one mbuf is dropped.
 bool append(RxQueue *q, rte_mbuf *m, const std::uint8_t *src, std::uint32_t len) {
@@ -39,7 +50,7 @@ bool append(RxQueue *q, rte_mbuf *m, const std::uint8_t *src, std::uint32_t len)
         left -= n;
         if (!left)
             return true;
-        rte_mbuf *next = rte_pktmbuf_alloc(q->mp);
+        rte_mbuf *next = rx_mbuf(q);
         if (!next) {
             ++q->st.nombuf;
             return false;
@@ -246,7 +257,7 @@ rte_mbuf *rx_lend(RxFrame &f, RxLend *lend) {
         ++q->st.lend_exhausted;
         return nullptr;
     }
-    rte_mbuf *m = rte_pktmbuf_alloc(q->mp);
+    rte_mbuf *m = rx_mbuf(q);
     if (!m) {
         lend->pool->put_spare(q->queue_id, spare);
         return nullptr;  // the copy finds none either, and counts it
@@ -289,7 +300,7 @@ rte_mbuf *rx_frame(RxQueue *q, const hca::Wc &wc, const std::uint8_t *buf, RxLen
     f.l3len = len - static_cast<std::uint32_t>(wire::kEncapLen);
     rte_mbuf *m = lend ? rx_lend(f, lend) : nullptr;
     if (!m) {
-        m = rte_pktmbuf_alloc(q->mp);
+        m = rx_mbuf(q);
         if (!m) {
             ++q->st.nombuf;
             return nullptr;
