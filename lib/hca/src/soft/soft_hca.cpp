@@ -113,6 +113,11 @@ struct RecvRing {
     std::uint64_t stuck_word = 0;
     std::uint32_t stuck_polls = 0;
     std::uint64_t stuck_since = 0, stuck_checked = 0;
+    // The sender whose slot was last taken back (dead or stalled; owner 0: a
+    // run taken and never marked, below gone_head): its other slots go at once.
+    bool gone_valid = false, gone_dead = false;
+    std::uint32_t gone_owner = 0;
+    std::uint64_t gone_head = 0;
 };
 
 // Send completions are made by the sender itself (delivery is synchronous);
@@ -761,6 +766,7 @@ int SoftQp::poll_recv(RecvRing &r, Wc *wc, int n) noexcept {
         const std::uint32_t i = static_cast<std::uint32_t>(r.cursor % r.depth);
         RqSlot &s = r.e->rq[i];
         const std::uint64_t w = s.state.load(std::memory_order_acquire);
+        __builtin_prefetch(&r.e->rq[(r.cursor + 1) % r.depth]);  // a sender's run fills slots in order
         Wc &c = wc[got];
         RxVerdict v = classify_rx_slot(w, lap);
         if (v == RxVerdict::done)
@@ -779,16 +785,28 @@ int SoftQp::poll_recv(RecvRing &r, Wc *wc, int n) noexcept {
         r.idle_polls = 0;
         if (v == RxVerdict::claimed) {
             // A sender is writing. If it stays that way: has it died, or stalled?
-            if (w != r.stuck_word) {
-                r.stuck_word = w;
-                r.stuck_polls = 0;
-                r.stuck_since = 0;
-            }
-            if (++r.stuck_polls % kStuckPollsPerClock != 0)
-                break;
+            // A sender holds a run of slots: once one of them was taken back,
+            // the rest of what it took before then goes at once (else a run
+            // would block the ring for a second per slot).
+            const std::uint32_t owner = slot_owner(w);
             bool dead = false;
-            if (!give_up_stuck(r, w, now_ms(), &dead))
-                break;
+            if (r.gone_valid && owner == r.gone_owner && (owner != 0 || r.cursor < r.gone_head)) {
+                dead = r.gone_dead;
+            } else {
+                if (w != r.stuck_word) {
+                    r.stuck_word = w;
+                    r.stuck_polls = 0;
+                    r.stuck_since = 0;
+                }
+                if (++r.stuck_polls % kStuckPollsPerClock != 0)
+                    break;
+                if (!give_up_stuck(r, w, now_ms(), &dead))
+                    break;
+                r.gone_valid = true;
+                r.gone_owner = owner;
+                r.gone_dead = dead;
+                r.gone_head = r.e->rq_head.load(std::memory_order_acquire);
+            }
             std::uint64_t expected = w;
             if (!s.state.compare_exchange_strong(expected, slot_word(lap, 0, kConsumed), std::memory_order_acq_rel)) {
                 if (++retries > kSlotRetriesPerPoll)
@@ -811,6 +829,8 @@ int SoftQp::poll_recv(RecvRing &r, Wc *wc, int n) noexcept {
             c = Wc{};
             c.status = WcStatus::general_err;
         } else {
+            if (r.gone_valid && slot_owner(w) == r.gone_owner) [[unlikely]]
+                r.gone_valid = false;  // the stalled sender is back
             s.state.store(slot_word(lap, 0, kConsumed), std::memory_order_release);
         }
         r.stuck_word = 0;
