@@ -760,3 +760,32 @@ TEST_CASE("two ports in one process: rx_copy_max=0 lends every frame; small mbuf
     close(a);
     close(b);
 }
+
+TEST_CASE("two ports in one process: native mode lends long frames from their IPoIB header on, the sender in the "
+          "dynamic field") {
+    rte_mempool *mp = pool("lendn", 256);
+    const EthPort a = up("net_ipoib_lna", "provider=inproc,dev=lendn-a,l2=ipoib", mp);
+    const EthPort b = up("net_ipoib_lnb", "provider=inproc,dev=lendn-b,l2=ipoib", mp);
+    const int off = rte_pmd_ipoib_dynfield_offset();
+    REQUIRE(off >= 0);
+    // The IPoIB header (IPv4), then the datagram; to the partition's broadcast address.
+    const auto ip = ipv4_udp(0x0affffff, 900);
+    std::vector<std::uint8_t> frame{0x08, 0x00, 0x00, 0x00};
+    frame.insert(frame.end(), ip.begin(), ip.end());
+    rte_mbuf *m = mbuf_with(mp, frame);
+    static const std::uint8_t kBcastHw[20] = {0x00, 0xff, 0xff, 0xff, 0xff, 0x12, 0x40, 0x1b, 0xff, 0xff,
+                                              0,    0,    0,    0,    0,    0,    0xff, 0xff, 0xff, 0xff};
+    std::memcpy(rte_pmd_ipoib_addr(m, off)->hwaddr, kBcastHw, 20);
+    rte_pmd_ipoib_addr(m, off)->lid = 0;
+    rte_mbuf *got = exchange(a.id, b.id, m);
+    REQUIRE(got);
+    CHECK(RTE_MBUF_HAS_EXTBUF(got));
+    CHECK(bytes_of(got) == frame);
+    const auto *from = rte_pmd_ipoib_addr(got, off);
+    const std::uint32_t qpn = std::uint32_t{from->hwaddr[1]} << 16 | std::uint32_t{from->hwaddr[2]} << 8 | from->hwaddr[3];
+    CHECK(qpn != 0);  // A's QPN (the sender), not zero
+    CHECK(xstat(b.id, "rx_lent_frames") == 1);
+    rte_pktmbuf_free(got);
+    close(a);
+    close(b);
+}
