@@ -17,6 +17,8 @@ packages=(
     ibsim-utils libumad2sim0 opensm infiniband-diags libibumad-dev libibmad-dev
     # test peers and tools
     tshark iproute2 procps iperf3 iputils-ping
+    # benchmarks: callgrind counts instructions in the burst functions (test/bench/insn-bench.sh)
+    valgrind
     # the QEMU guest with a real kernel RDMA stack (test/guest)
     qemu-system-x86 busybox-static kmod cpio rdma-core ibverbs-providers ibverbs-utils
 )

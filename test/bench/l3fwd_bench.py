@@ -171,6 +171,7 @@ def main():
         rows.append(f"{s},{ipoib_plain[s]:.4f},{ipoib[s]:.4f},{memif[s]:.4f},{ratio:.3f}")
     print("(\"same\": the l3fwd copy without the RX checksum request, which net_memif cannot honour, with "
           "--parse-ptype, as net_memif gives no packet types; \"l3fwd\": unmodified, the driver's checksums and types)")
+    os.makedirs(os.path.dirname(os.path.abspath(CSV)), exist_ok=True)
     with open(CSV, "w") as f:
         f.write("frame_bytes,ipoib_l3fwd_mpps,ipoib_same_mpps,memif_same_mpps,ipoib_over_memif\n")
         f.write("\n".join(rows) + "\n")

@@ -2,10 +2,13 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Mpps between two testpmd processes, txonly -> rxonly, over net_ipoib (two
 simulated HCAs, unicast UD) and over net_memif (same testpmd modes, same
-cores: sender's forwarding lcore on core 0, receiver's on core 1), for 64 and
-1500-byte frames. Prints numbers and ratios; asserts nothing.
+cores: sender's forwarding lcore on core 0, receiver's on core 1), for a list
+of frame sizes (default 64 and 1500 bytes), each measured REPEAT times.
+Prints numbers and ratios (the mean of the runs, and their spread) and
+writes every run to a CSV (frame_bytes,driver,mpps,run); asserts nothing.
 
-usage: pmd_bench.py FABRIC_TOOL PMD_SO [SECONDS]"""
+usage: pmd_bench.py FABRIC_TOOL PMD_SO [SECONDS] [--sizes 64,1500] [--repeat N] [--csv FILE]"""
+import argparse
 import json
 import os
 import re
@@ -17,8 +20,19 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration", "pmd"))
 from testpmd import Testpmd  # noqa: E402
 
-FABRIC, PMD = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
-SECS = float(sys.argv[3]) if len(sys.argv) > 3 else 3.0
+ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+ap.add_argument("fabric")
+ap.add_argument("pmd")
+ap.add_argument("seconds", nargs="?", type=float, default=3.0, help="seconds per measurement (default 3)")
+ap.add_argument("--sizes", default="64,1500", help="frame sizes in bytes, comma-separated (default 64,1500)")
+ap.add_argument("--repeat", type=int, default=1, help="measurements per size and driver (default 1)")
+ap.add_argument("--csv", help="CSV path (default build/bench/pmd-bench.csv)")
+ARGS = ap.parse_args()
+FABRIC, PMD = os.path.abspath(ARGS.fabric), os.path.abspath(ARGS.pmd)
+SECS = ARGS.seconds
+SIZES = [int(x) for x in ARGS.sizes.split(",")]
+BUILD = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(PMD))))  # build/drivers/net/ipoib/x.so
+CSV = ARGS.csv or os.path.join(BUILD, "bench", "pmd-bench.csv")
 CWD = tempfile.mkdtemp(prefix="pmd-bench-", dir=os.path.dirname(os.path.dirname(PMD)))
 
 
@@ -55,7 +69,7 @@ def bench_ipoib():
         lid, qpn = port["lid"], port["qpn"]
         # A unicast MAC the driver decodes to (LID, QPN): 0e:LL:LL:QQ:QQ:QQ.
         mac = "0e:%02x:%02x:%02x:%02x:%02x" % (lid >> 8, lid & 255, qpn >> 16, (qpn >> 8) & 255, qpn & 255)
-        res = {s: measure(rx, tx, 0, s, mac) for s in (64, 1500)}
+        res = {s: [measure(rx, tx, 0, s, mac) for _ in range(ARGS.repeat)] for s in SIZES}
         rx.quit()
         tx.quit()
         return res
@@ -71,19 +85,36 @@ def bench_memif():
     tx = Testpmd(env, "none", [f"net_memif0,role=client,socket={sock}"], PMD, CWD, args=["--txd=1024"],
                  prefix="bmt", eal=["-l", "0,1", "--main-lcore", "1"])
     time.sleep(1)
-    res = {s: measure(rx, tx, 0, s, "02:00:00:00:00:01") for s in (64, 1500)}
+    res = {s: [measure(rx, tx, 0, s, "02:00:00:00:00:01") for _ in range(ARGS.repeat)] for s in SIZES}
     rx.quit()
     tx.quit()
     return res
 
 
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
 def main():
     ipoib = bench_ipoib()
     memif = bench_memif()
-    print(f"testpmd txonly -> rxonly, two processes, {SECS:.0f} s per size (2-core machine: numbers are noisy)")
+    runs = f", {ARGS.repeat} runs each (mean, min-max)" if ARGS.repeat > 1 else ""
+    print(f"testpmd txonly -> rxonly, two processes, {SECS:g} s per measurement{runs} "
+          f"(2-core machine: numbers are noisy)")
     print(f"{'frame':>7} {'net_ipoib Mpps':>15} {'net_memif Mpps':>15} {'ipoib/memif':>12}")
-    for s in (64, 1500):
-        print(f"{s:>6}B {ipoib[s]:>15.3f} {memif[s]:>15.3f} {ipoib[s] / memif[s]:>12.2f}")
+    rows = ["frame_bytes,driver,mpps,run"]
+    for s in SIZES:
+        line = f"{s:>6}B {mean(ipoib[s]):>15.3f} {mean(memif[s]):>15.3f} {mean(ipoib[s]) / mean(memif[s]):>12.2f}"
+        if ARGS.repeat > 1:
+            line += (f"   (ipoib {min(ipoib[s]):.3f}-{max(ipoib[s]):.3f}, "
+                     f"memif {min(memif[s]):.3f}-{max(memif[s]):.3f})")
+        print(line)
+        for driver, res in (("ipoib", ipoib), ("memif", memif)):
+            rows += [f"{s},{driver},{mpps:.4f},{run}" for run, mpps in enumerate(res[s], 1)]
+    os.makedirs(os.path.dirname(os.path.abspath(CSV)), exist_ok=True)
+    with open(CSV, "w") as f:
+        f.write("\n".join(rows) + "\n")
+    print(f"CSV: {CSV}")
 
 
 if __name__ == "__main__":
