@@ -138,6 +138,7 @@ struct RxQueue {
     std::uint16_t queue_id;
     bool scatter;  // RTE_ETH_RX_OFFLOAD_SCATTER: frames longer than one mbuf are chained
     bool l4_cksum;  // RTE_ETH_RX_OFFLOAD_UDP/TCP_CKSUM: TCP/UDP checksums verified (flags in ol_flags)
+    bool ip_cksum = true;  // RTE_ETH_RX_OFFLOAD_IPV4_CKSUM: IPv4 header checksums verified (set at queue setup)
     bool rss_hash;  // RTE_ETH_RX_OFFLOAD_RSS_HASH: the HCA's hash in mbuf->hash.rss
     std::uint32_t copy_max;  // devarg rx_copy_max: frames up to this long are copied, longer ones lent
     std::uint32_t room;      // data room of the pool's mbufs (after the headroom)

@@ -41,6 +41,7 @@ int rx_queue_setup(rte_eth_dev *dev, std::uint16_t qid, std::uint16_t, unsigned,
                   p->name.c_str(), qid, room, room, longest);
     p->rxq[qid] = rx_queue_create(p, qid, mp, scatter);
     p->rxq[qid]->l4_cksum = offloads & kRxL4Cksum;
+    p->rxq[qid]->ip_cksum = offloads & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
     // The hash is in the mbuf whenever RSS spreads (as mlx5 and the Intel
     // drivers give it), or when the application asked for it by the offload.
     p->rxq[qid]->rss_hash = (offloads & RTE_ETH_RX_OFFLOAD_RSS_HASH) ||

@@ -312,7 +312,7 @@ rte_mbuf *rx_frame(RxQueue *q, const hca::Wc &wc, const std::uint8_t *buf, RxLen
         q->st.copied_bytes += m->pkt_len;
     }
     m->port = fp->port_id;
-    m->ol_flags |= rx_cksum_flags(f.l3, f.l3len, f.ethertype, q->l4_cksum);
+    m->ol_flags |= rx_cksum_flags(f.l3, f.l3len, f.ethertype, q->l4_cksum, q->ip_cksum);
     ++q->st.packets;
     q->st.bytes += m->pkt_len;
     return m;
