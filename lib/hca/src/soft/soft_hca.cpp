@@ -913,18 +913,30 @@ std::uint32_t SoftQp::claim_run(QpEntry &d, std::uint32_t depth, std::uint32_t w
         const std::uint64_t w = d.rq[h % depth].state.load(std::memory_order_acquire);
         const std::int32_t ahead = lap_diff(slot_lap(w), lap);
         if (ahead == 0 && w == slot_word(lap, 0, kPosted)) {
-            std::uint32_t k = 1;
-            while (k < want && k < depth &&
-                   d.rq[(h + k) % depth].state.load(std::memory_order_acquire) ==
-                       slot_word(lap_of(h + k, depth), 0, kPosted))
-                ++k;
+            // How many posted slots follow (ring position and lap stepped, not divided).
+            const std::uint32_t pos0 = static_cast<std::uint32_t>(h % depth);
+            std::uint32_t k = 1, pos = pos0 + 1, l = lap;
+            for (; k < want && k < depth; ++k, ++pos) {
+                if (pos == depth) {
+                    pos = 0;
+                    ++l;
+                }
+                if (d.rq[pos].state.load(std::memory_order_acquire) != slot_word(l, 0, kPosted))
+                    break;
+            }
             if (!d.rq_head.compare_exchange_strong(seen, h + k, std::memory_order_acq_rel)) {
                 h = seen;  // another sender (or the receiver's head check) moved it: look again from there
                 continue;
             }
-            for (std::uint32_t i = 0; i < k; ++i)
-                d.rq[(h + i) % depth].state.store(slot_word(lap_of(h + i, depth), me, kClaimed),
-                                                  std::memory_order_relaxed);
+            pos = pos0;
+            l = lap;
+            for (std::uint32_t i = 0; i < k; ++i, ++pos) {
+                if (pos == depth) {
+                    pos = 0;
+                    ++l;
+                }
+                d.rq[pos].state.store(slot_word(l, me, kClaimed), std::memory_order_relaxed);
+            }
             *first = h;
             return k;
         }
@@ -1037,9 +1049,13 @@ void SoftQp::deliver_run(QpEntry &d, std::uint32_t dst_port, const SendWr *wr, c
     bool hashed[kRunMax];
     std::uint64_t bad = 0, no_buffer = 0, too_long = 0;
     Tally rx;
+    // The ring of each message: d's own without RSS, else by its hash.
+    const bool rss = d.nrq.load(std::memory_order_acquire) != 0;
     for (std::uint32_t i = 0; i < n; ++i) {
-        ring[i] = nullptr;
-        if (!ok[i])
+        hash[i] = 0;
+        hashed[i] = false;
+        ring[i] = ok[i] ? &d : nullptr;
+        if (!ok[i] || !rss)
             continue;
         SendFlow flow;
         ring[i] = pick_ring(d, wr[i], flow, &hash[i], &hashed[i]);
@@ -1051,6 +1067,8 @@ void SoftQp::deliver_run(QpEntry &d, std::uint32_t dst_port, const SendWr *wr, c
         ctx_->query_gid(port_num_, 0, &sgid);
     const std::uint32_t me = ctx_->fabric.ident();
     const std::uint16_t slid = shm->ports[port_idx_].lid.load(std::memory_order_relaxed);
+    std::uint32_t seg_key = 0, seg_size = 0;
+    std::uint8_t *seg_base = nullptr;
     std::uint32_t i = 0;
     while (i < n) {
         if (!ring[i]) {
@@ -1076,17 +1094,26 @@ void SoftQp::deliver_run(QpEntry &d, std::uint32_t dst_port, const SendWr *wr, c
                     pause();  // die here, holding claimed slots, when the test kills us
             usleep(ctx_->fault_stall_ms * 1000);  // or come back late
         }
-        for (std::uint32_t k = 0; k < got; ++k, ++idx) {
+        std::uint32_t pos = got ? static_cast<std::uint32_t>(idx % depth) : 0;
+        std::uint32_t lap = got ? lap_of(idx, depth) : 0;
+        for (std::uint32_t k = 0; k < got; ++k, ++pos) {
             const std::uint32_t m = i + k;
-            const std::uint32_t lap = lap_of(idx, depth);
-            RqSlot *s = &r->rq[idx % depth];
+            if (pos == depth) {
+                pos = 0;
+                ++lap;
+            }
+            RqSlot *s = &r->rq[pos];
             if (k + 1 < got)
-                __builtin_prefetch(&r->rq[(idx + 1) % depth], 1);
+                __builtin_prefetch(&r->rq[pos + 1 < depth ? pos + 1 : 0], 1);
             // The receiver's buffer descriptor, each field read once and bounded by the segment it names.
             const std::uint32_t key = load_once(s->seg_key), offset = load_once(s->offset),
                                 length = load_once(s->length);
-            std::uint32_t seg_size = 0;
-            std::uint8_t *base = ctx_->fabric.segment_base(key, &seg_size);
+            // The receiver posts its buffers from one segment or few: the last one's mapping is kept.
+            if (key != seg_key || !seg_base) {
+                seg_key = key;
+                seg_base = ctx_->fabric.segment_base(key, &seg_size);
+            }
+            std::uint8_t *base = seg_base;
             const RxStatus st = check_rx_buffer(offset, length, base ? seg_size : 0, len[m]);
             if (st == kRxOk) {
                 std::uint8_t *buf = base + offset;
@@ -1094,9 +1121,14 @@ void SoftQp::deliver_run(QpEntry &d, std::uint32_t dst_port, const SendWr *wr, c
                     common::write_grh(buf, ah.attr_, sgid, len[m]);
                 std::uint8_t *dst = buf + kGrhLen;
                 for (std::uint32_t g = 0; g < wr[m].num_sge; ++g) {
-                    std::memcpy(dst, reinterpret_cast<const void *>(static_cast<std::uintptr_t>(wr[m].sg_list[g].addr)),
-                                wr[m].sg_list[g].length);
-                    dst += wr[m].sg_list[g].length;
+                    const auto *src = reinterpret_cast<const std::uint8_t *>(
+                        static_cast<std::uintptr_t>(wr[m].sg_list[g].addr));
+                    const std::uint32_t l = wr[m].sg_list[g].length;
+                    if (l == 4)
+                        std::memcpy(dst, src, 4);  // an IPoIB header: no call
+                    else
+                        std::memcpy(dst, src, l);
+                    dst += l;
                 }
                 ++rx.packets;
                 rx.bytes += len[m];
