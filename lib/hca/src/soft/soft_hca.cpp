@@ -677,7 +677,8 @@ QpCounters SoftQp::counters() const noexcept {
                       g(kQpRxBytes),       g(kQpDropNoBuffer), g(kQpDropQkey), g(kQpDropPkey),
                       g(kQpDropTooLong),   g(kQpDropPortDown), g(kQpDropAborted),
                       g(kQpRxBadSlot) /* rx_errors: the completions in error for a bad slot */,
-                      g(kQpRxBadSlot),     g(kQpDropStalled),  g(kQpTxLate)};
+                      g(kQpRxBadSlot),     g(kQpDropStalled),  g(kQpTxLate),
+                      0 /* tx_bounce_bytes: it reaches all memory */};
 }
 
 int SoftQp::post_recv_queue(std::uint32_t q, const RecvWr *wr, int n) noexcept {
@@ -692,10 +693,10 @@ int SoftQp::post_recv_queue(std::uint32_t q, const RecvWr *wr, int n) noexcept {
         std::uint32_t key;
         std::uint8_t *base;
         const auto *addr = reinterpret_cast<const void *>(static_cast<std::uintptr_t>(wr[i].sge.addr));
-        if (wr[i].sge.length < kGrhLen || !ctx_->fabric.find_local(addr, wr[i].sge.length, &key, &base) ||
-            key != wr[i].sge.lkey)
-            return i ? i : ctx_->fail(-EINVAL, "post_recv: buffer not in a registered alloc_dma region, or "
-                                               "shorter than the 40-byte GRH area");
+        if (wr[i].num_sge != 1 || wr[i].sge.length < kGrhLen ||
+            !ctx_->fabric.find_local(addr, wr[i].sge.length, &key, &base) || key != wr[i].sge.lkey)
+            return i ? i : ctx_->fail(-EINVAL, "post_recv: not one buffer (max_recv_sge 1), not in a registered "
+                                               "alloc_dma region, or shorter than the 40-byte GRH area");
         const std::uint64_t idx = r.tail++;
         RqSlot &s = r.e->rq[idx % r.depth];
         s.seg_key = key;
