@@ -47,6 +47,7 @@
 #include "ipoib/wire.hpp"
 #include "ipoib_defs.hpp"
 #include "ipoib_devargs.hpp"
+#include "ipoib_mr.hpp"
 #include "ipoib_neigh.hpp"
 
 namespace ipoib::pmd {
@@ -59,6 +60,7 @@ struct RxStats {
     std::uint64_t too_long;  // longer than one mbuf while the application did not enable scatter
     std::uint64_t link_down;  // received while the link is down (e.g. the partition left the port)
     std::uint64_t learn_refused;  // an ARP/ND sender claiming a GID other than its GRH's source
+    std::uint64_t copied_bytes;   // bytes of frames the driver copied into new mbufs (rx_frame)
 };
 struct TxStats {
     std::uint64_t packets, bytes, errors;
@@ -104,6 +106,9 @@ struct PortData {
     std::uint8_t *rx_pool = nullptr;  // receive buffers of every RX queue, rx_bufsize each, wr_id = index
     std::uint32_t rx_bufsize = 0;
     std::uint32_t rx_lkey = 0;        // the receive pool's memory key, for reposting
+    // DPDK's memory registered with the HCA (zero copy), or null: mbufs are
+    // then sent with lkey 0 (the provider reaches them its own way).
+    const MrCache *mrs = nullptr;
     L2Mode l2 = L2Mode::eth;
     bool roce = false;                // Ethernet link layer: senders known by their GRH's GID
     std::uint16_t port_id = 0;
@@ -139,6 +144,11 @@ struct RxQueue {
     RxStats st;
     hca::Wc wc[kBurstMax];
     hca::RecvWr repost[kBurstMax];
+    // Receiving into mbufs (Port::rx_mbufs): the mbuf posted in each receive
+    // slot of this queue's HCA receive queue (wr_id = slot), and their lkeys.
+    std::vector<rte_mbuf *> posted;
+    std::uint32_t nb_desc = 0;  // mbufs to post: the descriptors asked for, at most rxq_size (0: rxq_size)
+    MrLookup mr;
 };
 
 struct Pending {
@@ -157,6 +167,11 @@ struct TxQueue {
     std::vector<std::uint8_t> bounce;     // per-slot bounce buffers (ARP/ND, linearised frames)
     std::vector<std::array<std::uint8_t, 4>> hdr;  // per-slot IPoIB header
     std::uint32_t slot_size = 0;
+    // Zero copy (PortData::mrs): the lkeys of mbuf memory, and the headers'
+    // and bounce slots' own registrations (0: not registered).
+    MrLookup mr;
+    std::unique_ptr<hca::Mr> hdr_mr, bounce_mr;
+    std::uint32_t hdr_lkey = 0, bounce_lkey = 0;
     Pending pending[kPendingMax];
     std::uint32_t npending = 0;
     // The application's own addresses this queue last reported (family byte + address): asked once each.
@@ -205,6 +220,12 @@ struct Port {
     std::uint64_t rss_hf = 0;
     std::unique_ptr<hca::Mr> rx_mr;
     std::uint32_t rx_nbuf = 0;
+    // Receive mode (dev_start): the HCA fills the RX queues' own mbufs (the
+    // GRH area apart, in a second scatter entry), or the driver's receive
+    // pool whose frames are copied into mbufs. qp_rx_mbufs: the mode the
+    // QP's posted receives are in (a QP of the other mode is made again).
+    bool rx_mbufs = false;
+    bool qp_rx_mbufs = false;
     std::vector<std::unique_ptr<hca::Ah>> ahs;  // in use by the tables (or about to be)
     std::vector<RetiredAh> dead_ahs;            // unreferenced, waiting for the sends that may use them
 
@@ -243,6 +264,7 @@ struct Hca {
     int gid_index_arg = -1;  // devarg gid_index of the port that opened it
     int refs = 0;
     std::unique_ptr<hca::Context> ctx;
+    MrCache mrs;  // DPDK's memory registered with ctx (inactive where the provider cannot)
     ctrl::ControlPlane cp;
     std::mutex mu;  // control path only: see the locking rules above
     pthread_t thread{};
@@ -285,6 +307,8 @@ inline bool push_request(PortData *fp, const Request &r) noexcept {
 
 // Fast path (ipoib_rx.cpp, ipoib_tx.cpp).
 std::uint16_t rx_burst(void *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
+// The receive mode with mbufs as receive buffers (ipoib_rx_mbuf.cpp).
+std::uint16_t rx_burst_mbufs(void *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
 std::uint16_t tx_burst(void *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
 void tx_flush_completions(TxQueue *q) noexcept;
 void tx_service_pending(TxQueue *q) noexcept;

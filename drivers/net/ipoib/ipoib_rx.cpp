@@ -227,6 +227,7 @@ rte_mbuf *rx_frame(RxQueue *q, const hca::Wc &wc, const std::uint8_t *buf) noexc
     m->ol_flags = rx_cksum_flags(f.l3, f.l3len, f.ethertype, q->l4_cksum);
     ++q->st.packets;
     q->st.bytes += m->pkt_len;
+    q->st.copied_bytes += m->pkt_len;
     return m;
 }
 
@@ -267,5 +268,13 @@ std::uint16_t rx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept 
         tx_service_pending(q->port->txq[q->queue_id]);
     return out;
 }
+
+wire::Mac rx_sender_mac(RxQueue *q, const hca::Wc &wc, std::uint16_t skey, const std::uint8_t *grh) noexcept {
+    RxFrame f{q, &wc, grh, (wc.wc_flags & hca::kWcGrh) != 0, skey, 0, nullptr, 0, {}};
+    rx_source(f);
+    return f.src_mac;
+}
+
+wire::Mac rx_group_mac(const PortData *fp, const std::uint8_t *dgid) noexcept { return mcast_mac(fp, dgid); }
 
 } // namespace ipoib::pmd
