@@ -13,6 +13,7 @@ checked by ping both ways. TAP output.
 
 usage: guest_pmd_verbs.py PMD_SO WORKDIR
 """
+import json
 import os
 import re
 import subprocess
@@ -40,6 +41,16 @@ def testpmd(name, fwd, main, vdev=VDEV):
                  startup_timeout=90)  # software emulation on a host that may be busy: port start waits for the link
     running.append(tp)
     return tp
+
+
+def ports_telemetry(tp):
+    """Port 0's entry of /ipoib/ports, from dpdk-telemetry.py."""
+    out = subprocess.run(["dpdk-telemetry.py", "-f", tp.prefix], input="/ipoib/ports\n", capture_output=True,
+                         text=True, timeout=30).stdout
+    for line in out.splitlines():
+        if line.startswith("{") and "/ipoib/ports" in line:
+            return json.loads(line)["/ipoib/ports"].get("0", {})
+    return {}
 
 
 def exact(sender, receiver, what):
@@ -77,6 +88,9 @@ def run():
          "A: zero copy (rxe registers DPDK's memory, receives scatter the GRH apart)", a.startup[-1500:])
     t.ok("receives copied into mbufs (devarg zero_copy=0)" in b.startup, "B: copies (zero_copy=0)",
          b.startup[-1500:])
+    ta, tb = ports_telemetry(a), ports_telemetry(b)
+    t.ok(ta.get("zero_copy") == "tx+rx" and ta.get("hca_mrs", 0) >= 1 and tb.get("zero_copy") == "off",
+         "telemetry /ipoib/ports: A zero copy both ways over the MR cache's MRs, B off", (ta, tb))
 
     # Frames above the inline size (1000 bytes; rxe's inline limit is at most 256), 128 each way
     # (exact() clears the stats, the copy counters with them, first).

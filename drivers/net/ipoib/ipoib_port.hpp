@@ -145,7 +145,7 @@ struct RxQueue {
     hca::Wc wc[kBurstMax];
     hca::RecvWr repost[kBurstMax];
     // Receiving into mbufs (Port::rx_mbufs): the mbuf posted in each receive
-    // slot of this queue's HCA receive queue (wr_id = slot), and their lkeys.
+    // slot of this queue's HCA receive queue (wr_id = slot); `mr` finds their lkeys.
     std::vector<rte_mbuf *> posted;
     std::uint32_t nb_desc = 0;  // mbufs to post: the descriptors asked for, at most rxq_size (0: rxq_size)
     MrLookup mr;

@@ -175,9 +175,10 @@ std::uint16_t rx_burst_mbufs(void *queue, rte_mbuf **pkts, std::uint16_t nb) noe
     for (int k = 0; k < n; ++k) {
         const hca::Wc &wc = q->wc[k];
         const auto slot = static_cast<std::uint32_t>(wc.wr_id);
-        if (k + 1 < n)
-            rte_prefetch0(static_cast<std::uint8_t *>(q->posted[static_cast<std::uint32_t>(q->wc[k + 1].wr_id)]->buf_addr) +
-                          kRxGrhOffset);
+        if (k + 1 < n) {
+            const rte_mbuf *next = q->posted[static_cast<std::uint32_t>(q->wc[k + 1].wr_id)];
+            rte_prefetch0(static_cast<const std::uint8_t *>(next->buf_addr) + kRxGrhOffset);
+        }
         rte_mbuf *m = q->posted[slot];
         IPOIB_DATA_LOG(DEBUG, "rx: %u bytes from LID %u QPN 0x%06x%s (into an mbuf)", wc.byte_len - hca::kGrhLen,
                        wc.slid, wc.src_qp, (wc.wc_flags & hca::kWcGrh) ? " (GRH)" : "");
