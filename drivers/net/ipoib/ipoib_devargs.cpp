@@ -149,6 +149,13 @@ bool parse_allmulti(std::string_view v, Config &c, std::string *e) {
     return true;
 }
 
+bool parse_zero_copy(std::string_view v, Config &c, std::string *e) {
+    if (v != "0" && v != "1")
+        return fail(e, "expected 0 or 1");
+    c.zero_copy = v == "1";
+    return true;
+}
+
 bool parse_neigh_timeout(std::string_view v, Config &c, std::string *e) {
     unsigned long x = 0;
     if (!parse_uint(v, 1, 86400, &x))
@@ -222,6 +229,9 @@ constexpr Devarg kDevargs[] = {
      parse_bcast_qkey},
     {"bcast_mtu", "<256-4096>", "256 \\| 512 \\| 1024 \\| 2048 \\| 4096 (the port's active MTU)",
      "RoCE: the broadcast group's MTU; the port MTU is this minus 4", parse_bcast_mtu},
+    {"zero_copy", "<0|1>", "0 \\| 1 (1)",
+     "send and receive mbufs where they lie when the HCA can register DPDK's memory (verbs); 0: copy through the "
+     "provider's bounce buffers and the driver's receive pool (see Zero copy, Receive buffers)", parse_zero_copy},
 };
 // clang-format on
 constexpr std::size_t kNumDevargs = std::size(kDevargs);

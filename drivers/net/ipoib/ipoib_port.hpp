@@ -47,6 +47,7 @@
 #include "ipoib/wire.hpp"
 #include "ipoib_defs.hpp"
 #include "ipoib_devargs.hpp"
+#include "ipoib_mr.hpp"
 #include "ipoib_neigh.hpp"
 
 namespace ipoib::pmd {
@@ -107,6 +108,9 @@ struct PortData {
     std::array<hca::Cq *, hca::kMaxQueues> rx_cqs{};  // per RX queue (the RSS QP's receive queue of that index)
     std::array<hca::Cq *, hca::kMaxQueues> tx_cqs{};  // per send queue of the QP
     RxBufPool *rxbufs = nullptr;  // every RX queue's receive buffers (ipoib_rxbuf.hpp), wr_id = index
+    // DPDK's memory registered with the HCA (zero copy), or null: mbufs are
+    // then sent with lkey 0 (the provider reaches them its own way).
+    const MrCache *mrs = nullptr;
     L2Mode l2 = L2Mode::eth;
     bool roce = false;                // Ethernet link layer: senders known by their GRH's GID
     std::uint16_t port_id = 0;
@@ -152,6 +156,11 @@ struct RxQueue {
         if (nspare_mbufs)
             rte_pktmbuf_free_bulk(spare_mbufs, nspare_mbufs);
     }
+    // Receiving into mbufs (Port::rx_mbufs): the mbuf posted in each receive
+    // slot of this queue's HCA receive queue (wr_id = slot); `mr` finds their lkeys.
+    std::vector<rte_mbuf *> posted;
+    std::uint32_t nb_desc = 0;  // mbufs to post: the descriptors asked for, at most rxq_size (0: rxq_size)
+    MrLookup mr;
 };
 
 struct Pending {
@@ -170,6 +179,11 @@ struct TxQueue {
     std::vector<std::uint8_t> bounce;     // per-slot bounce buffers (ARP/ND, linearised frames)
     std::vector<std::array<std::uint8_t, 4>> hdr;  // per-slot IPoIB header
     std::uint32_t slot_size = 0;
+    // Zero copy (PortData::mrs): the lkeys of mbuf memory, and the headers'
+    // and bounce slots' own registrations (0: not registered).
+    MrLookup mr;
+    std::unique_ptr<hca::Mr> hdr_mr, bounce_mr;
+    std::uint32_t hdr_lkey = 0, bounce_lkey = 0;
     Pending pending[kPendingMax];
     std::uint32_t npending = 0;
     // The application's own addresses this queue last reported (family byte + address): asked once each.
@@ -216,6 +230,12 @@ struct Port {
     // reta_update, rss_hash_update); given to the QP when it is made.
     hca::RssConf rss{};
     std::uint64_t rss_hf = 0;
+    // Receive mode (dev_start): the HCA fills the RX queues' own mbufs (the
+    // GRH area apart, in a second scatter entry), or the driver's receive
+    // pool (ipoib_rxbuf.hpp). qp_rx_mbufs: the mode the QP's posted receives
+    // are in (a QP of the other mode is made again).
+    bool rx_mbufs = false;
+    bool qp_rx_mbufs = false;
     std::vector<std::unique_ptr<hca::Ah>> ahs;  // in use by the tables (or about to be)
     std::vector<RetiredAh> dead_ahs;            // unreferenced, waiting for the sends that may use them
 
@@ -254,6 +274,7 @@ struct Hca {
     int gid_index_arg = -1;  // devarg gid_index of the port that opened it
     int refs = 0;
     std::unique_ptr<hca::Context> ctx;
+    MrCache mrs;  // DPDK's memory registered with ctx (inactive where the provider cannot)
     ctrl::ControlPlane cp;
     std::mutex mu;  // control path only: see the locking rules above
     pthread_t thread{};
@@ -296,6 +317,8 @@ inline bool push_request(PortData *fp, const Request &r) noexcept {
 
 // Fast path (ipoib_rx.cpp, ipoib_tx.cpp).
 std::uint16_t rx_burst(void *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
+// The receive mode with mbufs as receive buffers (ipoib_rx_mbuf.cpp).
+std::uint16_t rx_burst_mbufs(void *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
 std::uint16_t tx_burst(void *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
 void tx_flush_completions(TxQueue *q) noexcept;
 void tx_service_pending(TxQueue *q) noexcept;

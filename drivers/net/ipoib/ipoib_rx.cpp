@@ -360,4 +360,12 @@ std::uint16_t rx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept 
     return out;
 }
 
+wire::Mac rx_sender_mac(RxQueue *q, const hca::Wc &wc, std::uint16_t skey, const std::uint8_t *grh) noexcept {
+    RxFrame f{q, &wc, grh, (wc.wc_flags & hca::kWcGrh) != 0, skey, 0, nullptr, 0, {}};
+    rx_source(f);
+    return f.src_mac;
+}
+
+wire::Mac rx_group_mac(const PortData *fp, const std::uint8_t *dgid) noexcept { return mcast_mac(fp, dgid); }
+
 } // namespace ipoib::pmd

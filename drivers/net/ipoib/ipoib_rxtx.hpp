@@ -4,6 +4,8 @@
 // so the unit tests can drive them on crafted frames.
 #pragma once
 
+#include <string>
+
 #include "ipoib_port.hpp"
 
 namespace ipoib::pmd {
@@ -27,6 +29,24 @@ struct RxLend {
     std::uint32_t repost;
 };
 rte_mbuf *rx_frame(RxQueue *q, const hca::Wc &wc, const std::uint8_t *buf, RxLend *lend = nullptr) noexcept;
+
+// The MAC the sender of a received frame is known by (an unknown RoCE
+// sender is learned from its GRH), and the multicast MAC of a group's MGID
+// (ipoib_rx.cpp, shared with the receive mode below).
+wire::Mac rx_sender_mac(RxQueue *q, const hca::Wc &wc, std::uint16_t skey, const std::uint8_t *grh) noexcept;
+wire::Mac rx_group_mac(const PortData *fp, const std::uint8_t *dgid) noexcept;
+
+// RX into mbufs (ipoib_rx_mbuf.cpp): where the HCA writes in a posted mbuf
+// (offsets from buf_addr; the L3 header at the usual data offset).
+inline constexpr std::uint32_t kRxL3Offset = RTE_PKTMBUF_HEADROOM;
+inline constexpr std::uint32_t kRxIpoibOffset = kRxL3Offset - wire::kEncapLen;
+inline constexpr std::uint32_t kRxGrhOffset = kRxIpoibOffset - hca::kGrhLen;
+static_assert(RTE_PKTMBUF_HEADROOM >= hca::kGrhLen + wire::kEncapLen, "the GRH area and IPoIB header fit the headroom");
+// Post n mbufs of q's pool in q's receive queue of qp (control path; false
+// with *err if the pool has not that many or their memory is not registered).
+bool rx_post_mbufs(RxQueue *q, hca::Qp *qp, std::uint32_t n, std::string *err);
+// Give back the mbufs q has posted (the QP that held them is gone).
+void rx_release_mbufs(RxQueue *q) noexcept;
 
 // TX: work requests being built for one post_send.
 struct TxBatch {

@@ -108,6 +108,7 @@ const XstatDef kXstats[] = {
     {"hca_drop_aborted", hca_qp<&hca::QpCounters::drop_aborted>},
     {"hca_drop_stalled", hca_qp<&hca::QpCounters::drop_stalled>},
     {"hca_tx_late", hca_qp<&hca::QpCounters::tx_late>},
+    {"tx_bounce_bytes", hca_qp<&hca::QpCounters::tx_bounce_bytes>},
 };
 constexpr unsigned kNumXstats = std::size(kXstats);
 

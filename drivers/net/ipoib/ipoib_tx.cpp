@@ -21,6 +21,13 @@ namespace {
 
 constexpr std::uint16_t kEthHdr = RTE_ETHER_HDR_LEN;
 
+// The lkey of a piece of an mbuf's data: its registration in the MR cache
+// (zero copy), or 0 (not registered, or no cache: the provider copies or
+// reaches it its own way).
+std::uint32_t data_lkey(TxQueue *q, std::uintptr_t addr, std::uint32_t len) {
+    return q->mr.lkey(q->fp->mrs, addr, len);
+}
+
 // --- destinations ---
 
 // Hold m behind a destination that is not ready: at most kHoldPerDest per
@@ -220,7 +227,7 @@ Translated translate(TxQueue *q, rte_mbuf *m, std::uint16_t et, std::uint8_t *bo
         if (alen >= wire::kEthArpLen && std::memcmp(arp, kArpEthIpv4, 6) == 0 &&
             (arp[14] | arp[15] | arp[16] | arp[17]) != 0)
             own_addr_seen(q, 4, arp + 14);
-        *sge = hca::Sge{reinterpret_cast<std::uintptr_t>(bounce), static_cast<std::uint32_t>(t.value), 0};
+        *sge = hca::Sge{reinterpret_cast<std::uintptr_t>(bounce), static_cast<std::uint32_t>(t.value), q->bounce_lkey};
         return Translated::yes;
     }
     if (et != wire::kEtherTypeIPv6 || m->nb_segs != 1 || l3len <= 40 || l3[6] != wire::kIpProtoIcmpv6)
@@ -237,7 +244,7 @@ Translated translate(TxQueue *q, rte_mbuf *m, std::uint16_t et, std::uint8_t *bo
     static constexpr std::uint8_t kUnspecified[16] = {};
     if (std::memcmp(l3 + 8, kUnspecified, 16) != 0)  // (duplicate address detection sends from ::)
         own_addr_seen(q, 6, l3 + 8);
-    *sge = hca::Sge{reinterpret_cast<std::uintptr_t>(bounce), static_cast<std::uint32_t>(t.value), 0};
+    *sge = hca::Sge{reinterpret_cast<std::uintptr_t>(bounce), static_cast<std::uint32_t>(t.value), q->bounce_lkey};
     return Translated::yes;
 }
 
@@ -354,7 +361,7 @@ TxResult tx_tso(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint32_t l2_hdr, std::
         }
         hca::Sge *sg = b.sge[b.n];
         std::uint32_t nsge = 0;
-        sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(slot), hlen, 0};
+        sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(slot), hlen, q->bounce_lkey};
         // The payload's pieces in the chain.
         std::uint32_t skip = off, left = seglen;
         const rte_mbuf *s = m;
@@ -364,7 +371,8 @@ TxResult tx_tso(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint32_t l2_hdr, std::
         }
         for (; s && left && nsge < hca::kMaxSendSge; s = s->next, skip = 0) {
             const std::uint32_t n = std::min<std::uint32_t>(s->data_len - skip, left);
-            sg[nsge++] = hca::Sge{rte_pktmbuf_mtod_offset(s, std::uintptr_t, skip), n, 0};
+            const auto at = rte_pktmbuf_mtod_offset(s, std::uintptr_t, skip);
+            sg[nsge++] = hca::Sge{at, n, data_lkey(q, at, n)};
             left -= n;
         }
         if (left) {  // more pieces than the gather list holds: copy the payload behind the headers
@@ -423,7 +431,7 @@ TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool ret
     wire::write_encap(wire::MutBytes(q->hdr[id].data(), wire::kEncapLen), et);
     hca::Sge *sg = b.sge[b.n];
     std::uint32_t nsge = 0;
-    sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(q->hdr[id].data()), wire::kEncapLen, 0};
+    sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(q->hdr[id].data()), wire::kEncapLen, q->hdr_lkey};
     switch (translate(q, m, et, bounce, now, &sg[nsge])) {
     case Translated::dropped: return TxResult::dropped;
     case Translated::yes: ++nsge; break;
@@ -438,13 +446,17 @@ TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool ret
                 return TxResult::dropped;
             }
             q->st.linearized += flat == bounce;
-            sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(flat), l3len, 0};
+            const auto at = reinterpret_cast<std::uintptr_t>(flat);
+            sg[nsge++] = hca::Sge{at, l3len, flat == bounce ? q->bounce_lkey : data_lkey(q, at, l3len)};
             break;
         }
-        sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(frame + kEthHdr),
-                              static_cast<std::uint32_t>(m->data_len - kEthHdr), 0};
-        for (rte_mbuf *s = m->next; s; s = s->next)
-            sg[nsge++] = hca::Sge{rte_pktmbuf_mtod(s, std::uintptr_t), s->data_len, 0};
+        const auto at = reinterpret_cast<std::uintptr_t>(frame + kEthHdr);
+        const auto len = static_cast<std::uint32_t>(m->data_len - kEthHdr);
+        sg[nsge++] = hca::Sge{at, len, data_lkey(q, at, len)};
+        for (rte_mbuf *s = m->next; s; s = s->next) {
+            const auto sat = rte_pktmbuf_mtod(s, std::uintptr_t);
+            sg[nsge++] = hca::Sge{sat, s->data_len, data_lkey(q, sat, s->data_len)};
+        }
         break;
     }
     add_wr(q, b, m, id, nsge, d, m->pkt_len);
@@ -502,8 +514,10 @@ TxResult tx_native(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool 
     }
     hca::Sge *sg = b.sge[b.n];
     std::uint32_t nsge = 0;
-    for (rte_mbuf *s = m; s; s = s->next)
-        sg[nsge++] = hca::Sge{rte_pktmbuf_mtod(s, std::uintptr_t), s->data_len, 0};
+    for (rte_mbuf *s = m; s; s = s->next) {
+        const auto at = rte_pktmbuf_mtod(s, std::uintptr_t);
+        sg[nsge++] = hca::Sge{at, s->data_len, data_lkey(q, at, s->data_len)};
+    }
     add_wr(q, b, m, q->free_ids.back(), nsge, d, m->pkt_len);
     return TxResult::sent;
 }

@@ -695,7 +695,8 @@ QpCounters SoftQp::counters() const noexcept {
                       g(kQpRxBytes),       g(kQpDropNoBuffer), g(kQpDropQkey), g(kQpDropPkey),
                       g(kQpDropTooLong),   g(kQpDropPortDown), g(kQpDropAborted),
                       g(kQpRxBadSlot) /* rx_errors: the completions in error for a bad slot */,
-                      g(kQpRxBadSlot),     g(kQpDropStalled),  g(kQpTxLate)};
+                      g(kQpRxBadSlot),     g(kQpDropStalled),  g(kQpTxLate),
+                      0 /* tx_bounce_bytes: it reaches all memory */};
 }
 
 int SoftQp::post_recv_queue(std::uint32_t q, const RecvWr *wr, int n) noexcept {
@@ -724,6 +725,8 @@ int SoftQp::post_recv_queue(std::uint32_t q, const RecvWr *wr, int n) noexcept {
         }
         if (wr[i].sge.length < kGrhLen)
             return i ? i : ctx_->fail(-EINVAL, "post_recv: buffer shorter than the 40-byte GRH area");
+        if (wr[i].num_sge != 1)
+            return i ? i : ctx_->fail(-EINVAL, "post_recv: one buffer per receive (max_recv_sge 1)");
         const std::uint32_t key = r.seg_key;
         const std::uint8_t *const base = r.seg_base;
         const std::uint64_t idx = r.tail++;
