@@ -11,6 +11,8 @@
 #include <cstring>
 
 #include "ipoib_control.hpp"
+#include "ipoib_rxbuf.hpp"
+#include "ipoib_rxtx.hpp"
 
 namespace ipoib::pmd {
 
@@ -150,26 +152,19 @@ void refresh_own_key(Port *p) {
     p->fp.lid = p->fp.roce ? gid_key(p->hca->cp.port_gid(p->cfg.port).raw.data()) : pa.lid;
 }
 
-// One pool for every RX queue's buffers (wr_id: the buffer's index in it);
-// RX queue q's are [q * rxq_size, (q + 1) * rxq_size).
+// The QP's receives: rxq_size mbufs of each RX queue's own pool (receiving
+// into mbufs, Port::rx_mbufs), or the driver's receive pool (ipoib_rxbuf.hpp).
 bool post_receive_buffers(Port *p) {
-    hca::Context &ctx = *p->hca->ctx;
-    const std::size_t bytes = std::size_t{p->rx_nbuf} * p->fp.rx_bufsize;
-    p->fp.rx_pool = static_cast<std::uint8_t *>(ctx.alloc_dma(bytes));
-    p->rx_mr = p->fp.rx_pool ? ctx.reg_mr(p->fp.rx_pool, bytes) : nullptr;
-    if (!p->rx_mr)
-        return false;
-    p->fp.rx_lkey = p->rx_mr->lkey();
-    const std::uint32_t per_queue = p->rx_nbuf / p->rx_queues;
-    std::vector<hca::RecvWr> wrs(per_queue);
+    p->qp_rx_mbufs = p->rx_mbufs;
+    if (!p->rx_mbufs)
+        return rxbuf_pool_create(p, p->rx_queues, p->cfg.rxq_size);
     for (std::uint32_t q = 0; q < p->rx_queues; ++q) {
-        for (std::uint32_t k = 0; k < per_queue; ++k) {
-            const std::uint32_t i = q * per_queue + k;
-            wrs[k] = hca::RecvWr{i, {reinterpret_cast<std::uintptr_t>(p->fp.rx_pool + std::size_t{i} * p->fp.rx_bufsize),
-                                     p->fp.rx_bufsize, p->fp.rx_lkey}};
-        }
-        if (p->qp->post_recv_queue(q, wrs.data(), static_cast<int>(per_queue)) != static_cast<int>(per_queue))
+        std::string err;
+        RxQueue *rq = p->rxq[q];
+        if (!rx_post_mbufs(rq, p->qp.get(), rq->nb_desc ? rq->nb_desc : p->cfg.rxq_size, &err)) {
+            IPOIB_LOG(ERR, "%s: %s", p->name.c_str(), err.c_str());
             return false;
+        }
     }
     return true;
 }
@@ -234,8 +229,6 @@ bool ensure_qp(Port *p) {
     init.send_cqs = scq.data();
     init.rss = p->rss;
     p->qp = ctx.create_ud_qp(init);
-    p->rx_nbuf = p->cfg.rxq_size * nrq;
-    p->fp.rx_bufsize = hca::kGrhLen + 4096 + kRxBufTail;
     if (!p->qp || !post_receive_buffers(p)) {
         IPOIB_LOG(ERR, "%s: cannot create its UD QP (%u receive, %u send queues): %s", p->name.c_str(), nrq, nsq,
                   ctx.last_error().c_str());
@@ -691,6 +684,7 @@ Hca *hca_get(const Config &cfg, std::string *err) {
     h->ctx = std::move(o.ctx);
     h->device = h->ctx->name();
     h->gid_index_arg = cfg.gid_index;
+    h->mrs.open(h->ctx.get(), "net_ipoib_mr_" + key);  // inactive where the provider cannot register DPDK memory
     ctrl::CpConfig cc;
     cc.log = make_logger();
     cc.gid_index = cfg.gid_index;
@@ -782,37 +776,44 @@ void port_release_resources(Port *p) {
     p->fp.rx_cqs.fill(nullptr);
     p->fp.tx_cqs.fill(nullptr);
     p->qp.reset();
+    for (RxQueue *q : p->rxq)  // the mbufs the QP held (receiving into mbufs)
+        if (q)
+            rx_release_mbufs(q);
+    p->qp_rx_mbufs = false;
     p->rx_cqs.clear();
     p->tx_cqs.clear();
-    p->rx_mr.reset();
-    if (p->fp.rx_pool)
-        p->hca->ctx->free_dma(p->fp.rx_pool);
-    p->fp.rx_pool = nullptr;
+    rxbuf_pool_release(p);
     p->fp.bcast_ah = nullptr;
     p->ahs.clear();
     p->dead_ahs.clear();
 }
 
-bool prepare_queues(Port *p, std::uint16_t nrx, std::uint16_t ntx, bool rx_events) {
+void port_release_qp(Port *p) {
+    p->fp.neigh.clear();
+    std::vector<wire::Gid> groups;
+    p->fp.groups.for_each_mgid([&](const wire::Gid &g) { groups.push_back(g); });
+    for (const auto &g : groups)
+        p->fp.groups.remove(g);
+    port_release_resources(p);
+}
+
+bool prepare_queues(Port *p, std::uint16_t nrx, std::uint16_t ntx, bool rx_events, bool rx_mbufs) {
     const std::uint32_t nrq = std::max<std::uint32_t>(nrx, 1);
     const std::uint32_t ntq = std::max<std::uint32_t>(ntx, 1);
     const std::uint32_t nsq = std::min<std::uint32_t>(ntq, p->hca->ctx->caps().max_send_queues);
     const bool changed = p->rx_queues != nrq || p->tx_queues != ntq || p->send_queues != nsq ||
-                         p->rx_events != rx_events;
+                         p->rx_events != rx_events || (p->qp && p->qp_rx_mbufs != rx_mbufs);
     if ((p->qp || !p->rx_cqs.empty()) && changed) {
         // The queues are the QP's: a new layout is a new QP (and QPN, so a
         // new IPoIB address). What referred to the old one goes with it.
         if (p->qp)
-            IPOIB_LOG(NOTICE, "%s: %u RX / %u TX queues%s now (the QP had %u receive / %u send queues): "
-                      "the UD QP is made again, with a new QPN", p->name.c_str(), nrq, ntq,
-                      rx_events ? " with RX interrupts" : "", p->rx_queues, p->send_queues);
-        p->fp.neigh.clear();
-        std::vector<wire::Gid> groups;
-        p->fp.groups.for_each_mgid([&](const wire::Gid &g) { groups.push_back(g); });
-        for (const auto &g : groups)
-            p->fp.groups.remove(g);
-        port_release_resources(p);
+            IPOIB_LOG(NOTICE, "%s: %u RX / %u TX queues%s, receiving into %s now (the QP had %u receive / %u "
+                      "send queues, %s): the UD QP is made again, with a new QPN", p->name.c_str(), nrq, ntq,
+                      rx_events ? " with RX interrupts" : "", rx_mbufs ? "mbufs" : "the driver's buffers",
+                      p->rx_queues, p->send_queues, p->qp_rx_mbufs ? "mbufs" : "the driver's buffers");
+        port_release_qp(p);
     }
+    p->rx_mbufs = rx_mbufs;
     p->rx_queues = nrq;
     p->tx_queues = ntq;
     p->send_queues = nsq;

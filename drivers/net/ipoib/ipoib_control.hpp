@@ -29,11 +29,15 @@ void port_read_rates(Port *p);
 int port_control_start(Port *p);
 void port_control_stop(Port *p);
 void port_release_resources(Port *p);
+// The QP and what refers to it (neighbours, joined groups' entries), to be
+// made again at the next start: a new QPN.
+void port_release_qp(Port *p);
 // dev_start (Hca::mu held, fast path stopped): the QP's queues for nrx RX
 // and ntx TX queues, RX completion events or not (a QP or CQs of another
 // layout are released, to be made again), their completion queues made now
 // (the RX interrupt fds exist from the start), and which send queue each TX
-// queue posts to. False (logged) if the CQs cannot be made.
-bool prepare_queues(Port *p, std::uint16_t nrx, std::uint16_t ntx, bool rx_events);
+// queue posts to; rx_mbufs: the receive mode (a QP posted in the other mode
+// is released too). False (logged) if the CQs cannot be made.
+bool prepare_queues(Port *p, std::uint16_t nrx, std::uint16_t ntx, bool rx_events, bool rx_mbufs);
 
 } // namespace ipoib::pmd

@@ -39,6 +39,7 @@ enum : std::uint32_t {
     kQueueDepthMin = 16,     // devargs rxq_size / txq_size and descriptor limits
     kQueueDepthMax = 1024,   // (the software HCA's receive-queue limit)
     kQueueDepthDefault = 512,
+    kRxCopyMaxDefault = 128, // devarg rx_copy_max: frames up to this long are copied, longer ones lent
     kRxBufTail = 64,         // receive buffer: GRH area + 4096-byte IB MTU + this slack
     kTxSlotSize = 2 * 4096 + 256, // per-WR bounce slot (ARP/ND translation, linearised frames)
 

@@ -98,6 +98,14 @@ bool parse_depth(std::string_view v, std::uint16_t *out, std::string *e) {
 bool parse_rxq_size(std::string_view v, Config &c, std::string *e) { return parse_depth(v, &c.rxq_size, e); }
 bool parse_txq_size(std::string_view v, Config &c, std::string *e) { return parse_depth(v, &c.txq_size, e); }
 
+bool parse_rx_copy_max(std::string_view v, Config &c, std::string *e) {
+    unsigned long x = 0;
+    if (!parse_uint(v, 0, 65535, &x))
+        return fail(e, "expected 0-65535 (bytes)");
+    c.rx_copy_max = static_cast<std::uint16_t>(x);
+    return true;
+}
+
 bool parse_max_queues(std::string_view v, Config &c, std::string *e) {
     unsigned long x = 0;
     if (!parse_uint(v, 1, hca::kMaxQueues, &x))
@@ -138,6 +146,13 @@ bool parse_allmulti(std::string_view v, Config &c, std::string *e) {
     if (v != "0" && v != "1")
         return fail(e, "expected 0 or 1");
     c.allmulti = v == "1";
+    return true;
+}
+
+bool parse_zero_copy(std::string_view v, Config &c, std::string *e) {
+    if (v != "0" && v != "1")
+        return fail(e, "expected 0 or 1");
+    c.zero_copy = v == "1";
     return true;
 }
 
@@ -191,6 +206,10 @@ constexpr Devarg kDevargs[] = {
     {"rxq_size", "<16-1024>", "power of two 16-1024 (512)", "receive queue depth of the UD QP", parse_rxq_size},
     {"txq_size", "<16-1024>", "power of two 16-1024 (512)", "send queue depth of the UD QP; a TX queue keeps at most this many sends outstanding, whatever `nb_tx_desc` asks",
      parse_txq_size},
+    {"rx_copy_max", "<0-65535>", "bytes 0-65535 (128)",
+     "received frames up to this long are copied into the application's mbufs; longer ones are handed over in the "
+     "HCA's receive buffer without a copy (software HCAs; 0: never copy)",
+     parse_rx_copy_max},
     {"max_queues", "<1-16>", "1-16 (16)",
      "RX and TX queues the port offers at most (RX: also bounded by the HCA's receive queues per QP, RSS)",
      parse_max_queues},
@@ -210,6 +229,9 @@ constexpr Devarg kDevargs[] = {
      parse_bcast_qkey},
     {"bcast_mtu", "<256-4096>", "256 \\| 512 \\| 1024 \\| 2048 \\| 4096 (the port's active MTU)",
      "RoCE: the broadcast group's MTU; the port MTU is this minus 4", parse_bcast_mtu},
+    {"zero_copy", "<0|1>", "0 \\| 1 (1)",
+     "send and receive mbufs where they lie when the HCA can register DPDK's memory (verbs); 0: copy through the "
+     "provider's bounce buffers and the driver's receive pool (see Zero copy, Receive buffers)", parse_zero_copy},
 };
 // clang-format on
 constexpr std::size_t kNumDevargs = std::size(kDevargs);

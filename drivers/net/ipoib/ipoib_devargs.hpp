@@ -28,9 +28,11 @@ struct Config {
     std::uint16_t rxq_size = kQueueDepthDefault;
     std::uint16_t txq_size = kQueueDepthDefault;
     std::uint16_t max_queues = 16;  // RX and TX queues offered at most (hca::kMaxQueues)
+    std::uint16_t rx_copy_max = kRxCopyMaxDefault;  // received frames up to this long are copied (ipoib_rxbuf.hpp)
     // Options of the HCA provider (key=value,...), from the devargs that belong to it.
     std::string provider_options;
     bool allmulti = false;
+    bool zero_copy = true;  // DPDK memory registered with the HCA: mbufs sent and received in place
     std::uint32_t neigh_timeout_s = kNeighTimeoutDefaultS;
     int gid_index = -1;               // -1: chosen by the port's link layer
     std::uint32_t bcast_qkey = 0x0b1b; // RoCE (static management): the broadcast group's Q_Key

@@ -98,8 +98,22 @@ int dev_start(rte_eth_dev *dev) noexcept {
             IPOIB_LOG(ERR, "%s: TX queue %u is not set up", p->name.c_str(), i);
             return -EINVAL;
         }
-    if (!prepare_queues(p, dev->data->nb_rx_queues, dev->data->nb_tx_queues, dev->data->dev_conf.intr_conf.rxq))
+    // Zero copy where the HCA can reach DPDK's memory: mbufs sent where they
+    // lie and, where the mbufs fit, received into (rx_burst_mbufs).
+    p->fp.mrs = p->cfg.zero_copy && p->hca->mrs.active() ? &p->hca->mrs : nullptr;
+    std::string why;
+    const std::uint16_t nrx = std::max<std::uint16_t>(dev->data->nb_rx_queues, 1);
+    const bool rx_mbufs = dev->data->nb_rx_queues > 0 && rx_mbufs_possible(p, nrx, &why);
+    if (!prepare_queues(p, dev->data->nb_rx_queues, dev->data->nb_tx_queues, dev->data->dev_conf.intr_conf.rxq,
+                        rx_mbufs))
         return -ENOMEM;
+    dev->rx_pkt_burst = rx_mbufs ? rx_burst_mbufs : rx_burst;
+    IPOIB_LOG(INFO, "%s: %s", p->name.c_str(),
+              rx_mbufs ? "zero copy: sends and receives use the mbufs where they lie"
+                       : ("receives into the driver's receive pool (" + why + "): frames over rx_copy_max=" +
+                          std::to_string(p->cfg.rx_copy_max) + " lent, shorter ones copied into mbufs" +
+                          (p->fp.mrs ? "; sends use the mbufs where they lie" : "; sends go through the provider"))
+                             .c_str());
     if (const int rc = rx_intr_install(dev); rc != 0)
         return rc;
     if (const int rc = port_control_start(p); rc != 0)

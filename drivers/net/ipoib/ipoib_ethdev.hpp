@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include <ethdev_driver.h>
 
@@ -23,6 +24,9 @@ int tx_queue_setup(rte_eth_dev *dev, std::uint16_t qid, std::uint16_t nb_desc, u
                    const rte_eth_txconf *conf) noexcept;
 void tx_queue_release(rte_eth_dev *dev, std::uint16_t qid) noexcept;
 void drop_pending(rte_eth_dev *dev) noexcept;  // frames held for unresolved destinations, at stop
+// dev_start: whether the HCA can receive into the RX queues' mbufs (zero
+// copy), else false with *why (the driver's own receive buffers then).
+bool rx_mbufs_possible(const struct Port *p, std::uint16_t nrx, std::string *why);
 
 // ipoib_rss.cpp
 std::uint64_t rss_offloads() noexcept;    // the flow types the HCA hashes (dev_info)

@@ -116,14 +116,17 @@ inline std::uint32_t packet_type(const std::uint8_t *l3, std::uint32_t len, std:
     return RTE_PTYPE_L2_ETHER | parse_l3(l3, len, ethertype).ptype;
 }
 
-// RX: checksum verdicts as DPDK defines them. IPv4 header: GOOD or BAD
-// (IPv6 has none: UNKNOWN). TCP/UDP, when `l4` (the queue enabled
-// UDP/TCP_CKSUM): GOOD or BAD; UNKNOWN where it cannot be checked (a
+// RX: checksum verdicts as DPDK defines them. IPv4 header, when `ip` (the
+// queue enabled IPV4_CKSUM): GOOD or BAD (IPv6 has none: UNKNOWN). TCP/UDP,
+// when `l4` (the queue enabled UDP/TCP_CKSUM): GOOD or BAD; UNKNOWN where it cannot be checked (a
 // fragment, a length the IP header gets wrong, another protocol). A UDP/IPv4
 // datagram without a checksum (0) is GOOD, as hardware reports it; UDP/IPv6
 // must carry one (RFC 8200): 0 is BAD.
-inline std::uint64_t rx_cksum_flags(const std::uint8_t *l3, std::uint32_t len, std::uint16_t ethertype,
-                                    bool l4) noexcept {
+inline std::uint64_t rx_cksum_flags(const std::uint8_t *l3, std::uint32_t len, std::uint16_t ethertype, bool l4,
+                                    bool ip = true) noexcept {
+    if (!ip && !l4)
+        return 0;
+    const std::uint64_t ip_mask = ip ? ~std::uint64_t{0} : ~RTE_MBUF_F_RX_IP_CKSUM_MASK;
     std::uint64_t f = 0;
     if (ethertype == wire::kEtherTypeIPv4 && len >= sizeof(rte_ipv4_hdr)) {
         const auto *ip = reinterpret_cast<const rte_ipv4_hdr *>(l3);
@@ -132,10 +135,11 @@ inline std::uint64_t rx_cksum_flags(const std::uint8_t *l3, std::uint32_t len, s
                 ? RTE_MBUF_F_RX_IP_CKSUM_GOOD
                 : RTE_MBUF_F_RX_IP_CKSUM_BAD;
         if (f == RTE_MBUF_F_RX_IP_CKSUM_BAD)
-            return f;  // nothing in it to trust
+            return f & ip_mask;  // nothing in it to trust
     } else if (ethertype != wire::kEtherTypeIPv6) {
         return 0;
     }
+    f &= ip_mask;
     if (!l4)
         return f;
     const L3Info i = parse_l3(l3, len, ethertype);

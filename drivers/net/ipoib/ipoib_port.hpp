@@ -47,6 +47,7 @@
 #include "ipoib/wire.hpp"
 #include "ipoib_defs.hpp"
 #include "ipoib_devargs.hpp"
+#include "ipoib_mr.hpp"
 #include "ipoib_neigh.hpp"
 
 namespace ipoib::pmd {
@@ -59,6 +60,9 @@ struct RxStats {
     std::uint64_t too_long;  // longer than one mbuf while the application did not enable scatter
     std::uint64_t link_down;  // received while the link is down (e.g. the partition left the port)
     std::uint64_t learn_refused;  // an ARP/ND sender claiming a GID other than its GRH's source
+    std::uint64_t copied_bytes;    // frame bytes copied into mbufs of the application's pool
+    std::uint64_t lent;            // frames handed over in the HCA's receive buffer (no copy)
+    std::uint64_t lend_exhausted;  // frames copied because the application held every spare buffer
 };
 struct TxStats {
     std::uint64_t packets, bytes, errors;
@@ -93,6 +97,8 @@ struct Request {
 };
 static_assert(sizeof(Request) == 32);
 
+struct RxBufPool;
+
 // The fast path's view of a port: everything rx_burst and tx_burst read per
 // packet, together (as mlx5_rxq_data sits inside mlx5_rxq_ctrl). Written by
 // the control thread; see the locking rules above.
@@ -101,9 +107,10 @@ struct PortData {
     std::atomic<bool> link_up{false};
     std::array<hca::Cq *, hca::kMaxQueues> rx_cqs{};  // per RX queue (the RSS QP's receive queue of that index)
     std::array<hca::Cq *, hca::kMaxQueues> tx_cqs{};  // per send queue of the QP
-    std::uint8_t *rx_pool = nullptr;  // receive buffers of every RX queue, rx_bufsize each, wr_id = index
-    std::uint32_t rx_bufsize = 0;
-    std::uint32_t rx_lkey = 0;        // the receive pool's memory key, for reposting
+    RxBufPool *rxbufs = nullptr;  // every RX queue's receive buffers (ipoib_rxbuf.hpp), wr_id = index
+    // DPDK's memory registered with the HCA (zero copy), or null: mbufs are
+    // then sent with lkey 0 (the provider reaches them its own way).
+    const MrCache *mrs = nullptr;
     L2Mode l2 = L2Mode::eth;
     bool roce = false;                // Ethernet link layer: senders known by their GRH's GID
     std::uint16_t port_id = 0;
@@ -135,10 +142,25 @@ struct RxQueue {
     std::uint16_t queue_id;
     bool scatter;  // RTE_ETH_RX_OFFLOAD_SCATTER: frames longer than one mbuf are chained
     bool l4_cksum;  // RTE_ETH_RX_OFFLOAD_UDP/TCP_CKSUM: TCP/UDP checksums verified (flags in ol_flags)
+    bool ip_cksum = true;  // RTE_ETH_RX_OFFLOAD_IPV4_CKSUM: IPv4 header checksums verified (set at queue setup)
     bool rss_hash;  // RTE_ETH_RX_OFFLOAD_RSS_HASH: the HCA's hash in mbuf->hash.rss
+    std::uint32_t copy_max;  // devarg rx_copy_max: frames up to this long are copied, longer ones lent
+    std::uint32_t room;      // data room of the pool's mbufs (after the headroom)
     RxStats st;
     hca::Wc wc[kBurstMax];
     hca::RecvWr repost[kBurstMax];
+    // mbufs taken from mp in bulk, handed out one per frame (rx_mbuf).
+    rte_mbuf *spare_mbufs[kBurstMax];
+    std::uint32_t nspare_mbufs = 0;
+    ~RxQueue() {
+        if (nspare_mbufs)
+            rte_pktmbuf_free_bulk(spare_mbufs, nspare_mbufs);
+    }
+    // Receiving into mbufs (Port::rx_mbufs): the mbuf posted in each receive
+    // slot of this queue's HCA receive queue (wr_id = slot); `mr` finds their lkeys.
+    std::vector<rte_mbuf *> posted;
+    std::uint32_t nb_desc = 0;  // mbufs to post: the descriptors asked for, at most rxq_size (0: rxq_size)
+    MrLookup mr;
 };
 
 struct Pending {
@@ -157,6 +179,11 @@ struct TxQueue {
     std::vector<std::uint8_t> bounce;     // per-slot bounce buffers (ARP/ND, linearised frames)
     std::vector<std::array<std::uint8_t, 4>> hdr;  // per-slot IPoIB header
     std::uint32_t slot_size = 0;
+    // Zero copy (PortData::mrs): the lkeys of mbuf memory, and the headers'
+    // and bounce slots' own registrations (0: not registered).
+    MrLookup mr;
+    std::unique_ptr<hca::Mr> hdr_mr, bounce_mr;
+    std::uint32_t hdr_lkey = 0, bounce_lkey = 0;
     Pending pending[kPendingMax];
     std::uint32_t npending = 0;
     // The application's own addresses this queue last reported (family byte + address): asked once each.
@@ -203,8 +230,12 @@ struct Port {
     // reta_update, rss_hash_update); given to the QP when it is made.
     hca::RssConf rss{};
     std::uint64_t rss_hf = 0;
-    std::unique_ptr<hca::Mr> rx_mr;
-    std::uint32_t rx_nbuf = 0;
+    // Receive mode (dev_start): the HCA fills the RX queues' own mbufs (the
+    // GRH area apart, in a second scatter entry), or the driver's receive
+    // pool (ipoib_rxbuf.hpp). qp_rx_mbufs: the mode the QP's posted receives
+    // are in (a QP of the other mode is made again).
+    bool rx_mbufs = false;
+    bool qp_rx_mbufs = false;
     std::vector<std::unique_ptr<hca::Ah>> ahs;  // in use by the tables (or about to be)
     std::vector<RetiredAh> dead_ahs;            // unreferenced, waiting for the sends that may use them
 
@@ -243,6 +274,7 @@ struct Hca {
     int gid_index_arg = -1;  // devarg gid_index of the port that opened it
     int refs = 0;
     std::unique_ptr<hca::Context> ctx;
+    MrCache mrs;  // DPDK's memory registered with ctx (inactive where the provider cannot)
     ctrl::ControlPlane cp;
     std::mutex mu;  // control path only: see the locking rules above
     pthread_t thread{};
@@ -285,6 +317,8 @@ inline bool push_request(PortData *fp, const Request &r) noexcept {
 
 // Fast path (ipoib_rx.cpp, ipoib_tx.cpp).
 std::uint16_t rx_burst(void *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
+// The receive mode with mbufs as receive buffers (ipoib_rx_mbuf.cpp).
+std::uint16_t rx_burst_mbufs(void *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
 std::uint16_t tx_burst(void *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
 void tx_flush_completions(TxQueue *q) noexcept;
 void tx_service_pending(TxQueue *q) noexcept;

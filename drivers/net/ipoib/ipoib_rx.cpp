@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "ipoib_offload.hpp"
+#include "ipoib_rxbuf.hpp"
 #include "ipoib_rxtx.hpp"
 #include "rte_pmd_ipoib.h"
 
@@ -18,6 +19,17 @@ namespace ipoib::pmd {
 namespace {
 
 constexpr std::uint16_t kEthHdr = RTE_ETHER_HDR_LEN;
+
+// A fresh mbuf of the queue's pool, taken a burst at a time (nullptr: none left).
+inline rte_mbuf *rx_mbuf(RxQueue *q) {
+    if (!q->nspare_mbufs) [[unlikely]] {
+        if (rte_pktmbuf_alloc_bulk(q->mp, q->spare_mbufs, kBurstMax) == 0)
+            q->nspare_mbufs = kBurstMax;
+        else
+            return rte_pktmbuf_alloc(q->mp);  // fewer than a burst left: one at a time
+    }
+    return q->spare_mbufs[--q->nspare_mbufs];
+}
 
 // Append len bytes to m, chaining segments from the queue's pool if scatter
 // is enabled; without it, a frame that does not fit one mbuf is dropped.
@@ -38,7 +50,7 @@ bool append(RxQueue *q, rte_mbuf *m, const std::uint8_t *src, std::uint32_t len)
         left -= n;
         if (!left)
             return true;
-        rte_mbuf *next = rte_pktmbuf_alloc(q->mp);
+        rte_mbuf *next = rx_mbuf(q);
         if (!next) {
             ++q->st.nombuf;
             return false;
@@ -112,13 +124,9 @@ wire::Mac mcast_mac(const PortData *fp, const std::uint8_t *dgid) {
     return wire::Mac{{0x01, 0x00, 0x5e, static_cast<std::uint8_t>(dgid[13] & 0x7f), dgid[14], dgid[15]}};
 }
 
-// Native mode: the IPoIB frame as it came, the sender in the dynamic field.
-bool rx_native(const RxFrame &f, rte_mbuf *m) {
-    PortData *fp = f.q->fp;
-    const std::uint8_t *ib = f.l3 - wire::kEncapLen;
-    if (!append(f.q, m, ib, f.l3len + wire::kEncapLen))
-        return false;
-    auto *a = rte_pmd_ipoib_addr(m, fp->dynfield);
+// Native mode: the sender's address in the mbuf's dynamic field.
+void set_sender(const RxFrame &f, rte_mbuf *m) {
+    auto *a = rte_pmd_ipoib_addr(m, f.q->fp->dynfield);
     std::memset(a, 0, sizeof *a);
     a->hwaddr[1] = static_cast<std::uint8_t>(f.wc->src_qp >> 16);
     a->hwaddr[2] = static_cast<std::uint8_t>(f.wc->src_qp >> 8);
@@ -126,6 +134,14 @@ bool rx_native(const RxFrame &f, rte_mbuf *m) {
     if (f.has_grh)
         std::memcpy(a->hwaddr + 4, f.grh + kGrhSgidOffset, 16);
     a->lid = f.skey;
+}
+
+// Native mode: the IPoIB frame as it came, the sender in the dynamic field.
+bool rx_native(const RxFrame &f, rte_mbuf *m) {
+    const std::uint8_t *ib = f.l3 - wire::kEncapLen;
+    if (!append(f.q, m, ib, f.l3len + wire::kEncapLen))
+        return false;
+    set_sender(f, m);
     m->packet_type = packet_type(f.l3, f.l3len, f.ethertype) & ~RTE_PTYPE_L2_MASK;
     return true;
 }
@@ -189,9 +205,77 @@ bool rx_eth(RxFrame &f, rte_mbuf *m) {
     return true;
 }
 
+// Whether a frame can be handed over in its receive buffer: ARP and ND are
+// rewritten into a frame of another length (copied), all else is not changed.
+bool lendable(const RxFrame &f) {
+    if (f.q->fp->l2 == L2Mode::ipoib)
+        return true;
+    if (f.ethertype == wire::kEtherTypeArp || f.ethertype == wire::kEtherTypeRarp)
+        return false;
+    return !(f.ethertype == wire::kEtherTypeIPv6 && f.l3len > 40 && f.l3[6] == wire::kIpProtoIcmpv6);
+}
+
+// Ethernet emulation in the receive buffer itself: the Ethernet header is
+// written over the end of the GRH area and the IPoIB header (the GRH's
+// destination GID is read first).
+void rx_eth_in_place(RxFrame &f, rte_mbuf *m) {
+    PortData *fp = f.q->fp;
+    rx_source(f);
+    rte_ether_hdr eh;
+    if (f.has_grh && f.grh[kGrhDgidOffset] == 0xff) {
+        const wire::Mac d = mcast_mac(fp, f.grh + kGrhDgidOffset);
+        std::memcpy(eh.dst_addr.addr_bytes, d.raw.data(), 6);
+    } else {
+        eh.dst_addr = fp->mac;
+    }
+    std::memcpy(eh.src_addr.addr_bytes, f.src_mac.raw.data(), 6);
+    eh.ether_type = rte_cpu_to_be_16(f.ethertype);
+    std::memcpy(const_cast<std::uint8_t *>(f.l3) - kEthHdr, &eh, kEthHdr);
+    m->packet_type = packet_type(f.l3, f.l3len, f.ethertype);
+}
+
+// Native mode in the receive buffer: the frame from its IPoIB header on.
+void rx_native_in_place(const RxFrame &f, rte_mbuf *m) {
+    set_sender(f, m);
+    m->packet_type = packet_type(f.l3, f.l3len, f.ethertype) & ~RTE_PTYPE_L2_MASK;
+}
+
+// Hand the frame over in its buffer (lend->id) with a spare posted in its
+// place; nullptr if it is to be copied (short, rewritten, longer than the
+// application's mbufs, or no spare left).
+rte_mbuf *rx_lend(RxFrame &f, RxLend *lend) {
+    RxQueue *q = f.q;
+    PortData *fp = q->fp;
+    const bool eth = fp->l2 == L2Mode::eth;
+    const std::uint32_t len = f.l3len + (eth ? kEthHdr : wire::kEncapLen);
+    // Not longer than the application's own mbufs hold: an application that
+    // gave small mbufs (and scatter) gets its frames as chains of them.
+    if (len <= q->copy_max || len > q->room || !lendable(f))
+        return nullptr;
+    std::uint32_t spare;
+    if (!lend->pool->take_spare(q->queue_id, &spare)) {
+        ++q->st.lend_exhausted;
+        return nullptr;
+    }
+    rte_mbuf *m = rx_mbuf(q);
+    if (!m) {
+        lend->pool->put_spare(q->queue_id, spare);
+        return nullptr;  // the copy finds none either, and counts it
+    }
+    if (eth)
+        rx_eth_in_place(f, m);
+    else
+        rx_native_in_place(f, m);
+    const std::uint8_t *start = f.l3 - (eth ? kEthHdr : wire::kEncapLen);
+    lend->pool->lend(m, lend->id, static_cast<std::uint32_t>(start - lend->pool->buffer(lend->id)), len);
+    lend->repost = spare;
+    ++q->st.lent;
+    return m;
+}
+
 } // namespace
 
-rte_mbuf *rx_frame(RxQueue *q, const hca::Wc &wc, const std::uint8_t *buf) noexcept {
+rte_mbuf *rx_frame(RxQueue *q, const hca::Wc &wc, const std::uint8_t *buf, RxLend *lend) noexcept {
     PortData *fp = q->fp;
     if (wc.status != hca::WcStatus::success) {
         ++q->st.errors;
@@ -214,17 +298,21 @@ rte_mbuf *rx_frame(RxQueue *q, const hca::Wc &wc, const std::uint8_t *buf) noexc
     f.ethertype = et.value;
     f.l3 = ib + wire::kEncapLen;
     f.l3len = len - static_cast<std::uint32_t>(wire::kEncapLen);
-    rte_mbuf *m = rte_pktmbuf_alloc(q->mp);
+    rte_mbuf *m = lend ? rx_lend(f, lend) : nullptr;
     if (!m) {
-        ++q->st.nombuf;
-        return nullptr;
-    }
-    if (!(fp->l2 == L2Mode::ipoib ? rx_native(f, m) : rx_eth(f, m))) {
-        rte_pktmbuf_free(m);
-        return nullptr;
+        m = rx_mbuf(q);
+        if (!m) {
+            ++q->st.nombuf;
+            return nullptr;
+        }
+        if (!(fp->l2 == L2Mode::ipoib ? rx_native(f, m) : rx_eth(f, m))) {
+            rte_pktmbuf_free(m);
+            return nullptr;
+        }
+        q->st.copied_bytes += m->pkt_len;
     }
     m->port = fp->port_id;
-    m->ol_flags = rx_cksum_flags(f.l3, f.l3len, f.ethertype, q->l4_cksum);
+    m->ol_flags |= rx_cksum_flags(f.l3, f.l3len, f.ethertype, q->l4_cksum, q->ip_cksum);
     ++q->st.packets;
     q->st.bytes += m->pkt_len;
     return m;
@@ -236,6 +324,7 @@ std::uint16_t rx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept 
     hca::Qp *qp = fp->qp_ready.load(std::memory_order_acquire);
     if (!qp)
         return 0;
+    RxBufPool *pool = fp->rxbufs;
     const int n = fp->rx_cqs[q->queue_id]->poll(q->wc, std::min<int>(nb, kBurstMax));
     // Link down (port down, partition gone): what arrives is not delivered,
     // as Linux ipoib drops on a down interface; the buffers go back at once.
@@ -243,21 +332,24 @@ std::uint16_t rx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept 
     std::uint16_t out = 0;
     for (int k = 0; k < n; ++k) {
         const hca::Wc &wc = q->wc[k];
-        std::uint8_t *buf = fp->rx_pool + wc.wr_id * fp->rx_bufsize;
+        const auto id = static_cast<std::uint32_t>(wc.wr_id);
+        std::uint8_t *buf = pool->posted_at(id);
         if (k + 1 < n)
-            rte_prefetch0(fp->rx_pool + q->wc[k + 1].wr_id * fp->rx_bufsize + hca::kGrhLen);
+            rte_prefetch0(pool->posted_at(static_cast<std::uint32_t>(q->wc[k + 1].wr_id)) + hca::kGrhLen);
         IPOIB_DATA_LOG(DEBUG, "rx: %u bytes from LID %u QPN 0x%06x%s", wc.byte_len - hca::kGrhLen, wc.slid,
                        wc.src_qp, (wc.wc_flags & hca::kWcGrh) ? " (GRH)" : "");
+        RxLend lend{pool, id, id};
         if (!deliver)
             ++q->st.link_down;
-        else if (rte_mbuf *m = rx_frame(q, wc, buf)) {
+        else if (rte_mbuf *m = rx_frame(q, wc, buf, &lend)) {
             if (q->rss_hash && (wc.wc_flags & hca::kWcRssHash)) {
                 m->hash.rss = wc.rss_hash;
                 m->ol_flags |= RTE_MBUF_F_RX_RSS_HASH;
             }
             pkts[out++] = m;
         }
-        q->repost[k] = hca::RecvWr{wc.wr_id, {reinterpret_cast<std::uintptr_t>(buf), fp->rx_bufsize, fp->rx_lkey}};
+        q->repost[k] = hca::RecvWr{lend.repost, {reinterpret_cast<std::uintptr_t>(pool->posted_at(lend.repost)),
+                                                 pool->post_len, pool->lkey}};
     }
     if (n > 0)
         qp->post_recv_queue(q->queue_id, q->repost, n);
@@ -267,5 +359,13 @@ std::uint16_t rx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept 
         tx_service_pending(q->port->txq[q->queue_id]);
     return out;
 }
+
+wire::Mac rx_sender_mac(RxQueue *q, const hca::Wc &wc, std::uint16_t skey, const std::uint8_t *grh) noexcept {
+    RxFrame f{q, &wc, grh, (wc.wc_flags & hca::kWcGrh) != 0, skey, 0, nullptr, 0, {}};
+    rx_source(f);
+    return f.src_mac;
+}
+
+wire::Mac rx_group_mac(const PortData *fp, const std::uint8_t *dgid) noexcept { return mcast_mac(fp, dgid); }
 
 } // namespace ipoib::pmd

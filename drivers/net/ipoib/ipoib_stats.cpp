@@ -61,6 +61,9 @@ const XstatDef kXstats[] = {
     {"rx_too_long_drops", rx_sum<&RxStats::too_long>},
     {"rx_link_down_drops", rx_sum<&RxStats::link_down>},
     {"rx_learn_refused", rx_sum<&RxStats::learn_refused>},
+    {"rx_copied_bytes", rx_sum<&RxStats::copied_bytes>},
+    {"rx_lent_frames", rx_sum<&RxStats::lent>},
+    {"rx_lend_exhausted", rx_sum<&RxStats::lend_exhausted>},
     {"neigh_learn_refused", [](const Port *p) -> std::uint64_t { return p->learn_refused; }},
     {"neigh_table_full", [](const Port *p) -> std::uint64_t { return p->table_full; }},
     {"neigh_flushed", [](const Port *p) -> std::uint64_t { return p->neigh_flushed; }},
@@ -105,6 +108,7 @@ const XstatDef kXstats[] = {
     {"hca_drop_aborted", hca_qp<&hca::QpCounters::drop_aborted>},
     {"hca_drop_stalled", hca_qp<&hca::QpCounters::drop_stalled>},
     {"hca_tx_late", hca_qp<&hca::QpCounters::tx_late>},
+    {"tx_bounce_bytes", hca_qp<&hca::QpCounters::tx_bounce_bytes>},
 };
 constexpr unsigned kNumXstats = std::size(kXstats);
 

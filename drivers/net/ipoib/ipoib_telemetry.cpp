@@ -54,6 +54,9 @@ void add_port(rte_tel_data *d, const Hca *h, const Port *p) {
     rte_tel_data_add_dict_int(x, "mtu", p->fp.mtu);
     rte_tel_data_add_dict_string(x, "l2", p->cfg.l2 == L2Mode::eth ? "eth" : "ipoib");
     rte_tel_data_add_dict_string(x, "broadcast", wire::to_string(p->fp.bcast_mgid).c_str());
+    // Zero copy (set at dev_start): "tx+rx" (mbufs sent and received in place), "tx" (receives copied), "off".
+    rte_tel_data_add_dict_string(x, "zero_copy", !p->fp.mrs ? "off" : p->rx_mbufs ? "tx+rx" : "tx");
+    rte_tel_data_add_dict_u64(x, "hca_mrs", h->mrs.regions());  // DPDK memory registered with the HCA (MR cache)
     rte_tel_data_add_dict_container(d, std::to_string(p->fp.port_id).c_str(), x, 0);
 }
 

@@ -21,6 +21,13 @@ namespace {
 
 constexpr std::uint16_t kEthHdr = RTE_ETHER_HDR_LEN;
 
+// The lkey of a piece of an mbuf's data: its registration in the MR cache
+// (zero copy), or 0 (not registered, or no cache: the provider copies or
+// reaches it its own way).
+std::uint32_t data_lkey(TxQueue *q, std::uintptr_t addr, std::uint32_t len) {
+    return q->mr.lkey(q->fp->mrs, addr, len);
+}
+
 // --- destinations ---
 
 // Hold m behind a destination that is not ready: at most kHoldPerDest per
@@ -83,7 +90,9 @@ TxResult group(TxQueue *q, rte_mbuf *m, const wire::Gid &mgid, const wire::Mac &
 
 // A unicast neighbour by the MAC it is known by: resolved (AH and QPN),
 // failed (dropped), or waited for (`ask` resolves it).
-TxResult neighbour(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t now, bool retry, const Request &ask,
+// make_ask() builds the resolve request, only when one is needed.
+template <class MakeAsk>
+TxResult neighbour(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t now, bool retry, MakeAsk make_ask,
                    Dest *d) {
     NeighSnapshot s{};
     const bool known = q->fp->neigh.lookup(key, &s, now);
@@ -95,7 +104,7 @@ TxResult neighbour(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t 
         ++q->st.unresolved_drop;  // failed recently: asked again once its backoff has passed
         return TxResult::dropped;
     }
-    return wait_for(q, m, key, now, retry, ask, q->st.unresolved_drop);
+    return wait_for(q, m, key, now, retry, make_ask(), q->st.unresolved_drop);
 }
 
 // Ethernet emulation: the destination of a frame by its destination MAC.
@@ -127,14 +136,17 @@ TxResult eth_dest(TxQueue *q, rte_mbuf *m, const std::uint8_t *frame, std::uint3
         }
         return group(q, m, g.value, mac, now, retry, d);
     }
-    Request ask{};
-    ask.kind = RequestKind::resolve;
-    std::memcpy(ask.mac, mac.raw.data(), 6);
-    if (is_lidqpn_mac(mac)) {
-        ask.lid = lidqpn_mac_lid(mac);
-        ask.qpn = lidqpn_mac_qpn(mac);
-    }
-    return neighbour(q, m, mac, now, retry, ask, d);
+    auto make_ask = [&mac] {
+        Request ask{};
+        ask.kind = RequestKind::resolve;
+        std::memcpy(ask.mac, mac.raw.data(), 6);
+        if (is_lidqpn_mac(mac)) {
+            ask.lid = lidqpn_mac_lid(mac);
+            ask.qpn = lidqpn_mac_qpn(mac);
+        }
+        return ask;
+    };
+    return neighbour(q, m, mac, now, retry, make_ask, d);
 }
 
 // --- ARP and ND translation on transmit ---
@@ -215,7 +227,7 @@ Translated translate(TxQueue *q, rte_mbuf *m, std::uint16_t et, std::uint8_t *bo
         if (alen >= wire::kEthArpLen && std::memcmp(arp, kArpEthIpv4, 6) == 0 &&
             (arp[14] | arp[15] | arp[16] | arp[17]) != 0)
             own_addr_seen(q, 4, arp + 14);
-        *sge = hca::Sge{reinterpret_cast<std::uintptr_t>(bounce), static_cast<std::uint32_t>(t.value), 0};
+        *sge = hca::Sge{reinterpret_cast<std::uintptr_t>(bounce), static_cast<std::uint32_t>(t.value), q->bounce_lkey};
         return Translated::yes;
     }
     if (et != wire::kEtherTypeIPv6 || m->nb_segs != 1 || l3len <= 40 || l3[6] != wire::kIpProtoIcmpv6)
@@ -232,7 +244,7 @@ Translated translate(TxQueue *q, rte_mbuf *m, std::uint16_t et, std::uint8_t *bo
     static constexpr std::uint8_t kUnspecified[16] = {};
     if (std::memcmp(l3 + 8, kUnspecified, 16) != 0)  // (duplicate address detection sends from ::)
         own_addr_seen(q, 6, l3 + 8);
-    *sge = hca::Sge{reinterpret_cast<std::uintptr_t>(bounce), static_cast<std::uint32_t>(t.value), 0};
+    *sge = hca::Sge{reinterpret_cast<std::uintptr_t>(bounce), static_cast<std::uint32_t>(t.value), q->bounce_lkey};
     return Translated::yes;
 }
 
@@ -243,21 +255,17 @@ Translated translate(TxQueue *q, rte_mbuf *m, std::uint16_t et, std::uint8_t *bo
 // cannot: the control thread joins (full member) or leaves their MGIDs. The
 // report itself is sent on as any frame. Only reports whose headers are in
 // the first segment are read.
-void snoop_membership(TxQueue *q, const std::uint8_t *l3, std::uint32_t len, std::uint16_t et) {
+[[gnu::noinline, gnu::cold]] void snoop_report(TxQueue *q, const std::uint8_t *l3, std::uint32_t len,
+                                                std::uint16_t et) {
     wire::Result<wire::GroupChanges> r;
     std::uint8_t family;
     if (et == wire::kEtherTypeIPv4) {
-        if (len < sizeof(rte_ipv4_hdr) || l3[9] != wire::kIpProtoIgmp)
-            return;
         const L3Info i = parse_l3(l3, len, et);
         if (!i.l4off)
             return;
         r = wire::parse_igmp(wire::Bytes(l3 + i.l4off, i.l4len));
         family = 4;
     } else if (et == wire::kEtherTypeIPv6) {
-        // MLD comes with a hop-by-hop header (router alert); other ICMPv6 may come without.
-        if (len < sizeof(rte_ipv6_hdr) || (l3[6] != kIpv6HopByHop && l3[6] != wire::kIpProtoIcmpv6))
-            return;
         const L3Info i = parse_l3(l3, len, et);
         if (!i.l4off || i.proto != wire::kIpProtoIcmpv6)
             return;
@@ -280,6 +288,23 @@ void snoop_membership(TxQueue *q, const std::uint8_t *l3, std::uint32_t len, std
         push_request(q->fp, ask);
         ++q->st.mcast_reports;
     }
+}
+
+// Per frame, two byte compares: only IGMP, or IPv6 with a hop-by-hop header
+// or ICMPv6 next (MLD comes with a router alert; other ICMPv6 may come
+// without), is looked at further (out of line: the big result stays off the
+// fast path's stack).
+inline void snoop_membership(TxQueue *q, const std::uint8_t *l3, std::uint32_t len, std::uint16_t et) {
+    if (et == wire::kEtherTypeIPv4) {
+        if (len < sizeof(rte_ipv4_hdr) || l3[9] != wire::kIpProtoIgmp)
+            return;
+    } else if (et == wire::kEtherTypeIPv6) {
+        if (len < sizeof(rte_ipv6_hdr) || (l3[6] != kIpv6HopByHop && l3[6] != wire::kIpProtoIcmpv6))
+            return;
+    } else {
+        return;
+    }
+    snoop_report(q, l3, len, et);
 }
 
 // --- work requests ---
@@ -336,7 +361,7 @@ TxResult tx_tso(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint32_t l2_hdr, std::
         }
         hca::Sge *sg = b.sge[b.n];
         std::uint32_t nsge = 0;
-        sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(slot), hlen, 0};
+        sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(slot), hlen, q->bounce_lkey};
         // The payload's pieces in the chain.
         std::uint32_t skip = off, left = seglen;
         const rte_mbuf *s = m;
@@ -346,7 +371,8 @@ TxResult tx_tso(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint32_t l2_hdr, std::
         }
         for (; s && left && nsge < hca::kMaxSendSge; s = s->next, skip = 0) {
             const std::uint32_t n = std::min<std::uint32_t>(s->data_len - skip, left);
-            sg[nsge++] = hca::Sge{rte_pktmbuf_mtod_offset(s, std::uintptr_t, skip), n, 0};
+            const auto at = rte_pktmbuf_mtod_offset(s, std::uintptr_t, skip);
+            sg[nsge++] = hca::Sge{at, n, data_lkey(q, at, n)};
             left -= n;
         }
         if (left) {  // more pieces than the gather list holds: copy the payload behind the headers
@@ -405,7 +431,7 @@ TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool ret
     wire::write_encap(wire::MutBytes(q->hdr[id].data(), wire::kEncapLen), et);
     hca::Sge *sg = b.sge[b.n];
     std::uint32_t nsge = 0;
-    sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(q->hdr[id].data()), wire::kEncapLen, 0};
+    sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(q->hdr[id].data()), wire::kEncapLen, q->hdr_lkey};
     switch (translate(q, m, et, bounce, now, &sg[nsge])) {
     case Translated::dropped: return TxResult::dropped;
     case Translated::yes: ++nsge; break;
@@ -420,13 +446,17 @@ TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool ret
                 return TxResult::dropped;
             }
             q->st.linearized += flat == bounce;
-            sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(flat), l3len, 0};
+            const auto at = reinterpret_cast<std::uintptr_t>(flat);
+            sg[nsge++] = hca::Sge{at, l3len, flat == bounce ? q->bounce_lkey : data_lkey(q, at, l3len)};
             break;
         }
-        sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(frame + kEthHdr),
-                              static_cast<std::uint32_t>(m->data_len - kEthHdr), 0};
-        for (rte_mbuf *s = m->next; s; s = s->next)
-            sg[nsge++] = hca::Sge{rte_pktmbuf_mtod(s, std::uintptr_t), s->data_len, 0};
+        const auto at = reinterpret_cast<std::uintptr_t>(frame + kEthHdr);
+        const auto len = static_cast<std::uint32_t>(m->data_len - kEthHdr);
+        sg[nsge++] = hca::Sge{at, len, data_lkey(q, at, len)};
+        for (rte_mbuf *s = m->next; s; s = s->next) {
+            const auto sat = rte_pktmbuf_mtod(s, std::uintptr_t);
+            sg[nsge++] = hca::Sge{sat, s->data_len, data_lkey(q, sat, s->data_len)};
+        }
         break;
     }
     add_wr(q, b, m, id, nsge, d, m->pkt_len);
@@ -463,13 +493,16 @@ TxResult tx_native(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool 
     } else {
         const wire::Mac key = gid == wire::Gid{} ? lidqpn_mac(a->lid, hw.qpn())
                                                  : wire::mac_from_guid(wire::guid_from_gid(gid));
-        Request ask{};
-        ask.kind = RequestKind::resolve;
-        std::memcpy(ask.gid, gid.raw.data(), 16);
-        std::memcpy(ask.mac, key.raw.data(), 6);
-        ask.lid = a->lid;
-        ask.qpn = hw.qpn();
-        r = neighbour(q, m, key, now, retry, ask, &d);
+        auto make_ask = [&] {
+            Request ask{};
+            ask.kind = RequestKind::resolve;
+            std::memcpy(ask.gid, gid.raw.data(), 16);
+            std::memcpy(ask.mac, key.raw.data(), 6);
+            ask.lid = a->lid;
+            ask.qpn = hw.qpn();
+            return ask;
+        };
+        r = neighbour(q, m, key, now, retry, make_ask, &d);
     }
     if (r != TxResult::sent)
         return r;
@@ -481,8 +514,10 @@ TxResult tx_native(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool 
     }
     hca::Sge *sg = b.sge[b.n];
     std::uint32_t nsge = 0;
-    for (rte_mbuf *s = m; s; s = s->next)
-        sg[nsge++] = hca::Sge{rte_pktmbuf_mtod(s, std::uintptr_t), s->data_len, 0};
+    for (rte_mbuf *s = m; s; s = s->next) {
+        const auto at = rte_pktmbuf_mtod(s, std::uintptr_t);
+        sg[nsge++] = hca::Sge{at, s->data_len, data_lkey(q, at, s->data_len)};
+    }
     add_wr(q, b, m, q->free_ids.back(), nsge, d, m->pkt_len);
     return TxResult::sent;
 }
@@ -544,9 +579,11 @@ TxResult tx_frame(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool r
 // send queue's, held), each completion goes back to the queue that posted it.
 void tx_flush_completions(TxQueue *q) noexcept {
     hca::Wc wc[kBurstMax];
+    rte_mbuf *done[kBurstMax];
     hca::Cq *cq = q->fp->tx_cqs[q->sq];
     int n;
     while ((n = cq->poll(wc, kBurstMax)) > 0) {
+        unsigned nd = 0;
         for (int i = 0; i < n; ++i) {
             const auto qi = static_cast<std::uint32_t>(wc[i].wr_id >> 32);
             TxQueue *o = qi == q->queue_id ? q : (qi < hca::kMaxQueues ? q->fp->txqs[qi] : nullptr);
@@ -555,11 +592,12 @@ void tx_flush_completions(TxQueue *q) noexcept {
                 continue;  // not a work request of ours: nothing to give back
             if (wc[i].status != hca::WcStatus::success)
                 ++o->st.errors;
-            rte_pktmbuf_free(o->inflight[id]);
+            done[nd++] = o->inflight[id];  // (null for a TSO segment but the last)
             o->inflight[id] = nullptr;
             o->free_ids.push_back(id);
             o->completed.store(o->completed.load(std::memory_order_relaxed) + 1, std::memory_order_release);
         }
+        rte_pktmbuf_free_bulk(done, nd);  // before the next poll: no mbuf is freed twice or late
     }
 }
 

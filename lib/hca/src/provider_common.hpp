@@ -114,6 +114,13 @@ class WcQueue {
         ++reserved_;
         return true;
     }
+    // Room for up to n: how many were reserved.
+    int reserve_n(int n) noexcept {
+        const std::size_t room = ring_.size() - count_ - reserved_;
+        const std::size_t k = static_cast<std::size_t>(n) < room ? static_cast<std::size_t>(n) : room;
+        reserved_ += k;
+        return static_cast<int>(k);
+    }
     void unreserve() noexcept { --reserved_; }
     void push_reserved(const Wc &wc) noexcept {
         --reserved_;
@@ -131,7 +138,7 @@ class WcQueue {
         int got = 0;
         while (got < n && count_) {
             wc[got++] = ring_[head_];
-            head_ = (head_ + 1) % ring_.size();
+            head_ = head_ + 1 == ring_.size() ? 0 : head_ + 1;
             --count_;
         }
         return got;
@@ -141,7 +148,8 @@ class WcQueue {
 
   private:
     void put(const Wc &wc) noexcept {
-        ring_[(head_ + count_) % ring_.size()] = wc;
+        const std::size_t i = head_ + count_;
+        ring_[i < ring_.size() ? i : i - ring_.size()] = wc;
         ++count_;
     }
     std::vector<Wc> ring_;

@@ -592,8 +592,13 @@ def s7_peer_killed(s):
            f"{delta(x1, x0, 'rx_hca_errors')}, hca_drop_no_buffer {delta(x1, x0, 'hca_drop_no_buffer')}; "
            f"from the restarted peer {g} in 1 s")
     s.check(held >= 1, "a sender was killed while writing into A's slot", caught)
-    s.check(held <= aborted <= held + 1, "each slot a killed sender held is completed as aborted and counted "
-            "(hca_drop_aborted; the first one's, if it held one), no other", (aborted, held, x1))
+    # A sender takes the slots for a burst's frames to one destination as one
+    # run (at most 64): a killed one may have held a whole run.
+    stalled = delta(x1, x0, "hca_drop_stalled")
+    s.check(held <= aborted + stalled <= kills * 64,
+            "each slot a killed sender held is completed in error and counted (hca_drop_aborted; hca_drop_stalled "
+            "for a run taken and not yet marked), at most a run per killed sender, no other",
+            (aborted, stalled, held, x1))
     s.check(delta(x1, x0, "rx_hca_errors") == aborted + delta(x1, x0, "hca_drop_stalled"),
             "every receive error is a dead or stalled sender's slot", x1)
     s.check(g > 100, "traffic resumes with the restarted peer", g)
@@ -654,11 +659,13 @@ def s9_receiver_stops_polling(s):
     s.check(rx_growth(a) > 100, "B's unicast frames reach A")
     a("stop")
     time.sleep(0.5)  # A's receive ring fills
+    # B's count is read inside the window of A's: every frame B sent between
+    # its two reads reached A's ring between A's (delivery is synchronous).
     xa0, xb0 = xs(a), xs(b)
     t0 = tx(b)
     fair_sleep(1.5)
-    xa1, xb1 = xs(a), xs(b)
     sent = tx(b) - t0
+    xa1, xb1 = xs(a), xs(b)
     t.note(f"9: A not polling for 1.5 s: B sent {sent}, A hca_drop_no_buffer +{delta(xa1, xa0, 'hca_drop_no_buffer')}"
            f", B tx_hca_errors +{delta(xb1, xb0, 'tx_hca_errors')}")
     s.check(sent > 1000, "the sender is not blocked by a receiver that stopped polling", sent)

@@ -192,6 +192,9 @@ def test_linux_stack(env):
     ports = replies.get("/ipoib/ports", {})
     t.ok(ports.get("1", {}).get("state") == "up" and ports["1"].get("mtu") == 2044,
          "telemetry: /ipoib/ports shows the port up with MTU 2044", ports)
+    # The software HCA cannot register DPDK's memory: no MR, no zero copy (lkey 0, copies as before).
+    t.eq((ports.get("1", {}).get("zero_copy"), ports.get("1", {}).get("hca_mrs")), ("off", 0),
+         "telemetry: on the software HCA the MR cache is empty and zero copy off")
     mcg = list((replies.get("/ipoib/mcg") or {}).values())
     t.ok(any(g.get("mgid") == "ff12:401b:ffff::ffff:ffff" and g.get("mlid") == "0xc000" for g in mcg),
          "telemetry: /ipoib/mcg,<port> lists the broadcast group with its MLID", mcg)

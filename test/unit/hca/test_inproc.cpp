@@ -503,3 +503,43 @@ TEST_CASE("inproc: a CQ shared by sends and loopback receives loses no send comp
     CHECK(recvs.size() + c.drop_no_buffer == 64);  // every message received or counted as dropped
     CHECK(c.rx_packets == recvs.size());
 }
+
+TEST_CASE("inproc: a receive in two scatter entries puts the GRH area apart from the message") {
+    Host a("sg2-a"), b("sg2-b", "", 16);
+    CHECK(b.ctx->caps().max_recv_sge == 2);
+    auto ah = a.ah_to(b);
+    // The GRH area in buffer 0, the message at an offset of buffer 1, and only 300 bytes of room there.
+    std::uint8_t *grh = b.pool, *msg = b.pool + kBuf + 100;
+    RecvWr wr{7, {reinterpret_cast<std::uintptr_t>(grh), kGrhLen, b.mr->lkey()},
+              {reinterpret_cast<std::uintptr_t>(msg), 300, b.mr->lkey()}, 2};
+    REQUIRE(b.qp->post_recv(&wr, 1) == 1);
+    std::memset(msg - 1, 0xee, 1);
+    const auto p = pattern(300, 3);
+    CHECK(a.send(ah.get(), b.qp->qp_num(), p).status == WcStatus::success);
+    auto r = b.recvs();
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].wr_id == 7);
+    CHECK(r[0].status == WcStatus::success);
+    CHECK(r[0].byte_len == kGrhLen + 300);
+    CHECK(std::memcmp(msg, p.data(), 300) == 0);
+    CHECK(msg[-1] == 0xee);                                       // nothing before the message's entry
+    CHECK(std::memcmp(grh + 8, a.gid().raw.data(), 16) == 0);   // the GRH in its own entry: source GID A's,
+    CHECK(std::memcmp(grh + 24, b.gid().raw.data(), 16) == 0);  // destination GID B's
+
+    // A message longer than the second entry: a length error, as with one buffer.
+    REQUIRE(b.qp->post_recv(&wr, 1) == 1);
+    CHECK(a.send(ah.get(), b.qp->qp_num(), pattern(301, 4)).status == WcStatus::success);
+    r = b.recvs();
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].status == WcStatus::loc_len_err);
+
+    // Refused: a first entry that is not exactly the GRH area, more entries than two, none.
+    RecvWr bad = wr;
+    bad.sge.length = kGrhLen + 4;
+    CHECK(b.qp->post_recv(&bad, 1) == -EINVAL);
+    bad = wr;
+    bad.num_sge = 3;
+    CHECK(b.qp->post_recv(&bad, 1) == -EINVAL);
+    bad.num_sge = 0;
+    CHECK(b.qp->post_recv(&bad, 1) == -EINVAL);
+}

@@ -155,6 +155,9 @@ TEST_CASE("offload: RX checksum verdicts as DPDK defines them") {
         CHECK(rx_cksum_flags(p.data(), p.size(), wire::kEtherTypeIPv4, true) ==
               (RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_GOOD));
         CHECK(rx_cksum_flags(p.data(), p.size(), wire::kEtherTypeIPv4, false) == RTE_MBUF_F_RX_IP_CKSUM_GOOD);
+        // A queue that did not enable IPV4_CKSUM gets no IP verdict (and pays nothing without L4 either).
+        CHECK(rx_cksum_flags(p.data(), p.size(), wire::kEtherTypeIPv4, true, false) == RTE_MBUF_F_RX_L4_CKSUM_GOOD);
+        CHECK(rx_cksum_flags(p.data(), p.size(), wire::kEtherTypeIPv4, false, false) == 0);
         p.back() ^= 0x40;  // payload corrupted
         CHECK(l4_verdict(p, wire::kEtherTypeIPv4) == RTE_MBUF_F_RX_L4_CKSUM_BAD);
         p = ipv4(proto, 33, 6);  // with options: the L4 header is further in

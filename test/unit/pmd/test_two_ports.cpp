@@ -34,12 +34,17 @@ EthPort probe(const std::string &name, const std::string &args) {
     return p;
 }
 
+// RX descriptors per queue. Zero copy (the in-process HCA registers any
+// memory, as a verbs device does): each started RX queue lends its HCA
+// receive queue this many mbufs of its pool until the port is closed.
+constexpr unsigned kRxDesc = 256;
+
 // Configured with conf, nrx RX and ntx TX queues of 256 descriptors, started.
 void start(const EthPort &p, rte_mempool *mp, const rte_eth_conf &conf, std::uint16_t nrx = 1,
            std::uint16_t ntx = 1) {
     REQUIRE(rte_eth_dev_configure(p.id, nrx, ntx, &conf) == 0);
     for (std::uint16_t q = 0; q < nrx; ++q)
-        REQUIRE(rte_eth_rx_queue_setup(p.id, q, 256, SOCKET_ID_ANY, nullptr, mp) == 0);
+        REQUIRE(rte_eth_rx_queue_setup(p.id, q, kRxDesc, SOCKET_ID_ANY, nullptr, mp) == 0);
     for (std::uint16_t q = 0; q < ntx; ++q)
         REQUIRE(rte_eth_tx_queue_setup(p.id, q, 256, SOCKET_ID_ANY, nullptr) == 0);
     REQUIRE(rte_eth_dev_start(p.id) == 0);
@@ -225,7 +230,7 @@ TEST_CASE("two ports in one process: txq_size smaller than the descriptors asked
     REQUIRE(rte_eth_tx_burst(a.id, 0, nullptr, 0) == 0);  // reaps completions
     drain(a.id);
     drain(b.id);
-    CHECK(rte_mempool_avail_count(mp) == avail);
+    CHECK(rte_mempool_avail_count(mp) == avail - 2 * kRxDesc);  // (the receive queues hold theirs)
     close(a);
     close(b);
     CHECK(rte_mempool_avail_count(mp) == avail);
@@ -582,7 +587,8 @@ TEST_CASE("two ports in one process: TX queues sharing the HCA's one send queue,
     const unsigned received = drain(b.id);
     CHECK(received + xstat(b.id, "hca_drop_no_buffer") == 2 * kPerQueue);  // each frame received or counted
     drain(a.id);
-    CHECK(rte_mempool_avail_count(mp) == avail);  // every completion found its queue's mbuf
+    // Every completion found its queue's mbuf (the receive queues hold theirs).
+    CHECK(rte_mempool_avail_count(mp) == avail - 2 * kRxDesc);
     close(a);
     close(b);
     CHECK(rte_mempool_avail_count(mp) == avail);
@@ -667,4 +673,265 @@ TEST_CASE("two ports in one process: the application sets the MAC; unicast arriv
     const EthPort n = probe("net_ipoib_tv", "provider=inproc,dev=unit-v,l2=ipoib");
     CHECK(rte_eth_dev_default_mac_addr_set(n.id, &mine) == -ENOTSUP);
     close(n);
+}
+
+TEST_CASE("two ports in one process: frames longer than rx_copy_max arrive in the HCA's buffer, which comes back "
+          "when freed; with every spare held, frames are copied") {
+    rte_mempool *mp = pool("lend", 512);
+    const unsigned avail = rte_mempool_avail_count(mp);
+    const EthPort a = up("net_ipoib_la", "provider=inproc,dev=lend-a", mp);
+    const EthPort b = up("net_ipoib_lb", "provider=inproc,dev=lend-b,rxq_size=16,zero_copy=0", mp);
+    const rte_ether_addr mac_a = mac_of(a.id), bcast = kBcast;
+
+    // Long: lent (an external buffer, the usual headroom, the bytes as sent, nothing copied).
+    const auto big = ipv4_udp(0x0affffff, 1000);
+    rte_mbuf *got = exchange(a.id, b.id, mbuf_with(mp, eth_frame(bcast, mac_a, big)));
+    REQUIRE(got);
+    CHECK(RTE_MBUF_HAS_EXTBUF(got));
+    CHECK(rte_pktmbuf_headroom(got) == RTE_PKTMBUF_HEADROOM);
+    auto f = bytes_of(got);
+    REQUIRE(f.size() == RTE_ETHER_HDR_LEN + big.size());
+    CHECK(std::equal(f.begin(), f.begin() + 6, bcast.addr_bytes));
+    CHECK(std::vector<std::uint8_t>(f.begin() + RTE_ETHER_HDR_LEN, f.end()) == big);
+    CHECK(xstat(b.id, "rx_lent_frames") == 1);
+    CHECK(xstat(b.id, "rx_copied_bytes") == 0);
+    rte_pktmbuf_free(got);
+
+    // Short (up to rx_copy_max, 128 by default): copied into the application's mbuf.
+    const auto small = ipv4_udp(0x0affffff, 20);
+    got = exchange(a.id, b.id, mbuf_with(mp, eth_frame(bcast, mac_a, small)));
+    REQUIRE(got);
+    CHECK(!RTE_MBUF_HAS_EXTBUF(got));
+    CHECK(xstat(b.id, "rx_copied_bytes") == RTE_ETHER_HDR_LEN + small.size());
+    rte_pktmbuf_free(got);
+
+    // The application keeps 40 long frames: 16 buffers posted + 16 spare per
+    // queue, so some are copied once the spares are gone; all arrive intact.
+    std::vector<rte_mbuf *> kept;
+    for (int i = 0; i < 40; ++i) {
+        auto ip = ipv4_udp(0x0affffff, 600 + static_cast<std::size_t>(i));
+        got = exchange(a.id, b.id, mbuf_with(mp, eth_frame(bcast, mac_a, ip)));
+        REQUIRE(got);
+        f = bytes_of(got);
+        CHECK(std::vector<std::uint8_t>(f.begin() + RTE_ETHER_HDR_LEN, f.end()) == ip);
+        kept.push_back(got);
+    }
+    const std::uint64_t exhausted = xstat(b.id, "rx_lend_exhausted");
+    CHECK(exhausted > 0);
+    CHECK(xstat(b.id, "rx_lent_frames") + exhausted == 1 + 40);
+    for (rte_mbuf *m : kept)
+        rte_pktmbuf_free(m);
+    kept.clear();
+    // Freed, the buffers are spares again: long frames are lent once more.
+    const std::uint64_t lent = xstat(b.id, "rx_lent_frames");
+    got = exchange(a.id, b.id, mbuf_with(mp, eth_frame(bcast, mac_a, big)));
+    REQUIRE(got);
+    CHECK(RTE_MBUF_HAS_EXTBUF(got));
+    CHECK(xstat(b.id, "rx_lent_frames") == lent + 1);
+
+    // Closed while the application still holds one: the pool stays until it is freed.
+    close(b);
+    f = bytes_of(got);
+    CHECK(std::vector<std::uint8_t>(f.begin() + RTE_ETHER_HDR_LEN, f.end()) == big);
+    rte_pktmbuf_free(got);
+    close(a);
+    CHECK(rte_mempool_avail_count(mp) == avail);  // every mbuf back
+}
+
+TEST_CASE("two ports in one process: rx_copy_max=0 lends every frame; small mbufs get chains instead") {
+    rte_mempool *mp = pool("lend0", 256);
+    rte_mempool *small_mp = pool("lend0_small", 256, RTE_PKTMBUF_HEADROOM + 256);
+    const EthPort a = up("net_ipoib_l0a", "provider=inproc,dev=lend0-a", mp);
+    const EthPort b = probe("net_ipoib_l0b", "provider=inproc,dev=lend0-b,rx_copy_max=0,zero_copy=0");
+    rte_eth_conf conf{};
+    conf.rxmode.offloads = RTE_ETH_RX_OFFLOAD_SCATTER;
+    start(b, small_mp, conf);
+    REQUIRE(wait_link(b.id, 3000));
+    const rte_ether_addr mac_a = mac_of(a.id), bcast = kBcast;
+    // 20 bytes of payload: lent even so (rx_copy_max=0).
+    const auto tiny = ipv4_udp(0x0affffff, 20);
+    rte_mbuf *got = exchange(a.id, b.id, mbuf_with(mp, eth_frame(bcast, mac_a, tiny)));
+    REQUIRE(got);
+    CHECK(RTE_MBUF_HAS_EXTBUF(got));
+    rte_pktmbuf_free(got);
+    // Longer than the application's 256-byte mbufs: a chain of them, copied.
+    const auto big = ipv4_udp(0x0affffff, 1000);
+    got = exchange(a.id, b.id, mbuf_with(mp, eth_frame(bcast, mac_a, big)));
+    REQUIRE(got);
+    CHECK(!RTE_MBUF_HAS_EXTBUF(got));
+    CHECK(got->nb_segs > 1);
+    const auto f = bytes_of(got);
+    CHECK(std::vector<std::uint8_t>(f.begin() + RTE_ETHER_HDR_LEN, f.end()) == big);
+    rte_pktmbuf_free(got);
+    close(a);
+    close(b);
+}
+
+TEST_CASE("two ports in one process: native mode lends long frames from their IPoIB header on, the sender in the "
+          "dynamic field") {
+    rte_mempool *mp = pool("lendn", 256);
+    const EthPort a = up("net_ipoib_lna", "provider=inproc,dev=lendn-a,l2=ipoib", mp);
+    const EthPort b = up("net_ipoib_lnb", "provider=inproc,dev=lendn-b,l2=ipoib,zero_copy=0", mp);
+    const int off = rte_pmd_ipoib_dynfield_offset();
+    REQUIRE(off >= 0);
+    // The IPoIB header (IPv4), then the datagram; to the partition's broadcast address.
+    const auto ip = ipv4_udp(0x0affffff, 900);
+    std::vector<std::uint8_t> frame{0x08, 0x00, 0x00, 0x00};
+    frame.insert(frame.end(), ip.begin(), ip.end());
+    rte_mbuf *m = mbuf_with(mp, frame);
+    static const std::uint8_t kBcastHw[20] = {0x00, 0xff, 0xff, 0xff, 0xff, 0x12, 0x40, 0x1b, 0xff, 0xff,
+                                              0,    0,    0,    0,    0,    0,    0xff, 0xff, 0xff, 0xff};
+    std::memcpy(rte_pmd_ipoib_addr(m, off)->hwaddr, kBcastHw, 20);
+    rte_pmd_ipoib_addr(m, off)->lid = 0;
+    rte_mbuf *got = exchange(a.id, b.id, m);
+    REQUIRE(got);
+    CHECK(RTE_MBUF_HAS_EXTBUF(got));
+    CHECK(bytes_of(got) == frame);
+    const auto *from = rte_pmd_ipoib_addr(got, off);
+    const std::uint32_t qpn = std::uint32_t{from->hwaddr[1]} << 16 | std::uint32_t{from->hwaddr[2]} << 8 | from->hwaddr[3];
+    CHECK(qpn != 0);  // A's QPN (the sender), not zero
+    CHECK(xstat(b.id, "rx_lent_frames") == 1);
+    rte_pktmbuf_free(got);
+    close(a);
+    close(b);
+}
+
+namespace {
+
+// An Ethernet ARP request from mac for 10.0.0.2, broadcast.
+std::vector<std::uint8_t> arp_request(const rte_ether_addr &mac) {
+    std::vector<std::uint8_t> f(kBcast.addr_bytes, kBcast.addr_bytes + 6);
+    f.insert(f.end(), mac.addr_bytes, mac.addr_bytes + 6);
+    const std::uint8_t arp[] = {0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1};
+    f.insert(f.end(), arp, arp + sizeof arp);
+    f.insert(f.end(), mac.addr_bytes, mac.addr_bytes + 6);
+    const std::uint8_t rest[] = {10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2};
+    f.insert(f.end(), rest, rest + sizeof rest);
+    return f;
+}
+
+// m as two segments (the first `first` bytes, then the rest).
+rte_mbuf *two_segments(rte_mempool *mp, const std::vector<std::uint8_t> &f, std::size_t first) {
+    rte_mbuf *h = mbuf_with(mp, std::vector<std::uint8_t>(f.begin(), f.begin() + static_cast<long>(first)));
+    rte_mbuf *t = mbuf_with(mp, std::vector<std::uint8_t>(f.begin() + static_cast<long>(first), f.end()));
+    REQUIRE(rte_pktmbuf_chain(h, t) == 0);
+    return h;
+}
+
+// Poll port until one frame arrives (others are freed).
+rte_mbuf *receive_one(std::uint16_t port, int ms = 2000) {
+    for (int i = 0; i < ms; ++i) {
+        rte_mbuf *burst[8];
+        const std::uint16_t n = rte_eth_rx_burst(port, 0, burst, 8);
+        if (n) {
+            rte_pktmbuf_free_bulk(burst + 1, n - 1u);
+            return burst[0];
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return nullptr;
+}
+
+} // namespace
+
+// The in-process HCA registers any memory and scatters a receive to two
+// entries, as a verbs device does: the driver receives into the RX queue's
+// own mbufs (zero copy) unless told not to (zero_copy=0).
+TEST_CASE("two ports in one process: zero copy receives into the queue's mbufs; zero_copy=0 copies") {
+    rte_mempool *mp = pool("two_ports", 2048);  // (the EAL has 128 MB: pools are shared by name)
+    const unsigned avail = rte_mempool_avail_count(mp);
+    const EthPort a = up("net_ipoib_tza", "provider=inproc,dev=unit-za", mp);
+    const EthPort b = up("net_ipoib_tzb", "provider=inproc,dev=unit-zb", mp);
+    const EthPort c = up("net_ipoib_tzc", "provider=inproc,dev=unit-zc,zero_copy=0,rx_copy_max=65535", mp);
+    // The receive queues of A and B hold kRxDesc of the pool's mbufs each; C's its own buffers.
+    CHECK(avail - rte_mempool_avail_count(mp) == 2 * kRxDesc);
+    const rte_ether_addr mac_a = mac_of(a.id);
+
+    // Broadcasts of several sizes, one of them in two segments: each arrives
+    // intact at B in place (the Ethernet header right in front of the L3
+    // header at the usual data offset, in an mbuf of the queue's pool) and at
+    // C copied into a fresh mbuf.
+    std::uint64_t c_bytes = 0;
+    const std::size_t sizes[] = {1, 100, 1000, 2044 - 28};
+    for (std::size_t n : sizes) {
+        for (bool chained : {false, true}) {
+            INFO("UDP payload " << n << (chained ? ", two segments" : ""));
+            const auto f = eth_frame(kBcast, mac_a, ipv4_udp(0x0affffff, n, IPPROTO_UDP));
+            rte_mbuf *m = chained ? two_segments(mp, f, 14 + 20) : mbuf_with(mp, f);
+            REQUIRE(rte_eth_tx_burst(a.id, 0, &m, 1) == 1);
+            rte_mbuf *at_b = receive_one(b.id), *at_c = receive_one(c.id);
+            drain(a.id);  // A's own copy, discarded
+            REQUIRE(at_b);
+            REQUIRE(at_c);
+            for (rte_mbuf *got : {at_b, at_c}) {
+                const auto g = bytes_of(got);
+                REQUIRE(g.size() == f.size());
+                CHECK(std::equal(g.begin(), g.begin() + 6, f.begin()));     // broadcast
+                CHECK(std::equal(g.begin() + 12, g.end(), f.begin() + 12));  // EtherType and the IPv4 packet
+                CHECK(got->nb_segs == 1);
+                CHECK(got->pool == mp);
+            }
+            CHECK(at_b->data_off == RTE_PKTMBUF_HEADROOM - RTE_ETHER_HDR_LEN);  // received where it lies
+            CHECK(at_c->data_off == RTE_PKTMBUF_HEADROOM);                      // appended into a new mbuf
+            c_bytes += f.size();
+            rte_pktmbuf_free(at_b);
+            rte_pktmbuf_free(at_c);
+        }
+    }
+    CHECK(xstat(b.id, "rx_copied_bytes") == 0);
+    CHECK(xstat(c.id, "rx_copied_bytes") == c_bytes);
+
+    // ARP is rewritten (20-byte IPoIB addresses to MACs) by copying, even with zero copy.
+    rte_mbuf *m = mbuf_with(mp, arp_request(mac_a));
+    REQUIRE(rte_eth_tx_burst(a.id, 0, &m, 1) == 1);
+    rte_mbuf *arp = receive_one(b.id);
+    drain(a.id);
+    drain(c.id);
+    REQUIRE(arp);
+    CHECK(arp->pkt_len == RTE_ETHER_HDR_LEN + 28);
+    CHECK(xstat(b.id, "rx_arp_translated") == 1);
+    CHECK(xstat(b.id, "rx_copied_bytes") == arp->pkt_len);
+    rte_pktmbuf_free(arp);
+
+    // The pool empty: B cannot refill the slot, so the frame is dropped
+    // (rx_nombuf) and the slot keeps its mbuf, which takes the next frame.
+    const auto f = eth_frame(kBcast, mac_a, ipv4_udp(0x0affffff, 300, IPPROTO_UDP));
+    rte_mbuf *first = mbuf_with(mp, f), *second = mbuf_with(mp, f);
+    REQUIRE(rte_eth_tx_burst(a.id, 0, &first, 1) == 1);  // (in B's receive queue at once: the HCA is in-process)
+    std::vector<rte_mbuf *> hoard;  // after the send: its completion gave its mbuf back
+    while (rte_mbuf *x = rte_pktmbuf_alloc(mp))
+        hoard.push_back(x);
+    rte_eth_stats sb{};
+    for (int i = 0; i < 2000 && sb.rx_nombuf == 0; ++i) {
+        CHECK(drain(b.id) == 0);
+        REQUIRE(rte_eth_stats_get(b.id, &sb) == 0);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    CHECK(sb.rx_nombuf == 1);
+    rte_pktmbuf_free_bulk(hoard.data(), static_cast<unsigned>(hoard.size()));
+    drain(a.id);
+    drain(c.id);
+    REQUIRE(rte_eth_tx_burst(a.id, 0, &second, 1) == 1);
+    rte_mbuf *after = receive_one(b.id);
+    REQUIRE(after);
+    CHECK(bytes_of(after).size() == f.size());
+    rte_pktmbuf_free(after);
+    drain(a.id);
+    drain(c.id);
+
+    // Sends completed and freed: what the pool misses is what the receive queues hold.
+    // (and each RX queue's cache of at most a burst of fresh mbufs, for frames it copies).
+    REQUIRE(rte_eth_tx_burst(a.id, 0, nullptr, 0) == 0);
+    const auto held = [&] { return avail - rte_mempool_avail_count(mp); };
+    CHECK(held() >= 2 * kRxDesc);
+    CHECK(held() <= 2 * kRxDesc + 3 * ipoib::pmd::kBurstMax);
+    // Stopped and started again: the same QP keeps its mbufs posted.
+    rte_eth_dev_stop(b.id);
+    REQUIRE(rte_eth_dev_start(b.id) == 0);
+    CHECK(held() >= 2 * kRxDesc);
+    CHECK(held() <= 2 * kRxDesc + 3 * ipoib::pmd::kBurstMax);
+    close(a);
+    close(b);
+    close(c);
+    CHECK(rte_mempool_avail_count(mp) == avail);  // every mbuf back, the posted ones too
 }

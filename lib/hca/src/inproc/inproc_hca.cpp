@@ -161,6 +161,8 @@ class InprocContext final : public common::ContextBase {
   public:
     ~InprocContext() override;
     bool open(const std::string &name, const ProviderOptions &opts, std::string *err);
+    // A receive may put the GRH area apart from the message (RecvWr::num_sge 2).
+    DeviceCaps caps() const noexcept override { return DeviceCaps{.max_recv_sge = kMaxRecvSge}; }
     int query_port(std::uint8_t port, PortAttr *out) noexcept override;
     int query_gid(std::uint8_t port, int index, Gid *out) noexcept override;
     int query_gid_type(std::uint8_t port, int index, GidType *out) noexcept override;
@@ -236,8 +238,10 @@ int InprocQp::post_recv(const RecvWr *wr, int n) noexcept {
     Guard g(fabric().lock);
     int i = 0;
     for (; i < n && rq_.size() < max_recv_; ++i) {
-        if (wr[i].sge.length < kGrhLen)
-            return i ? i : ctx_->fail(-EINVAL, "post_recv: buffer shorter than the 40-byte GRH area");
+        if (wr[i].num_sge < 1 || wr[i].num_sge > kMaxRecvSge || wr[i].sge.length < kGrhLen ||
+            (wr[i].num_sge == 2 && wr[i].sge.length != kGrhLen))
+            return i ? i : ctx_->fail(-EINVAL, "post_recv: buffer shorter than the 40-byte GRH area, or 2 entries "
+                                               "whose first is not exactly the GRH area");
         rq_.push_back(wr[i]);
     }
     return i;
@@ -323,8 +327,11 @@ void InprocQp::deliver(InprocQp &d, const SendWr &wr, std::uint32_t len, std::ui
         // wr_id, status, opcode, flags, SL, byte_len, QPN, source QPN, SLID (0 on Ethernet), P_Key index, RSS hash
         Wc w{r.wr_id, WcStatus::success, WcOpcode::recv, 0, ah.sl, kGrhLen + len,
              d.qpn_, qpn_, dev_->lid, d.pkey_index_, 0};
+        // One buffer: the GRH area, then the message. Two entries: each in its own.
         auto *buf = reinterpret_cast<std::uint8_t *>(static_cast<std::uintptr_t>(r.sge.addr));
-        if (kGrhLen + len > r.sge.length) {
+        const bool apart = r.num_sge == 2;
+        const std::uint32_t room = apart ? r.sge2.length : r.sge.length - kGrhLen;
+        if (len > room) {
             w.status = WcStatus::loc_len_err;
             ++pc.drop_too_long, ++qc.drop_too_long;
         } else {
@@ -332,7 +339,8 @@ void InprocQp::deliver(InprocQp &d, const SendWr &wr, std::uint32_t len, std::ui
                 common::write_grh(buf, ah, dev_->gid(), len);
                 w.wc_flags = kWcGrh;
             }
-            std::uint8_t *dst = buf + kGrhLen;
+            std::uint8_t *dst = apart ? reinterpret_cast<std::uint8_t *>(static_cast<std::uintptr_t>(r.sge2.addr))
+                                      : buf + kGrhLen;
             for (std::uint32_t i = 0; i < wr.num_sge; dst += wr.sg_list[i++].length)
                 std::memcpy(dst, reinterpret_cast<const void *>(static_cast<std::uintptr_t>(wr.sg_list[i].addr)),
                             wr.sg_list[i].length);

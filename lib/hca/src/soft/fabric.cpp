@@ -385,12 +385,15 @@ bool Fabric::free_segment(void *p) {
     return false;
 }
 
-bool Fabric::find_local(const void *addr, std::size_t len, std::uint32_t *key, std::uint8_t **base) const {
+bool Fabric::find_local(const void *addr, std::size_t len, std::uint32_t *key, std::uint8_t **base,
+                        std::size_t *size) const {
     const auto *a = static_cast<const std::uint8_t *>(addr);
     for (auto &s : local_)
         if (a >= s.base && a + len <= s.base + s.size && a + len >= a) {
             *key = s.key;
             *base = s.base;
+            if (size)
+                *size = s.size;
             return true;
         }
     return false;

@@ -36,7 +36,8 @@ class Fabric {
     void *alloc_segment(std::size_t len, std::string *err);
     bool free_segment(void *p);
     // The segment holding [addr, addr+len), or false.
-    bool find_local(const void *addr, std::size_t len, std::uint32_t *key, std::uint8_t **base) const;
+    bool find_local(const void *addr, std::size_t len, std::uint32_t *key, std::uint8_t **base,
+                    std::size_t *size = nullptr) const;
 
     // Base address of any process's segment (mapped on first use, and again
     // when its owner has allocated another under that index). nullptr if the

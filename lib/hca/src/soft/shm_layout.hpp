@@ -3,13 +3,15 @@
 // ("/ipoibsoft.<fabric>"), mapped by every process that opens a device on it.
 //
 // Ports, QPs and multicast groups live in fixed tables; the data path is
-// lock-free (CAS on slot state words, relaxed counters).
+// lock-free (one CAS per run of slots on a ring head, counters added per run).
 //
 // Receive queues are rings of posted buffer descriptors that *senders* fill:
-// a sender claims the next posted slot with one CAS, copies the message
-// straight into the receiver's buffer (shared memory the receiver allocated
-// with alloc_dma), writes the completion fields and marks the slot DONE with
-// a second CAS (which fails if the receiver gave up on it meanwhile). The
+// a sender takes a run of posted slots for a burst's messages to one
+// destination with one CAS on the ring's head, marks them CLAIMED, copies
+// each message straight into the receiver's buffer (shared memory the
+// receiver allocated with alloc_dma), writes the completion fields and marks
+// the slot DONE (plain stores: the slots are the sender's alone; it checks
+// first that the receiver has not given up on one meanwhile). The
 // receiving process completes slots in order from its CQ. A slot is never
 // reachable by two senders; a sender that dies or stalls holding one is
 // skipped by the receiver (see soft_hca.cpp).
@@ -28,7 +30,7 @@
 namespace ipoib::hca::soft {
 
 inline constexpr std::uint32_t kMagic = 0x49504f53;  // "IPOS"
-inline constexpr std::uint32_t kLayoutVersion = 6;
+inline constexpr std::uint32_t kLayoutVersion = 7;
 inline constexpr std::uint32_t kMaxProcs = 32;
 inline constexpr std::uint32_t kMaxPorts = 32;
 inline constexpr std::uint32_t kQpSlotBits = 7;
@@ -71,7 +73,9 @@ enum RxStatus : std::uint8_t {
     kRxBadBuffer = 2,  // the slot's buffer descriptor names no segment, or lies outside it
 };
 
-struct RqSlot {
+// One cache line each: a sender writing one slot and the receiver reading
+// the one before it never share a line.
+struct alignas(64) RqSlot {
     std::atomic<std::uint64_t> state;
     // Written by the receiver before POSTED:
     std::uint32_t seg_key;
@@ -88,7 +92,7 @@ struct RqSlot {
     std::uint8_t pad_;
     std::uint32_t rss_hash;  // with kWcRssHash
 };
-static_assert(sizeof(RqSlot) == 40);
+static_assert(sizeof(RqSlot) == 64);
 
 enum QpCounter : std::uint32_t {
     kQpTxPackets, kQpTxBytes, kQpTxErrors, kQpRxPackets, kQpRxBytes,
@@ -165,7 +169,7 @@ struct alignas(64) QpEntry {
     std::atomic<std::uint64_t> rss_key[kRssKeyLen / 8];
     std::atomic<std::uint8_t> rq_slot[kMaxQueues];
     std::atomic<std::uint8_t> reta[kRssRetaSize];
-    alignas(64) std::atomic<std::uint64_t> rq_head;  // first unclaimed index (a hint senders help along)
+    alignas(64) std::atomic<std::uint64_t> rq_head;  // first unclaimed index: senders take runs of slots by CAS on it
     alignas(64) std::atomic<std::uint64_t> counters[kQpCounterCount];
     alignas(64) RqSlot rq[kRqDepth];
 };

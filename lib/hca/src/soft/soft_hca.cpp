@@ -105,11 +105,19 @@ struct RecvRing {
     std::vector<std::uint32_t> lens;
     std::uint64_t tail = 0, cursor = 0;
     std::uint32_t idle_polls = 0;
+    // The local segment the last buffer posted lies in (seg_key 0: none yet).
+    std::uint32_t seg_key = 0;
+    const std::uint8_t *seg_base = nullptr, *seg_end = nullptr;
     // The claimed slot at the cursor, while it stays claimed: its state word,
     // polls, since when (ms) and when its sender was last checked.
     std::uint64_t stuck_word = 0;
     std::uint32_t stuck_polls = 0;
     std::uint64_t stuck_since = 0, stuck_checked = 0;
+    // The sender whose slot was last taken back (dead or stalled; owner 0: a
+    // run taken and never marked, below gone_head): its other slots go at once.
+    bool gone_valid = false, gone_dead = false;
+    std::uint32_t gone_owner = 0;
+    std::uint64_t gone_head = 0;
 };
 
 // Send completions are made by the sender itself (delivery is synchronous);
@@ -135,8 +143,9 @@ class SoftCq final : public Cq {
     void ack_notify() noexcept override;
     std::uint32_t serial() const noexcept { return serial_; }
 
-    // A send's completion place, reserved before the send is accepted (never dropped).
-    bool reserve_send() noexcept { return sends_.reserve(); }
+    // Completion places for up to n sends, reserved before they are accepted
+    // (never dropped): how many there were room for.
+    int reserve_sends(int n) noexcept { return sends_.reserve_n(n); }
     void push_send(const Wc &w) noexcept {
         sends_.push_reserved(w);
         if (armed_) [[unlikely]]
@@ -199,13 +208,22 @@ class SoftQp final : public Qp {
     }
 
   private:
-    void check_head(RecvRing &r) noexcept;
+    // Sends (a burst is cut into runs of at most kRunMax to one destination).
+    static constexpr std::uint32_t kRunMax = 64;
+    struct Tally;
+    void send_run(SendQueue &sq, const SendWr *wr, std::uint32_t n, Tally &sent) noexcept;
+    std::uint32_t find_port(SoftAh &ah, std::uint16_t dlid) noexcept;
+    std::uint32_t find_group(SoftAh &ah, std::uint16_t dlid) noexcept;
+    QpEntry *check_dest(std::uint32_t dst_slot, std::uint32_t dst_port, std::uint32_t qkey, std::uint64_t n) noexcept;
     QpEntry *pick_ring(QpEntry &d, const SendWr &wr, SendFlow &flow, std::uint32_t *hash, bool *hashed) noexcept;
-    void deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendWr &wr, std::uint32_t len,
-                 std::uint32_t qkey, const SoftAh &ah, SendFlow &flow) noexcept;
-    bool claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint32_t *lap) noexcept;
+    std::uint32_t claim_run(QpEntry &d, std::uint32_t depth, std::uint32_t want, std::uint64_t *first) noexcept;
+    void deliver_run(QpEntry &d, std::uint32_t dst_port, const SendWr *wr, const std::uint32_t *len, const bool *ok,
+                     std::uint32_t n, const SoftAh &ah) noexcept;
+    std::uint32_t qkey_of(const SendWr &wr) const noexcept;
+    void capture(const SendQueue &sq, const SendWr &wr, std::uint32_t len, std::uint32_t qkey) noexcept;
+    // Receives.
+    void check_head(RecvRing &r) noexcept;
     bool give_up_stuck(RecvRing &r, std::uint64_t w, std::uint64_t now, bool *dead) noexcept;
-    void send_one(SendQueue &sq, const SendWr &wr) noexcept;
 
     SoftContext *ctx_;
     QpEntry *e_;
@@ -677,7 +695,8 @@ QpCounters SoftQp::counters() const noexcept {
                       g(kQpRxBytes),       g(kQpDropNoBuffer), g(kQpDropQkey), g(kQpDropPkey),
                       g(kQpDropTooLong),   g(kQpDropPortDown), g(kQpDropAborted),
                       g(kQpRxBadSlot) /* rx_errors: the completions in error for a bad slot */,
-                      g(kQpRxBadSlot),     g(kQpDropStalled),  g(kQpTxLate)};
+                      g(kQpRxBadSlot),     g(kQpDropStalled),  g(kQpTxLate),
+                      0 /* tx_bounce_bytes: it reaches all memory */};
 }
 
 int SoftQp::post_recv_queue(std::uint32_t q, const RecvWr *wr, int n) noexcept {
@@ -689,17 +708,31 @@ int SoftQp::post_recv_queue(std::uint32_t q, const RecvWr *wr, int n) noexcept {
     for (; i < n; ++i) {
         if (r.tail - r.cursor >= r.depth)
             break;  // ring full
-        std::uint32_t key;
-        std::uint8_t *base;
-        const auto *addr = reinterpret_cast<const void *>(static_cast<std::uintptr_t>(wr[i].sge.addr));
-        if (wr[i].sge.length < kGrhLen || !ctx_->fabric.find_local(addr, wr[i].sge.length, &key, &base) ||
-            key != wr[i].sge.lkey)
-            return i ? i : ctx_->fail(-EINVAL, "post_recv: buffer not in a registered alloc_dma region, or "
-                                               "shorter than the 40-byte GRH area");
+        const auto *addr = reinterpret_cast<const std::uint8_t *>(static_cast<std::uintptr_t>(wr[i].sge.addr));
+        // The segment of the last buffer posted, else looked up.
+        if (wr[i].sge.lkey != r.seg_key || addr < r.seg_base || addr + wr[i].sge.length > r.seg_end ||
+            addr + wr[i].sge.length < addr) {
+            std::uint32_t key;
+            std::uint8_t *base;
+            std::size_t size = 0;
+            if (wr[i].sge.length < kGrhLen || !ctx_->fabric.find_local(addr, wr[i].sge.length, &key, &base, &size) ||
+                key != wr[i].sge.lkey)
+                return i ? i : ctx_->fail(-EINVAL, "post_recv: buffer not in a registered alloc_dma region, or "
+                                                   "shorter than the 40-byte GRH area");
+            r.seg_key = key;
+            r.seg_base = base;
+            r.seg_end = base + size;
+        }
+        if (wr[i].sge.length < kGrhLen)
+            return i ? i : ctx_->fail(-EINVAL, "post_recv: buffer shorter than the 40-byte GRH area");
+        if (wr[i].num_sge != 1)
+            return i ? i : ctx_->fail(-EINVAL, "post_recv: one buffer per receive (max_recv_sge 1)");
+        const std::uint32_t key = r.seg_key;
+        const std::uint8_t *const base = r.seg_base;
         const std::uint64_t idx = r.tail++;
         RqSlot &s = r.e->rq[idx % r.depth];
         s.seg_key = key;
-        s.offset = static_cast<std::uint32_t>(static_cast<const std::uint8_t *>(addr) - base);
+        s.offset = static_cast<std::uint32_t>(addr - base);
         s.length = wr[i].sge.length;
         r.wr_ids[idx % r.depth] = wr[i].wr_id;
         r.lens[idx % r.depth] = wr[i].sge.length;
@@ -736,10 +769,17 @@ int SoftQp::poll_recv(RecvRing &r, Wc *wc, int n) noexcept {
         const std::uint32_t i = static_cast<std::uint32_t>(r.cursor % r.depth);
         RqSlot &s = r.e->rq[i];
         const std::uint64_t w = s.state.load(std::memory_order_acquire);
+        __builtin_prefetch(&r.e->rq[(r.cursor + 1) % r.depth]);  // a sender's run fills slots in order
         Wc &c = wc[got];
         RxVerdict v = classify_rx_slot(w, lap);
         if (v == RxVerdict::done)
             v = parse_rx_fields(read_rx_slot(s, w), r.lens[i], &c);
+        // Posted, but the ring's head is past it: a sender took it in a run
+        // and has not marked it claimed yet (or died in between: it is held
+        // like a claimed slot of an unknown sender, taken back after stall_ms).
+        if (v == RxVerdict::wait && r.e->rq_head.load(std::memory_order_acquire) > r.cursor &&
+            r.e->rq_head.load(std::memory_order_relaxed) <= r.tail)
+            v = RxVerdict::claimed;
         if (v == RxVerdict::wait) {
             if (++r.idle_polls >= kIdlePollsBeforeHeadCheck)
                 check_head(r);
@@ -748,16 +788,28 @@ int SoftQp::poll_recv(RecvRing &r, Wc *wc, int n) noexcept {
         r.idle_polls = 0;
         if (v == RxVerdict::claimed) {
             // A sender is writing. If it stays that way: has it died, or stalled?
-            if (w != r.stuck_word) {
-                r.stuck_word = w;
-                r.stuck_polls = 0;
-                r.stuck_since = 0;
-            }
-            if (++r.stuck_polls % kStuckPollsPerClock != 0)
-                break;
+            // A sender holds a run of slots: once one of them was taken back,
+            // the rest of what it took before then goes at once (else a run
+            // would block the ring for a second per slot).
+            const std::uint32_t owner = slot_owner(w);
             bool dead = false;
-            if (!give_up_stuck(r, w, now_ms(), &dead))
-                break;
+            if (r.gone_valid && owner == r.gone_owner && (owner != 0 || r.cursor < r.gone_head)) {
+                dead = r.gone_dead;
+            } else {
+                if (w != r.stuck_word) {
+                    r.stuck_word = w;
+                    r.stuck_polls = 0;
+                    r.stuck_since = 0;
+                }
+                if (++r.stuck_polls % kStuckPollsPerClock != 0)
+                    break;
+                if (!give_up_stuck(r, w, now_ms(), &dead))
+                    break;
+                r.gone_valid = true;
+                r.gone_owner = owner;
+                r.gone_dead = dead;
+                r.gone_head = r.e->rq_head.load(std::memory_order_acquire);
+            }
             std::uint64_t expected = w;
             if (!s.state.compare_exchange_strong(expected, slot_word(lap, 0, kConsumed), std::memory_order_acq_rel)) {
                 if (++retries > kSlotRetriesPerPoll)
@@ -780,6 +832,8 @@ int SoftQp::poll_recv(RecvRing &r, Wc *wc, int n) noexcept {
             c = Wc{};
             c.status = WcStatus::general_err;
         } else {
+            if (r.gone_valid && slot_owner(w) == r.gone_owner) [[unlikely]]
+                r.gone_valid = false;  // the stalled sender is back
             s.state.store(slot_word(lap, 0, kConsumed), std::memory_order_release);
         }
         r.stuck_word = 0;
@@ -806,7 +860,7 @@ bool SoftQp::give_up_stuck(RecvRing &r, std::uint64_t w, std::uint64_t now, bool
     }
     if (now - r.stuck_checked >= kDeadCheckMs) {
         r.stuck_checked = now;
-        if (!ctx_->fabric.ident_alive(slot_owner(w))) {
+        if (slot_owner(w) != 0 && !ctx_->fabric.ident_alive(slot_owner(w))) {  // 0: taken in a run, not marked yet
             *dead = true;
             return true;
         }
@@ -814,10 +868,10 @@ bool SoftQp::give_up_stuck(RecvRing &r, std::uint64_t w, std::uint64_t now, bool
     return now - r.stuck_since >= ctx_->stall_ms;
 }
 
-// The ring head is a hint senders start from: garbage past what this process
-// posted would have them find no buffer for good (and one behind the cursor
-// would have them search). An idle receiver puts it back at the cursor;
-// a CAS, so a sender's own progress is never undone.
+// The ring head is where senders take slots from (claim_run): garbage past
+// what this process posted would have them find no buffer for good (and one
+// behind the cursor would have them search). An idle receiver puts it back
+// at the cursor; a CAS, so a sender's own progress is never undone.
 void SoftQp::check_head(RecvRing &r) noexcept {
     r.idle_polls = 0;
     std::uint64_t h = r.e->rq_head.load(std::memory_order_relaxed);
@@ -848,35 +902,56 @@ int SoftQp::detach_mcast(const Gid &mgid, std::uint16_t) noexcept {
     return r ? ctx_->fail(r, "detach_mcast: " + err) : 0;
 }
 
-bool SoftQp::claim(QpEntry &d, std::uint32_t depth, RqSlot **slot, std::uint32_t *lap_out) noexcept {
+// A run of up to `want` posted slots of ring d from its head, taken with one
+// CAS on the head (the only way a sender takes a slot, so a head CAS that
+// succeeds makes the run this sender's alone), then marked claimed by this
+// process with plain stores to lines the sender writes next anyway. Returns
+// how many it took (0: no buffer posted) and the first ring index in *first.
+std::uint32_t SoftQp::claim_run(QpEntry &d, std::uint32_t depth, std::uint32_t want, std::uint64_t *first) noexcept {
     const std::uint32_t me = ctx_->fabric.ident();
-    std::uint64_t h = d.rq_head.load(std::memory_order_acquire);
+    std::uint64_t seen = d.rq_head.load(std::memory_order_acquire);
+    std::uint64_t h = seen;
     for (std::uint32_t tries = 0; tries < 2 * depth + 2; ++tries) {
         const std::uint32_t lap = lap_of(h, depth);
-        RqSlot &s = d.rq[h % depth];
-        std::uint64_t w = s.state.load(std::memory_order_acquire);
+        const std::uint64_t w = d.rq[h % depth].state.load(std::memory_order_acquire);
         const std::int32_t ahead = lap_diff(slot_lap(w), lap);
         if (ahead == 0 && w == slot_word(lap, 0, kPosted)) {
-            if (s.state.compare_exchange_strong(w, slot_word(lap, me, kClaimed), std::memory_order_acq_rel)) {
-                // Help the head along (it only ever grows).
-                std::uint64_t cur = d.rq_head.load(std::memory_order_relaxed);
-                while (cur < h + 1 &&
-                       !d.rq_head.compare_exchange_weak(cur, h + 1, std::memory_order_acq_rel)) {
+            // How many posted slots follow (ring position and lap stepped, not divided).
+            const std::uint32_t pos0 = static_cast<std::uint32_t>(h % depth);
+            std::uint32_t k = 1, pos = pos0 + 1, l = lap;
+            for (; k < want && k < depth; ++k, ++pos) {
+                if (pos == depth) {
+                    pos = 0;
+                    ++l;
                 }
-                *slot = &s;
-                *lap_out = lap;
-                return true;
+                if (d.rq[pos].state.load(std::memory_order_acquire) != slot_word(l, 0, kPosted))
+                    break;
             }
-            continue;  // lost the race for this slot: look again
+            if (!d.rq_head.compare_exchange_strong(seen, h + k, std::memory_order_acq_rel)) {
+                h = seen;  // another sender (or the receiver's head check) moved it: look again from there
+                continue;
+            }
+            pos = pos0;
+            l = lap;
+            for (std::uint32_t i = 0; i < k; ++i, ++pos) {
+                if (pos == depth) {
+                    pos = 0;
+                    ++l;
+                }
+                d.rq[pos].state.store(slot_word(l, me, kClaimed), std::memory_order_relaxed);
+            }
+            *first = h;
+            return k;
         }
         if (ahead == 0)  // claimed, done or consumed in this lap (or garbage): the head is behind
             ++h;
-        else if (ahead > 0)  // our view of the head is a lap behind
-            h = std::max(h + 1, d.rq_head.load(std::memory_order_acquire));
-        else
-            return false;  // not posted yet: no buffer
+        else if (ahead > 0) {  // our view of the head is a lap behind
+            seen = d.rq_head.load(std::memory_order_acquire);
+            h = std::max(h + 1, seen);
+        } else
+            return 0;  // not posted yet: no buffer
     }
-    return false;
+    return 0;
 }
 
 // The ring a message for QP entry d goes to: d's own, or with RSS the
@@ -929,226 +1004,366 @@ QpEntry *SoftQp::pick_ring(QpEntry &d, const SendWr &wr, SendFlow &flow, std::ui
     return &r;
 }
 
-// Every value of the destination read from shared memory is bounded before it
-// indexes anything (rx_slot.hpp); a bad one drops the message, counted in the
-// destination QP's rx_bad_slot (and its port's, when the port is known).
-void SoftQp::deliver(std::uint32_t dst_slot, std::uint32_t dst_port, const SendWr &wr, std::uint32_t len,
-                     std::uint32_t qkey, const SoftAh &ah, SendFlow &flow) noexcept {
+// What a burst adds to shared counters, once per burst or run (never per message).
+struct SoftQp::Tally {
+    std::uint64_t packets = 0, bytes = 0;
+};
+
+// The destination QP entry of a unicast run, or why there is none (counted
+// here, once per run, n messages). Every value read from shared memory is
+// bounded before it indexes anything (rx_slot.hpp).
+QpEntry *SoftQp::check_dest(std::uint32_t dst_slot, std::uint32_t dst_port, std::uint32_t qkey,
+                            std::uint64_t n) noexcept {
     FabricShm *shm = ctx_->fabric.shm();
     QpEntry &d = shm->qps[dst_slot];
     if (!valid_port_idx(dst_port)) [[unlikely]] {
-        count(d.counters[kQpRxBadSlot]);
-        return;
+        count(d.counters[kQpRxBadSlot], n);
+        return nullptr;
     }
     PortEntry &dp = shm->ports[dst_port];
     if (dp.state.load(std::memory_order_acquire) != static_cast<std::uint8_t>(PortState::active)) {
-        count(dp.counters[kPortDropPortDown]);
-        count(d.counters[kQpDropPortDown]);
-        return;
+        count(dp.counters[kPortDropPortDown], n);
+        count(d.counters[kQpDropPortDown], n);
+        return nullptr;
     }
     if (!pkey_match(e_->pkey.load(std::memory_order_relaxed), d.pkey.load(std::memory_order_relaxed))) {
-        count(dp.counters[kPortDropPkey]);
-        count(d.counters[kQpDropPkey]);
-        return;
+        count(dp.counters[kPortDropPkey], n);
+        count(d.counters[kQpDropPkey], n);
+        return nullptr;
     }
     if (qkey != d.qkey.load(std::memory_order_relaxed)) {
-        count(dp.counters[kPortDropQkey]);
-        count(d.counters[kQpDropQkey]);
-        return;
+        count(dp.counters[kPortDropQkey], n);
+        count(d.counters[kQpDropQkey], n);
+        return nullptr;
     }
-    std::uint32_t hash = 0;
-    bool hashed = false;
-    QpEntry *ring = pick_ring(d, wr, flow, &hash, &hashed);
-    const std::uint32_t depth = ring ? ring->rq_depth.load(std::memory_order_relaxed) : 0;
-    if (!valid_rq_depth(depth)) [[unlikely]] {
-        count(dp.counters[kPortRxBadSlot]);
-        count(d.counters[kQpRxBadSlot]);
-        return;
-    }
-    RqSlot *s;
-    std::uint32_t lap;
-    if (!claim(*ring, depth, &s, &lap)) {
-        count(dp.counters[kPortDropNoBuffer]);
-        count(d.counters[kQpDropNoBuffer]);
-        return;
-    }
-    if (ctx_->fault_stall_after_claim) [[unlikely]] {
-        if (!ctx_->fault_stall_ms)
-            for (;;)
-                pause();  // die here, holding a claimed slot, when the test kills us
-        usleep(ctx_->fault_stall_ms * 1000);  // or come back late
-    }
-    // The receiver's buffer descriptor, each field read once and bounded by the segment it names.
-    const std::uint32_t key = load_once(s->seg_key), offset = load_once(s->offset), length = load_once(s->length);
-    std::uint32_t seg_size = 0;
-    std::uint8_t *base = ctx_->fabric.segment_base(key, &seg_size);
-    const RxStatus st = check_rx_buffer(offset, length, base ? seg_size : 0, len);
-    if (st == kRxOk) {
-        std::uint8_t *buf = base + offset;
-        if (ah.attr_.is_global) {
-            Gid sgid;
-            ctx_->query_gid(port_num_, 0, &sgid);
-            common::write_grh(buf, ah.attr_, sgid, len);
-        }
-        std::uint8_t *dst = buf + kGrhLen;
-        for (std::uint32_t i = 0; i < wr.num_sge; ++i) {
-            std::memcpy(dst, reinterpret_cast<const void *>(static_cast<std::uintptr_t>(wr.sg_list[i].addr)),
-                        wr.sg_list[i].length);
-            dst += wr.sg_list[i].length;
-        }
-        count(dp.counters[kPortRxPackets]);
-        count(dp.counters[kPortRxBytes], len);
-        count(d.counters[kQpRxPackets]);
-        count(d.counters[kQpRxBytes], len);
-    } else if (st == kRxTooLong) {
-        count(dp.counters[kPortDropTooLong]);
-        count(d.counters[kQpDropTooLong]);
-    }  // kRxBadBuffer: the receiver counts it when it completes the slot
-    // Finish only a slot still ours: a receiver that judged this process dead
-    // or stalled has taken it back, and may have posted it again since. Checked
-    // before the completion fields are written (a load of a line we own), and
-    // made sure of by the final CAS.
-    const std::uint64_t claimed = slot_word(lap, ctx_->fabric.ident(), kClaimed);
-    if (s->state.load(std::memory_order_acquire) != claimed) [[unlikely]] {
-        count(e_->counters[kQpTxLate]);
-        return;
-    }
-    s->status = st;
-    s->byte_len = kGrhLen + len;
-    s->src_qp = qpn_;
-    s->slid = shm->ports[port_idx_].lid.load(std::memory_order_relaxed);
-    s->sl = ah.attr_.sl & kMaxSl;
-    s->rss_hash = hash;
-    s->flags = static_cast<std::uint8_t>((ah.attr_.is_global ? kWcGrh : 0) | (hashed ? kWcRssHash : 0));
-    std::uint64_t expected = claimed;
-    if (!s->state.compare_exchange_strong(expected, slot_word(lap, ctx_->fabric.ident(), kDone),
-                                          std::memory_order_seq_cst)) [[unlikely]] {
-        count(e_->counters[kQpTxLate]);
-        return;
-    }
-    // A receiver waiting for an event on this ring: one datagram, by whoever clears the flag.
-    if (ring->notify_armed.load(std::memory_order_seq_cst) && ring->notify_armed.exchange(0, std::memory_order_seq_cst))
-        ctx_->signal_cq(ring->owner.load(std::memory_order_relaxed), ring->notify_cq.load(std::memory_order_relaxed));
+    return &d;
 }
 
-void SoftQp::send_one(SendQueue &sq, const SendWr &wr) noexcept {
+// n messages (all to QP entry d on port dst_port, each ok[i]) into d's receive
+// rings: consecutive messages for the same ring take their slots as one run
+// (claim_run), are copied into the receiver's buffers and published one by
+// one; the destination's counters are added once at the end.
+void SoftQp::deliver_run(QpEntry &d, std::uint32_t dst_port, const SendWr *wr, const std::uint32_t *len,
+                         const bool *ok, std::uint32_t n, const SoftAh &ah) noexcept {
+    FabricShm *shm = ctx_->fabric.shm();
+    PortEntry &dp = shm->ports[dst_port];
+    QpEntry *ring[kRunMax];
+    std::uint32_t hash[kRunMax];
+    bool hashed[kRunMax];
+    std::uint64_t bad = 0, no_buffer = 0, too_long = 0;
+    Tally rx;
+    // The ring of each message: d's own without RSS, else by its hash.
+    const bool rss = d.nrq.load(std::memory_order_acquire) != 0;
+    for (std::uint32_t i = 0; i < n; ++i) {
+        hash[i] = 0;
+        hashed[i] = false;
+        ring[i] = ok[i] ? &d : nullptr;
+        if (!ok[i] || !rss)
+            continue;
+        SendFlow flow;
+        ring[i] = pick_ring(d, wr[i], flow, &hash[i], &hashed[i]);
+        if (!ring[i]) [[unlikely]]
+            ++bad;
+    }
+    Gid sgid{};
+    if (ah.attr_.is_global)
+        ctx_->query_gid(port_num_, 0, &sgid);
+    const std::uint32_t me = ctx_->fabric.ident();
+    const std::uint16_t slid = shm->ports[port_idx_].lid.load(std::memory_order_relaxed);
+    std::uint32_t seg_key = 0, seg_size = 0;
+    std::uint8_t *seg_base = nullptr;
+    std::uint32_t i = 0;
+    while (i < n) {
+        if (!ring[i]) {
+            ++i;
+            continue;
+        }
+        QpEntry *r = ring[i];
+        std::uint32_t j = i + 1;
+        while (j < n && ring[j] == r)
+            ++j;
+        const std::uint32_t depth = r->rq_depth.load(std::memory_order_relaxed);
+        if (!valid_rq_depth(depth)) [[unlikely]] {
+            bad += j - i;
+            i = j;
+            continue;
+        }
+        std::uint64_t idx = 0;
+        const std::uint32_t got = claim_run(*r, depth, j - i, &idx);
+        no_buffer += (j - i) - got;
+        if (got && ctx_->fault_stall_after_claim) [[unlikely]] {
+            if (!ctx_->fault_stall_ms)
+                for (;;)
+                    pause();  // die here, holding claimed slots, when the test kills us
+            usleep(ctx_->fault_stall_ms * 1000);  // or come back late
+        }
+        std::uint32_t pos = got ? static_cast<std::uint32_t>(idx % depth) : 0;
+        std::uint32_t lap = got ? lap_of(idx, depth) : 0;
+        for (std::uint32_t k = 0; k < got; ++k, ++pos) {
+            const std::uint32_t m = i + k;
+            if (pos == depth) {
+                pos = 0;
+                ++lap;
+            }
+            RqSlot *s = &r->rq[pos];
+            if (k + 1 < got)
+                __builtin_prefetch(&r->rq[pos + 1 < depth ? pos + 1 : 0], 1);
+            // The receiver's buffer descriptor, each field read once and bounded by the segment it names.
+            const std::uint32_t key = load_once(s->seg_key), offset = load_once(s->offset),
+                                length = load_once(s->length);
+            // The receiver posts its buffers from one segment or few: the last one's mapping is kept.
+            if (key != seg_key || !seg_base) {
+                seg_key = key;
+                seg_base = ctx_->fabric.segment_base(key, &seg_size);
+            }
+            std::uint8_t *base = seg_base;
+            const RxStatus st = check_rx_buffer(offset, length, base ? seg_size : 0, len[m]);
+            if (st == kRxOk) {
+                std::uint8_t *buf = base + offset;
+                if (ah.attr_.is_global)
+                    common::write_grh(buf, ah.attr_, sgid, len[m]);
+                std::uint8_t *dst = buf + kGrhLen;
+                for (std::uint32_t g = 0; g < wr[m].num_sge; ++g) {
+                    const auto *src = reinterpret_cast<const std::uint8_t *>(
+                        static_cast<std::uintptr_t>(wr[m].sg_list[g].addr));
+                    const std::uint32_t l = wr[m].sg_list[g].length;
+                    if (l == 4)
+                        std::memcpy(dst, src, 4);  // an IPoIB header: no call
+                    else
+                        std::memcpy(dst, src, l);
+                    dst += l;
+                }
+                ++rx.packets;
+                rx.bytes += len[m];
+            } else if (st == kRxTooLong) {
+                ++too_long;
+            }  // kRxBadBuffer: the receiver counts it when it completes the slot
+            // Finish only a slot still ours: a receiver that judged this process
+            // dead or stalled has taken it back, and may have posted it again.
+            const std::uint64_t claimed = slot_word(lap, me, kClaimed);
+            if (s->state.load(std::memory_order_acquire) != claimed) [[unlikely]] {
+                count(e_->counters[kQpTxLate]);
+                continue;
+            }
+            s->status = st;
+            s->byte_len = kGrhLen + len[m];
+            s->src_qp = qpn_;
+            s->slid = slid;
+            s->sl = ah.attr_.sl & kMaxSl;
+            s->rss_hash = hash[m];
+            s->flags = static_cast<std::uint8_t>((ah.attr_.is_global ? kWcGrh : 0) | (hashed[m] ? kWcRssHash : 0));
+            s->state.store(slot_word(lap, me, kDone), std::memory_order_release);
+        }
+        // A receiver waiting for an event on this ring: one datagram, by whoever clears the flag.
+        if (got) {
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            if (r->notify_armed.load(std::memory_order_relaxed) &&
+                r->notify_armed.exchange(0, std::memory_order_seq_cst))
+                ctx_->signal_cq(r->owner.load(std::memory_order_relaxed),
+                                r->notify_cq.load(std::memory_order_relaxed));
+        }
+        i = j;
+    }
+    if (rx.packets) {
+        count(dp.counters[kPortRxPackets], rx.packets);
+        count(dp.counters[kPortRxBytes], rx.bytes);
+        count(d.counters[kQpRxPackets], rx.packets);
+        count(d.counters[kQpRxBytes], rx.bytes);
+    }
+    if (no_buffer) {
+        count(dp.counters[kPortDropNoBuffer], no_buffer);
+        count(d.counters[kQpDropNoBuffer], no_buffer);
+    }
+    if (too_long) {
+        count(dp.counters[kPortDropTooLong], too_long);
+        count(d.counters[kQpDropTooLong], too_long);
+    }
+    if (bad) [[unlikely]] {
+        count(dp.counters[kPortRxBadSlot], bad);
+        count(d.counters[kQpRxBadSlot], bad);
+    }
+}
+
+// The group slot of a multicast LID (the handle's cached one if still right).
+std::uint32_t SoftQp::find_group(SoftAh &ah, std::uint16_t dlid) noexcept {
+    FabricShm *shm = ctx_->fabric.shm();
+    std::uint32_t gi = ah.cached_idx.load(std::memory_order_relaxed);
+    if (gi < kMaxGroups && shm->groups[gi].mlid.load(std::memory_order_relaxed) == dlid &&
+        shm->groups[gi].state.load(std::memory_order_acquire) == kGroupLive)
+        return gi;
+    gi = kMaxGroups;
+    for (std::uint32_t i = 0; i < kMaxGroups; ++i)
+        if (shm->groups[i].state.load(std::memory_order_acquire) == kGroupLive &&
+            shm->groups[i].mlid.load(std::memory_order_relaxed) == dlid) {
+            gi = i;
+            break;
+        }
+    ah.cached_idx.store(gi, std::memory_order_relaxed);
+    return gi;
+}
+
+// The port slot of a unicast LID (the handle's cached one if still right).
+std::uint32_t SoftQp::find_port(SoftAh &ah, std::uint16_t dlid) noexcept {
+    FabricShm *shm = ctx_->fabric.shm();
+    std::uint32_t pi = ah.cached_idx.load(std::memory_order_relaxed);
+    if (pi < kMaxPorts && shm->ports[pi].lid.load(std::memory_order_relaxed) == dlid)
+        return pi;
+    pi = kMaxPorts;
+    for (std::uint32_t i = 0; i < kMaxPorts; ++i)
+        if (shm->ports[i].guid.load(std::memory_order_relaxed) && shm->ports[i].lid.load(std::memory_order_relaxed) == dlid) {
+            pi = i;
+            break;
+        }
+    ah.cached_idx.store(pi, std::memory_order_relaxed);
+    return pi;
+}
+
+// A run of n (<= kRunMax) sends with one address handle, destination QPN and
+// Q_Key: each checked (handle, gather list, port, MTU), the good ones
+// delivered (unicast: to one QP entry as a run; multicast: to every member),
+// then completed in order.
+void SoftQp::send_run(SendQueue &sq, const SendWr *wr, std::uint32_t n, Tally &sent) noexcept {
     FabricShm *shm = ctx_->fabric.shm();
     PortEntry &mp = shm->ports[port_idx_];
-    auto *ah = static_cast<SoftAh *>(wr.ah);
-    Wc c = common::send_wc(wr.wr_id, WcStatus::success, qpn_);
-    const std::uint32_t len = common::send_length(wr);
+    auto *ah = static_cast<SoftAh *>(wr[0].ah);
     const std::uint8_t mtu_code = mp.active_mtu.load(std::memory_order_relaxed);
-    const auto mtu = static_cast<Mtu>(mtu_code);
-
-    if (!ah || wr.num_sge > kMaxSendSge || !valid_mtu_code(mtu_code)) {
-        c.status = WcStatus::general_err;  // (an MTU code no process writes: the port entry is garbage)
-    } else if (mp.state.load(std::memory_order_acquire) != static_cast<std::uint8_t>(PortState::active)) {
-        c.status = WcStatus::loc_qp_op_err;
-        count(mp.counters[kPortTxPortDown]);
-    } else if (common::exceeds_mtu(len, mtu_bytes(mtu))) {
-        c.status = WcStatus::loc_len_err;
-        count(mp.counters[kPortTxMtuExceeded]);
-    }
-    if (c.status != WcStatus::success) {
-        count(e_->counters[kQpTxErrors]);
-        sq.cq->push_send(c);  // errors complete even when unsignaled, as in verbs
-        return;
-    }
-    SendFlow flow;
-
-    const std::uint32_t qkey = common::send_qkey(wr.remote_qkey, e_->qkey.load(std::memory_order_relaxed));
-    const std::uint16_t dlid = ah->attr_.dlid;
-    if (dlid >= kMulticastLidBase) {
-        // Multicast: every QP attached to the group, the sender's own port included.
-        std::uint32_t gi = ah->cached_idx.load(std::memory_order_relaxed);
-        if (gi >= kMaxGroups || shm->groups[gi].mlid.load(std::memory_order_relaxed) != dlid ||
-            shm->groups[gi].state.load(std::memory_order_acquire) != kGroupLive) {
-            gi = kMaxGroups;
-            for (std::uint32_t i = 0; i < kMaxGroups; ++i)
-                if (shm->groups[i].state.load(std::memory_order_acquire) == kGroupLive &&
-                    shm->groups[i].mlid.load(std::memory_order_relaxed) == dlid) {
-                    gi = i;
-                    break;
-                }
-            ah->cached_idx.store(gi, std::memory_order_relaxed);
+    const bool active = mp.state.load(std::memory_order_acquire) == static_cast<std::uint8_t>(PortState::active);
+    WcStatus status[kRunMax];
+    std::uint32_t len[kRunMax];
+    bool ok[kRunMax];
+    std::uint32_t good = 0;
+    std::uint64_t port_down = 0, mtu_exceeded = 0;
+    for (std::uint32_t i = 0; i < n; ++i) {
+        len[i] = common::send_length(wr[i]);
+        status[i] = WcStatus::success;
+        if (!ah || wr[i].num_sge > kMaxSendSge || !valid_mtu_code(mtu_code)) {
+            status[i] = WcStatus::general_err;  // (an MTU code no process writes: the port entry is garbage)
+        } else if (!active) {
+            status[i] = WcStatus::loc_qp_op_err;
+            ++port_down;
+        } else if (common::exceeds_mtu(len[i], mtu_bytes(static_cast<Mtu>(mtu_code)))) {
+            status[i] = WcStatus::loc_len_err;
+            ++mtu_exceeded;
         }
-        if (gi < kMaxGroups) {
-            GroupEntry &g = shm->groups[gi];
-            for (std::uint32_t w = 0; w < kMaxQps / 64; ++w) {
-                std::uint64_t bits = g.members[w].load(std::memory_order_acquire);
-                while (bits) {
-                    const std::uint32_t q = w * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits));
-                    bits &= bits - 1;
-                    const QpEntry &d = shm->qps[q];
-                    if (d.qpn.load(std::memory_order_acquire) > kQpnReserved)
-                        deliver(q, d.port_idx.load(std::memory_order_relaxed), wr, len, qkey, *ah, flow);
+        ok[i] = status[i] == WcStatus::success;
+        good += ok[i];
+    }
+    if (port_down)
+        count(mp.counters[kPortTxPortDown], port_down);
+    if (mtu_exceeded)
+        count(mp.counters[kPortTxMtuExceeded], mtu_exceeded);
+    if (good) {
+        const std::uint32_t qkey = common::send_qkey(wr[0].remote_qkey, e_->qkey.load(std::memory_order_relaxed));
+        const std::uint16_t dlid = ah->attr_.dlid;
+        if (dlid >= kMulticastLidBase) {
+            // Multicast: every QP attached to the group, the sender's own port included.
+            const std::uint32_t gi = find_group(*ah, dlid);
+            if (gi < kMaxGroups) {
+                GroupEntry &g = shm->groups[gi];
+                for (std::uint32_t w = 0; w < kMaxQps / 64; ++w) {
+                    std::uint64_t bits = g.members[w].load(std::memory_order_acquire);
+                    while (bits) {
+                        const std::uint32_t q = w * 64 + static_cast<std::uint32_t>(__builtin_ctzll(bits));
+                        bits &= bits - 1;
+                        const QpEntry &d = shm->qps[q];
+                        if (d.qpn.load(std::memory_order_acquire) <= kQpnReserved)
+                            continue;
+                        const std::uint32_t dport = d.port_idx.load(std::memory_order_relaxed);
+                        if (QpEntry *e = check_dest(q, dport, qkey, good))
+                            deliver_run(*e, dport, wr, len, ok, n, *ah);
+                    }
                 }
             }
+        } else {
+            const std::uint32_t pi = find_port(*ah, dlid);
+            const std::uint32_t rq = wr[0].remote_qpn;
+            const std::uint32_t q = qpn_slot(rq);
+            if (pi < kMaxPorts && rq > kQpnReserved && shm->qps[q].qpn.load(std::memory_order_acquire) == rq &&
+                shm->qps[q].port_idx.load(std::memory_order_relaxed) == pi) {
+                if (QpEntry *e = check_dest(q, pi, qkey, good))
+                    deliver_run(*e, pi, wr, len, ok, n, *ah);
+            } else {
+                count(pi < kMaxPorts ? shm->ports[pi].counters[kPortDropNoQp] : mp.counters[kPortDropNoQp],
+                      good);  // no port with that LID: lost in the fabric
+            }
         }
-    } else {
-        std::uint32_t pi = ah->cached_idx.load(std::memory_order_relaxed);
-        if (pi >= kMaxPorts || shm->ports[pi].lid.load(std::memory_order_relaxed) != dlid) {
-            pi = kMaxPorts;
-            for (std::uint32_t i = 0; i < kMaxPorts; ++i)
-                if (shm->ports[i].guid.load(std::memory_order_relaxed) &&
-                    shm->ports[i].lid.load(std::memory_order_relaxed) == dlid) {
-                    pi = i;
-                    break;
-                }
-            ah->cached_idx.store(pi, std::memory_order_relaxed);
+    }
+    std::uint64_t errors = 0;
+    for (std::uint32_t i = 0; i < n; ++i) {
+        if (!ok[i]) {
+            ++errors;
+            sq.cq->push_send(common::send_wc(wr[i].wr_id, status[i], qpn_));  // errors complete even when unsignaled
+            continue;
         }
-        const std::uint32_t q = qpn_slot(wr.remote_qpn);
-        if (pi < kMaxPorts && wr.remote_qpn > kQpnReserved &&
-            shm->qps[q].qpn.load(std::memory_order_acquire) == wr.remote_qpn &&
-            shm->qps[q].port_idx.load(std::memory_order_relaxed) == pi)
-            deliver(q, pi, wr, len, qkey, *ah, flow);
-        else if (pi < kMaxPorts)
-            count(shm->ports[pi].counters[kPortDropNoQp]);
+        if (ctx_->capture)
+            capture(sq, wr[i], len[i], qkey_of(wr[i]));
+        sq.psn = (sq.psn + 1) & 0xffffff;
+        ++sent.packets;
+        sent.bytes += len[i];
+        if (wr[i].signaled)
+            sq.cq->push_send(common::send_wc(wr[i].wr_id, WcStatus::success, qpn_));
         else
-            count(mp.counters[kPortDropNoQp]);  // no port with that LID: lost in the fabric
+            sq.cq->unreserve_send();
     }
-    if (ctx_->capture) {
-        UdPacketMeta m;
-        m.sl = ah->attr_.sl;
-        m.dlid = dlid;
-        m.slid = mp.lid.load(std::memory_order_relaxed);
-        m.pkey = e_->pkey.load(std::memory_order_relaxed);
-        m.dest_qp = wr.remote_qpn;
-        m.src_qp = qpn_;
-        m.qkey = qkey;
-        m.psn = sq.psn;
-        m.grh = ah->attr_.is_global;
-        m.traffic_class = ah->attr_.traffic_class;
-        m.flow_label = ah->attr_.flow_label;
-        m.hop_limit = ah->attr_.hop_limit;
-        ctx_->query_gid(port_num_, 0, &m.sgid);
-        m.dgid = ah->attr_.dgid;
-        ctx_->capture->record(m, wr.sg_list, wr.num_sge, len);
-    }
-    sq.psn = (sq.psn + 1) & 0xffffff;
-    count(mp.counters[kPortTxPackets]);
-    count(mp.counters[kPortTxBytes], len);
-    count(e_->counters[kQpTxPackets]);
-    count(e_->counters[kQpTxBytes], len);
-    if (wr.signaled)
-        sq.cq->push_send(c);
-    else
-        sq.cq->unreserve_send();
+    if (errors)
+        count(e_->counters[kQpTxErrors], errors);
+}
+
+std::uint32_t SoftQp::qkey_of(const SendWr &wr) const noexcept {
+    return common::send_qkey(wr.remote_qkey, e_->qkey.load(std::memory_order_relaxed));
+}
+
+void SoftQp::capture(const SendQueue &sq, const SendWr &wr, std::uint32_t len, std::uint32_t qkey) noexcept {
+    const PortEntry &mp = ctx_->fabric.shm()->ports[port_idx_];
+    const auto *ah = static_cast<const SoftAh *>(wr.ah);
+    UdPacketMeta m;
+    m.sl = ah->attr_.sl;
+    m.dlid = ah->attr_.dlid;
+    m.slid = mp.lid.load(std::memory_order_relaxed);
+    m.pkey = e_->pkey.load(std::memory_order_relaxed);
+    m.dest_qp = wr.remote_qpn;
+    m.src_qp = qpn_;
+    m.qkey = qkey;
+    m.psn = sq.psn;
+    m.grh = ah->attr_.is_global;
+    m.traffic_class = ah->attr_.traffic_class;
+    m.flow_label = ah->attr_.flow_label;
+    m.hop_limit = ah->attr_.hop_limit;
+    ctx_->query_gid(port_num_, 0, &m.sgid);
+    m.dgid = ah->attr_.dgid;
+    ctx_->capture->record(m, wr.sg_list, wr.num_sge, len);
 }
 
 // A work request is accepted only if its completion has a place in the send
-// CQ (reserved here; send_one uses it or gives it back): a full CQ stops the
-// burst and the count accepted is returned, as ibv_post_send stops at a full
-// send queue (ENOMEM). No completion is ever dropped.
+// CQ (reserved here, for the whole burst at once; send_run uses each place
+// or gives it back): a full CQ stops the burst and the count accepted is
+// returned, as ibv_post_send stops at a full send queue (ENOMEM). No
+// completion is ever dropped. Consecutive requests to one destination go as
+// a run (one claim of the receiver's slots, counters added once).
 int SoftQp::post_send_queue(std::uint32_t q, const SendWr *wr, int n) noexcept {
     if (q >= sqs_.size())
         return ctx_->fail(-EINVAL, "post_send_queue: QP " + qpn_text(qpn_) + " has no send queue " +
                                        std::to_string(q));
     SendQueue &sq = sqs_[q];
-    int i = 0;
-    for (; i < n && sq.cq->reserve_send(); ++i)
-        send_one(sq, wr[i]);
-    return i;
+    const auto accepted = static_cast<std::uint32_t>(sq.cq->reserve_sends(n < 0 ? 0 : n));
+    Tally sent;
+    std::uint32_t i = 0;
+    while (i < accepted) {
+        std::uint32_t j = i + 1;
+        while (j < accepted && j - i < kRunMax && wr[j].ah == wr[i].ah && wr[j].remote_qpn == wr[i].remote_qpn &&
+               wr[j].remote_qkey == wr[i].remote_qkey)
+            ++j;
+        send_run(sq, wr + i, j - i, sent);
+        i = j;
+    }
+    if (sent.packets) {
+        PortEntry &mp = ctx_->fabric.shm()->ports[port_idx_];
+        count(mp.counters[kPortTxPackets], sent.packets);
+        count(mp.counters[kPortTxBytes], sent.bytes);
+        count(e_->counters[kQpTxPackets], sent.packets);
+        count(e_->counters[kQpTxBytes], sent.bytes);
+    }
+    return static_cast<int>(accepted);
 }
 
 // The provider: options, defaults from the environment umad2sim uses.

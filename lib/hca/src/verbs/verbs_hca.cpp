@@ -7,9 +7,15 @@
 // ibv_post_send/ibv_post_recv/ibv_poll_cq, which call the device's ops.
 //
 // Per burst: one ibv_post_send / ibv_post_recv of a linked WR chain, one
-// ibv_poll_cq of up to 64 completions. Sends of unregistered memory (lkey 0)
-// go inline when they fit the QP's inline size, else through a registered
-// bounce ring owned by the QP (no allocation per packet).
+// ibv_poll_cq of up to 64 completions. A send that fits the QP's inline size
+// goes inline; a longer one whose entries all carry an lkey (memory the
+// caller registered: net_ipoib registers DPDK's memory, ipoib_mr.cpp) is
+// posted as its gather list, read by the device where it lies; one with
+// unregistered memory (lkey 0), or more entries than the QP gathers, is
+// copied into a registered bounce ring owned by the QP (no allocation per
+// packet), its bytes counted (QpCounters::tx_bounce_bytes). A receive may
+// have two scatter entries (the GRH area apart from the message), as
+// Linux's ipoib posts them.
 //
 // On an Ethernet (RoCE) port, attaching a QP to a multicast GID also joins
 // the matching IP multicast group on the port's netdev (IPV6_JOIN_GROUP, or
@@ -137,6 +143,7 @@ struct Counter {
 struct QpStats {
     std::uint32_t qpn = 0;
     Counter tx_packets, tx_bytes, tx_errors, rx_packets, rx_bytes, drop_too_long, rx_errors;
+    Counter tx_bounce_bytes;  // copied into the bounce ring (unregistered memory, too long for inline)
 };
 
 class VerbsContext;
@@ -293,8 +300,9 @@ class VerbsAh final : public Ah {
 class VerbsQp final : public Qp {
   public:
     VerbsQp(VerbsContext *ctx, ibv_qp *qp, VerbsCq *scq, VerbsCq *rcq, std::uint8_t port, std::uint32_t depth,
-            std::uint32_t max_inline, std::uint32_t mtu)
-        : ctx_(ctx), qp_(qp), scq_(scq), rcq_(rcq), port_(port), depth_(depth), max_inline_(max_inline), mtu_(mtu) {
+            std::uint32_t max_inline, std::uint32_t max_send_sge, std::uint32_t mtu)
+        : ctx_(ctx), qp_(qp), scq_(scq), rcq_(rcq), port_(port), depth_(depth), max_inline_(max_inline),
+          max_send_sge_(max_send_sge), mtu_(mtu) {
         stats_.qpn = qp->qp_num;
         scq_->add_owner(&stats_);
         if (rcq_ != scq_)
@@ -302,6 +310,7 @@ class VerbsQp final : public Qp {
     }
     ~VerbsQp() override;
     bool init_bounce();
+    void max_recv_sge(std::uint32_t n) { max_recv_sge_ = n; }
     void qkey(std::uint32_t k) { qkey_ = k; }
     std::uint32_t qp_num() const noexcept override { return qp_->qp_num; }
     int post_recv(const RecvWr *wr, int n) noexcept override;
@@ -319,6 +328,7 @@ class VerbsQp final : public Qp {
         c.rx_bytes = stats_.rx_bytes.get();
         c.drop_too_long = stats_.drop_too_long.get();
         c.rx_errors = stats_.rx_errors.get();
+        c.tx_bounce_bytes = stats_.tx_bounce_bytes.get();
         return c;  // the rest (no buffer, Q_Key, P_Key drops) the device does not report per QP
     }
 
@@ -328,6 +338,8 @@ class VerbsQp final : public Qp {
     VerbsCq *scq_, *rcq_;
     std::uint8_t port_;
     std::uint32_t depth_, max_inline_;
+    std::uint32_t max_recv_sge_ = 1;  // scatter entries per receive the QP was created with (1 or 2)
+    std::uint32_t max_send_sge_;  // gather entries the QP was created with (the device's limit, at most kMaxSendSge)
     std::uint32_t mtu_;  // the port's active MTU: a UD message must fit one packet
     std::uint32_t qkey_ = 0;  // the QP's Q_Key (for sends with kUseQpQkey)
     QpStats stats_;
@@ -343,6 +355,11 @@ class VerbsContext final : public common::ContextBase {
     ~VerbsContext() override;
     bool open(const std::string &device, std::string *err);
 
+    // Two-entry receives when the device scatters to two entries (every
+    // verbs device does; ibv_device_attr::max_sge says).
+    DeviceCaps caps() const noexcept override {
+        return DeviceCaps{.max_recv_sge = std::min<std::uint32_t>(kMaxRecvSge, max_sge_)};
+    }
     int query_port(std::uint8_t port, PortAttr *out) noexcept override;
     int query_gid(std::uint8_t port, int index, Gid *out) noexcept override;
     int query_gid_type(std::uint8_t port, int index, GidType *out) noexcept override;
@@ -373,6 +390,7 @@ class VerbsContext final : public common::ContextBase {
     ibv_pd *pd_ = nullptr;
     std::vector<std::uint8_t> link_layer_;
     std::vector<int> pkey_tbl_len_;
+    std::uint32_t max_sge_ = 1;  // ibv_device_attr::max_sge: scatter/gather entries per WR
     std::map<void *, std::size_t> dma_;
     int sock4_ = -1, sock6_ = -1;
     std::map<std::pair<std::array<std::uint8_t, 16>, unsigned>, int> ip_groups_;  // (mgid, ifindex) -> refs
@@ -408,25 +426,40 @@ bool VerbsQp::init_bounce() {
 int VerbsQp::post_recv(const RecvWr *wr, int n) noexcept {
     int done = 0;
     while (done < n) {
-        const int k = std::min(n - done, kChunk);
+        int k = std::min(n - done, kChunk);
         ibv_recv_wr w[kChunk];
-        ibv_sge s[kChunk];
+        ibv_sge s[kChunk][kMaxRecvSge];
+        bool refused = false;  // wr[done + k] has a scatter list the QP does not take
         for (int i = 0; i < k; ++i) {
             const RecvWr &r = wr[done + i];
-            s[i] = ibv_sge{r.sge.addr, r.sge.length, r.sge.lkey};
+            if (r.num_sge < 1 || r.num_sge > max_recv_sge_ || (r.num_sge == 2 && r.sge.length != kGrhLen)) {
+                k = i;
+                refused = true;
+                break;
+            }
+            s[i][0] = ibv_sge{r.sge.addr, r.sge.length, r.sge.lkey};
+            s[i][1] = ibv_sge{r.sge2.addr, r.sge2.length, r.sge2.lkey};
             w[i].wr_id = r.wr_id | kRecvTag;
-            w[i].sg_list = &s[i];
-            w[i].num_sge = 1;
-            w[i].next = i + 1 < k ? &w[i + 1] : nullptr;
+            w[i].sg_list = s[i];
+            w[i].num_sge = static_cast<int>(r.num_sge);
+            w[i].next = &w[i + 1];
         }
-        ibv_recv_wr *bad = nullptr;
-        const int rc = ibv_post_recv(qp_, w, &bad);
-        if (rc != 0) {
-            const int ok = bad ? static_cast<int>(bad - w) : 0;
-            ctx_->fail(-rc, std::string("ibv_post_recv: ") + std::strerror(rc));
-            return done + ok ? done + ok : -rc;
+        if (k > 0) {
+            w[k - 1].next = nullptr;
+            ibv_recv_wr *bad = nullptr;
+            const int rc = ibv_post_recv(qp_, w, &bad);
+            if (rc != 0) {
+                const int ok = bad ? static_cast<int>(bad - w) : 0;
+                ctx_->fail(-rc, std::string("ibv_post_recv: ") + std::strerror(rc));
+                return done + ok ? done + ok : -rc;
+            }
         }
         done += k;
+        if (refused) {
+            ctx_->fail(-EINVAL, "post_recv: " + std::to_string(wr[done].num_sge) + " scatter entries (the QP takes 1" +
+                                    (max_recv_sge_ > 1 ? " or 2, the first the 40-byte GRH area)" : ")"));
+            return done ? done : -EINVAL;
+        }
     }
     return done;
 }
@@ -446,6 +479,7 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
         ibv_send_wr w[kChunk];
         ibv_sge s[kChunk][kMaxSendSge];
         std::uint32_t lens[kChunk];
+        bool bounced[kChunk] = {};
         int built = 0, signaled = 0;
         const int room = scq_->send_room();
         bool too_long = false, cq_full = false;
@@ -455,7 +489,6 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
                 cq_full = true;  // its completion would not fit the send CQ: not taken (as ENOMEM)
                 break;
             }
-            const bool unreg = unregistered(r);
             const std::uint32_t total = common::send_length(r);
             // mtu_ <= 4096: whatever fits the MTU fits a bounce slot.
             if (common::exceeds_mtu(total, mtu_)) {
@@ -465,11 +498,15 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
             ibv_send_wr &x = w[built];
             std::memset(&x, 0, sizeof x);
             const std::uint32_t nsge = std::min(r.num_sge, kMaxSendSge);
-            if (!unreg || total <= max_inline_) {
+            // Small: inline (the device copies it into the WQE, registered or
+            // not). Registered and gatherable: the entries as they are. Else
+            // the bounce ring.
+            const bool inline_send = total <= max_inline_;
+            if (inline_send || (nsge <= max_send_sge_ && !unregistered(r))) {
                 for (std::uint32_t j = 0; j < nsge; ++j)
                     s[built][j] = ibv_sge{r.sg_list[j].addr, r.sg_list[j].length, r.sg_list[j].lkey};
                 x.num_sge = static_cast<int>(nsge);
-                if (unreg)
+                if (inline_send)
                     x.send_flags |= IBV_SEND_INLINE;
             } else {
                 // The slot of the send posted depth_ sends ago: the send queue had room, so it is done.
@@ -481,6 +518,7 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
                 }
                 s[built][0] = ibv_sge{reinterpret_cast<std::uintptr_t>(slot), total, bounce_mr_->lkey()};
                 x.num_sge = 1;
+                bounced[built] = true;
             }
             x.wr_id = r.wr_id;
             x.sg_list = s[built];
@@ -508,6 +546,8 @@ int VerbsQp::post_send(const SendWr *wr, int n) noexcept {
         }
         for (int i = 0; i < posted; ++i) {
             stats_.tx_bytes.add(lens[i]);
+            if (bounced[i])
+                stats_.tx_bounce_bytes.add(lens[i]);
             if (w[i].send_flags & IBV_SEND_SIGNALED)
                 scq_->sends_posted(1);
         }
@@ -660,6 +700,7 @@ bool VerbsContext::open(const std::string &device, std::string *err) {
         return false;
     }
     nports_ = da.phys_port_cnt;
+    max_sge_ = static_cast<std::uint32_t>(std::max(da.max_sge, 1));
     for (std::uint8_t p = 1; p <= nports_; ++p) {
         ibv_port_attr pa{};
         g_->query_port(ctx_, p, &pa);
@@ -818,8 +859,8 @@ std::unique_ptr<Qp> VerbsContext::create_ud_qp(const QpInit &init) noexcept {
     a.qp_type = IBV_QPT_UD;
     a.cap.max_send_wr = init.max_send_wr;
     a.cap.max_recv_wr = init.max_recv_wr;
-    a.cap.max_send_sge = kMaxSendSge;
-    a.cap.max_recv_sge = 1;
+    a.cap.max_send_sge = std::min(kMaxSendSge, max_sge_);
+    a.cap.max_recv_sge = std::min(kMaxRecvSge, max_sge_);
     a.cap.max_inline_data = kWantInline;
     ibv_qp *qp = g_->create_qp(pd_, &a);
     if (!qp) {  // the device may not do inline sends, or not that many
@@ -834,6 +875,7 @@ std::unique_ptr<Qp> VerbsContext::create_ud_qp(const QpInit &init) noexcept {
     ibv_port_attr pa{};
     g_->query_port(ctx_, init.port_num, &pa);
     auto q = std::make_unique<VerbsQp>(this, qp, scq, rcq, init.port_num, init.max_send_wr, a.cap.max_inline_data,
+                                       std::min(a.cap.max_send_sge, kMaxSendSge),
                                        128u << (pa.active_mtu ? pa.active_mtu : IBV_MTU_4096));
     ibv_qp_attr m{};
     m.qp_state = IBV_QPS_INIT;
@@ -862,6 +904,7 @@ std::unique_ptr<Qp> VerbsContext::create_ud_qp(const QpInit &init) noexcept {
     }
     if (!q->init_bounce())
         return nullptr;
+    q->max_recv_sge(std::min(a.cap.max_recv_sge, kMaxRecvSge));
     q->qkey(init.qkey);
     return q;
 }

@@ -162,16 +162,27 @@ struct Wc {
 
 // lkey 0 on a send: memory not registered with the device. The provider
 // sends it inline or through a registered bounce buffer of its own (the
-// software HCA reaches all of its process's memory anyway).
+// software HCA reaches all of its process's memory anyway). A send whose
+// every entry carries an lkey (memory registered with reg_mr) is read where
+// it lies; small sends may still go inline.
 struct Sge {
     std::uint64_t addr;
     std::uint32_t length;
     std::uint32_t lkey;
 };
 
+// A receive: one buffer (num_sge 1: the 40-byte GRH area first, then the
+// message), or two scatter entries as Linux ipoib posts them (num_sge 2:
+// `sge` takes the GRH area, exactly kGrhLen bytes, and `sge2` the message),
+// so that the message can land where its consumer wants it (an mbuf's data
+// room) wherever the GRH goes. Providers whose DeviceCaps::max_recv_sge is 1
+// refuse a 2-entry receive with -EINVAL.
+inline constexpr std::uint32_t kMaxRecvSge = 2;
 struct RecvWr {
     std::uint64_t wr_id;
-    Sge sge;  // one buffer, GRH area included (UD receives are single-SGE here)
+    Sge sge;             // the buffer (GRH area first), or with num_sge 2 the GRH area alone
+    Sge sge2{};          // num_sge 2: where the message after the GRH goes
+    std::uint32_t num_sge = 1;
 };
 
 class Ah;
@@ -232,6 +243,9 @@ struct DeviceCaps {
     std::uint32_t max_send_queues = 1;
     // Receive queues of one QP among which the HCA spreads arrivals (RSS).
     std::uint32_t max_recv_queues = 1;
+    // Scatter entries of one receive (RecvWr::num_sge): 2 where a receive may
+    // put the GRH area apart from the message.
+    std::uint32_t max_recv_sge = 1;
 };
 inline constexpr std::uint32_t kMaxQueues = 16;  // of either kind, on any provider
 
@@ -271,6 +285,11 @@ struct QpCounters {
     // sends of this QP that finished after the receiver had taken the slot back
     // (not delivered; the send itself completes as UD does, successfully).
     std::uint64_t drop_stalled, tx_late;
+    // Bytes of sends the provider copied into a buffer of its own because
+    // their memory was not registered with the device (lkey 0) and too long
+    // to go inline (verbs: its bounce ring). 0 where the device reaches all
+    // memory (the software HCAs).
+    std::uint64_t tx_bounce_bytes;
 };
 
 struct PortCounters {
