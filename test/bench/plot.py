@@ -92,7 +92,8 @@ def plot_mpps(plt, src, out):
     ax.set_xlabel("frame size (bytes)")
     ax.set_ylabel("Mpps received")
     ax.set_ylim(bottom=0)
-    ax.set_title(f"testpmd txonly -> rxonly, two processes ({nruns} run{'s' if nruns > 1 else ''} per point)")
+    ax.set_title(f"testpmd txonly -> rxonly, two processes ({nruns} run{'s' if nruns > 1 else ''} per point)\n"
+                 "wall-clock rates: they depend on what else the machine runs", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend()
     save(plt, fig, out, "pmd-mpps", src)

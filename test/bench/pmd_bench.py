@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -115,6 +116,10 @@ def main():
     with open(CSV, "w") as f:
         f.write("\n".join(rows) + "\n")
     print(f"CSV: {CSV}")
+    if all(all(res[s]) for res in (ipoib, memif) for s in SIZES):
+        shutil.rmtree(CWD, ignore_errors=True)
+    else:
+        print(f"a run received nothing: logs kept in {CWD}")
 
 
 if __name__ == "__main__":
