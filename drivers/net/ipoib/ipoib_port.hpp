@@ -250,7 +250,8 @@ struct Port {
     std::vector<TxQueue *> txq;
     std::uint64_t last_age_ms = 0;
     std::uint64_t learn_refused = 0;  // claims the SA contradicts (the GID is at another LID)
-    std::uint64_t table_full = 0;     // neighbours or senders not recorded: their probe window was full
+    std::uint64_t table_full = 0;     // neighbours or senders not recorded: neigh_max reached or their probe window full
+    std::uint64_t table_full_logged_ms = 0;  // when that was last logged
     std::uint64_t neigh_flushed = 0;  // neighbours whose path a flush dropped (resolved again)
     // IP groups the application receives (its IGMP/MLD reports, or the API):
     // joined as full members, kept across stop/start (no querier may ask again).

@@ -132,8 +132,8 @@ void add_neigh(rte_tel_data *d, int idx, const Neigh &n, std::uint64_t now) {
     rte_tel_data_add_dict_int(x, "lid", n.dlid);
     rte_tel_data_add_dict_int(x, "sl", n.sl);
     rte_tel_data_add_dict_string(x, "kind", n.is_static ? "static" : "learned");
-    const std::uint64_t last = std::max(n.used_ms.load(std::memory_order_relaxed), n.created_ms);
-    rte_tel_data_add_dict_u64(x, "idle_s", (now - last) / 1000);
+    const std::uint64_t last = n.used_ms.load(std::memory_order_relaxed);
+    rte_tel_data_add_dict_u64(x, "idle_s", now > last ? (now - last) / 1000 : 0);
     rte_tel_data_add_dict_container(d, std::to_string(idx).c_str(), x, 0);
 }
 
