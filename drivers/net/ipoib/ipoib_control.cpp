@@ -22,6 +22,12 @@ std::uint64_t now_ms() noexcept {
     return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
 }
 
+std::uint64_t now_us() noexcept {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000;
+}
+
 namespace {
 
 std::mutex g_mu;
@@ -271,6 +277,7 @@ void set_link(Port *p, bool up) {
     link.link_speed = up ? p->link_mbps.load(std::memory_order_relaxed) : RTE_ETH_SPEED_NUM_NONE;
     link.link_autoneg = RTE_ETH_LINK_FIXED;
     p->fp.link_up.store(up, std::memory_order_release);
+    (up ? p->link_up_us : p->link_down_us).store(now_us(), std::memory_order_relaxed);
     rte_eth_linkstatus_set(p->dev, &link);
     // The application's callback runs from the control thread's loop once Hca::mu is released.
     if (p->dev->data->dev_conf.intr_conf.lsc)

@@ -22,6 +22,8 @@ enum : std::uint32_t {
     // Bursts.
     kBurstMax = 64,          // completions polled, work requests built and posted per burst
     kPendingFlushBatch = 32, // held frames re-tried per burst (the rest wait for the next)
+    kTxPrefetchData = 4,     // tx_burst: frames ahead whose data is prefetched,
+    kTxPrefetchNeigh = 2,    // ... and whose neighbour slot is (by then their MAC is loaded)
 
     // Frames held while their destination is resolved or their group joined.
     kPendingMax = 64,        // per TX queue
@@ -89,5 +91,7 @@ extern int logtype_data;
 
 // Monotonic milliseconds (CLOCK_MONOTONIC; vDSO, no syscall).
 std::uint64_t now_ms() noexcept;
+// The same clock in microseconds.
+std::uint64_t now_us() noexcept;
 
 } // namespace ipoib::pmd

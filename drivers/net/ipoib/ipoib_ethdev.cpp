@@ -87,6 +87,7 @@ const std::uint32_t *supported_ptypes(rte_eth_dev *) noexcept { return kSupporte
 
 int dev_start(rte_eth_dev *dev) noexcept {
     Port *p = port_of(dev);
+    p->started_us.store(now_us(), std::memory_order_relaxed);
     std::lock_guard<std::mutex> lk(p->hca->mu);
     for (std::uint16_t i = 0; i < dev->data->nb_rx_queues; ++i)
         if (i >= p->rxq.size() || !p->rxq[i]) {

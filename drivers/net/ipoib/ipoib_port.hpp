@@ -264,6 +264,10 @@ struct Port {
     bool lsc_pending = false;  // a link change the application asked to hear of, not told yet
     hca::QpCounters hca_base{};  // HCA counters at the last xstats reset (they live in the HCA)
     bool started = false;
+    // When dev_start was called and the link last went up / down (CLOCK_MONOTONIC
+    // microseconds, the clock every process of the machine reads): telemetry
+    // /ipoib/ports, what test/bench/linkup-bench.sh measures.
+    std::atomic<std::uint64_t> started_us{0}, link_up_us{0}, link_down_us{0};
 };
 
 inline Port *port_of(const rte_eth_dev *dev) { return *static_cast<Port **>(dev->data->dev_private); }

@@ -57,6 +57,9 @@ void add_port(rte_tel_data *d, const Hca *h, const Port *p) {
     // Zero copy (set at dev_start): "tx+rx" (mbufs sent and received in place), "tx" (receives copied), "off".
     rte_tel_data_add_dict_string(x, "zero_copy", !p->fp.mrs ? "off" : p->rx_mbufs ? "tx+rx" : "tx");
     rte_tel_data_add_dict_u64(x, "hca_mrs", h->mrs.regions());  // DPDK memory registered with the HCA (MR cache)
+    rte_tel_data_add_dict_u64(x, "started_us", p->started_us.load(std::memory_order_relaxed));
+    rte_tel_data_add_dict_u64(x, "link_up_us", p->link_up_us.load(std::memory_order_relaxed));
+    rte_tel_data_add_dict_u64(x, "link_down_us", p->link_down_us.load(std::memory_order_relaxed));
     rte_tel_data_add_dict_container(d, std::to_string(p->fp.port_id).c_str(), x, 0);
 }
 
