@@ -592,9 +592,7 @@ void on_path(Hca *h, std::uint8_t port, const wire::Gid &dgid, std::uint16_t pke
     for (Port *p : h->ports) {
         if (!p->iface || p->cfg.port != port || (p->iface->pkey() & 0x7fff) != (pkey & 0x7fff))
             continue;
-        p->fp.neigh.for_each([&](Neigh &n) {
-            if (n.gid != dgid)
-                return;
+        p->fp.neigh.for_each_with_gid(dgid, [&](Neigh &n) {
             wire::Mac mac;
             std::memcpy(mac.raw.data(), n.mac, 6);
             if (st.ok() && rec && !p->fp.roce && n.state == NeighState::incomplete && n.dlid && n.dlid != rec->dlid) {

@@ -31,12 +31,26 @@ bool NeighTable::init(std::uint32_t max, int socket) noexcept {
     return true;
 }
 
+void NeighTable::regid(const std::uint8_t *m, const wire::Gid &before, const wire::Gid &after) noexcept {
+    wire::Mac mac;
+    std::memcpy(mac.raw.data(), m, 6);
+    if (before != wire::Gid{})
+        for (auto [it, end] = by_gid_.equal_range(before); it != end; ++it)
+            if (it->second == mac) {
+                by_gid_.erase(it);
+                break;
+            }
+    if (after != wire::Gid{})
+        by_gid_.emplace(after, mac);
+}
+
 void NeighTable::release() noexcept {
     rte_free(slots_);  // Neigh and RxIndex are trivially destructible
     rte_free(idx_);
     slots_ = nullptr;
     idx_ = nullptr;
     nslots_ = max_ = count_ = indexed_ = 0;
+    by_gid_.clear();
 }
 
 const char *to_string(NeighState s) noexcept {
@@ -93,6 +107,7 @@ Neigh *NeighTable::find_or_add(const wire::Mac &mac) noexcept {
 // cluster. Readers may miss an entry for the duration (they then ask again).
 void NeighTable::remove(Neigh *n) noexcept {
     std::uint32_t i = static_cast<std::uint32_t>(n - slots_);
+    regid(n->mac, n->gid, wire::Gid{});
     seq_write(*n, [](Neigh &e) { e.state = NeighState::empty; });
     --count_;
     for (std::uint32_t j = next(i); slots_[j].state != NeighState::empty; j = next(j)) {
@@ -160,6 +175,7 @@ void NeighTable::clear() noexcept {
             seq_write(idx_[i], [](RxIndex &e) { e.used = kIndexEmpty; });
     }
     count_ = indexed_ = 0;
+    by_gid_.clear();
 }
 
 void NeighTable::unindex(std::uint16_t lid, std::uint32_t qpn) noexcept {

@@ -16,6 +16,8 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <unordered_map>
+#include <vector>
 
 #include "ipoib/hca/hca.hpp"
 #include "ipoib/wire.hpp"
@@ -188,7 +190,10 @@ class NeighTable {
     Neigh *find_or_add(const wire::Mac &mac) noexcept;
     template <class F>
     void write(Neigh *n, F &&fn) noexcept {
+        const wire::Gid before = n->gid;
         seq_write(*n, fn);
+        if (n->gid != before)
+            regid(n->mac, before, n->gid);
     }
     void remove(Neigh *n) noexcept;
     void clear() noexcept;  // every neighbour and sender forgotten (the QP is made again)
@@ -200,6 +205,17 @@ class NeighTable {
         for (std::uint32_t i = 0; i < nslots_; ++i)
             if (slots_[i].state != NeighState::empty)
                 fn(slots_[i]);
+    }
+    // Every neighbour with this GID (a path answer's), without walking the
+    // table: fn may write them (not add or remove neighbours).
+    template <class F>
+    void for_each_with_gid(const wire::Gid &gid, F &&fn) noexcept {
+        std::vector<wire::Mac> macs;
+        for (auto [it, end] = by_gid_.equal_range(gid); it != end; ++it)
+            macs.push_back(it->second);
+        for (const wire::Mac &m : macs)
+            if (Neigh *n = find(m); n && n->gid == gid)
+                fn(*n);
     }
 
     // Home slots: a multiplicative hash of the key, its top 32 bits scaled to
@@ -219,6 +235,17 @@ class NeighTable {
         return static_cast<std::uint32_t>((h * nslots_) >> 32);
     }
     std::uint32_t next(std::uint32_t i) const noexcept { return i + 1 == nslots_ ? 0 : i + 1; }
+    // The neighbour known by `mac` had GID `before`, has `after` now (zero: none).
+    void regid(const std::uint8_t *mac, const wire::Gid &before, const wire::Gid &after) noexcept;
+
+    struct GidHash {
+        std::size_t operator()(const wire::Gid &g) const noexcept {
+            std::uint64_t a, b;
+            std::memcpy(&a, g.raw.data(), 8);
+            std::memcpy(&b, g.raw.data() + 8, 8);
+            return static_cast<std::size_t>((a ^ b * 0x9e3779b97f4a7c15ull) >> 16);
+        }
+    };
 
     Neigh *slots_ = nullptr;
     RxIndex *idx_ = nullptr;
@@ -226,6 +253,8 @@ class NeighTable {
     std::uint32_t max_ = 0;
     std::uint32_t count_ = 0;    // neighbours (control thread)
     std::uint32_t indexed_ = 0;  // live senders (control thread)
+    // Control thread: the MACs of the neighbours with a (non-zero) GID, by GID.
+    std::unordered_multimap<wire::Gid, wire::Mac, GidHash> by_gid_;
 };
 
 // --- joined multicast groups ---

@@ -2,6 +2,7 @@
 // The fast path's address tables: neighbours, receive index, groups.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <thread>
@@ -163,6 +164,44 @@ TEST_CASE("receive index: 100,000 senders, and no more than neigh_max") {
     CHECK(found == kMax);
     t->unindex(lid(5), 0x105);
     CHECK(t->index(1, 0xffffff, mac(kMax)));  // room again
+}
+
+TEST_CASE("neighbour table: the neighbours of a GID (a path answer's) among 100,000, as GIDs change and go") {
+    constexpr std::uint32_t kMax = 100000;
+    auto t = table(kMax);
+    auto gid = [](std::uint32_t i) {
+        wire::Gid g{};
+        g.raw[0] = 0xfe;
+        g.raw[1] = 0x80;
+        for (int k = 0; k < 4; ++k)
+            g.raw[12 + k] = static_cast<std::uint8_t>(i >> (8 * (3 - k)));
+        return g;
+    };
+    for (std::uint32_t i = 0; i < kMax; ++i) {
+        Neigh *n = t->find_or_add(mac(i));
+        REQUIRE(n);
+        t->write(n, [&](Neigh &e) { e.gid = gid(i / 2); });  // two MACs per GID (e.g. a GUID MAC and a LID/QPN one)
+    }
+    auto macs_of = [&](std::uint32_t g) {
+        std::vector<wire::Mac> out;
+        t->for_each_with_gid(gid(g), [&](Neigh &n) {
+            wire::Mac m;
+            std::memcpy(m.raw.data(), n.mac, 6);
+            out.push_back(m);
+        });
+        std::sort(out.begin(), out.end(), [](const wire::Mac &a, const wire::Mac &b) { return a.raw < b.raw; });
+        return out;
+    };
+    CHECK(macs_of(777) == std::vector<wire::Mac>{mac(1554), mac(1555)});
+    t->remove(t->find(mac(1554)));  // gone: not found by its GID
+    CHECK(macs_of(777) == std::vector<wire::Mac>{mac(1555)});
+    t->write(t->find(mac(1555)), [&](Neigh &e) { e.gid = gid(kMax); });  // moved to another GID
+    CHECK(macs_of(777).empty());
+    CHECK(macs_of(kMax) == std::vector<wire::Mac>{mac(1555)});
+    put(*t, mac(1554), 1, 1);  // back, without a GID yet
+    CHECK(macs_of(777).empty());
+    t->clear();
+    CHECK(macs_of(kMax).empty());
 }
 
 TEST_CASE("neighbour table: not initialised, it holds and finds nothing") {
