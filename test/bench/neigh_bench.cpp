@@ -255,8 +255,8 @@ int main(int argc, char **argv) {
     const double base_med = median(results[0].ns);
     FILE *out = csv ? std::fopen(csv, "w") : nullptr;
     if (out)
-        std::fprintf(out, "neighbours,runs,packets_per_run,ns_per_packet_min,ns_per_packet_median,"
-                          "ns_per_packet_max,ratio_min_to_n10,ratio_median_to_n10\n");
+        std::fprintf(out, "neighbours,ns_per_packet,ns_per_packet_min,ns_per_packet_max,ratio_to_n10,"
+                          "ratio_min_to_n10,runs,packets_per_run,pages\n");
     std::printf("%10s %12s %12s %12s %14s %14s\n", "N", "ns/pkt min", "ns/pkt med", "ns/pkt max", "min/min(N=10)",
                 "med/med(N=10)");
     for (const Result &res : results) {
@@ -265,8 +265,8 @@ int main(int argc, char **argv) {
         const double md = median(res.ns);
         std::printf("%10u %12.1f %12.1f %12.1f %14.3f %14.3f\n", res.n, mn, md, mx, mn / base_min, md / base_med);
         if (out)
-            std::fprintf(out, "%u,%d,%llu,%.2f,%.2f,%.2f,%.4f,%.4f\n", res.n, runs,
-                         static_cast<unsigned long long>(packets), mn, md, mx, mn / base_min, md / base_med);
+            std::fprintf(out, "%u,%.2f,%.2f,%.2f,%.4f,%.4f,%d,%llu,%s\n", res.n, md, mn, mx, md / base_med,
+                         mn / base_min, runs, static_cast<unsigned long long>(packets), huge_dir.empty() ? "4k" : "2m");
     }
     if (out)
         std::fclose(out);
