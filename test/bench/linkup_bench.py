@@ -29,6 +29,7 @@ CSV = sys.argv[4] if len(sys.argv) > 4 else None
 CWD = tempfile.mkdtemp(prefix="linkup-bench-", dir=os.path.dirname(os.path.dirname(PMD)))
 PREFIX = f"lub{os.getpid()}"
 TIMEOUT = 30.0
+KEEP = ["--keep"] if os.environ.get("LINKUP_BENCH_KEEP") else []  # keep the fabric directory (OpenSM log)
 
 
 def now_us():
@@ -81,7 +82,7 @@ def summary(name, ms):
 
 
 def main():
-    env = json.loads(subprocess.run([FABRIC, "up", "--format", "json", "--hcas", "1", "--owner", str(os.getpid())],
+    env = json.loads(subprocess.run([FABRIC, "up", "--format", "json", "--hcas", "1", "--owner", str(os.getpid())] + KEEP,
                                     capture_output=True, text=True, check=True).stdout)
     sockname = env["IBSIM_SOCKNAME"]
     rows = []
