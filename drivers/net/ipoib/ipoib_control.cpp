@@ -22,6 +22,12 @@ std::uint64_t now_ms() noexcept {
     return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
 }
 
+std::uint64_t now_us() noexcept {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000;
+}
+
 namespace {
 
 std::mutex g_mu;
@@ -61,11 +67,26 @@ hca::Ah *get_ah(Port *p, std::uint16_t dlid, std::uint8_t sl, const wire::Gid *d
 
 constexpr std::uint8_t kUnicastHopLimit = 64;
 
+// A neighbour or sender the table had no room for (neigh_max reached, or its
+// probe window full): counted always (xstat neigh_table_full), logged at most
+// every kTableFullLogMs.
+void count_table_full(Port *p, const char *what, const wire::Mac &mac) {
+    ++p->table_full;
+    const std::uint64_t now = now_ms();
+    if (p->table_full_logged_ms && now - p->table_full_logged_ms < kTableFullLogMs)
+        return;
+    p->table_full_logged_ms = now;
+    IPOIB_LOG(WARNING, "%s: neighbour table full (%u of neigh_max=%u held, %" PRIu64 " refused so far): "
+              "%s %02x:%02x:%02x:%02x:%02x:%02x not recorded", p->name.c_str(), p->fp.neigh.size(),
+              p->fp.neigh.capacity(), p->table_full, what, mac.raw[0], mac.raw[1], mac.raw[2], mac.raw[3],
+              mac.raw[4], mac.raw[5]);
+}
+
 void neigh_set(Port *p, const wire::Mac &mac, NeighState state, std::uint16_t dlid, std::uint32_t qpn,
                const wire::Gid &gid, std::uint8_t sl, bool is_static) {
     Neigh *n = p->fp.neigh.find_or_add(mac);
     if (!n) {
-        ++p->table_full;
+        count_table_full(p, "neighbour", mac);
         return;
     }
     // RoCE: the neighbour is addressed by its GID (a GRH), InfiniBand: by its LID.
@@ -88,8 +109,8 @@ void neigh_set(Port *p, const wire::Mac &mac, NeighState state, std::uint16_t dl
         e.sl = sl;
         e.ah = ah;
         e.is_static = e.is_static || is_static;
-        if (!e.created_ms)
-            e.created_ms = now;
+        if (!e.used_ms.load(std::memory_order_relaxed))
+            e.used_ms.store(now, std::memory_order_relaxed);  // created: ageing counts from now
     });
 }
 
@@ -98,8 +119,8 @@ void age_neighbours(Port *p, std::uint64_t now) {
     p->fp.neigh.for_each([&](Neigh &n) {
         if (n.is_static)
             return;
-        const std::uint64_t last = std::max(n.used_ms.load(std::memory_order_relaxed), n.created_ms);
-        if (now - last > limit) {
+        const std::uint64_t last = n.used_ms.load(std::memory_order_relaxed);
+        if (now > last && now - last > limit) {
             p->fp.neigh.unindex(n.dlid, n.qpn);
             p->fp.neigh.remove(&n);
         }
@@ -256,6 +277,7 @@ void set_link(Port *p, bool up) {
     link.link_speed = up ? p->link_mbps.load(std::memory_order_relaxed) : RTE_ETH_SPEED_NUM_NONE;
     link.link_autoneg = RTE_ETH_LINK_FIXED;
     p->fp.link_up.store(up, std::memory_order_release);
+    (up ? p->link_up_us : p->link_down_us).store(now_us(), std::memory_order_relaxed);
     rte_eth_linkstatus_set(p->dev, &link);
     // The application's callback runs from the control thread's loop once Hca::mu is released.
     if (p->dev->data->dev_conf.intr_conf.lsc)
@@ -369,7 +391,7 @@ void on_group(Port *p, const wire::Gid &mgid, const ctrl::McMemberRecord &rec, b
 // the LID the claim came from (on_path).
 void learn(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &gid) {
     if (!p->fp.neigh.index(r.lid, r.qpn, mac))
-        ++p->table_full;
+        count_table_full(p, "sender", mac);
     const Neigh *old = p->fp.neigh.find(mac);
     const bool same = old && old->state == NeighState::resolved && old->dlid == r.lid && old->qpn == r.qpn &&
                       old->gid == gid;
@@ -570,9 +592,7 @@ void on_path(Hca *h, std::uint8_t port, const wire::Gid &dgid, std::uint16_t pke
     for (Port *p : h->ports) {
         if (!p->iface || p->cfg.port != port || (p->iface->pkey() & 0x7fff) != (pkey & 0x7fff))
             continue;
-        p->fp.neigh.for_each([&](Neigh &n) {
-            if (n.gid != dgid)
-                return;
+        p->fp.neigh.for_each_with_gid(dgid, [&](Neigh &n) {
             wire::Mac mac;
             std::memcpy(mac.raw.data(), n.mac, 6);
             if (st.ok() && rec && !p->fp.roce && n.state == NeighState::incomplete && n.dlid && n.dlid != rec->dlid) {
@@ -586,7 +606,7 @@ void on_path(Hca *h, std::uint8_t port, const wire::Gid &dgid, std::uint16_t pke
                 const std::uint16_t key = p->fp.roce ? gid_key(dgid.raw.data()) : rec->dlid;
                 neigh_set(p, mac, NeighState::resolved, key, n.qpn, dgid, rec->sl, false);
                 if (!p->fp.neigh.index(key, n.qpn, mac))
-                    ++p->table_full;
+                    count_table_full(p, "sender", mac);
             } else if (n.state != NeighState::resolved) {
                 neigh_set(p, mac, NeighState::failed, 0, n.qpn, dgid, 0, false);
                 IPOIB_LOG(INFO, "%s: no path to %s: %s", p->name.c_str(), wire::to_string(dgid).c_str(),

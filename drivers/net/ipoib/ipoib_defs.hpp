@@ -22,6 +22,8 @@ enum : std::uint32_t {
     // Bursts.
     kBurstMax = 64,          // completions polled, work requests built and posted per burst
     kPendingFlushBatch = 32, // held frames re-tried per burst (the rest wait for the next)
+    kTxPrefetchData = 4,     // tx_burst: frames ahead whose data is prefetched,
+    kTxPrefetchNeigh = 2,    // ... and whose neighbour slot is (by then their MAC is loaded)
 
     // Frames held while their destination is resolved or their group joined.
     kPendingMax = 64,        // per TX queue
@@ -29,8 +31,13 @@ enum : std::uint32_t {
     kHoldTimeoutMs = 1000,   // held longer than this: dropped (tx_unresolved_drops)
 
     // Tables the control thread publishes to the fast path.
-    kNeighSlots = 1024,      // neighbours per port (power of two)
-    kNeighProbe = 16,        // linear-probe window of the neighbour table and receive index
+    kNeighMaxDefault = 65536,  // neighbours per port (devarg neigh_max): every unicast LID of a subnet (48K) fits
+    kNeighMaxMin = 16,
+    kNeighMaxMax = 1u << 22,
+    kNeighSlotsPerEntry = 2, // table slots per neighbour: the table is at most half full
+    kNeighProbe = 64,        // linear-probe window of the neighbour table and receive index (half full: a
+                             // hit takes 1.5 slots on average; 100,000 random MACs probe 25-35 at worst)
+    kTableFullLogMs = 10000, // "table full" is logged at most this often per port (it is counted always)
     kMcastSlots = 64,        // joined multicast groups per port, the broadcast group apart
     kRequestRingSize = 1024, // fast path -> control thread requests per port
     kOwnAddrsMax = 16,       // the application's addresses remembered for failover announcements
@@ -84,5 +91,7 @@ extern int logtype_data;
 
 // Monotonic milliseconds (CLOCK_MONOTONIC; vDSO, no syscall).
 std::uint64_t now_ms() noexcept;
+// The same clock in microseconds.
+std::uint64_t now_us() noexcept;
 
 } // namespace ipoib::pmd

@@ -164,6 +164,14 @@ bool parse_neigh_timeout(std::string_view v, Config &c, std::string *e) {
     return true;
 }
 
+bool parse_neigh_max(std::string_view v, Config &c, std::string *e) {
+    unsigned long x = 0;
+    if (!parse_uint(v, kNeighMaxMin, kNeighMaxMax, &x))
+        return fail(e, "expected neighbours, " + std::to_string(kNeighMaxMin) + "-" + std::to_string(kNeighMaxMax));
+    c.neigh_max = static_cast<std::uint32_t>(x);
+    return true;
+}
+
 bool parse_gid_index(std::string_view v, Config &c, std::string *e) {
     unsigned long x = 0;
     if (!parse_uint(v, 0, 255, &x))
@@ -223,6 +231,10 @@ constexpr Devarg kDevargs[] = {
      "join every IPoIB multicast group of the partition (Solaris ibd's multicast promiscuous mode)", parse_allmulti},
     {"neigh_timeout", "<seconds>", "seconds (300)", "learned neighbours unused this long are forgotten",
      parse_neigh_timeout},
+    {"neigh_max", "<16-4194304>", "16-4194304 (65536)",
+     "neighbours the port holds (and senders it knows by address); 168 bytes each from the port's NUMA socket "
+     "(10.5 MiB at the default); more are refused, counted in xstat `neigh_table_full` and logged",
+     parse_neigh_max},
     {"gid_index", "<0-255>", "0-255 (InfiniBand: 0; RoCE: the first RoCE v2 IPv6 GID, link-local preferred)",
      "the port GID: the IPoIB address and every GRH's source; one per HCA", parse_gid_index},
     {"bcast_qkey", "<q_key>", "0x1-0x7fffffff (0x0b1b)", "RoCE (static management): the broadcast group's Q_Key",

@@ -34,6 +34,7 @@ struct Config {
     bool allmulti = false;
     bool zero_copy = true;  // DPDK memory registered with the HCA: mbufs sent and received in place
     std::uint32_t neigh_timeout_s = kNeighTimeoutDefaultS;
+    std::uint32_t neigh_max = kNeighMaxDefault;  // neighbours (and senders) the port's tables hold
     int gid_index = -1;               // -1: chosen by the port's link layer
     std::uint32_t bcast_qkey = 0x0b1b; // RoCE (static management): the broadcast group's Q_Key
     std::uint32_t bcast_mtu = 0;      // ... and MTU in bytes (0: the port's active MTU)

@@ -87,6 +87,7 @@ const std::uint32_t *supported_ptypes(rte_eth_dev *) noexcept { return kSupporte
 
 int dev_start(rte_eth_dev *dev) noexcept {
     Port *p = port_of(dev);
+    p->started_us.store(now_us(), std::memory_order_relaxed);
     std::lock_guard<std::mutex> lk(p->hca->mu);
     for (std::uint16_t i = 0; i < dev->data->nb_rx_queues; ++i)
         if (i >= p->rxq.size() || !p->rxq[i]) {
@@ -306,6 +307,14 @@ Port *new_port(rte_eth_dev *dev, const char *name, const Config &cfg, Hca *h) {
     p->fp.mtu = std::min(p->fp.mtu, p->max_mtu.load());
     const wire::Mac mac = wire::mac_from_guid(wire::guid_from_gid(h->cp.port_gid(cfg.port)));
     std::memcpy(p->fp.mac.addr_bytes, mac.raw.data(), 6);
+    const int socket = dev->data->numa_node >= 0 ? dev->data->numa_node : static_cast<int>(rte_socket_id());
+    if (!p->fp.neigh.init(cfg.neigh_max, socket)) {
+        IPOIB_LOG(ERR, "%s: cannot allocate its neighbour table (neigh_max=%u: %zu bytes on socket %d)", name,
+                  cfg.neigh_max, NeighTable::bytes_for(cfg.neigh_max), socket);
+        rte_ring_free(p->fp.requests);
+        delete p;
+        return nullptr;
+    }
     if (!p->fp.requests || (cfg.l2 == L2Mode::ipoib && p->fp.dynfield < 0)) {
         IPOIB_LOG(ERR, "%s: cannot allocate its request ring or mbuf field", name);
         rte_ring_free(p->fp.requests);

@@ -250,7 +250,8 @@ struct Port {
     std::vector<TxQueue *> txq;
     std::uint64_t last_age_ms = 0;
     std::uint64_t learn_refused = 0;  // claims the SA contradicts (the GID is at another LID)
-    std::uint64_t table_full = 0;     // neighbours or senders not recorded: their probe window was full
+    std::uint64_t table_full = 0;     // neighbours or senders not recorded: neigh_max reached or their probe window full
+    std::uint64_t table_full_logged_ms = 0;  // when that was last logged
     std::uint64_t neigh_flushed = 0;  // neighbours whose path a flush dropped (resolved again)
     // IP groups the application receives (its IGMP/MLD reports, or the API):
     // joined as full members, kept across stop/start (no querier may ask again).
@@ -263,6 +264,10 @@ struct Port {
     bool lsc_pending = false;  // a link change the application asked to hear of, not told yet
     hca::QpCounters hca_base{};  // HCA counters at the last xstats reset (they live in the HCA)
     bool started = false;
+    // When dev_start was called and the link last went up / down (CLOCK_MONOTONIC
+    // microseconds, the clock every process of the machine reads): telemetry
+    // /ipoib/ports, what test/bench/linkup-bench.sh measures.
+    std::atomic<std::uint64_t> started_us{0}, link_up_us{0}, link_down_us{0};
 };
 
 inline Port *port_of(const rte_eth_dev *dev) { return *static_cast<Port **>(dev->data->dev_private); }

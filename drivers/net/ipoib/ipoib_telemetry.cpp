@@ -57,6 +57,9 @@ void add_port(rte_tel_data *d, const Hca *h, const Port *p) {
     // Zero copy (set at dev_start): "tx+rx" (mbufs sent and received in place), "tx" (receives copied), "off".
     rte_tel_data_add_dict_string(x, "zero_copy", !p->fp.mrs ? "off" : p->rx_mbufs ? "tx+rx" : "tx");
     rte_tel_data_add_dict_u64(x, "hca_mrs", h->mrs.regions());  // DPDK memory registered with the HCA (MR cache)
+    rte_tel_data_add_dict_u64(x, "started_us", p->started_us.load(std::memory_order_relaxed));
+    rte_tel_data_add_dict_u64(x, "link_up_us", p->link_up_us.load(std::memory_order_relaxed));
+    rte_tel_data_add_dict_u64(x, "link_down_us", p->link_down_us.load(std::memory_order_relaxed));
     rte_tel_data_add_dict_container(d, std::to_string(p->fp.port_id).c_str(), x, 0);
 }
 
@@ -132,8 +135,8 @@ void add_neigh(rte_tel_data *d, int idx, const Neigh &n, std::uint64_t now) {
     rte_tel_data_add_dict_int(x, "lid", n.dlid);
     rte_tel_data_add_dict_int(x, "sl", n.sl);
     rte_tel_data_add_dict_string(x, "kind", n.is_static ? "static" : "learned");
-    const std::uint64_t last = std::max(n.used_ms.load(std::memory_order_relaxed), n.created_ms);
-    rte_tel_data_add_dict_u64(x, "idle_s", (now - last) / 1000);
+    const std::uint64_t last = n.used_ms.load(std::memory_order_relaxed);
+    rte_tel_data_add_dict_u64(x, "idle_s", now > last ? (now - last) / 1000 : 0);
     rte_tel_data_add_dict_container(d, std::to_string(idx).c_str(), x, 0);
 }
 

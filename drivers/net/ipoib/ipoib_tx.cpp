@@ -634,10 +634,22 @@ std::uint16_t tx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept 
     const std::uint64_t now = now_ms();
     TxBatch b;
     flush_pending(q, b, now);
+    // Prefetch in two stages: a frame's data kTxPrefetchData frames before
+    // it is sent, its neighbour's slot (Ethernet emulation: found by the
+    // destination MAC, the first bytes of that data, loaded by then)
+    // kTxPrefetchNeigh frames before, so a lookup in a table bigger than the
+    // caches rarely waits for memory.
+    const bool by_mac = fp->l2 == L2Mode::eth;
+    for (std::uint16_t k = 0; k < nb && k < kTxPrefetchData; ++k)
+        rte_prefetch0(rte_pktmbuf_mtod(pkts[k], void *));
+    for (std::uint16_t k = 0; by_mac && k < nb && k < kTxPrefetchNeigh; ++k)
+        fp->neigh.prefetch(rte_pktmbuf_mtod(pkts[k], const std::uint8_t *));
     std::uint16_t i = 0;
     for (; i < nb && !q->free_ids.empty() && b.n < static_cast<int>(kBurstMax); ++i) {
-        if (i + 1 < nb)
-            rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void *));
+        if (i + kTxPrefetchData < nb)
+            rte_prefetch0(rte_pktmbuf_mtod(pkts[i + kTxPrefetchData], void *));
+        if (by_mac && i + kTxPrefetchNeigh < nb)
+            fp->neigh.prefetch(rte_pktmbuf_mtod(pkts[i + kTxPrefetchNeigh], const std::uint8_t *));
         const TxResult r = tx_frame(q, b, pkts[i], now, false);
         if (r == TxResult::no_room)
             break;  // a TSO frame's segments do not fit what is left: not taken

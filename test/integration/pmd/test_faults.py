@@ -640,8 +640,10 @@ def s8_peer_stopped(s):
     s.check(tries, "B was stopped while writing into A's slot", tries)
     s.check(all(d > 50 for d in during), "while B is stopped A keeps receiving (C's frames): not blocked for good",
             during)
-    s.check(stalled == 1, "the slot B held is taken back and counted (hca_drop_stalled)", xa2)
-    s.check(late == stalled, "B's send into it is counted late once B continues (hca_tx_late)", (stalled, late))
+    # B takes the slots for a burst to one destination as one run (at most 64).
+    s.check(1 <= stalled <= 64, "the slots B held (one run) are taken back and counted (hca_drop_stalled)",
+            (stalled, xa2))
+    s.check(late == stalled, "B's sends into them are counted late once B continues (hca_tx_late)", (stalled, late))
     s.check(delta(xa2, xa0, "rx_hca_errors") == stalled + delta(xa2, xa0, "hca_drop_aborted"),
             "A's receive errors are the slot taken back", xa2)
     s.check(g > 100 and gb > 100, "after SIGCONT both continue", (g, gb))

@@ -11,9 +11,12 @@
 namespace ipoib::test {
 
 void ensure_eal() {
+    // 512 MB: several ports' neighbour tables at once (10.5 MiB each at the
+    // default neigh_max) besides the mbuf pools; --no-huge memory is only
+    // touched where it is used.
     static int rc = [] {
         static std::string prefix = "--file-prefix=ipoib-unit-" + std::to_string(getpid());
-        static const char *argv[] = {"test-pmd-unit", "--no-huge", "-m", "128",  "--no-pci", "--no-shconf",
+        static const char *argv[] = {"test-pmd-unit", "--no-huge", "-m", "512",  "--no-pci", "--no-shconf",
                                      "--no-telemetry", prefix.c_str(), "--log-level=lib.eal:error", nullptr};
         return rte_eal_init(static_cast<int>(std::size(argv)) - 1, const_cast<char **>(argv));
     }();

@@ -49,6 +49,7 @@ struct TestPort {
         const std::string name = "test_req_" + std::to_string(n++);
         fp.requests = rte_ring_create_elem(name.c_str(), sizeof(pmd::Request), 64, SOCKET_ID_ANY, RING_F_SC_DEQ);
         REQUIRE(fp.requests);
+        REQUIRE(fp.neigh.init(port->cfg.neigh_max, SOCKET_ID_ANY));
         fp.l2 = l2;
         fp.lid = kOurLid;
         fp.qpn = kOurQpn;

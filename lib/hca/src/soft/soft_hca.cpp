@@ -34,6 +34,13 @@ namespace {
 // are in shm_layout.hpp).
 constexpr std::uint32_t kDefaultPollMs = 100;    // port re-read interval (option poll_ms)
 constexpr std::uint32_t kMaxPollMs = 60000;      // option poll_ms: 1..kMaxPollMs
+// After a port stops being active (a flap, a ReLink, the SM gone), and at
+// open while one is not active yet, ports are re-read this often for
+// kWaitingPollWindowMs, so its return is seen within milliseconds of the SM
+// making it active (nothing tells the HCA: ibsim sends clients no traps or
+// reports); then at poll_ms again. No spinning: an SMP every few ms.
+constexpr std::uint32_t kWaitingPollMs = 5;
+constexpr std::uint32_t kWaitingPollWindowMs = 10000;
 // PortInfo reads that fail in a row before a port counts as down: one read
 // that times out (ibsim late on a loaded machine) is no news, not a port down.
 constexpr std::uint32_t kSmpFailuresForDown = 3;
@@ -278,6 +285,7 @@ class SoftContext final : public common::ContextBase {
     std::vector<std::uint32_t> smp_failures_;  // PortInfo reads failed in a row, per port
     std::deque<PortEvent> events_;
     std::uint64_t last_poll_ = 0;
+    std::uint64_t waiting_until_ = 0;  // re-read every kWaitingPollMs until then (a port left active)
     int event_tx_fd_ = -1;  // unbound datagram socket the events are sent from
     std::uint32_t next_cq_serial_ = 1;
 };
@@ -344,6 +352,9 @@ bool SoftContext::open(const std::string &node, const std::string &fabric_name, 
         publish(found, snap_[p - 1]);
     }
     last_poll_ = now_ms();
+    for (const PortSnapshot &s : snap_)
+        if (s.attr.state != PortState::active)
+            waiting_until_ = last_poll_ + kWaitingPollWindowMs;  // not up yet: waiting for the SM
     return true;
 }
 
@@ -375,6 +386,8 @@ bool SoftContext::refresh_ports(bool) {
         const bool is_active = now.attr.state == PortState::active;
         if (was_active != is_active)
             events_.push_back({is_active ? EventType::port_active : EventType::port_error, p});
+        if (was_active && !is_active)
+            waiting_until_ = now_ms() + kWaitingPollWindowMs;
         if (is_active && was_active && old.attr.lid != now.attr.lid)
             events_.push_back({EventType::lid_change, p});
         if (is_active && was_active && old.attr.sm_lid != now.attr.sm_lid)
@@ -407,7 +420,8 @@ void SoftContext::refresh_qp_pkeys(std::uint32_t pidx, const PortSnapshot &now) 
 
 int SoftContext::get_port_event(PortEvent *ev) noexcept {
     const std::uint64_t t = now_ms();
-    if (t - last_poll_ >= poll_ms) {
+    const std::uint32_t interval = t < waiting_until_ ? std::min(poll_ms, kWaitingPollMs) : poll_ms;
+    if (t - last_poll_ >= interval) {
         last_poll_ = t;
         refresh_ports(false);
     }
