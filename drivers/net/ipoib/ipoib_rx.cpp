@@ -156,11 +156,25 @@ void rx_source(RxFrame &f) {
         ask_learn(fp, f.skey, f.wc->src_qp, f.src_mac, f.grh + kGrhSgidOffset);
 }
 
+// The Ethernet header of a received frame: to the multicast MAC of the
+// GRH's destination GID, else to the port's MAC; from the sender's MAC.
+rte_ether_hdr eth_header(const RxFrame &f) {
+    rte_ether_hdr eh;
+    if (f.has_grh && f.grh[kGrhDgidOffset] == 0xff) {
+        const wire::Mac d = mcast_mac(f.q->fp, f.grh + kGrhDgidOffset);
+        std::memcpy(eh.dst_addr.addr_bytes, d.raw.data(), 6);
+    } else {
+        eh.dst_addr = f.q->fp->mac;
+    }
+    std::memcpy(eh.src_addr.addr_bytes, f.src_mac.raw.data(), 6);
+    eh.ether_type = rte_cpu_to_be_16(f.ethertype);
+    return eh;
+}
+
 // Ethernet emulation: the L3 payload behind an Ethernet header, ARP and ND
 // rewritten to Ethernet addresses.
 bool rx_eth(RxFrame &f, rte_mbuf *m) {
     RxQueue *q = f.q;
-    PortData *fp = q->fp;
     rx_source(f);
     std::uint8_t *dst = rte_pktmbuf_mtod(m, std::uint8_t *);
     const wire::AddrMapper map{&f, no_mac_to_hw, rx_hw_to_mac};
@@ -191,15 +205,7 @@ bool rx_eth(RxFrame &f, rte_mbuf *m) {
     }
     if (plain && !append(q, m, f.l3, f.l3len))
         return false;
-    rte_ether_hdr eh;
-    if (f.has_grh && f.grh[kGrhDgidOffset] == 0xff) {
-        const wire::Mac d = mcast_mac(fp, f.grh + kGrhDgidOffset);
-        std::memcpy(eh.dst_addr.addr_bytes, d.raw.data(), 6);
-    } else {
-        eh.dst_addr = fp->mac;
-    }
-    std::memcpy(eh.src_addr.addr_bytes, f.src_mac.raw.data(), 6);
-    eh.ether_type = rte_cpu_to_be_16(f.ethertype);
+    const rte_ether_hdr eh = eth_header(f);
     std::memcpy(dst, &eh, kEthHdr);
     m->packet_type = packet_type(f.l3, f.l3len, f.ethertype);
     return true;
@@ -219,17 +225,8 @@ bool lendable(const RxFrame &f) {
 // written over the end of the GRH area and the IPoIB header (the GRH's
 // destination GID is read first).
 void rx_eth_in_place(RxFrame &f, rte_mbuf *m) {
-    PortData *fp = f.q->fp;
     rx_source(f);
-    rte_ether_hdr eh;
-    if (f.has_grh && f.grh[kGrhDgidOffset] == 0xff) {
-        const wire::Mac d = mcast_mac(fp, f.grh + kGrhDgidOffset);
-        std::memcpy(eh.dst_addr.addr_bytes, d.raw.data(), 6);
-    } else {
-        eh.dst_addr = fp->mac;
-    }
-    std::memcpy(eh.src_addr.addr_bytes, f.src_mac.raw.data(), 6);
-    eh.ether_type = rte_cpu_to_be_16(f.ethertype);
+    const rte_ether_hdr eh = eth_header(f);  // (reads the GRH before the header overwrites it)
     std::memcpy(const_cast<std::uint8_t *>(f.l3) - kEthHdr, &eh, kEthHdr);
     m->packet_type = packet_type(f.l3, f.l3len, f.ethertype);
 }
