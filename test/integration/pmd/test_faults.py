@@ -575,9 +575,11 @@ def s7_peer_killed(s):
         os.kill(b.p.pid, signal.SIGKILL)
         b.p.wait()
         dead_segs |= mine
-        time.sleep(0.2)
+        # A run the killed sender had taken but not yet marked holds A's ring
+        # for the 1 s bound on a slot of an unknown sender (doc/soft-hca.md).
+        time.sleep(1.2)
         s.check(a.link_status(0) == "up" and rx_growth(a, seconds=0.5) > 50,
-                f"kill {i + 1}: the survivor runs on and receives (C's frames)")
+                f"kill {i + 1}: the survivor runs on and receives (C's frames) within the 1 s bound")
     nb = s.testpmd("Hca2", eal=SENDER_CPU)
     links_up(s, nb)
     c("stop")
