@@ -40,6 +40,8 @@ const char *to_string(WcStatus s) noexcept {
     case WcStatus::wr_flush_err: return "flushed";
     case WcStatus::aborted: return "aborted (sender died or stalled)";
     case WcStatus::general_err: return "general error";
+    case WcStatus::retry_exc_err: return "transport retries exceeded (peer gone)";
+    case WcStatus::rnr_retry_exc_err: return "RNR retries exceeded (peer has no receive posted)";
     }
     return "?";
 }

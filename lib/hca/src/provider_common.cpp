@@ -113,4 +113,17 @@ bool option_uint(const ProviderOptions &opts, const char *key, std::uint32_t lo,
     return true;
 }
 
+std::unique_ptr<Srq> ContextBase::create_srq(const SrqInit &) noexcept {
+    fail(-EOPNOTSUPP, name_ + ": no reliable connections (connected mode)");
+    return nullptr;
+}
+std::unique_ptr<RcQp> ContextBase::create_rc_qp(const RcQpInit &) noexcept {
+    fail(-EOPNOTSUPP, name_ + ": no reliable connections (connected mode)");
+    return nullptr;
+}
+std::unique_ptr<Cm> ContextBase::open_cm(std::uint8_t) noexcept {
+    fail(-EOPNOTSUPP, name_ + ": no connection manager (connected mode)");
+    return nullptr;
+}
+
 } // namespace ipoib::hca::common

@@ -13,6 +13,7 @@
 
 #include "ipoib/hca/hca.hpp"
 #include "ipoib/hca/provider.hpp"
+#include "ipoib/hca/rc.hpp"
 
 namespace ipoib::hca::common {
 
@@ -46,6 +47,12 @@ class ContextBase : public Context {
     bool check_qp_queues(const QpInit &init) noexcept;
     // Hash fields known, every redirection entry naming one of the QP's receive queues.
     bool check_rss(const RssConf &rss, std::uint32_t num_recv_queues) noexcept;
+
+    // A provider without reliable connections (rc.hpp): nullptr after
+    // fail(-EOPNOTSUPP, "<name>: no reliable connections (connected mode)").
+    std::unique_ptr<Srq> create_srq(const SrqInit &init) noexcept override;
+    std::unique_ptr<RcQp> create_rc_qp(const RcQpInit &init) noexcept override;
+    std::unique_ptr<Cm> open_cm(std::uint8_t port) noexcept override;
 
   protected:
     std::string name_;

@@ -138,6 +138,11 @@ enum class WcStatus : std::uint8_t {
     wr_flush_err,    // flushed: QP destroyed with the WR outstanding
     aborted,         // the sender died or stalled while writing this buffer
     general_err,
+    // Reliable connections (rc.hpp): the send was not acknowledged after the
+    // QP's retries (the peer died or its port went down) / the peer had no
+    // receive posted after its RNR retries. The QP is in ERR after either.
+    retry_exc_err,
+    rnr_retry_exc_err,
 };
 const char *to_string(WcStatus s) noexcept;
 
@@ -186,6 +191,12 @@ struct RecvWr {
 };
 
 class Ah;
+// Reliable connections and connection management (rc.hpp).
+class Srq;
+class RcQp;
+class Cm;
+struct SrqInit;
+struct RcQpInit;
 
 inline constexpr std::uint32_t kMaxSendSge = 8;
 // Use the QP's own Q_Key (ibv semantics: high bit of remote_qkey set).
@@ -400,6 +411,13 @@ class Context {
     virtual std::unique_ptr<Cq> create_event_cq(int depth) noexcept { return create_cq(depth); }
     virtual std::unique_ptr<Qp> create_ud_qp(const QpInit &init) noexcept = 0;
     virtual std::unique_ptr<Ah> create_ah(const AhAttr &attr) noexcept = 0;
+
+    // Reliable connections (rc.hpp). Providers without them: nullptr, with
+    // last_error() "<provider>: no reliable connections" (the defaults).
+    virtual std::unique_ptr<Srq> create_srq(const SrqInit &init) noexcept;
+    virtual std::unique_ptr<RcQp> create_rc_qp(const RcQpInit &init) noexcept;
+    // The connection manager of a port (one per port and process).
+    virtual std::unique_ptr<Cm> open_cm(std::uint8_t port) noexcept;
 
     // Non-blocking: the next port event, if any (returns 1), else 0. Also
     // re-reads the port from the subnet's point of view when due, so call it
