@@ -81,7 +81,8 @@ std::uint16_t ib_vcrc(std::span<const std::uint8_t> pkt) noexcept {
 
 std::size_t ud_packet_len(const UdPacketMeta &m, std::size_t payload_len) noexcept {
     const std::size_t padded = (payload_len + 3) & ~std::size_t{3};
-    return kLrhLen + (m.grh ? kGrhWireLen : 0) + kBthLen + kDethLen + padded + kIcrcLen + kVcrcLen;
+    return kLrhLen + (m.grh ? kGrhWireLen : 0) + kBthLen + (opcode_has_deth(m.opcode) ? kDethLen : 0) + padded +
+           kIcrcLen + kVcrcLen;
 }
 
 std::size_t build_ud_packet(const UdPacketMeta &m, const Sge *sg, std::uint32_t nsge, std::size_t payload_len,
@@ -90,6 +91,7 @@ std::size_t build_ud_packet(const UdPacketMeta &m, const Sge *sg, std::uint32_t 
     if (out.size() < total)
         return 0;
     const std::size_t pad = ((payload_len + 3) & ~std::size_t{3}) - payload_len;
+    const std::size_t deth = opcode_has_deth(m.opcode) ? kDethLen : 0;
     std::uint8_t *p = out.data();
     // LRH: VL|LVer, SL|Rsv|LNH, DLID, Rsv|PktLen (4-byte words, LRH..ICRC), SLID.
     p[0] = static_cast<std::uint8_t>(m.vl << 4);
@@ -100,7 +102,7 @@ std::size_t build_ud_packet(const UdPacketMeta &m, const Sge *sg, std::uint32_t 
     std::size_t off = kLrhLen;
     if (m.grh) {
         store_be32(p + off, 6u << 28 | std::uint32_t{m.traffic_class} << 20 | (m.flow_label & 0xfffff));
-        store_be16(p + off + 4, static_cast<std::uint16_t>(kBthLen + kDethLen + payload_len + pad + kIcrcLen));
+        store_be16(p + off + 4, static_cast<std::uint16_t>(kBthLen + deth + payload_len + pad + kIcrcLen));
         p[off + 6] = 0x1b;
         p[off + 7] = m.hop_limit;
         std::memcpy(p + off + 8, m.sgid.raw.data(), 16);
@@ -108,16 +110,18 @@ std::size_t build_ud_packet(const UdPacketMeta &m, const Sge *sg, std::uint32_t 
         off += kGrhWireLen;
     }
     // BTH: OpCode, SE|M|PadCnt|TVer, P_Key, Resv8a|DestQP, A|Resv7|PSN.
-    p[off] = kOpUdSendOnly;
+    p[off] = m.opcode;
     p[off + 1] = static_cast<std::uint8_t>(pad << 4);
     store_be16(p + off + 2, m.pkey);
     store_be32(p + off + 4, m.dest_qp & 0xffffff);
-    store_be32(p + off + 8, m.psn & 0xffffff);
+    store_be32(p + off + 8, (m.ack_req ? 0x80000000u : 0u) | (m.psn & 0xffffff));
     off += kBthLen;
-    // DETH: Q_Key, Resv8|SrcQP.
-    store_be32(p + off, m.qkey);
-    store_be32(p + off + 4, m.src_qp & 0xffffff);
-    off += kDethLen;
+    if (deth) {
+        // DETH: Q_Key, Resv8|SrcQP.
+        store_be32(p + off, m.qkey);
+        store_be32(p + off + 4, m.src_qp & 0xffffff);
+        off += kDethLen;
+    }
     for (std::uint32_t i = 0; i < nsge; ++i) {
         std::memcpy(p + off, reinterpret_cast<const void *>(static_cast<std::uintptr_t>(sg[i].addr)), sg[i].length);
         off += sg[i].length;

@@ -22,6 +22,14 @@
 namespace ipoib::hca {
 
 inline constexpr std::uint8_t kOpUdSendOnly = 0x64;
+// Reliable Connection SENDs (IBA Table 38): a message is one ONLY packet, or
+// FIRST, MIDDLE..., LAST cut at the path MTU. They carry no DETH.
+inline constexpr std::uint8_t kOpRcSendFirst = 0x00;
+inline constexpr std::uint8_t kOpRcSendMiddle = 0x01;
+inline constexpr std::uint8_t kOpRcSendLast = 0x02;
+inline constexpr std::uint8_t kOpRcSendOnly = 0x04;
+// The transport of an opcode is its top three bits: 000 RC, 011 UD.
+constexpr bool opcode_has_deth(std::uint8_t op) noexcept { return (op & 0xe0) == 0x60; }
 inline constexpr std::size_t kLrhLen = 8, kGrhWireLen = 40, kBthLen = 12, kDethLen = 8;
 inline constexpr std::size_t kIcrcLen = 4, kVcrcLen = 2;
 
@@ -35,6 +43,10 @@ struct UdPacketMeta {
     std::uint32_t src_qp = 0;
     std::uint32_t qkey = 0;
     std::uint32_t psn = 0;
+    // The BTH opcode (UD SEND only by default; an RC SEND opcode: no DETH,
+    // qkey and src_qp unused) and its AckReq bit.
+    std::uint8_t opcode = kOpUdSendOnly;
+    bool ack_req = false;
     bool grh = false;
     std::uint8_t traffic_class = 0;
     std::uint32_t flow_label = 0;
@@ -42,7 +54,7 @@ struct UdPacketMeta {
     Gid sgid{}, dgid{};
 };
 
-// Bytes a UD SEND of `payload_len` takes on the wire.
+// Bytes a SEND packet of `payload_len` takes on the wire (with a DETH for UD).
 std::size_t ud_packet_len(const UdPacketMeta &m, std::size_t payload_len) noexcept;
 
 // Build the packet into `out` (at least ud_packet_len bytes) from a gather
