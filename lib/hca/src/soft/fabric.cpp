@@ -197,6 +197,11 @@ void Fabric::collect_dead() {
             std::uint32_t expected = id;
             qe.owner.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
         }
+        // Its RC receive rings (SRQs, RC QPs' own receive queues).
+        for (auto &rr : shm_->rc_rings) {
+            std::uint32_t expected = id;
+            rr.owner.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
+        }
         // Its segments: removed from /dev/shm (peers' mappings stay valid until they let go).
         for (std::uint32_t i = 0; i < kMaxSegsPerProc; ++i) {
             std::uint32_t serial = e.seg_serial[i].load(std::memory_order_acquire);

@@ -30,7 +30,9 @@
 namespace ipoib::hca::soft {
 
 inline constexpr std::uint32_t kMagic = 0x49504f53;  // "IPOS"
-inline constexpr std::uint32_t kLayoutVersion = 7;
+// 8: reliable connections (RC QP entries, the RC receive-ring table for SRQs
+// and RC QPs' own receive queues) and the per-port GSI mailboxes.
+inline constexpr std::uint32_t kLayoutVersion = 8;
 inline constexpr std::uint32_t kMaxProcs = 32;
 inline constexpr std::uint32_t kMaxPorts = 32;
 inline constexpr std::uint32_t kQpSlotBits = 7;
@@ -38,6 +40,10 @@ inline constexpr std::uint32_t kMaxQps = 1u << kQpSlotBits;  // 128
 inline constexpr std::uint32_t kRqDepth = 1024;              // max posted receives per QP
 inline constexpr std::uint32_t kMaxGroups = 128;
 inline constexpr std::uint32_t kMaxSegsPerProc = 64;
+inline constexpr std::uint32_t kMaxRcRings = 32;     // SRQs + RC QPs with their own receive queue
+inline constexpr std::uint32_t kRcRqDepth = 1024;    // max posted receives per RC ring
+inline constexpr std::uint32_t kMaxRcSge = 33;       // rc.hpp kMaxRcRecvSge
+inline constexpr std::uint32_t kGsiMailboxDepth = 64;  // MADs waiting per port
 
 // An incarnation of a process slot: generation (16 bits, never 0) << 8 | slot.
 // It names the owner of receive slots, QPs and the group-table lock, so that
@@ -142,7 +148,12 @@ struct alignas(64) PortEntry {
 // A QP-table entry is a QP (a destination, by its QPN) or one receive work
 // queue of a QP with several (RSS): an entry of the same owner that only
 // its QP's ring selection reaches (its qpn stays 0).
-enum QpKind : std::uint32_t { kQpKindUd = 0, kQpKindRecvQueue = 1 };
+// kQpKindRc: one end of a reliable connection; it receives into the RC ring
+// rc_ring names (an SRQ's or its own).
+enum QpKind : std::uint32_t { kQpKindUd = 0, kQpKindRecvQueue = 1, kQpKindRc = 2 };
+
+// An RC QP's state as its peers see it: only a connected QP receives.
+enum RcWireState : std::uint32_t { kRcStateInit = 0, kRcStateRts = 1, kRcStateErr = 2 };
 
 struct alignas(64) QpEntry {
     std::atomic<std::uint32_t> qpn;    // 0 = free, being set up, or a receive queue (senders skip it)
@@ -159,6 +170,13 @@ struct alignas(64) QpEntry {
     // and notify_cq (the CQ's serial in its process; 0: the CQ has no events).
     std::atomic<std::uint32_t> notify_armed;
     std::atomic<std::uint32_t> notify_cq;
+    // kQpKindRc only: RcWireState, the RC ring it receives into (< kMaxRcRings,
+    // owned by the same process), the QPN it is connected to, and the RNR
+    // timer code (IBA Table 45) its senders wait between RNR retries.
+    std::atomic<std::uint32_t> rc_state;
+    std::atomic<std::uint32_t> rc_ring;
+    std::atomic<std::uint32_t> rc_remote_qpn;
+    std::atomic<std::uint32_t> rc_min_rnr;
     // Receive-side scaling (the QP's owner writes it; senders read it without
     // a lock, a torn update only picks another of the QP's queues). nrq = 0:
     // the QP receives into its own ring. Else a message goes to the ring of
@@ -186,6 +204,66 @@ struct alignas(64) GroupEntry {
     std::atomic<std::uint64_t> members[kMaxQps / 64];  // bit per QP slot
 };
 
+// ---- reliable connections ----
+// A receive of an RC ring: up to kMaxRcSge buffers, the message scattered
+// over them in order. The slot state word is a receive slot's (lap | owner |
+// kind, above); a sender claims one slot per message by CAS on the ring head.
+struct RcBufDesc {
+    std::uint32_t seg_key;
+    std::uint32_t offset;
+    std::uint32_t length;
+};
+struct alignas(64) RcSlot {
+    std::atomic<std::uint64_t> state;
+    std::uint32_t num_sge;  // receiver, before POSTED
+    // Written by the sender before DONE:
+    std::uint32_t byte_len;
+    std::uint32_t src_qp;
+    std::uint32_t dst_qp;  // the RC QP it arrived on (an SRQ serves several)
+    std::uint16_t slid;
+    std::uint8_t status;  // RxStatus
+    std::uint8_t pad_[5];
+    RcBufDesc sge[kMaxRcSge];  // receiver, before POSTED
+};
+static_assert(sizeof(RcSlot) == 448);
+
+// A shared receive queue, or an RC QP's own receive queue.
+struct alignas(64) RcRingEntry {
+    std::atomic<std::uint32_t> owner;  // ident, 0 = free
+    std::atomic<std::uint32_t> depth;  // 1..kRcRqDepth
+    std::atomic<std::uint32_t> notify_armed;  // as QpEntry's
+    std::atomic<std::uint32_t> notify_cq;
+    alignas(64) std::atomic<std::uint64_t> head;  // first unclaimed index
+    alignas(64) RcSlot slots[kRcRqDepth];
+};
+
+// ---- the GSI path for CM MADs ----
+// ibsim delivers QP1 requests only to the SM's client, so the software HCA
+// carries CM MADs between ports itself: one mailbox per port slot, a bounded
+// queue of sequence-stamped cells (any process puts, the port's CM takes).
+inline constexpr std::size_t kGsiMadLen = 256;
+struct alignas(64) GsiCell {
+    // Lap L = index / kGsiMailboxDepth: 2L = empty for the put of that lap,
+    // 2L + 1 = full for its take (all-zero memory: empty for lap 0).
+    std::atomic<std::uint64_t> seq;
+    std::uint16_t slid;
+    std::uint16_t pkey_index;
+    std::uint32_t src_qp;
+    std::uint8_t sl;
+    std::uint8_t global;
+    std::uint8_t pad_[6];
+    std::uint8_t sgid[16];
+    std::uint8_t pad2_[16];
+    std::uint8_t mad[kGsiMadLen];
+};
+static_assert(sizeof(GsiCell) == 320);
+struct alignas(64) GsiMailbox {
+    alignas(64) std::atomic<std::uint64_t> put;   // next index to fill
+    alignas(64) std::atomic<std::uint64_t> take;  // next index to read
+    std::atomic<std::uint64_t> drops;             // MADs refused: the mailbox was full
+    alignas(64) GsiCell cells[kGsiMailboxDepth];
+};
+
 struct FabricShm {
     std::atomic<std::uint32_t> magic;  // set last, after initialisation
     std::uint32_t version;
@@ -199,6 +277,8 @@ struct FabricShm {
     PortEntry ports[kMaxPorts];
     GroupEntry groups[kMaxGroups];
     QpEntry qps[kMaxQps];
+    GsiMailbox gsi[kMaxPorts];  // by port slot
+    RcRingEntry rc_rings[kMaxRcRings];
 };
 
 // QPN = generation << 7 | slot. Generations start at 1 and stay below 2^17 - 1,

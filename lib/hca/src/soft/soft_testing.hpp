@@ -7,7 +7,13 @@
 
 #include <cstdint>
 
+#include <memory>
+
 #include "ipoib/hca/hca.hpp"
+
+namespace ipoib::hca::cm {
+class MadTransport;
+}
 
 namespace ipoib::hca::soft {
 
@@ -41,6 +47,11 @@ void set_group_create_pause_us(std::uint32_t us) noexcept;
 // that write into it what a buggy peer could, and ctx's process slot.
 // nullptr / false if ctx is not a soft-HCA context.
 FabricShm *fabric_shm(Context &ctx) noexcept;
+
+// The GSI mailbox transport of ctx's port (gsi.hpp), the one open_cm gives
+// the CM engine, for tests that carry MADs without the engine. nullptr if
+// ctx is not a soft-HCA context or has no such port.
+std::unique_ptr<cm::MadTransport> gsi_transport(Context &ctx, std::uint8_t port) noexcept;
 bool fabric_proc(Context &ctx, std::uint32_t *proc, std::uint32_t *gen) noexcept;
 
 } // namespace ipoib::hca::soft
