@@ -91,6 +91,8 @@
 #include "ipoib/wire/hwaddr.hpp"
 #include "soft/shm_layout.hpp"
 #include "soft/soft_testing.hpp"
+#include "cm/cm_engine.hpp"
+#include "ipoib/hca/rc.hpp"
 
 using namespace ipoib;
 using namespace ipoib::hca;
@@ -119,9 +121,33 @@ struct PeerQp {
     Cq &scq(std::uint32_t s) { return s == 0 || s > scqs.size() ? *cq : *scqs[s - 1]; }
 };
 
+// Reliable connections (rc.hpp): receives of `sge` buffers of `size` bytes
+// each, receive i in buffers [i * sge, (i + 1) * sge) of one alloc_dma pool.
+struct RcPool {
+    std::unique_ptr<Cq> cq;
+    std::uint8_t *mem = nullptr;
+    std::unique_ptr<Mr> mr;
+    std::uint32_t n = 0, sge = 1, size = 0;
+};
+struct PeerSrq {
+    RcPool pool;
+    std::unique_ptr<Srq> srq;
+};
+struct PeerRc {
+    std::unique_ptr<Cq> scq;
+    RcPool own;              // without an SRQ
+    std::string srq;         // its SRQ's name, or empty
+    std::unique_ptr<RcQp> qp;
+    std::vector<std::uint8_t> tx;  // send buffer
+    std::uint32_t next_seq = 0;
+};
+
 struct Device {
     std::unique_ptr<Context> ctx;
     std::map<std::string, PeerQp> qps;
+    std::map<std::string, PeerSrq> srqs;
+    std::map<std::string, PeerRc> rcs;  // after srqs: an RC QP goes before its SRQ
+    std::unique_ptr<cm::MadTransport> gsi;
 };
 
 std::map<std::string, std::string> kv(std::istringstream &in) {
@@ -329,6 +355,317 @@ std::string corrupt(Context &ctx, PeerQp &q, std::map<std::string, std::string> 
         return err_json("corrupt: unknown what=" + what);
     }
     return "{\"corrupted\":" + std::to_string(n) + "}";
+}
+
+bool make_pool(Context &ctx, RcPool &p, std::uint32_t n, std::uint32_t sge, std::uint32_t size) {
+    p.cq = ctx.create_cq(static_cast<int>(n + 1024));
+    p.n = n;
+    p.sge = sge;
+    p.size = size;
+    p.mem = static_cast<std::uint8_t *>(ctx.alloc_dma(std::size_t{n} * sge * size));
+    if (!p.cq || !p.mem)
+        return false;
+    p.mr = ctx.reg_mr(p.mem, std::size_t{n} * sge * size);
+    return p.mr != nullptr;
+}
+
+template <class Q>
+int post_pool(Q &q, RcPool &p, std::uint32_t i) {
+    Sge sg[kMaxRcRecvSge];
+    for (std::uint32_t k = 0; k < p.sge; ++k)
+        sg[k] = Sge{reinterpret_cast<std::uintptr_t>(p.mem + (std::size_t{i} * p.sge + k) * p.size), p.size,
+                    p.mr->lkey()};
+    const RcRecvWr wr{i, sg, p.sge};
+    return q.post_recv(&wr, 1);
+}
+
+const char *status_name(WcStatus s) { return to_string(s); }
+
+std::string statuses_json(const std::map<std::string, int> &st) {
+    std::string o = "{";
+    bool first = true;
+    for (auto &[k, v] : st) {
+        o += (first ? "\"" : ",\"") + k + "\":" + std::to_string(v);
+        first = false;
+    }
+    return o + "}";
+}
+
+// RC commands (rc.hpp), the soft HCA's and any provider's that has them:
+//   srq NAME n=N sge=S size=B                   an SRQ with its CQ, N receives of S buffers of B bytes posted
+//   rcqp NAME [srq=S | n=N sge=S size=B] [sq=D] [pkey_index=I]
+//                                               an RC QP (its send CQ; its own receive queue and CQ,
+//                                               N receives posted, or the SRQ's) -> {"qpn":Q}
+//   rcconnect NAME dlid=L dqpn=Q [rpsn=P] [lpsn=P] [rnr_retry=R] [min_rnr=T] [mtu=M]
+//   rcsend NAME size=S count=C [sge=G] [timeout_ms=T]
+//                                               C messages of S bytes (pattern, sequence numbers go on
+//                                               across calls), gathered from G entries; waits up to T ms
+//                                               for their completions: "statuses", "completed"
+//   rcpoll NAME count=C timeout_ms=T            more send completions ("statuses", "completed")
+//   rcrecv NAME count=C timeout_ms=T [repost=1] receive completions of NAME (an RC QP's own queue or an
+//                                               SRQ): "received", "bad_payload", "lens", "seqs",
+//                                               "src_qps", "qp_nums", "slids", "statuses"
+//   rcerror NAME / rcstate NAME / rccounters NAME
+//   madsend dlid=L service_id=S                 a CM REQ MAD (IBA 12.6.5) through the GSI transport
+//   madrecv timeout_ms=T                        one MAD: {"got":1,"slid":..,"qpn":..,"attr":..,"service_id":..}
+std::string run_rc(Device &dev, const std::string &cmd, std::istringstream &in) {
+    Context &ctx = *dev.ctx;
+    std::ostringstream out;
+    if (cmd == "madsend" || cmd == "madrecv") {
+        auto m = kv(in);
+        if (!dev.gsi)
+            dev.gsi = soft::gsi_transport(ctx, 1);
+        if (!dev.gsi)
+            return err_json("no GSI transport (not a soft-HCA device)");
+        if (cmd == "madsend") {
+            std::uint8_t mad[cm::kMadSize] = {};
+            mad[0] = 1;     // base version
+            mad[1] = 0x07;  // CM class
+            mad[2] = 2;     // class version
+            mad[3] = 0x03;  // Send
+            const std::uint64_t tid = 0x1234;
+            for (int i = 0; i < 8; ++i)
+                mad[8 + i] = static_cast<std::uint8_t>(tid >> (56 - 8 * i));
+            mad[16] = 0x00, mad[17] = 0x10;  // attribute ConnectRequest
+            std::uint8_t *req = mad + 24;
+            req[0] = 0, req[1] = 0, req[2] = 0x12, req[3] = 0x34;  // local communication ID
+            const std::uint64_t sid = num(m, "service_id", 0x1000000000000048ull);
+            for (int i = 0; i < 8; ++i)
+                req[8 + i] = static_cast<std::uint8_t>(sid >> (56 - 8 * i));
+            cm::MadAddr to;
+            to.lid = static_cast<std::uint16_t>(num(m, "dlid", 0));
+            const int r = dev.gsi->send(to, mad);
+            out << "{\"sent\":" << (r == 0 ? 1 : 0) << ",\"rc\":" << r << "}";
+        } else {
+            const auto deadline =
+                std::chrono::steady_clock::now() + std::chrono::milliseconds(num(m, "timeout_ms", 1000));
+            std::uint8_t mad[cm::kMadSize];
+            cm::MadAddr from;
+            int r = 0;
+            while ((r = dev.gsi->recv(mad, &from)) == 0 && std::chrono::steady_clock::now() < deadline)
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            std::uint64_t sid = 0;
+            for (int i = 0; i < 8; ++i)
+                sid = sid << 8 | mad[24 + 8 + i];
+            out << "{\"got\":" << (r == 1 ? 1 : 0);
+            if (r == 1)
+                out << ",\"slid\":" << from.lid << ",\"qpn\":" << from.qpn << ",\"class\":" << int(mad[1])
+                    << ",\"attr\":" << (mad[16] << 8 | mad[17]) << ",\"service_id\":" << sid;
+            out << "}";
+        }
+        return out.str();
+    }
+    std::string name;
+    in >> name;
+    auto m = kv(in);
+    if (cmd == "srq") {
+        PeerSrq &q = dev.srqs[name];
+        if (!make_pool(ctx, q.pool, static_cast<std::uint32_t>(num(m, "n", 64)),
+                       static_cast<std::uint32_t>(num(m, "sge", 1)), static_cast<std::uint32_t>(num(m, "size", 2048))))
+            return err_json(ctx.last_error());
+        SrqInit init;
+        init.cq = q.pool.cq.get();
+        init.max_wr = q.pool.n;
+        init.max_sge = q.pool.sge;
+        q.srq = ctx.create_srq(init);
+        if (!q.srq)
+            return err_json(ctx.last_error());
+        for (std::uint32_t i = 0; i < q.pool.n; ++i)
+            if (post_pool(*q.srq, q.pool, i) != 1)
+                return err_json("srq: post_recv: " + ctx.last_error());
+        return "{\"ok\":true}";
+    }
+    if (cmd == "rcqp") {
+        PeerRc &q = dev.rcs[name];
+        q.scq = ctx.create_cq(static_cast<int>(num(m, "sq", 256) + 64));
+        RcQpInit init;
+        init.send_cq = q.scq.get();
+        init.max_send_wr = static_cast<std::uint32_t>(num(m, "sq", 256));
+        init.pkey_index = static_cast<std::uint16_t>(num(m, "pkey_index", 0));
+        if (m.count("srq")) {
+            auto it = dev.srqs.find(m["srq"]);
+            if (it == dev.srqs.end())
+                return err_json("rcqp: no SRQ " + m["srq"]);
+            q.srq = m["srq"];
+            init.srq = it->second.srq.get();
+            init.recv_cq = it->second.pool.cq.get();
+        } else {
+            if (!make_pool(ctx, q.own, static_cast<std::uint32_t>(num(m, "n", 64)),
+                           static_cast<std::uint32_t>(num(m, "sge", 1)),
+                           static_cast<std::uint32_t>(num(m, "size", 2048))))
+                return err_json(ctx.last_error());
+            init.recv_cq = q.own.cq.get();
+            init.max_recv_wr = q.own.n;
+            init.max_recv_sge = q.own.sge;
+        }
+        q.qp = ctx.create_rc_qp(init);
+        if (!q.qp) {
+            const std::string e = ctx.last_error();
+            dev.rcs.erase(name);
+            return err_json(e);
+        }
+        if (q.srq.empty())
+            for (std::uint32_t i = 0; i < q.own.n; ++i)
+                if (post_pool(*q.qp, q.own, i) != 1)
+                    return err_json("rcqp: post_recv: " + ctx.last_error());
+        return "{\"qpn\":" + std::to_string(q.qp->qp_num()) + "}";
+    }
+    // The receive side of NAME: an SRQ, or an RC QP's own queue.
+    if (cmd == "rcrecv") {
+        RcPool *pool = nullptr;
+        Srq *srq = nullptr;
+        RcQp *own = nullptr;
+        if (auto it = dev.srqs.find(name); it != dev.srqs.end()) {
+            pool = &it->second.pool;
+            srq = it->second.srq.get();
+        } else if (auto jt = dev.rcs.find(name); jt != dev.rcs.end() && jt->second.srq.empty()) {
+            pool = &jt->second.own;
+            own = jt->second.qp.get();
+        } else {
+            return err_json("rcrecv: no SRQ or RC QP with its own receive queue named " + name);
+        }
+        const auto want = num(m, "count", 1);
+        const bool repost = num(m, "repost", 0) != 0;
+        const auto deadline =
+            std::chrono::steady_clock::now() + std::chrono::milliseconds(num(m, "timeout_ms", 1000));
+        std::map<std::string, int> st;
+        std::set<std::uint32_t> lens, srcs, qpns, slids;
+        std::string seqs = "[";
+        unsigned long got = 0, bad = 0;
+        std::vector<std::uint8_t> msg;
+        while (got < want && std::chrono::steady_clock::now() < deadline) {
+            Wc wc[32];
+            const int k = pool->cq->poll(wc, static_cast<int>(std::min<unsigned long>(32, want - got)));
+            if (k <= 0) {
+                std::this_thread::yield();
+                continue;
+            }
+            for (int i = 0; i < k; ++i) {
+                ++got;
+                ++st[status_name(wc[i].status)];
+                const auto idx = static_cast<std::uint32_t>(wc[i].wr_id);
+                if (wc[i].status == WcStatus::success && idx < pool->n) {
+                    // The message, gathered back from the receive's buffers in order.
+                    const std::uint32_t len = wc[i].byte_len;
+                    msg.assign(pool->mem + std::size_t{idx} * pool->sge * pool->size,
+                               pool->mem + std::size_t{idx} * pool->sge * pool->size + len);
+                    if (!check(msg.data(), len))
+                        ++bad;
+                    std::uint32_t seq = 0;
+                    if (len >= 4)
+                        std::memcpy(&seq, msg.data(), 4);
+                    seqs += (seqs.size() > 1 ? "," : "") + std::to_string(seq);
+                    lens.insert(len);
+                    srcs.insert(wc[i].src_qp);
+                    slids.insert(wc[i].slid);
+                }
+                qpns.insert(wc[i].qp_num);
+                if (repost && idx < pool->n) {
+                    const int r = srq ? post_pool(*srq, *pool, idx) : post_pool(*own, *pool, idx);
+                    (void)r;
+                }
+            }
+        }
+        auto list = [](const std::set<std::uint32_t> &v) {
+            std::string o = "[";
+            for (auto x : v)
+                o += (o.size() > 1 ? "," : "") + std::to_string(x);
+            return o + "]";
+        };
+        out << "{\"received\":" << got << ",\"bad_payload\":" << bad << ",\"statuses\":" << statuses_json(st)
+            << ",\"lens\":" << list(lens) << ",\"src_qps\":" << list(srcs) << ",\"qp_nums\":" << list(qpns)
+            << ",\"slids\":" << list(slids) << ",\"seqs\":" << seqs << "]}";
+        return out.str();
+    }
+    auto it = dev.rcs.find(name);
+    if (it == dev.rcs.end())
+        return err_json(cmd + ": no RC QP " + name);
+    PeerRc &q = it->second;
+    if (cmd == "rcconnect") {
+        RcConnect c;
+        c.path.dlid = static_cast<std::uint16_t>(num(m, "dlid", 0));
+        c.remote_qpn = static_cast<std::uint32_t>(num(m, "dqpn", 0));
+        c.remote_psn = static_cast<std::uint32_t>(num(m, "rpsn", 0));
+        c.local_psn = static_cast<std::uint32_t>(num(m, "lpsn", 0));
+        c.rnr_retry = static_cast<std::uint8_t>(num(m, "rnr_retry", 7));
+        c.min_rnr_timer = static_cast<std::uint8_t>(num(m, "min_rnr", 12));
+        switch (num(m, "mtu", 2048)) {
+        case 256: c.path_mtu = Mtu::mtu256; break;
+        case 512: c.path_mtu = Mtu::mtu512; break;
+        case 1024: c.path_mtu = Mtu::mtu1024; break;
+        case 4096: c.path_mtu = Mtu::mtu4096; break;
+        default: c.path_mtu = Mtu::mtu2048; break;
+        }
+        if (q.qp->connect(c) != 0)
+            return err_json(ctx.last_error());
+        return "{\"state\":\"" + std::string(to_string(q.qp->state())) + "\"}";
+    }
+    if (cmd == "rcstate")
+        return "{\"state\":\"" + std::string(to_string(q.qp->state())) + "\"}";
+    if (cmd == "rcerror") {
+        q.qp->set_error();
+        return "{\"state\":\"" + std::string(to_string(q.qp->state())) + "\"}";
+    }
+    if (cmd == "rccounters") {
+        const QpCounters c = q.qp->counters();
+        out << "{\"tx_packets\":" << c.tx_packets << ",\"tx_bytes\":" << c.tx_bytes << ",\"tx_errors\":"
+            << c.tx_errors << ",\"rx_packets\":" << c.rx_packets << ",\"rx_bytes\":" << c.rx_bytes
+            << ",\"drop_no_buffer\":" << c.drop_no_buffer << ",\"drop_too_long\":" << c.drop_too_long << "}";
+        return out.str();
+    }
+    if (cmd == "rcsend" || cmd == "rcpoll") {
+        const auto count = num(m, "count", 1);
+        const auto size = static_cast<std::uint32_t>(num(m, "size", 0));
+        const auto nsge = static_cast<std::uint32_t>(std::max<unsigned long>(1, num(m, "sge", 1)));
+        const auto deadline =
+            std::chrono::steady_clock::now() + std::chrono::milliseconds(num(m, "timeout_ms", 2000));
+        std::map<std::string, int> st;
+        unsigned long posted = cmd == "rcpoll" ? count : 0, done = 0;
+        int first_rc = 0;
+        // Each message its own buffer (they may wait behind an RNR, read later).
+        if (cmd == "rcsend")
+            q.tx.resize(std::size_t{count} * std::max<std::uint32_t>(size, 1));
+        while (done < count && std::chrono::steady_clock::now() < deadline) {
+            if (posted < count) {
+                SendWr wrs[16];
+                Sge sgs[16][kMaxSendSge];
+                int n = 0;
+                for (; n < 16 && posted + static_cast<unsigned long>(n) < count; ++n) {
+                    std::uint8_t *buf = q.tx.data() + (posted + static_cast<unsigned long>(n)) * std::max<std::uint32_t>(size, 1);
+                    fill(buf, size, q.next_seq + static_cast<std::uint32_t>(n));
+                    const std::uint32_t g = std::min<std::uint32_t>(nsge, kMaxSendSge);
+                    std::uint32_t off = 0;
+                    for (std::uint32_t k = 0; k < g; ++k) {
+                        const std::uint32_t l = k + 1 == g ? size - off : size / g;
+                        sgs[n][k] = Sge{reinterpret_cast<std::uintptr_t>(buf + off), l, 0};
+                        off += l;
+                    }
+                    wrs[n] = SendWr{posted + static_cast<unsigned long>(n), sgs[n], g, nullptr, 0, 0, true};
+                }
+                const int r = q.qp->post_send(wrs, n);
+                if (r < 0 && posted == 0)
+                    return err_json(ctx.last_error());
+                if (r < 0)
+                    first_rc = r;
+                if (r > 0) {
+                    posted += static_cast<unsigned long>(r);
+                    q.next_seq += static_cast<std::uint32_t>(r);
+                }
+            }
+            Wc wc[32];
+            const int k = q.scq->poll(wc, 32);
+            for (int i = 0; i < k; ++i) {
+                ++done;
+                ++st[status_name(wc[i].status)];
+            }
+            if (k <= 0)
+                std::this_thread::yield();
+        }
+        out << "{\"posted\":" << posted << ",\"completed\":" << done << ",\"statuses\":" << statuses_json(st)
+            << ",\"post_rc\":" << first_rc << ",\"state\":\"" << to_string(q.qp->state()) << "\"}";
+        return out.str();
+    }
+    return err_json("unknown command '" + cmd + "'");
 }
 
 // One command on one device; returns the reply line.
@@ -732,6 +1069,8 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
             out << "},\"hashed\":" << hashed << ",\"hashes\":" << hashes << "],\"ipv4udp\":" << ipv4udp
                 << ",\"flows\":" << flows << "]}";
         }
+    } else if (cmd == "srq" || cmd.starts_with("rc") || cmd == "madsend" || cmd == "madrecv") {
+        return run_rc(dev, cmd, in);
     } else if (cmd == "caps") {
         const DeviceCaps c = ctx.caps();
         out << "{\"max_send_queues\":" << c.max_send_queues << ",\"max_recv_queues\":" << c.max_recv_queues
