@@ -397,12 +397,14 @@ std::string statuses_json(const std::map<std::string, int> &st) {
 //                                               an RC QP (its send CQ; its own receive queue and CQ,
 //                                               N receives posted, or the SRQ's) -> {"qpn":Q}
 //   rcconnect NAME dlid=L dqpn=Q [rpsn=P] [lpsn=P] [rnr_retry=R] [min_rnr=T] [mtu=M]
-//   rcsend NAME size=S count=C [sge=G] [timeout_ms=T]
+//   rcsend NAME size=S count=C [sge=G] [timeout_ms=T] [pattern=0]
 //                                               C messages of S bytes (pattern, sequence numbers go on
 //                                               across calls), gathered from G entries; waits up to T ms
-//                                               for their completions: "statuses", "completed"
+//                                               for their completions: "statuses", "completed", "us"
+//                                               (pattern=0: payloads not written, for measuring)
 //   rcpoll NAME count=C timeout_ms=T            more send completions ("statuses", "completed")
-//   rcrecv NAME count=C timeout_ms=T [repost=1] receive completions of NAME (an RC QP's own queue or an
+//   rcrecv NAME count=C timeout_ms=T [repost=1] [verify=0]
+//                                               receive completions of NAME (an RC QP's own queue or an
 //                                               SRQ): "received", "bad_payload", "lens", "seqs",
 //                                               "src_qps", "qp_nums", "slids", "statuses"
 //   rcerror NAME / rcstate NAME / rccounters NAME
@@ -526,6 +528,7 @@ std::string run_rc(Device &dev, const std::string &cmd, std::istringstream &in) 
         }
         const auto want = num(m, "count", 1);
         const bool repost = num(m, "repost", 0) != 0;
+        const bool verify = num(m, "verify", 1) != 0;  // 0: a benchmark's run, payloads not read
         const auto deadline =
             std::chrono::steady_clock::now() + std::chrono::milliseconds(num(m, "timeout_ms", 1000));
         std::map<std::string, int> st;
@@ -544,7 +547,9 @@ std::string run_rc(Device &dev, const std::string &cmd, std::istringstream &in) 
                 ++got;
                 ++st[status_name(wc[i].status)];
                 const auto idx = static_cast<std::uint32_t>(wc[i].wr_id);
-                if (wc[i].status == WcStatus::success && idx < pool->n) {
+                if (wc[i].status == WcStatus::success && idx < pool->n && !verify) {
+                    lens.insert(wc[i].byte_len);
+                } else if (wc[i].status == WcStatus::success && idx < pool->n) {
                     // The message, gathered back from the receive's buffers in order.
                     const std::uint32_t len = wc[i].byte_len;
                     msg.assign(pool->mem + std::size_t{idx} * pool->sge * pool->size,
@@ -620,7 +625,9 @@ std::string run_rc(Device &dev, const std::string &cmd, std::istringstream &in) 
         const auto deadline =
             std::chrono::steady_clock::now() + std::chrono::milliseconds(num(m, "timeout_ms", 2000));
         std::map<std::string, int> st;
+        const bool pattern = num(m, "pattern", 1) != 0;  // 0: a benchmark's run, payloads not written
         unsigned long posted = cmd == "rcpoll" ? count : 0, done = 0;
+        const auto t0 = std::chrono::steady_clock::now();
         int first_rc = 0;
         // Each message its own buffer (they may wait behind an RNR, read later).
         if (cmd == "rcsend")
@@ -632,7 +639,8 @@ std::string run_rc(Device &dev, const std::string &cmd, std::istringstream &in) 
                 int n = 0;
                 for (; n < 16 && posted + static_cast<unsigned long>(n) < count; ++n) {
                     std::uint8_t *buf = q.tx.data() + (posted + static_cast<unsigned long>(n)) * std::max<std::uint32_t>(size, 1);
-                    fill(buf, size, q.next_seq + static_cast<std::uint32_t>(n));
+                    if (pattern)
+                        fill(buf, size, q.next_seq + static_cast<std::uint32_t>(n));
                     const std::uint32_t g = std::min<std::uint32_t>(nsge, kMaxSendSge);
                     std::uint32_t off = 0;
                     for (std::uint32_t k = 0; k < g; ++k) {
@@ -661,7 +669,9 @@ std::string run_rc(Device &dev, const std::string &cmd, std::istringstream &in) 
             if (k <= 0)
                 std::this_thread::yield();
         }
-        out << "{\"posted\":" << posted << ",\"completed\":" << done << ",\"statuses\":" << statuses_json(st)
+        const auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
+        out << "{\"posted\":" << posted << ",\"completed\":" << done << ",\"us\":" << us.count()
+            << ",\"statuses\":" << statuses_json(st)
             << ",\"post_rc\":" << first_rc << ",\"state\":\"" << to_string(q.qp->state()) << "\"}";
         return out.str();
     }

@@ -20,7 +20,8 @@
 //                         general_err (IBA: remote operation error), QP ERR
 //   peer gone             retry_exc_err at once, QP ERR: its QP destroyed or
 //                         not connected back, its port down, its process dead
-//                         (checked at most every kPeerCheckUs, by syscalls)
+//                         (checked at most every kPeerCheckUs of the coarse
+//                         clock, by syscalls)
 //
 // Sends are in order per QP; an SRQ shared by several QPs completes in the
 // order senders took its slots. No locks, syscalls (but the throttled peer
@@ -44,11 +45,16 @@ constexpr std::uint8_t kRnrInfinite = 7;  // rnr_retry 7: retry without end
 constexpr std::uint64_t kPeerCheckUs = 1000;
 constexpr std::uint32_t kMaxRcSendWr = 8192;
 
-std::uint64_t now_us() noexcept {
+std::uint64_t now_us(clockid_t clock = CLOCK_MONOTONIC) noexcept {
     timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock, &ts);
     return static_cast<std::uint64_t>(ts.tv_sec) * 1000000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000;
 }
+// What a send burst reads for the peer check: the kernel's coarse clock
+// (a few ms of resolution, read from the vDSO page without touching the
+// clock source, which on some VMs costs more than delivering a message).
+// The RNR deadlines, on the slow path, read the precise one.
+std::uint64_t coarse_now_us() noexcept { return now_us(CLOCK_MONOTONIC_COARSE); }
 
 // Take a free RC ring entry for this process and set it up for depth receives.
 std::unique_ptr<RcRecvRing> alloc_ring(SoftContext &ctx, std::uint32_t depth, std::uint32_t max_sge, SoftCq *cq,
@@ -359,7 +365,7 @@ int SoftRcQp::connect(const RcConnect &c) noexcept {
     re_ = &shm->qps[qpn_slot(c.remote_qpn)];
     remote_owner_ = re_->owner.load(std::memory_order_acquire);
     psn_ = c.local_psn & 0xffffff;
-    peer_checked_us_ = now_us();
+    peer_checked_us_ = coarse_now_us();
     e_->rc_remote_qpn.store(c.remote_qpn, std::memory_order_relaxed);
     e_->rc_min_rnr.store(c.min_rnr_timer & 31u, std::memory_order_relaxed);
     e_->rc_state.store(kRcStateRts, std::memory_order_release);
@@ -648,14 +654,14 @@ void SoftRcQp::add(const Tally &t) noexcept {
 void SoftRcQp::progress() noexcept {
     if (p_head_ == p_tail_ || state_ != RcState::rts)
         return;
-    const std::uint64_t now = now_us();
+    const std::uint64_t now = coarse_now_us();
     Tally t;
     while (p_head_ < p_tail_) {
         const Pending &p = pending_[p_head_ % pending_.size()];
         WcStatus st = WcStatus::success;
         const Outcome o = deliver(p.sg, p.num_sge, p.len, now, t, &st);
         if (o == Outcome::rnr) {
-            if (conn_.rnr_retry != kRnrInfinite && now >= rnr_deadline_us_) {
+            if (conn_.rnr_retry != kRnrInfinite && now_us() >= rnr_deadline_us_) {
                 ++p_head_;
                 ++t.errors;
                 complete(p.wr_id, true, WcStatus::rnr_retry_exc_err);
@@ -695,7 +701,7 @@ int SoftRcQp::post_send(const SendWr *wr, int n) noexcept {
         return accepted;
     }
     progress();
-    const std::uint64_t now = now_us();
+    const std::uint64_t now = coarse_now_us();
     Tally t;
     int i = 0;
     for (; i < accepted && state_ == RcState::rts; ++i) {
@@ -717,7 +723,7 @@ int SoftRcQp::post_send(const SendWr *wr, int n) noexcept {
                 to_error();
             } else {
                 rnr_waiting_ = true;
-                rnr_deadline_us_ = now + std::uint64_t{conn_.rnr_retry} *
+                rnr_deadline_us_ = now_us() + std::uint64_t{conn_.rnr_retry} *
                                              kRnrTimerUs[re_->rc_min_rnr.load(std::memory_order_relaxed) & 31];
                 push_pending(wr[i], len);
             }
