@@ -54,6 +54,39 @@ TEST_CASE("ib packet: LRH, BTH, DETH of a UD SEND", "[ib_packet]") {
     CHECK(std::vector<std::uint8_t>(p.begin(), p.begin() + 36) == hdr);
 }
 
+TEST_CASE("ib packet: an RC SEND has no DETH, its opcode and AckReq in the BTH", "[ib_packet]") {
+    UdPacketMeta m;
+    m.dlid = 5;
+    m.slid = 3;
+    m.pkey = 0xffff;
+    m.dest_qp = 0x000181;
+    m.src_qp = 0x000102;  // not on the wire: RC carries no DETH
+    m.qkey = 0x12345678;
+    m.psn = 0xfffffe;
+    m.opcode = kOpRcSendLast;
+    m.ack_req = true;
+    auto p = build(m, std::vector<std::uint8_t>(5, 0xcd));
+    // 8 LRH + 12 BTH + 8 (5 padded) + 4 ICRC + 2 VCRC
+    REQUIRE(p.size() == 34);
+    const std::vector<std::uint8_t> hdr{
+        0x00, 0x02, 0x00, 0x05, 0x00, 0x08, 0x00, 0x03,  // LNH=2, DLID 5, PktLen 8 words, SLID 3
+        0x02, 0x30, 0xff, 0xff, 0x00, 0x00, 0x01, 0x81,  // RC SEND last, PadCnt 3, P_Key, DestQP
+        0x80, 0xff, 0xff, 0xfe,                          // AckReq, PSN
+        0xcd, 0xcd, 0xcd, 0xcd, 0xcd, 0x00, 0x00, 0x00,  // payload + 3 pad bytes, no DETH before it
+    };
+    CHECK(std::vector<std::uint8_t>(p.begin(), p.begin() + 28) == hdr);
+    CHECK(ud_packet_len(m, 5) == 34);
+    CHECK(opcode_has_deth(kOpUdSendOnly));
+    for (auto op : {kOpRcSendFirst, kOpRcSendMiddle, kOpRcSendLast, kOpRcSendOnly})
+        CHECK_FALSE(opcode_has_deth(op));
+    std::vector<std::uint8_t> body(p.begin(), p.end() - 6);
+    std::vector<std::uint8_t> masked = body;
+    std::fill(masked.begin(), masked.begin() + 8, 0xff);
+    masked[12] = 0xff;  // BTH Resv8a
+    const std::uint32_t icrc = crc32_bitwise(masked);
+    CHECK((p[28] | p[29] << 8 | p[30] << 16 | std::uint32_t{p[31]} << 24) == icrc);
+}
+
 TEST_CASE("ib packet: ICRC masks the LRH, BTH Resv8a and GRH variant fields", "[ib_packet]") {
     UdPacketMeta m;
     m.dlid = 0xc000;
