@@ -38,6 +38,7 @@ struct RcConn {
     // taken from the table, then its posted count once that burst ended.
     std::uint64_t mark = 0;
     bool bursts_ended = false;
+    bool icrc = false;  // both sides agreed on "IB CRC as checksum"
 };
 
 CmPort::CmPort() = default;
@@ -142,7 +143,7 @@ hca::Cm *port_cm(Port *p) {
 
 // Set a TX queue's entry for a peer (control thread).
 void tx_entry(Port *p, std::uint16_t txq, const wire::Mac &mac, ConnState st, hca::RcQp *qp, std::uint32_t mtu,
-              std::uint64_t retry_ms) {
+              std::uint64_t retry_ms, bool icrc = false) {
     if (txq >= p->txq.size() || !p->txq[txq])
         return;
     TxConn *c = p->txq[txq]->conns.find_or_add(mac.raw.data());
@@ -153,6 +154,7 @@ void tx_entry(Port *p, std::uint16_t txq, const wire::Mac &mac, ConnState st, hc
         e.qp = qp;
         e.peer_mtu = static_cast<std::uint16_t>(std::min<std::uint32_t>(mtu, 0xffff));
         e.retry_ms = retry_ms;
+        e.icrc = icrc;
     });
 }
 
@@ -231,6 +233,7 @@ CmPrivateData own_data(const Port *p) {
     CmPrivateData d;
     d.ud_qpn = p->fp.qpn;
     d.recv_mtu = kCmRecvMtu;
+    d.features = p->cfg.icrc_csum ? kCmFeatureIcrcCsum : 0;
     return d;
 }
 
@@ -269,6 +272,7 @@ void on_req(Port *p, hca::Cm &cm, const hca::CmEvent &ev) {
     c.since_ms = c.active_ms = now_ms();
     c.cm_id = ev.id;
     c.has_id = true;
+    c.icrc = p->cfg.icrc_csum && pd.has_ext && (pd.features & kCmFeatureIcrcCsum);
     // The sender is shown as the MAC it is known by (its UD address's), else by its LID and UD QPN.
     if (!p->fp.neigh.mac_for(c.dlid, c.peer_ud_qpn, &c.mac))
         c.mac = lidqpn_mac(c.dlid, c.peer_ud_qpn);
@@ -343,9 +347,12 @@ void on_rep(Port *p, hca::Cm &cm, RcConn &c, const hca::CmEvent &ev) {
     cm.send_rtu(ev.id);
     c.st = RcConn::St::up;
     ++st.established;
-    tx_entry(p, c.txq, c.mac, ConnState::up, c.qp.get(), std::min<std::uint32_t>(pd.recv_mtu, kCmRecvMtu), 0);
-    IPOIB_LOG(INFO, "%s: TX queue %u connected to %s (RC QP 0x%06x -> 0x%06x, its MTU %u)", p->name.c_str(), c.txq,
-              mac_text(c.mac, mb), c.qp->qp_num(), c.peer_qpn, pd.recv_mtu);
+    c.icrc = p->cfg.icrc_csum && pd.has_ext && (pd.features & kCmFeatureIcrcCsum);
+    tx_entry(p, c.txq, c.mac, ConnState::up, c.qp.get(), std::min<std::uint32_t>(pd.recv_mtu, kCmRecvMtu), 0,
+             c.icrc);
+    IPOIB_LOG(INFO, "%s: TX queue %u connected to %s (RC QP 0x%06x -> 0x%06x, its MTU %u, IB CRC as checksum: %s)",
+              p->name.c_str(), c.txq, mac_text(c.mac, mb), c.qp->qp_num(), c.peer_qpn, pd.recv_mtu,
+              c.icrc ? "agreed" : (pd.has_ext ? "not agreed" : "peer without it"));
 }
 
 // A connection we asked for did not come: datagrams for kCmRetryMs.

@@ -45,7 +45,8 @@ struct alignas(32) TxConn {
     ConnState state;
     std::uint8_t used;
     std::uint16_t peer_mtu;  // up: the longest message the peer receives (its REP's MTU)
-    std::uint16_t pad;
+    std::uint8_t icrc;       // up: both sides agreed on "IB CRC as checksum"
+    std::uint8_t pad;
     hca::RcQp *qp;           // up: where the queue posts
     std::uint64_t retry_ms;  // failed: datagram mode until then, then connected again
 };
@@ -56,6 +57,7 @@ struct ConnSnapshot {
     hca::RcQp *qp = nullptr;
     std::uint32_t peer_mtu = 0;
     std::uint64_t retry_ms = 0;
+    bool icrc = false;
 };
 
 // A TX queue's connections by the peer's MAC (open addressing, twice as
@@ -81,7 +83,7 @@ class TxConnTable {
             if (!seq_read(c.seq, [&] {
                     used = c.used;
                     match = used && std::memcmp(c.mac, mac, 6) == 0;
-                    s = ConnSnapshot{c.state, c.qp, c.peer_mtu, c.retry_ms};
+                    s = ConnSnapshot{c.state, c.qp, c.peer_mtu, c.retry_ms, c.icrc != 0};
                 }))
                 return false;
             if (!used)
@@ -146,6 +148,12 @@ struct CmPrivateData {
 inline constexpr std::uint32_t kCmExtMagic = 0x49504443;  // "IPDC"
 inline constexpr std::uint32_t kCmFeatureIcrcCsum = 1u << 0;  // "IB CRC as checksum" (seed 003)
 inline constexpr std::uint32_t kCmPrivateDataLen = 16;
+// The per-frame mark on a connection that agreed on "IB CRC as checksum":
+// bits of the IPoIB header's reserved field (bytes 2-3, big endian) saying
+// which checksums the sender did not compute (doc/wire.md). Never set
+// elsewhere; a receiver reads them only on frames from a connection.
+inline constexpr std::uint16_t kEncapIpCksumSkipped = 0x0001;
+inline constexpr std::uint16_t kEncapL4CksumSkipped = 0x0002;
 void cm_write_private_data(const CmPrivateData &d, std::uint8_t *out) noexcept;  // kCmPrivateDataLen bytes
 bool cm_read_private_data(const std::uint8_t *in, std::size_t len, CmPrivateData *out) noexcept;
 

@@ -100,7 +100,16 @@ rte_mbuf *chained(RxQueue *q, const CmRxRing &r, std::uint32_t w, const hca::Wc 
     m->pkt_len = total;
     m->port = fp->port_id;
     const std::uint8_t *l3 = r.buf(w, 0) + wire::kEncapLen;
-    m->packet_type = packet_type(l3, std::min<std::uint32_t>(l3len, kCmBufSize - wire::kEncapLen), et);
+    m->packet_type = RTE_PTYPE_L2_ETHER | parse_l3(l3, l3len, et, kCmBufSize - wire::kEncapLen).ptype;
+    // Checksums: verified over the chain, or NONE where the sender left them
+    // to the connection's IB CRC (its mark in the IPoIB header).
+    const std::uint16_t marks = wire::load_be16(r.buf(w, 0) + 2);
+    const bool ip_skipped = marks & kEncapIpCksumSkipped, l4_skipped = marks & kEncapL4CksumSkipped;
+    if ((ip_skipped && !q->ip_cksum) || (l4_skipped && !q->l4_cksum))  // (not to be told NONE: computed here)
+        rx_cksum_fill_chain(m, kEthHdr, et, ip_skipped && !q->ip_cksum, l4_skipped && !q->l4_cksum);
+    m->ol_flags |= rx_cksum_flags_chain(m, kEthHdr, et, q->l4_cksum, q->ip_cksum, ip_skipped && q->ip_cksum,
+                                        l4_skipped && q->l4_cksum);
+    q->st.cm_cksum_none += (ip_skipped && q->ip_cksum) || (l4_skipped && q->l4_cksum);
     q->st.copied_bytes += total;
     ++q->st.packets;
     q->st.bytes += total;

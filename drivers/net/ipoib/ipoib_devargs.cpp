@@ -87,6 +87,13 @@ bool parse_max_conns(std::string_view v, Config &c, std::string *e) {
     return true;
 }
 
+bool parse_icrc_csum(std::string_view v, Config &c, std::string *e) {
+    if (v != "0" && v != "1")
+        return fail(e, "expected 0 or 1");
+    c.icrc_csum = v == "1";
+    return true;
+}
+
 bool parse_cm_idle(std::string_view v, Config &c, std::string *e) {
     unsigned long x = 0;
     if (!parse_uint(v, 1, 86400, &x))
@@ -233,6 +240,8 @@ constexpr Devarg kDevargs[] = {
      "connected mode: peers each TX queue connects to, and connections peers may open to the port", parse_max_conns},
     {"cm_idle", "<seconds>", "seconds (512)", "connected mode: connections peers opened and left idle this long are "
      "closed (Linux's 512 s)", parse_cm_idle},
+    {"icrc_csum", "<0|1>", "0 \\| 1 (1)", "connected mode: offer peers \"IB CRC as checksum\" at connection setup; "
+     "where both agree, checksums the application offloads are not computed (see Connected mode)", parse_icrc_csum},
     {"l2", "<eth|ipoib>", "`eth` \\| `ipoib` (`eth`)", "Ethernet emulation, or native IPoIB frames (see below)",
      parse_l2},
     {"rxq_size", "<16-1024>", "power of two 16-1024 (512)", "receive queue depth of the UD QP", parse_rxq_size},

@@ -66,6 +66,7 @@ struct RxStats {
     std::uint64_t lend_exhausted;  // frames copied because the application held every spare buffer
     std::uint64_t cm_packets, cm_bytes;  // received over connections (counted in packets/bytes too)
     std::uint64_t cm_errors;             // connection receives completed in error or malformed
+    std::uint64_t cm_cksum_none;         // frames whose sender left checksums to the IB CRC (flags NONE)
 };
 struct TxStats {
     std::uint64_t packets, bytes, errors;
@@ -81,6 +82,7 @@ struct TxStats {
     std::uint64_t cm_packets, cm_bytes;  // sent over connections (counted in packets/bytes too)
     std::uint64_t cm_datagram;  // to a connected-mode peer over UD (no connection: refused, failed, table full)
     std::uint64_t cm_too_many_segs;  // frames of more segments than a connection's gather list takes
+    std::uint64_t cm_cksum_skipped;  // offloaded checksums left to the connection's IB CRC (agreed)
 };
 
 // Request from the fast path to the control thread (rte_ring element, 32 bytes).

@@ -77,6 +77,7 @@ struct Dest {
     std::uint32_t qpn = 0;
     hca::RcQp *rc = nullptr;
     std::uint32_t rc_mtu = 0;  // the longest message the connection's peer receives
+    bool icrc = false;         // the connection agreed on "IB CRC as checksum"
 };
 
 // A multicast group: joined (sent), or held while a send-only join is made.
@@ -101,6 +102,7 @@ TxResult connection(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t
     if (have && c.state == ConnState::up && c.qp) {
         d->rc = c.qp;
         d->rc_mtu = c.peer_mtu;
+        d->icrc = c.icrc;
         return TxResult::sent;
     }
     if (have && c.state == ConnState::failed && now < c.retry_ms) {
@@ -458,15 +460,23 @@ TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool ret
         ++q->st.too_big;
         return TxResult::dropped;
     }
-    if (!tx_cksum(m)) {
-        ++q->st.bad_offload;
-        return TxResult::dropped;
-    }
     if (!retry)
         snoop_membership(q, frame + kEthHdr, m->data_len - kEthHdr, et);
     Dest d;
     if (const TxResult r = eth_dest(q, m, frame, l3len, now, retry, &d); r != TxResult::sent)
         return r;
+    // Checksums the application offloaded: computed, unless the frame goes
+    // over a connection that agreed on "IB CRC as checksum" (then the
+    // IPoIB header says which were left out).
+    std::uint16_t skipped = 0;
+    if (d.icrc && (m->ol_flags & (RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_TX_L4_MASK))) {
+        skipped = static_cast<std::uint16_t>(((m->ol_flags & RTE_MBUF_F_TX_IP_CKSUM) ? kEncapIpCksumSkipped : 0) |
+                                             ((m->ol_flags & RTE_MBUF_F_TX_L4_MASK) ? kEncapL4CksumSkipped : 0));
+        ++q->st.cm_cksum_skipped;
+    } else if (!tx_cksum(m)) {
+        ++q->st.bad_offload;
+        return TxResult::dropped;
+    }
     // Connected mode: a datagram takes what the broadcast group allows, a
     // connection what its peer receives.
     if (d.rc ? l3len + wire::kEncapLen > d.rc_mtu : l3len > fp->ud_mtu) {
@@ -477,6 +487,8 @@ TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool ret
     const std::uint32_t id = q->free_ids.back();
     std::uint8_t *bounce = q->bounce.data() + std::size_t{id} * q->slot_size;
     wire::write_encap(wire::MutBytes(q->hdr[id].data(), wire::kEncapLen), et);
+    q->hdr[id][2] = static_cast<std::uint8_t>(skipped >> 8);
+    q->hdr[id][3] = static_cast<std::uint8_t>(skipped);
     hca::Sge *sg = d.rc ? &q->cm_sge[std::size_t{static_cast<unsigned>(b.n)} * kCmSendSge] : b.sge[b.n];
     const std::uint32_t max_sge = d.rc ? kCmSendSge : hca::kMaxSendSge;
     std::uint32_t nsge = 0;
