@@ -167,6 +167,7 @@ int dev_close(rte_eth_dev *dev) noexcept {
         hca_put(h);
     }
     rte_ring_free(p->fp.requests);
+    pmtu_release(&p->fp);
     rte_intr_instance_free(dev->intr_handle);
     dev->intr_handle = nullptr;
     dev->data->mac_addrs = nullptr;  // points into Port, not rte_malloc'ed
@@ -322,6 +323,11 @@ Port *new_port(rte_eth_dev *dev, const char *name, const Config &cfg, Hca *h) {
     }
     if (!p->fp.requests || (cfg.l2 == L2Mode::ipoib && p->fp.dynfield < 0)) {
         IPOIB_LOG(ERR, "%s: cannot allocate its request ring or mbuf field", name);
+        rte_ring_free(p->fp.requests);
+        delete p;
+        return nullptr;
+    }
+    if (cfg.connected && !pmtu_resources(&p->fp, name, socket)) {
         rte_ring_free(p->fp.requests);
         delete p;
         return nullptr;

@@ -67,6 +67,7 @@ struct RxStats {
     std::uint64_t cm_packets, cm_bytes;  // received over connections (counted in packets/bytes too)
     std::uint64_t cm_errors;             // connection receives completed in error or malformed
     std::uint64_t cm_cksum_none;         // frames whose sender left checksums to the IB CRC (flags NONE)
+    std::uint64_t local;                 // frames the driver made for the application (PMTU ICMP)
 };
 struct TxStats {
     std::uint64_t packets, bytes, errors;
@@ -83,6 +84,11 @@ struct TxStats {
     std::uint64_t cm_datagram;  // to a connected-mode peer over UD (no connection: refused, failed, table full)
     std::uint64_t cm_too_many_segs;  // frames of more segments than a connection's gather list takes
     std::uint64_t cm_cksum_skipped;  // offloaded checksums left to the connection's IB CRC (agreed)
+    // Connected mode, frames longer than a datagram destination takes (ipoib_pmtu.cpp):
+    std::uint64_t frag_datagrams, frag_fragments;  // IPv4 without DF cut to the datagram MTU
+    std::uint64_t frag_errors;                     // ... not cut (no mbufs for the fragments)
+    std::uint64_t pmtu_icmp;  // ICMP "fragmentation needed" / ICMPv6 "packet too big" given to the application
+    std::uint64_t pmtu_icmp_lost;  // ... not given (no mbuf, the ring full)
 };
 
 // Request from the fast path to the control thread (rte_ring element, 32 bytes).
@@ -134,6 +140,11 @@ struct PortData {
     hca::Ah *bcast_ah = nullptr;
     wire::Gid bcast_mgid{};
     rte_ring *requests = nullptr;     // fast path -> control thread
+    // Connected mode: frames the driver makes for the application (ICMP for
+    // path MTU), TX queues -> RX queues; and the pools of IPv4 fragments
+    // (direct: their headers and those ICMP messages; indirect: the payload).
+    rte_ring *local_rx = nullptr;
+    rte_mempool *frag_direct = nullptr, *frag_indirect = nullptr;
     std::atomic<std::uint64_t> requests_lost{0};  // the ring was full (any producer; relaxed)
     NeighTable neigh;
     GroupTable groups;                // joined groups other than the broadcast group
@@ -345,6 +356,14 @@ std::uint16_t rx_burst_mbufs(void *q, rte_mbuf **pkts, std::uint16_t n) noexcept
 std::uint16_t tx_burst(void *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
 // Connected mode: up to n frames received over connections into pkts (ipoib_cm_rx.cpp).
 std::uint16_t cm_rx(RxQueue *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
+// Connected mode, path MTU (ipoib_pmtu.cpp): tell the application, as a
+// router would, that the frame m (IPv4 with DF, or IPv6) exceeds `mtu`; and
+// the frames made so, for rx_burst.
+void pmtu_report(TxQueue *q, const rte_mbuf *m, std::uint16_t ethertype, std::uint32_t mtu) noexcept;
+std::uint16_t local_rx(RxQueue *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
+// Probe/close: the ring and pools above (connected mode). False if they cannot be made.
+bool pmtu_resources(PortData *fp, const char *name, int socket) noexcept;
+void pmtu_release(PortData *fp) noexcept;
 void tx_flush_completions(TxQueue *q) noexcept;
 void tx_service_pending(TxQueue *q) noexcept;
 

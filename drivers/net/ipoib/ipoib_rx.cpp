@@ -354,6 +354,8 @@ std::uint16_t rx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept 
         qp->post_recv_queue(q->queue_id, q->repost, n);
     if (q->cm.cq && out < nb)  // connected mode: what arrived over connections
         out += cm_rx(q, pkts + out, static_cast<std::uint16_t>(nb - out));
+    if (fp->local_rx && out < nb && !rte_ring_empty(fp->local_rx))  // ... and ICMP for path MTU
+        out += local_rx(q, pkts + out, static_cast<std::uint16_t>(nb - out));
     // Frames held for a destination must leave once it is resolved even if
     // the application sends nothing more.
     if (q->queue_id < q->port->txq.size() && q->port->txq[q->queue_id])

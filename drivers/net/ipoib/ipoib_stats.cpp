@@ -15,7 +15,7 @@ std::uint64_t rx_error_sum(const RxStats &s) {
 }
 std::uint64_t tx_error_sum(const TxStats &s) {
     return s.errors + s.unresolved_drop + s.too_big + s.unsupported_ethertype + s.link_down_drop +
-           s.translate_errors + s.mcast_unjoined + s.bad_offload + s.tso_bad + s.cm_too_many_segs;
+           s.translate_errors + s.mcast_unjoined + s.bad_offload + s.tso_bad + s.cm_too_many_segs + s.frag_errors;
 }
 
 struct XstatDef {
@@ -124,6 +124,12 @@ const XstatDef kXstats[] = {
     {"tx_cm_too_many_segs", tx_sum<&TxStats::cm_too_many_segs>},
     {"tx_cm_cksum_skipped", tx_sum<&TxStats::cm_cksum_skipped>},
     {"rx_cm_cksum_none", rx_sum<&RxStats::cm_cksum_none>},
+    {"rx_local_frames", rx_sum<&RxStats::local>},
+    {"tx_frag_datagrams", tx_sum<&TxStats::frag_datagrams>},
+    {"tx_frag_fragments", tx_sum<&TxStats::frag_fragments>},
+    {"tx_frag_errors", tx_sum<&TxStats::frag_errors>},
+    {"tx_pmtu_icmp", tx_sum<&TxStats::pmtu_icmp>},
+    {"tx_pmtu_icmp_lost", tx_sum<&TxStats::pmtu_icmp_lost>},
     {"cm_req_sent", cm<&CmPort::req_sent>},
     {"cm_req_received", cm<&CmPort::req_received>},
     {"cm_established", cm<&CmPort::established>},

@@ -6,6 +6,7 @@
 // kHoldPerDest each) while the control thread resolves them. No locks, no
 // syscalls, no allocations.
 #include <rte_ether.h>
+#include <rte_ip_frag.h>
 #include <rte_mbuf.h>
 
 #include <algorithm>
@@ -431,6 +432,61 @@ TxResult tx_tso(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint32_t l2_hdr, std::
     return TxResult::sent;
 }
 
+// Connected mode: m (an Ethernet frame, its checksums done) is longer than
+// its datagram destination takes. IPv4 without DF: cut into fragments of the
+// datagram MTU (DPDK's ip_frag: each a header of its own and the payload
+// where it lies), sent as one WR each, all or none (no_room when the burst
+// or the queue's ids cannot take them). Else: an ICMP "fragmentation
+// needed" / ICMPv6 "packet too big" to the application (pmtu_report).
+TxResult tx_too_big(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint16_t et, const Dest &d) {
+    PortData *fp = q->fp;
+    const std::uint8_t *l3 = rte_pktmbuf_mtod_offset(m, const std::uint8_t *, kEthHdr);
+    const std::uint32_t l3len = m->pkt_len - kEthHdr;
+    const bool v4 = et == wire::kEtherTypeIPv4 && m->data_len >= kEthHdr + sizeof(rte_ipv4_hdr);
+    const bool df = v4 && (wire::load_be16(l3 + 6) & RTE_IPV4_HDR_DF_FLAG);
+    if (!v4 || df || !fp->frag_direct) {
+        ++q->st.too_big;
+        pmtu_report(q, m, et, fp->ud_mtu);
+        return TxResult::dropped;
+    }
+    const std::uint32_t ihl = (l3[0] & 0xf) * 4u;
+    const std::uint32_t per = (fp->ud_mtu - ihl) & ~7u;
+    const std::uint32_t nfrag = ihl < sizeof(rte_ipv4_hdr) || l3len <= ihl ? 0 : (l3len - ihl + per - 1) / per;
+    if (!nfrag || nfrag > kBurstMax) {
+        ++q->st.too_big;
+        return TxResult::dropped;
+    }
+    if (b.n + nfrag > kBurstMax || q->free_ids.size() < nfrag)
+        return TxResult::no_room;
+    rte_mbuf *frags[kBurstMax];
+    rte_pktmbuf_adj(m, kEthHdr);
+    const int n = rte_ipv4_fragment_packet(m, frags, kBurstMax, fp->ud_mtu, fp->frag_direct, fp->frag_indirect);
+    if (n <= 0 || static_cast<std::uint32_t>(n) > q->free_ids.size()) {
+        for (int k = 0; k < n; ++k)
+            rte_pktmbuf_free(frags[k]);
+        ++q->st.frag_errors;
+        return TxResult::dropped;
+    }
+    rte_pktmbuf_free(m);  // (its data stays, referred to by the fragments until they complete)
+    for (int k = 0; k < n; ++k) {
+        rte_mbuf *f = frags[k];
+        const std::uint32_t id = q->free_ids.back();
+        wire::write_encap(wire::MutBytes(q->hdr[id].data(), wire::kEncapLen), wire::kEtherTypeIPv4);
+        hca::Sge *sg = b.sge[b.n];
+        std::uint32_t nsge = 0;
+        sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(q->hdr[id].data()), wire::kEncapLen, q->hdr_lkey};
+        for (rte_mbuf *s = f; s && nsge < hca::kMaxSendSge; s = s->next) {
+            const auto at = rte_pktmbuf_mtod(s, std::uintptr_t);
+            sg[nsge++] = hca::Sge{at, s->data_len, data_lkey(q, at, s->data_len)};
+        }
+        add_wr(q, b, f, id, nsge, d, f->pkt_len + kEthHdr);
+    }
+    ++q->st.frag_datagrams;
+    q->st.frag_fragments += static_cast<std::uint32_t>(n);
+    // Counted as sent per fragment (add_wr): the datagram itself is not one more.
+    return TxResult::sent;
+}
+
 // Ethernet emulation: one Ethernet frame.
 TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool retry) {
     PortData *fp = q->fp;
@@ -478,8 +534,11 @@ TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool ret
         return TxResult::dropped;
     }
     // Connected mode: a datagram takes what the broadcast group allows, a
-    // connection what its peer receives.
+    // connection what its peer receives. Longer: fragmented (IPv4 without
+    // DF) or answered with ICMP (ipoib_pmtu.cpp), as Linux emulates PMTU.
     if (d.rc ? l3len + wire::kEncapLen > d.rc_mtu : l3len > fp->ud_mtu) {
+        if (!d.rc && fp->connected)
+            return tx_too_big(q, b, m, et, Dest{d.ah, d.qpn});
         ++q->st.too_big;
         return TxResult::dropped;
     }
