@@ -116,7 +116,7 @@ class CmEngine final : public Cm {
 
     int send_req(const CmReqParam &p, std::uint32_t *id) noexcept override {
         if (!id || p.private_data_len > kCmReqPrivateData || (p.private_data_len && !p.private_data) ||
-            p.path.dlid == 0)
+            (p.path.dlid == 0 && !p.path.global))  // RoCE: no LIDs, the GID routes
             return -EINVAL;
         CmId c;
         c.state = IdState::req_sent;
