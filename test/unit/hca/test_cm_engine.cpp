@@ -259,6 +259,17 @@ TEST_CASE("cm engine: a REQ rejected by the consumer", "[cm_engine]") {
     p.pump();
     CHECK(p.wire.sent[0][kAttrReq] == 1);
     CHECK(p.ev_a.size() == 1);
+
+    // An ID destroyed while the consumer decides is rejected for it (consumer reason).
+    REQUIRE(p.a->send_req(req_param(0x000123), &ida) == 0);
+    p.pump();
+    REQUIRE(p.ev_b.size() == 2);
+    p.b->destroy_id(p.ev_b[1].id);
+    p.pump();
+    REQUIRE(p.ev_a.size() == 2);
+    CHECK(p.ev_a[1].type == CmEventType::rej_received);
+    CHECK(p.ev_a[1].id == ida);
+    CHECK(p.ev_a[1].rej_reason == 28);
 }
 
 TEST_CASE("cm engine: a REQ for a service nobody listens to is rejected by the CM (reason 8)", "[cm_engine]") {
