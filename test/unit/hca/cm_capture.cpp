@@ -66,10 +66,14 @@ class CapturingEnd final : public MadTransport {
 };
 
 bool next_event(Cm &cm, CmEventType want, CmEvent *ev) {
-    for (int i = 0; i < 100; ++i)
-        if (cm.get_event(ev) == 1)
-            return ev->type == want ||
-                   (std::fprintf(stderr, "cm-capture: got %s, wanted %s\n", to_string(ev->type), to_string(want)), false);
+    for (int i = 0; i < 100; ++i) {
+        if (cm.get_event(ev) != 1)
+            continue;
+        if (ev->type == want)
+            return true;
+        std::fprintf(stderr, "cm-capture: got %s, wanted %s\n", to_string(ev->type), to_string(want));
+        return false;
+    }
     std::fprintf(stderr, "cm-capture: no %s\n", to_string(want));
     return false;
 }

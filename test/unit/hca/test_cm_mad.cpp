@@ -29,6 +29,9 @@ Gid gid(std::uint8_t last) {
 }
 
 using Mad = std::array<std::uint8_t, kMadSize>;
+using Bytes = std::vector<std::uint8_t>;
+
+Bytes at(const Mad &mad, std::size_t off, std::size_t n) { return Bytes(mad.begin() + off, mad.begin() + off + n); }
 
 void check_header_bytes(const Mad &mad, std::uint16_t attr, std::uint64_t tid) {
     CHECK(mad[0] == 1);     // base version
@@ -110,7 +113,7 @@ TEST_CASE("cm mad: REQ round-trips with every field at its IBA offset", "[cm_mad
     CHECK(back == m);
 
     const std::vector<std::uint8_t> at24{0x11, 0x22, 0x33, 0x44, 0, 0, 0, 0};  // local comm ID, reserved
-    CHECK(std::vector<std::uint8_t>(mad.begin() + 24, mad.begin() + 32) == at24);
+    CHECK(at(mad, 24, 8) == at24);
     CHECK(mad[32] == 0x10);  // service ID, big-endian
     CHECK(mad[39] == 0xef);
     CHECK(mad[40] == 0x00);  // local CA GUID
@@ -118,13 +121,13 @@ TEST_CASE("cm mad: REQ round-trips with every field at its IBA offset", "[cm_mad
     CHECK(mad[52] == 0x0b);  // local Q_Key at 28
     CHECK(mad[53] == 0x1b);
     // 32: local QPN (24) | responder resources (8)
-    CHECK((std::vector<std::uint8_t>(mad.begin() + 56, mad.begin() + 60) == std::vector<std::uint8_t>{0xab, 0xcd, 0xef, 0x42}));
+    CHECK(at(mad, 56, 4) == Bytes{0xab, 0xcd, 0xef, 0x42});
     // 36: local EECN | initiator depth
-    CHECK((std::vector<std::uint8_t>(mad.begin() + 60, mad.begin() + 64) == std::vector<std::uint8_t>{0x12, 0x34, 0x56, 0x24}));
+    CHECK(at(mad, 60, 4) == Bytes{0x12, 0x34, 0x56, 0x24});
     // 40: remote EECN | timeout 20 (10100) | transport UC (01) | E2E (1) = 1010 0011
-    CHECK((std::vector<std::uint8_t>(mad.begin() + 64, mad.begin() + 68) == std::vector<std::uint8_t>{0x65, 0x43, 0x21, 0xa3}));
+    CHECK(at(mad, 64, 4) == Bytes{0x65, 0x43, 0x21, 0xa3});
     // 44: starting PSN | local timeout 19 (10011) | retry 5 (101) = 1001 1101
-    CHECK((std::vector<std::uint8_t>(mad.begin() + 68, mad.begin() + 72) == std::vector<std::uint8_t>{0xfe, 0xdc, 0xba, 0x9d}));
+    CHECK(at(mad, 68, 4) == Bytes{0xfe, 0xdc, 0xba, 0x9d});
     CHECK(mad[72] == 0x80);  // P_Key
     CHECK(mad[73] == 0x01);
     CHECK(mad[74] == 0x4e);  // MTU 4 | RDC 1 | RNR 6 = 0100 1 110
@@ -138,7 +141,7 @@ TEST_CASE("cm mad: REQ round-trips with every field at its IBA offset", "[cm_mad
     CHECK(mad[95] == 0x01);
     CHECK(mad[111] == 0x02);  // remote GID ends at 87 (MAD 111)
     // 88: flow label 0xabcde (20) | reserved (6) | rate 0x3f (6)
-    CHECK((std::vector<std::uint8_t>(mad.begin() + 112, mad.begin() + 116) == std::vector<std::uint8_t>{0xab, 0xcd, 0xe0, 0x3f}));
+    CHECK(at(mad, 112, 4) == Bytes{0xab, 0xcd, 0xe0, 0x3f});
     CHECK(mad[116] == 0x5a);  // traffic class
     CHECK(mad[117] == 0x40);  // hop limit
     CHECK(mad[118] == 0xa8);  // SL 10 | subnet local
@@ -179,8 +182,8 @@ TEST_CASE("cm mad: REP round-trips with its fields at their offsets", "[cm_mad]"
     CHECK(mad[24] == 0xa1);
     CHECK(mad[28] == 0x11);  // remote comm ID at 4
     CHECK(mad[32] == 0x01);  // local Q_Key at 8
-    CHECK((std::vector<std::uint8_t>(mad.begin() + 36, mad.begin() + 40) == std::vector<std::uint8_t>{0x00, 0x04, 0x56, 0x00}));
-    CHECK((std::vector<std::uint8_t>(mad.begin() + 44, mad.begin() + 48) == std::vector<std::uint8_t>{0x65, 0x43, 0x21, 0x00}));
+    CHECK(at(mad, 36, 4) == Bytes{0x00, 0x04, 0x56, 0x00});
+    CHECK(at(mad, 44, 4) == Bytes{0x65, 0x43, 0x21, 0x00});
     CHECK(mad[48] == 4);
     CHECK(mad[49] == 1);
     CHECK(mad[50] == 0x8d);  // ack delay 17 (10001) | failover 2 (10) | E2E 1 = 1000 1101
@@ -213,7 +216,7 @@ TEST_CASE("cm mad: RTU, DREQ, DREP round-trip", "[cm_mad]") {
     DreqMsg dreq_back;
     decode(mad.data(), &dreq_back);
     CHECK(dreq_back == dreq);
-    CHECK((std::vector<std::uint8_t>(mad.begin() + 32, mad.begin() + 36) == std::vector<std::uint8_t>{0xab, 0xcd, 0xef, 0x00}));
+    CHECK(at(mad, 32, 4) == Bytes{0xab, 0xcd, 0xef, 0x00});
     CHECK(mad[36] == 9);  // private data at 12, 220 bytes
 
     DrepMsg drep{.local_comm_id = 7, .remote_comm_id = 8, .private_data = pattern<kCmDrepPrivateData>(11)};
