@@ -264,7 +264,7 @@ bool ensure_qp(Port *p) {
     const wire::Gid gid = p->hca->cp.port_gid(p->cfg.port);
     p->gid_index = static_cast<std::uint8_t>(p->hca->cp.gid_index(p->cfg.port));
     refresh_own_key(p);
-    p->fp.hwaddr = wire::make_hwaddr(0, p->fp.qpn, gid).value;
+    p->fp.hwaddr = wire::make_hwaddr(p->cfg.connected ? wire::kHwFlagRc : 0, p->fp.qpn, gid).value;
     IPOIB_LOG(INFO, "%s: UD QP 0x%06x (%u receive, %u send queues), address %s", p->name.c_str(), p->fp.qpn, nrq,
               nsq, wire::to_string(p->fp.hwaddr).c_str());
     return true;
@@ -314,7 +314,11 @@ void on_link(Port *p, bool up) {
             return;
         port_read_rates(p);
         refresh_own_key(p);
+        if (!cm_port_up(p))
+            IPOIB_LOG(WARNING, "%s: connected mode unavailable: datagrams only", p->name.c_str());
         p->fp.qp_ready.store(p->qp.get(), std::memory_order_release);
+    } else {
+        cm_port_down(p, false);  // (the port cannot send a DREQ: peers find out by their retries)
     }
     set_link(p, up);
     if (up)
@@ -368,7 +372,8 @@ void on_group(Port *p, const wire::Gid &mgid, const ctrl::McMemberRecord &rec, b
     if (mgid == p->iface->broadcast().mgid) {
         p->qkey = rec.qkey;
         p->qp->set_qkey(rec.qkey);
-        p->fp.mtu = static_cast<std::uint16_t>((128u << rec.mtu) - wire::kEncapLen);
+        p->fp.ud_mtu = static_cast<std::uint16_t>((128u << rec.mtu) - wire::kEncapLen);
+        p->fp.mtu = p->fp.connected ? static_cast<std::uint16_t>(kCmMtu) : p->fp.ud_mtu;
         p->fp.bcast_mgid = mgid;
         p->fp.bcast_ah = ah;
         p->bcast_mlid = rec.mlid;
@@ -392,6 +397,8 @@ void on_group(Port *p, const wire::Gid &mgid, const ctrl::McMemberRecord &rec, b
 void learn(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &gid) {
     if (!p->fp.neigh.index(r.lid, r.qpn, mac))
         count_table_full(p, "sender", mac);
+    if (Neigh *n = p->fp.neigh.find(mac); n && n->hw_flags != r.pad2[0])
+        p->fp.neigh.write(n, [&](Neigh &e) { e.hw_flags = r.pad2[0]; });
     const Neigh *old = p->fp.neigh.find(mac);
     const bool same = old && old->state == NeighState::resolved && old->dlid == r.lid && old->qpn == r.qpn &&
                       old->gid == gid;
@@ -401,6 +408,8 @@ void learn(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &gid
         neigh_set(p, mac, NeighState::resolved, r.lid, r.qpn, gid, p->bcast_sl, false);
     else
         neigh_set(p, mac, NeighState::incomplete, r.lid, r.qpn, gid, 0, false);  // dlid: the LID it came from
+    if (Neigh *n = p->fp.neigh.find(mac); n && n->hw_flags != r.pad2[0])
+        p->fp.neigh.write(n, [&](Neigh &e) { e.hw_flags = r.pad2[0]; });
     p->hca->cp.request_path(gid, p->iface->pkey(), p->cfg.port);
 }
 
@@ -574,6 +583,7 @@ void handle_requests(Port *p) {
             break;
         case RequestKind::ip_join: ip_group(p, r, true); break;
         case RequestKind::ip_leave: ip_group(p, r, false); break;
+        case RequestKind::connect: cm_connect(p, r); break;
         case RequestKind::own_addr: {
             std::array<std::uint8_t, 17> a{};
             a[0] = r.family == 6 ? 6 : 4;
@@ -622,6 +632,7 @@ void control_pass(Hca *h, std::vector<std::uint16_t> *lsc) {
     std::lock_guard<std::mutex> lk(h->mu);
     h->cp.run_once(0);
     const std::uint64_t now = now_ms();
+    cm_poll(h, now);
     for (Port *p : h->ports) {
         handle_requests(p);
         if (now - p->last_age_ms >= kAgeIntervalMs) {
@@ -631,6 +642,7 @@ void control_pass(Hca *h, std::vector<std::uint16_t> *lsc) {
         }
         if (p->announce_pending)
             announce(p);
+
         // Not before ethdev has marked the port started (it does so once
         // dev_start returned): a callback that stops the port would find it
         // "already stopped" and do nothing, and the link would stay up.
@@ -779,11 +791,17 @@ int port_control_start(Port *p) {
         const Neigh *e = p->fp.neigh.find(n.mac);
         if (!e || e->state != NeighState::resolved)
             neigh_set(p, n.mac, NeighState::incomplete, 0, n.hw.qpn(), n.hw.gid(), 0, true);
+        if (Neigh *s = p->fp.neigh.find(n.mac))
+            p->fp.neigh.write(s, [&](Neigh &x) { x.hw_flags = n.hw.raw[0]; });
     }
     return 0;
 }
 
 void port_control_stop(Port *p) {
+    cm_port_down(p, true);  // DREQ for every connection up
+    for (TxQueue *q : p->txq)  // (the fast path is stopped)
+        if (q)
+            q->conns.clear();
     if (p->iface) {
         p->hca->cp.remove_interface(p->iface);  // leaves every group; link goes down
         p->iface = nullptr;
@@ -793,6 +811,7 @@ void port_control_stop(Port *p) {
 }
 
 void port_release_resources(Port *p) {
+    cm_port_release(p);
     p->fp.rx_cqs.fill(nullptr);
     p->fp.tx_cqs.fill(nullptr);
     p->qp.reset();

@@ -50,6 +50,19 @@ enum : std::uint32_t {
     kRxBufTail = 64,         // receive buffer: GRH area + 4096-byte IB MTU + this slack
     kTxSlotSize = 2 * 4096 + 256, // per-WR bounce slot (ARP/ND translation, linearised frames)
 
+    // Connected mode (ipoib_cm.hpp).
+    kCmMtu = 65520,          // the port MTU in connected mode (Linux: IPOIB_CM_MTU)
+    kCmRecvMtu = kCmMtu + 4, // what a connection's receive takes, IPoIB header included (sent in the CM data)
+    kCmBufSize = 2048,       // one buffer of a shared receive queue's receive
+    kCmRecvSge = (kCmRecvMtu + kCmBufSize - 1) / kCmBufSize,  // buffers per receive (32)
+    kCmSrqDepth = 64,        // receives per RX queue's shared receive queue
+    kMaxConnsDefault = 1024, // devarg max_conns: peers per TX queue, passive connections per port
+    kMaxConnsMax = 65536,
+    kCmIdleDefaultS = 512,   // devarg cm_idle: passive connections idle this long are closed (Linux)
+    kCmRetryMs = 10000,      // after a REJ or an unanswered REQ: datagram mode this long, then connect again
+    kCmRxBatch = 16,         // connected-mode receives handled per RX burst
+    kCmSendSge = 34,         // a connection send's gather list: the IPoIB header + 33 mbuf segments
+
     // Timers of the control thread.
     kControlWaitUs = 1000,   // the control thread's sleep between passes (without Hca::mu)
     kAgeIntervalMs = 1000,   // neighbour ageing pass

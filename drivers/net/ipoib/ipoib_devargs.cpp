@@ -69,11 +69,36 @@ bool parse_pkey(std::string_view v, Config &c, std::string *e) {
     return true;
 }
 
-bool parse_mode(std::string_view v, Config &, std::string *e) {
+bool parse_mode(std::string_view v, Config &c, std::string *e) {
     if (v == "connected")
-        return fail(e, "connected mode is not implemented yet; use mode=datagram");
-    if (v != "datagram")
-        return fail(e, "expected datagram");
+        c.connected = true;
+    else if (v == "datagram")
+        c.connected = false;
+    else
+        return fail(e, "expected datagram or connected");
+    return true;
+}
+
+bool parse_max_conns(std::string_view v, Config &c, std::string *e) {
+    unsigned long x = 0;
+    if (!parse_uint(v, 1, kMaxConnsMax, &x))
+        return fail(e, "expected 1-" + std::to_string(kMaxConnsMax));
+    c.max_conns = static_cast<std::uint32_t>(x);
+    return true;
+}
+
+bool parse_icrc_csum(std::string_view v, Config &c, std::string *e) {
+    if (v != "0" && v != "1")
+        return fail(e, "expected 0 or 1");
+    c.icrc_csum = v == "1";
+    return true;
+}
+
+bool parse_cm_idle(std::string_view v, Config &c, std::string *e) {
+    unsigned long x = 0;
+    if (!parse_uint(v, 1, 86400, &x))
+        return fail(e, "expected 1-86400 (seconds)");
+    c.cm_idle_s = static_cast<std::uint32_t>(x);
     return true;
 }
 
@@ -208,7 +233,15 @@ constexpr Devarg kDevargs[] = {
     {"port", "<1|2>", "1 \\| 2 (1)", "HCA port", parse_port},
     {"pkey", "<p_key>", "0x0001-0xffff, not 0x8000 (the P_Key at index 0)",
      "partition; the full-member entry of the port's table is preferred", parse_pkey},
-    {"mode", "<datagram>", "`datagram`", "`connected` is refused with a message (not implemented yet)", parse_mode},
+    {"mode", "<datagram|connected>", "`datagram` \\| `connected` (`datagram`)",
+     "connected: MTU 65520, unicast to peers that advertise it over Reliable Connections (RFC 4755; see Connected "
+     "mode)", parse_mode},
+    {"max_conns", "<1-65536>", "1-65536 (1024)",
+     "connected mode: peers each TX queue connects to, and connections peers may open to the port", parse_max_conns},
+    {"cm_idle", "<seconds>", "seconds (512)", "connected mode: connections peers opened and left idle this long are "
+     "closed (Linux's 512 s)", parse_cm_idle},
+    {"icrc_csum", "<0|1>", "0 \\| 1 (1)", "connected mode: offer peers \"IB CRC as checksum\" at connection setup; "
+     "where both agree, checksums the application offloads are not computed (see Connected mode)", parse_icrc_csum},
     {"l2", "<eth|ipoib>", "`eth` \\| `ipoib` (`eth`)", "Ethernet emulation, or native IPoIB frames (see below)",
      parse_l2},
     {"rxq_size", "<16-1024>", "power of two 16-1024 (512)", "receive queue depth of the UD QP", parse_rxq_size},
@@ -331,6 +364,10 @@ bool parse_devargs(const char *args, Config *cfg, std::string *err) {
     rte_kvargs_free(kv);
     if (!c.err.empty()) {
         *err = c.err;
+        return false;
+    }
+    if (cfg->connected && cfg->l2 == L2Mode::ipoib) {
+        *err = "devarg mode=connected: not available with l2=ipoib yet (native frames carry no connection); use l2=eth";
         return false;
     }
     return true;

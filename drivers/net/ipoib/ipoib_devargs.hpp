@@ -32,6 +32,10 @@ struct Config {
     // Options of the HCA provider (key=value,...), from the devargs that belong to it.
     std::string provider_options;
     bool allmulti = false;
+    bool connected = false;  // mode=connected (ipoib_cm.hpp)
+    std::uint32_t max_conns = kMaxConnsDefault;
+    std::uint32_t cm_idle_s = kCmIdleDefaultS;
+    bool icrc_csum = true;  // connected mode: offer "IB CRC as checksum" on connections
     bool zero_copy = true;  // DPDK memory registered with the HCA: mbufs sent and received in place
     std::uint32_t neigh_timeout_s = kNeighTimeoutDefaultS;
     std::uint32_t neigh_max = kNeighMaxDefault;  // neighbours (and senders) the port's tables hold

@@ -54,9 +54,10 @@ int dev_infos_get(rte_eth_dev *dev, rte_eth_dev_info *info) noexcept {
     info->max_mac_addrs = 1;
     // Known before the first join: the port's MTU bounds the broadcast group's
     // (a bigger group is refused). The MTU in use is the group's (mtu_set).
-    info->max_rx_pktlen = p->max_mtu.load(std::memory_order_relaxed) + (p->cfg.l2 == L2Mode::eth ? RTE_ETHER_HDR_LEN : wire::kEncapLen);
+    const std::uint32_t max_mtu = p->cfg.connected ? std::uint32_t{kCmMtu} : p->max_mtu.load(std::memory_order_relaxed);
+    info->max_rx_pktlen = max_mtu + (p->cfg.l2 == L2Mode::eth ? RTE_ETHER_HDR_LEN : wire::kEncapLen);
     info->min_mtu = RTE_ETHER_MIN_MTU;
-    info->max_mtu = p->max_mtu.load(std::memory_order_relaxed);
+    info->max_mtu = static_cast<std::uint16_t>(max_mtu);
     info->max_rx_queues = max_rx_queues(p);
     info->max_tx_queues = max_tx_queues(p);
     info->min_rx_bufsize = 64;
@@ -166,6 +167,7 @@ int dev_close(rte_eth_dev *dev) noexcept {
         hca_put(h);
     }
     rte_ring_free(p->fp.requests);
+    pmtu_release(&p->fp);
     rte_intr_instance_free(dev->intr_handle);
     dev->intr_handle = nullptr;
     dev->data->mac_addrs = nullptr;  // points into Port, not rte_malloc'ed
@@ -305,6 +307,10 @@ Port *new_port(rte_eth_dev *dev, const char *name, const Config &cfg, Hca *h) {
     // Until a broadcast group says otherwise the MTU is IPoIB's usual 2044, or less on a smaller port.
     port_read_rates(p);
     p->fp.mtu = std::min(p->fp.mtu, p->max_mtu.load());
+    p->fp.ud_mtu = p->fp.mtu;
+    p->fp.connected = cfg.connected;
+    if (cfg.connected)
+        p->fp.mtu = kCmMtu;
     const wire::Mac mac = wire::mac_from_guid(wire::guid_from_gid(h->cp.port_gid(cfg.port)));
     std::memcpy(p->fp.mac.addr_bytes, mac.raw.data(), 6);
     const int socket = dev->data->numa_node >= 0 ? dev->data->numa_node : static_cast<int>(rte_socket_id());
@@ -317,6 +323,11 @@ Port *new_port(rte_eth_dev *dev, const char *name, const Config &cfg, Hca *h) {
     }
     if (!p->fp.requests || (cfg.l2 == L2Mode::ipoib && p->fp.dynfield < 0)) {
         IPOIB_LOG(ERR, "%s: cannot allocate its request ring or mbuf field", name);
+        rte_ring_free(p->fp.requests);
+        delete p;
+        return nullptr;
+    }
+    if (cfg.connected && !pmtu_resources(&p->fp, name, socket)) {
         rte_ring_free(p->fp.requests);
         delete p;
         return nullptr;

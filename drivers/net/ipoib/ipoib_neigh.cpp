@@ -91,6 +91,7 @@ Neigh *NeighTable::find_or_add(const wire::Mac &mac) noexcept {
             std::memcpy(e.mac, mac.raw.data(), 6);
             e.state = NeighState::incomplete;
             e.is_static = 0;
+            e.hw_flags = 0;
             e.ah = nullptr;
             e.gid = wire::Gid{};
             e.retry_ms = 0;
@@ -122,6 +123,7 @@ void NeighTable::remove(Neigh *n) noexcept {
             e.state = m.state;
             e.sl = m.sl;
             e.is_static = m.is_static;
+            e.hw_flags = m.hw_flags;
             e.dlid = m.dlid;
             e.qpn = m.qpn;
             e.gid = m.gid;

@@ -66,6 +66,7 @@ struct alignas(64) Neigh {
     std::uint8_t sl;
     std::uint16_t dlid;
     std::uint8_t is_static;
+    std::uint8_t hw_flags;     // byte 0 of its 20-byte address as last announced (wire::kHwFlagRc)
     std::uint32_t qpn;
     std::uint32_t backoff_ms;  // control thread only: the wait after the next failure
     hca::Ah *ah;
@@ -80,6 +81,7 @@ static_assert(sizeof(Neigh) == 64, "one cache line per neighbour");
 // What the fast path copies out of a Neigh.
 struct NeighSnapshot {
     NeighState state;
+    std::uint8_t hw_flags;
     std::uint8_t sl;
     std::uint16_t dlid;
     std::uint32_t qpn;
@@ -137,7 +139,7 @@ class NeighTable {
             NeighSnapshot s{};
             if (!seq_read(n.seq, [&] {
                     match = n.state != NeighState::empty && std::memcmp(n.mac, mac.raw.data(), 6) == 0;
-                    s = NeighSnapshot{n.state, n.sl, n.dlid, n.qpn, n.ah, n.gid, n.retry_ms};
+                    s = NeighSnapshot{n.state, n.hw_flags, n.sl, n.dlid, n.qpn, n.ah, n.gid, n.retry_ms};
                 }))
                 return false;
             if (s.state == NeighState::empty)

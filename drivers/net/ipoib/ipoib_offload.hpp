@@ -60,12 +60,16 @@ inline void l4_type(L3Info &i, std::uint8_t proto) noexcept {
     }
 }
 
-// Parse an IPv4 or IPv6 header (and IPv6's extension headers) in `len`
-// contiguous bytes. Options or extension headers: L3_*_EXT. A fragment:
-// L4_FRAG, and no L4 header (only the first has one, and not all of it).
-inline L3Info parse_l3(const std::uint8_t *l3, std::uint32_t len, std::uint16_t ethertype) noexcept {
+// Parse an IPv4 or IPv6 header (and IPv6's extension headers) of a packet
+// of `len` bytes, of which the first `avail` (all, by default) are
+// contiguous at l3: headers are read there only. Options or extension
+// headers: L3_*_EXT. A fragment: L4_FRAG, and no L4 header (only the first
+// has one, and not all of it).
+inline L3Info parse_l3(const std::uint8_t *l3, std::uint32_t len, std::uint16_t ethertype,
+                       std::uint32_t avail = ~0u) noexcept {
     L3Info i;
-    if (ethertype == wire::kEtherTypeIPv4 && len >= sizeof(rte_ipv4_hdr)) {
+    const std::uint32_t readable = std::min(len, avail);
+    if (ethertype == wire::kEtherTypeIPv4 && readable >= sizeof(rte_ipv4_hdr)) {
         const auto *ip = reinterpret_cast<const rte_ipv4_hdr *>(l3);
         const std::uint32_t ihl = (ip->version_ihl & 0xf) * 4u, total = rte_be_to_cpu_16(ip->total_length);
         i.ptype = ihl > sizeof(rte_ipv4_hdr) ? RTE_PTYPE_L3_IPV4_EXT : RTE_PTYPE_L3_IPV4;
@@ -80,7 +84,7 @@ inline L3Info parse_l3(const std::uint8_t *l3, std::uint32_t len, std::uint16_t 
         }
         return i;
     }
-    if (ethertype == wire::kEtherTypeIPv6 && len >= sizeof(rte_ipv6_hdr)) {
+    if (ethertype == wire::kEtherTypeIPv6 && readable >= sizeof(rte_ipv6_hdr)) {
         const auto *ip = reinterpret_cast<const rte_ipv6_hdr *>(l3);
         const std::uint32_t end = sizeof(rte_ipv6_hdr) + rte_be_to_cpu_16(ip->payload_len);
         std::uint8_t next = ip->proto;
@@ -90,7 +94,7 @@ inline L3Info parse_l3(const std::uint8_t *l3, std::uint32_t len, std::uint16_t 
             if (next != kIpv6HopByHop && next != kIpv6Routing && next != kIpv6Fragment && next != kIpv6DestOpts)
                 break;
             i.ptype = RTE_PTYPE_L3_IPV6_EXT;
-            if (n == kIpv6MaxExtHeaders || off + 8 > len)
+            if (n == kIpv6MaxExtHeaders || off + 8 > readable)
                 return i;
             if (next == kIpv6Fragment) {
                 i.ptype |= RTE_PTYPE_L4_FRAG;
@@ -167,6 +171,14 @@ inline std::uint64_t rx_cksum_flags(const std::uint8_t *l3, std::uint32_t len, s
     sum = (sum & 0xffff) + (sum >> 16);
     return f | (sum == 0xffff ? RTE_MBUF_F_RX_L4_CKSUM_GOOD : RTE_MBUF_F_RX_L4_CKSUM_BAD);
 }
+
+// RX over a chain (a connection's frames): rx_cksum_flags for the L3 packet
+// at byte `off` of m, its headers in m's first segment. `skipped`
+// (kEncap*CksumSkipped, the sender's mark on a connection that agreed on
+// "IB CRC as checksum"): those checksums are reported NONE, which DPDK
+// defines as "not correct in the packet data, but integrity is valid".
+inline std::uint64_t rx_cksum_flags_chain(const rte_mbuf *m, std::uint32_t off, std::uint16_t ethertype, bool l4,
+                                          bool ip, bool ip_skipped, bool l4_skipped) noexcept;
 
 // The one's complement sum of `len` bytes of a chain from `off`. (Not
 // DPDK 22.11's rte_raw_cksum_mbuf: it truncates a segment's unreduced sum
@@ -366,6 +378,93 @@ inline bool tso_segment_header(std::uint8_t *h, const TsoPlan &p, std::uint32_t 
     const auto c = static_cast<std::uint16_t>(~sum);
     std::memcpy(tcp + kTcpCksumOffset, &c, 2);
     return true;
+}
+
+inline std::uint64_t rx_cksum_flags_chain(const rte_mbuf *m, std::uint32_t off, std::uint16_t ethertype, bool l4,
+                                          bool ip, bool ip_skipped, bool l4_skipped) noexcept {
+    if ((!ip && !l4) || m->data_len <= off || (ethertype != wire::kEtherTypeIPv4 && ethertype != wire::kEtherTypeIPv6))
+        return 0;
+    const std::uint8_t *l3 = rte_pktmbuf_mtod_offset(m, const std::uint8_t *, off);
+    const std::uint32_t avail = m->data_len - off, len = m->pkt_len - off;
+    std::uint64_t f = 0;
+    if (ethertype == wire::kEtherTypeIPv4 && ip) {
+        if (ip_skipped) {
+            f = RTE_MBUF_F_RX_IP_CKSUM_NONE;
+        } else {
+            if (avail < sizeof(rte_ipv4_hdr))
+                return RTE_MBUF_F_RX_IP_CKSUM_BAD;
+            const unsigned ihl = (l3[0] & 0xf) * 4u;
+            f = ihl >= sizeof(rte_ipv4_hdr) && ihl <= avail && rte_raw_cksum(l3, ihl) == 0xffff
+                    ? RTE_MBUF_F_RX_IP_CKSUM_GOOD
+                    : RTE_MBUF_F_RX_IP_CKSUM_BAD;
+            if (f == RTE_MBUF_F_RX_IP_CKSUM_BAD)
+                return f;
+        }
+    }
+    if (!l4)
+        return f;
+    const L3Info i = parse_l3(l3, len, ethertype, avail);
+    const bool tcp = i.proto == IPPROTO_TCP, udp = i.proto == IPPROTO_UDP;
+    if (!i.l4off || (!tcp && !udp) || i.l4len < (tcp ? kTcpHdrMin : kUdpHdrLen) ||
+        i.l4off + (tcp ? kTcpCksumOffset : kUdpCksumOffset) + 2 > avail)
+        return f;
+    if (l4_skipped)
+        return f | RTE_MBUF_F_RX_L4_CKSUM_NONE;
+    const std::uint16_t stored = wire::load_be16(l3 + i.l4off + (tcp ? kTcpCksumOffset : kUdpCksumOffset));
+    std::uint32_t sum;
+    if (ethertype == wire::kEtherTypeIPv4) {
+        if (udp && stored == 0)
+            return f | RTE_MBUF_F_RX_L4_CKSUM_GOOD;
+        sum = rte_ipv4_phdr_cksum(reinterpret_cast<const rte_ipv4_hdr *>(l3), 0);
+    } else {
+        if (udp && stored == 0)
+            return f | RTE_MBUF_F_RX_L4_CKSUM_BAD;
+        rte_ipv6_hdr h = *reinterpret_cast<const rte_ipv6_hdr *>(l3);
+        h.proto = i.proto;
+        h.payload_len = rte_cpu_to_be_16(static_cast<std::uint16_t>(i.l4len));
+        sum = rte_ipv6_phdr_cksum(&h, 0);
+    }
+    std::uint16_t raw = 0;
+    if (!raw_cksum_chain(m, off + i.l4off, i.l4len, &raw))
+        return f;
+    sum += raw;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return f | (sum == 0xffff ? RTE_MBUF_F_RX_L4_CKSUM_GOOD : RTE_MBUF_F_RX_L4_CKSUM_BAD);
+}
+
+// A connection's frame whose sender left checksums to the IB CRC, for a
+// queue that did not enable their RX offload (it could not be told NONE,
+// and expects the packet as a sender would have made it): the IPv4 header
+// (`ip`) and TCP/UDP (`l4`) checksums computed into the chain here.
+inline void rx_cksum_fill_chain(rte_mbuf *m, std::uint32_t off, std::uint16_t ethertype, bool ip, bool l4) noexcept {
+    if (m->data_len <= off || (ethertype != wire::kEtherTypeIPv4 && ethertype != wire::kEtherTypeIPv6))
+        return;
+    const std::uint8_t *l3 = rte_pktmbuf_mtod_offset(m, const std::uint8_t *, off);
+    const std::uint32_t avail = m->data_len - off;
+    const L3Info i = parse_l3(l3, m->pkt_len - off, ethertype, avail);
+    const bool v4 = ethertype == wire::kEtherTypeIPv4;
+    if (!v4)
+        ip = false;
+    if (v4 && avail < sizeof(rte_ipv4_hdr))
+        return;
+    if (!i.l4off || (i.proto != IPPROTO_TCP && i.proto != IPPROTO_UDP))
+        l4 = false;
+    if (!ip && !l4)
+        return;
+    std::uint64_t flags = v4 ? RTE_MBUF_F_TX_IPV4 : RTE_MBUF_F_TX_IPV6;
+    if (ip)
+        flags |= RTE_MBUF_F_TX_IP_CKSUM;
+    if (l4)
+        flags |= i.proto == IPPROTO_TCP ? RTE_MBUF_F_TX_TCP_CKSUM : RTE_MBUF_F_TX_UDP_CKSUM;
+    const std::uint64_t saved = m->ol_flags;
+    m->ol_flags = (saved & ~RTE_MBUF_F_TX_OFFLOAD_MASK) | flags;
+    m->l2_len = off;
+    m->l3_len = v4 ? (l3[0] & 0xf) * 4u : i.l4off;
+    tx_cksum(m, off);
+    m->ol_flags = saved;
+    m->l2_len = 0;
+    m->l3_len = 0;
 }
 
 } // namespace ipoib::pmd

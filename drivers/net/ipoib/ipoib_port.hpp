@@ -45,6 +45,7 @@
 #include "ipoib/ctrl/control_plane.hpp"
 #include "ipoib/hca/hca.hpp"
 #include "ipoib/wire.hpp"
+#include "ipoib_cm.hpp"
 #include "ipoib_defs.hpp"
 #include "ipoib_devargs.hpp"
 #include "ipoib_mr.hpp"
@@ -63,6 +64,10 @@ struct RxStats {
     std::uint64_t copied_bytes;    // frame bytes copied into mbufs of the application's pool
     std::uint64_t lent;            // frames handed over in the HCA's receive buffer (no copy)
     std::uint64_t lend_exhausted;  // frames copied because the application held every spare buffer
+    std::uint64_t cm_packets, cm_bytes;  // received over connections (counted in packets/bytes too)
+    std::uint64_t cm_errors;             // connection receives completed in error or malformed
+    std::uint64_t cm_cksum_none;         // frames whose sender left checksums to the IB CRC (flags NONE)
+    std::uint64_t local;                 // frames the driver made for the application (PMTU ICMP)
 };
 struct TxStats {
     std::uint64_t packets, bytes, errors;
@@ -75,6 +80,15 @@ struct TxStats {
     std::uint64_t tso_bad;  // TSO asked with metadata that does not describe the frame, or too many segments
     std::uint64_t linearized;  // frames of more segments than a gather list holds, copied into one piece
     std::uint64_t announcements;  // gratuitous ARPs / unsolicited NAs sent for the port (mac_addr_set)
+    std::uint64_t cm_packets, cm_bytes;  // sent over connections (counted in packets/bytes too)
+    std::uint64_t cm_datagram;  // to a connected-mode peer over UD (no connection: refused, failed, table full)
+    std::uint64_t cm_too_many_segs;  // frames of more segments than a connection's gather list takes
+    std::uint64_t cm_cksum_skipped;  // offloaded checksums left to the connection's IB CRC (agreed)
+    // Connected mode, frames longer than a datagram destination takes (ipoib_pmtu.cpp):
+    std::uint64_t frag_datagrams, frag_fragments;  // IPv4 without DF cut to the datagram MTU
+    std::uint64_t frag_errors;                     // ... not cut (no mbufs for the fragments)
+    std::uint64_t pmtu_icmp;  // ICMP "fragmentation needed" / ICMPv6 "packet too big" given to the application
+    std::uint64_t pmtu_icmp_lost;  // ... not given (no mbuf, the ring full)
 };
 
 // Request from the fast path to the control thread (rte_ring element, 32 bytes).
@@ -85,6 +99,7 @@ enum class RequestKind : std::uint8_t {
     ip_join = 4,       // the application's stack reported (or the API asked for) an IP group: receive it
     ip_leave = 5,      // ... no longer
     own_addr = 6,      // the application sent ARP/ND as this IPv4/IPv6 address: announced on failover
+    connect = 7,       // connected mode: TX queue `qpn` holds frames for this (resolved) neighbour: connect
 };
 struct Request {
     RequestKind kind;
@@ -92,7 +107,7 @@ struct Request {
     std::uint16_t lid;
     std::uint32_t qpn;
     std::uint8_t mac[6];
-    std::uint8_t pad2[2];
+    std::uint8_t pad2[2];  // learn: [0] = the sender's 20-byte address flags (wire::kHwFlagRc)
     std::uint8_t gid[16];
 };
 static_assert(sizeof(Request) == 32);
@@ -117,12 +132,19 @@ struct PortData {
     int dynfield = -1;                // native mode: offset of struct rte_pmd_ipoib_addr
     std::uint16_t lid = 0;            // InfiniBand: our LID; RoCE: our GID folded (gid_key)
     std::uint32_t qpn = 0;
-    std::uint16_t mtu = 2044;
+    std::uint16_t mtu = 2044;          // the port's MTU (connected mode: kCmMtu)
+    std::uint16_t ud_mtu = 2044;       // datagrams': the broadcast group's MTU - 4
+    bool connected = false;            // mode=connected
     wire::HwAddr hwaddr{};
     rte_ether_addr mac{};
     hca::Ah *bcast_ah = nullptr;
     wire::Gid bcast_mgid{};
     rte_ring *requests = nullptr;     // fast path -> control thread
+    // Connected mode: frames the driver makes for the application (ICMP for
+    // path MTU), TX queues -> RX queues; and the pools of IPv4 fragments
+    // (direct: their headers and those ICMP messages; indirect: the payload).
+    rte_ring *local_rx = nullptr;
+    rte_mempool *frag_direct = nullptr, *frag_indirect = nullptr;
     std::atomic<std::uint64_t> requests_lost{0};  // the ring was full (any producer; relaxed)
     NeighTable neigh;
     GroupTable groups;                // joined groups other than the broadcast group
@@ -161,6 +183,8 @@ struct RxQueue {
     std::vector<rte_mbuf *> posted;
     std::uint32_t nb_desc = 0;  // mbufs to post: the descriptors asked for, at most rxq_size (0: rxq_size)
     MrLookup mr;
+    // Connected mode: this queue's shared receive queue (null CQ: none).
+    CmRxRing cm;
 };
 
 struct Pending {
@@ -189,6 +213,9 @@ struct TxQueue {
     // The application's own addresses this queue last reported (family byte + address): asked once each.
     std::array<std::array<std::uint8_t, 17>, 4> own_seen{};
     std::uint32_t own_next = 0;
+    // Connected mode: this queue's connections by peer, and the gather lists of connection sends.
+    TxConnTable conns;
+    std::vector<hca::Sge> cm_sge;  // kBurstMax rows of kCmSendSge
     std::atomic_flag busy = ATOMIC_FLAG_INIT;  // tx_burst vs. rx_burst's pending flush (per burst)
     std::atomic_flag *lock = &busy;            // busy, or the shared send queue's sq_lock
     // Progress the control thread reads before freeing an address handle
@@ -268,6 +295,7 @@ struct Port {
     // microseconds, the clock every process of the machine reads): telemetry
     // /ipoib/ports, what test/bench/linkup-bench.sh measures.
     std::atomic<std::uint64_t> started_us{0}, link_up_us{0}, link_down_us{0};
+    std::unique_ptr<CmPort> cm;  // connected mode (ipoib_cm.cpp)
 };
 
 inline Port *port_of(const rte_eth_dev *dev) { return *static_cast<Port **>(dev->data->dev_private); }
@@ -286,6 +314,7 @@ struct Hca {
     bool thread_running = false;
     std::atomic<bool> stop{false};
     std::vector<Port *> ports;
+    std::array<std::unique_ptr<hca::Cm>, 3> cms;  // per HCA port (1, 2): connected mode's connection manager
 };
 
 // The 16-bit key a peer is known by next to its QPN (the receive index and
@@ -325,6 +354,16 @@ std::uint16_t rx_burst(void *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
 // The receive mode with mbufs as receive buffers (ipoib_rx_mbuf.cpp).
 std::uint16_t rx_burst_mbufs(void *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
 std::uint16_t tx_burst(void *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
+// Connected mode: up to n frames received over connections into pkts (ipoib_cm_rx.cpp).
+std::uint16_t cm_rx(RxQueue *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
+// Connected mode, path MTU (ipoib_pmtu.cpp): tell the application, as a
+// router would, that the frame m (IPv4 with DF, or IPv6) exceeds `mtu`; and
+// the frames made so, for rx_burst.
+void pmtu_report(TxQueue *q, const rte_mbuf *m, std::uint16_t ethertype, std::uint32_t mtu) noexcept;
+std::uint16_t local_rx(RxQueue *q, rte_mbuf **pkts, std::uint16_t n) noexcept;
+// Probe/close: the ring and pools above (connected mode). False if they cannot be made.
+bool pmtu_resources(PortData *fp, const char *name, int socket) noexcept;
+void pmtu_release(PortData *fp) noexcept;
 void tx_flush_completions(TxQueue *q) noexcept;
 void tx_service_pending(TxQueue *q) noexcept;
 

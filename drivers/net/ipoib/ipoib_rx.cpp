@@ -74,9 +74,11 @@ struct RxFrame {
     wire::Mac src_mac;         // the MAC the sender is known by
 };
 
-void ask_learn(PortData *fp, std::uint16_t key, std::uint32_t qpn, const wire::Mac &mac, const std::uint8_t *gid) {
+void ask_learn(PortData *fp, std::uint16_t key, std::uint32_t qpn, const wire::Mac &mac, const std::uint8_t *gid,
+               std::uint8_t hw_flags = 0) {
     Request r{};
     r.kind = RequestKind::learn;
+    r.pad2[0] = hw_flags;  // the sender's address flags (connected mode)
     r.lid = key;
     r.qpn = qpn;
     std::memcpy(r.mac, mac.raw.data(), 6);
@@ -109,7 +111,7 @@ bool rx_hw_to_mac(void *c, const wire::HwAddr &hw, wire::Mac *out) {
     if (!fp->roce && fp->neigh.lookup(*out, &s, 0) && s.gid != wire::Gid{} &&
         (s.gid != hw.gid() || s.qpn != hw.qpn()))
         *out = lidqpn_mac(f->skey, hw.qpn());
-    ask_learn(fp, f->skey, f->wc->src_qp, *out, hw.raw.data() + 4);
+    ask_learn(fp, f->skey, f->wc->src_qp, *out, hw.raw.data() + 4, hw.raw[0]);
     f->src_mac = *out;
     return true;
 }
@@ -350,6 +352,10 @@ std::uint16_t rx_burst(void *queue, rte_mbuf **pkts, std::uint16_t nb) noexcept 
     }
     if (n > 0)
         qp->post_recv_queue(q->queue_id, q->repost, n);
+    if (q->cm.cq && out < nb)  // connected mode: what arrived over connections
+        out += cm_rx(q, pkts + out, static_cast<std::uint16_t>(nb - out));
+    if (fp->local_rx && out < nb && !rte_ring_empty(fp->local_rx))  // ... and ICMP for path MTU
+        out += local_rx(q, pkts + out, static_cast<std::uint16_t>(nb - out));
     // Frames held for a destination must leave once it is resolved even if
     // the application sends nothing more.
     if (q->queue_id < q->port->txq.size() && q->port->txq[q->queue_id])

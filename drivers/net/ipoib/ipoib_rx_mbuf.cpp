@@ -206,6 +206,10 @@ std::uint16_t rx_burst_mbufs(void *queue, rte_mbuf **pkts, std::uint16_t nb) noe
             ++q->st.errors;
         }
     }
+    if (q->cm.cq && out < nb)  // connected mode: what arrived over connections
+        out += cm_rx(q, pkts + out, static_cast<std::uint16_t>(nb - out));
+    if (fp->local_rx && out < nb && !rte_ring_empty(fp->local_rx))  // ... and ICMP for path MTU
+        out += local_rx(q, pkts + out, static_cast<std::uint16_t>(nb - out));
     if (q->queue_id < q->port->txq.size() && q->port->txq[q->queue_id])
         tx_service_pending(q->port->txq[q->queue_id]);
     return out;

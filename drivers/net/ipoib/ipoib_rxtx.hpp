@@ -51,8 +51,10 @@ void rx_release_mbufs(RxQueue *q) noexcept;
 // TX: work requests being built for one post_send.
 struct TxBatch {
     hca::SendWr wr[kBurstMax];
-    hca::Sge sge[kBurstMax][hca::kMaxSendSge];
+    hca::Sge sge[kBurstMax][hca::kMaxSendSge];  // (connection sends: TxQueue::cm_sge)
+    hca::RcQp *rc[kBurstMax];                    // connected mode: the connection of wr[i], or null (UD)
     int n = 0;
+    bool any_rc = false;
 };
 
 // no_room: a TSO frame whose segments need more work requests than the

@@ -10,11 +10,12 @@ namespace {
 
 // Drops that count as errors in the basic stats.
 std::uint64_t rx_error_sum(const RxStats &s) {
-    return s.errors + s.bad_frames + s.translate_errors + s.unsupported_ethertype + s.too_long + s.link_down;
+    return s.errors + s.bad_frames + s.translate_errors + s.unsupported_ethertype + s.too_long + s.link_down +
+           s.cm_errors;
 }
 std::uint64_t tx_error_sum(const TxStats &s) {
     return s.errors + s.unresolved_drop + s.too_big + s.unsupported_ethertype + s.link_down_drop +
-           s.translate_errors + s.mcast_unjoined + s.bad_offload + s.tso_bad;
+           s.translate_errors + s.mcast_unjoined + s.bad_offload + s.tso_bad + s.cm_too_many_segs + s.frag_errors;
 }
 
 struct XstatDef {
@@ -43,6 +44,11 @@ std::uint64_t iface(const Port *p) {
 template <std::uint64_t ctrl::CpCounters::*F>
 std::uint64_t cp(const Port *p) {
     return p->hca->cp.counters().*F;
+}
+// Connected mode's control counters (0 in datagram mode).
+template <std::uint64_t CmPort::*F>
+std::uint64_t cm(const Port *p) {
+    return p->cm ? p->cm.get()->*F : 0;
 }
 // HCA counters since the last reset (they live in the HCA, which we cannot reset).
 template <std::uint64_t hca::QpCounters::*F>
@@ -109,6 +115,31 @@ const XstatDef kXstats[] = {
     {"hca_drop_stalled", hca_qp<&hca::QpCounters::drop_stalled>},
     {"hca_tx_late", hca_qp<&hca::QpCounters::tx_late>},
     {"tx_bounce_bytes", hca_qp<&hca::QpCounters::tx_bounce_bytes>},
+    {"rx_cm_packets", rx_sum<&RxStats::cm_packets>},
+    {"rx_cm_bytes", rx_sum<&RxStats::cm_bytes>},
+    {"rx_cm_errors", rx_sum<&RxStats::cm_errors>},
+    {"tx_cm_packets", tx_sum<&TxStats::cm_packets>},
+    {"tx_cm_bytes", tx_sum<&TxStats::cm_bytes>},
+    {"tx_cm_datagram", tx_sum<&TxStats::cm_datagram>},
+    {"tx_cm_too_many_segs", tx_sum<&TxStats::cm_too_many_segs>},
+    {"tx_cm_cksum_skipped", tx_sum<&TxStats::cm_cksum_skipped>},
+    {"rx_cm_cksum_none", rx_sum<&RxStats::cm_cksum_none>},
+    {"rx_local_frames", rx_sum<&RxStats::local>},
+    {"tx_frag_datagrams", tx_sum<&TxStats::frag_datagrams>},
+    {"tx_frag_fragments", tx_sum<&TxStats::frag_fragments>},
+    {"tx_frag_errors", tx_sum<&TxStats::frag_errors>},
+    {"tx_pmtu_icmp", tx_sum<&TxStats::pmtu_icmp>},
+    {"tx_pmtu_icmp_lost", tx_sum<&TxStats::pmtu_icmp_lost>},
+    {"cm_req_sent", cm<&CmPort::req_sent>},
+    {"cm_req_received", cm<&CmPort::req_received>},
+    {"cm_established", cm<&CmPort::established>},
+    {"cm_rejected", cm<&CmPort::rejected>},
+    {"cm_timeouts", cm<&CmPort::timeouts>},
+    {"cm_fallbacks", cm<&CmPort::fallbacks>},
+    {"cm_conn_errors", cm<&CmPort::conn_errors>},
+    {"cm_idle_closed", cm<&CmPort::idle_closed>},
+    {"cm_dreq_received", cm<&CmPort::dreq_received>},
+    {"cm_refused", cm<&CmPort::refused>},
 };
 constexpr unsigned kNumXstats = std::size(kXstats);
 

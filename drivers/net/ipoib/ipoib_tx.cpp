@@ -6,11 +6,13 @@
 // kHoldPerDest each) while the control thread resolves them. No locks, no
 // syscalls, no allocations.
 #include <rte_ether.h>
+#include <rte_ip_frag.h>
 #include <rte_mbuf.h>
 
 #include <algorithm>
 #include <cstring>
 
+#include "ipoib/hca/rc.hpp"
 #include "ipoib_offload.hpp"
 #include "ipoib_rxtx.hpp"
 #include "rte_pmd_ipoib.h"
@@ -70,10 +72,13 @@ hca::Ah *group_ah(const PortData *fp, const wire::Gid &mgid) {
     return mgid == fp->bcast_mgid ? fp->bcast_ah : fp->groups.find(mgid);
 }
 
-// Where a frame goes: an address handle and a QPN.
+// Where a frame goes: an address handle and a QPN, or (connected mode) a connection.
 struct Dest {
     hca::Ah *ah = nullptr;
     std::uint32_t qpn = 0;
+    hca::RcQp *rc = nullptr;
+    std::uint32_t rc_mtu = 0;  // the longest message the connection's peer receives
+    bool icrc = false;         // the connection agreed on "IB CRC as checksum"
 };
 
 // A multicast group: joined (sent), or held while a send-only join is made.
@@ -88,6 +93,37 @@ TxResult group(TxQueue *q, rte_mbuf *m, const wire::Gid &mgid, const wire::Mac &
     return wait_for(q, m, key, now, retry, ask, q->st.mcast_unjoined);
 }
 
+// Connected mode, a resolved peer that advertises connections: its
+// connection from this TX queue if up; held while it is set up (the control
+// thread is asked on the first frame); datagrams while there is none
+// (refused, failed, or no room in the table) until it is tried again.
+TxResult connection(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t now, bool retry, Dest *d) {
+    ConnSnapshot c;
+    const bool have = q->conns.lookup(key.raw.data(), &c);
+    if (have && c.state == ConnState::up && c.qp) {
+        d->rc = c.qp;
+        d->rc_mtu = c.peer_mtu;
+        d->icrc = c.icrc;
+        return TxResult::sent;
+    }
+    if (have && c.state == ConnState::failed && now < c.retry_ms) {
+        ++q->st.cm_datagram;
+        return TxResult::sent;  // datagrams meanwhile
+    }
+    if (!q->conns.active()) {
+        ++q->st.cm_datagram;
+        return TxResult::sent;
+    }
+    Request ask{};
+    ask.kind = RequestKind::connect;
+    ask.qpn = q->queue_id;
+    std::memcpy(ask.mac, key.raw.data(), 6);
+    // A frame held for a connection being set up is asked for again only
+    // when none was held (retry: it is held already).
+    return wait_for(q, m, key, now, retry, ask,
+                    q->st.unresolved_drop);
+}
+
 // A unicast neighbour by the MAC it is known by: resolved (AH and QPN),
 // failed (dropped), or waited for (`ask` resolves it).
 // make_ask() builds the resolve request, only when one is needed.
@@ -98,6 +134,8 @@ TxResult neighbour(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t 
     const bool known = q->fp->neigh.lookup(key, &s, now);
     if (known && s.state == NeighState::resolved && s.ah) {
         *d = Dest{s.ah, s.qpn};
+        if (q->fp->connected && (s.hw_flags & wire::kHwFlagRc))
+            return connection(q, m, key, now, retry, d);
         return TxResult::sent;
     }
     if (known && s.state == NeighState::failed && now < s.retry_ms) {
@@ -313,14 +351,20 @@ inline void snoop_membership(TxQueue *q, const std::uint8_t *l3, std::uint32_t l
 // list sg[0..nsge), `bytes` on the wire) to the batch; `owned` (or none) is
 // freed when it completes.
 void add_wr(TxQueue *q, TxBatch &b, rte_mbuf *owned, std::uint32_t id, std::uint32_t nsge, const Dest &d,
-            std::uint32_t bytes) {
+            std::uint32_t bytes, const hca::Sge *sg = nullptr) {
     q->free_ids.pop_back();
     q->inflight[id] = owned;
-    b.wr[b.n] = hca::SendWr{std::uint64_t{q->queue_id} << 32 | id, b.sge[b.n], nsge, d.ah, d.qpn, hca::kUseQpQkey,
-                             true};
+    b.wr[b.n] = hca::SendWr{std::uint64_t{q->queue_id} << 32 | id, sg ? sg : b.sge[b.n], nsge, d.ah, d.qpn,
+                             hca::kUseQpQkey, true};
+    b.rc[b.n] = d.rc;
+    b.any_rc |= d.rc != nullptr;
     ++b.n;
     ++q->st.packets;
     q->st.bytes += bytes;
+    if (d.rc) {
+        ++q->st.cm_packets;
+        q->st.cm_bytes += bytes;
+    }
 }
 
 // TSO: m (a TCP frame marked RTE_MBUF_F_TX_TCP_SEG, link header of l2_hdr
@@ -334,7 +378,8 @@ void add_wr(TxQueue *q, TxBatch &b, rte_mbuf *owned, std::uint32_t id, std::uint
 // work-request ids cannot take them now.
 TxResult tx_tso(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint32_t l2_hdr, std::uint16_t et, const Dest &d) {
     TsoPlan p;
-    if (!tso_plan(m, l2_hdr, q->fp->mtu, &p) || p.nseg > kBurstMax || p.nseg > q->inflight.size()) {
+    const std::uint32_t mtu = d.rc ? std::min<std::uint32_t>(q->fp->mtu, d.rc_mtu - wire::kEncapLen) : q->fp->ud_mtu;
+    if (!tso_plan(m, l2_hdr, static_cast<std::uint16_t>(mtu), &p) || p.nseg > kBurstMax || p.nseg > q->inflight.size()) {
         ++q->st.tso_bad;
         return TxResult::dropped;
     }
@@ -387,6 +432,61 @@ TxResult tx_tso(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint32_t l2_hdr, std::
     return TxResult::sent;
 }
 
+// Connected mode: m (an Ethernet frame, its checksums done) is longer than
+// its datagram destination takes. IPv4 without DF: cut into fragments of the
+// datagram MTU (DPDK's ip_frag: each a header of its own and the payload
+// where it lies), sent as one WR each, all or none (no_room when the burst
+// or the queue's ids cannot take them). Else: an ICMP "fragmentation
+// needed" / ICMPv6 "packet too big" to the application (pmtu_report).
+TxResult tx_too_big(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint16_t et, const Dest &d) {
+    PortData *fp = q->fp;
+    const std::uint8_t *l3 = rte_pktmbuf_mtod_offset(m, const std::uint8_t *, kEthHdr);
+    const std::uint32_t l3len = m->pkt_len - kEthHdr;
+    const bool v4 = et == wire::kEtherTypeIPv4 && m->data_len >= kEthHdr + sizeof(rte_ipv4_hdr);
+    const bool df = v4 && (wire::load_be16(l3 + 6) & RTE_IPV4_HDR_DF_FLAG);
+    if (!v4 || df || !fp->frag_direct) {
+        ++q->st.too_big;
+        pmtu_report(q, m, et, fp->ud_mtu);
+        return TxResult::dropped;
+    }
+    const std::uint32_t ihl = (l3[0] & 0xf) * 4u;
+    const std::uint32_t per = (fp->ud_mtu - ihl) & ~7u;
+    const std::uint32_t nfrag = ihl < sizeof(rte_ipv4_hdr) || l3len <= ihl ? 0 : (l3len - ihl + per - 1) / per;
+    if (!nfrag || nfrag > kBurstMax) {
+        ++q->st.too_big;
+        return TxResult::dropped;
+    }
+    if (b.n + nfrag > kBurstMax || q->free_ids.size() < nfrag)
+        return TxResult::no_room;
+    rte_mbuf *frags[kBurstMax];
+    rte_pktmbuf_adj(m, kEthHdr);
+    const int n = rte_ipv4_fragment_packet(m, frags, kBurstMax, fp->ud_mtu, fp->frag_direct, fp->frag_indirect);
+    if (n <= 0 || static_cast<std::uint32_t>(n) > q->free_ids.size()) {
+        for (int k = 0; k < n; ++k)
+            rte_pktmbuf_free(frags[k]);
+        ++q->st.frag_errors;
+        return TxResult::dropped;
+    }
+    rte_pktmbuf_free(m);  // (its data stays, referred to by the fragments until they complete)
+    for (int k = 0; k < n; ++k) {
+        rte_mbuf *f = frags[k];
+        const std::uint32_t id = q->free_ids.back();
+        wire::write_encap(wire::MutBytes(q->hdr[id].data(), wire::kEncapLen), wire::kEtherTypeIPv4);
+        hca::Sge *sg = b.sge[b.n];
+        std::uint32_t nsge = 0;
+        sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(q->hdr[id].data()), wire::kEncapLen, q->hdr_lkey};
+        for (rte_mbuf *s = f; s && nsge < hca::kMaxSendSge; s = s->next) {
+            const auto at = rte_pktmbuf_mtod(s, std::uintptr_t);
+            sg[nsge++] = hca::Sge{at, s->data_len, data_lkey(q, at, s->data_len)};
+        }
+        add_wr(q, b, f, id, nsge, d, f->pkt_len + kEthHdr);
+    }
+    ++q->st.frag_datagrams;
+    q->st.frag_fragments += static_cast<std::uint32_t>(n);
+    // Counted as sent per fragment (add_wr): the datagram itself is not one more.
+    return TxResult::sent;
+}
+
 // Ethernet emulation: one Ethernet frame.
 TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool retry) {
     PortData *fp = q->fp;
@@ -416,27 +516,54 @@ TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool ret
         ++q->st.too_big;
         return TxResult::dropped;
     }
-    if (!tx_cksum(m)) {
-        ++q->st.bad_offload;
-        return TxResult::dropped;
-    }
     if (!retry)
         snoop_membership(q, frame + kEthHdr, m->data_len - kEthHdr, et);
     Dest d;
     if (const TxResult r = eth_dest(q, m, frame, l3len, now, retry, &d); r != TxResult::sent)
         return r;
+    // Checksums the application offloaded: computed, unless the frame goes
+    // over a connection that agreed on "IB CRC as checksum" (then the
+    // IPoIB header says which were left out).
+    std::uint16_t skipped = 0;
+    if (d.icrc && (m->ol_flags & (RTE_MBUF_F_TX_IP_CKSUM | RTE_MBUF_F_TX_L4_MASK))) {
+        skipped = static_cast<std::uint16_t>(((m->ol_flags & RTE_MBUF_F_TX_IP_CKSUM) ? kEncapIpCksumSkipped : 0) |
+                                             ((m->ol_flags & RTE_MBUF_F_TX_L4_MASK) ? kEncapL4CksumSkipped : 0));
+        ++q->st.cm_cksum_skipped;
+    } else if (!tx_cksum(m)) {
+        ++q->st.bad_offload;
+        return TxResult::dropped;
+    }
+    // Connected mode: a datagram takes what the broadcast group allows, a
+    // connection what its peer receives. Longer: fragmented (IPv4 without
+    // DF) or answered with ICMP (ipoib_pmtu.cpp), as Linux emulates PMTU.
+    if (d.rc ? l3len + wire::kEncapLen > d.rc_mtu : l3len > fp->ud_mtu) {
+        if (!d.rc && fp->connected)
+            return tx_too_big(q, b, m, et, Dest{d.ah, d.qpn});
+        ++q->st.too_big;
+        return TxResult::dropped;
+    }
 
     const std::uint32_t id = q->free_ids.back();
     std::uint8_t *bounce = q->bounce.data() + std::size_t{id} * q->slot_size;
     wire::write_encap(wire::MutBytes(q->hdr[id].data(), wire::kEncapLen), et);
-    hca::Sge *sg = b.sge[b.n];
+    q->hdr[id][2] = static_cast<std::uint8_t>(skipped >> 8);
+    q->hdr[id][3] = static_cast<std::uint8_t>(skipped);
+    hca::Sge *sg = d.rc ? &q->cm_sge[std::size_t{static_cast<unsigned>(b.n)} * kCmSendSge] : b.sge[b.n];
+    const std::uint32_t max_sge = d.rc ? kCmSendSge : hca::kMaxSendSge;
     std::uint32_t nsge = 0;
     sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(q->hdr[id].data()), wire::kEncapLen, q->hdr_lkey};
     switch (translate(q, m, et, bounce, now, &sg[nsge])) {
     case Translated::dropped: return TxResult::dropped;
-    case Translated::yes: ++nsge; break;
+    case Translated::yes:  // (ARP and ND go as datagrams in connected mode too)
+        ++nsge;
+        d.rc = nullptr;
+        break;
     case Translated::no:
-        if (m->nb_segs + 1u > hca::kMaxSendSge) {
+        if (d.rc && m->nb_segs + 1u > max_sge) {  // (no bounce slot holds a connection's 64 KB)
+            ++q->st.cm_too_many_segs;
+            return TxResult::dropped;
+        }
+        if (m->nb_segs + 1u > max_sge) {
             // Too many segments for one gather list: linearise. The payload may
             // already be contiguous (empty trailing segments): then it is not
             // copied and the returned pointer is where it is.
@@ -459,9 +586,9 @@ TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool ret
         }
         break;
     }
-    add_wr(q, b, m, id, nsge, d, m->pkt_len);
-    IPOIB_DATA_LOG(DEBUG, "tx: EtherType 0x%04x, %u bytes to LID %u QPN 0x%06x", et, m->pkt_len - kEthHdr,
-                   d.ah->attr().dlid, d.qpn);
+    add_wr(q, b, m, id, nsge, d, m->pkt_len, sg);
+    IPOIB_DATA_LOG(DEBUG, "tx: EtherType 0x%04x, %u bytes to LID %u QPN 0x%06x%s", et, m->pkt_len - kEthHdr,
+                   d.ah->attr().dlid, d.qpn, d.rc ? " (connection)" : "");
     return TxResult::sent;
 }
 
@@ -551,22 +678,52 @@ void flush_pending(TxQueue *q, TxBatch &b, std::uint64_t now) {
     }
 }
 
-// Post the batch; WRs the HCA did not take are freed and counted.
-void post_batch(TxQueue *q, hca::Qp *qp, TxBatch &b) {
-    if (!b.n)
-        return;
-    const int posted = qp->post_send_queue(q->sq, b.wr, b.n);
+// WRs wr[0..n) were given to the HCA, which took `posted` of them (<0: none):
+// count those, free and count the rest.
+void posted_or_freed(TxQueue *q, const hca::SendWr *wr, int n, int posted) {
     if (posted > 0)
         q->posted.store(q->posted.load(std::memory_order_relaxed) + static_cast<std::uint64_t>(posted),
                         std::memory_order_release);
-    for (int k = posted < 0 ? 0 : posted; k < b.n; ++k) {
-        const auto id = static_cast<std::uint32_t>(b.wr[k].wr_id);
+    for (int k = posted < 0 ? 0 : posted; k < n; ++k) {
+        const auto id = static_cast<std::uint32_t>(wr[k].wr_id);
         rte_pktmbuf_free(q->inflight[id]);
         q->inflight[id] = nullptr;
         q->free_ids.push_back(id);
         ++q->st.errors;
     }
+}
+
+// Connected mode: the batch's datagrams in one post, its connection sends
+// in one post per run of consecutive WRs to one connection (in order per
+// destination, as each post keeps its WRs' order).
+void post_mixed(TxQueue *q, hca::Qp *qp, TxBatch &b) {
+    hca::SendWr ud[kBurstMax];
+    int nud = 0;
+    for (int k = 0; k < b.n;) {
+        if (!b.rc[k]) {
+            ud[nud++] = b.wr[k++];
+            continue;
+        }
+        int e = k + 1;
+        while (e < b.n && b.rc[e] == b.rc[k])
+            ++e;
+        posted_or_freed(q, b.wr + k, e - k, b.rc[k]->post_send(b.wr + k, e - k));
+        k = e;
+    }
+    if (nud)
+        posted_or_freed(q, ud, nud, qp->post_send_queue(q->sq, ud, nud));
+}
+
+// Post the batch; WRs the HCA did not take are freed and counted.
+void post_batch(TxQueue *q, hca::Qp *qp, TxBatch &b) {
+    if (!b.n)
+        return;
+    if (b.any_rc) [[unlikely]]
+        post_mixed(q, qp, b);
+    else
+        posted_or_freed(q, b.wr, b.n, qp->post_send_queue(q->sq, b.wr, b.n));
     b.n = 0;
+    b.any_rc = false;
 }
 
 } // namespace

@@ -8,8 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "cm/cm_engine.hpp"
 #include "inproc/inproc_testing.hpp"
 #include "ipoib/hca/hca.hpp"
+#include "ipoib/hca/rc.hpp"
 #include "ipoib/wire/hwaddr.hpp"
 
 using namespace ipoib;
@@ -542,4 +544,136 @@ TEST_CASE("inproc: a receive in two scatter entries puts the GRH area apart from
     CHECK(b.qp->post_recv(&bad, 1) == -EINVAL);
     bad.num_sge = 0;
     CHECK(b.qp->post_recv(&bad, 1) == -EINVAL);
+}
+
+// ---- connection management (the shared CM engine over the devices' QP1s) ----
+
+namespace {
+
+// The next event of cm (MADs between inproc ports arrive at once).
+bool next_cm_event(Cm &cm, CmEvent *ev) {
+    for (int i = 0; i < 100; ++i)
+        if (cm.get_event(ev) == 1)
+            return true;
+    return false;
+}
+
+CmReqParam cm_req_to(const PortAttr &from, const Gid &from_gid, const PortAttr &to, const Gid &to_gid, bool global) {
+    CmReqParam p;
+    p.service_id = 0x1000000000000000ull | 0x123;
+    p.path = CmPath{.slid = from.lid, .dlid = to.lid, .sgid = from_gid, .dgid = to_gid, .global = global};
+    p.local_qpn = 0x123;
+    p.starting_psn = 0x777;
+    return p;
+}
+
+} // namespace
+
+TEST_CASE("inproc: the CM connects and disconnects two InfiniBand ports by LID") {
+    auto a = open_device("inproc", "cm-ib-a", "link=ib");
+    auto b = open_device("inproc", "cm-ib-b", "link=ib");
+    REQUIRE(a.ctx);
+    REQUIRE(b.ctx);
+    PortAttr pa, pb;
+    Gid ga, gb;
+    REQUIRE(a.ctx->query_port(1, &pa) == 0);
+    REQUIRE(b.ctx->query_port(1, &pb) == 0);
+    REQUIRE(a.ctx->query_gid(1, 0, &ga) == 0);
+    REQUIRE(b.ctx->query_gid(1, 0, &gb) == 0);
+    auto cma = a.ctx->open_cm(1);
+    auto cmb = b.ctx->open_cm(1);
+    REQUIRE(cma);
+    REQUIRE(cmb);
+    PortCounters before;
+    REQUIRE(b.ctx->port_counters(1, &before) == 0);
+
+    REQUIRE(cmb->listen(0x1000000000000000ull, ~0xffffffull) == 0);
+    std::uint32_t ida = 0;
+    REQUIRE(cma->send_req(cm_req_to(pa, ga, pb, gb, false), &ida) == 0);
+    CmEvent ev;
+    REQUIRE(next_cm_event(*cmb, &ev));
+    REQUIRE(ev.type == CmEventType::req_received);
+    CHECK(ev.remote_qpn == 0x123);
+    CHECK(ev.starting_psn == 0x777);
+    CHECK(ev.path.slid == pb.lid);  // B's view
+    CHECK(ev.path.dlid == pa.lid);
+    CHECK(ev.path.dgid == ga);
+    const std::uint32_t idb = ev.id;
+    REQUIRE(cmb->send_rep(idb, CmRepParam{.local_qpn = 0x456, .starting_psn = 0x888}) == 0);
+    REQUIRE(next_cm_event(*cma, &ev));
+    REQUIRE(ev.type == CmEventType::rep_received);
+    CHECK(ev.remote_qpn == 0x456);
+    CHECK(ev.starting_psn == 0x888);
+    REQUIRE(cma->send_rtu(ida) == 0);
+    REQUIRE(next_cm_event(*cmb, &ev));
+    CHECK(ev.type == CmEventType::rtu_received);
+    REQUIRE(cmb->send_dreq(idb) == 0);
+    REQUIRE(next_cm_event(*cma, &ev));
+    REQUIRE(ev.type == CmEventType::dreq_received);
+    REQUIRE(cma->send_drep(ida) == 0);
+    REQUIRE(next_cm_event(*cmb, &ev));
+    CHECK(ev.type == CmEventType::drep_received);
+
+    PortCounters after;
+    REQUIRE(b.ctx->port_counters(1, &after) == 0);
+    CHECK(after.rx_packets - before.rx_packets == 3);  // REQ, RTU, DREP
+    CHECK(after.tx_packets - before.tx_packets == 2);  // REP, DREQ
+}
+
+TEST_CASE("inproc: the CM on Ethernet ports by GID; one CM per port; MADs to a port without one are dropped") {
+    auto a = open_device("inproc", "cm-eth-a", "");
+    auto b = open_device("inproc", "cm-eth-b", "");
+    REQUIRE(a.ctx);
+    REQUIRE(b.ctx);
+    PortAttr pa, pb;
+    Gid ga, gb;
+    REQUIRE(a.ctx->query_port(1, &pa) == 0);
+    REQUIRE(b.ctx->query_port(1, &pb) == 0);
+    REQUIRE(a.ctx->query_gid(1, 0, &ga) == 0);
+    REQUIRE(b.ctx->query_gid(1, 0, &gb) == 0);
+    auto cma = a.ctx->open_cm(1);
+    REQUIRE(cma);
+    CHECK_FALSE(a.ctx->open_cm(1));
+    CHECK(a.ctx->last_error().find("already has a connection manager") != std::string::npos);
+    CHECK_FALSE(a.ctx->open_cm(2));
+
+    {
+        auto cmb = b.ctx->open_cm(1);
+        REQUIRE(cmb);
+        REQUIRE(cmb->listen(0x1000000000000123ull) == 0);
+        std::uint32_t ida = 0;
+        REQUIRE(cma->send_req(cm_req_to(pa, ga, pb, gb, true), &ida) == 0);
+        CmEvent ev;
+        REQUIRE(next_cm_event(*cmb, &ev));
+        REQUIRE(ev.type == CmEventType::req_received);
+        CHECK(ev.path.global);
+        CHECK(ev.path.dgid == ga);
+        CHECK(ev.path.sgid == gb);
+        REQUIRE(cmb->send_rej(ev.id, CmRejReason::consumer) == 0);
+        REQUIRE(next_cm_event(*cma, &ev));
+        CHECK(ev.type == CmEventType::rej_received);
+        CHECK(ev.rej_reason == 28);
+    }
+    // B's CM is gone: the REQ is dropped at its port (no QP1 user), nothing comes back.
+    PortCounters before, after;
+    REQUIRE(b.ctx->port_counters(1, &before) == 0);
+    std::uint32_t id = 0;
+    REQUIRE(cma->send_req(cm_req_to(pa, ga, pb, gb, true), &id) == 0);
+    CmEvent ev;
+    CHECK_FALSE(next_cm_event(*cma, &ev));
+    REQUIRE(b.ctx->port_counters(1, &after) == 0);
+    CHECK(after.drop_no_qp - before.drop_no_qp == 1);
+    // A port that is down sends no MAD.
+    auto cmb = b.ctx->open_cm(1);  // the port is free again
+    REQUIRE(cmb);
+    REQUIRE(inproc::set_port_state(*a.ctx, PortState::down) == 0);
+    REQUIRE(cma->send_req(cm_req_to(pa, ga, pb, gb, true), &id) == 0);
+    CHECK_FALSE(next_cm_event(*cmb, &ev));
+    PortCounters a_counters;
+    REQUIRE(a.ctx->port_counters(1, &a_counters) == 0);
+    CHECK(a_counters.tx_port_down == 1);
+    cm::CmCounters cc;
+    REQUIRE(cm::cm_counters(*cma, &cc) == 0);
+    CHECK(cc.send_errors == 1);
+    REQUIRE(inproc::set_port_state(*a.ctx, PortState::active) == 0);
 }

@@ -75,6 +75,18 @@ TEST_CASE("devargs: every argument parsed into the config") {
     CHECK(c.gid_index == 3);
     CHECK(c.bcast_qkey == 0x1234);
     CHECK(c.bcast_mtu == 1024);
+    CHECK(!c.connected);
+}
+
+TEST_CASE("devargs: connected mode and its limits") {
+    const Config c = parse_ok("mode=connected,max_conns=8,cm_idle=30");
+    CHECK(c.connected);
+    CHECK(c.max_conns == 8);
+    CHECK(c.cm_idle_s == 30);
+    const Config d = parse_ok("mode=datagram");
+    CHECK(!d.connected);
+    CHECK(d.max_conns == kMaxConnsDefault);
+    CHECK(d.cm_idle_s == kCmIdleDefaultS);
 }
 
 TEST_CASE("devargs: every bad value is refused by name") {
@@ -89,8 +101,11 @@ TEST_CASE("devargs: every bad value is refused by name") {
         {"pkey=0x8000", "expected a P_Key"},
         {"pkey=0", "expected a P_Key"},
         {"pkey=0x10000", "expected a P_Key"},
-        {"mode=connected", "connected mode is not implemented"},
-        {"mode=ud", "expected datagram"},
+        {"mode=ud", "expected datagram or connected"},
+        {"mode=connected,l2=ipoib", "not available with l2=ipoib"},
+        {"max_conns=0", "expected 1-65536"},
+        {"max_conns=65537", "expected 1-65536"},
+        {"cm_idle=0", "expected 1-86400 (seconds)"},
         {"l2=ppp", "expected eth (Ethernet emulation) or ipoib (native)"},
         {"rxq_size=100", "expected a power of two, 16-1024"},
         {"rxq_size=8", "expected a power of two, 16-1024"},

@@ -276,3 +276,51 @@ TEST_CASE("offload: TX checksums of a native-mode frame (l2_len 4)") {
     CHECK(flat(m) == want);
     rte_pktmbuf_free(m);
 }
+
+TEST_CASE("offload: RX verdicts over a chain (connected mode), odd cuts, and NONE for what the sender skipped") {
+    rte_mempool *mp = pool("offload_rxc");
+    const unsigned avail = rte_mempool_avail_count(mp);
+    const std::uint64_t ipm = RTE_MBUF_F_RX_IP_CKSUM_MASK, l4m = RTE_MBUF_F_RX_L4_CKSUM_MASK;
+    for (std::uint8_t proto : {kProtoTcp, kProtoUdp}) {
+        const auto good = eth(ipv4(proto, 3001), wire::kEtherTypeIPv4);
+        rte_mbuf *m = chain(mp, good, {61, 1001, 333});  // odd-length segments: halves of words swap
+        REQUIRE(m->nb_segs == 4);
+        std::uint64_t f = rx_cksum_flags_chain(m, 14, wire::kEtherTypeIPv4, true, true, false, false);
+        CHECK((f & ipm) == RTE_MBUF_F_RX_IP_CKSUM_GOOD);
+        CHECK((f & l4m) == RTE_MBUF_F_RX_L4_CKSUM_GOOD);
+        f = rx_cksum_flags_chain(m, 14, wire::kEtherTypeIPv4, true, true, true, true);
+        CHECK((f & ipm) == RTE_MBUF_F_RX_IP_CKSUM_NONE);
+        CHECK((f & l4m) == RTE_MBUF_F_RX_L4_CKSUM_NONE);
+        CHECK(rx_cksum_flags_chain(m, 14, wire::kEtherTypeIPv4, false, false, true, true) == 0);
+        rte_pktmbuf_free(m);
+        auto bad = good;
+        bad[good.size() - 5] ^= 0x40;  // a payload byte in the last segment
+        m = chain(mp, bad, {61, 1001, 333});
+        f = rx_cksum_flags_chain(m, 14, wire::kEtherTypeIPv4, true, true, false, false);
+        CHECK((f & ipm) == RTE_MBUF_F_RX_IP_CKSUM_GOOD);
+        CHECK((f & l4m) == RTE_MBUF_F_RX_L4_CKSUM_BAD);
+        rte_pktmbuf_free(m);
+        // A sender that skipped both (zeros in the fields): filled in for a queue that takes no NONE.
+        auto zeroed = good;
+        const std::size_t ck = 14 + 20 + (proto == kProtoTcp ? 16 : 6);
+        zeroed[14 + 10] = zeroed[14 + 11] = zeroed[ck] = zeroed[ck + 1] = 0;
+        m = chain(mp, zeroed, {61, 1001, 333});
+        rx_cksum_fill_chain(m, 14, wire::kEtherTypeIPv4, true, true);
+        CHECK(flat(m) == good);
+        CHECK((m->ol_flags & RTE_MBUF_F_TX_OFFLOAD_MASK) == 0);
+        rte_pktmbuf_free(m);
+    }
+    const auto good6 = eth(ipv6_udp(2500, true), wire::kEtherTypeIPv6);
+    rte_mbuf *m = chain(mp, good6, {71, 999});
+    std::uint64_t f = rx_cksum_flags_chain(m, 14, wire::kEtherTypeIPv6, true, true, false, false);
+    CHECK((f & l4m) == RTE_MBUF_F_RX_L4_CKSUM_GOOD);
+    CHECK((f & ipm) == 0);  // IPv6 has no header checksum
+    rte_pktmbuf_free(m);
+    auto zeroed6 = good6;
+    zeroed6[14 + 48 + 6] = zeroed6[14 + 48 + 7] = 0;
+    m = chain(mp, zeroed6, {71, 999});
+    rx_cksum_fill_chain(m, 14, wire::kEtherTypeIPv6, false, true);
+    CHECK(flat(m) == good6);
+    rte_pktmbuf_free(m);
+    CHECK(rte_mempool_avail_count(mp) == avail);
+}

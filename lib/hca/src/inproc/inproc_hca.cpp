@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -35,6 +36,7 @@
 #include <vector>
 
 #include "../builtin_providers.hpp"
+#include "../cm/cm_engine.hpp"
 #include "../provider_common.hpp"
 #include "inproc_testing.hpp"
 #include "ipoib/wire/hwaddr.hpp"
@@ -68,6 +70,7 @@ class SpinLock {  // for std::lock_guard
 
 class InprocContext;
 class InprocQp;
+struct GsiPort;
 
 struct Device {
     std::string name;
@@ -96,6 +99,7 @@ struct Fabric {
     SpinLock lock;
     std::vector<std::unique_ptr<Device>> devices;
     std::vector<InprocQp *> qps;
+    std::vector<GsiPort *> gsi_ports;  // the ports with a CM open (one each)
     std::uint32_t next_qpn = kFirstQpn;
     std::uint16_t next_lid = 1;
     std::uint32_t next_lkey = 1;
@@ -105,6 +109,18 @@ Fabric &fabric() {
     return *f;
 }
 using Guard = std::lock_guard<SpinLock>;
+
+// A port's QP1 as far as the CM goes: the MADs sent to it, waiting for its
+// CM's get_event(). Bounded, as a QP1 receive queue is.
+constexpr std::size_t kMaxGsiQueue = 1024;
+struct GsiPort {
+    Device *dev = nullptr;  // nullptr once the device closed (every call then fails)
+    struct Mad {
+        std::array<std::uint8_t, cm::kMadSize> bytes;
+        cm::MadAddr from;
+    };
+    std::deque<Mad> rx;
+};
 
 class InprocAh final : public Ah {
   public:
@@ -176,6 +192,7 @@ class InprocContext final : public common::ContextBase {
     std::unique_ptr<Ah> create_ah(const AhAttr &attr) noexcept override;
     int get_port_event(PortEvent *ev) noexcept override;
     int port_counters(std::uint8_t port, PortCounters *out) noexcept override;
+    std::unique_ptr<Cm> open_cm(std::uint8_t port) noexcept override;
 
     Device *dev = nullptr;
     std::deque<PortEvent> events;  // under the fabric lock
@@ -377,8 +394,12 @@ InprocContext::~InprocContext() {
         return;
     Guard g(fabric().lock);
     std::erase(dev->contexts, this);
-    if (dev->contexts.empty())  // the last context closes the device
+    if (dev->contexts.empty()) {  // the last context closes the device
+        for (GsiPort *p : fabric().gsi_ports)
+            if (p->dev == dev)
+                p->dev = nullptr;  // a CM left open fails from now on
         std::erase_if(fabric().devices, [&](const auto &d) { return d.get() == dev; });
+    }
 }
 
 // Device options: link, lid, mtu, pkeys (defaults: eth, assigned at open, 2048, 0xffff).
@@ -580,6 +601,109 @@ int InprocContext::port_counters(std::uint8_t port, PortCounters *out) noexcept 
     Guard g(fabric().lock);
     *out = dev->counters;
     return 0;
+}
+
+// ---------------------------------------------------------------------------
+// Connection management: the shared CM engine over the ports' QP1s
+
+// MADs between the QP1s of this process's devices: to the port with the
+// address's LID (InfiniBand) or, with a GRH, its GID (Ethernet has no LIDs).
+// Counted in the port counters as packets are: tx on the sender, rx or a
+// drop (no CM open there: drop_no_qp; port down: drop_port_down; its queue
+// full: drop_no_buffer) on the receiver.
+class InprocMadTransport final : public cm::MadTransport {
+  public:
+    explicit InprocMadTransport(Device *dev) {
+        port_.dev = dev;
+        fabric().gsi_ports.push_back(&port_);  // (fabric lock held by open_cm)
+    }
+    ~InprocMadTransport() override {
+        Guard g(fabric().lock);
+        std::erase(fabric().gsi_ports, &port_);
+    }
+
+    int send(const cm::MadAddr &to, const std::uint8_t *mad) noexcept override {
+        Guard g(fabric().lock);
+        Device *src = port_.dev;
+        if (!src)
+            return -ENODEV;
+        if (src->state != PortState::active) {
+            ++src->counters.tx_port_down;
+            return -ENETDOWN;
+        }
+        ++src->counters.tx_packets;
+        src->counters.tx_bytes += cm::kMadSize;
+        const bool by_gid = to.global || to.lid == 0;
+        auto it = std::find_if(fabric().devices.begin(), fabric().devices.end(), [&](const auto &d) {
+            return by_gid ? d->gid() == to.gid : d->lid == to.lid;
+        });
+        if (it == fabric().devices.end() || to.qpn != 1)
+            return 0;  // nobody there: lost on the wire
+        Device *dst = it->get();
+        if (dst->state != PortState::active) {
+            ++dst->counters.drop_port_down;
+            return 0;
+        }
+        auto gsi = std::find_if(fabric().gsi_ports.begin(), fabric().gsi_ports.end(),
+                                [&](const GsiPort *p) { return p->dev == dst; });
+        if (gsi == fabric().gsi_ports.end()) {
+            ++dst->counters.drop_no_qp;
+            return 0;
+        }
+        if ((*gsi)->rx.size() >= kMaxGsiQueue) {
+            ++dst->counters.drop_no_buffer;
+            return 0;
+        }
+        auto &m = (*gsi)->rx.emplace_back();
+        std::memcpy(m.bytes.data(), mad, cm::kMadSize);
+        m.from = cm::MadAddr{.lid = src->lid,
+                             .qpn = 1,
+                             .pkey_index = to.pkey_index,
+                             .sl = to.sl,
+                             .global = by_gid,
+                             .gid = src->gid()};
+        ++dst->counters.rx_packets;
+        dst->counters.rx_bytes += cm::kMadSize;
+        return 0;
+    }
+
+    int recv(std::uint8_t *mad, cm::MadAddr *from) noexcept override {
+        Guard g(fabric().lock);
+        if (!port_.dev)
+            return -ENODEV;
+        if (port_.rx.empty())
+            return 0;
+        std::memcpy(mad, port_.rx.front().bytes.data(), cm::kMadSize);
+        *from = port_.rx.front().from;
+        port_.rx.pop_front();
+        return static_cast<int>(cm::kMadSize);
+    }
+
+  private:
+    GsiPort port_;
+};
+
+// One CM per port, as the kernel's ib_cm is the one user of a port's CM
+// class: a second open_cm on the port fails with -EBUSY until the first is
+// destroyed. Destroy the Cm before the last context of its device.
+std::unique_ptr<Cm> InprocContext::open_cm(std::uint8_t port) noexcept {
+    if (!valid_port(port)) {
+        no_port(port);
+        return nullptr;
+    }
+    std::unique_ptr<InprocMadTransport> transport;
+    cm::LocalPort local;
+    {
+        Guard g(fabric().lock);
+        const auto &ports = fabric().gsi_ports;
+        if (std::any_of(ports.begin(), ports.end(), [&](const GsiPort *p) { return p->dev == dev; })) {
+            fail(-EBUSY, "open_cm: port 1 of " + name_ + " already has a connection manager");
+            return nullptr;
+        }
+        transport = std::make_unique<InprocMadTransport>(dev);
+        local = cm::LocalPort{.lid = dev->lid, .gid = dev->gid(), .ca_guid = dev->guid};
+    }
+    return cm::make_cm_engine(std::move(transport), local);
 }
 
 // ---------------------------------------------------------------------------

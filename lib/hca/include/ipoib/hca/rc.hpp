@@ -34,6 +34,9 @@ namespace ipoib::hca {
 // to kMaxRcRecvSge buffers (no GRH area: RC carries none). Enough for a
 // connected-mode IPoIB frame (65520 + 4 bytes) in 2 KB buffers.
 inline constexpr std::uint32_t kMaxRcRecvSge = 33;
+// A send of a reliable connection gathers up to this many entries (a
+// 64 KB frame in 2 KB mbufs, and its header): SendWr::num_sge on RcQp.
+inline constexpr std::uint32_t kMaxRcSendSge = 34;
 struct RcRecvWr {
     std::uint64_t wr_id;
     const Sge *sg_list;  // read during the call only

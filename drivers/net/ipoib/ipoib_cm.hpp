@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// net_ipoib connected mode (RFC 4755; Linux's ipoib_cm.c): unicast to a
+// peer whose 20-byte address carries the RC flag goes over a Reliable
+// Connection that the sending TX queue sets up on first use (active side);
+// connections peers open to us (passive side) deliver into shared receive
+// queues, one per RX queue, spread over the RX queues one connection each.
+//
+// Concurrency, as the rest of the driver (ipoib_port.hpp):
+// - TxConnTable: one per TX queue, written by the control thread only
+//   (sequence-locked entries), read by its TX queue. An entry for a peer is
+//   made when the queue asks (RequestKind::connect) and then only changes
+//   state: connecting -> up -> (error, REJ, timeout, DREQ) failed or none.
+//   The table is emptied at stop (the fast path stopped).
+// - A connection's QP that a TX queue may still post to is destroyed only
+//   after that queue ended the burst it may be in and caught up with its
+//   completions (as the dead address handles are: RetiredAh).
+// - Everything else (CmPort, the connections) belongs to the control
+//   thread, under Hca::mu.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <list>
+#include <memory>
+#include <vector>
+
+#include "ipoib/hca/rc.hpp"
+#include "ipoib/wire.hpp"
+#include "ipoib_defs.hpp"
+#include "ipoib_neigh.hpp"
+
+namespace ipoib::pmd {
+
+struct Port;
+struct Hca;
+struct Request;
+
+// The connection state of one peer as its TX queue sees it.
+enum class ConnState : std::uint8_t { none = 0, connecting = 1, up = 2, failed = 3 };
+
+struct alignas(32) TxConn {
+    std::atomic<std::uint32_t> seq;
+    std::uint8_t mac[6];
+    ConnState state;
+    std::uint8_t used;
+    std::uint16_t peer_mtu;  // up: the longest message the peer receives (its REP's MTU)
+    std::uint8_t icrc;       // up: both sides agreed on "IB CRC as checksum"
+    std::uint8_t pad;
+    hca::RcQp *qp;           // up: where the queue posts
+    std::uint64_t retry_ms;  // failed: datagram mode until then, then connected again
+};
+static_assert(sizeof(TxConn) == 32);
+
+struct ConnSnapshot {
+    ConnState state = ConnState::none;
+    hca::RcQp *qp = nullptr;
+    std::uint32_t peer_mtu = 0;
+    std::uint64_t retry_ms = 0;
+    bool icrc = false;
+};
+
+// A TX queue's connections by the peer's MAC (open addressing, twice as
+// many slots as devarg max_conns, never removed until clear()).
+class TxConnTable {
+  public:
+    TxConnTable() = default;
+    TxConnTable(const TxConnTable &) = delete;
+    TxConnTable &operator=(const TxConnTable &) = delete;
+    ~TxConnTable();
+    bool init(std::uint32_t max_conns) noexcept;
+    bool active() const noexcept { return nslots_ != 0; }
+
+    // Fast path.
+    bool lookup(const std::uint8_t *mac, ConnSnapshot *out) const noexcept {
+        if (!nslots_)
+            return false;
+        std::uint32_t i = home(mac);
+        for (std::uint32_t probe = 0; probe < nslots_; ++probe, i = (i + 1) & (nslots_ - 1)) {
+            const TxConn &c = slots_[i];
+            bool used = false, match = false;
+            ConnSnapshot s;
+            if (!seq_read(c.seq, [&] {
+                    used = c.used;
+                    match = used && std::memcmp(c.mac, mac, 6) == 0;
+                    s = ConnSnapshot{c.state, c.qp, c.peer_mtu, c.retry_ms, c.icrc != 0};
+                }))
+                return false;
+            if (!used)
+                return false;
+            if (match) {
+                *out = s;
+                return true;
+            }
+        }
+        return false;
+    }
+
+    // Control thread.
+    TxConn *find(const std::uint8_t *mac) noexcept;
+    TxConn *find_or_add(const std::uint8_t *mac) noexcept;  // nullptr: max_conns peers already
+    template <class F>
+    void write(TxConn *c, F &&fn) noexcept {
+        seq_write(*c, fn);
+    }
+    void clear() noexcept;  // fast path stopped
+
+  private:
+    std::uint32_t home(const std::uint8_t *mac) const noexcept {
+        std::uint64_t k = 0;
+        std::memcpy(&k, mac, 6);
+        return static_cast<std::uint32_t>((k * 0x9e3779b97f4a7c15ull) >> 40) & (nslots_ - 1);
+    }
+    TxConn *slots_ = nullptr;
+    std::uint32_t nslots_ = 0;  // power of two
+    std::uint32_t max_ = 0, count_ = 0;
+};
+
+// One RX queue's shared receive queue: kCmSrqDepth receives of kCmRecvSge
+// buffers of kCmBufSize bytes each (memory the HCA reaches, in one region;
+// a receive's buffers are not adjacent: buffer j of receive i is at
+// (j * depth + i)), always reposted as they were after a frame is copied out.
+struct CmRxRing {
+    hca::Srq *srq = nullptr;
+    hca::Cq *cq = nullptr;
+    std::uint8_t *base = nullptr;
+    std::uint32_t lkey = 0;
+    std::uint32_t depth = 0;
+    const std::uint8_t *buf(std::uint32_t wr, std::uint32_t j) const noexcept {
+        return base + (std::size_t{j} * depth + wr) * kCmBufSize;
+    }
+    // The receive `wr` as posted (sge: kCmRecvSge entries).
+    void recv_wr(std::uint32_t wr, hca::Sge *sge, hca::RcRecvWr *out) const noexcept {
+        for (std::uint32_t j = 0; j < kCmRecvSge; ++j)
+            sge[j] = hca::Sge{reinterpret_cast<std::uintptr_t>(buf(wr, j)), kCmBufSize, lkey};
+        *out = hca::RcRecvWr{wr, sge, kCmRecvSge};
+    }
+};
+
+// The CM private data of a REQ or REP (doc/wire.md "Connected mode"): Linux's
+// two fields, then ours, which Linux neither sends nor reads.
+struct CmPrivateData {
+    std::uint32_t ud_qpn = 0;    // the sender's UD QP (Linux: its data QP)
+    std::uint32_t recv_mtu = 0;  // the longest message the sender receives (IPoIB header included)
+    bool has_ext = false;        // our extension present (magic matched)
+    std::uint32_t features = 0;  // kCmFeature*
+};
+inline constexpr std::uint32_t kCmExtMagic = 0x49504443;  // "IPDC"
+inline constexpr std::uint32_t kCmFeatureIcrcCsum = 1u << 0;  // "IB CRC as checksum" (seed 003)
+inline constexpr std::uint32_t kCmPrivateDataLen = 16;
+// The per-frame mark on a connection that agreed on "IB CRC as checksum":
+// bits of the IPoIB header's reserved field (bytes 2-3, big endian) saying
+// which checksums the sender did not compute (doc/wire.md). Never set
+// elsewhere; a receiver reads them only on frames from a connection.
+inline constexpr std::uint16_t kEncapIpCksumSkipped = 0x0001;
+inline constexpr std::uint16_t kEncapL4CksumSkipped = 0x0002;
+void cm_write_private_data(const CmPrivateData &d, std::uint8_t *out) noexcept;  // kCmPrivateDataLen bytes
+bool cm_read_private_data(const std::uint8_t *in, std::size_t len, CmPrivateData *out) noexcept;
+
+// Linux's service ID for a peer's UD QPN (IPOIB_CM_IETF_ID | QPN), and the one RFC 4755's text gives.
+inline constexpr std::uint64_t kCmServiceIdLinux = 0x1000000000000000ull;
+inline constexpr std::uint64_t kCmServiceIdRfc = 0x0100000000000000ull;
+
+struct RcConn;
+
+// A port's connected-mode state (control thread, Hca::mu).
+struct CmPort {
+    std::vector<std::unique_ptr<hca::Cq>> cqs;   // per RX queue
+    std::vector<std::unique_ptr<hca::Srq>> srqs;  // per RX queue
+    std::vector<CmRxRing> rings;                 // per RX queue (the fast path's copy is in RxQueue)
+    std::vector<std::unique_ptr<hca::Mr>> mrs;
+    std::vector<void *> mem;
+    std::list<RcConn> conns;
+    std::uint32_t next_rxq = 0;
+    bool listening = false;
+    std::uint32_t listened_qpn = 0;
+    // Counters (xstats cm_*).
+    std::uint64_t req_sent = 0, req_received = 0, established = 0, rejected = 0, timeouts = 0;
+    std::uint64_t fallbacks = 0, conn_errors = 0, idle_closed = 0, dreq_received = 0, refused = 0;
+    CmPort();
+    ~CmPort();
+};
+
+// Control thread (ipoib_cm.cpp), Hca::mu held.
+// Link up with the QP made: the SRQs (first time), listen on the port's service IDs.
+bool cm_port_up(Port *p);
+// Link down, stop, close: every connection closed (DREQ where up), queued
+// frames dropped by their queues, TX tables emptied (fast path stopped).
+void cm_port_down(Port *p, bool send_dreq);
+// Free the SRQs, CQs and buffers (the QP's resources go).
+void cm_port_release(Port *p);
+// A TX queue asks for a connection to a resolved neighbour.
+void cm_connect(Port *p, const Request &r);
+// Receive CM events of every port of h, run idle and error checks.
+void cm_poll(Hca *h, std::uint64_t now);
+
+} // namespace ipoib::pmd

@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// net_ipoib connected mode, receive side (ipoib_cm.hpp): an RX queue's
+// shared receive queue. A message (up to 65524 bytes) arrives scattered over
+// the kCmRecvSge buffers of one receive; it is copied into a chain of the
+// application's mbufs behind an Ethernet header (no buffer of 64 KB anywhere)
+// and the receive is posted again as it was. ARP and ND, which peers may
+// send over a connection too, go through the datagram path's translation.
+#include <rte_ether.h>
+#include <rte_mbuf.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "ipoib/hca/rc.hpp"
+#include "ipoib_offload.hpp"
+#include "ipoib_rxtx.hpp"
+
+namespace ipoib::pmd {
+
+namespace {
+
+constexpr std::uint32_t kEthHdr = RTE_ETHER_HDR_LEN;
+constexpr std::uint32_t kMaxChain = 256;  // segments of one received frame at most (tiny mbufs: dropped)
+
+// Frames the datagram path translates (ARP, RARP, ICMPv6 that may be ND):
+// given to rx_frame from a copy with an empty GRH area.
+bool needs_translation(std::uint16_t et, const std::uint8_t *l3, std::uint32_t l3len) {
+    return et == wire::kEtherTypeArp || et == wire::kEtherTypeRarp ||
+           (et == wire::kEtherTypeIPv6 && l3len > 40 && l3[6] == wire::kIpProtoIcmpv6);
+}
+
+rte_mbuf *translated(RxQueue *q, const CmRxRing &r, std::uint32_t w, const hca::Wc &wc) {
+    if (wc.byte_len > kCmBufSize) {
+        ++q->st.cm_errors;  // (ARP and ND are short)
+        return nullptr;
+    }
+    alignas(64) std::uint8_t buf[hca::kGrhLen + kCmBufSize];
+    std::memset(buf, 0, hca::kGrhLen);
+    std::memcpy(buf + hca::kGrhLen, r.buf(w, 0), wc.byte_len);
+    hca::Wc u = wc;
+    u.byte_len = wc.byte_len + hca::kGrhLen;
+    u.wc_flags = 0;
+    return rx_frame(q, u, buf);
+}
+
+// The message of receive w as an Ethernet frame in a chain of q's mbufs.
+rte_mbuf *chained(RxQueue *q, const CmRxRing &r, std::uint32_t w, const hca::Wc &wc, std::uint16_t et) {
+    PortData *fp = q->fp;
+    const std::uint32_t l3len = wc.byte_len - wire::kEncapLen;
+    const std::uint32_t total = kEthHdr + l3len;
+    const std::uint32_t nseg = (total + q->room - 1) / q->room;
+    if (nseg > 1 && (!q->scatter || nseg > kMaxChain)) {
+        ++q->st.too_long;
+        return nullptr;
+    }
+    rte_mbuf *segs[kMaxChain];
+    if (rte_pktmbuf_alloc_bulk(q->mp, segs, nseg) != 0) {
+        ++q->st.nombuf;
+        return nullptr;
+    }
+    // The Ethernet header: to the port, from the MAC the sender is known by
+    // (the control thread indexed the connection's QPN under it).
+    rte_ether_hdr eh;
+    eh.dst_addr = fp->mac;
+    wire::Mac src;
+    if (!fp->neigh.mac_for(wc.slid, wc.src_qp, &src))
+        src = lidqpn_mac(wc.slid, wc.src_qp);
+    std::memcpy(eh.src_addr.addr_bytes, src.raw.data(), 6);
+    eh.ether_type = rte_cpu_to_be_16(et);
+    // Copy: the message from byte 4 (after the IPoIB header), buffer by buffer.
+    std::uint32_t seg = 0, at = 0;  // destination
+    auto put = [&](const std::uint8_t *src_bytes, std::uint32_t len) {
+        while (len) {
+            if (at == q->room) {  // this segment is full: on to the next
+                segs[seg]->data_len = static_cast<std::uint16_t>(at);
+                ++seg;
+                at = 0;
+            }
+            const std::uint32_t n = std::min(len, q->room - at);
+            std::memcpy(rte_pktmbuf_mtod_offset(segs[seg], std::uint8_t *, at), src_bytes, n);
+            src_bytes += n;
+            len -= n;
+            at += n;
+        }
+    };
+    put(reinterpret_cast<const std::uint8_t *>(&eh), kEthHdr);
+    std::uint32_t off = wire::kEncapLen, left = l3len;
+    for (std::uint32_t j = 0; left; ++j) {
+        const std::uint32_t in = kCmBufSize - off;
+        const std::uint32_t n = std::min(left, in);
+        put(r.buf(w, j) + off, n);
+        left -= n;
+        off = 0;
+    }
+    segs[seg]->data_len = static_cast<std::uint16_t>(at);
+    for (std::uint32_t k = 0; k + 1 < nseg; ++k)
+        segs[k]->next = segs[k + 1];
+    rte_mbuf *m = segs[0];
+    m->nb_segs = static_cast<std::uint16_t>(nseg);
+    m->pkt_len = total;
+    m->port = fp->port_id;
+    const std::uint8_t *l3 = r.buf(w, 0) + wire::kEncapLen;
+    m->packet_type = RTE_PTYPE_L2_ETHER | parse_l3(l3, l3len, et, kCmBufSize - wire::kEncapLen).ptype;
+    // Checksums: verified over the chain, or NONE where the sender left them
+    // to the connection's IB CRC (its mark in the IPoIB header).
+    const std::uint16_t marks = wire::load_be16(r.buf(w, 0) + 2);
+    const bool ip_skipped = marks & kEncapIpCksumSkipped, l4_skipped = marks & kEncapL4CksumSkipped;
+    if ((ip_skipped && !q->ip_cksum) || (l4_skipped && !q->l4_cksum))  // (not to be told NONE: computed here)
+        rx_cksum_fill_chain(m, kEthHdr, et, ip_skipped && !q->ip_cksum, l4_skipped && !q->l4_cksum);
+    m->ol_flags |= rx_cksum_flags_chain(m, kEthHdr, et, q->l4_cksum, q->ip_cksum, ip_skipped && q->ip_cksum,
+                                        l4_skipped && q->l4_cksum);
+    q->st.cm_cksum_none += (ip_skipped && q->ip_cksum) || (l4_skipped && q->l4_cksum);
+    q->st.copied_bytes += total;
+    ++q->st.packets;
+    q->st.bytes += total;
+    return m;
+}
+
+} // namespace
+
+std::uint16_t cm_rx(RxQueue *q, rte_mbuf **pkts, std::uint16_t n) noexcept {
+    const CmRxRing &r = q->cm;
+    if (!r.cq || !n)
+        return 0;
+    hca::Wc wc[kCmRxBatch];
+    const int got = r.cq->poll(wc, std::min<int>(n, kCmRxBatch));
+    if (got <= 0)
+        return 0;
+    const bool deliver = q->fp->link_up.load(std::memory_order_acquire);
+    hca::Sge sge[kCmRxBatch][kCmRecvSge];
+    hca::RcRecvWr wr[kCmRxBatch];
+    int nrep = 0;
+    std::uint16_t out = 0;
+    for (int k = 0; k < got; ++k) {
+        const hca::Wc &c = wc[k];
+        const auto w = static_cast<std::uint32_t>(c.wr_id);
+        if (c.opcode != hca::WcOpcode::recv || w >= r.depth)
+            continue;  // not a receive of this ring (a passive connection posts no sends)
+        if (c.status == hca::WcStatus::wr_flush_err)
+            continue;  // the shared receive queue is going away
+        r.recv_wr(w, sge[nrep], &wr[nrep]);
+        ++nrep;
+        if (c.status != hca::WcStatus::success || c.byte_len < wire::kEncapLen || c.byte_len > kCmRecvMtu) {
+            ++q->st.cm_errors;
+            continue;
+        }
+        if (!deliver) {
+            ++q->st.link_down;
+            continue;
+        }
+        const std::uint8_t *b0 = r.buf(w, 0);
+        auto et = wire::parse_encap(wire::Bytes(b0, std::min<std::uint32_t>(c.byte_len, kCmBufSize)));
+        if (!et.ok()) {
+            ++(et.err == wire::Error::unsupported_ethertype ? q->st.unsupported_ethertype : q->st.bad_frames);
+            continue;
+        }
+        const std::uint32_t l3len = c.byte_len - wire::kEncapLen;
+        rte_mbuf *m = needs_translation(et.value, b0 + wire::kEncapLen, l3len) ? translated(q, r, w, c)
+                                                                              : chained(q, r, w, c, et.value);
+        if (!m)
+            continue;
+        ++q->st.cm_packets;
+        q->st.cm_bytes += m->pkt_len;
+        pkts[out++] = m;
+    }
+    if (nrep)
+        r.srq->post_recv(wr, nrep);
+    return out;
+}
+
+} // namespace ipoib::pmd
