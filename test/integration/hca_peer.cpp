@@ -148,6 +148,7 @@ struct Device {
     std::map<std::string, PeerSrq> srqs;
     std::map<std::string, PeerRc> rcs;  // after srqs: an RC QP goes before its SRQ
     std::unique_ptr<cm::MadTransport> gsi;
+    std::unique_ptr<Cm> cm;  // open_cm(1)
 };
 
 std::map<std::string, std::string> kv(std::istringstream &in) {
@@ -408,11 +409,106 @@ std::string statuses_json(const std::map<std::string, int> &st) {
 //                                               SRQ): "received", "bad_payload", "lens", "seqs",
 //                                               "src_qps", "qp_nums", "slids", "statuses"
 //   rcerror NAME / rcstate NAME / rccounters NAME
+//   cm open | listen sid=S | req NAME dlid=L sid=S psn=P | rep id=I NAME psn=P | rtu id=I | rej id=I
+//      | dreq id=I | drep id=I | event timeout_ms=T | counters
+//                                               the port's connection manager (open_cm(1)): NAME is the
+//                                               RC QP whose QPN a REQ or REP carries; event: the next
+//                                               CmEvent {"type","id","service_id","remote_qpn","psn",
+//                                               "slid","dlid","rej_reason","pd"} or {"type":null}
 //   madsend dlid=L service_id=S                 a CM REQ MAD (IBA 12.6.5) through the GSI transport
 //   madrecv timeout_ms=T                        one MAD: {"got":1,"slid":..,"qpn":..,"attr":..,"service_id":..}
 std::string run_rc(Device &dev, const std::string &cmd, std::istringstream &in) {
     Context &ctx = *dev.ctx;
     std::ostringstream out;
+    if (cmd == "cm") {
+        std::string sub;
+        in >> sub;
+        if (sub == "open") {
+            auto c = ctx.open_cm(1);  // (a second one fails: the first stays)
+            if (!c)
+                return err_json(ctx.last_error());
+            dev.cm = std::move(c);
+            return "{\"ok\":true}";
+        }
+        if (!dev.cm)
+            return err_json("cm: not open");
+        std::string qpname;
+        if (sub == "req" || sub == "rep")
+            in >> qpname;
+        auto m = kv(in);
+        const auto id = static_cast<std::uint32_t>(num(m, "id", 0));
+        auto qpn_of = [&](const std::string &n) -> std::uint32_t {
+            auto it = dev.rcs.find(n);
+            return it == dev.rcs.end() ? 0 : it->second.qp->qp_num();
+        };
+        const std::uint8_t pd[4] = {0xde, 0xad, 0xbe, 0xef};
+        int r = 0;
+        if (sub == "listen") {
+            r = dev.cm->listen(num(m, "sid", 0));
+        } else if (sub == "req") {
+            CmReqParam p;
+            p.service_id = num(m, "sid", 0);
+            PortAttr pa;
+            ctx.query_port(1, &pa);
+            p.path.slid = pa.lid;
+            p.path.dlid = static_cast<std::uint16_t>(num(m, "dlid", 0));
+            ctx.query_gid(1, 0, &p.path.sgid);
+            p.path.mtu = Mtu::mtu2048;
+            p.path.packet_life_time = 10;
+            p.local_qpn = qpn_of(qpname);
+            p.starting_psn = static_cast<std::uint32_t>(num(m, "psn", 0));
+            p.private_data = pd;
+            p.private_data_len = sizeof pd;
+            p.rnr_retry_count = 7;
+            std::uint32_t nid = 0;
+            r = dev.cm->send_req(p, &nid);
+            if (r == 0)
+                return "{\"id\":" + std::to_string(nid) + "}";
+        } else if (sub == "rep") {
+            CmRepParam p;
+            p.local_qpn = qpn_of(qpname);
+            p.starting_psn = static_cast<std::uint32_t>(num(m, "psn", 0));
+            p.rnr_retry_count = 7;
+            r = dev.cm->send_rep(id, p);
+        } else if (sub == "rtu") {
+            r = dev.cm->send_rtu(id);
+        } else if (sub == "rej") {
+            r = dev.cm->send_rej(id, CmRejReason::consumer);
+        } else if (sub == "dreq") {
+            r = dev.cm->send_dreq(id);
+        } else if (sub == "drep") {
+            r = dev.cm->send_drep(id);
+        } else if (sub == "counters") {
+            cm::CmCounters c;
+            cm::cm_counters(*dev.cm, &c);
+            out << "{\"mads_sent\":" << c.mads_sent << ",\"mads_received\":" << c.mads_received
+                << ",\"send_errors\":" << c.send_errors << ",\"retransmits\":" << c.retransmits << "}";
+            return out.str();
+        } else if (sub == "event") {
+            const auto deadline =
+                std::chrono::steady_clock::now() + std::chrono::milliseconds(num(m, "timeout_ms", 1000));
+            CmEvent ev{};
+            int got = 0;
+            while ((got = dev.cm->get_event(&ev)) == 0 && std::chrono::steady_clock::now() < deadline)
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            if (got != 1)
+                return "{\"type\":null}";
+            std::string hex;
+            for (std::uint8_t i = 0; i < ev.private_data_len && i < 8; ++i) {
+                char b[3];
+                std::snprintf(b, sizeof b, "%02x", ev.private_data[i]);
+                hex += b;
+            }
+            out << "{\"type\":\"" << to_string(ev.type) << "\",\"id\":" << ev.id << ",\"service_id\":"
+                << ev.service_id << ",\"remote_qpn\":" << ev.remote_qpn << ",\"psn\":" << ev.starting_psn
+                << ",\"slid\":" << ev.path.slid << ",\"dlid\":" << ev.path.dlid << ",\"rej_reason\":"
+                << ev.rej_reason << ",\"pd\":\"" << hex << "\"}";
+            return out.str();
+        } else {
+            return err_json("cm: unknown " + sub);
+        }
+        return r == 0 ? "{\"ok\":true}" : err_json("cm " + sub + ": " + std::to_string(r) + " " + ctx.last_error());
+    }
     if (cmd == "madsend" || cmd == "madrecv") {
         auto m = kv(in);
         if (!dev.gsi)
@@ -449,8 +545,8 @@ std::string run_rc(Device &dev, const std::string &cmd, std::istringstream &in) 
             std::uint64_t sid = 0;
             for (int i = 0; i < 8; ++i)
                 sid = sid << 8 | mad[24 + 8 + i];
-            out << "{\"got\":" << (r == 1 ? 1 : 0);
-            if (r == 1)
+            out << "{\"got\":" << (r > 0 ? 1 : 0) << ",\"len\":" << r;
+            if (r > 0)
                 out << ",\"slid\":" << from.lid << ",\"qpn\":" << from.qpn << ",\"class\":" << int(mad[1])
                     << ",\"attr\":" << (mad[16] << 8 | mad[17]) << ",\"service_id\":" << sid;
             out << "}";
@@ -1079,7 +1175,7 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
             out << "},\"hashed\":" << hashed << ",\"hashes\":" << hashes << "],\"ipv4udp\":" << ipv4udp
                 << ",\"flows\":" << flows << "]}";
         }
-    } else if (cmd == "srq" || cmd.starts_with("rc") || cmd == "madsend" || cmd == "madrecv") {
+    } else if (cmd == "srq" || cmd.starts_with("rc") || cmd == "madsend" || cmd == "madrecv" || cmd == "cm") {
         return run_rc(dev, cmd, in);
     } else if (cmd == "caps") {
         const DeviceCaps c = ctx.caps();

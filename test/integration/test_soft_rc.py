@@ -192,6 +192,47 @@ def run(env):
     eq(b("madrecv timeout_ms=50")["got"], 0, "one MAD sent, one taken")
     eq(a("madsend dlid=999")["rc"], -113, "a LID no port has: EHOSTUNREACH")
 
+    # ---- the CM engine over the GSI mailboxes: a connection set up by REQ/REP/RTU, torn down by DREQ/DREP ----
+    sid = 0x1000000000000000 | qb
+    a("cm open")
+    b("cm open")
+    a.send("cm open")
+    r = a.read()
+    t.ok("already has a connection manager" in r.get("error", ""), "open_cm: one CM per port", r)
+    b(f"cm listen sid={sid}")
+    ca = a("rcqp ca n=8 sge=32 size=2048")["qpn"]
+    rid = a(f"cm req ca dlid={lb} sid={sid} psn=0x111")["id"]
+    ev = b("cm event timeout_ms=3000")
+    eq((ev["type"], ev["service_id"], ev["remote_qpn"], ev["psn"], ev["dlid"], ev["pd"][:8]),
+       ("REQ received", sid, ca, 0x111, la, "deadbeef"),
+       "Hca2's CM: REQ received with the service ID, Hca1's QPN, PSN, LID and private data", ev)
+    cb = b("rcqp cb n=8 sge=32 size=2048")["qpn"]
+    b(f"rcconnect cb dlid={la} dqpn={ca} rpsn=0x111 lpsn=0x222")
+    b(f"cm rep cb id={ev['id']} psn=0x222")
+    ev2 = a("cm event timeout_ms=3000")
+    eq((ev2["type"], ev2["id"], ev2["remote_qpn"], ev2["psn"]), ("REP received", rid, cb, 0x222),
+       "Hca1's CM: REP received with Hca2's QPN and PSN", ev2)
+    a(f"rcconnect ca dlid={lb} dqpn={cb} rpsn=0x222 lpsn=0x111")
+    a(f"cm rtu id={rid}")
+    ev3 = b("cm event timeout_ms=3000")
+    eq(ev3["type"], "RTU received", "Hca2's CM: RTU received (established)", ev3)
+    r = a("rcsend ca size=65524 count=4 sge=8")
+    got = b("rcrecv cb count=4 timeout_ms=3000 repost=1")
+    eq((r["statuses"], got["received"], got["bad_payload"], got["lens"]), ({"success": 4}, 4, 0, [65524]),
+       "over the connection the CM set up: 4 x 65524 B intact", (r, got))
+    a(f"cm dreq id={rid}")
+    ev4 = b("cm event timeout_ms=3000")
+    eq(ev4["type"], "DREQ received", "Hca2's CM: DREQ received", ev4)
+    b("rcerror cb")
+    b(f"cm drep id={ev4['id']}")
+    ev5 = a("cm event timeout_ms=3000")
+    eq(ev5["type"], "DREP received", "Hca1's CM: DREP received", ev5)
+    r = a("rcsend ca size=10 count=1")
+    eq((r["statuses"], r["state"]), ({"transport retries exceeded (peer gone)": 1}, "ERR"),
+       "after the disconnect (peer QP in ERR): retry_exc_err", r)
+    c = a("cm counters")
+    t.ok(c["mads_sent"] >= 3 and c["send_errors"] == 0, "Hca1's CM sent REQ, RTU, DREQ without transport errors", c)
+
     # ---- a peer killed: retry_exc_err and ERR ----
     c = peer(env, "Hca3")
     lc = c("port 1")["lid"]
@@ -216,7 +257,7 @@ def check_capture(la, lb, qa, qb):
                           "-e", "infiniband.lrh.dlid", "-e", "infiniband.lrh.slid", "-e", "infiniband.bth.opcode",
                           "-e", "infiniband.bth.destqp", "-e", "infiniband.bth.psn", "-e", "infiniband.bth.a",
                           "-e", "infiniband.deth.q_key", "-e", "infiniband.mad.mgmtclass",
-                          "-e", "infiniband.cm.req.serviceid", "-e", "frame.len"],
+                          "-e", "infiniband.cm.req.serviceid", "-e", "frame.len", "-e", "infiniband.mad.attributeid"],
                          capture_output=True, text=True, timeout=60)
     rows = [r.split("\t") for r in out.stdout.strip().splitlines()]
     t.ok(len(rows) > 100, "tshark decodes the capture", out.stderr[-500:])
@@ -236,6 +277,9 @@ def check_capture(la, lb, qa, qb):
     t.ok(mad and int(mad[0][6], 0) == 0x80010000 and mad[0][7] in ("7", "0x07") and
          mad[0][8] and int(mad[0][8], 0) == 0x1000000000000048,
          "the CM REQ: UD SEND to QP1, Q_Key 0x80010000, class 7, service ID decoded", mad[:1])
+    attrs = {int(r[10], 0) for r in mad if len(r) > 10 and r[10]}
+    eq(attrs >= {0x10, 0x13, 0x14, 0x15, 0x16}, True,
+       "the CM engine's REQ, REP, RTU, DREQ, DREP are on the capture as MADs to QP1", sorted(attrs))
     # The CRCs, recomputed independently (zlib for the ICRC, a bitwise CRC-16 for the VCRC).
     with open(CAPTURE, "rb") as f:
         data = f.read()

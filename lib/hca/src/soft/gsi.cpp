@@ -24,7 +24,14 @@ constexpr std::uint32_t kGsiQpn = 1;
 
 class GsiTransport final : public cm::MadTransport {
   public:
-    GsiTransport(Fabric &f, std::uint32_t port_idx, Capture *cap) : fabric_(f), port_idx_(port_idx), capture_(cap) {}
+    GsiTransport(Fabric &f, std::uint32_t port_idx, Capture *cap, bool owner)
+        : fabric_(f), port_idx_(port_idx), capture_(cap), owner_(owner) {}
+    ~GsiTransport() override {
+        if (!owner_)
+            return;
+        std::uint32_t me = fabric_.ident();  // the mailbox is free for the next CM of this port
+        fabric_.shm()->gsi[port_idx_].owner.compare_exchange_strong(me, 0, std::memory_order_acq_rel);
+    }
 
     int send(const cm::MadAddr &to, const std::uint8_t *mad) noexcept override {
         FabricShm *shm = fabric_.shm();
@@ -32,13 +39,19 @@ class GsiTransport final : public cm::MadTransport {
         const auto active = static_cast<std::uint8_t>(PortState::active);
         if (me.state.load(std::memory_order_acquire) != active)
             return -ENETDOWN;
+        // The destination port: by LID, or by GID when the address is global
+        // or has no LID (as the CM engine addresses a global path).
+        const bool by_gid = to.global || to.lid == 0;
         std::uint32_t pi = kMaxPorts;
-        for (std::uint32_t i = 0; i < kMaxPorts; ++i)
-            if (shm->ports[i].guid.load(std::memory_order_acquire) &&
-                shm->ports[i].lid.load(std::memory_order_relaxed) == to.lid) {
+        for (std::uint32_t i = 0; i < kMaxPorts; ++i) {
+            const PortEntry &p = shm->ports[i];
+            if (!p.guid.load(std::memory_order_acquire))
+                continue;
+            if (by_gid ? my_gid(p) == to.gid : p.lid.load(std::memory_order_relaxed) == to.lid) {
                 pi = i;
                 break;
             }
+        }
         if (pi == kMaxPorts || shm->ports[pi].state.load(std::memory_order_acquire) != active)
             return -EHOSTUNREACH;  // lost in the fabric, as a MAD to a dead port is
         GsiMailbox &mb = shm->gsi[pi];
@@ -95,7 +108,7 @@ class GsiTransport final : public cm::MadTransport {
                 std::memcpy(mad, c.mad, kGsiMadLen);
                 c.seq.store(2 * (lap + 1), std::memory_order_release);
                 *from = a;
-                return 1;
+                return static_cast<int>(kGsiMadLen);  // a cell always holds a whole MAD
             }
             if (seq == 2 * lap)
                 return 0;  // empty
@@ -141,6 +154,7 @@ class GsiTransport final : public cm::MadTransport {
     Fabric &fabric_;
     std::uint32_t port_idx_;
     Capture *capture_;
+    bool owner_;  // this transport holds the mailbox (open_cm's)
     std::uint32_t psn_ = 0;
 };
 
@@ -149,7 +163,7 @@ class GsiTransport final : public cm::MadTransport {
 std::unique_ptr<cm::MadTransport> make_gsi_transport(Fabric &fabric, std::uint32_t port_idx, Capture *capture) {
     if (!fabric.shm() || port_idx >= kMaxPorts)
         return nullptr;
-    return std::make_unique<GsiTransport>(fabric, port_idx, capture);
+    return std::make_unique<GsiTransport>(fabric, port_idx, capture, false);
 }
 
 std::unique_ptr<cm::MadTransport> gsi_transport(Context &ctx, std::uint8_t port) noexcept {
@@ -160,17 +174,31 @@ std::unique_ptr<cm::MadTransport> gsi_transport(Context &ctx, std::uint8_t port)
 }
 
 // The CM of a port: the shared engine (cm/cm_engine.hpp) over this port's
-// GSI mailbox. The engine is being written on branch cm-engine; until it is
-// part of lib/hca, the software HCA offers the transport alone
-// (soft_testing.hpp gsi_transport) and open_cm says so.
+// GSI mailbox, which it holds (its owner word: one CM per port on the
+// fabric; a dead holder's is taken over).
 std::unique_ptr<Cm> SoftContext::open_cm(std::uint8_t port) noexcept {
     if (!valid_port(port)) {
         no_port(port);
         return nullptr;
     }
-    fail(-EOPNOTSUPP, "open_cm: the CM engine (lib/hca/src/cm) is not built into lib/hca yet; the soft HCA's GSI "
-                      "mailbox transport is ready for it");
-    return nullptr;
+    const std::uint32_t pidx = port_idx[port - 1];
+    auto &owner = fabric.shm()->gsi[pidx].owner;
+    const std::uint32_t me = fabric.ident();
+    std::uint32_t held = 0;
+    while (!owner.compare_exchange_strong(held, me, std::memory_order_acq_rel)) {
+        if (held == me || fabric.ident_alive(held)) {
+            fail(-EBUSY, "open_cm: port " + std::to_string(port) + " of " + name_ +
+                             " already has a connection manager" + (held == me ? "" : " (another process)"));
+            return nullptr;
+        }
+        // A dead process's: take it over (held is what to replace).
+    }
+    auto transport = std::make_unique<GsiTransport>(fabric, pidx, capture.get(), true);
+    Gid gid{};
+    query_gid(port, 0, &gid);
+    const PortEntry &pe = fabric.shm()->ports[pidx];
+    const cm::LocalPort local{.lid = pe.lid.load(std::memory_order_relaxed), .gid = gid, .ca_guid = node_guid()};
+    return cm::make_cm_engine(std::move(transport), local);
 }
 
 } // namespace ipoib::hca::soft

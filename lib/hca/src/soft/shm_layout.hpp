@@ -261,6 +261,7 @@ struct alignas(64) GsiMailbox {
     alignas(64) std::atomic<std::uint64_t> put;   // next index to fill
     alignas(64) std::atomic<std::uint64_t> take;  // next index to read
     std::atomic<std::uint64_t> drops;             // MADs refused: the mailbox was full
+    std::atomic<std::uint32_t> owner;             // ident of the process whose CM takes from it, 0 = none
     alignas(64) GsiCell cells[kGsiMailboxDepth];
 };
 

@@ -298,6 +298,7 @@ class SoftContext final : public common::ContextBase {
     std::unique_ptr<Srq> create_srq(const SrqInit &init) noexcept override;
     std::unique_ptr<RcQp> create_rc_qp(const RcQpInit &init) noexcept override;
     std::unique_ptr<Cm> open_cm(std::uint8_t port) noexcept override;
+    std::uint64_t node_guid() const noexcept { return node_.node_guid; }
     // A port's P_Key at an index (0 if none), from the last SMP read.
     std::uint16_t pkey_at(std::uint8_t port, std::uint16_t index) const noexcept {
         return index < kMaxPkeys && port >= 1 && port <= snap_.size() ? snap_[port - 1].pkeys[index] : 0;

@@ -301,7 +301,7 @@ class SoftRcQp final : public RcQp {
         std::uint64_t wr_id;
         std::uint32_t num_sge, len;
         bool signaled;
-        Sge sg[kMaxSendSge];
+        Sge sg[kMaxRcSendSge];
     };
     enum class Outcome : std::uint8_t { delivered, rnr, failed };
     struct Tally {
@@ -406,7 +406,7 @@ bool SoftRcQp::peer_ok(std::uint64_t now) noexcept {
 // receive's buffers. failed: *status says how the send completes.
 SoftRcQp::Outcome SoftRcQp::deliver(const Sge *sg, std::uint32_t nsge, std::uint32_t len, std::uint64_t now,
                                     Tally &t, WcStatus *status) noexcept {
-    if (nsge > kMaxSendSge) {
+    if (nsge > kMaxRcSendSge) {
         *status = WcStatus::general_err;
         return Outcome::failed;
     }
@@ -558,7 +558,7 @@ void SoftRcQp::capture(const Sge *sg, std::uint32_t nsge, std::uint32_t len) noe
         m.opcode = npkt == 1 ? kOpRcSendOnly : p == 0 ? kOpRcSendFirst : p + 1 == npkt ? kOpRcSendLast : kOpRcSendMiddle;
         m.ack_req = p + 1 == npkt;
         m.psn = (psn_ + p) & 0xffffff;
-        Sge part[kMaxSendSge + 1];
+        Sge part[kMaxRcSendSge + 1];
         std::uint32_t np = 0, need = plen;
         while (need && g < nsge) {
             const std::uint32_t take = std::min(need, sg[g].length - goff);
@@ -584,7 +584,7 @@ void SoftRcQp::complete(std::uint64_t wr_id, bool signaled, WcStatus st) noexcep
 void SoftRcQp::push_pending(const SendWr &wr, std::uint32_t len) noexcept {
     Pending &p = pending_[p_tail_++ % pending_.size()];
     p.wr_id = wr.wr_id;
-    p.num_sge = std::min(wr.num_sge, kMaxSendSge);
+    p.num_sge = std::min(wr.num_sge, kMaxRcSendSge);
     p.len = len;
     p.signaled = wr.signaled;
     std::memcpy(p.sg, wr.sg_list, p.num_sge * sizeof(Sge));
