@@ -194,6 +194,7 @@ class SoftCq final : public Cq {
     std::vector<RecvRing *> rings;
     std::vector<RcRecvRing *> rc_rings;   // SRQs and RC QPs' own receive queues
     std::vector<SoftRcQp *> rc_senders;   // RC QPs whose sends complete here (RNR retries)
+    std::uint32_t rc_waiting = 0;         // how many of them have sends waiting (poll skips them all at 0)
 
   private:
     void signal_self() noexcept;

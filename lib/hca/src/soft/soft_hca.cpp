@@ -358,8 +358,9 @@ int SoftContext::port_counters(std::uint8_t port, PortCounters *out) noexcept {
 // CQ
 
 int SoftCq::poll(Wc *wc, int n) noexcept {
-    for (SoftRcQp *q : rc_senders)  // RC sends waiting for a receive (RNR) are retried on every poll
-        rc_progress(*q);
+    if (rc_waiting) [[unlikely]]  // RC sends waiting for a receive (RNR) are retried on every poll
+        for (SoftRcQp *q : rc_senders)
+            rc_progress(*q);
     int got = sends_.pop(wc, n);
     for (RecvRing *r : rings) {
         if (got == n)

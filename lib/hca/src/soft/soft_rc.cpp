@@ -272,6 +272,7 @@ class SoftRcQp final : public RcQp {
         scq_->rc_senders.push_back(this);
     }
     ~SoftRcQp() override {
+        set_waiting(false);
         auto &v = scq_->rc_senders;
         v.erase(std::remove(v.begin(), v.end(), this), v.end());
         e_->rc_state.store(kRcStateErr, std::memory_order_release);
@@ -317,6 +318,13 @@ class SoftRcQp final : public RcQp {
     void add(const Tally &t) noexcept;
     void capture(const Sge *sg, std::uint32_t nsge, std::uint32_t len) noexcept;
     void push_pending(const SendWr &wr, std::uint32_t len) noexcept;
+    // Counted in the send CQ's rc_waiting while sends wait (its polls retry them).
+    void set_waiting(bool w) noexcept {
+        if (w != waiting_) {
+            waiting_ = w;
+            scq_->rc_waiting += w ? 1 : -1u;
+        }
+    }
 
     SoftContext *ctx_;
     QpEntry *e_;
@@ -338,6 +346,7 @@ class SoftRcQp final : public RcQp {
     std::vector<Pending> pending_;
     std::uint64_t p_head_ = 0, p_tail_ = 0;
     bool rnr_waiting_ = false;
+    bool waiting_ = false;  // sends wait: counted in scq_->rc_waiting
     std::uint64_t rnr_deadline_us_ = 0;
 };
 
@@ -588,6 +597,7 @@ void SoftRcQp::push_pending(const SendWr &wr, std::uint32_t len) noexcept {
     p.len = len;
     p.signaled = wr.signaled;
     std::memcpy(p.sg, wr.sg_list, p.num_sge * sizeof(Sge));
+    set_waiting(true);
 }
 
 void SoftRcQp::flush_pending() noexcept {
@@ -596,6 +606,7 @@ void SoftRcQp::flush_pending() noexcept {
         complete(p.wr_id, true, WcStatus::wr_flush_err);
     }
     rnr_waiting_ = false;
+    set_waiting(false);
 }
 
 void SoftRcQp::to_error() noexcept {
@@ -681,6 +692,8 @@ void SoftRcQp::progress() noexcept {
         t.bytes += p.len;
         complete(p.wr_id, p.signaled, WcStatus::success);
     }
+    if (p_head_ == p_tail_)
+        set_waiting(false);
     add(t);
 }
 
