@@ -731,13 +731,13 @@ std::string run_rc(Device &dev, const std::string &cmd, std::istringstream &in) 
         while (done < count && std::chrono::steady_clock::now() < deadline) {
             if (posted < count) {
                 SendWr wrs[16];
-                Sge sgs[16][kMaxSendSge];
+                Sge sgs[16][kMaxRcSendSge];  // (a reliable connection's gather list is the longer)
                 int n = 0;
                 for (; n < 16 && posted + static_cast<unsigned long>(n) < count; ++n) {
                     std::uint8_t *buf = q.tx.data() + (posted + static_cast<unsigned long>(n)) * std::max<std::uint32_t>(size, 1);
                     if (pattern)
                         fill(buf, size, q.next_seq + static_cast<std::uint32_t>(n));
-                    const std::uint32_t g = std::min<std::uint32_t>(nsge, kMaxSendSge);
+                    const std::uint32_t g = std::min<std::uint32_t>(nsge, kMaxRcSendSge);
                     std::uint32_t off = 0;
                     for (std::uint32_t k = 0; k < g; ++k) {
                         const std::uint32_t l = k + 1 == g ? size - off : size / g;

@@ -216,10 +216,10 @@ def run(env):
     a(f"cm rtu id={rid}")
     ev3 = b("cm event timeout_ms=3000")
     eq(ev3["type"], "RTU received", "Hca2's CM: RTU received (established)", ev3)
-    r = a("rcsend ca size=65524 count=4 sge=8")
+    r = a("rcsend ca size=65524 count=4 sge=34")
     got = b("rcrecv cb count=4 timeout_ms=3000 repost=1")
     eq((r["statuses"], got["received"], got["bad_payload"], got["lens"]), ({"success": 4}, 4, 0, [65524]),
-       "over the connection the CM set up: 4 x 65524 B intact", (r, got))
+       "over the connection the CM set up: 4 x 65524 B gathered from 34 pieces each, intact", (r, got))
     a(f"cm dreq id={rid}")
     ev4 = b("cm event timeout_ms=3000")
     eq(ev4["type"], "DREQ received", "Hca2's CM: DREQ received", ev4)

@@ -75,9 +75,9 @@ bool ContextBase::check_rss(const RssConf &rss, std::uint32_t num_recv_queues) n
     return true;
 }
 
-std::uint32_t send_length(const SendWr &wr) noexcept {
+std::uint32_t send_length(const SendWr &wr, std::uint32_t max_sge) noexcept {
     std::uint32_t total = 0;
-    for (std::uint32_t i = 0; i < std::min(wr.num_sge, kMaxSendSge); ++i)
+    for (std::uint32_t i = 0; i < std::min(wr.num_sge, max_sge); ++i)
         total += wr.sg_list[i].length;
     return total;
 }

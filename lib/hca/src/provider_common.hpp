@@ -80,8 +80,9 @@ constexpr std::uint32_t send_qkey(std::uint32_t wr_qkey, std::uint32_t qp_qkey) 
     return (wr_qkey & kUseQpQkey) ? qp_qkey : wr_qkey;
 }
 
-// Total bytes of a send (at most kMaxSendSge entries are looked at).
-std::uint32_t send_length(const SendWr &wr) noexcept;
+// Total bytes of a send (at most max_sge entries are looked at: kMaxSendSge
+// for UD, kMaxRcSendSge for a reliable connection's).
+std::uint32_t send_length(const SendWr &wr, std::uint32_t max_sge = kMaxSendSge) noexcept;
 
 // A UD message must fit one packet of the port's active MTU; a longer one
 // completes with a local length error and is not sent.

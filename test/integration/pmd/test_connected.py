@@ -174,8 +174,8 @@ def scenario(env):
          "3,000-byte pings without DF to the datagram peer are fragmented by the driver and answered",
          (r.stdout[-300:], {k: v for k, v in xa2.items() if "frag" in k}))
     # IPv6: ICMPv6 "packet too big"; the kernel then fragments itself, and later pings pass.
-    for host, ns in (("Hca1", ns_a), ("Hca3", ns_c)):
-        sh(f"ip -n {ns} -6 addr add fd00:81::{host[-1]}/64 dev {tap_a if host == 'Hca1' else tap_c} nodad")
+    for name, ns in (("Hca1", ns_a), ("Hca3", ns_c)):
+        sh(f"ip -n {ns} -6 addr add fd00:81::{name[-1]}/64 dev {tap_a if name == 'Hca1' else tap_c} nodad")
     time.sleep(1)
     r = sh(f"ip netns exec {ns_a} ping -6 -c 4 -i 0.5 -W 3 -s 3000 fd00:81::3", timeout=60)
     route6 = sh(f"ip -n {ns_a} -6 route get fd00:81::3").stdout

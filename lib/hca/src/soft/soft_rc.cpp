@@ -718,7 +718,7 @@ int SoftRcQp::post_send(const SendWr *wr, int n) noexcept {
     Tally t;
     int i = 0;
     for (; i < accepted && state_ == RcState::rts; ++i) {
-        const std::uint32_t len = common::send_length(wr[i]);
+        const std::uint32_t len = common::send_length(wr[i], kMaxRcSendSge);
         if (p_head_ != p_tail_) {  // behind a waiting send
             push_pending(wr[i], len);
             continue;
