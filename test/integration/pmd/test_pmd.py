@@ -526,7 +526,7 @@ def test_bad_devargs(env):
     e = client_env(env, "Hca1")
     for arg, want in (("pkey=0x8000", "devarg pkey=0x8000"), ("l2=ppp", "devarg l2=ppp"),
                       ("rxq_size=100", "devarg rxq_size=100"), ("bogus=1", "cannot parse devargs"),
-                      ("mode=connected", "connected mode is not implemented"),
+                      ("mode=connected,l2=ipoib", "not available with l2=ipoib"),
                       ("gid_index=300", "devarg gid_index=300"), ("bcast_mtu=1500", "devarg bcast_mtu=1500"),
                       ("bcast_qkey=0x80000001", "devarg bcast_qkey=0x80000001"),
                       # This host has no RDMA devices: the verbs provider says so.
