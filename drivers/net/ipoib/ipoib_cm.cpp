@@ -300,7 +300,7 @@ void on_req(Port *p, hca::Cm &cm, const hca::CmEvent &ev) {
     rep.starting_psn = c.psn;
     rep.private_data = data;
     rep.private_data_len = kCmPrivateDataLen;
-    rep.rnr_retry_count = 0;
+    rep.rnr_retry_count = kCmRnrRetry;  // (the peer's QP retries this often when our receives run out)
     if (cm.send_rep(ev.id, rep) != 0) {
         ++st.refused;
         IPOIB_LOG(ERR, "%s: cannot answer the connection request of LID %u: %s", p->name.c_str(), c.dlid,
@@ -674,6 +674,7 @@ void cm_connect(Port *p, const Request &r) {
     req.starting_psn = c.psn;
     req.private_data = data;
     req.private_data_len = kCmPrivateDataLen;
+    req.rnr_retry_count = kCmRnrRetry;
     if (cm->send_req(req, &c.cm_id) != 0) {
         ++st.fallbacks;
         IPOIB_LOG(ERR, "%s: cannot send a connection request to %s: %s (datagrams for %u s)", p->name.c_str(),

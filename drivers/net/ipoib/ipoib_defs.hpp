@@ -60,6 +60,11 @@ enum : std::uint32_t {
     kMaxConnsMax = 65536,
     kCmIdleDefaultS = 512,   // devarg cm_idle: passive connections idle this long are closed (Linux)
     kCmRetryMs = 10000,      // after a REJ or an unanswered REQ: datagram mode this long, then connect again
+    // RNR retries asked of the peer's QP (REP) and granted to it (REQ): 7 = without end, so a
+    // sender outrunning a receiver's shared receive queue waits for it (backpressure) instead of
+    // losing the connection. Linux sends 0 (its receiver is the kernel's softirq); a Linux sender
+    // that takes our 7 waits the same way.
+    kCmRnrRetry = 7,
     kCmRxBatch = 16,         // connected-mode receives handled per RX burst
     kCmSendSge = 34,         // a connection send's gather list: the IPoIB header + 33 mbuf segments
 
