@@ -477,6 +477,10 @@ TxResult tx_too_big(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint16_t et, const
     rte_pktmbuf_free(m);  // (its data stays, referred to by the fragments until they complete)
     for (int k = 0; k < n; ++k) {
         rte_mbuf *f = frags[k];
+        // ip_frag leaves each fragment's header checksum 0 (for offload): computed here.
+        auto *fh = rte_pktmbuf_mtod(f, rte_ipv4_hdr *);
+        fh->hdr_checksum = 0;
+        fh->hdr_checksum = rte_ipv4_cksum(fh);
         const std::uint32_t id = q->free_ids.back();
         wire::write_encap(wire::MutBytes(q->hdr[id].data(), wire::kEncapLen), wire::kEtherTypeIPv4);
         hca::Sge *sg = b.sge[b.n];
