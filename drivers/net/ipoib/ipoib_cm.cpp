@@ -172,7 +172,8 @@ void close_conn(Port *p, RcConn &c, ConnState next, std::uint64_t retry_ms) {
     if (c.qp)
         c.qp->set_error();
     if (c.passive) {
-        p->fp.neigh.unindex(c.dlid, c.peer_qpn);
+        if (c.qp)
+            p->fp.neigh.unindex(kCmRxKey, c.qp->qp_num());
         c.st = RcConn::St::draining;
         c.qp.reset();
         return;
@@ -291,8 +292,8 @@ void on_req(Port *p, hca::Cm &cm, const hca::CmEvent &ev) {
         cm.send_rej(ev.id, hca::CmRejReason::no_resources);
         return;
     }
-    // Frames of the connection show the sender's MAC (the receive index by its RC QPN).
-    p->fp.neigh.index(c.dlid, c.peer_qpn, c.mac);
+    // Frames of the connection show the sender's MAC (the receive index by our RC QP, kCmRxKey).
+    p->fp.neigh.index(kCmRxKey, c.qp->qp_num(), c.mac);
     std::uint8_t data[kCmPrivateDataLen];
     cm_write_private_data(own_data(p), data);
     hca::CmRepParam rep;
@@ -305,7 +306,7 @@ void on_req(Port *p, hca::Cm &cm, const hca::CmEvent &ev) {
         ++st.refused;
         IPOIB_LOG(ERR, "%s: cannot answer the connection request of LID %u: %s", p->name.c_str(), c.dlid,
                   p->hca->ctx->last_error().c_str());
-        p->fp.neigh.unindex(c.dlid, c.peer_qpn);
+        p->fp.neigh.unindex(kCmRxKey, c.qp->qp_num());
         return;
     }
     c.st = RcConn::St::rep_sent;

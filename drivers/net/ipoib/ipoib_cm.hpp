@@ -157,6 +157,12 @@ inline constexpr std::uint16_t kEncapL4CksumSkipped = 0x0002;
 void cm_write_private_data(const CmPrivateData &d, std::uint8_t *out) noexcept;  // kCmPrivateDataLen bytes
 bool cm_read_private_data(const std::uint8_t *in, std::size_t len, CmPrivateData *out) noexcept;
 
+// The receive index knows a passive connection's frames by (kCmRxKey, the
+// local RC QP's number): a receive completion names the local QP on every
+// link layer, while its slid is 0 on RoCE (no LIDs, no GRH on RC). No sender
+// has key 0 (LID 0 is no LID; gid_key is never 0).
+inline constexpr std::uint16_t kCmRxKey = 0;
+
 // Linux's service ID for a peer's UD QPN (IPOIB_CM_IETF_ID | QPN), and the one RFC 4755's text gives.
 inline constexpr std::uint64_t kCmServiceIdLinux = 0x1000000000000000ull;
 inline constexpr std::uint64_t kCmServiceIdRfc = 0x0100000000000000ull;

@@ -59,11 +59,11 @@ rte_mbuf *chained(RxQueue *q, const CmRxRing &r, std::uint32_t w, const hca::Wc 
         return nullptr;
     }
     // The Ethernet header: to the port, from the MAC the sender is known by
-    // (the control thread indexed the connection's QPN under it).
+    // (the control thread indexed the connection's local QP under it).
     rte_ether_hdr eh;
     eh.dst_addr = fp->mac;
     wire::Mac src;
-    if (!fp->neigh.mac_for(wc.slid, wc.src_qp, &src))
+    if (!fp->neigh.mac_for(kCmRxKey, wc.qp_num, &src))
         src = lidqpn_mac(wc.slid, wc.src_qp);
     std::memcpy(eh.src_addr.addr_bytes, src.raw.data(), 6);
     eh.ether_type = rte_cpu_to_be_16(et);

@@ -216,6 +216,7 @@ struct TxQueue {
     // Connected mode: this queue's connections by peer, and the gather lists of connection sends.
     TxConnTable conns;
     std::vector<hca::Sge> cm_sge;  // kBurstMax rows of kCmSendSge
+    std::uint64_t conn_retry_ask_ms = 0;  // when a held frame's retry last asked for a connection
     std::atomic_flag busy = ATOMIC_FLAG_INIT;  // tx_burst vs. rx_burst's pending flush (per burst)
     std::atomic_flag *lock = &busy;            // busy, or the shared send queue's sq_lock
     // Progress the control thread reads before freeing an address handle

@@ -119,7 +119,14 @@ TxResult connection(TxQueue *q, rte_mbuf *m, const wire::Mac &key, std::uint64_t
     ask.qpn = q->queue_id;
     std::memcpy(ask.mac, key.raw.data(), 6);
     // A frame held for a connection being set up is asked for again only
-    // when none was held (retry: it is held already).
+    // when none was held (retry: it is held already). But a frame held while
+    // its neighbour was resolved comes back here as a retry with no
+    // connection asked for yet: ask then too, at most once a millisecond per
+    // queue (cm_connect ignores a peer it is connecting to already).
+    if (retry && now != q->conn_retry_ask_ms) {
+        q->conn_retry_ask_ms = now;
+        push_request(q->fp, ask);
+    }
     return wait_for(q, m, key, now, retry, ask,
                     q->st.unresolved_drop);
 }

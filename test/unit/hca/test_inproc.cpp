@@ -677,3 +677,425 @@ TEST_CASE("inproc: the CM on Ethernet ports by GID; one CM per port; MADs to a p
     CHECK(cc.send_errors == 1);
     REQUIRE(inproc::set_port_state(*a.ctx, PortState::active) == 0);
 }
+
+// ---------------------------------------------------------------------------
+// Reliable connections (rc.hpp): SRQs and RC QPs between two devices.
+
+namespace {
+
+constexpr std::uint32_t kRcBuf = 2048, kRcBufs = 32;  // a receive: 32 x 2 KB, as net_ipoib's shared receives
+constexpr std::uint32_t kCmFrame = 65524;             // a connected-mode IPoIB frame, its header included
+
+// One end of a connection: a device, one CQ for sends and receives, an RC QP
+// receiving through an SRQ or its own queue, `depth` receives of `bufs`
+// buffers of `buf_size` bytes (ordinary memory: the in-process HCA reaches
+// any address).
+struct RcEnd {
+    std::unique_ptr<Context> ctx;
+    std::unique_ptr<Cq> cq;
+    std::unique_ptr<Srq> srq;
+    std::unique_ptr<RcQp> qp;
+    std::uint32_t depth, bufs, buf_size;
+    std::vector<std::uint8_t> mem;
+    std::vector<Wc> recvs, sends;
+
+    RcEnd(const std::string &name, const std::string &opts, bool use_srq, std::uint32_t depth_ = 4,
+          std::uint32_t bufs_ = kRcBufs, std::uint32_t buf_size_ = kRcBuf, int cq_depth = 256)
+        : depth(depth_), bufs(bufs_), buf_size(buf_size_), mem(std::size_t{depth_} * bufs_ * buf_size_) {
+        auto o = open_device("inproc", name, opts);
+        INFO(o.error);
+        REQUIRE(o.ctx);
+        ctx = std::move(o.ctx);
+        cq = ctx->create_cq(cq_depth);
+        REQUIRE(cq);
+        if (use_srq) {
+            srq = ctx->create_srq(SrqInit{.cq = cq.get(), .max_wr = depth, .max_sge = bufs});
+            INFO(ctx->last_error());
+            REQUIRE(srq);
+        }
+        RcQpInit init;
+        init.send_cq = cq.get();
+        init.recv_cq = cq.get();
+        init.srq = srq.get();
+        init.max_send_wr = 64;
+        init.max_recv_wr = depth;
+        init.max_recv_sge = bufs;
+        qp = ctx->create_rc_qp(init);
+        INFO(ctx->last_error());
+        REQUIRE(qp);
+        CHECK(qp->state() == RcState::init);
+    }
+    ~RcEnd() {
+        qp.reset();
+        srq.reset();
+    }
+    std::uint8_t *buf(std::uint64_t wr, std::uint32_t j) { return mem.data() + (wr * bufs + j) * buf_size; }
+    // Post receive `wr` (its buffers); returns what post_recv returned.
+    int post(std::uint32_t wr) {
+        Sge sg[kMaxRcRecvSge];
+        for (std::uint32_t j = 0; j < bufs; ++j)
+            sg[j] = Sge{reinterpret_cast<std::uintptr_t>(buf(wr, j)), buf_size, 1};
+        const RcRecvWr r{wr, sg, bufs};
+        return srq ? srq->post_recv(&r, 1) : qp->post_recv(&r, 1);
+    }
+    void post_all() {
+        for (std::uint32_t w = 0; w < depth; ++w)
+            REQUIRE(post(w) == 1);
+    }
+    PortAttr port() {
+        PortAttr a;
+        REQUIRE(ctx->query_port(1, &a) == 0);
+        return a;
+    }
+    Gid gid() {
+        Gid g;
+        REQUIRE(ctx->query_gid(1, 0, &g) == 0);
+        return g;
+    }
+    // Connect to `to`'s QP: by GID on Ethernet, by LID on InfiniBand.
+    int connect(RcEnd &to, std::uint8_t rnr_retry = 7) {
+        RcConnect c;
+        if (to.port().link_layer == LinkLayer::ethernet) {
+            c.path.is_global = true;
+            c.path.dgid = to.gid();
+            c.path.hop_limit = 64;
+        } else {
+            c.path.dlid = to.port().lid;
+        }
+        c.path.sl = 3;
+        c.remote_qpn = to.qp->qp_num();
+        c.remote_psn = 0x100;
+        c.local_psn = 0x200;
+        c.rnr_retry = rnr_retry;
+        return qp->connect(c);
+    }
+    // Send `msg` gathered from `pieces` entries of unequal length (the first 4
+    // bytes alone, as an IPoIB header, the rest cut across buffer boundaries).
+    int send(const std::vector<std::uint8_t> &msg, std::uint32_t pieces, std::uint64_t wr_id, bool signaled = true) {
+        Sge sg[kMaxRcSendSge + 1];
+        const auto size = static_cast<std::uint32_t>(msg.size());
+        std::uint32_t off = 0;
+        for (std::uint32_t i = 0; i < pieces; ++i) {
+            std::uint32_t l = i == 0 ? std::min<std::uint32_t>(4, size) : (size - 4) / (pieces - 1);
+            if (i + 1 == pieces)
+                l = size - off;
+            sg[i] = Sge{reinterpret_cast<std::uintptr_t>(msg.data() + off), l, 0};
+            off += l;
+        }
+        const SendWr wr{wr_id, sg, pieces, nullptr, 0, 0, signaled};
+        return qp->post_send(&wr, 1);
+    }
+    // Poll once: completions sorted into recvs and sends.
+    int poll() {
+        Wc wc[16];
+        const int n = cq->poll(wc, 16);
+        REQUIRE(n >= 0);
+        for (int i = 0; i < n; ++i)
+            (wc[i].opcode == WcOpcode::recv ? recvs : sends).push_back(wc[i]);
+        return n;
+    }
+    // The bytes of a receive completion, gathered from its buffers.
+    std::vector<std::uint8_t> message(const Wc &wc) {
+        std::vector<std::uint8_t> out;
+        for (std::uint32_t j = 0; out.size() < wc.byte_len; ++j) {
+            REQUIRE(j < bufs);
+            const std::uint32_t n = std::min<std::uint32_t>(buf_size, wc.byte_len - static_cast<std::uint32_t>(out.size()));
+            out.insert(out.end(), buf(wc.wr_id, j), buf(wc.wr_id, j) + n);
+        }
+        return out;
+    }
+};
+
+// Bytes that differ from one 2 KB buffer to the next (a buffer out of place shows).
+std::vector<std::uint8_t> rc_pattern(std::size_t n, std::uint8_t seed) {
+    std::vector<std::uint8_t> v(n);
+    for (std::size_t i = 0; i < n; ++i)
+        v[i] = static_cast<std::uint8_t>(seed + i * 7 + (i >> 11));
+    return v;
+}
+
+void connect_both(RcEnd &a, RcEnd &b, std::uint8_t rnr_retry = 7) {
+    REQUIRE(a.connect(b, rnr_retry) == 0);
+    REQUIRE(b.connect(a, rnr_retry) == 0);
+    CHECK(a.qp->state() == RcState::rts);
+    CHECK(b.qp->state() == RcState::rts);
+}
+
+} // namespace
+
+TEST_CASE("inproc RC: 65524 bytes in 34 gather pieces over 32 x 2 KB receives of an SRQ, both ways, in order") {
+    const std::string opts = GENERATE(as<std::string>{}, "link=ib", "");
+    INFO("options: " << opts);
+    RcEnd a("rc-a", opts, true), b("rc-b", opts, false);  // A receives through an SRQ, B through its own queue
+    a.post_all();
+    b.post_all();
+    connect_both(a, b);
+
+    // A -> B: three messages of different lengths, each into one receive, in order.
+    const std::vector<std::vector<std::uint8_t>> to_b{rc_pattern(kCmFrame, 1), rc_pattern(1, 2), rc_pattern(2044, 3)};
+    REQUIRE(a.send(to_b[0], kMaxRcSendSge, 10) == 1);
+    REQUIRE(a.send(to_b[1], 1, 11) == 1);
+    REQUIRE(a.send(to_b[2], 5, 12) == 1);
+    a.poll();
+    b.poll();
+    REQUIRE(a.sends.size() == 3);
+    for (std::size_t i = 0; i < 3; ++i) {
+        CHECK(a.sends[i].status == WcStatus::success);
+        CHECK(a.sends[i].wr_id == 10 + i);
+        CHECK(a.sends[i].qp_num == a.qp->qp_num());
+    }
+    REQUIRE(b.recvs.size() == 3);
+    const std::uint16_t lid_a = a.port().lid;
+    for (std::size_t i = 0; i < 3; ++i) {
+        const Wc &w = b.recvs[i];
+        CHECK(w.status == WcStatus::success);
+        CHECK(w.wr_id == i);  // in the order posted
+        CHECK(w.byte_len == to_b[i].size());  // no GRH area
+        CHECK(w.wc_flags == 0);
+        CHECK(w.qp_num == b.qp->qp_num());
+        CHECK(w.src_qp == a.qp->qp_num());
+        CHECK(w.slid == lid_a);  // 0 on Ethernet
+        CHECK(w.sl == 3);
+        CHECK(b.message(w) == to_b[i]);
+    }
+
+    // B -> A into the SRQ: the completion names the RC QP it arrived on.
+    const auto to_a = rc_pattern(kCmFrame, 9);
+    REQUIRE(b.send(to_a, kMaxRcSendSge, 20) == 1);
+    a.poll();
+    b.poll();
+    REQUIRE(b.sends.size() == 1);
+    CHECK(b.sends[0].status == WcStatus::success);
+    REQUIRE(a.recvs.size() == 1);
+    CHECK(a.recvs[0].qp_num == a.qp->qp_num());
+    CHECK(a.recvs[0].src_qp == b.qp->qp_num());
+    CHECK(a.message(a.recvs[0]) == to_a);
+
+    // An unsignaled send that succeeds completes nothing.
+    REQUIRE(b.post(0) == 1);
+    REQUIRE(a.send(to_b[1], 1, 13, false) == 1);
+    a.sends.clear();
+    a.poll();
+    b.poll();
+    CHECK(a.sends.empty());
+    CHECK(b.recvs.size() == 4);
+
+    const QpCounters ca = a.qp->counters(), cb = b.qp->counters();
+    CHECK(ca.tx_packets == 4);
+    CHECK(ca.tx_bytes == kCmFrame + 1 + 2044 + 1);
+    CHECK(ca.rx_packets == 1);
+    CHECK(ca.rx_bytes == kCmFrame);
+    CHECK(cb.rx_packets == 4);
+    CHECK(cb.tx_packets == 1);
+    CHECK(ca.tx_errors == 0);
+    PortCounters pb;
+    REQUIRE(b.ctx->port_counters(1, &pb) == 0);
+    CHECK(pb.rx_packets == 4);
+    CHECK(pb.tx_bytes == kCmFrame);
+}
+
+TEST_CASE("inproc RC: what creation and connect refuse; UD cannot reach an RC QP") {
+    RcEnd a("rc-c", "", false), b("rc-d", "", true);
+    auto other_cq = a.ctx->create_cq(16);
+    CHECK_FALSE(a.ctx->create_srq(SrqInit{.cq = nullptr}));
+    CHECK_FALSE(a.ctx->create_srq(SrqInit{.cq = other_cq.get(), .max_sge = kMaxRcRecvSge + 1}));
+    {
+        RcQpInit init;
+        init.send_cq = a.cq.get();
+        init.recv_cq = other_cq.get();
+        init.srq = b.srq.get();  // its CQ is b's
+        CHECK_FALSE(a.ctx->create_rc_qp(init));
+        CHECK(a.ctx->last_error().find("SRQ's CQ") != std::string::npos);
+        init.srq = nullptr;
+        init.pkey_index = 5;
+        CHECK_FALSE(a.ctx->create_rc_qp(init));
+    }
+    // Not connected: no sends; the SRQ's QP posts no receives of its own.
+    std::vector<std::uint8_t> msg(16);
+    CHECK(a.send(msg, 1, 1) == -EINVAL);
+    CHECK(b.qp->post_recv(nullptr, 0) == -EINVAL);
+    // A path to nowhere.
+    RcConnect nowhere;
+    nowhere.path.is_global = true;
+    nowhere.path.dgid = kMgid;
+    nowhere.remote_qpn = b.qp->qp_num();
+    CHECK(a.qp->connect(nowhere) == -EINVAL);
+    CHECK(a.qp->state() == RcState::init);
+    connect_both(a, b);
+    CHECK(a.connect(b) == -EINVAL);  // twice
+    // 35 gather entries: more than a connection's send takes.
+    b.post_all();
+    std::vector<std::uint8_t> big(35 * 8);
+    REQUIRE(a.send(big, kMaxRcSendSge + 1, 2) == 1);
+    a.poll();
+    REQUIRE(a.sends.size() == 1);
+    CHECK(a.sends[0].status == WcStatus::general_err);
+    CHECK(a.qp->state() == RcState::error);
+
+    // A UD datagram to the RC QP's number finds no QP.
+    Host h("rc-ud", "");
+    PortCounters before, after;
+    REQUIRE(b.ctx->port_counters(1, &before) == 0);
+    AhAttr to_b;
+    to_b.is_global = true;
+    to_b.dgid = b.gid();
+    auto ah_b = h.ctx->create_ah(to_b);
+    REQUIRE(ah_b);
+    CHECK(h.send(ah_b.get(), b.qp->qp_num(), std::vector<std::uint8_t>(8)).status == WcStatus::success);
+    REQUIRE(b.ctx->port_counters(1, &after) == 0);
+    CHECK(after.drop_no_qp - before.drop_no_qp == 1);
+}
+
+TEST_CASE("inproc RC: a message longer than the receive: loc_len_err there, general_err and ERR here") {
+    RcEnd a("rc-e", "", false), b("rc-f", "", false, 2, 2, 1024);  // B's receives: 2 x 1 KB
+    a.post_all();
+    b.post_all();
+    connect_both(a, b);
+    REQUIRE(a.send(rc_pattern(2048, 1), 2, 1) == 1);  // fits exactly
+    REQUIRE(a.send(rc_pattern(2049, 2), 3, 2) == 1);  // one byte too many
+    REQUIRE(a.send(rc_pattern(10, 3), 1, 3) == 1);    // after the error: flushed
+    a.poll();
+    b.poll();
+    REQUIRE(a.sends.size() == 3);
+    CHECK(a.sends[0].status == WcStatus::success);
+    CHECK(a.sends[1].status == WcStatus::general_err);
+    CHECK(a.sends[2].status == WcStatus::wr_flush_err);
+    CHECK(a.qp->state() == RcState::error);
+    REQUIRE(b.recvs.size() == 2);
+    CHECK(b.recvs[0].status == WcStatus::success);
+    CHECK(b.message(b.recvs[0]) == rc_pattern(2048, 1));
+    CHECK(b.recvs[1].status == WcStatus::loc_len_err);
+    CHECK(b.qp->state() == RcState::rts);
+    CHECK(b.qp->counters().drop_too_long == 1);
+    CHECK(a.qp->counters().tx_errors == 1);
+    PortCounters pb;
+    REQUIRE(b.ctx->port_counters(1, &pb) == 0);
+    CHECK(pb.drop_too_long == 1);
+    // Later posts of the QP in ERR complete flushed; its own receives were flushed.
+    REQUIRE(a.send(rc_pattern(10, 4), 1, 4) == 1);
+    a.poll();
+    CHECK(a.sends.back().status == WcStatus::wr_flush_err);
+    REQUIRE(a.recvs.size() == a.depth);
+    for (const Wc &w : a.recvs)
+        CHECK(w.status == WcStatus::wr_flush_err);
+}
+
+TEST_CASE("inproc RC: RNR with rnr_retry 7 waits, in order, until receives are posted") {
+    RcEnd a("rc-g", "", false), b("rc-h", "", true);
+    connect_both(a, b, 7);
+    // (A waiting send's buffers are read when it goes: they stay valid until it completes.)
+    const auto m1 = rc_pattern(3000, 1), m2 = rc_pattern(5, 2), m3 = rc_pattern(7, 3);
+    REQUIRE(a.send(m1, 3, 1) == 1);  // no receive at B: waits
+    REQUIRE(a.send(m2, 1, 2) == 1);  // behind it, though a receive may come first
+    for (int i = 0; i < 100; ++i)
+        a.poll();
+    CHECK(a.sends.empty());
+    CHECK(a.qp->state() == RcState::rts);
+    CHECK(b.qp->counters().drop_no_buffer >= 100);  // every retry an RNR NAK
+    REQUIRE(b.post(0) == 1);
+    a.poll();  // the first goes; the second finds no receive again
+    b.poll();
+    REQUIRE(a.sends.size() == 1);
+    CHECK(a.sends[0].wr_id == 1);
+    REQUIRE(b.recvs.size() == 1);
+    CHECK(b.message(b.recvs[0]) == m1);
+    REQUIRE(b.post(1) == 1);
+    REQUIRE(a.send(m3, 1, 3) == 1);  // a post retries too: 2 goes, 3 waits
+    a.poll();
+    REQUIRE(a.sends.size() == 2);
+    CHECK(a.sends[1].wr_id == 2);
+    b.poll();
+    REQUIRE(b.recvs.size() == 2);
+    CHECK(b.message(b.recvs[1]) == m2);
+    REQUIRE(b.post(2) == 1);
+    a.poll();
+    b.poll();
+    REQUIRE(a.sends.size() == 3);
+    CHECK(a.sends[2].status == WcStatus::success);
+    CHECK(b.message(b.recvs.at(2)) == m3);
+}
+
+TEST_CASE("inproc RC: RNR with rnr_retry 3 fails on the third retry, 0 at once; the rest flushed") {
+    RcEnd a("rc-i", "", false), b("rc-j", "", false);
+    connect_both(a, b, 3);
+    REQUIRE(a.send(rc_pattern(100, 1), 1, 1) == 1);  // the first try
+    REQUIRE(a.send(rc_pattern(100, 2), 1, 2) == 1);  // (a post retries the first: retry 1)
+    a.poll();                                     // retry 2
+    CHECK(a.sends.empty());
+    CHECK(a.qp->state() == RcState::rts);
+    a.poll();  // retry 3: exhausted
+    REQUIRE(a.sends.size() == 2);
+    CHECK(a.sends[0].wr_id == 1);
+    CHECK(a.sends[0].status == WcStatus::rnr_retry_exc_err);
+    CHECK(a.sends[1].status == WcStatus::wr_flush_err);
+    CHECK(a.qp->state() == RcState::error);
+    CHECK(b.qp->counters().drop_no_buffer == 4);  // the try and its three retries
+
+    RcEnd c("rc-k", "", false), d("rc-l", "", false);
+    connect_both(c, d, 0);
+    REQUIRE(c.send(rc_pattern(100, 1), 1, 1) == 1);
+    c.poll();
+    REQUIRE(c.sends.size() == 1);
+    CHECK(c.sends[0].status == WcStatus::rnr_retry_exc_err);
+    CHECK(c.qp->state() == RcState::error);
+}
+
+TEST_CASE("inproc RC: peer destroyed, in ERR or its port down: retry_exc_err and ERR; set_error flushes") {
+    SECTION("peer destroyed") {
+        RcEnd a("rc-m", "link=ib", false), b("rc-n", "link=ib", true);
+        b.post_all();
+        connect_both(a, b);
+        REQUIRE(a.send(rc_pattern(64, 1), 1, 1) == 1);
+        b.qp.reset();
+        REQUIRE(a.send(rc_pattern(64, 2), 1, 2) == 1);
+        REQUIRE(a.send(rc_pattern(64, 3), 1, 3) == 1);
+        a.poll();
+        REQUIRE(a.sends.size() == 3);
+        CHECK(a.sends[0].status == WcStatus::success);
+        CHECK(a.sends[1].status == WcStatus::retry_exc_err);
+        CHECK(a.sends[2].status == WcStatus::wr_flush_err);
+        CHECK(a.qp->state() == RcState::error);
+    }
+    SECTION("peer in ERR (set_error), then set_error here flushes what waits") {
+        RcEnd a("rc-o", "", false), b("rc-p", "", false);
+        connect_both(a, b);
+        REQUIRE(b.qp->set_error() == 0);
+        REQUIRE(b.qp->set_error() == 0);  // idempotent
+        CHECK(b.qp->state() == RcState::error);
+        CHECK(b.post(0) == -EINVAL);  // no receives into a QP in ERR
+        REQUIRE(a.send(rc_pattern(64, 1), 1, 1) == 1);
+        a.poll();
+        REQUIRE(a.sends.size() == 1);
+        CHECK(a.sends[0].status == WcStatus::retry_exc_err);
+
+        RcEnd c("rc-q", "", false), d("rc-r", "", false);
+        c.post_all();
+        connect_both(c, d);
+        REQUIRE(c.send(rc_pattern(64, 1), 1, 1) == 1);  // RNR: waits
+        REQUIRE(c.send(rc_pattern(64, 2), 1, 2) == 1);
+        c.poll();
+        CHECK(c.sends.empty());
+        REQUIRE(c.qp->set_error() == 0);
+        c.poll();
+        REQUIRE(c.sends.size() == 2);
+        CHECK(c.sends[0].status == WcStatus::wr_flush_err);
+        CHECK(c.sends[1].status == WcStatus::wr_flush_err);
+        REQUIRE(c.recvs.size() == c.depth);  // its own receives too
+        for (const Wc &w : c.recvs)
+            CHECK(w.status == WcStatus::wr_flush_err);
+    }
+    SECTION("the peer's port down") {
+        RcEnd a("rc-s", "", false), b("rc-t", "", false);
+        b.post_all();
+        connect_both(a, b);
+        REQUIRE(inproc::set_port_state(*b.ctx, PortState::down) == 0);
+        REQUIRE(a.send(rc_pattern(64, 1), 1, 1) == 1);
+        a.poll();
+        REQUIRE(a.sends.size() == 1);
+        CHECK(a.sends[0].status == WcStatus::retry_exc_err);
+        CHECK(a.qp->state() == RcState::error);
+        b.poll();
+        CHECK(b.recvs.empty());
+        REQUIRE(inproc::set_port_state(*b.ctx, PortState::active) == 0);
+    }
+}

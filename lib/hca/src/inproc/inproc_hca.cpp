@@ -14,6 +14,13 @@
 // Enforced as the other providers do: port state, P_Key, Q_Key (kUseQpQkey:
 // the sending QP's), MTU, posted buffers, buffer size; every drop counted.
 //
+// Reliable connections (rc.hpp): SRQs and RC QPs, a message delivered
+// whole into one receive of the peer (its SRQ's or its own) at post_send,
+// scattered over the receive's buffers, both completions queued at once;
+// RNR, too long, peer gone and set_error as the software HCA has them
+// (soft_rc.cpp), RNR retried on the QP's next post_send and on every poll
+// of its send CQ, each such retry one of rnr_retry (no timer).
+//
 // Not a fast path: one spinlock guards the whole fabric (every post, poll
 // and query takes it), so senders and receivers may be on different threads.
 // Not modelled: an SM or SA (LIDs are fixed, sm_lid is 0), port events other
@@ -55,6 +62,10 @@ constexpr std::size_t kDmaAlign = 4096;                         // alloc_dma: pa
 constexpr Mtu kDefaultMtu = Mtu::mtu2048;
 constexpr std::uint16_t kDefaultPkey = 0xffff;
 constexpr std::uint8_t kPhysLinkUp = 5;
+constexpr std::uint32_t kMaxRcRecvWr = 4096;   // an SRQ's or RC QP's receive queue depth limit
+constexpr std::uint32_t kMaxRcSendWr = 8192;   // an RC QP's send queue depth limit (as the soft HCA's)
+constexpr std::uint8_t kRnrInfinite = 7;       // RcConnect::rnr_retry 7: retried without end
+constexpr std::uint32_t kMaxQpn = 0xffffff;
 
 class SpinLock {  // for std::lock_guard
   public:
@@ -70,6 +81,7 @@ class SpinLock {  // for std::lock_guard
 
 class InprocContext;
 class InprocQp;
+class InprocRcQp;
 struct GsiPort;
 
 struct Device {
@@ -99,6 +111,7 @@ struct Fabric {
     SpinLock lock;
     std::vector<std::unique_ptr<Device>> devices;
     std::vector<InprocQp *> qps;
+    std::vector<InprocRcQp *> rc_qps;
     std::vector<GsiPort *> gsi_ports;  // the ports with a CM open (one each)
     std::uint32_t next_qpn = kFirstQpn;
     std::uint16_t next_lid = 1;
@@ -138,10 +151,9 @@ class InprocCq final : public Cq {
         if (efd_ >= 0)
             close(efd_);
     }
-    int poll(Wc *wc, int n) noexcept override {
-        Guard g(fabric().lock);
-        return q.pop(wc, n);
-    }
+    // (RC sends waiting behind an RNR of the QPs this is the send CQ of are
+    // retried first.)
+    int poll(Wc *wc, int n) noexcept override;
     // Completion events: an eventfd, written when a completion is added while armed.
     int notify_fd() const noexcept override { return efd_; }
     int arm_notify() noexcept override {
@@ -167,6 +179,9 @@ class InprocCq final : public Cq {
         [[maybe_unused]] const auto r = write(efd_, &one, sizeof one);
     }
     common::WcQueue q;  // under the fabric lock
+    // RC QPs whose send CQ this is, and how many of them have sends waiting (under the fabric lock).
+    std::vector<InprocRcQp *> rc_senders;
+    std::uint32_t rc_waiting = 0;
 
   private:
     int efd_;
@@ -193,6 +208,8 @@ class InprocContext final : public common::ContextBase {
     int get_port_event(PortEvent *ev) noexcept override;
     int port_counters(std::uint8_t port, PortCounters *out) noexcept override;
     std::unique_ptr<Cm> open_cm(std::uint8_t port) noexcept override;
+    std::unique_ptr<Srq> create_srq(const SrqInit &init) noexcept override;
+    std::unique_ptr<RcQp> create_rc_qp(const RcQpInit &init) noexcept override;
 
     Device *dev = nullptr;
     std::deque<PortEvent> events;  // under the fabric lock
@@ -601,6 +618,425 @@ int InprocContext::port_counters(std::uint8_t port, PortCounters *out) noexcept 
     Guard g(fabric().lock);
     *out = dev->counters;
     return 0;
+}
+
+// ---------------------------------------------------------------------------
+// Reliable connections (rc.hpp), after the software HCA's (soft_rc.cpp):
+// everything under the fabric lock, a message delivered at post_send.
+
+// The device a path leads to, as a UD send finds it: on Ethernet by the
+// GRH's DGID, on InfiniBand by the DLID (fabric lock held).
+Device *device_at(const Device &from, const AhAttr &a) noexcept {
+    for (auto &d : fabric().devices)
+        if (from.link == LinkLayer::ethernet ? a.is_global && d->gid() == a.dgid : a.dlid != 0 && d->lid == a.dlid)
+            return d.get();
+    return nullptr;
+}
+
+// A receive of an SRQ or of an RC QP's own queue, as posted.
+struct RcRecv {
+    std::uint64_t wr_id = 0;
+    std::uint32_t num_sge = 0;
+    std::uint64_t capacity = 0;  // the buffers' bytes together
+    Sge sg[kMaxRcRecvSge];
+};
+
+// Posted receives in order: a ring made at creation (nothing allocated per post).
+class RcRecvQueue {
+  public:
+    RcRecvQueue(std::uint32_t depth, std::uint32_t max_sge) : slots_(depth), max_sge_(max_sge) {}
+    // Fabric lock held. How many were taken (the rest did not fit), or <0 (ctx.fail).
+    int post(InprocContext &ctx, const RcRecvWr *wr, int n) noexcept {
+        int i = 0;
+        for (; i < n && count_ < slots_.size(); ++i) {
+            if (wr[i].num_sge == 0 || wr[i].num_sge > max_sge_ || !wr[i].sg_list)
+                return i ? i : ctx.fail(-EINVAL, "post_recv: " + std::to_string(wr[i].num_sge) +
+                                                     " scatter entries (1.." + std::to_string(max_sge_) + ")");
+            RcRecv &r = slots_[(head_ + count_) % slots_.size()];
+            r.wr_id = wr[i].wr_id;
+            r.num_sge = wr[i].num_sge;
+            r.capacity = 0;
+            for (std::uint32_t k = 0; k < r.num_sge; ++k) {
+                r.sg[k] = wr[i].sg_list[k];
+                r.capacity += r.sg[k].length;
+            }
+            ++count_;
+        }
+        return i;
+    }
+    bool empty() const noexcept { return count_ == 0; }
+    const RcRecv &front() const noexcept { return slots_[head_]; }
+    void pop() noexcept {
+        head_ = head_ + 1 == slots_.size() ? 0 : head_ + 1;
+        --count_;
+    }
+
+  private:
+    std::vector<RcRecv> slots_;
+    std::size_t head_ = 0, count_ = 0;
+    std::uint32_t max_sge_;
+};
+
+class InprocSrq final : public Srq {
+  public:
+    InprocSrq(InprocContext *ctx, const SrqInit &init)
+        : ctx_(ctx), cq_(static_cast<InprocCq *>(init.cq)), rq_(init.max_wr, init.max_sge) {}
+    int post_recv(const RcRecvWr *wr, int n) noexcept override {
+        Guard g(fabric().lock);
+        return rq_.post(*ctx_, wr, n);
+    }
+    InprocCq *cq() const noexcept { return cq_; }
+    RcRecvQueue &rq() noexcept { return rq_; }
+
+  private:
+    InprocContext *ctx_;
+    InprocCq *cq_;
+    RcRecvQueue rq_;
+};
+
+class InprocRcQp final : public RcQp {
+  public:
+    // Registered in the fabric and its send CQ by create_rc_qp (fabric lock held).
+    InprocRcQp(InprocContext *ctx, std::uint32_t qpn, const RcQpInit &init, InprocSrq *srq)
+        : ctx_(ctx), dev_(ctx->dev), qpn_(qpn), pkey_index_(init.pkey_index),
+          send_cq_(static_cast<InprocCq *>(init.send_cq)), recv_cq_(static_cast<InprocCq *>(init.recv_cq)), srq_(srq),
+          own_(srq ? 0 : init.max_recv_wr, init.max_recv_sge), pending_(init.max_send_wr) {}
+    ~InprocRcQp() override {
+        Guard g(fabric().lock);
+        set_waiting(false);
+        std::erase(fabric().rc_qps, this);
+        std::erase(send_cq_->rc_senders, this);
+        for (InprocRcQp *q : fabric().rc_qps)  // connected to this one: its peer is gone for good
+            if (q->peer_ == this) {
+                q->peer_ = nullptr;
+                q->peer_gone_ = true;
+            }
+    }
+    std::uint32_t qp_num() const noexcept override { return qpn_; }
+    int connect(const RcConnect &c) noexcept override;
+    int post_send(const SendWr *wr, int n) noexcept override;
+    int post_recv(const RcRecvWr *wr, int n) noexcept override {
+        Guard g(fabric().lock);
+        if (srq_)
+            return ctx_->fail(-EINVAL, "post_recv: RC QP " + std::to_string(qpn_) + " receives through its SRQ");
+        if (state_ == RcState::error)
+            return ctx_->fail(-EINVAL, "post_recv: RC QP " + std::to_string(qpn_) + " is in the error state");
+        return own_.post(*ctx_, wr, n);
+    }
+    int set_error() noexcept override {
+        Guard g(fabric().lock);
+        if (state_ != RcState::error)
+            to_error();
+        return 0;
+    }
+    RcState state() const noexcept override {
+        Guard g(fabric().lock);
+        return state_;
+    }
+    QpCounters counters() const noexcept override {
+        Guard g(fabric().lock);
+        return c_;
+    }
+    // Retry the sends waiting behind an RNR (fabric lock held).
+    void progress() noexcept;
+
+  private:
+    // A send accepted and not delivered yet (behind an RNR): its work request, gather list included.
+    struct Pending {
+        std::uint64_t wr_id;
+        std::uint32_t num_sge, len;
+        bool signaled;
+        Sge sg[kMaxRcSendSge];
+    };
+    enum class Outcome : std::uint8_t { delivered, rnr, failed };
+    Outcome deliver(const Sge *sg, std::uint32_t nsge, std::uint32_t len, WcStatus *status) noexcept;
+    InprocRcQp *peer() noexcept;
+    InprocRcQp *live_peer() noexcept;
+    std::uint16_t pkey() const noexcept { return pkey_index_ < dev_->pkeys.size() ? dev_->pkeys[pkey_index_] : 0; }
+    void complete(std::uint64_t wr_id, bool signaled, WcStatus st) noexcept {
+        if (signaled || st != WcStatus::success) {  // errors complete even when unsignaled
+            send_cq_->q.push_reserved(common::send_wc(wr_id, st, qpn_));
+            send_cq_->signal();
+        } else {
+            send_cq_->q.unreserve();
+        }
+    }
+    void fail_send(std::uint64_t wr_id, WcStatus st) noexcept {
+        ++c_.tx_errors;
+        complete(wr_id, true, st);
+        to_error();
+    }
+    void push_pending(const SendWr &wr, std::uint32_t len) noexcept {
+        Pending &p = pending_[p_tail_++ % pending_.size()];
+        p.wr_id = wr.wr_id;
+        p.num_sge = std::min(wr.num_sge, kMaxRcSendSge + 1);  // (more than kMaxRcSendSge fails at delivery)
+        p.len = len;
+        p.signaled = wr.signaled;
+        std::memcpy(p.sg, wr.sg_list, std::min(wr.num_sge, kMaxRcSendSge) * sizeof(Sge));
+        set_waiting(true);
+    }
+    void to_error() noexcept;
+    // Counted in the send CQ's rc_waiting while sends wait (its polls retry them).
+    void set_waiting(bool w) noexcept {
+        if (w != waiting_) {
+            waiting_ = w;
+            send_cq_->rc_waiting += w ? 1 : -1u;
+        }
+    }
+
+    InprocContext *ctx_;
+    Device *dev_;
+    std::uint32_t qpn_;
+    std::uint16_t pkey_index_;
+    InprocCq *send_cq_, *recv_cq_;
+    InprocSrq *srq_;
+    RcRecvQueue own_;  // without an SRQ
+    RcState state_ = RcState::init;
+    RcConnect conn_{};
+    InprocRcQp *peer_ = nullptr;  // found on first use, cleared when it is destroyed
+    bool peer_gone_ = false;
+    std::vector<Pending> pending_;  // ring of max_send_wr, made at creation
+    std::uint64_t p_head_ = 0, p_tail_ = 0;
+    std::uint32_t rnr_tries_ = 0;  // retries of the first waiting send that found no receive
+    bool waiting_ = false;
+    QpCounters c_{};
+};
+
+int InprocRcQp::connect(const RcConnect &c) noexcept {
+    Guard g(fabric().lock);
+    if (state_ != RcState::init)
+        return ctx_->fail(-EINVAL, "connect: RC QP " + std::to_string(qpn_) + " is " + to_string(state_) +
+                                       ", not INIT");
+    if (c.remote_qpn < kFirstQpn || c.remote_qpn > kMaxQpn)
+        return ctx_->fail(-EINVAL, "connect: remote QPN " + std::to_string(c.remote_qpn) + " is never handed out");
+    if (c.path_mtu < Mtu::mtu256 || c.path_mtu > Mtu::mtu4096)
+        return ctx_->fail(-EINVAL, "connect: path MTU code " + std::to_string(static_cast<int>(c.path_mtu)));
+    if (!device_at(*dev_, c.path))
+        return ctx_->fail(-EINVAL, dev_->link == LinkLayer::ethernet
+                                       ? "connect: no device has the path's DGID (an Ethernet port needs a GRH)"
+                                       : "connect: no device has LID " + std::to_string(c.path.dlid));
+    conn_ = c;
+    peer_ = nullptr;
+    peer_gone_ = false;
+    rnr_tries_ = 0;
+    state_ = RcState::rts;
+    return 0;
+}
+
+// The QP connected to (found by the path's device and the remote QPN once it exists).
+InprocRcQp *InprocRcQp::peer() noexcept {
+    if (peer_ || peer_gone_)
+        return peer_;
+    if (Device *d = device_at(*dev_, conn_.path))
+        for (InprocRcQp *q : fabric().rc_qps)
+            if (q->dev_ == d && q->qpn_ == conn_.remote_qpn)
+                return peer_ = q;
+    return nullptr;
+}
+
+// The peer if the connection stands: both ports active, the peer in RTS and
+// connected back to this QP, in a matching partition. Else nullptr: what
+// hardware learns when its retries are exhausted.
+InprocRcQp *InprocRcQp::live_peer() noexcept {
+    if (dev_->state != PortState::active)
+        return nullptr;
+    InprocRcQp *p = peer();
+    if (!p || p->dev_->state != PortState::active || p->state_ != RcState::rts || p->conn_.remote_qpn != qpn_ ||
+        p->peer() != this || !common::pkey_match(pkey(), p->pkey()))
+        return nullptr;
+    return p;
+}
+
+// One message into the peer's next receive, scattered over its buffers.
+InprocRcQp::Outcome InprocRcQp::deliver(const Sge *sg, std::uint32_t nsge, std::uint32_t len,
+                                        WcStatus *status) noexcept {
+    if (nsge > kMaxRcSendSge) {
+        *status = WcStatus::general_err;
+        return Outcome::failed;
+    }
+    InprocRcQp *p = live_peer();
+    if (!p) {
+        *status = WcStatus::retry_exc_err;
+        return Outcome::failed;
+    }
+    RcRecvQueue &rq = p->srq_ ? p->srq_->rq() : p->own_;
+    PortCounters &pc = p->dev_->counters;
+    if (rq.empty() || p->recv_cq_->q.full()) {  // an RNR NAK
+        ++pc.drop_no_buffer, ++p->c_.drop_no_buffer;
+        return Outcome::rnr;
+    }
+    const RcRecv &r = rq.front();
+    // wr_id, status, opcode, flags, SL, byte_len, QPN, source QPN, SLID (0 on Ethernet), P_Key index, RSS hash
+    Wc w{r.wr_id, WcStatus::success, WcOpcode::recv, 0, conn_.path.sl, len, p->qpn_, qpn_, dev_->lid,
+         p->pkey_index_, 0};
+    if (len > r.capacity) {
+        w.status = WcStatus::loc_len_err;
+        w.byte_len = 0;
+        ++pc.drop_too_long, ++p->c_.drop_too_long;
+        *status = WcStatus::general_err;  // IBA: remote operation error
+    } else {
+        // Gather list -> scatter list, in order, filling each buffer before the next.
+        std::uint32_t k = 0, used = 0;
+        for (std::uint32_t i = 0; i < nsge; ++i) {
+            const auto *src = reinterpret_cast<const std::uint8_t *>(static_cast<std::uintptr_t>(sg[i].addr));
+            for (std::uint32_t left = sg[i].length; left;) {
+                while (used == r.sg[k].length) {
+                    ++k;
+                    used = 0;
+                }
+                const std::uint32_t take = std::min(left, r.sg[k].length - used);
+                std::memcpy(reinterpret_cast<std::uint8_t *>(static_cast<std::uintptr_t>(r.sg[k].addr)) + used, src,
+                            take);
+                used += take;
+                src += take;
+                left -= take;
+            }
+        }
+        ++pc.rx_packets, ++p->c_.rx_packets;
+        pc.rx_bytes += len, p->c_.rx_bytes += len;
+        ++dev_->counters.tx_packets, ++c_.tx_packets;
+        dev_->counters.tx_bytes += len, c_.tx_bytes += len;
+    }
+    rq.pop();
+    p->recv_cq_->q.push(w);  // (room checked above)
+    p->recv_cq_->signal();
+    return w.status == WcStatus::success ? Outcome::delivered : Outcome::failed;
+}
+
+// Accepted: as many as the send CQ has room for (completions reserved) and
+// the send queue holds. Delivered at once, in order; from the first that
+// finds no receive (RNR) on, queued and retried (progress()).
+int InprocRcQp::post_send(const SendWr *wr, int n) noexcept {
+    Guard g(fabric().lock);
+    if (state_ == RcState::init || state_ == RcState::rtr)
+        return ctx_->fail(-EINVAL, "post_send: RC QP " + std::to_string(qpn_) + " is not connected (" +
+                                       to_string(state_) + ")");
+    if (n <= 0)
+        return 0;
+    const std::uint64_t room = pending_.size() - (p_tail_ - p_head_);
+    const int accepted = send_cq_->q.reserve_n(static_cast<int>(std::min<std::uint64_t>(static_cast<unsigned>(n), room)));
+    progress();
+    int i = 0;
+    for (; i < accepted && state_ == RcState::rts; ++i) {
+        const std::uint32_t len = common::send_length(wr[i], kMaxRcSendSge);
+        if (p_head_ != p_tail_) {  // behind a waiting send
+            push_pending(wr[i], len);
+            continue;
+        }
+        WcStatus st = WcStatus::success;
+        const Outcome o = deliver(wr[i].sg_list, wr[i].num_sge, len, &st);
+        if (o == Outcome::delivered) {
+            complete(wr[i].wr_id, wr[i].signaled, WcStatus::success);
+        } else if (o == Outcome::failed) {
+            fail_send(wr[i].wr_id, st);
+        } else if (conn_.rnr_retry == 0) {
+            fail_send(wr[i].wr_id, WcStatus::rnr_retry_exc_err);
+        } else {
+            rnr_tries_ = 0;
+            push_pending(wr[i], len);
+        }
+    }
+    for (; i < accepted; ++i)  // the QP is in ERR: flushed
+        complete(wr[i].wr_id, true, WcStatus::wr_flush_err);
+    return accepted;
+}
+
+// The sends waiting behind an RNR, in order, until one finds no receive
+// again. Each call that finds none is one retry of rnr_retry (7: without end).
+void InprocRcQp::progress() noexcept {
+    if (p_head_ == p_tail_ || state_ != RcState::rts)
+        return;
+    while (p_head_ < p_tail_) {
+        const Pending &p = pending_[p_head_ % pending_.size()];
+        WcStatus st = WcStatus::success;
+        const Outcome o = deliver(p.sg, p.num_sge, p.len, &st);
+        if (o == Outcome::rnr) {
+            if (conn_.rnr_retry != kRnrInfinite && ++rnr_tries_ >= conn_.rnr_retry) {
+                ++p_head_;
+                fail_send(p.wr_id, WcStatus::rnr_retry_exc_err);
+            }
+            break;
+        }
+        rnr_tries_ = 0;
+        ++p_head_;
+        if (o == Outcome::failed) {
+            fail_send(p.wr_id, st);
+            break;
+        }
+        complete(p.wr_id, p.signaled, WcStatus::success);
+    }
+    if (p_head_ == p_tail_)
+        set_waiting(false);
+}
+
+// To ERR: waiting sends and the own queue's receives complete flushed (a
+// flushed receive that finds the receive CQ full is lost: CQ overrun is not
+// modelled). An SRQ's receives stay (they belong to the SRQ).
+void InprocRcQp::to_error() noexcept {
+    state_ = RcState::error;
+    for (; p_head_ < p_tail_; ++p_head_)
+        complete(pending_[p_head_ % pending_.size()].wr_id, true, WcStatus::wr_flush_err);
+    set_waiting(false);
+    for (; !own_.empty(); own_.pop())
+        recv_cq_->q.push(Wc{own_.front().wr_id, WcStatus::wr_flush_err, WcOpcode::recv, 0, 0, 0, qpn_, 0, 0,
+                            pkey_index_, 0});
+    recv_cq_->signal();
+}
+
+int InprocCq::poll(Wc *wc, int n) noexcept {
+    Guard g(fabric().lock);
+    if (rc_waiting)
+        for (InprocRcQp *qp : rc_senders)
+            qp->progress();
+    return q.pop(wc, n);
+}
+
+std::unique_ptr<Srq> InprocContext::create_srq(const SrqInit &init) noexcept {
+    if (!init.cq) {
+        fail(-EINVAL, "create_srq: no CQ");
+        return nullptr;
+    }
+    if (init.max_wr == 0 || init.max_wr > kMaxRcRecvWr || init.max_sge == 0 || init.max_sge > kMaxRcRecvSge) {
+        fail(-EINVAL, "create_srq: max_wr 1.." + std::to_string(kMaxRcRecvWr) + ", max_sge 1.." +
+                          std::to_string(kMaxRcRecvSge));
+        return nullptr;
+    }
+    return std::make_unique<InprocSrq>(this, init);
+}
+
+std::unique_ptr<RcQp> InprocContext::create_rc_qp(const RcQpInit &init) noexcept {
+    if (!valid_port(init.port_num)) {
+        no_port(init.port_num);
+        return nullptr;
+    }
+    if (!init.send_cq || !init.recv_cq) {
+        fail(-EINVAL, "create_rc_qp: send_cq and recv_cq are needed");
+        return nullptr;
+    }
+    if (init.max_send_wr == 0 || init.max_send_wr > kMaxRcSendWr) {
+        fail(-EINVAL, "create_rc_qp: max_send_wr 1.." + std::to_string(kMaxRcSendWr));
+        return nullptr;
+    }
+    auto *srq = static_cast<InprocSrq *>(init.srq);
+    if (srq && srq->cq() != init.recv_cq) {
+        fail(-EINVAL, "create_rc_qp: recv_cq must be the SRQ's CQ");
+        return nullptr;
+    }
+    if (!srq && (init.max_recv_wr == 0 || init.max_recv_wr > kMaxRcRecvWr || init.max_recv_sge == 0 ||
+                 init.max_recv_sge > kMaxRcRecvSge)) {
+        fail(-EINVAL, "create_rc_qp: max_recv_wr 1.." + std::to_string(kMaxRcRecvWr) + ", max_recv_sge 1.." +
+                          std::to_string(kMaxRcRecvSge));
+        return nullptr;
+    }
+    Guard g(fabric().lock);
+    if (init.pkey_index >= dev->pkeys.size()) {
+        fail(-EINVAL, "create_rc_qp: P_Key index " + std::to_string(init.pkey_index) + " holds no P_Key");
+        return nullptr;
+    }
+    auto q = std::make_unique<InprocRcQp>(this, fabric().next_qpn++, init, srq);
+    fabric().rc_qps.push_back(q.get());
+    static_cast<InprocCq *>(init.send_cq)->rc_senders.push_back(q.get());
+    return q;
 }
 
 // ---------------------------------------------------------------------------
