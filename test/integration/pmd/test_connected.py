@@ -356,10 +356,39 @@ def tcp_checksum_ok(ip):
     return s == 0xffff
 
 
+def peer_killed(env):
+    """A peer killed in the middle of a transfer: the sender's connection fails (its sends are not
+    acknowledged), is closed and counted, its frames are dropped and counted, nothing leaks."""
+    a = Bridge(env, "Hca1", "mode=connected", "k")
+    b = Bridge(env, "Hca2", "mode=connected", "k")
+    t.ok(a.up() and b.up(), "k: both ports up")
+    r = a.run(f"ping -c 2 -W 5 -s 30000 {IPS['Hca2']}")
+    t.ok(r.returncode == 0, "k: A pings B over the connections", r.stdout[-300:])
+    flood = subprocess.Popen(["ip", "netns", "exec", a.ns, "ping", "-i", "0.02", "-c", "200", "-s", "30000",
+                              IPS["Hca2"]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1)
+    b.p.kill()  # SIGKILL: no DREQ, no clean-up
+    b.p.wait()
+    flood.communicate(timeout=60)
+    end = time.monotonic() + 10
+    while time.monotonic() < end and a.xstats().get("cm_conn_errors", 0) < 1:
+        time.sleep(0.5)
+    xa = a.xstats()
+    t.note(f"k: A after B's death: cm_conn_errors {xa.get('cm_conn_errors')}, tx_cm_packets {xa.get('tx_cm_packets')},"
+           f" tx_hca_errors {xa.get('tx_hca_errors')}, tx_unresolved_drops {xa.get('tx_unresolved_drops')}")
+    t.ok(xa.get("cm_conn_errors", 0) >= 1,
+         "k: B killed mid-transfer: A's connection to it failed and was closed (cm_conn_errors)", xa)
+    qa = a.quit()
+    t.ok(qa.get("mbufs_back") == "yes", "k: A: every mbuf back in its pool after its peer died", qa)
+    b.quit()
+    fabric("down", env["IPOIB_FABRIC_DIR"], check=False)  # (B's ibsim client slot is gone with it)
+
+
 def scenarios(env):
     scenario(env)
     checksum_offload(env, 1)
     checksum_offload(env, 0)
+    peer_killed(env)
 
 
 def main():
