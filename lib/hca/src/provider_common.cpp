@@ -126,4 +126,31 @@ std::unique_ptr<Cm> ContextBase::open_cm(std::uint8_t) noexcept {
     return nullptr;
 }
 
+bool ContextBase::check_rc_qp_init(const RcQpInit &init, const Cq *srq_cq, std::uint32_t max_send_wr,
+                                   std::uint32_t max_recv_wr) noexcept {
+    if (!valid_port(init.port_num)) {
+        no_port(init.port_num);
+        return false;
+    }
+    if (!init.send_cq || !init.recv_cq) {
+        fail(-EINVAL, "create_rc_qp: send_cq and recv_cq are needed");
+        return false;
+    }
+    if (init.max_send_wr == 0 || init.max_send_wr > max_send_wr) {
+        fail(-EINVAL, "create_rc_qp: max_send_wr 1.." + std::to_string(max_send_wr));
+        return false;
+    }
+    if (init.srq && srq_cq != init.recv_cq) {
+        fail(-EINVAL, "create_rc_qp: recv_cq must be the SRQ's CQ");
+        return false;
+    }
+    if (!init.srq && (init.max_recv_wr == 0 || init.max_recv_wr > max_recv_wr || init.max_recv_sge == 0 ||
+                      init.max_recv_sge > kMaxRcRecvSge)) {
+        fail(-EINVAL, "create_rc_qp: max_recv_wr 1.." + std::to_string(max_recv_wr) + ", max_recv_sge 1.." +
+                          std::to_string(kMaxRcRecvSge));
+        return false;
+    }
+    return true;
+}
+
 } // namespace ipoib::hca::common

@@ -48,6 +48,12 @@ class ContextBase : public Context {
     // Hash fields known, every redirection entry naming one of the QP's receive queues.
     bool check_rss(const RssConf &rss, std::uint32_t num_recv_queues) noexcept;
 
+    // The checks of create_rc_qp every provider that keeps its own queues
+    // makes (port, CQs, depths; with an SRQ, whose CQ is srq_cq, recv_cq
+    // must be it): false after fail(-EINVAL, ...) if they do not hold.
+    bool check_rc_qp_init(const RcQpInit &init, const Cq *srq_cq, std::uint32_t max_send_wr,
+                          std::uint32_t max_recv_wr) noexcept;
+
     // A provider without reliable connections (rc.hpp): nullptr after
     // fail(-EOPNOTSUPP, "<name>: no reliable connections (connected mode)").
     std::unique_ptr<Srq> create_srq(const SrqInit &init) noexcept override;

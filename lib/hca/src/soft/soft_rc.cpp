@@ -783,29 +783,9 @@ std::unique_ptr<Srq> SoftContext::create_srq(const SrqInit &init) noexcept {
 }
 
 std::unique_ptr<RcQp> SoftContext::create_rc_qp(const RcQpInit &init) noexcept {
-    if (!valid_port(init.port_num)) {
-        no_port(init.port_num);
-        return nullptr;
-    }
-    if (!init.send_cq || !init.recv_cq) {
-        fail(-EINVAL, "create_rc_qp: send_cq and recv_cq are needed");
-        return nullptr;
-    }
-    if (init.max_send_wr == 0 || init.max_send_wr > kMaxRcSendWr) {
-        fail(-EINVAL, "create_rc_qp: max_send_wr 1.." + std::to_string(kMaxRcSendWr));
-        return nullptr;
-    }
     auto *srq = static_cast<SoftSrq *>(init.srq);
-    if (srq && srq->cq() != init.recv_cq) {
-        fail(-EINVAL, "create_rc_qp: recv_cq must be the SRQ's CQ");
+    if (!check_rc_qp_init(init, srq ? srq->cq() : nullptr, kMaxRcSendWr, kRcRqDepth))
         return nullptr;
-    }
-    if (!srq && (init.max_recv_wr == 0 || init.max_recv_wr > kRcRqDepth || init.max_recv_sge == 0 ||
-                 init.max_recv_sge > kMaxRcRecvSge)) {
-        fail(-EINVAL, "create_rc_qp: max_recv_wr 1.." + std::to_string(kRcRqDepth) + ", max_recv_sge 1.." +
-                          std::to_string(kMaxRcRecvSge));
-        return nullptr;
-    }
     const std::uint16_t pkey = pkey_at(init.port_num, init.pkey_index);
     if (!(pkey & common::kPkeyPartitionMask)) {
         fail(-EINVAL, "create_rc_qp: P_Key index " + std::to_string(init.pkey_index) + " holds no P_Key");
