@@ -582,10 +582,8 @@ void cm_port_down(Port *p, bool send_dreq) {
         if (cm && c.has_id) {
             if (send_dreq && c.st == RcConn::St::up)
                 cm->send_dreq(c.cm_id);
-            else if (c.st != RcConn::St::up)
-                cm->send_rej(c.cm_id, hca::CmRejReason::consumer);
             else
-                cm->destroy_id(c.cm_id);
+                cm->destroy_id(c.cm_id);  // (being set up: the CM rejects it as the peer knows it)
         }
         c.has_id = false;
         close_conn(p, c, ConnState::none, 0);
@@ -600,6 +598,24 @@ void cm_port_down(Port *p, bool send_dreq) {
         for (TxQueue *q : p->txq)
             if (q)
                 q->conns.clear();
+}
+
+void cm_port_flush(Port *p) {
+    if (!p->cm)
+        return;
+    hca::Cm *cm = p->hca->cms[p->cfg.port].get();
+    for (RcConn &c : p->cm->conns) {
+        if (c.passive || c.st == RcConn::St::draining)
+            continue;
+        if (cm && c.has_id) {
+            if (c.st == RcConn::St::up)
+                cm->send_dreq(c.cm_id);
+            else
+                cm->destroy_id(c.cm_id);
+        }
+        c.has_id = false;
+        close_conn(p, c, ConnState::none, 0);
+    }
 }
 
 void cm_port_release(Port *p) {

@@ -193,6 +193,10 @@ bool cm_port_up(Port *p);
 // Link down, stop, close: every connection closed (DREQ where up), queued
 // frames dropped by their queues, TX tables emptied (fast path stopped).
 void cm_port_down(Port *p, bool send_dreq);
+// A normal or heavy flush (paths dropped, as Linux's ipoib_flush_paths):
+// the TX queues' connections close (DREQ where up) and are made again on the
+// next frame over the new path; connections peers opened stay theirs.
+void cm_port_flush(Port *p);
 // Free the SRQs, CQs and buffers (the QP's resources go).
 void cm_port_release(Port *p);
 // A TX queue asks for a connection to a resolved neighbour.

@@ -345,6 +345,7 @@ void on_flush(Port *p, bool light) {
         neigh_set(p, mac, NeighState::incomplete, 0, n.qpn, n.gid, 0, false);  // dlid 0: no claim to check
         ++p->neigh_flushed;
     });
+    cm_port_flush(p);  // connections on the old paths go with them (made again over the new ones)
 }
 
 constexpr std::uint8_t kMcastDefaultHopLimit = 1;

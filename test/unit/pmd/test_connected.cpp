@@ -16,7 +16,9 @@
 #include <functional>
 #include <thread>
 
+#include "inproc/inproc_testing.hpp"
 #include "ipoib/hca/rc.hpp"
+#include "ipoib_port.hpp"
 #include "port_fixture.hpp"
 
 using namespace ipoib;
@@ -621,6 +623,50 @@ TEST_CASE("connected mode: the peer stopped while connected sends a DREQ; the ne
     close(a);
     REQUIRE(rte_eth_dev_close(b.id) == 0);  // (stopped already)
     REQUIRE(rte_vdev_uninit(b.name.c_str()) == 0);
+    CHECK(rte_mempool_avail_count(mpa) == avail_a);
+    CHECK(rte_mempool_avail_count(mpb) == avail_b);
+}
+
+TEST_CASE("connected mode: the port's link going down closes its connections; up again, the next frame reconnects") {
+    rte_mempool *mpa = pool("cm_down_a", 4096, kSegRoom), *mpb = pool("cm_down_b", 4096, kSegRoom);
+    const unsigned avail_a = rte_mempool_avail_count(mpa), avail_b = rte_mempool_avail_count(mpb);
+    const EthPort a = up("net_ipoib_cmm", args("cm-m", "mode=connected"), mpa);
+    const EthPort b = up("net_ipoib_cmn", args("cm-n", "mode=connected"), mpb);
+    const rte_ether_addr mac_a = mac_of(a.id);
+    announce(a, 1, b, mpa);
+    const rte_ether_addr b_at_a = announce(b, 2, a, mpb);
+    const auto f = eth_frame(b_at_a, mac_a, RTE_ETHER_TYPE_IPV4, ipv4(1, 2, 20000, false, 8));
+    rte_mbuf *got = send_and_wait(a.id, b.id, chain_with(mpa, f), ipv4_of_len(20000));
+    REQUIRE(got);
+    rte_pktmbuf_free(got);
+    CHECK(xstat(a.id, "cm_established") == 1);
+
+    // A's port leaves ACTIVE (a cable pulled): its link goes down and its connection is closed.
+    hca::Context &ctx = *pmd::port_of(&rte_eth_devices[a.id])->hca->ctx;
+    REQUIRE(hca::inproc::set_port_state(ctx, hca::PortState::down) == 0);
+    bool down = false;
+    for (int i = 0; i < 600 && !down; ++i) {
+        rte_eth_link l{};
+        rte_eth_link_get_nowait(a.id, &l);
+        down = l.link_status == RTE_ETH_LINK_DOWN;
+        if (!down)
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    REQUIRE(down);
+    REQUIRE(hca::inproc::set_port_state(ctx, hca::PortState::active) == 0);
+    REQUIRE(link_up(a.id, 5000));
+    // Up again: the next frame connects anew (a new REQ) and goes over the new connection.
+    got = send_and_wait(a.id, b.id, chain_with(mpa, f), ipv4_of_len(20000));
+    REQUIRE(got);
+    CHECK(l3_of(bytes_of(got)) == l3_of(f));
+    rte_pktmbuf_free(got);
+    CHECK(xstat(a.id, "cm_req_sent") == 2);
+    CHECK(xstat(a.id, "cm_established") == 2);
+    CHECK(xstat(a.id, "tx_cm_packets") == 2);
+
+    drain(a.id);
+    close(a);
+    close(b);
     CHECK(rte_mempool_avail_count(mpa) == avail_a);
     CHECK(rte_mempool_avail_count(mpb) == avail_b);
 }
