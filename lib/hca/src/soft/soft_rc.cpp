@@ -266,9 +266,9 @@ int rc_poll_ring(RcRecvRing &r, Wc *wc, int n) noexcept {
 class SoftRcQp final : public RcQp {
   public:
     SoftRcQp(SoftContext *ctx, QpEntry *e, std::uint32_t qpn, std::uint32_t port_idx, const RcQpInit &init,
-             SoftSrq *srq, std::unique_ptr<RcRecvRing> own)
+             SoftSrq * /*srq: its ring is named in the QP entry*/, std::unique_ptr<RcRecvRing> own)
         : ctx_(ctx), e_(e), qpn_(qpn), port_idx_(port_idx), port_num_(init.port_num),
-          scq_(static_cast<SoftCq *>(init.send_cq)), srq_(srq), own_(std::move(own)), pending_(init.max_send_wr) {
+          scq_(static_cast<SoftCq *>(init.send_cq)), own_(std::move(own)), pending_(init.max_send_wr) {
         scq_->rc_senders.push_back(this);
     }
     ~SoftRcQp() override {
@@ -332,7 +332,6 @@ class SoftRcQp final : public RcQp {
     std::uint32_t port_idx_;
     std::uint8_t port_num_;
     SoftCq *scq_;
-    SoftSrq *srq_;
     std::unique_ptr<RcRecvRing> own_;
     RcState state_ = RcState::init;
     // The connection.
