@@ -114,6 +114,7 @@ const XstatDef kXstats[] = {
     {"hca_drop_aborted", hca_qp<&hca::QpCounters::drop_aborted>},
     {"hca_drop_stalled", hca_qp<&hca::QpCounters::drop_stalled>},
     {"hca_tx_late", hca_qp<&hca::QpCounters::tx_late>},
+    {"hca_rx_bad_slot", hca_qp<&hca::QpCounters::rx_bad_slot>},
     {"tx_bounce_bytes", hca_qp<&hca::QpCounters::tx_bounce_bytes>},
     {"rx_cm_packets", rx_sum<&RxStats::cm_packets>},
     {"rx_cm_bytes", rx_sum<&RxStats::cm_bytes>},
