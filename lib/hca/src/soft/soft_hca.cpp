@@ -558,10 +558,12 @@ int SoftQp::poll_recv(RecvRing &r, Wc *wc, int n) noexcept {
             // A sender is writing. If it stays that way: has it died, or stalled?
             // A sender holds a run of slots: once one of them was taken back,
             // the rest of what it took before then goes at once (else a run
-            // would block the ring for a second per slot).
+            // would block the ring for a second per slot). Only what it took
+            // before then (below gone_head): a stalled sender that resumes
+            // claims new runs, which it is writing as any live sender does.
             const std::uint32_t owner = slot_owner(w);
             bool dead = false;
-            if (r.gone_valid && owner == r.gone_owner && (owner != 0 || r.cursor < r.gone_head)) {
+            if (r.gone_valid && owner == r.gone_owner && r.cursor < r.gone_head) {
                 dead = r.gone_dead;
             } else {
                 if (w != r.stuck_word) {
