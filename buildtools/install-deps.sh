@@ -15,6 +15,8 @@ packages=(
     dpdk dpdk-dev libdpdk-dev python3-pyelftools
     # the InfiniBand management plane: simulator, subnet manager, diags, MAD libraries
     ibsim-utils libumad2sim0 opensm infiniband-diags libibumad-dev libibmad-dev
+    # the verbs provider's glue: libibverbs, and librdmacm for connected mode's CM
+    libibverbs-dev librdmacm-dev
     # test peers and tools
     tshark iproute2 procps iperf3 iputils-ping
     # benchmarks: callgrind counts instructions in the burst functions (test/bench/insn-bench.sh)

@@ -86,6 +86,7 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 modprobe crc32_generic 2>/dev/null || true  # rxe's ICRC asks the crypto API for "crc32"
 modprobe rdma_rxe
 modprobe ib_uverbs
+modprobe rdma_ucm  # librdmacm's /dev/infiniband/rdma_cm (connected mode's CM)
 modprobe dummy
 ip link add dummy0 type dummy
 ip addr add 10.1.0.1/24 dev dummy0

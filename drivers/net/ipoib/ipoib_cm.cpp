@@ -285,7 +285,7 @@ void on_req(Port *p, hca::Cm &cm, const hca::CmEvent &ev) {
     rc.local_psn = c.psn;
     rc.path_mtu = ev.path.mtu;
     rc.rnr_retry = ev.rnr_retry_count;
-    if (!c.qp || c.qp->connect(rc) != 0) {
+    if (!c.qp || cm.init_qp_attr(ev.id, &rc) != 0 || c.qp->connect(rc) != 0) {
         ++st.refused;
         IPOIB_LOG(ERR, "%s: cannot accept the connection from LID %u QPN 0x%06x: %s", p->name.c_str(), c.dlid,
                   c.peer_ud_qpn, p->hca->ctx->last_error().c_str());
@@ -298,7 +298,7 @@ void on_req(Port *p, hca::Cm &cm, const hca::CmEvent &ev) {
     cm_write_private_data(own_data(p), data);
     hca::CmRepParam rep;
     rep.local_qpn = c.qp->qp_num();
-    rep.starting_psn = c.psn;
+    rep.starting_psn = c.psn = rc.local_psn;
     rep.private_data = data;
     rep.private_data_len = kCmPrivateDataLen;
     rep.rnr_retry_count = kCmRnrRetry;  // (the peer's QP retries this often when our receives run out)
@@ -336,7 +336,7 @@ void on_rep(Port *p, hca::Cm &cm, RcConn &c, const hca::CmEvent &ev) {
     rc.path_mtu = p->hca->cp.port_attr(p->cfg.port).active_mtu;
     rc.rnr_retry = ev.rnr_retry_count;
     c.peer_qpn = ev.remote_qpn;
-    if (c.qp->connect(rc) != 0) {
+    if (cm.init_qp_attr(ev.id, &rc) != 0 || c.qp->connect(rc) != 0) {
         IPOIB_LOG(ERR, "%s: cannot connect RC QP 0x%06x to %s: %s", p->name.c_str(), c.qp->qp_num(),
                   mac_text(c.mac, mb), p->hca->ctx->last_error().c_str());
         cm.send_rej(ev.id, hca::CmRejReason::no_resources);
@@ -492,15 +492,26 @@ bool cm_port_up(Port *p) {
         p->cm = std::make_unique<CmPort>();
     CmPort &st = *p->cm;
     hca::Context &ctx = *p->hca->ctx;
+    // The device's gather and scatter limits: a frame of kCmRecvMtu in fewer, larger receive buffers.
+    const hca::DeviceCaps caps = ctx.caps();
+    const std::uint32_t nsge = std::min<std::uint32_t>(kCmRecvSge, caps.max_rc_recv_sge);
+    const std::uint32_t buf_size = nsge ? ((kCmRecvMtu + nsge - 1) / nsge + 63u) & ~63u : 0;
+    if (!nsge || buf_size > kCmMaxBufSize || caps.max_rc_send_sge < 2) {
+        IPOIB_LOG(ERR, "%s: connected mode: the device scatters %u and gathers %u entries per message, too few for "
+                  "%u-byte frames (datagram mode only)", p->name.c_str(), caps.max_rc_recv_sge, caps.max_rc_send_sge,
+                  kCmRecvMtu);
+        return false;
+    }
+    p->fp.cm_send_sge = std::min<std::uint32_t>(kCmSendSge, caps.max_rc_send_sge);
     if (st.rings.empty()) {
         for (std::uint32_t i = 0; i < p->rx_queues; ++i) {
             auto cq = ctx.create_cq(kCmSrqDepth + static_cast<int>(p->cfg.txq_size));
             hca::SrqInit si;
             si.cq = cq.get();
             si.max_wr = kCmSrqDepth;
-            si.max_sge = kCmRecvSge;
+            si.max_sge = nsge;
             auto srq = cq ? ctx.create_srq(si) : nullptr;
-            const std::size_t bytes = std::size_t{kCmSrqDepth} * kCmRecvSge * kCmBufSize;
+            const std::size_t bytes = std::size_t{kCmSrqDepth} * nsge * buf_size;
             void *mem = srq ? ctx.alloc_dma(bytes) : nullptr;
             auto mr = mem ? ctx.reg_mr(mem, bytes) : nullptr;
             if (!mr) {
@@ -517,6 +528,8 @@ bool cm_port_up(Port *p) {
             r.base = static_cast<std::uint8_t *>(mem);
             r.lkey = mr->lkey();
             r.depth = kCmSrqDepth;
+            r.nsge = nsge;
+            r.buf_size = buf_size;
             for (std::uint32_t w = 0; w < kCmSrqDepth; ++w) {
                 hca::Sge sge[kCmRecvSge];
                 hca::RcRecvWr wr;

@@ -116,24 +116,28 @@ class TxConnTable {
     std::uint32_t max_ = 0, count_ = 0;
 };
 
-// One RX queue's shared receive queue: kCmSrqDepth receives of kCmRecvSge
-// buffers of kCmBufSize bytes each (memory the HCA reaches, in one region;
-// a receive's buffers are not adjacent: buffer j of receive i is at
-// (j * depth + i)), always reposted as they were after a frame is copied out.
+// One RX queue's shared receive queue: kCmSrqDepth receives of nsge
+// buffers of buf_size bytes each (kCmRecvSge of kCmBufSize, or fewer and
+// larger where the device scatters fewer entries: rxe), memory the HCA
+// reaches, in one region; a receive's buffers are not adjacent: buffer j of
+// receive i is at (j * depth + i). Always reposted as they were after a
+// frame is copied out.
 struct CmRxRing {
     hca::Srq *srq = nullptr;
     hca::Cq *cq = nullptr;
     std::uint8_t *base = nullptr;
     std::uint32_t lkey = 0;
     std::uint32_t depth = 0;
+    std::uint32_t nsge = kCmRecvSge;      // <= kCmRecvSge
+    std::uint32_t buf_size = kCmBufSize;  // <= kCmMaxBufSize; nsge * buf_size >= kCmRecvMtu
     const std::uint8_t *buf(std::uint32_t wr, std::uint32_t j) const noexcept {
-        return base + (std::size_t{j} * depth + wr) * kCmBufSize;
+        return base + (std::size_t{j} * depth + wr) * buf_size;
     }
-    // The receive `wr` as posted (sge: kCmRecvSge entries).
+    // The receive `wr` as posted (sge: nsge entries).
     void recv_wr(std::uint32_t wr, hca::Sge *sge, hca::RcRecvWr *out) const noexcept {
-        for (std::uint32_t j = 0; j < kCmRecvSge; ++j)
-            sge[j] = hca::Sge{reinterpret_cast<std::uintptr_t>(buf(wr, j)), kCmBufSize, lkey};
-        *out = hca::RcRecvWr{wr, sge, kCmRecvSge};
+        for (std::uint32_t j = 0; j < nsge; ++j)
+            sge[j] = hca::Sge{reinterpret_cast<std::uintptr_t>(buf(wr, j)), buf_size, lkey};
+        *out = hca::RcRecvWr{wr, sge, nsge};
     }
 };
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // net_ipoib connected mode, receive side (ipoib_cm.hpp): an RX queue's
 // shared receive queue. A message (up to 65524 bytes) arrives scattered over
-// the kCmRecvSge buffers of one receive; it is copied into a chain of the
+// the buffers of one receive; it is copied into a chain of the
 // application's mbufs behind an Ethernet header (no buffer of 64 KB anywhere)
 // and the receive is posted again as it was. ARP and ND, which peers may
 // send over a connection too, go through the datagram path's translation.
@@ -30,11 +30,11 @@ bool needs_translation(std::uint16_t et, const std::uint8_t *l3, std::uint32_t l
 }
 
 rte_mbuf *translated(RxQueue *q, const CmRxRing &r, std::uint32_t w, const hca::Wc &wc) {
-    if (wc.byte_len > kCmBufSize) {
+    if (wc.byte_len > r.buf_size) {
         ++q->st.cm_errors;  // (ARP and ND are short)
         return nullptr;
     }
-    alignas(64) std::uint8_t buf[hca::kGrhLen + kCmBufSize];
+    alignas(64) std::uint8_t buf[hca::kGrhLen + kCmMaxBufSize];
     std::memset(buf, 0, hca::kGrhLen);
     std::memcpy(buf + hca::kGrhLen, r.buf(w, 0), wc.byte_len);
     hca::Wc u = wc;
@@ -86,7 +86,7 @@ rte_mbuf *chained(RxQueue *q, const CmRxRing &r, std::uint32_t w, const hca::Wc 
     put(reinterpret_cast<const std::uint8_t *>(&eh), kEthHdr);
     std::uint32_t off = wire::kEncapLen, left = l3len;
     for (std::uint32_t j = 0; left; ++j) {
-        const std::uint32_t in = kCmBufSize - off;
+        const std::uint32_t in = r.buf_size - off;
         const std::uint32_t n = std::min(left, in);
         put(r.buf(w, j) + off, n);
         left -= n;
@@ -100,7 +100,7 @@ rte_mbuf *chained(RxQueue *q, const CmRxRing &r, std::uint32_t w, const hca::Wc 
     m->pkt_len = total;
     m->port = fp->port_id;
     const std::uint8_t *l3 = r.buf(w, 0) + wire::kEncapLen;
-    m->packet_type = RTE_PTYPE_L2_ETHER | parse_l3(l3, l3len, et, kCmBufSize - wire::kEncapLen).ptype;
+    m->packet_type = RTE_PTYPE_L2_ETHER | parse_l3(l3, l3len, et, r.buf_size - wire::kEncapLen).ptype;
     // Checksums: verified over the chain, or NONE where the sender left them
     // to the connection's IB CRC (its mark in the IPoIB header).
     const std::uint16_t marks = wire::load_be16(r.buf(w, 0) + 2);
@@ -149,7 +149,7 @@ std::uint16_t cm_rx(RxQueue *q, rte_mbuf **pkts, std::uint16_t n) noexcept {
             continue;
         }
         const std::uint8_t *b0 = r.buf(w, 0);
-        auto et = wire::parse_encap(wire::Bytes(b0, std::min<std::uint32_t>(c.byte_len, kCmBufSize)));
+        auto et = wire::parse_encap(wire::Bytes(b0, std::min<std::uint32_t>(c.byte_len, r.buf_size)));
         if (!et.ok()) {
             ++(et.err == wire::Error::unsupported_ethertype ? q->st.unsupported_ethertype : q->st.bad_frames);
             continue;

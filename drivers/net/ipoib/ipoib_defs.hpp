@@ -55,6 +55,7 @@ enum : std::uint32_t {
     kCmRecvMtu = kCmMtu + 4, // what a connection's receive takes, IPoIB header included (sent in the CM data)
     kCmBufSize = 2048,       // one buffer of a shared receive queue's receive
     kCmRecvSge = (kCmRecvMtu + kCmBufSize - 1) / kCmBufSize,  // buffers per receive (32)
+    kCmMaxBufSize = 4096,    // larger buffers where a device scatters fewer entries (16 at least)
     kCmSrqDepth = 64,        // receives per RX queue's shared receive queue
     kMaxConnsDefault = 1024, // devarg max_conns: peers per TX queue, passive connections per port
     kMaxConnsMax = 65536,

@@ -127,6 +127,7 @@ struct PortData {
     // then sent with lkey 0 (the provider reaches them its own way).
     const MrCache *mrs = nullptr;
     L2Mode l2 = L2Mode::eth;
+    std::uint32_t cm_send_sge = kCmSendSge;  // a connection send's gather list on this device (rxe: 32)
     bool roce = false;                // Ethernet link layer: senders known by their GRH's GID
     std::uint16_t port_id = 0;
     int dynfield = -1;                // native mode: offset of struct rte_pmd_ipoib_addr

@@ -560,7 +560,7 @@ TxResult tx_eth(TxQueue *q, TxBatch &b, rte_mbuf *m, std::uint64_t now, bool ret
     q->hdr[id][2] = static_cast<std::uint8_t>(skipped >> 8);
     q->hdr[id][3] = static_cast<std::uint8_t>(skipped);
     hca::Sge *sg = d.rc ? &q->cm_sge[std::size_t{static_cast<unsigned>(b.n)} * kCmSendSge] : b.sge[b.n];
-    const std::uint32_t max_sge = d.rc ? kCmSendSge : hca::kMaxSendSge;
+    const std::uint32_t max_sge = d.rc ? q->fp->cm_send_sge : hca::kMaxSendSge;
     std::uint32_t nsge = 0;
     sg[nsge++] = hca::Sge{reinterpret_cast<std::uintptr_t>(q->hdr[id].data()), wire::kEncapLen, q->hdr_lkey};
     switch (translate(q, m, et, bounce, now, &sg[nsge])) {

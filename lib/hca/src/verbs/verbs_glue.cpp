@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // libipoib_verbs_glue.so: the only object of this project linked against
-// libibverbs. It exports one table (see verbs_glue.hpp); the verbs provider
+// libibverbs and librdmacm. It exports one table (see verbs_glue.hpp); the verbs provider
 // dlopen()s it, so nothing else depends on rdma-core at load time.
 #include "verbs_glue.hpp"
 
@@ -13,6 +13,7 @@ int query_gid_ex(ibv_context *c, std::uint32_t port, std::uint32_t index, ibv_gi
 }
 ibv_mr *reg_mr(ibv_pd *pd, void *addr, std::size_t len, int access) { return ibv_reg_mr(pd, addr, len, access); }
 ibv_cq *create_cq(ibv_context *c, int cqe, ibv_comp_channel *ch) { return ibv_create_cq(c, cqe, nullptr, ch, 0); }
+int reject(rdma_cm_id *id, const void *pd, std::uint8_t len) { return rdma_reject(id, pd, len); }
 
 } // namespace
 } // namespace ipoib::hca::verbs
@@ -57,6 +58,25 @@ constexpr Glue kTable = {
     .destroy_comp_channel = ibv_destroy_comp_channel,
     .get_cq_event = ibv_get_cq_event,
     .ack_cq_events = ibv_ack_cq_events,
+    .create_srq = ibv_create_srq,
+    .destroy_srq = ibv_destroy_srq,
+    .create_event_channel = rdma_create_event_channel,
+    .destroy_event_channel = rdma_destroy_event_channel,
+    .create_id = rdma_create_id,
+    .destroy_id = rdma_destroy_id,
+    .bind_addr = rdma_bind_addr,
+    .listen = rdma_listen,
+    .resolve_addr = rdma_resolve_addr,
+    .resolve_route = rdma_resolve_route,
+    .connect = rdma_connect,
+    .accept = rdma_accept,
+    .reject = reject,
+    .establish = rdma_establish,
+    .disconnect = rdma_disconnect,
+    .get_cm_event = rdma_get_cm_event,
+    .ack_cm_event = rdma_ack_cm_event,
+    .init_qp_attr = rdma_init_qp_attr,
+    .cm_event_str = rdma_event_str,
 };
 
 // Every field set. The structured binding names each field, so it stops
@@ -66,12 +86,17 @@ consteval bool complete(const Glue &g) {
                  query_device, query_port, query_gid_ex, query_pkey, alloc_pd, dealloc_pd, reg_mr, dereg_mr,
                  create_cq, destroy_cq, create_qp, modify_qp, destroy_qp, create_ah, destroy_ah, attach_mcast,
                  detach_mcast, get_async_event, ack_async_event, event_type_str, create_comp_channel,
-                 destroy_comp_channel, get_cq_event, ack_cq_events] = g;
+                 destroy_comp_channel, get_cq_event, ack_cq_events, create_srq, destroy_srq, create_event_channel,
+                 destroy_event_channel, create_id, destroy_id, bind_addr, listen, resolve_addr, resolve_route, connect,
+                 accept, reject, establish, disconnect, get_cm_event, ack_cm_event, init_qp_attr, cm_event_str] = g;
     return abi && size && get_device_list && free_device_list && get_device_name && open_device && close_device &&
            query_device && query_port && query_gid_ex && query_pkey && alloc_pd && dealloc_pd && reg_mr &&
            dereg_mr && create_cq && destroy_cq && create_qp && modify_qp && destroy_qp && create_ah &&
            destroy_ah && attach_mcast && detach_mcast && get_async_event && ack_async_event && event_type_str &&
-           create_comp_channel && destroy_comp_channel && get_cq_event && ack_cq_events;
+           create_comp_channel && destroy_comp_channel && get_cq_event && ack_cq_events && create_srq &&
+           destroy_srq && create_event_channel && destroy_event_channel && create_id && destroy_id && bind_addr &&
+           listen && resolve_addr && resolve_route && connect && accept && reject && establish && disconnect &&
+           get_cm_event && ack_cm_event && init_qp_attr && cm_event_str;
 }
 // g++ with -fsanitize=undefined (the sanitizer build, always with ASan) cannot
 // fold a function's address compared with null; the runtime check in

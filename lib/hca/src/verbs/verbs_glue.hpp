@@ -5,11 +5,13 @@
 // way DPDK's mlx5 driver loads its glue: the PMD itself has no link-time
 // dependency on rdma-core and runs on the software HCA where rdma-core is
 // absent. Only control-path calls go through the table; the data path
-// (ibv_post_send/ibv_post_recv/ibv_poll_cq) is inline in <infiniband/verbs.h>
-// and calls the device's own ops directly.
+// (ibv_post_send/ibv_post_recv/ibv_post_srq_recv/ibv_poll_cq) is inline in
+// <infiniband/verbs.h> and calls the device's own ops directly. The glue also
+// carries librdmacm's connection management (connected mode's CM, verbs_cm.cpp).
 #pragma once
 
 #include <infiniband/verbs.h>
+#include <rdma/rdma_cma.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -19,7 +21,7 @@
 
 namespace ipoib::hca::verbs {
 
-inline constexpr std::uint32_t kGlueAbi = 2;  // bump when the table changes
+inline constexpr std::uint32_t kGlueAbi = 3;  // bump when the table changes
 inline constexpr const char *kGlueSymbol = "ipoib_verbs_glue";
 inline constexpr const char *kGlueFile = "libipoib_verbs_glue.so";
 
@@ -55,6 +57,26 @@ struct Glue {
     int (*destroy_comp_channel)(ibv_comp_channel *channel);
     int (*get_cq_event)(ibv_comp_channel *channel, ibv_cq **cq, void **cq_context);
     void (*ack_cq_events)(ibv_cq *cq, unsigned int nevents);
+    ibv_srq *(*create_srq)(ibv_pd *pd, ibv_srq_init_attr *attr);
+    int (*destroy_srq)(ibv_srq *srq);
+    // librdmacm
+    rdma_event_channel *(*create_event_channel)();
+    void (*destroy_event_channel)(rdma_event_channel *channel);
+    int (*create_id)(rdma_event_channel *channel, rdma_cm_id **id, void *context, rdma_port_space ps);
+    int (*destroy_id)(rdma_cm_id *id);
+    int (*bind_addr)(rdma_cm_id *id, sockaddr *addr);
+    int (*listen)(rdma_cm_id *id, int backlog);
+    int (*resolve_addr)(rdma_cm_id *id, sockaddr *src, sockaddr *dst, int timeout_ms);
+    int (*resolve_route)(rdma_cm_id *id, int timeout_ms);
+    int (*connect)(rdma_cm_id *id, rdma_conn_param *param);
+    int (*accept)(rdma_cm_id *id, rdma_conn_param *param);
+    int (*reject)(rdma_cm_id *id, const void *private_data, std::uint8_t len);
+    int (*establish)(rdma_cm_id *id);
+    int (*disconnect)(rdma_cm_id *id);
+    int (*get_cm_event)(rdma_event_channel *channel, rdma_cm_event **event);
+    int (*ack_cm_event)(rdma_cm_event *event);
+    int (*init_qp_attr)(rdma_cm_id *id, ibv_qp_attr *attr, int *mask);
+    const char *(*cm_event_str)(rdma_cm_event_type event);
 };
 
 // Every entry of the table by name, for the check that none is null (the
@@ -75,7 +97,13 @@ inline constexpr GlueEntry kGlueEntries[] = {
     IPOIB_GLUE_ENTRY(create_ah),       IPOIB_GLUE_ENTRY(destroy_ah),       IPOIB_GLUE_ENTRY(attach_mcast),
     IPOIB_GLUE_ENTRY(detach_mcast),    IPOIB_GLUE_ENTRY(get_async_event),  IPOIB_GLUE_ENTRY(ack_async_event),
     IPOIB_GLUE_ENTRY(event_type_str),  IPOIB_GLUE_ENTRY(create_comp_channel), IPOIB_GLUE_ENTRY(destroy_comp_channel),
-    IPOIB_GLUE_ENTRY(get_cq_event),    IPOIB_GLUE_ENTRY(ack_cq_events),
+    IPOIB_GLUE_ENTRY(get_cq_event),    IPOIB_GLUE_ENTRY(ack_cq_events),    IPOIB_GLUE_ENTRY(create_srq),
+    IPOIB_GLUE_ENTRY(destroy_srq),     IPOIB_GLUE_ENTRY(create_event_channel), IPOIB_GLUE_ENTRY(destroy_event_channel),
+    IPOIB_GLUE_ENTRY(create_id),       IPOIB_GLUE_ENTRY(destroy_id),       IPOIB_GLUE_ENTRY(bind_addr),
+    IPOIB_GLUE_ENTRY(listen),          IPOIB_GLUE_ENTRY(resolve_addr),     IPOIB_GLUE_ENTRY(resolve_route),
+    IPOIB_GLUE_ENTRY(connect),         IPOIB_GLUE_ENTRY(accept),           IPOIB_GLUE_ENTRY(reject),
+    IPOIB_GLUE_ENTRY(establish),       IPOIB_GLUE_ENTRY(disconnect),       IPOIB_GLUE_ENTRY(get_cm_event),
+    IPOIB_GLUE_ENTRY(ack_cm_event),    IPOIB_GLUE_ENTRY(init_qp_attr),     IPOIB_GLUE_ENTRY(cm_event_str),
 };
 #undef IPOIB_GLUE_ENTRY
 // Every function pointer after the header fields is listed above.

@@ -21,6 +21,12 @@
 // the matching IP multicast group on the port's netdev (IPV6_JOIN_GROUP, or
 // IP_ADD_MEMBERSHIP for IPv4-mapped GIDs): RoCE multicast travels as IP
 // multicast, and the kernel only lets it in for groups joined on the netdev.
+//
+// Connected mode (rc.hpp): SRQs, RC QPs and, for their CM, librdmacm
+// (verbs_cm.cpp). An RC send is posted as its gather list (every entry
+// registered; up to the device's max_sge) and signaled as asked; a QP whose
+// work request fails for good (retries exhausted) reports RcState::error,
+// seen by its CQ's poll without a system call.
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -45,6 +51,8 @@
 #include "../provider_common.hpp"
 #include "ipoib/hca/hca.hpp"
 #include "ipoib/wire/hwaddr.hpp"
+#include "ipoib/hca/rc.hpp"
+#include "verbs_cm.hpp"
 #include "verbs_glue.hpp"
 
 #ifndef IPOIB_VERBS_GLUE_BUILD_PATH
@@ -128,6 +136,8 @@ WcStatus map_status(ibv_wc_status s) {
     case IBV_WC_LOC_LEN_ERR: return WcStatus::loc_len_err;
     case IBV_WC_LOC_QP_OP_ERR: return WcStatus::loc_qp_op_err;
     case IBV_WC_WR_FLUSH_ERR: return WcStatus::wr_flush_err;
+    case IBV_WC_RETRY_EXC_ERR: return WcStatus::retry_exc_err;
+    case IBV_WC_RNR_RETRY_EXC_ERR: return WcStatus::rnr_retry_exc_err;
     default: return WcStatus::general_err;
     }
 }
@@ -142,8 +152,11 @@ struct Counter {
 };
 struct QpStats {
     std::uint32_t qpn = 0;
+    bool grh = true;  // UD: receives start with the 40-byte GRH area (RC: none)
     Counter tx_packets, tx_bytes, tx_errors, rx_packets, rx_bytes, drop_too_long, rx_errors;
     Counter tx_bounce_bytes;  // copied into the bounce ring (unregistered memory, too long for inline)
+    // RC: a work request failed for good (retries exhausted, the peer gone): the QP is in error.
+    std::atomic<bool> failed{false};
 };
 
 class VerbsContext;
@@ -266,6 +279,8 @@ int VerbsCq::poll(Wc *wc, int n) noexcept {
                 // Flushes are the QP going away, not traffic.
                 if (s.status == IBV_WC_WR_FLUSH_ERR)
                     continue;
+                if (!o->grh)
+                    o->failed.store(true, std::memory_order_relaxed);  // (an RC QP goes to ERR on any error)
                 if (!recv)
                     o->tx_errors.add();
                 else if (s.status == IBV_WC_LOC_LEN_ERR)
@@ -274,7 +289,7 @@ int VerbsCq::poll(Wc *wc, int n) noexcept {
                     o->rx_errors.add();  // rxe reports a too-long receive as a local QP operation error
             } else if (recv) {
                 o->rx_packets.add();
-                o->rx_bytes.add(s.byte_len >= kGrhLen ? s.byte_len - kGrhLen : s.byte_len);
+                o->rx_bytes.add(o->grh && s.byte_len >= kGrhLen ? s.byte_len - kGrhLen : s.byte_len);
             }
         }
         total += got;
@@ -350,6 +365,93 @@ class VerbsQp final : public Qp {
     std::vector<Gid> attached_;
 };
 
+ibv_ah_attr to_ibv_ah(const AhAttr &attr) {
+    ibv_ah_attr a{};
+    a.dlid = attr.dlid;
+    a.sl = attr.sl;
+    a.port_num = attr.port_num;
+    a.is_global = attr.is_global;
+    if (attr.is_global) {
+        a.grh.dgid = to_ibv(attr.dgid);
+        a.grh.sgid_index = attr.sgid_index;
+        a.grh.hop_limit = attr.hop_limit ? attr.hop_limit : kDefaultHopLimit;
+        a.grh.traffic_class = attr.traffic_class;
+        a.grh.flow_label = attr.flow_label;
+    }
+    return a;
+}
+
+class VerbsSrq final : public Srq {
+  public:
+    VerbsSrq(const Glue *g, ibv_srq *srq, std::uint32_t max_sge) : g_(g), srq_(srq), max_sge_(max_sge) {}
+    ~VerbsSrq() override { g_->destroy_srq(srq_); }
+    ibv_srq *raw() const { return srq_; }
+    int post_recv(const RcRecvWr *wr, int n) noexcept override {
+        int done = 0;
+        while (done < n) {
+            ibv_recv_wr w[kChunk];
+            ibv_sge s[kChunk][kMaxRcRecvSge];
+            int built = 0;
+            for (; built < kChunk && done + built < n; ++built) {
+                const RcRecvWr &r = wr[done + built];
+                if (r.num_sge == 0 || r.num_sge > max_sge_)
+                    return done ? done : -EINVAL;
+                for (std::uint32_t j = 0; j < r.num_sge; ++j)
+                    s[built][j] = ibv_sge{r.sg_list[j].addr, r.sg_list[j].length, r.sg_list[j].lkey};
+                w[built] = ibv_recv_wr{};
+                w[built].wr_id = r.wr_id | kRecvTag;
+                w[built].sg_list = s[built];
+                w[built].num_sge = static_cast<int>(r.num_sge);
+                if (built)
+                    w[built - 1].next = &w[built];
+            }
+            ibv_recv_wr *bad = nullptr;
+            if (ibv_post_srq_recv(srq_, w, &bad) != 0)
+                return done + (bad ? static_cast<int>(bad - w) : 0);
+            done += built;
+        }
+        return done;
+    }
+
+  private:
+    const Glue *g_;
+    ibv_srq *srq_;
+    std::uint32_t max_sge_;
+};
+
+class VerbsRcQp final : public RcQp {
+  public:
+    VerbsRcQp(VerbsContext *ctx, ibv_qp *qp, VerbsCq *scq, VerbsCq *rcq, bool srq, std::uint32_t max_send_sge);
+    ~VerbsRcQp() override;
+    std::uint32_t qp_num() const noexcept override { return qp_->qp_num; }
+    int connect(const RcConnect &c) noexcept override;
+    int post_send(const SendWr *wr, int n) noexcept override;
+    int post_recv(const RcRecvWr *wr, int n) noexcept override;
+    int set_error() noexcept override;
+    RcState state() const noexcept override {
+        return stats_.failed.load(std::memory_order_relaxed) ? RcState::error : state_;
+    }
+    QpCounters counters() const noexcept override {
+        QpCounters c{};
+        c.tx_packets = stats_.tx_packets.get();
+        c.tx_bytes = stats_.tx_bytes.get();
+        c.tx_errors = stats_.tx_errors.get();
+        c.rx_packets = stats_.rx_packets.get();
+        c.rx_bytes = stats_.rx_bytes.get();
+        c.rx_errors = stats_.rx_errors.get();
+        return c;
+    }
+
+  private:
+    VerbsContext *ctx_;
+    ibv_qp *qp_;
+    VerbsCq *scq_, *rcq_;
+    bool srq_;
+    std::uint32_t max_send_sge_;
+    RcState state_ = RcState::init;
+    QpStats stats_;
+};
+
 class VerbsContext final : public common::ContextBase {
   public:
     ~VerbsContext() override;
@@ -358,7 +460,9 @@ class VerbsContext final : public common::ContextBase {
     // Two-entry receives when the device scatters to two entries (every
     // verbs device does; ibv_device_attr::max_sge says).
     DeviceCaps caps() const noexcept override {
-        return DeviceCaps{.max_recv_sge = std::min<std::uint32_t>(kMaxRecvSge, max_sge_)};
+        return DeviceCaps{.max_recv_sge = std::min<std::uint32_t>(kMaxRecvSge, max_sge_),
+                          .max_rc_send_sge = std::min<std::uint32_t>(kMaxRcSendSge, max_sge_),
+                          .max_rc_recv_sge = std::min<std::uint32_t>(kMaxRcRecvSge, max_srq_sge_)};
     }
     int query_port(std::uint8_t port, PortAttr *out) noexcept override;
     int query_gid(std::uint8_t port, int index, Gid *out) noexcept override;
@@ -371,6 +475,9 @@ class VerbsContext final : public common::ContextBase {
     std::unique_ptr<Cq> create_event_cq(int depth) noexcept override;
     std::unique_ptr<Qp> create_ud_qp(const QpInit &init) noexcept override;
     std::unique_ptr<Ah> create_ah(const AhAttr &attr) noexcept override;
+    std::unique_ptr<Srq> create_srq(const SrqInit &init) noexcept override;
+    std::unique_ptr<RcQp> create_rc_qp(const RcQpInit &init) noexcept override;
+    std::unique_ptr<Cm> open_cm(std::uint8_t port) noexcept override;
     int get_port_event(PortEvent *ev) noexcept override;
     int port_counters(std::uint8_t port, PortCounters *out) noexcept override;
 
@@ -391,6 +498,7 @@ class VerbsContext final : public common::ContextBase {
     std::vector<std::uint8_t> link_layer_;
     std::vector<int> pkey_tbl_len_;
     std::uint32_t max_sge_ = 1;  // ibv_device_attr::max_sge: scatter/gather entries per WR
+    std::uint32_t max_srq_sge_ = 0;  // ibv_device_attr::max_srq_sge: scatter entries per SRQ receive
     std::map<void *, std::size_t> dma_;
     int sock4_ = -1, sock6_ = -1;
     std::map<std::pair<std::array<std::uint8_t, 16>, unsigned>, int> ip_groups_;  // (mgid, ifindex) -> refs
@@ -701,6 +809,7 @@ bool VerbsContext::open(const std::string &device, std::string *err) {
     }
     nports_ = da.phys_port_cnt;
     max_sge_ = static_cast<std::uint32_t>(std::max(da.max_sge, 1));
+    max_srq_sge_ = da.max_srq ? static_cast<std::uint32_t>(std::max(da.max_srq_sge, 0)) : 0;
     for (std::uint8_t p = 1; p <= nports_; ++p) {
         ibv_port_attr pa{};
         g_->query_port(ctx_, p, &pa);
@@ -914,18 +1023,7 @@ std::unique_ptr<Ah> VerbsContext::create_ah(const AhAttr &attr) noexcept {
         fail(-EINVAL, "create_ah: port " + std::to_string(attr.port_num) + " is RoCE: an address needs a GRH (GID)");
         return nullptr;
     }
-    ibv_ah_attr a{};
-    a.dlid = attr.dlid;
-    a.sl = attr.sl;
-    a.port_num = attr.port_num;
-    a.is_global = attr.is_global;
-    if (attr.is_global) {
-        a.grh.dgid = to_ibv(attr.dgid);
-        a.grh.sgid_index = attr.sgid_index;
-        a.grh.hop_limit = attr.hop_limit ? attr.hop_limit : kDefaultHopLimit;
-        a.grh.traffic_class = attr.traffic_class;
-        a.grh.flow_label = attr.flow_label;
-    }
+    ibv_ah_attr a = to_ibv_ah(attr);
     ibv_ah *ah = g_->create_ah(pd_, &a);
     if (!ah) {
         fail(-errno, "ibv_create_ah(" + (attr.is_global ? wire::to_string(attr.dgid) : "LID " + std::to_string(attr.dlid)) +
@@ -1050,6 +1148,230 @@ std::unique_ptr<Context> open_provider(const std::string &device, const Provider
     if (!ctx->open(device, err))
         return nullptr;
     return ctx;
+}
+
+// ---- connected mode -----------------------------------------------------------
+
+VerbsRcQp::VerbsRcQp(VerbsContext *ctx, ibv_qp *qp, VerbsCq *scq, VerbsCq *rcq, bool srq, std::uint32_t max_send_sge)
+    : ctx_(ctx), qp_(qp), scq_(scq), rcq_(rcq), srq_(srq), max_send_sge_(max_send_sge) {
+    stats_.qpn = qp->qp_num;
+    stats_.grh = false;
+    scq_->add_owner(&stats_);
+    if (rcq_ != scq_)
+        rcq_->add_owner(&stats_);
+}
+
+VerbsRcQp::~VerbsRcQp() {
+    ctx_->glue()->destroy_qp(qp_);
+    scq_->remove_owner(&stats_);
+    rcq_->remove_owner(&stats_);
+}
+
+int VerbsRcQp::connect(const RcConnect &c) noexcept {
+    if (state_ != RcState::init)
+        return ctx_->fail(-EINVAL, "RC QP " + std::to_string(qp_->qp_num) + ": connect in state " + to_string(state_));
+    ibv_qp_attr a{};
+    a.qp_state = IBV_QPS_RTR;
+    a.ah_attr = to_ibv_ah(c.path);
+    a.path_mtu = static_cast<ibv_mtu>(c.path_mtu);
+    a.dest_qp_num = c.remote_qpn;
+    a.rq_psn = c.remote_psn & 0xffffff;
+    a.max_dest_rd_atomic = 0;
+    a.min_rnr_timer = c.min_rnr_timer;
+    int rc = ctx_->glue()->modify_qp(qp_, &a,
+                                     IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                                         IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
+    if (rc)
+        return ctx_->fail(-rc, "ibv_modify_qp(RC " + std::to_string(qp_->qp_num) + " -> RTR, remote QP " +
+                                   std::to_string(c.remote_qpn) + "): " + std::strerror(rc));
+    a = ibv_qp_attr{};
+    a.qp_state = IBV_QPS_RTS;
+    a.timeout = c.timeout;
+    a.retry_cnt = c.retry_cnt & 7;
+    a.rnr_retry = c.rnr_retry & 7;
+    a.sq_psn = c.local_psn & 0xffffff;
+    a.max_rd_atomic = 0;
+    rc = ctx_->glue()->modify_qp(qp_, &a,
+                                 IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN |
+                                     IBV_QP_MAX_QP_RD_ATOMIC);
+    if (rc) {
+        set_error();
+        return ctx_->fail(-rc, "ibv_modify_qp(RC " + std::to_string(qp_->qp_num) + " -> RTS): " + std::strerror(rc));
+    }
+    state_ = RcState::rts;
+    return 0;
+}
+
+// As the UD post_send, without inline or bounce: a connection's message is
+// its gather list (registered memory, at most max_send_sge_ entries); a WR
+// that is not ends the run (what was accepted is returned; the first: -EINVAL).
+int VerbsRcQp::post_send(const SendWr *wr, int n) noexcept {
+    if (state() != RcState::rts)
+        return ctx_->fail(-EINVAL, "RC QP " + std::to_string(qp_->qp_num) + ": post_send in state " +
+                                       to_string(state()));
+    int done = 0;
+    while (done < n) {
+        ibv_send_wr w[kChunk];
+        ibv_sge s[kChunk][kMaxRcSendSge];
+        std::uint32_t lens[kChunk];
+        int built = 0, signaled = 0;
+        const int room = scq_->send_room();
+        bool stop = false;
+        while (built < kChunk && done + built < n) {
+            const SendWr &r = wr[done + built];
+            if (r.signaled && signaled == room) {
+                stop = true;
+                break;
+            }
+            if (r.num_sge == 0 || r.num_sge > max_send_sge_ || unregistered(r)) {
+                if (done + built == 0)
+                    return ctx_->fail(-EINVAL, "RC post_send: " + std::to_string(r.num_sge) + " entries (the QP "
+                                      "gathers " + std::to_string(max_send_sge_) + "), or unregistered memory");
+                stop = true;
+                break;
+            }
+            ibv_send_wr &x = w[built];
+            x = ibv_send_wr{};
+            for (std::uint32_t j = 0; j < r.num_sge; ++j)
+                s[built][j] = ibv_sge{r.sg_list[j].addr, r.sg_list[j].length, r.sg_list[j].lkey};
+            x.wr_id = r.wr_id;
+            x.sg_list = s[built];
+            x.num_sge = static_cast<int>(r.num_sge);
+            x.opcode = IBV_WR_SEND;
+            if (r.signaled) {
+                x.send_flags = IBV_SEND_SIGNALED;
+                ++signaled;
+            }
+            if (built)
+                w[built - 1].next = &x;
+            lens[built++] = common::send_length(r, kMaxRcSendSge);
+        }
+        int posted = built;
+        if (built) {
+            ibv_send_wr *bad = nullptr;
+            if (ibv_post_send(qp_, w, &bad) != 0)
+                posted = bad ? static_cast<int>(bad - w) : 0;
+        }
+        int sig = 0;
+        for (int i = 0; i < posted; ++i) {
+            stats_.tx_packets.add();
+            stats_.tx_bytes.add(lens[i]);
+            sig += (w[i].send_flags & IBV_SEND_SIGNALED) != 0;
+        }
+        scq_->sends_posted(sig);
+        done += posted;
+        if (stop || posted < built || !built)
+            break;
+    }
+    return done;
+}
+
+int VerbsRcQp::post_recv(const RcRecvWr *wr, int n) noexcept {
+    if (srq_)
+        return ctx_->fail(-EINVAL, "RC QP " + std::to_string(qp_->qp_num) + " receives through its SRQ");
+    int done = 0;
+    for (; done < n; ++done) {
+        ibv_sge s[kMaxRcRecvSge];
+        const RcRecvWr &r = wr[done];
+        if (r.num_sge == 0 || r.num_sge > kMaxRcRecvSge)
+            return done ? done : -EINVAL;
+        for (std::uint32_t j = 0; j < r.num_sge; ++j)
+            s[j] = ibv_sge{r.sg_list[j].addr, r.sg_list[j].length, r.sg_list[j].lkey};
+        ibv_recv_wr w{};
+        w.wr_id = r.wr_id | kRecvTag;
+        w.sg_list = s;
+        w.num_sge = static_cast<int>(r.num_sge);
+        ibv_recv_wr *bad = nullptr;
+        if (ibv_post_recv(qp_, &w, &bad) != 0)
+            break;
+    }
+    return done;
+}
+
+int VerbsRcQp::set_error() noexcept {
+    if (state_ == RcState::error)
+        return 0;
+    ibv_qp_attr a{};
+    a.qp_state = IBV_QPS_ERR;
+    if (const int rc = ctx_->glue()->modify_qp(qp_, &a, IBV_QP_STATE))
+        return ctx_->fail(-rc, "ibv_modify_qp(RC " + std::to_string(qp_->qp_num) + " -> ERR): " + std::strerror(rc));
+    state_ = RcState::error;
+    return 0;
+}
+
+std::unique_ptr<Srq> VerbsContext::create_srq(const SrqInit &init) noexcept {
+    if (!init.max_sge || init.max_sge > std::min(max_srq_sge_, kMaxRcRecvSge)) {
+        fail(-EINVAL, "create_srq: " + std::to_string(init.max_sge) + " scatter entries (" + name_ + " takes " +
+                          std::to_string(max_srq_sge_) + ")");
+        return nullptr;
+    }
+    ibv_srq_init_attr a{};
+    a.attr.max_wr = init.max_wr;
+    a.attr.max_sge = init.max_sge;
+    ibv_srq *srq = g_->create_srq(pd_, &a);
+    if (!srq) {
+        fail(-errno, "ibv_create_srq(" + std::to_string(init.max_wr) + " x " + std::to_string(init.max_sge) +
+                         "): " + std::strerror(errno));
+        return nullptr;
+    }
+    return std::make_unique<VerbsSrq>(g_, srq, init.max_sge);
+}
+
+std::unique_ptr<RcQp> VerbsContext::create_rc_qp(const RcQpInit &init) noexcept {
+    if (!init.send_cq || !init.recv_cq || !valid_port(init.port_num)) {
+        fail(-EINVAL, "create_rc_qp: send and receive CQs and a port needed");
+        return nullptr;
+    }
+    auto *scq = static_cast<VerbsCq *>(init.send_cq), *rcq = static_cast<VerbsCq *>(init.recv_cq);
+    ibv_qp_init_attr a{};
+    a.send_cq = scq->raw();
+    a.recv_cq = rcq->raw();
+    a.srq = init.srq ? static_cast<VerbsSrq *>(init.srq)->raw() : nullptr;
+    a.qp_type = IBV_QPT_RC;
+    a.cap.max_send_wr = init.max_send_wr;
+    a.cap.max_recv_wr = init.srq ? 0 : init.max_recv_wr;
+    a.cap.max_send_sge = std::min(kMaxRcSendSge, max_sge_);
+    a.cap.max_recv_sge = init.srq ? 0 : std::min(init.max_recv_sge, max_sge_);
+    ibv_qp *qp = g_->create_qp(pd_, &a);
+    if (!qp) {
+        fail(-errno, "ibv_create_qp(RC, " + std::to_string(init.max_send_wr) + " sends of " +
+                         std::to_string(a.cap.max_send_sge) + " entries): " + std::strerror(errno));
+        return nullptr;
+    }
+    auto q = std::make_unique<VerbsRcQp>(this, qp, scq, rcq, init.srq != nullptr,
+                                         std::min(a.cap.max_send_sge, kMaxRcSendSge));
+    ibv_qp_attr m{};
+    m.qp_state = IBV_QPS_INIT;
+    m.pkey_index = init.pkey_index;
+    m.port_num = init.port_num;
+    m.qp_access_flags = 0;  // (SENDs only)
+    if (const int rc = g_->modify_qp(qp, &m, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS)) {
+        fail(-rc, "ibv_modify_qp(RC -> INIT, P_Key index " + std::to_string(init.pkey_index) + "): " +
+                      std::strerror(rc));
+        return nullptr;
+    }
+    return q;
+}
+
+std::unique_ptr<Cm> VerbsContext::open_cm(std::uint8_t port) noexcept {
+    if (!valid_port(port)) {
+        fail(-EINVAL, "open_cm: no port " + std::to_string(port));
+        return nullptr;
+    }
+    CmPortInfo info;
+    info.device = name_;
+    info.port = port;
+    info.ethernet = ethernet(port);
+    ibv_gid_entry e{};
+    if (info.ethernet && g_->query_gid_ex(ctx_, port, 0, &e) == 0)
+        info.ifindex = e.ndev_ifindex;
+    g_->query_pkey(ctx_, port, 0, &info.pkey);
+    info.pkey = ntohs(info.pkey);
+    std::string err;
+    auto cm = make_rdma_cm(g_, info, &err);
+    if (!cm)
+        fail(-ENODEV, name_ + " port " + std::to_string(port) + ": no connection manager: " + err);
+    return cm;
 }
 
 } // namespace

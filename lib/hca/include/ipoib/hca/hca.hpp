@@ -257,6 +257,11 @@ struct DeviceCaps {
     // Scatter entries of one receive (RecvWr::num_sge): 2 where a receive may
     // put the GRH area apart from the message.
     std::uint32_t max_recv_sge = 1;
+    // Reliable connections (rc.hpp): gather entries of one RcQp send, and
+    // scatter entries of one receive of an Srq (verbs: max_sge, max_srq_sge;
+    // rxe gathers 32). At most kMaxRcSendSge / kMaxRcRecvSge.
+    std::uint32_t max_rc_send_sge = 34;
+    std::uint32_t max_rc_recv_sge = 33;
 };
 inline constexpr std::uint32_t kMaxQueues = 16;  // of either kind, on any provider
 

@@ -37,6 +37,7 @@ inline constexpr std::uint32_t kMaxRcRecvSge = 33;
 // A send of a reliable connection gathers up to this many entries (a
 // 64 KB frame in 2 KB mbufs, and its header): SendWr::num_sge on RcQp.
 inline constexpr std::uint32_t kMaxRcSendSge = 34;
+static_assert(DeviceCaps{}.max_rc_send_sge == kMaxRcSendSge && DeviceCaps{}.max_rc_recv_sge == kMaxRcRecvSge);
 struct RcRecvWr {
     std::uint64_t wr_id;
     const Sge *sg_list;  // read during the call only
@@ -232,6 +233,19 @@ class Cm {
     // Forget an id in any state (an established connection's id is dropped
     // silently; a DREQ for it later is answered by the CM with a DREP).
     virtual void destroy_id(std::uint32_t id) noexcept = 0;
+    // What to connect the RC QP of id with (ib_cm_init_qp_attr,
+    // rdma_init_qp_attr), after req_received (passive, before send_rep) or
+    // rep_received (active, before send_rtu): overwrites the fields of *c that
+    // this CM decides. A CM that sends what it is given (the engine of the
+    // software and in-process HCAs) leaves *c as the caller built it from the
+    // event; one that resolves the route and picks the PSNs itself
+    // (librdmacm) fills path, remote_qpn, both PSNs, path_mtu and the timers.
+    // The passive side then sends c->local_psn as its REP's starting PSN.
+    virtual int init_qp_attr(std::uint32_t id, RcConnect *c) noexcept {
+        (void)id;
+        (void)c;
+        return 0;
+    }
     // Non-blocking: 1 and *ev if an event is waiting, else 0. Also receives
     // MADs and runs the CM's timers (retransmissions), so call it from the
     // control thread regularly (every few ms while connections are being set up).
