@@ -584,23 +584,31 @@ bool cm_port_up(Port *p) {
     return true;
 }
 
+namespace {
+
+// Close c and end its CM exchange: a DREQ if it is up and `dreq`, else its
+// id forgotten (being set up: the CM rejects it as the peer knows it).
+void close_with_cm(Port *p, hca::Cm *cm, RcConn &c, bool dreq) {
+    if (cm && c.has_id) {
+        if (dreq && c.st == RcConn::St::up)
+            cm->send_dreq(c.cm_id);
+        else
+            cm->destroy_id(c.cm_id);
+    }
+    c.has_id = false;
+    close_conn(p, c, ConnState::none, 0);
+}
+
+} // namespace
+
 void cm_port_down(Port *p, bool send_dreq) {
     if (!p->cm)
         return;
     CmPort &st = *p->cm;
     hca::Cm *cm = p->hca->cms[p->cfg.port].get();
-    for (RcConn &c : st.conns) {
-        if (c.st == RcConn::St::draining)
-            continue;
-        if (cm && c.has_id) {
-            if (send_dreq && c.st == RcConn::St::up)
-                cm->send_dreq(c.cm_id);
-            else
-                cm->destroy_id(c.cm_id);  // (being set up: the CM rejects it as the peer knows it)
-        }
-        c.has_id = false;
-        close_conn(p, c, ConnState::none, 0);
-    }
+    for (RcConn &c : st.conns)
+        if (c.st != RcConn::St::draining)
+            close_with_cm(p, cm, c, send_dreq);
     if (cm && st.listening) {
         cm->unlisten(kCmServiceIdLinux | st.listened_qpn);
         cm->unlisten(kCmServiceIdRfc | st.listened_qpn);
@@ -617,18 +625,9 @@ void cm_port_flush(Port *p) {
     if (!p->cm)
         return;
     hca::Cm *cm = p->hca->cms[p->cfg.port].get();
-    for (RcConn &c : p->cm->conns) {
-        if (c.passive || c.st == RcConn::St::draining)
-            continue;
-        if (cm && c.has_id) {
-            if (c.st == RcConn::St::up)
-                cm->send_dreq(c.cm_id);
-            else
-                cm->destroy_id(c.cm_id);
-        }
-        c.has_id = false;
-        close_conn(p, c, ConnState::none, 0);
-    }
+    for (RcConn &c : p->cm->conns)
+        if (!c.passive && c.st != RcConn::St::draining)
+            close_with_cm(p, cm, c, true);
 }
 
 void cm_port_release(Port *p) {

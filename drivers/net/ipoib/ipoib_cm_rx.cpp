@@ -60,13 +60,10 @@ rte_mbuf *chained(RxQueue *q, const CmRxRing &r, std::uint32_t w, const hca::Wc 
     }
     // The Ethernet header: to the port, from the MAC the sender is known by
     // (the control thread indexed the connection's local QP under it).
-    rte_ether_hdr eh;
-    eh.dst_addr = fp->mac;
     wire::Mac src;
     if (!fp->neigh.mac_for(kCmRxKey, wc.qp_num, &src))
         src = lidqpn_mac(wc.slid, wc.src_qp);
-    std::memcpy(eh.src_addr.addr_bytes, src.raw.data(), 6);
-    eh.ether_type = rte_cpu_to_be_16(et);
+    const rte_ether_hdr eh = rx_eth_header(fp->mac, src, et);
     // Copy: the message from byte 4 (after the IPoIB header), buffer by buffer.
     std::uint32_t seg = 0, at = 0;  // destination
     auto put = [&](const std::uint8_t *src_bytes, std::uint32_t len) {

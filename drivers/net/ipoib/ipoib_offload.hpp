@@ -120,6 +120,48 @@ inline std::uint32_t packet_type(const std::uint8_t *l3, std::uint32_t len, std:
     return RTE_PTYPE_L2_ETHER | parse_l3(l3, len, ethertype).ptype;
 }
 
+// The IPv4 header's checksum verdict (GOOD or BAD), its first `avail` bytes at l3.
+inline std::uint64_t ipv4_hdr_cksum_verdict(const std::uint8_t *l3, std::uint32_t avail) noexcept {
+    if (avail < sizeof(rte_ipv4_hdr))
+        return RTE_MBUF_F_RX_IP_CKSUM_BAD;
+    const unsigned ihl = (l3[0] & 0xf) * 4u;
+    return ihl >= sizeof(rte_ipv4_hdr) && ihl <= avail && rte_raw_cksum(l3, ihl) == 0xffff
+               ? RTE_MBUF_F_RX_IP_CKSUM_GOOD
+               : RTE_MBUF_F_RX_IP_CKSUM_BAD;
+}
+
+// The TCP/UDP checksum verdict of the packet at l3 (parsed as i; `stored`:
+// the checksum field as received): GOOD or BAD, 0 where raw_sum cannot
+// give the L4 bytes' one's complement sum (raw_sum(&out) -> bool: over a
+// buffer or a chain). UDP/IPv4 without a checksum (0) is GOOD, as hardware
+// reports it; UDP/IPv6 must carry one (RFC 8200): 0 is BAD.
+template <class RawSum>
+inline std::uint64_t l4_cksum_verdict(const std::uint8_t *l3, std::uint16_t ethertype, const L3Info &i,
+                                      std::uint16_t stored, RawSum raw_sum) noexcept {
+    const bool udp = i.proto == IPPROTO_UDP;
+    std::uint32_t sum;
+    if (ethertype == wire::kEtherTypeIPv4) {
+        if (udp && stored == 0)
+            return RTE_MBUF_F_RX_L4_CKSUM_GOOD;
+        sum = rte_ipv4_phdr_cksum(reinterpret_cast<const rte_ipv4_hdr *>(l3), 0);
+    } else {
+        if (udp && stored == 0)
+            return RTE_MBUF_F_RX_L4_CKSUM_BAD;
+        // The pseudo-header's next header is the upper-layer protocol, not the first extension's.
+        rte_ipv6_hdr h = *reinterpret_cast<const rte_ipv6_hdr *>(l3);
+        h.proto = i.proto;
+        h.payload_len = rte_cpu_to_be_16(static_cast<std::uint16_t>(i.l4len));
+        sum = rte_ipv6_phdr_cksum(&h, 0);
+    }
+    std::uint16_t raw = 0;
+    if (!raw_sum(&raw))
+        return 0;
+    sum += raw;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return sum == 0xffff ? RTE_MBUF_F_RX_L4_CKSUM_GOOD : RTE_MBUF_F_RX_L4_CKSUM_BAD;
+}
+
 // RX: checksum verdicts as DPDK defines them. IPv4 header, when `ip` (the
 // queue enabled IPV4_CKSUM): GOOD or BAD (IPv6 has none: UNKNOWN). TCP/UDP,
 // when `l4` (the queue enabled UDP/TCP_CKSUM): GOOD or BAD; UNKNOWN where it cannot be checked (a
@@ -133,11 +175,7 @@ inline std::uint64_t rx_cksum_flags(const std::uint8_t *l3, std::uint32_t len, s
     const std::uint64_t ip_mask = ip ? ~std::uint64_t{0} : ~RTE_MBUF_F_RX_IP_CKSUM_MASK;
     std::uint64_t f = 0;
     if (ethertype == wire::kEtherTypeIPv4 && len >= sizeof(rte_ipv4_hdr)) {
-        const auto *ip = reinterpret_cast<const rte_ipv4_hdr *>(l3);
-        const unsigned ihl = (ip->version_ihl & 0xf) * 4u;
-        f = ihl >= sizeof(rte_ipv4_hdr) && ihl <= len && rte_raw_cksum(ip, ihl) == 0xffff
-                ? RTE_MBUF_F_RX_IP_CKSUM_GOOD
-                : RTE_MBUF_F_RX_IP_CKSUM_BAD;
+        f = ipv4_hdr_cksum_verdict(l3, len);
         if (f == RTE_MBUF_F_RX_IP_CKSUM_BAD)
             return f & ip_mask;  // nothing in it to trust
     } else if (ethertype != wire::kEtherTypeIPv6) {
@@ -152,24 +190,10 @@ inline std::uint64_t rx_cksum_flags(const std::uint8_t *l3, std::uint32_t len, s
         return f;
     const std::uint8_t *l4h = l3 + i.l4off;
     const std::uint16_t stored = wire::load_be16(l4h + (tcp ? kTcpCksumOffset : kUdpCksumOffset));
-    std::uint32_t sum;
-    if (ethertype == wire::kEtherTypeIPv4) {
-        if (udp && stored == 0)
-            return f | RTE_MBUF_F_RX_L4_CKSUM_GOOD;
-        sum = rte_ipv4_phdr_cksum(reinterpret_cast<const rte_ipv4_hdr *>(l3), 0);
-    } else {
-        if (udp && stored == 0)
-            return f | RTE_MBUF_F_RX_L4_CKSUM_BAD;
-        // The pseudo-header's next header is the upper-layer protocol, not the first extension's.
-        rte_ipv6_hdr h = *reinterpret_cast<const rte_ipv6_hdr *>(l3);
-        h.proto = i.proto;
-        h.payload_len = rte_cpu_to_be_16(static_cast<std::uint16_t>(i.l4len));
-        sum = rte_ipv6_phdr_cksum(&h, 0);
-    }
-    sum += rte_raw_cksum(l4h, i.l4len);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    return f | (sum == 0xffff ? RTE_MBUF_F_RX_L4_CKSUM_GOOD : RTE_MBUF_F_RX_L4_CKSUM_BAD);
+    return f | l4_cksum_verdict(l3, ethertype, i, stored, [&](std::uint16_t *raw) {
+               *raw = rte_raw_cksum(l4h, i.l4len);
+               return true;
+           });
 }
 
 // RX over a chain (a connection's frames): rx_cksum_flags for the L3 packet
@@ -391,12 +415,7 @@ inline std::uint64_t rx_cksum_flags_chain(const rte_mbuf *m, std::uint32_t off, 
         if (ip_skipped) {
             f = RTE_MBUF_F_RX_IP_CKSUM_NONE;
         } else {
-            if (avail < sizeof(rte_ipv4_hdr))
-                return RTE_MBUF_F_RX_IP_CKSUM_BAD;
-            const unsigned ihl = (l3[0] & 0xf) * 4u;
-            f = ihl >= sizeof(rte_ipv4_hdr) && ihl <= avail && rte_raw_cksum(l3, ihl) == 0xffff
-                    ? RTE_MBUF_F_RX_IP_CKSUM_GOOD
-                    : RTE_MBUF_F_RX_IP_CKSUM_BAD;
+            f = ipv4_hdr_cksum_verdict(l3, avail);
             if (f == RTE_MBUF_F_RX_IP_CKSUM_BAD)
                 return f;
         }
@@ -411,26 +430,8 @@ inline std::uint64_t rx_cksum_flags_chain(const rte_mbuf *m, std::uint32_t off, 
     if (l4_skipped)
         return f | RTE_MBUF_F_RX_L4_CKSUM_NONE;
     const std::uint16_t stored = wire::load_be16(l3 + i.l4off + (tcp ? kTcpCksumOffset : kUdpCksumOffset));
-    std::uint32_t sum;
-    if (ethertype == wire::kEtherTypeIPv4) {
-        if (udp && stored == 0)
-            return f | RTE_MBUF_F_RX_L4_CKSUM_GOOD;
-        sum = rte_ipv4_phdr_cksum(reinterpret_cast<const rte_ipv4_hdr *>(l3), 0);
-    } else {
-        if (udp && stored == 0)
-            return f | RTE_MBUF_F_RX_L4_CKSUM_BAD;
-        rte_ipv6_hdr h = *reinterpret_cast<const rte_ipv6_hdr *>(l3);
-        h.proto = i.proto;
-        h.payload_len = rte_cpu_to_be_16(static_cast<std::uint16_t>(i.l4len));
-        sum = rte_ipv6_phdr_cksum(&h, 0);
-    }
-    std::uint16_t raw = 0;
-    if (!raw_cksum_chain(m, off + i.l4off, i.l4len, &raw))
-        return f;
-    sum += raw;
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    return f | (sum == 0xffff ? RTE_MBUF_F_RX_L4_CKSUM_GOOD : RTE_MBUF_F_RX_L4_CKSUM_BAD);
+    return f | l4_cksum_verdict(l3, ethertype, i, stored,
+                                [&](std::uint16_t *raw) { return raw_cksum_chain(m, off + i.l4off, i.l4len, raw); });
 }
 
 // A connection's frame whose sender left checksums to the IB CRC, for a

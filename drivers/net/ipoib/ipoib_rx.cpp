@@ -161,16 +161,12 @@ void rx_source(RxFrame &f) {
 // The Ethernet header of a received frame: to the multicast MAC of the
 // GRH's destination GID, else to the port's MAC; from the sender's MAC.
 rte_ether_hdr eth_header(const RxFrame &f) {
-    rte_ether_hdr eh;
+    rte_ether_addr dst = f.q->fp->mac;
     if (f.has_grh && f.grh[kGrhDgidOffset] == 0xff) {
         const wire::Mac d = mcast_mac(f.q->fp, f.grh + kGrhDgidOffset);
-        std::memcpy(eh.dst_addr.addr_bytes, d.raw.data(), 6);
-    } else {
-        eh.dst_addr = f.q->fp->mac;
+        std::memcpy(dst.addr_bytes, d.raw.data(), 6);
     }
-    std::memcpy(eh.src_addr.addr_bytes, f.src_mac.raw.data(), 6);
-    eh.ether_type = rte_cpu_to_be_16(f.ethertype);
-    return eh;
+    return rx_eth_header(dst, f.src_mac, f.ethertype);
 }
 
 // Ethernet emulation: the L3 payload behind an Ethernet header, ARP and ND

@@ -4,6 +4,9 @@
 // so the unit tests can drive them on crafted frames.
 #pragma once
 
+#include <rte_ether.h>
+
+#include <cstring>
 #include <string>
 
 #include "ipoib_port.hpp"
@@ -35,6 +38,15 @@ rte_mbuf *rx_frame(RxQueue *q, const hca::Wc &wc, const std::uint8_t *buf, RxLen
 // (ipoib_rx.cpp, shared with the receive mode below).
 wire::Mac rx_sender_mac(RxQueue *q, const hca::Wc &wc, std::uint16_t skey, const std::uint8_t *grh) noexcept;
 wire::Mac rx_group_mac(const PortData *fp, const std::uint8_t *dgid) noexcept;
+
+// The Ethernet header Ethernet emulation puts before a received L3 packet.
+inline rte_ether_hdr rx_eth_header(const rte_ether_addr &dst, const wire::Mac &src, std::uint16_t ethertype) noexcept {
+    rte_ether_hdr eh;
+    eh.dst_addr = dst;
+    std::memcpy(eh.src_addr.addr_bytes, src.raw.data(), 6);
+    eh.ether_type = rte_cpu_to_be_16(ethertype);
+    return eh;
+}
 
 // RX into mbufs (ipoib_rx_mbuf.cpp): where the HCA writes in a posted mbuf
 // (offsets from buf_addr; the L3 header at the usual data offset).

@@ -23,6 +23,10 @@ device (virtio-net offload through the tap), the bridge asks the port for
 them; agreed -> not computed, reported NONE, valid nowhere on the wire;
 one side with icrc_csum=0 -> computed and valid on the wire.
 
+Then failures: a port that goes down while its connection request is
+unanswered (the attempt dropped, its held frames counted, a new connection
+once the port is back), and a peer killed mid-transfer.
+
 usage: test_connected.py FABRIC_TOOL PMD_SO IPOIB_ADDR_TOOL TAP_BRIDGE
 """
 import os
@@ -356,6 +360,65 @@ def tcp_checksum_ok(ip):
     return s == 0xffff
 
 
+def port_down_in_setup(env):
+    """A's port goes down while its connection request waits for an answer (B is stopped: its CM
+    answers nothing): the attempt is dropped, the frames held for it are dropped and counted, no
+    connection is counted established; with the port back (and B resumed) A connects again and the
+    large frames pass; every mbuf back."""
+    # A knows B from the start (neigh devarg, a static ARP entry): no frame has passed between them
+    # when A first sends, so its first frame asks for the connection.
+    b = Bridge(env, "Hca2", "mode=connected", "d")
+    t.ok(b.up(), "d: B's port up")
+    pb = b.port()
+    a = Bridge(env, "Hca1", f"mode=connected,neigh={pb.get('mac')}/{pb.get('hwaddr')}", "d")
+    t.ok(a.up(), "d: A's port up, B given as a neighbour")
+    sh(f"ip -n {a.ns} neigh replace {IPS['Hca2']} lladdr {pb.get('mac')} dev {a.tap} nud permanent")
+    x0 = a.xstats()
+    b.p.send_signal(signal.SIGSTOP)
+    try:
+        big = subprocess.Popen(["ip", "netns", "exec", a.ns, "ping", "-c", "3", "-i", "0.2", "-W", "1", "-s", "30000",
+                                IPS["Hca2"]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        end = time.monotonic() + 10
+        while time.monotonic() < end and a.xstats().get("cm_req_sent", 0) <= x0.get("cm_req_sent", 0):
+            time.sleep(0.2)
+        x1 = a.xstats()
+        fabric("port", env["IPOIB_FABRIC_DIR"], "Hca1", "1", "down", "--wait", "10")
+        end = time.monotonic() + 20
+        while time.monotonic() < end and a.port().get("link") == "up":
+            time.sleep(0.3)
+        down = a.port().get("link") != "up"
+        big.communicate(timeout=30)
+        x2 = a.xstats()
+    finally:
+        b.p.send_signal(signal.SIGCONT)
+    t.note(f"d: A before/at REQ/after port down: cm_req_sent {x0.get('cm_req_sent')}/{x1.get('cm_req_sent')}/"
+           f"{x2.get('cm_req_sent')}, cm_established {x0.get('cm_established')}/{x2.get('cm_established')}, "
+           f"tx_unresolved_queued {x2.get('tx_unresolved_queued')}, tx_unresolved_drops "
+           f"{x2.get('tx_unresolved_drops')}, tx_link_down_drops {x2.get('tx_link_down_drops')}")
+    t.ok(x1.get("cm_req_sent", 0) > x0.get("cm_req_sent", 0) and down,
+         "d: A's large frame made it send a REQ, unanswered, and then its port went down", (x0, x1, down))
+    t.eq(x2.get("cm_established", 0), x0.get("cm_established", 0),
+         "d: no connection is counted established by the attempt the port's going down cut short")
+    held = x2.get("tx_unresolved_queued", 0) - x0.get("tx_unresolved_queued", 0)
+    dropped = sum(x2.get(k, 0) - x0.get(k, 0) for k in ("tx_unresolved_drops", "tx_link_down_drops"))
+    t.ok(held >= 1 and dropped >= 1,
+         "d: the frames held for the connection were dropped and counted (held, then unresolved or link down)",
+         (held, dropped))
+    fabric("port", env["IPOIB_FABRIC_DIR"], "Hca1", "1", "up", "--wait", "10")
+    t.ok(a.up(), "d: A's port comes back up")
+    r = None
+    for _ in range(5):  # (B's answers to the old request are refused as stale; a new request follows)
+        r = a.run(f"ping -c 3 -W 5 -s 30000 {IPS['Hca2']}")
+        if r.returncode == 0 and " 0% packet loss" in r.stdout:
+            break
+    x3 = a.xstats()
+    t.ok(r.returncode == 0 and " 0% packet loss" in r.stdout and
+         x3.get("cm_established", 0) > x2.get("cm_established", 0),
+         "d: after the port came back A connects again and 30,000-byte pings pass", (r.stdout[-300:], x3))
+    for x, q in ((a, a.quit()), (b, b.quit())):
+        t.ok(q.get("mbufs_back") == "yes", f"d: {x.host}: every mbuf back in its pool", q)
+
+
 def peer_killed(env):
     """A peer killed in the middle of a transfer: the sender's connection fails (its sends are not
     acknowledged), is closed and counted, its frames are dropped and counted, nothing leaks."""
@@ -388,6 +451,7 @@ def scenarios(env):
     scenario(env)
     checksum_offload(env, 1)
     checksum_offload(env, 0)
+    port_down_in_setup(env)
     peer_killed(env)
 
 
