@@ -7,7 +7,14 @@
 #include <rte_malloc.h>
 #include <rte_random.h>
 
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <mutex>
 
 #include "ipoib_control.hpp"
 #include "ipoib_port.hpp"
@@ -483,6 +490,113 @@ void check_conns(Port *p, std::uint64_t now) {
 
 } // namespace
 
+// --- receive stores (ipoib_cm.hpp: CmRxStore) ---
+
+namespace {
+
+// Stores released while the application still held some of their buffers.
+std::mutex g_retired_mu;
+std::vector<CmRxStore *> g_retired;
+
+// The application freed an mbuf whose data was buffer `addr` of store `opaque`
+// (any lcore, any time): the last of a slot's buffers puts the slot on the return ring.
+void cm_buffer_returned(void *addr, void *opaque) noexcept {
+    auto *st = static_cast<CmRxStore *>(opaque);
+    const auto idx = static_cast<std::uint32_t>((static_cast<std::uint8_t *>(addr) - st->mem) / st->buf_size);
+    const std::uint32_t slot = idx % st->slots;
+    if (st->held[slot].fetch_sub(1, std::memory_order_acq_rel) == 1)  // (never full: it holds every slot)
+        rte_ring_mp_enqueue_elem(st->back, const_cast<std::uint32_t *>(&slot), sizeof slot);
+    st->lent.fetch_sub(1, std::memory_order_release);
+}
+
+void destroy_store(CmRxStore *st) noexcept {
+    rte_ring_free(st->back);
+    st->mr.reset();
+    if (st->mem)
+        st->hca->ctx->free_dma(st->mem);
+    delete st;
+}
+
+void sweep_retired_stores() noexcept {
+    std::vector<CmRxStore *> done;
+    {
+        std::lock_guard<std::mutex> g(g_retired_mu);
+        for (auto it = g_retired.begin(); it != g_retired.end();)
+            if ((*it)->lent.load(std::memory_order_acquire) == 0) {
+                done.push_back(*it);
+                it = g_retired.erase(it);
+            } else {
+                ++it;
+            }
+    }
+    for (CmRxStore *st : done) {
+        Hca *h = st->hca;
+        destroy_store(st);
+        hca_put(h);
+    }
+}
+
+} // namespace
+
+CmRxStore *cm_rx_store_create(Port *p, std::uint32_t rxq, std::uint32_t depth, std::uint32_t nsge,
+                              std::uint32_t buf_size) noexcept {
+    static std::atomic<std::uint32_t> serial{0};
+    hca::Context &ctx = *p->hca->ctx;
+    auto st = std::make_unique<CmRxStore>();
+    st->hca = p->hca;
+    st->slots = 2 * depth;
+    st->nsge = nsge;
+    st->buf_size = buf_size;
+    st->bytes = std::size_t{st->slots} * nsge * buf_size;
+    st->mem = static_cast<std::uint8_t *>(ctx.alloc_dma(st->bytes));
+    st->mr = st->mem ? ctx.reg_mr(st->mem, st->bytes) : nullptr;
+    if (!st->mr) {
+        IPOIB_LOG(ERR, "%s: connected mode: cannot allocate %zu bytes of receive buffers for RX queue %u: %s",
+                  p->name.c_str(), st->bytes, rxq, ctx.last_error().c_str());
+        if (st->mem)
+            ctx.free_dma(st->mem);
+        return nullptr;
+    }
+    if (rte_eal_iova_mode() == RTE_IOVA_VA)  // (as ipoib_rxbuf: not DPDK's memory)
+        st->iova_base = static_cast<rte_iova_t>(reinterpret_cast<std::uintptr_t>(st->mem));
+    st->shinfo.resize(std::size_t{st->slots} * nsge);
+    for (auto &sh : st->shinfo) {
+        sh.free_cb = cm_buffer_returned;
+        sh.fcb_opaque = st.get();
+        rte_mbuf_ext_refcnt_set(&sh, 0);
+    }
+    st->held = std::make_unique<std::atomic<std::uint32_t>[]>(st->slots);
+    char name[RTE_RING_NAMESIZE];
+    std::snprintf(name, sizeof name, "ipoib_cmrx_%u", serial.fetch_add(1));
+    st->back = rte_ring_create_elem(name, sizeof(std::uint32_t), st->slots, rte_socket_id(),
+                                    RING_F_SC_DEQ | RING_F_EXACT_SZ);
+    if (!st->back) {
+        IPOIB_LOG(ERR, "%s: connected mode: cannot create RX queue %u's return ring: %s", p->name.c_str(), rxq,
+                  rte_strerror(rte_errno));
+        destroy_store(st.release());
+        return nullptr;
+    }
+    for (std::uint32_t k = depth; k < st->slots; ++k)  // the spares
+        rte_ring_sp_enqueue_elem(st->back, &k, sizeof k);
+    return st.release();
+}
+
+void cm_rx_store_release(Port *p, CmRxStore *st) noexcept {
+    sweep_retired_stores();
+    if (!st)
+        return;
+    const std::int64_t held = st->lent.load(std::memory_order_acquire);
+    if (held == 0) {
+        destroy_store(st);
+        return;
+    }
+    IPOIB_LOG(WARNING, "%s: the application still holds %lld connected-mode receive buffers: they are freed once "
+                       "it has freed them (at a later stop or close)", p->name.c_str(), static_cast<long long>(held));
+    ++st->hca->refs;  // the store's memory is the HCA's
+    std::lock_guard<std::mutex> g(g_retired_mu);
+    g_retired.push_back(st);
+}
+
 // --- entry points ---
 
 bool cm_port_up(Port *p) {
@@ -492,10 +606,11 @@ bool cm_port_up(Port *p) {
         p->cm = std::make_unique<CmPort>();
     CmPort &st = *p->cm;
     hca::Context &ctx = *p->hca->ctx;
-    // The device's gather and scatter limits: a frame of kCmRecvMtu in fewer, larger receive buffers.
+    // The device's gather and scatter limits: a frame of kCmRecvMtu (after kCmRxHead) in fewer,
+    // larger receive buffers where the device scatters fewer entries.
     const hca::DeviceCaps caps = ctx.caps();
     const std::uint32_t nsge = std::min<std::uint32_t>(kCmRecvSge, caps.max_rc_recv_sge);
-    const std::uint32_t buf_size = nsge ? ((kCmRecvMtu + nsge - 1) / nsge + 63u) & ~63u : 0;
+    const std::uint32_t buf_size = nsge ? ((kCmRecvMtu + kCmRxHead + nsge - 1) / nsge + 63u) & ~63u : 0;
     if (!nsge || buf_size > kCmMaxBufSize || caps.max_rc_send_sge < 2) {
         IPOIB_LOG(ERR, "%s: connected mode: the device scatters %u and gathers %u entries per message, too few for "
                   "%u-byte frames (datagram mode only)", p->name.c_str(), caps.max_rc_recv_sge, caps.max_rc_send_sge,
@@ -511,46 +626,46 @@ bool cm_port_up(Port *p) {
             si.max_wr = kCmSrqDepth;
             si.max_sge = nsge;
             auto srq = cq ? ctx.create_srq(si) : nullptr;
-            const std::size_t bytes = std::size_t{kCmSrqDepth} * nsge * buf_size;
-            void *mem = srq ? ctx.alloc_dma(bytes) : nullptr;
-            auto mr = mem ? ctx.reg_mr(mem, bytes) : nullptr;
-            if (!mr) {
+            if (!srq) {
                 IPOIB_LOG(ERR, "%s: connected mode: cannot make RX queue %u's shared receive queue: %s (datagram "
                           "mode only)", p->name.c_str(), i, ctx.last_error().c_str());
-                if (mem)
-                    ctx.free_dma(mem);
+                cm_port_release(p);
+                return false;
+            }
+            CmRxStore *store = cm_rx_store_create(p, i, kCmSrqDepth, nsge, buf_size);
+            if (!store) {
                 cm_port_release(p);
                 return false;
             }
             CmRxRing r;
             r.srq = srq.get();
             r.cq = cq.get();
-            r.base = static_cast<std::uint8_t *>(mem);
-            r.lkey = mr->lkey();
+            r.store = store;
+            r.base = store->mem;
+            r.lkey = store->mr->lkey();
             r.depth = kCmSrqDepth;
+            r.slots = store->slots;
             r.nsge = nsge;
             r.buf_size = buf_size;
+            st.cqs.push_back(std::move(cq));
+            st.srqs.push_back(std::move(srq));
+            st.stores.push_back(store);
             for (std::uint32_t w = 0; w < kCmSrqDepth; ++w) {
                 hca::Sge sge[kCmRecvSge];
                 hca::RcRecvWr wr;
                 r.recv_wr(w, sge, &wr);
-                if (srq->post_recv(&wr, 1) != 1) {
+                if (st.srqs.back()->post_recv(&wr, 1) != 1) {
                     IPOIB_LOG(ERR, "%s: connected mode: cannot post RX queue %u's shared receives: %s",
                               p->name.c_str(), i, ctx.last_error().c_str());
-                    ctx.free_dma(mem);
                     cm_port_release(p);
                     return false;
                 }
             }
-            st.cqs.push_back(std::move(cq));
-            st.srqs.push_back(std::move(srq));
-            st.mrs.push_back(std::move(mr));
-            st.mem.push_back(mem);
             st.rings.push_back(r);
         }
     }
     for (std::uint32_t i = 0; i < p->rx_queues && i < p->rxq.size(); ++i)
-        if (p->rxq[i])
+        if (p->rxq[i] && p->rxq[i]->cm.store != st.rings[i].store)  // (the same ring: its spares stay)
             p->rxq[i]->cm = st.rings[i];
     for (TxQueue *q : p->txq) {
         if (!q)
@@ -641,11 +756,10 @@ void cm_port_release(Port *p) {
             q->cm = CmRxRing{};
     st.rings.clear();
     st.srqs.clear();
-    st.mrs.clear();
     st.cqs.clear();
-    for (void *m : st.mem)
-        p->hca->ctx->free_dma(m);
-    st.mem.clear();
+    for (CmRxStore *s : st.stores)
+        cm_rx_store_release(p, s);
+    st.stores.clear();
 }
 
 void cm_connect(Port *p, const Request &r) {

@@ -18,6 +18,11 @@
 //   thread, under Hca::mu.
 #pragma once
 
+#include <rte_ether.h>
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+#include <rte_ring_elem.h>
+
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -116,28 +121,78 @@ class TxConnTable {
     std::uint32_t max_ = 0, count_ = 0;
 };
 
-// One RX queue's shared receive queue: kCmSrqDepth receives of nsge
-// buffers of buf_size bytes each (kCmRecvSge of kCmBufSize, or fewer and
-// larger where the device scatters fewer entries: rxe), memory the HCA
-// reaches, in one region; a receive's buffers are not adjacent: buffer j of
-// receive i is at (j * depth + i). Always reposted as they were after a
-// frame is copied out.
+// Where the message starts in the first buffer of a shared receive: the
+// Ethernet header that replaces the IPoIB header (Ethernet emulation) then
+// starts RTE_PKTMBUF_HEADROOM bytes into the buffer, so a frame lent to the
+// application has the headroom its own pool's mbufs have.
+inline constexpr std::uint32_t kCmRxHead = RTE_PKTMBUF_HEADROOM + RTE_ETHER_HDR_LEN - wire::kEncapLen;
+
+// One RX queue's receive buffers for connections (memory the HCA reaches,
+// alloc_dma, in one region): 2 x kCmSrqDepth slots of nsge buffers of
+// buf_size bytes, kCmSrqDepth of them posted in the shared receive queue,
+// the rest spare. A slot's buffer j is at (j * slots + slot) * buf_size; its
+// receive starts kCmRxHead bytes into buffer 0. A frame longer than
+// rx_copy_max is lent to the application in its slot (a chain of mbufs
+// attached to the buffers it fills, ipoib_cm_rx.cpp) and a spare slot is
+// posted in its place; when the application has freed every buffer of the
+// frame, the free callback (any lcore) puts the slot on the return ring.
+// Shorter frames, and every frame while no spare is left, are copied into
+// the application's mbufs and their slot posted again. Kept past the port's
+// release while the application holds any of its buffers (as ipoib_rxbuf).
+struct CmRxStore {
+    Hca *hca = nullptr;
+    std::uint8_t *mem = nullptr;
+    std::size_t bytes = 0;
+    std::unique_ptr<hca::Mr> mr;
+    std::uint32_t slots = 0, nsge = 0, buf_size = 0;
+    rte_iova_t iova_base = RTE_BAD_IOVA;
+    std::vector<rte_mbuf_ext_shared_info> shinfo;  // per buffer
+    std::unique_ptr<std::atomic<std::uint32_t>[]> held;  // per slot: its buffers the application holds
+    rte_ring *back = nullptr;                       // slots the application gave back (multi-producer)
+    std::atomic<std::int64_t> lent{0};              // buffers the application holds
+};
+// Make a store of 2 x depth slots (nullptr: logged); destroy it now if
+// nothing is lent, else retire it until the application has freed all.
+CmRxStore *cm_rx_store_create(Port *p, std::uint32_t rxq, std::uint32_t depth, std::uint32_t nsge,
+                              std::uint32_t buf_size) noexcept;
+void cm_rx_store_release(Port *p, CmRxStore *s) noexcept;
+
+// The fast path's view of a store (in RxQueue): single consumer, the queue's lcore.
 struct CmRxRing {
     hca::Srq *srq = nullptr;
     hca::Cq *cq = nullptr;
+    CmRxStore *store = nullptr;
     std::uint8_t *base = nullptr;
     std::uint32_t lkey = 0;
-    std::uint32_t depth = 0;
+    std::uint32_t depth = 0;              // receives posted
+    std::uint32_t slots = 0;              // posted + spare
     std::uint32_t nsge = kCmRecvSge;      // <= kCmRecvSge
-    std::uint32_t buf_size = kCmBufSize;  // <= kCmMaxBufSize; nsge * buf_size >= kCmRecvMtu
-    const std::uint8_t *buf(std::uint32_t wr, std::uint32_t j) const noexcept {
-        return base + (std::size_t{j} * depth + wr) * buf_size;
+    std::uint32_t buf_size = kCmBufSize;  // <= kCmMaxBufSize; nsge * buf_size - kCmRxHead >= kCmRecvMtu
+    std::uint32_t nspare = 0;             // taken off the return ring, not posted yet
+    std::uint32_t spare[2 * kCmSrqDepth];
+    std::uint8_t *buf(std::uint32_t slot, std::uint32_t j) const noexcept {
+        return base + (std::size_t{j} * slots + slot) * buf_size;
     }
-    // The receive `wr` as posted (sge: nsge entries).
-    void recv_wr(std::uint32_t wr, hca::Sge *sge, hca::RcRecvWr *out) const noexcept {
+    // The bytes of the message in buffer j of a slot: where they start, how many fit.
+    std::uint8_t *seg(std::uint32_t slot, std::uint32_t j) const noexcept {
+        return buf(slot, j) + (j ? 0 : kCmRxHead);
+    }
+    std::uint32_t seg_len(std::uint32_t j) const noexcept { return buf_size - (j ? 0 : kCmRxHead); }
+    // The receive of `slot` (sge: nsge entries).
+    void recv_wr(std::uint32_t slot, hca::Sge *sge, hca::RcRecvWr *out) const noexcept {
         for (std::uint32_t j = 0; j < nsge; ++j)
-            sge[j] = hca::Sge{reinterpret_cast<std::uintptr_t>(buf(wr, j)), buf_size, lkey};
-        *out = hca::RcRecvWr{wr, sge, nsge};
+            sge[j] = hca::Sge{reinterpret_cast<std::uintptr_t>(seg(slot, j)), seg_len(j), lkey};
+        *out = hca::RcRecvWr{slot, sge, nsge};
+    }
+    // A spare slot (false: the application holds them all).
+    bool take_spare(std::uint32_t *slot) noexcept {
+        if (!nspare)
+            nspare = rte_ring_sc_dequeue_burst_elem(store->back, spare, sizeof(std::uint32_t), 2 * kCmSrqDepth,
+                                                    nullptr);
+        if (!nspare)
+            return false;
+        *slot = spare[--nspare];
+        return true;
     }
 };
 
@@ -178,8 +233,7 @@ struct CmPort {
     std::vector<std::unique_ptr<hca::Cq>> cqs;   // per RX queue
     std::vector<std::unique_ptr<hca::Srq>> srqs;  // per RX queue
     std::vector<CmRxRing> rings;                 // per RX queue (the fast path's copy is in RxQueue)
-    std::vector<std::unique_ptr<hca::Mr>> mrs;
-    std::vector<void *> mem;
+    std::vector<CmRxStore *> stores;             // per RX queue
     std::list<RcConn> conns;
     std::uint32_t next_rxq = 0;
     bool listening = false;

@@ -254,10 +254,20 @@ rte_ether_addr announce(const EthPort &from, std::uint8_t ip, const EthPort &to,
     return seen;
 }
 
-// Every segment of m from pool mp, none longer than its room.
+// Every segment of m from pool mp, none longer than its room, its data in
+// the mbuf itself (copied).
 bool all_from(const rte_mbuf *m, const rte_mempool *mp) {
     for (const rte_mbuf *s = m; s; s = s->next)
-        if (s->pool != mp || s->data_len > kSegRoom)
+        if (s->pool != mp || s->data_len > kSegRoom || RTE_MBUF_HAS_EXTBUF(s))
+            return false;
+    return true;
+}
+
+// Every segment of m an mbuf of pool mp whose data is a receive buffer of the
+// driver's (lent: an external buffer of at most kCmMaxBufSize bytes).
+bool all_lent(const rte_mbuf *m, const rte_mempool *mp) {
+    for (const rte_mbuf *s = m; s; s = s->next)
+        if (s->pool != mp || !RTE_MBUF_HAS_EXTBUF(s) || s->buf_len > ipoib::pmd::kCmMaxBufSize)
             return false;
     return true;
 }
@@ -297,7 +307,8 @@ void drain(std::uint16_t port) {
 TEST_CASE("connected mode: 64 KB frames in chains of 2 KB mbufs each way over connections set up on first use") {
     rte_mempool *mpa = pool("cm_big_a", 4096, kSegRoom), *mpb = pool("cm_big_b", 4096, kSegRoom);
     const unsigned avail_a = rte_mempool_avail_count(mpa), avail_b = rte_mempool_avail_count(mpb);
-    const EthPort a = up("net_ipoib_cma", args("cm-a", "mode=connected"), mpa);
+    // B lends its receive buffers (the default); A copies every frame (rx_copy_max=65535).
+    const EthPort a = up("net_ipoib_cma", args("cm-a", "mode=connected,rx_copy_max=65535"), mpa);
     const EthPort b = up("net_ipoib_cmb", args("cm-b", "mode=connected"), mpb);
     rte_eth_dev_info info{};
     REQUIRE(rte_eth_dev_info_get(a.id, &info) == 0);
@@ -313,8 +324,10 @@ TEST_CASE("connected mode: 64 KB frames in chains of 2 KB mbufs each way over co
     INFO("A: " << nonzero_xstats(a.id));
     INFO("B: " << nonzero_xstats(b.id));
     REQUIRE(got);
-    CHECK(got->nb_segs == 32);  // 14 + 65520 bytes in the receiver's 2 KB mbufs
-    CHECK(all_from(got, mpb));
+    CHECK(got->nb_segs == 32);  // 14 + 65520 bytes in 32 of the receiver's buffers (lent)
+    CHECK(all_lent(got, mpb));
+    CHECK(xstat(b.id, "rx_lent_frames") == 1);
+    CHECK(xstat(b.id, "rx_copied_bytes") == 42);  // (A's ARP only)
     auto bytes = bytes_of(got);
     REQUIRE(bytes.size() == f1.size());
     CHECK(std::equal(bytes.begin(), bytes.begin() + 6, mac_b.addr_bytes));
@@ -336,8 +349,9 @@ TEST_CASE("connected mode: 64 KB frames in chains of 2 KB mbufs each way over co
     const auto f2 = eth_frame(a_at_b, mac_b, RTE_ETHER_TYPE_IPV4, ipv4(2, 1, kCmMtu, false, 2));
     got = send_and_wait(b.id, a.id, chain_with(mpb, f2), ipv4_of_len(kCmMtu));
     REQUIRE(got);
-    CHECK(got->nb_segs == 32);
+    CHECK(got->nb_segs == 32);  // copied into A's 2 KB mbufs
     CHECK(all_from(got, mpa));
+    CHECK(xstat(a.id, "rx_lent_frames") == 0);
     bytes = bytes_of(got);
     CHECK(std::equal(bytes.begin() + 6, bytes.begin() + 12, b_at_a.addr_bytes));
     CHECK(l3_of(bytes) == l3_of(f2));
@@ -370,6 +384,60 @@ TEST_CASE("connected mode: 64 KB frames in chains of 2 KB mbufs each way over co
     drain(b.id);
     close(a);
     close(b);
+    CHECK(rte_mempool_avail_count(mpa) == avail_a);
+    CHECK(rte_mempool_avail_count(mpb) == avail_b);
+}
+
+TEST_CASE("connected mode: receive buffers lent while spares last, then copied; held past a port's close, freed after") {
+    rte_mempool *mpa = pool("cm_lend_a", 4096, kSegRoom), *mpb = pool("cm_lend_b", 4096, kSegRoom);
+    const unsigned avail_a = rte_mempool_avail_count(mpa), avail_b = rte_mempool_avail_count(mpb);
+    const EthPort a = up("net_ipoib_cla", args("cl-a", "mode=connected"), mpa);
+    EthPort b = up("net_ipoib_clb", args("cl-b", "mode=connected"), mpb);
+    const rte_ether_addr mac_a = mac_of(a.id);
+    announce(a, 1, b, mpa);
+    const rte_ether_addr b_at_a = announce(b, 2, a, mpb);
+    INFO("A: " << nonzero_xstats(a.id));
+    INFO("B: " << nonzero_xstats(b.id));
+    auto frame = [&](std::uint16_t id) { return eth_frame(b_at_a, mac_a, RTE_ETHER_TYPE_IPV4, ipv4(1, 2, 20000, false, id)); };
+    rte_mbuf *first = send_and_wait(a.id, b.id, chain_with(mpa, frame(1)), ipv4_of_len(20000));  // (connects)
+    REQUIRE(first);
+    CHECK(all_lent(first, mpb));
+    rte_pktmbuf_free(first);
+
+    // B's application holds 65 frames: 64 spare slots are lent, the 65th frame is copied.
+    std::vector<std::vector<std::uint8_t>> sent;
+    std::vector<rte_mbuf *> held;
+    for (std::uint16_t k = 0; k < 65; ++k) {
+        sent.push_back(frame(static_cast<std::uint16_t>(100 + k)));
+        rte_mbuf *m = chain_with(mpa, sent.back());
+        REQUIRE(rte_eth_tx_burst(a.id, 0, &m, 1) == 1);
+        auto got = collect(a.id, b.id, 1, ipv4_of_len(20000));
+        REQUIRE(got.size() == 1);
+        held.push_back(got[0]);
+    }
+    CHECK(xstat(b.id, "rx_lent_frames") == 1 + 64);
+    CHECK(xstat(b.id, "rx_lend_exhausted") == 1);
+    for (std::size_t k = 0; k < 64; ++k)
+        CHECK(all_lent(held[k], mpb));
+    CHECK(all_from(held[64], mpb));
+    for (std::size_t k = 0; k < held.size(); ++k)
+        CHECK(l3_of(bytes_of(held[k])) == l3_of(sent[k]));  // lent or copied, the data as sent
+    // Freed (all but one), the slots come back and the next frame is lent again.
+    rte_pktmbuf_free_bulk(held.data() + 1, static_cast<unsigned>(held.size() - 1));
+    rte_mbuf *again = send_and_wait(a.id, b.id, chain_with(mpa, frame(300)), ipv4_of_len(20000));
+    REQUIRE(again);
+    CHECK(all_lent(again, mpb));
+    CHECK(xstat(b.id, "rx_lent_frames") == 1 + 64 + 1);
+    rte_pktmbuf_free(again);
+
+    // B closed while its application still holds a lent frame: the buffers stay
+    // until it is freed (ASan: no use after free), and go at the next release.
+    drain(a.id);
+    drain(b.id);
+    close(b);
+    CHECK(l3_of(bytes_of(held[0])) == l3_of(sent[0]));
+    rte_pktmbuf_free(held[0]);
+    close(a);
     CHECK(rte_mempool_avail_count(mpa) == avail_a);
     CHECK(rte_mempool_avail_count(mpb) == avail_b);
 }
