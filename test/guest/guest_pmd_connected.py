@@ -22,7 +22,6 @@ usage: guest_pmd_connected.py TAP_BRIDGE PMD_SO WORKDIR
 """
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, os.path.join(HERE, "..", "integration", "pmd"))
 from tap import Tap  # noqa: E402
-from hosts import TCP_RECEIVER, TCP_SENDER, sh, telemetry, transfer_intact  # noqa: E402
+from hosts import TCP_RECEIVER, TCP_SENDER, TapBridgeHost, sh, transfer_intact  # noqa: E402
 
 BRIDGE, PMD, CWD = (os.path.abspath(a) for a in sys.argv[1:4])
 VDEV = "net_ipoib0,provider=verbs,dev=rxe0,mode=connected"
@@ -41,7 +40,7 @@ t = Tap()
 running = []
 
 
-class Bridge:
+class Bridge(TapBridgeHost):
     """tap_bridge on rxe0, its tap's kernel side in a namespace of its own with address ip."""
 
     def __init__(self, name, ip, lcore):
@@ -68,44 +67,18 @@ class Bridge:
            f" && ip -n {self.ns} addr add {ip}/24 dev {self.tap} && ip -n {self.ns} link set {self.tap} up"
            f" && ip -n {self.ns} link set lo up")
 
-    def text(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def port(self):
-        return telemetry(self.prefix, "/ipoib/ports").get("0", {})
-
-    def up(self, timeout=60):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.port().get("link") == "up":
-                return True
-            time.sleep(0.5)
-        return False
-
-    def xstats(self):
-        return telemetry(self.prefix, "/ethdev/xstats,0")
-
     def run(self, cmd, timeout=120):
-        return sh(f"ip netns exec {self.ns} {cmd}", timeout=timeout)
+        return super().run(cmd, timeout)
 
-    def quit(self):
-        """SIGTERM; the bridge's last line as a dict ({} if none)."""
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.log.close()
+    def quit(self, timeout=60):
+        return super().quit(timeout)
+
+    def forget(self):
         if self in running:
             running.remove(self)
         if self.ns:
             sh(f"ip netns del {self.ns}")
             self.ns = None
-        line = [x for x in self.text().splitlines() if x.startswith("tap_bridge: to_port")]
-        return dict(re.findall(r"(\w+) (\S+)", line[-1].split(":", 1)[1])) if line else {}
 
 
 def cm_counts(b):

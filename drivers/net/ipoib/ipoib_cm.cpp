@@ -18,6 +18,7 @@
 
 #include "ipoib_control.hpp"
 #include "ipoib_port.hpp"
+#include "ipoib_retired.hpp"
 
 namespace ipoib::pmd {
 
@@ -301,6 +302,10 @@ void on_req(Port *p, hca::Cm &cm, const hca::CmEvent &ev) {
     }
     // Frames of the connection show the sender's MAC (the receive index by our RC QP, kCmRxKey).
     p->fp.neigh.index(kCmRxKey, c.qp->qp_num(), c.mac);
+    // Its REQ shows the peer is in connected mode: frames to it go over a connection of ours too,
+    // though it never announced its address (cm_peer_connected() for neighbours made later).
+    if (Neigh *n = p->fp.neigh.find(c.mac); n && !(n->hw_flags & wire::kHwFlagRc))
+        p->fp.neigh.write(n, [](Neigh &e) { e.hw_flags |= wire::kHwFlagRc; });
     std::uint8_t data[kCmPrivateDataLen];
     cm_write_private_data(own_data(p), data);
     hca::CmRepParam rep;
@@ -494,10 +499,6 @@ void check_conns(Port *p, std::uint64_t now) {
 
 namespace {
 
-// Stores released while the application still held some of their buffers.
-std::mutex g_retired_mu;
-std::vector<CmRxStore *> g_retired;
-
 // The application freed an mbuf whose data was buffer `addr` of store `opaque`
 // (any lcore, any time): the last of a slot's buffers puts the slot on the return ring.
 void cm_buffer_returned(void *addr, void *opaque) noexcept {
@@ -517,24 +518,8 @@ void destroy_store(CmRxStore *st) noexcept {
     delete st;
 }
 
-void sweep_retired_stores() noexcept {
-    std::vector<CmRxStore *> done;
-    {
-        std::lock_guard<std::mutex> g(g_retired_mu);
-        for (auto it = g_retired.begin(); it != g_retired.end();)
-            if ((*it)->lent.load(std::memory_order_acquire) == 0) {
-                done.push_back(*it);
-                it = g_retired.erase(it);
-            } else {
-                ++it;
-            }
-    }
-    for (CmRxStore *st : done) {
-        Hca *h = st->hca;
-        destroy_store(st);
-        hca_put(h);
-    }
-}
+// Stores released while the application still held some of their buffers.
+RetiredList<CmRxStore, destroy_store> g_retired;
 
 } // namespace
 
@@ -582,22 +567,21 @@ CmRxStore *cm_rx_store_create(Port *p, std::uint32_t rxq, std::uint32_t depth, s
 }
 
 void cm_rx_store_release(Port *p, CmRxStore *st) noexcept {
-    sweep_retired_stores();
-    if (!st)
-        return;
-    const std::int64_t held = st->lent.load(std::memory_order_acquire);
-    if (held == 0) {
-        destroy_store(st);
-        return;
-    }
-    IPOIB_LOG(WARNING, "%s: the application still holds %lld connected-mode receive buffers: they are freed once "
-                       "it has freed them (at a later stop or close)", p->name.c_str(), static_cast<long long>(held));
-    ++st->hca->refs;  // the store's memory is the HCA's
-    std::lock_guard<std::mutex> g(g_retired_mu);
-    g_retired.push_back(st);
+    if (const std::int64_t held = g_retired.release(st))
+        IPOIB_LOG(WARNING, "%s: the application still holds %lld connected-mode receive buffers: they are freed once "
+                           "it has freed them (at a later stop or close)", p->name.c_str(), static_cast<long long>(held));
 }
 
 // --- entry points ---
+
+bool cm_peer_connected(const Port *p, std::uint16_t lid, std::uint32_t ud_qpn) {
+    if (!p->cm)
+        return false;
+    for (const RcConn &c : p->cm->conns)
+        if (c.passive && c.st != RcConn::St::draining && c.dlid == lid && c.peer_ud_qpn == ud_qpn)
+            return true;
+    return false;
+}
 
 bool cm_port_up(Port *p) {
     if (!p->cfg.connected)
@@ -647,6 +631,9 @@ bool cm_port_up(Port *p) {
             r.slots = store->slots;
             r.nsge = nsge;
             r.buf_size = buf_size;
+            // A provider that sends only registered memory (verbs) could not send a lent
+            // buffer the application forwards: frames are copied there.
+            r.lend = !caps.lkey_required;
             st.cqs.push_back(std::move(cq));
             st.srqs.push_back(std::move(srq));
             st.stores.push_back(store);
@@ -828,8 +815,11 @@ void cm_connect(Port *p, const Request &r) {
     c.has_id = true;
     ++st.req_sent;
     tx_entry(p, txq, mac, ConnState::connecting, nullptr, 0, 0);
-    IPOIB_LOG(INFO, "%s: TX queue %u connecting to %s (LID %u, service ID 0x%016llx, RC QP 0x%06x)", p->name.c_str(),
-              txq, mac_text(mac, mb), n->dlid, static_cast<unsigned long long>(req.service_id), c.qp->qp_num());
+    // (On RoCE the neighbour's "LID" is its GID folded: show the GID.)
+    const std::string where = p->fp.roce ? "GID " + wire::to_string(n->gid) : "LID " + std::to_string(n->dlid);
+    IPOIB_LOG(INFO, "%s: TX queue %u connecting to %s (%s, service ID 0x%016llx, RC QP 0x%06x)", p->name.c_str(),
+              txq, mac_text(mac, mb), where.c_str(), static_cast<unsigned long long>(req.service_id),
+              c.qp->qp_num());
     st.conns.push_back(std::move(c));
 }
 

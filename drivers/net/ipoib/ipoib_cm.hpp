@@ -168,6 +168,7 @@ struct CmRxRing {
     std::uint32_t slots = 0;              // posted + spare
     std::uint32_t nsge = kCmRecvSge;      // <= kCmRecvSge
     std::uint32_t buf_size = kCmBufSize;  // <= kCmMaxBufSize; nsge * buf_size - kCmRxHead >= kCmRecvMtu
+    bool lend = false;                    // frames may be lent (the provider sends from any memory)
     std::uint32_t nspare = 0;             // taken off the return ring, not posted yet
     std::uint32_t spare[2 * kCmSrqDepth];
     std::uint8_t *buf(std::uint32_t slot, std::uint32_t j) const noexcept {
@@ -257,6 +258,9 @@ void cm_port_down(Port *p, bool send_dreq);
 void cm_port_flush(Port *p);
 // Free the SRQs, CQs and buffers (the QP's resources go).
 void cm_port_release(Port *p);
+// Whether the peer of LID lid and UD QPN ud_qpn has a connection to p (then
+// it is in connected mode: a neighbour made for its LID/QPN MAC gets the RC flag).
+bool cm_peer_connected(const Port *p, std::uint16_t lid, std::uint32_t ud_qpn);
 // A TX queue asks for a connection to a resolved neighbour.
 void cm_connect(Port *p, const Request &r);
 // Receive CM events of every port of h, run idle and error checks.

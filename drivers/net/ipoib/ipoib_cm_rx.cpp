@@ -214,7 +214,10 @@ std::uint16_t cm_rx(RxQueue *q, rte_mbuf **pkts, std::uint16_t n) noexcept {
             } else {
                 std::uint32_t spare = 0;
                 int taken = 0;
-                if (kEthHdr + l3len > q->copy_max) {
+                // Lent where the provider reaches any memory (software HCAs: no MR cache); on
+                // one that needs registered memory (verbs) a lent buffer the application
+                // forwarded would be memory it cannot send from: copied there.
+                if (r.lend && kEthHdr + l3len > q->copy_max) {
                     if (r.take_spare(&spare)) {
                         taken = lent(q, r, w, c, et.value, &m);
                         if (taken == 1)

@@ -440,6 +440,8 @@ void resolve(Port *p, const Request &r, const wire::Mac &mac, const wire::Gid &g
         neigh_set(p, mac, NeighState::resolved, p->fp.lid, p->fp.qpn, p->fp.hwaddr.gid(), p->bcast_sl, false);
     } else if (is_lidqpn_mac(mac) && r.lid && !p->fp.roce) {  // RoCE: a LID is no address
         neigh_set(p, mac, NeighState::resolved, r.lid, r.qpn, wire::Gid{}, p->bcast_sl, false);
+        if (Neigh *m = p->fp.neigh.find(mac); m && cm_peer_connected(p, r.lid, r.qpn))
+            p->fp.neigh.write(m, [](Neigh &e) { e.hw_flags |= wire::kHwFlagRc; });
     } else if (n && n->gid != wire::Gid{}) {
         if (n->state != NeighState::resolved && p->iface)
             p->hca->cp.request_path(n->gid, pkey, p->cfg.port);

@@ -10,14 +10,11 @@
 
 #include "ipoib_control.hpp"
 #include "ipoib_port.hpp"
+#include "ipoib_retired.hpp"
 
 namespace ipoib::pmd {
 
 namespace {
-
-// Pools released while the application still held some of their buffers.
-std::mutex g_retired_mu;
-std::vector<RxBufPool *> g_retired;
 
 // The application freed an mbuf whose data was buffer `addr` of pool `opaque`
 // (any lcore, any time): the buffer goes back to its RX queue's return ring.
@@ -39,25 +36,8 @@ void destroy(RxBufPool *pool) noexcept {
     delete pool;
 }
 
-// Free the retired pools the application is done with.
-void sweep_retired() noexcept {
-    std::vector<RxBufPool *> done;
-    {
-        std::lock_guard<std::mutex> g(g_retired_mu);
-        for (auto it = g_retired.begin(); it != g_retired.end();)
-            if ((*it)->lent.load(std::memory_order_acquire) == 0) {
-                done.push_back(*it);
-                it = g_retired.erase(it);
-            } else {
-                ++it;
-            }
-    }
-    for (RxBufPool *pool : done) {
-        Hca *h = pool->hca;
-        destroy(pool);
-        hca_put(h);
-    }
-}
+// Pools released while the application still held some of their buffers.
+RetiredList<RxBufPool, destroy> g_retired;
 
 } // namespace
 
@@ -132,22 +112,12 @@ bool rxbuf_pool_create(Port *p, std::uint32_t nqueues, std::uint32_t rxq_size) n
 }
 
 void rxbuf_pool_release(Port *p) noexcept {
-    sweep_retired();
     RxBufPool *pool = p->fp.rxbufs;
     p->fp.rxbufs = nullptr;
-    if (!pool)
-        return;
-    const std::int64_t held = pool->lent.load(std::memory_order_acquire);
-    if (held == 0) {
-        destroy(pool);
-        return;
-    }
-    IPOIB_LOG(WARNING, "%s: the application still holds %lld receive buffers: their pool is freed once it has "
-                       "freed them (at a later stop or close)",
-              p->name.c_str(), static_cast<long long>(held));
-    ++pool->hca->refs;  // the pool's memory is the HCA's
-    std::lock_guard<std::mutex> g(g_retired_mu);
-    g_retired.push_back(pool);
+    if (const std::int64_t held = g_retired.release(pool))
+        IPOIB_LOG(WARNING, "%s: the application still holds %lld receive buffers: their pool is freed once it has "
+                           "freed them (at a later stop or close)",
+                  p->name.c_str(), static_cast<long long>(held));
 }
 
 } // namespace ipoib::pmd

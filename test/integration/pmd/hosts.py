@@ -1,13 +1,16 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """What the driver's integration tests with Linux hosts share: addresses of
 simulated ports (GUID, GUID-derived MAC, LID/QPN MAC), DPDK telemetry, a TCP
-transfer judged by its SHA-256, and one run of a scenario on a fresh fabric
-with everything it started cleaned up."""
+transfer judged by its SHA-256, a tap_bridge process seen from outside, and
+one run of a scenario on a fresh fabric with everything it started cleaned
+up."""
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 
 
 def sh(cmd, timeout=60):
@@ -111,3 +114,47 @@ def run_on_fabric(t, fabric, name, scenario, up_args, running, netns, cwd, timeo
             t.note(f"logs kept in {cwd}")
         else:
             shutil.rmtree(cwd, ignore_errors=True)
+
+
+class TapBridgeHost:
+    """A running tap_bridge (test/integration/pmd/tap_bridge.cpp) as the tests see it: its process
+    `p`, its log at `log_path` (open as `log`), its DPDK file prefix `prefix`, its tap's kernel side
+    in network namespace `ns`. Subclasses start it and say how it is forgotten (forget())."""
+
+    def text(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def port(self):
+        return telemetry(self.prefix, "/ipoib/ports").get("0", {})
+
+    def up(self, timeout=60):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.port().get("link") == "up":
+                return True
+            time.sleep(0.5)
+        return False
+
+    def xstats(self):
+        return telemetry(self.prefix, "/ethdev/xstats,0")
+
+    def run(self, cmd, timeout=90):
+        return sh(f"ip netns exec {self.ns} {cmd}", timeout=timeout)
+
+    def forget(self):
+        """Drop the bookkeeping of the caller (its lists of processes and namespaces)."""
+
+    def quit(self, timeout=30):
+        """SIGTERM; the bridge's last line: its counters and whether every mbuf came back ({} if none)."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+        self.forget()
+        line = [x for x in self.text().splitlines() if x.startswith("tap_bridge: to_port")]
+        return dict(re.findall(r"(\w+) (\S+)", line[-1].split(":", 1)[1])) if line else {}

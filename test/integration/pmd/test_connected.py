@@ -32,6 +32,7 @@ usage: test_connected.py FABRIC_TOOL PMD_SO IPOIB_ADDR_TOOL TAP_BRIDGE
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,9 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 from tap import Tap  # noqa: E402
 from fabric_client import Fabric, client_env  # noqa: E402
-from hosts import TCP_RECEIVER, TCP_SENDER, guid_of, mac_of, run_on_fabric, sh, telemetry, transfer_intact  # noqa: E402
+from testpmd import Testpmd  # noqa: E402
+from hosts import (TCP_RECEIVER, TCP_SENDER, TapBridgeHost, guid_of, mac_of, run_on_fabric, sh, telemetry,  # noqa: E402
+                   transfer_intact)
 
 FABRIC, PMD, IPOIB_ADDR, BRIDGE = (os.path.abspath(a) for a in sys.argv[1:5])
 t = Tap()
@@ -84,7 +87,7 @@ except socket.timeout:
 """
 
 
-class Bridge:
+class Bridge(TapBridgeHost):
     """tap_bridge on HCA `host`: its tap's kernel side in a namespace of its own with IPS[host]."""
 
     def __init__(self, env, host, devargs, tag, mtu=65520, offload=False):
@@ -113,44 +116,12 @@ class Bridge:
            f" && ip -n {self.ns} addr add {IPS[host]}/24 dev {self.tap} && ip -n {self.ns} link set {self.tap} up"
            f" && ip -n {self.ns} link set lo up")
 
-    def text(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def up(self, timeout=60):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if telemetry(self.prefix, "/ipoib/ports").get("0", {}).get("link") == "up":
-                return True
-            time.sleep(0.5)
-        return False
-
-    def port(self):
-        return telemetry(self.prefix, "/ipoib/ports").get("0", {})
-
-    def xstats(self):
-        return telemetry(self.prefix, "/ethdev/xstats,0")
-
-    def run(self, cmd, timeout=90):
-        return sh(f"ip netns exec {self.ns} {cmd}", timeout=timeout)
-
-    def quit(self):
-        """SIGTERM; the bridge's last line: its counters and whether every mbuf came back ({} if none)."""
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.log.close()
+    def forget(self):
         if self in running:
             running.remove(self)
         if self.ns in netns:
             sh(f"ip netns del {self.ns}")
             netns.remove(self.ns)
-        line = [x for x in self.text().splitlines() if x.startswith("tap_bridge: to_port")]
-        return dict(re.findall(r"(\w+) (\S+)", line[-1].split(":", 1)[1])) if line else {}
 
 
 def cm_counts(b):
@@ -360,6 +331,90 @@ def tcp_checksum_ok(ip):
     return s == 0xffff
 
 
+def testpmd_pair(env):
+    """Two dpdk-testpmd processes in connected mode: A sends one burst of 32 frames of 65534 bytes
+    (tx_first; chains of 8 KB mbufs, as testpmd's command line takes at most 128 characters of
+    segment sizes), B (2 KB mbufs: each frame a chain of 32 segments) sends each back (macswap):
+    counts equal both ways, and the payloads judged on the wire: the RC messages B sent
+    carry exactly the bytes of those A sent (both HCAs' captures). B never saw A's address (no
+    ARP): it knows A is in connected mode from A's connection to it."""
+    cap_a, cap_b = os.path.join(CWD, "tp-a.pcap"), os.path.join(CWD, "tp-b.pcap")
+    b = Testpmd(env, "Hca2", [f"net_ipoib0,mode=connected,capture={cap_b}"], PMD, CWD, prefix=f"cmtb{os.getpid()}",
+                args=["--enable-scatter"], startup_timeout=60)
+    running.append(b)
+    t.ok(b.wait_link(0, True, 30), "p: B (testpmd, connected mode) is up")
+    pb = telemetry(b.prefix, "/ipoib/ports").get("0", {})
+    a = Testpmd(env, "Hca1", [f"net_ipoib0,mode=connected,neigh={pb.get('mac')}/{pb.get('hwaddr')},capture={cap_a}"],
+                PMD, CWD, prefix=f"cmta{os.getpid()}", args=["--enable-scatter", "--mbuf-size=8320"],
+                startup_timeout=60)
+    running.append(a)
+    t.ok(a.wait_link(0, True, 30), "p: A (testpmd, connected mode, B given as a neighbour) is up")
+    a("set txpkts " + ",".join(["8192"] * 7 + ["8190"]))
+    a(f"set eth-peer 0 {pb.get('mac')}")
+    b("set fwd macswap")
+    b("start")
+    a("set fwd rxonly")
+    # Warm-up: the first burst makes the connections (A's while its frames wait, at most 3 held;
+    # B's when it first answers, over UD meanwhile: fragments); then 32 frames over both.
+    a("start tx_first")
+    time.sleep(3)
+    a("stop")
+    for tp in (a, b):
+        tp("clear port stats all")
+        tp("clear port xstats all")
+    a("start tx_first")
+    end = time.monotonic() + 30
+    while time.monotonic() < end and a.stats(0)[0] < 32:
+        time.sleep(0.5)
+    a("stop")
+    b("stop")
+    (a_rx, a_tx), (b_rx, b_tx) = a.stats(0), b.stats(0)
+    xa, xb = a.xstats(0), b.xstats(0)
+    t.note(f"p: A tx {a_tx} rx {a_rx}, B rx {b_rx} tx {b_tx}; A tx_cm_packets {xa.get('tx_cm_packets')}, "
+           f"B rx_cm_packets {xb.get('rx_cm_packets')} rx_lent_frames {xb.get('rx_lent_frames')}")
+    t.eq((a_tx, b_rx, b_tx, a_rx), (32, 32, 32, 32), "p: 32 frames of 64 KB A -> B and 32 back, counted exactly")
+    t.ok(xa.get("tx_cm_packets", 0) == 32 and xb.get("tx_cm_packets", 0) == 32 and
+         xb.get("rx_lent_frames", 0) == 32,
+         "p: both ways over connections; B received each frame in its shared receive buffers (lent, 32 x 2 KB)",
+         (xa, xb))
+    for tp in (a, b):
+        tp.quit()
+        running.remove(tp)
+
+    def messages(cap):
+        """The payloads of the RC SEND messages in a capture (FIRST..LAST joined), read from the pcap
+        itself (tshark shows the data of SEND Last packets as nothing): the IB link packet
+        (DLT 147) is LRH (8 bytes; LNH 3: a GRH of 40 follows), BTH (12: opcode, pad count), the
+        payload, ICRC (4) and VCRC (2)."""
+        msgs, cur = [], b""
+        with open(cap, "rb") as f:
+            data = f.read()
+        off = 24  # (the pcap file header)
+        while off + 16 <= len(data):
+            incl = struct.unpack_from("<I", data, off + 8)[0]
+            pkt = data[off + 16:off + 16 + incl]
+            off += 16 + incl
+            hdr = 8 + (40 if (pkt[1] & 3) == 3 else 0)
+            if len(pkt) < hdr + 12 + 6:
+                continue
+            op, pad = pkt[hdr], (pkt[hdr + 1] >> 4) & 3
+            if op > 5:
+                continue  # (not an RC SEND)
+            cur += pkt[hdr + 12:len(pkt) - 6 - pad]
+            if op in (2, 3, 4, 5):  # SEND Last (with immediate), Only (with immediate)
+                msgs.append(cur)
+                cur = b""
+        return msgs
+
+    ma, mb = messages(cap_a), messages(cap_b)
+    big_a = [m for m in ma if len(m) >= 65000][-32:]  # (the measured burst: the last 32 each way)
+    big_b = [m for m in mb if len(m) >= 65000][-32:]
+    t.note(f"p: RC messages on the wire: A {len(ma)} ({len(big_a)} of 64 KB), B {len(mb)} ({len(big_b)} of 64 KB)")
+    t.ok(len(big_a) == 32 and big_a == big_b and all(len(m) == 65524 for m in big_a),
+         "p: on the wire, B's 32 RC messages of 65524 bytes carry exactly the bytes of A's (payloads verified)",
+         (len(big_a), len(big_b), sorted({len(m) for m in big_a + big_b})))
+
+
 def port_down_in_setup(env):
     """A's port goes down while its connection request waits for an answer (B is stopped: its CM
     answers nothing): the attempt is dropped, the frames held for it are dropped and counted, no
@@ -451,6 +506,7 @@ def scenarios(env):
     scenario(env)
     checksum_offload(env, 1)
     checksum_offload(env, 0)
+    testpmd_pair(env)
     port_down_in_setup(env)
     peer_killed(env)
 

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -82,6 +83,18 @@ AhAttr from_ibv(const ibv_ah_attr &a) {
         o.flow_label = a.grh.flow_label;
     }
     return o;
+}
+
+// What a REQ or REP carried (rdma_cm's connection parameters) into an event:
+// the sender's QP, its RC parameters, up to max bytes of private data.
+void take_conn(const rdma_conn_param &c, std::size_t max, CmEvent *ev) {
+    ev->remote_qpn = c.qp_num;
+    ev->responder_resources = c.responder_resources;
+    ev->initiator_depth = c.initiator_depth;
+    ev->rnr_retry_count = c.rnr_retry_count;
+    ev->private_data_len = static_cast<std::uint8_t>(std::min<std::size_t>(c.private_data_len, max));
+    if (c.private_data)
+        std::memcpy(ev->private_data, c.private_data, ev->private_data_len);
 }
 
 class RdmaCm final : public Cm {
@@ -334,14 +347,7 @@ class RdmaCm final : public Cm {
             ev->type = CmEventType::req_received;
             ev->id = n;
             ev->service_id = l ? l->sids.front() : 0;
-            ev->remote_qpn = raw.param.conn.qp_num;
-            ev->responder_resources = raw.param.conn.responder_resources;
-            ev->initiator_depth = raw.param.conn.initiator_depth;
-            ev->rnr_retry_count = raw.param.conn.rnr_retry_count;
-            ev->private_data_len = static_cast<std::uint8_t>(
-                std::min<std::size_t>(raw.param.conn.private_data_len, kCmReqPrivateData));
-            if (raw.param.conn.private_data)
-                std::memcpy(ev->private_data, raw.param.conn.private_data, ev->private_data_len);
+            take_conn(raw.param.conn, kCmReqPrivateData, ev);
             ev->path.sgid = gid_of(rdma_get_local_addr(cm));
             ev->path.dgid = gid_of(rdma_get_peer_addr(cm));
             ev->path.global = info_.ethernet;
@@ -404,14 +410,7 @@ class RdmaCm final : public Cm {
         case RDMA_CM_EVENT_CONNECT_RESPONSE:
             if (e->st == St::req_sent) {
                 ev->type = CmEventType::rep_received;
-                ev->remote_qpn = raw.param.conn.qp_num;
-                ev->responder_resources = raw.param.conn.responder_resources;
-                ev->initiator_depth = raw.param.conn.initiator_depth;
-                ev->rnr_retry_count = raw.param.conn.rnr_retry_count;
-                ev->private_data_len = static_cast<std::uint8_t>(
-                    std::min<std::size_t>(raw.param.conn.private_data_len, kCmRepPrivateData));
-                if (raw.param.conn.private_data)
-                    std::memcpy(ev->private_data, raw.param.conn.private_data, ev->private_data_len);
+                take_conn(raw.param.conn, kCmRepPrivateData, ev);
                 e->st = St::rep_received;
                 out = 1;
             }

@@ -157,6 +157,18 @@ struct QpStats {
     Counter tx_bounce_bytes;  // copied into the bounce ring (unregistered memory, too long for inline)
     // RC: a work request failed for good (retries exhausted, the peer gone): the QP is in error.
     std::atomic<bool> failed{false};
+    QpCounters counters() const noexcept {
+        QpCounters c{};
+        c.tx_packets = tx_packets.get();
+        c.tx_bytes = tx_bytes.get();
+        c.tx_errors = tx_errors.get();
+        c.rx_packets = rx_packets.get();
+        c.rx_bytes = rx_bytes.get();
+        c.drop_too_long = drop_too_long.get();
+        c.rx_errors = rx_errors.get();
+        c.tx_bounce_bytes = tx_bounce_bytes.get();
+        return c;  // the rest (no buffer, Q_Key, P_Key drops) the device does not report per QP
+    }
 };
 
 class VerbsContext;
@@ -334,18 +346,7 @@ class VerbsQp final : public Qp {
     int set_pkey_index(std::uint16_t index) noexcept override;
     int attach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept override;
     int detach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept override;
-    QpCounters counters() const noexcept override {
-        QpCounters c{};
-        c.tx_packets = stats_.tx_packets.get();
-        c.tx_bytes = stats_.tx_bytes.get();
-        c.tx_errors = stats_.tx_errors.get();
-        c.rx_packets = stats_.rx_packets.get();
-        c.rx_bytes = stats_.rx_bytes.get();
-        c.drop_too_long = stats_.drop_too_long.get();
-        c.rx_errors = stats_.rx_errors.get();
-        c.tx_bounce_bytes = stats_.tx_bounce_bytes.get();
-        return c;  // the rest (no buffer, Q_Key, P_Key drops) the device does not report per QP
-    }
+    QpCounters counters() const noexcept override { return stats_.counters(); }
 
   private:
     VerbsContext *ctx_;
@@ -431,16 +432,7 @@ class VerbsRcQp final : public RcQp {
     RcState state() const noexcept override {
         return stats_.failed.load(std::memory_order_relaxed) ? RcState::error : state_;
     }
-    QpCounters counters() const noexcept override {
-        QpCounters c{};
-        c.tx_packets = stats_.tx_packets.get();
-        c.tx_bytes = stats_.tx_bytes.get();
-        c.tx_errors = stats_.tx_errors.get();
-        c.rx_packets = stats_.rx_packets.get();
-        c.rx_bytes = stats_.rx_bytes.get();
-        c.rx_errors = stats_.rx_errors.get();
-        return c;
-    }
+    QpCounters counters() const noexcept override { return stats_.counters(); }
 
   private:
     VerbsContext *ctx_;
@@ -462,7 +454,8 @@ class VerbsContext final : public common::ContextBase {
     DeviceCaps caps() const noexcept override {
         return DeviceCaps{.max_recv_sge = std::min<std::uint32_t>(kMaxRecvSge, max_sge_),
                           .max_rc_send_sge = std::min<std::uint32_t>(kMaxRcSendSge, max_sge_),
-                          .max_rc_recv_sge = std::min<std::uint32_t>(kMaxRcRecvSge, max_srq_sge_)};
+                          .max_rc_recv_sge = std::min<std::uint32_t>(kMaxRcRecvSge, max_srq_sge_),
+                          .lkey_required = true};
     }
     int query_port(std::uint8_t port, PortAttr *out) noexcept override;
     int query_gid(std::uint8_t port, int index, Gid *out) noexcept override;

@@ -262,6 +262,9 @@ struct DeviceCaps {
     // rxe gathers 32). At most kMaxRcSendSge / kMaxRcRecvSge.
     std::uint32_t max_rc_send_sge = 34;
     std::uint32_t max_rc_recv_sge = 33;
+    // Sends read only memory registered with reg_mr, by lkey (verbs). The
+    // software HCAs reach any memory of the process (lkey 0 is fine).
+    bool lkey_required = false;
 };
 inline constexpr std::uint32_t kMaxQueues = 16;  // of either kind, on any provider
 
