@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, os.path.join(HERE, "..", "integration", "pmd"))
 from tap import Tap  # noqa: E402
-from hosts import TCP_RECEIVER, TCP_SENDER, TapBridgeHost, sh, transfer_intact  # noqa: E402
+from hosts import TapBridgeHost, sh, tcp_transfer, transfer_intact  # noqa: E402
 
 BRIDGE, PMD, CWD = (os.path.abspath(a) for a in sys.argv[1:4])
 VDEV = "net_ipoib0,provider=verbs,dev=rxe0,mode=connected"
@@ -112,20 +112,8 @@ def transfer():
     t.ok("connecting to" in b.text() and re.search(r"connected to .*RC QP", b.text()) is not None,
          "B's log: its TX queue connected (RC QP to RC QP)", b.text()[-1500:])
 
-    srv = subprocess.Popen(["ip", "netns", "exec", a.ns, "python3", "-c", TCP_RECEIVER, "10.82.0.1", "5003"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(0.5)
-    t0 = time.monotonic()
-    cli = subprocess.Popen(["ip", "netns", "exec", b.ns, "python3", "-c", TCP_SENDER, "10.82.0.1", "5003",
-                            str(NBYTES), "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        cli_out, _ = cli.communicate(timeout=240)
-        srv_out, _ = srv.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        cli.kill()
-        srv.kill()
-        cli_out, srv_out = cli.communicate()[0], srv.communicate()[0]
-    t.note(f"TCP over rxe: {NBYTES >> 20} MB in {time.monotonic() - t0:.1f} s")
+    cli_out, srv_out, secs = tcp_transfer(a.ns, b.ns, "10.82.0.1", 5003, NBYTES, timeout=240)
+    t.note(f"TCP over rxe: {NBYTES >> 20} MB in {secs:.1f} s")
     t.ok(transfer_intact(cli_out, srv_out, NBYTES),
          f"a {NBYTES >> 20} MB TCP stream from B to A over the connection arrives whole (length and SHA-256)",
          (cli_out[-300:], srv_out[-300:]))

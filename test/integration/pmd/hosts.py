@@ -81,6 +81,25 @@ print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
 """
 
 
+def tcp_transfer(recv_ns, send_ns, ip, port, nbytes, pieces=1, timeout=120):
+    """A TCP stream of nbytes from namespace send_ns to TCP_RECEIVER in recv_ns at ip:port:
+    (the sender's output, the receiver's, seconds taken); judge it with transfer_intact()."""
+    srv = subprocess.Popen(["ip", "netns", "exec", recv_ns, "python3", "-c", TCP_RECEIVER, ip, str(port)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    cli = subprocess.Popen(["ip", "netns", "exec", send_ns, "python3", "-c", TCP_SENDER, ip, str(port), str(nbytes),
+                            str(pieces)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        cli_out, _ = cli.communicate(timeout=timeout)
+        srv_out, _ = srv.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        cli.kill()
+        srv.kill()
+        cli_out, srv_out = cli.communicate()[0], srv.communicate()[0]
+    return cli_out, srv_out, time.monotonic() - t0
+
+
 def transfer_intact(sender_out, receiver_out, nbytes):
     """Both sides printed (length, SHA-256), the same, of nbytes."""
     done = [o.split()[-2:] for o in (sender_out, receiver_out)]

@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from tap import Tap  # noqa: E402
 from fabric_client import Fabric, client_env  # noqa: E402
 from testpmd import Testpmd  # noqa: E402
-from hosts import (TCP_RECEIVER, TCP_SENDER, TapBridgeHost, guid_of, mac_of, run_on_fabric, sh, telemetry,  # noqa: E402
+from hosts import (TapBridgeHost, guid_of, mac_of, run_on_fabric, sh, tcp_transfer, telemetry,  # noqa: E402
                    transfer_intact)
 
 FABRIC, PMD, IPOIB_ADDR, BRIDGE = (os.path.abspath(a) for a in sys.argv[1:5])
@@ -158,20 +158,8 @@ def scenario(env):
     t.ok(ca.get("cm_established", 0) >= 2 and cb.get("cm_established", 0) >= 2,
          "each side counts two connections established (its own to the peer, the peer's to it)", (ca, cb))
 
-    srv = subprocess.Popen(["ip", "netns", "exec", a.ns, "python3", "-c", TCP_RECEIVER, IPS["Hca1"], "5003"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(0.5)
-    t0 = time.monotonic()
-    cli = subprocess.Popen(["ip", "netns", "exec", b.ns, "python3", "-c", TCP_SENDER, IPS["Hca1"], "5003",
-                            str(NBYTES), "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        cli_out, _ = cli.communicate(timeout=120)
-        srv_out, _ = srv.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        cli.kill()
-        srv.kill()
-        cli_out, srv_out = cli.communicate()[0], srv.communicate()[0]
-    t.note(f"TCP: {NBYTES >> 20} MB in {time.monotonic() - t0:.1f} s")
+    cli_out, srv_out, secs = tcp_transfer(a.ns, b.ns, IPS["Hca1"], 5003, NBYTES, timeout=120)
+    t.note(f"TCP: {NBYTES >> 20} MB in {secs:.1f} s")
     t.ok(transfer_intact(cli_out, srv_out, NBYTES),
          f"a {NBYTES >> 20} MB TCP stream from B to A over the connection arrives whole (length and SHA-256)",
          (cli_out[-300:], srv_out[-300:]))
@@ -260,19 +248,8 @@ def checksum_offload(env, icrc_b):
     b = Bridge(env, "Hca2", f"mode=connected,icrc_csum={icrc_b},capture={cap}", tag, offload=True)
     t.ok(a.up() and b.up(), f"{tag}: both ports up")
     time.sleep(1)
-    srv = subprocess.Popen(["ip", "netns", "exec", a.ns, "python3", "-c", TCP_RECEIVER, IPS["Hca1"], "5004"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(0.5)
     n = 4 << 20
-    cli = subprocess.Popen(["ip", "netns", "exec", b.ns, "python3", "-c", TCP_SENDER, IPS["Hca1"], "5004", str(n),
-                            "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        cli_out, _ = cli.communicate(timeout=120)
-        srv_out, _ = srv.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        cli.kill()
-        srv.kill()
-        cli_out, srv_out = cli.communicate()[0], srv.communicate()[0]
+    cli_out, srv_out, _ = tcp_transfer(a.ns, b.ns, IPS["Hca1"], 5004, n)
     t.ok(transfer_intact(cli_out, srv_out, n),
          f"{tag}: a TCP stream B -> A whose checksums the kernel offloads arrives whole", (cli_out[-300:], srv_out[-300:]))
     xa, xb = a.xstats(), b.xstats()
