@@ -273,7 +273,9 @@ void on_req(Port *p, hca::Cm &cm, const hca::CmEvent &ev) {
     RcConn c;
     c.passive = true;
     c.rxq = static_cast<std::uint16_t>(st.next_rxq++ % st.rings.size());
-    c.dlid = ev.path.dlid;
+    // The key the peer's frames are known by: its LID; on RoCE its GID folded
+    // (as the datagram path keys RoCE senders; the CM's LID is 0 there).
+    c.dlid = p->fp.roce ? gid_key(ev.path.dgid.raw.data()) : ev.path.dlid;
     c.peer_ud_qpn = pd.ud_qpn;
     c.peer_qpn = ev.remote_qpn;
     c.psn = static_cast<std::uint32_t>(rte_rand() & 0xffffff);
@@ -652,7 +654,7 @@ bool cm_port_up(Port *p) {
         }
     }
     for (std::uint32_t i = 0; i < p->rx_queues && i < p->rxq.size(); ++i)
-        if (p->rxq[i] && p->rxq[i]->cm.store != st.rings[i].store)  // (the same ring: its spares stay)
+        if (p->rxq[i])
             p->rxq[i]->cm = st.rings[i];
     for (TxQueue *q : p->txq) {
         if (!q)

@@ -150,6 +150,10 @@ struct CmRxStore {
     std::unique_ptr<std::atomic<std::uint32_t>[]> held;  // per slot: its buffers the application holds
     rte_ring *back = nullptr;                       // slots the application gave back (multi-producer)
     std::atomic<std::int64_t> lent{0};              // buffers the application holds
+    // Spares the RX queue's lcore took off the return ring, not posted yet
+    // (its alone; here, not in the queue, so that they outlive a queue's setup).
+    std::uint32_t nspare = 0;
+    std::uint32_t spare[2 * kCmSrqDepth];
 };
 // Make a store of 2 x depth slots (nullptr: logged); destroy it now if
 // nothing is lent, else retire it until the application has freed all.
@@ -169,8 +173,6 @@ struct CmRxRing {
     std::uint32_t nsge = kCmRecvSge;      // <= kCmRecvSge
     std::uint32_t buf_size = kCmBufSize;  // <= kCmMaxBufSize; nsge * buf_size - kCmRxHead >= kCmRecvMtu
     bool lend = false;                    // frames may be lent (the provider sends from any memory)
-    std::uint32_t nspare = 0;             // taken off the return ring, not posted yet
-    std::uint32_t spare[2 * kCmSrqDepth];
     std::uint8_t *buf(std::uint32_t slot, std::uint32_t j) const noexcept {
         return base + (std::size_t{j} * slots + slot) * buf_size;
     }
@@ -187,14 +189,16 @@ struct CmRxRing {
     }
     // A spare slot (false: the application holds them all).
     bool take_spare(std::uint32_t *slot) noexcept {
-        if (!nspare)
-            nspare = rte_ring_sc_dequeue_burst_elem(store->back, spare, sizeof(std::uint32_t), 2 * kCmSrqDepth,
-                                                    nullptr);
-        if (!nspare)
+        CmRxStore &s = *store;
+        if (!s.nspare)
+            s.nspare = rte_ring_sc_dequeue_burst_elem(s.back, s.spare, sizeof(std::uint32_t), 2 * kCmSrqDepth, nullptr);
+        if (!s.nspare)
             return false;
-        *slot = spare[--nspare];
+        *slot = s.spare[--s.nspare];
         return true;
     }
+    // Give back a spare take_spare gave (room: it was taken from there).
+    void put_spare(std::uint32_t slot) noexcept { store->spare[store->nspare++] = slot; }
 };
 
 // The CM private data of a REQ or REP (doc/wire.md "Connected mode"): Linux's

@@ -195,11 +195,12 @@ std::uint16_t cm_rx(RxQueue *q, rte_mbuf **pkts, std::uint16_t n) noexcept {
         const auto w = static_cast<std::uint32_t>(c.wr_id);
         if (c.opcode != hca::WcOpcode::recv || w >= r.slots)
             continue;  // not a receive of this ring (a passive connection posts no sends)
-        if (c.status == hca::WcStatus::wr_flush_err)
-            continue;  // the shared receive queue is going away
         std::uint32_t repost = w;  // the slot posted in w's place
         rte_mbuf *m = nullptr;
-        if (c.status != hca::WcStatus::success || c.byte_len < wire::kEncapLen || c.byte_len > kCmRecvMtu) {
+        if (c.status == hca::WcStatus::wr_flush_err) {
+            // A connection closed while its message was arriving (its QP to ERR: the device
+            // flushes the receive it had taken): not traffic; the slot is posted again.
+        } else if (c.status != hca::WcStatus::success || c.byte_len < wire::kEncapLen || c.byte_len > kCmRecvMtu) {
             ++q->st.cm_errors;
         } else if (!deliver) {
             ++q->st.link_down;
@@ -223,7 +224,7 @@ std::uint16_t cm_rx(RxQueue *q, rte_mbuf **pkts, std::uint16_t n) noexcept {
                         if (taken == 1)
                             repost = spare;
                         else
-                            r.spare[r.nspare++] = spare;  // (room: it was taken from there)
+                            r.put_spare(spare);
                     } else {
                         ++q->st.lend_exhausted;
                     }

@@ -656,6 +656,9 @@ TEST_CASE("connected mode: the peer stopped while connected sends a DREQ; the ne
     rte_pktmbuf_free(got);
     CHECK(xstat(a.id, "tx_cm_packets") == 1);
     CHECK(xstat(a.id, "cm_established") == 1);
+    // (B's side is established once its control thread saw the RTU; stopped before, B would
+    // reject the connection instead of disconnecting it: the driver has no COMM_EST yet.)
+    CHECK(xstat_reaches(b.id, "cm_established", 1) == 1);
 
     // B stops: it closes the connection A opened to it (DREQ); A's entry goes.
     REQUIRE(rte_eth_dev_stop(b.id) == 0);

@@ -248,6 +248,10 @@ class RdmaCm final : public Cm {
         Id *e = find(id);
         if (!e)
             return -EINVAL;
+        if (e->st != St::up) {  // (never established: rdma_cm would send nothing and tell nothing)
+            drop(id);
+            return 0;
+        }
         if (g_->disconnect(e->cm) != 0)
             return -errno;
         e->st = St::dreq_sent;
@@ -350,6 +354,11 @@ class RdmaCm final : public Cm {
             take_conn(raw.param.conn, kCmReqPrivateData, ev);
             ev->path.sgid = gid_of(rdma_get_local_addr(cm));
             ev->path.dgid = gid_of(rdma_get_peer_addr(cm));
+            if (!info_.ethernet && cm->route.path_rec) {  // InfiniBand: the REQ's primary path (the requester's LID)
+                ev->path.dlid = be16toh(cm->route.path_rec->slid);
+                ev->path.slid = be16toh(cm->route.path_rec->dlid);
+                ev->path.sl = cm->route.path_rec->sl;
+            }
             ev->path.global = info_.ethernet;
             ev->path.pkey = info_.pkey;
             g_->ack_cm_event(&raw);

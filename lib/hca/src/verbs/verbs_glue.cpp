@@ -60,6 +60,7 @@ constexpr Glue kTable = {
     .ack_cq_events = ibv_ack_cq_events,
     .create_srq = ibv_create_srq,
     .destroy_srq = ibv_destroy_srq,
+    .query_qp = ibv_query_qp,
     .create_event_channel = rdma_create_event_channel,
     .destroy_event_channel = rdma_destroy_event_channel,
     .create_id = rdma_create_id,
@@ -86,7 +87,8 @@ consteval bool complete(const Glue &g) {
                  query_device, query_port, query_gid_ex, query_pkey, alloc_pd, dealloc_pd, reg_mr, dereg_mr,
                  create_cq, destroy_cq, create_qp, modify_qp, destroy_qp, create_ah, destroy_ah, attach_mcast,
                  detach_mcast, get_async_event, ack_async_event, event_type_str, create_comp_channel,
-                 destroy_comp_channel, get_cq_event, ack_cq_events, create_srq, destroy_srq, create_event_channel,
+                 destroy_comp_channel, get_cq_event, ack_cq_events, create_srq, destroy_srq, query_qp,
+                 create_event_channel,
                  destroy_event_channel, create_id, destroy_id, bind_addr, listen, resolve_addr, resolve_route, connect,
                  accept, reject, establish, disconnect, get_cm_event, ack_cm_event, init_qp_attr, cm_event_str] = g;
     return abi && size && get_device_list && free_device_list && get_device_name && open_device && close_device &&
@@ -94,7 +96,7 @@ consteval bool complete(const Glue &g) {
            dereg_mr && create_cq && destroy_cq && create_qp && modify_qp && destroy_qp && create_ah &&
            destroy_ah && attach_mcast && detach_mcast && get_async_event && ack_async_event && event_type_str &&
            create_comp_channel && destroy_comp_channel && get_cq_event && ack_cq_events && create_srq &&
-           destroy_srq && create_event_channel && destroy_event_channel && create_id && destroy_id && bind_addr &&
+           destroy_srq && query_qp && create_event_channel && destroy_event_channel && create_id && destroy_id && bind_addr &&
            listen && resolve_addr && resolve_route && connect && accept && reject && establish && disconnect &&
            get_cm_event && ack_cm_event && init_qp_attr && cm_event_str;
 }

@@ -59,6 +59,7 @@ struct Glue {
     void (*ack_cq_events)(ibv_cq *cq, unsigned int nevents);
     ibv_srq *(*create_srq)(ibv_pd *pd, ibv_srq_init_attr *attr);
     int (*destroy_srq)(ibv_srq *srq);
+    int (*query_qp)(ibv_qp *qp, ibv_qp_attr *attr, int mask, ibv_qp_init_attr *init);
     // librdmacm
     rdma_event_channel *(*create_event_channel)();
     void (*destroy_event_channel)(rdma_event_channel *channel);
@@ -98,7 +99,7 @@ inline constexpr GlueEntry kGlueEntries[] = {
     IPOIB_GLUE_ENTRY(detach_mcast),    IPOIB_GLUE_ENTRY(get_async_event),  IPOIB_GLUE_ENTRY(ack_async_event),
     IPOIB_GLUE_ENTRY(event_type_str),  IPOIB_GLUE_ENTRY(create_comp_channel), IPOIB_GLUE_ENTRY(destroy_comp_channel),
     IPOIB_GLUE_ENTRY(get_cq_event),    IPOIB_GLUE_ENTRY(ack_cq_events),    IPOIB_GLUE_ENTRY(create_srq),
-    IPOIB_GLUE_ENTRY(destroy_srq),     IPOIB_GLUE_ENTRY(create_event_channel), IPOIB_GLUE_ENTRY(destroy_event_channel),
+    IPOIB_GLUE_ENTRY(destroy_srq),     IPOIB_GLUE_ENTRY(query_qp),         IPOIB_GLUE_ENTRY(create_event_channel), IPOIB_GLUE_ENTRY(destroy_event_channel),
     IPOIB_GLUE_ENTRY(create_id),       IPOIB_GLUE_ENTRY(destroy_id),       IPOIB_GLUE_ENTRY(bind_addr),
     IPOIB_GLUE_ENTRY(listen),          IPOIB_GLUE_ENTRY(resolve_addr),     IPOIB_GLUE_ENTRY(resolve_route),
     IPOIB_GLUE_ENTRY(connect),         IPOIB_GLUE_ENTRY(accept),           IPOIB_GLUE_ENTRY(reject),

@@ -25,8 +25,8 @@
 // Connected mode (rc.hpp): SRQs, RC QPs and, for their CM, librdmacm
 // (verbs_cm.cpp). An RC send is posted as its gather list (every entry
 // registered; up to the device's max_sge) and signaled as asked; a QP whose
-// work request fails for good (retries exhausted) reports RcState::error,
-// seen by its CQ's poll without a system call.
+// work request failed for good (retries exhausted) is in ERR on the device,
+// which state() asks (ibv_query_qp, at most every 100 ms, control path).
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -42,6 +42,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <map>
 #include <string>
@@ -65,6 +66,13 @@ namespace {
 
 // The verbs provider's numbers, in one place.
 constexpr int kChunk = 32;                        // WRs per ibv_post_* call
+constexpr std::uint64_t kRcStateQueryMs = 100;    // an RC QP's state asked of the device at most this often
+
+std::uint64_t mono_ms() noexcept {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+}
 constexpr int kPollBatch = 64;                    // completions per ibv_poll_cq call
 constexpr std::uint32_t kWantInline = 256;        // inline size asked for (the device may give less)
 constexpr std::uint32_t kBounceSlot = 4096 + 64;  // the largest UD message (4096 MTU) plus slack
@@ -152,11 +160,8 @@ struct Counter {
 };
 struct QpStats {
     std::uint32_t qpn = 0;
-    bool grh = true;  // UD: receives start with the 40-byte GRH area (RC: none)
     Counter tx_packets, tx_bytes, tx_errors, rx_packets, rx_bytes, drop_too_long, rx_errors;
     Counter tx_bounce_bytes;  // copied into the bounce ring (unregistered memory, too long for inline)
-    // RC: a work request failed for good (retries exhausted, the peer gone): the QP is in error.
-    std::atomic<bool> failed{false};
     QpCounters counters() const noexcept {
         QpCounters c{};
         c.tx_packets = tx_packets.get();
@@ -284,15 +289,14 @@ int VerbsCq::poll(Wc *wc, int n) noexcept {
             d.src_qp = s.src_qp;
             d.slid = s.slid;
             d.pkey_index = s.pkey_index;
-            QpStats *o = owners_.size() == 1 ? owners_[0] : owner(s.qp_num);
+            // (A CQ of a UD QP may carry the completions of RC QPs too, counted by the driver.)
+            QpStats *o = owners_.size() == 1 && owners_[0]->qpn == s.qp_num ? owners_[0] : owner(s.qp_num);
             if (!o)
                 continue;
             if (s.status != IBV_WC_SUCCESS) {
                 // Flushes are the QP going away, not traffic.
                 if (s.status == IBV_WC_WR_FLUSH_ERR)
                     continue;
-                if (!o->grh)
-                    o->failed.store(true, std::memory_order_relaxed);  // (an RC QP goes to ERR on any error)
                 if (!recv)
                     o->tx_errors.add();
                 else if (s.status == IBV_WC_LOC_LEN_ERR)
@@ -301,7 +305,7 @@ int VerbsCq::poll(Wc *wc, int n) noexcept {
                     o->rx_errors.add();  // rxe reports a too-long receive as a local QP operation error
             } else if (recv) {
                 o->rx_packets.add();
-                o->rx_bytes.add(o->grh && s.byte_len >= kGrhLen ? s.byte_len - kGrhLen : s.byte_len);
+                o->rx_bytes.add(s.byte_len >= kGrhLen ? s.byte_len - kGrhLen : s.byte_len);
             }
         }
         total += got;
@@ -422,26 +426,28 @@ class VerbsSrq final : public Srq {
 
 class VerbsRcQp final : public RcQp {
   public:
-    VerbsRcQp(VerbsContext *ctx, ibv_qp *qp, VerbsCq *scq, VerbsCq *rcq, bool srq, std::uint32_t max_send_sge);
+    VerbsRcQp(VerbsContext *ctx, ibv_qp *qp, VerbsCq *scq, bool srq, std::uint32_t max_send_sge);
     ~VerbsRcQp() override;
     std::uint32_t qp_num() const noexcept override { return qp_->qp_num; }
     int connect(const RcConnect &c) noexcept override;
     int post_send(const SendWr *wr, int n) noexcept override;
     int post_recv(const RcRecvWr *wr, int n) noexcept override;
     int set_error() noexcept override;
-    RcState state() const noexcept override {
-        return stats_.failed.load(std::memory_order_relaxed) ? RcState::error : state_;
-    }
+    // The device's view (ibv_query_qp: an RC QP whose send failed for good is
+    // in ERR), asked at most every kRcStateQueryMs (control path only).
+    RcState state() const noexcept override;
     QpCounters counters() const noexcept override { return stats_.counters(); }
 
   private:
     VerbsContext *ctx_;
     ibv_qp *qp_;
-    VerbsCq *scq_, *rcq_;
     bool srq_;
     std::uint32_t max_send_sge_;
-    RcState state_ = RcState::init;
-    QpStats stats_;
+    VerbsCq *scq_;                   // (not its owner: the CQs' owner lists belong to the UD QPs,
+                                     // made before the fast path polls; RC QPs come and go under it)
+    std::atomic<RcState> state_{RcState::init};
+    mutable std::uint64_t queried_ms_ = 0;
+    QpStats stats_;                  // sends, counted by post_send
 };
 
 class VerbsContext final : public common::ContextBase {
@@ -1145,24 +1151,35 @@ std::unique_ptr<Context> open_provider(const std::string &device, const Provider
 
 // ---- connected mode -----------------------------------------------------------
 
-VerbsRcQp::VerbsRcQp(VerbsContext *ctx, ibv_qp *qp, VerbsCq *scq, VerbsCq *rcq, bool srq, std::uint32_t max_send_sge)
-    : ctx_(ctx), qp_(qp), scq_(scq), rcq_(rcq), srq_(srq), max_send_sge_(max_send_sge) {
+VerbsRcQp::VerbsRcQp(VerbsContext *ctx, ibv_qp *qp, VerbsCq *scq, bool srq, std::uint32_t max_send_sge)
+    : ctx_(ctx), qp_(qp), srq_(srq), max_send_sge_(max_send_sge), scq_(scq) {
     stats_.qpn = qp->qp_num;
-    stats_.grh = false;
-    scq_->add_owner(&stats_);
-    if (rcq_ != scq_)
-        rcq_->add_owner(&stats_);
 }
 
-VerbsRcQp::~VerbsRcQp() {
-    ctx_->glue()->destroy_qp(qp_);
-    scq_->remove_owner(&stats_);
-    rcq_->remove_owner(&stats_);
+VerbsRcQp::~VerbsRcQp() { ctx_->glue()->destroy_qp(qp_); }
+
+RcState VerbsRcQp::state() const noexcept {
+    const RcState st = state_.load(std::memory_order_relaxed);
+    if (st != RcState::rts)
+        return st;
+    const std::uint64_t now = mono_ms();
+    if (now - queried_ms_ < kRcStateQueryMs)
+        return st;
+    queried_ms_ = now;
+    ibv_qp_attr a{};
+    ibv_qp_init_attr init{};
+    if (ctx_->glue()->query_qp(qp_, &a, IBV_QP_STATE, &init) == 0 && (a.qp_state == IBV_QPS_ERR ||
+                                                                       a.qp_state == IBV_QPS_SQE)) {
+        const_cast<VerbsRcQp *>(this)->state_.store(RcState::error, std::memory_order_relaxed);
+        return RcState::error;
+    }
+    return st;
 }
 
 int VerbsRcQp::connect(const RcConnect &c) noexcept {
-    if (state_ != RcState::init)
-        return ctx_->fail(-EINVAL, "RC QP " + std::to_string(qp_->qp_num) + ": connect in state " + to_string(state_));
+    if (state_.load() != RcState::init)
+        return ctx_->fail(-EINVAL, "RC QP " + std::to_string(qp_->qp_num) + ": connect in state " +
+                                       to_string(state_.load()));
     ibv_qp_attr a{};
     a.qp_state = IBV_QPS_RTR;
     a.ah_attr = to_ibv_ah(c.path);
@@ -1199,9 +1216,8 @@ int VerbsRcQp::connect(const RcConnect &c) noexcept {
 // its gather list (registered memory, at most max_send_sge_ entries); a WR
 // that is not ends the run (what was accepted is returned; the first: -EINVAL).
 int VerbsRcQp::post_send(const SendWr *wr, int n) noexcept {
-    if (state() != RcState::rts)
-        return ctx_->fail(-EINVAL, "RC QP " + std::to_string(qp_->qp_num) + ": post_send in state " +
-                                       to_string(state()));
+    if (const RcState st = state_.load(std::memory_order_relaxed); st != RcState::rts)  // (no query on the fast path)
+        return ctx_->fail(-EINVAL, "RC QP " + std::to_string(qp_->qp_num) + ": post_send in state " + to_string(st));
     int done = 0;
     while (done < n) {
         ibv_send_wr w[kChunk];
@@ -1331,7 +1347,7 @@ std::unique_ptr<RcQp> VerbsContext::create_rc_qp(const RcQpInit &init) noexcept 
                          std::to_string(a.cap.max_send_sge) + " entries): " + std::strerror(errno));
         return nullptr;
     }
-    auto q = std::make_unique<VerbsRcQp>(this, qp, scq, rcq, init.srq != nullptr,
+    auto q = std::make_unique<VerbsRcQp>(this, qp, scq, init.srq != nullptr,
                                          std::min(a.cap.max_send_sge, kMaxRcSendSge));
     ibv_qp_attr m{};
     m.qp_state = IBV_QPS_INIT;
