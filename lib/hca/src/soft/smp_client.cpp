@@ -176,8 +176,15 @@ bool SmpClient::query_port(std::uint8_t port, const NodeIdentity &node, PortSnap
 
     // The port GUID: NodeInfo answers for the port an SMP arrives on. The
     // local directed route arrives on port 1; other ports are asked by LID.
+    // A port's GUID does not change: once known it is kept, not asked again
+    // (after a relink LID-routed SMPs fail until the SM's sweep ends, 500 ms
+    // each, and libibmad's warnings about them flooded the application's
+    // terminal; pmd-bonding's relink saw its testpmd prompt lost among them).
+    const std::uint64_t known = out->attr.port_guid;
     a.port_guid = node.port1_guid;
-    if (port != 1) {
+    if (port != 1 && known) {
+        a.port_guid = known;
+    } else if (port != 1) {
         std::uint8_t ni[IB_SMP_DATA_SIZE];
         std::uint64_t g = 0;
         if (a.lid && smp_lid(a.lid, IB_ATTR_NODE_INFO, 0, ni))

@@ -111,7 +111,7 @@ void SoftContext::publish(std::uint32_t idx, const PortSnapshot &s) {
 bool SoftContext::refresh_ports(bool) {
     smp_failures_.resize(node_.num_ports);
     for (std::uint8_t p = 1; p <= node_.num_ports; ++p) {
-        PortSnapshot now;
+        PortSnapshot now = snap_[p - 1];  // (what query_port keeps: the port's GUID)
         if (smp_.query_port(p, node_, &now)) {
             smp_failures_[p - 1] = 0;
         } else if (++smp_failures_[p - 1] < kSmpFailuresForDown) {
