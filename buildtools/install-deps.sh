@@ -17,6 +17,9 @@ packages=(
     ibsim-utils libumad2sim0 opensm infiniband-diags libibumad-dev libibmad-dev
     # the verbs provider's glue: libibverbs, and librdmacm for connected mode's CM
     libibverbs-dev librdmacm-dev
+    # the xdp provider: its glue's libxdp and libbpf (clang, above, compiles its
+    # XDP program), zlib's CRC-32 (the RoCE ICRC)
+    libxdp-dev libbpf-dev zlib1g-dev
     # test peers and tools
     tshark iproute2 procps iperf3 iputils-ping
     # benchmarks: callgrind counts instructions in the burst functions (test/bench/insn-bench.sh)

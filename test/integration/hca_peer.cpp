@@ -1191,7 +1191,8 @@ std::string run(Device &dev, const std::string &cmd, std::istringstream &in) {
             << c.drop_no_qp << ",\"drop_pkey\":" << c.drop_pkey << ",\"drop_port_down\":" << c.drop_port_down
             << ",\"drop_no_buffer\":" << c.drop_no_buffer << ",\"drop_qkey\":" << c.drop_qkey
             << ",\"drop_too_long\":" << c.drop_too_long << ",\"tx_mtu_exceeded\":" << c.tx_mtu_exceeded
-            << ",\"tx_port_down\":" << c.tx_port_down << ",\"rx_bad_slot\":" << c.rx_bad_slot << "}";
+            << ",\"tx_port_down\":" << c.tx_port_down << ",\"rx_bad_slot\":" << c.rx_bad_slot
+            << ",\"rx_bad_icrc\":" << c.rx_bad_icrc << ",\"rx_malformed\":" << c.rx_malformed << "}";
     } else if (cmd == "fabric") {
         std::uint32_t p = 0, g = 0;
         if (!soft::fabric_proc(ctx, &p, &g))

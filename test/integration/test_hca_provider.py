@@ -13,6 +13,9 @@ the provider under test:
   inproc: test_hca_provider.py inproc OPTIONS PATH-TO-hca-peer
          A and B two devices of the in-process HCA, in one hca-peer process
          (their fabric is the process), e.g. OPTIONS link=eth.
+  xdp:   test_hca_provider.py xdp [OPTIONS] PATH-TO-hca-peer
+         A and B on the two ends of a veth pair, each in a network namespace
+         of its own (made and removed here; needs root), RoCE v2 over AF_XDP.
 
 What differs between an InfiniBand port and a RoCE port is read from the
 port, never assumed: on Ethernet every address carries a GRH and there are
@@ -48,6 +51,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tap import Tap  # noqa: E402
 from hca_peer_client import HcaPeer, shared_peers  # noqa: E402
+from netns import VethPair  # noqa: E402
 
 MODE = sys.argv[1]
 PEER = os.path.abspath(sys.argv[3])
@@ -58,8 +62,11 @@ CWD = tempfile.mkdtemp(prefix="hca-provider-test-")
 peers = []
 
 
-def Peer(name, args, env):
-    p = HcaPeer(name, [PEER, *args], env, CWD)
+cleanups = []
+
+
+def Peer(name, args, env, netns=None):
+    p = HcaPeer(name, (["ip", "netns", "exec", netns] if netns else []) + [PEER, *args], env, CWD)
     peers.append(p)
     return p
 
@@ -411,6 +418,52 @@ def rss_queues(a, b, pb, qa, nrq):
     b(f"detach rss mgid={BCAST_MGID} mlid={mlid}")
 
 
+def roce_frame(src_mac, dst_mac, sgid, dgid, dqpn, sqpn, qkey, payload, corrupt_icrc=False):
+    """A RoCE v2 UD SEND over IPv6 built here, independently of the provider: Ethernet, IPv6, UDP
+    to 4791, BTH, DETH, payload (padded to 4), ICRC = CRC-32 over 8 bytes of ones and the packet
+    with its variant fields set to ones, least significant byte first (IBA Annex A17.3.3)."""
+    import zlib
+    pad = -len(payload) % 4
+    bth = struct.pack(">BBHII", 0x64, pad << 4, 0xFFFF, dqpn & 0xFFFFFF, 7)
+    deth = struct.pack(">II", qkey, sqpn & 0xFFFFFF)
+    body = bth + deth + payload + bytes(pad)
+    udp_len = 8 + len(body) + 4
+    ip6 = struct.pack(">IHBB", 6 << 28, udp_len, 17, 64) + sgid + dgid
+    udp = struct.pack(">HHHH", 0xC001, 4791, udp_len, 0)
+    masked = bytes([ip6[0] | 0x0F, 0xFF, 0xFF, 0xFF]) + ip6[4:7] + b"\xff" + ip6[8:] + udp[:6] + b"\xff\xff" + \
+        body[:4] + b"\xff" + body[5:]
+    icrc = zlib.crc32(masked, zlib.crc32(b"\xff" * 8)) ^ (1 if corrupt_icrc else 0)
+    return dst_mac + src_mac + b"\x86\xdd" + ip6 + udp + body + struct.pack("<I", icrc)
+
+
+def injected(a, b, netns):
+    """Frames written by a raw socket in B's namespace to A's QP: the ICRC computed here is
+    accepted (payload intact); one with a wrong ICRC is dropped and counted as such."""
+    pa = a("port 1")
+    qa = a(f"qp inj rq=8 qkey={QKEY}")["qpn"]
+    a("post inj n=8")
+    mac_a = bytes.fromhex(netns.ns(0, "cat", f"/sys/class/net/{netns.devs[0]}/address", capture_output=True,
+                                   text=True).stdout.strip().replace(":", ""))
+    mac_b = bytes.fromhex(netns.ns(1, "cat", f"/sys/class/net/{netns.devs[1]}/address", capture_output=True,
+                                   text=True).stdout.strip().replace(":", ""))
+    sgid = ipaddress.ip_address(b("port 1")["gid"]).packed
+    dgid = ipaddress.ip_address(pa["gid"]).packed
+    payload = bytes((i * 5 + 1) & 0xFF for i in range(201))
+    good = roce_frame(mac_b, mac_a, sgid, dgid, qa, 0x123, QKEY, payload)
+    bad = roce_frame(mac_b, mac_a, sgid, dgid, qa, 0x123, QKEY, payload, corrupt_icrc=True)
+    c0 = a("pcounters 1")
+    sender = ("import socket,sys;s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW);s.bind((sys.argv[1],0));"
+              "[s.send(bytes.fromhex(f)) for f in sys.argv[2:]]")
+    netns.ns(1, sys.executable, "-c", sender, netns.devs[1], good.hex(), bad.hex(), bad.hex(), check=True)
+    r = a("recv inj count=3 timeout_ms=1500")
+    c1 = a("pcounters 1")
+    t.note(f"injected: {r['statuses']} lens {r['lens']} src_qps {r['src_qps']}; port {c1}")
+    t.eq((r["received"], r["lens"], r["src_qps"]), (1, [201], [0x123]),
+         "a RoCE v2 frame whose ICRC this test computed itself (zlib) is accepted, from the QPN it names")
+    t.eq((c1["rx_bad_icrc"] - c0["rx_bad_icrc"], c1["rx_packets"] - c0["rx_packets"]), (2, 1),
+         "two frames with a wrong ICRC are dropped, counted as bad ICRC, not as received")
+
+
 def main():
     env = None
     fabric = None
@@ -425,16 +478,25 @@ def main():
         elif MODE == "inproc":
             proc, (a, b) = shared_peers([PEER, "inproc", sys.argv[2]], ["A", "B"], dict(os.environ), CWD)
             peers.append(proc)
+        elif MODE == "xdp":
+            netns = VethPair()
+            cleanups.append(netns.remove)
+            a = Peer("A", ["xdp", sys.argv[2], netns.devs[0]], dict(os.environ), netns.names[0])
+            b = Peer("B", ["xdp", sys.argv[2], netns.devs[1]], dict(os.environ), netns.names[1])
         else:
             a = Peer("A", ["verbs", "", sys.argv[2]], dict(os.environ))
             b = Peer("B", ["verbs", "", sys.argv[2]], dict(os.environ))
         t.run(f"provider {MODE}", suite, a, b)
         t.run(f"provider {MODE}, queues", queues, a, b)
+        if MODE == "xdp":
+            t.run("provider xdp, frames from a raw socket", injected, a, b, netns)
     except Exception as e:  # noqa: BLE001
         t.ok(False, f"set-up for the {MODE} provider", e)
     finally:
         for p in peers:
             p.kill()
+        for c in cleanups:
+            c()
         if env:
             fabric("down", env["IPOIB_FABRIC_DIR"], check=False)
         shutil.rmtree(CWD, ignore_errors=True)

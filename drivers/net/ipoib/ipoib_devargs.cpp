@@ -166,6 +166,8 @@ bool provider_option(std::string_view key, std::string_view v, Config &c, std::s
 }
 bool parse_capture(std::string_view v, Config &c, std::string *e) { return provider_option("capture", v, c, e); }
 bool parse_fabric(std::string_view v, Config &c, std::string *e) { return provider_option("fabric", v, c, e); }
+bool parse_xdp_queue(std::string_view v, Config &c, std::string *e) { return provider_option("queue", v, c, e); }
+bool parse_xdp_mode(std::string_view v, Config &c, std::string *e) { return provider_option("xdp_mode", v, c, e); }
 
 bool parse_allmulti(std::string_view v, Config &c, std::string *e) {
     if (v != "0" && v != "1")
@@ -223,12 +225,13 @@ bool parse_bcast_mtu(std::string_view v, Config &c, std::string *e) {
 
 // clang-format off
 constexpr Devarg kDevargs[] = {
-    {"provider", "<soft|verbs|inproc>", "`soft` \\| `verbs` \\| `inproc` (`soft`)",
-     "HCA provider: the software HCA on a simulated fabric, rdma-core devices, or the in-process HCA (tests)",
+    {"provider", "<soft|verbs|xdp|inproc>", "`soft` \\| `verbs` \\| `xdp` \\| `inproc` (`soft`)",
+     "HCA provider: the software HCA on a simulated fabric, rdma-core devices, RoCE v2 over AF_XDP on a network "
+     "device, or the in-process HCA (tests)",
      parse_provider},
     {"dev", "<device>", "name (`$SIM_HOST`; verbs: the first device)",
      "the HCA: for `soft`, the simulated fabric node (`Hca1`); for `verbs`, the rdma-core device (`mlx5_0`, `rxe0`); "
-     "for `inproc`, any name (one device per name in the process)",
+     "for `xdp`, the network device (`eth0`); for `inproc`, any name (one device per name in the process)",
      parse_dev},
     {"port", "<1|2>", "1 \\| 2 (1)", "HCA port", parse_port},
     {"pkey", "<p_key>", "0x0001-0xffff, not 0x8000 (the P_Key at index 0)",
@@ -260,6 +263,10 @@ constexpr Devarg kDevargs[] = {
     {"capture", "<pcap file>", "file",
      "software HCA: write every packet sent to this pcap (IB link packets, DLT 147)", parse_capture},
     {"fabric", "<name>", "name (`$IBSIM_SOCKNAME`)", "software HCA: which simulated fabric", parse_fabric},
+    {"queue", "<0-63>", "0-63 (0)", "xdp provider: the network device's receive queue its AF_XDP socket binds to",
+     parse_xdp_queue},
+    {"xdp_mode", "<auto|native|skb>", "`auto` \\| `native` \\| `skb` (`auto`)",
+     "xdp provider: how its XDP program attaches (the driver's own XDP, else the generic one)", parse_xdp_mode},
     {"allmulti", "<0|1>", "0 \\| 1 (0)",
      "join every IPoIB multicast group of the partition (Solaris ibd's multicast promiscuous mode)", parse_allmulti},
     {"neigh_timeout", "<seconds>", "seconds (300)", "learned neighbours unused this long are forgotten",

@@ -18,7 +18,8 @@
 #define IPOIB_HCA_BUILTIN_PROVIDERS(X) \
     X(inproc)                          \
     X(soft)                            \
-    X(verbs)
+    X(verbs)                           \
+    X(xdp)
 
 namespace ipoib::hca::builtin {
 #define IPOIB_HCA_DECLARE_BUILTIN(name) extern const Provider name;

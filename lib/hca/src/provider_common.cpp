@@ -1,11 +1,20 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "provider_common.hpp"
+#include "ipoib/wire/hwaddr.hpp"
+
+#include <dlfcn.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <vector>
 
 namespace ipoib::hca::common {
 
@@ -151,6 +160,118 @@ bool ContextBase::check_rc_qp_init(const RcQpInit &init, const Cq *srq_cq, std::
         return false;
     }
     return true;
+}
+
+IpGroups::~IpGroups() {
+    if (sock4_ >= 0)
+        close(sock4_);
+    if (sock6_ >= 0)
+        close(sock6_);
+}
+
+int IpGroups::change(const Gid &mgid, unsigned ifindex, bool join, std::string *err) {
+    const auto key = std::make_pair(mgid, ifindex);
+    auto it = std::find_if(refs_.begin(), refs_.end(), [&](const auto &e) { return e.first == key; });
+    if (join && it != refs_.end()) {
+        ++it->second;
+        return 0;
+    }
+    if (!join) {
+        if (it == refs_.end())
+            return 0;
+        if (--it->second > 0)
+            return 0;
+        refs_.erase(it);
+    }
+    const auto &r = mgid.raw;
+    const bool v4 = is_ipv4_mapped(mgid);
+    int rc;
+    if (v4) {
+        if (sock4_ < 0)
+            sock4_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        ip_mreqn mr{};
+        std::memcpy(&mr.imr_multiaddr, &r[12], 4);
+        mr.imr_ifindex = static_cast<int>(ifindex);
+        rc = sock4_ < 0 ? -1
+                        : setsockopt(sock4_, IPPROTO_IP, join ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP, &mr, sizeof mr);
+    } else {
+        if (sock6_ < 0)
+            sock6_ = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        ipv6_mreq mr{};
+        std::memcpy(&mr.ipv6mr_multiaddr, r.data(), 16);
+        mr.ipv6mr_interface = ifindex;
+        rc = sock6_ < 0 ? -1
+                        : setsockopt(sock6_, IPPROTO_IPV6, join ? IPV6_JOIN_GROUP : IPV6_LEAVE_GROUP, &mr, sizeof mr);
+    }
+    if (rc != 0) {
+        const int e = errno;
+        char ifname[IF_NAMESIZE] = "?";
+        if_indextoname(ifindex, ifname);
+        *err = std::string("RoCE multicast: ") + (join ? "joining " : "leaving ") + wire::to_string(mgid) + " on " +
+               ifname + ": " + std::strerror(e);
+        return -e;
+    }
+    if (join)
+        refs_.emplace_back(key, 1);
+    return 0;
+}
+
+const char *glue_missing(const void *table, std::span<const GlueEntry> entries) noexcept {
+    for (const GlueEntry &e : entries) {
+        void (*fn)() = nullptr;
+        std::memcpy(&fn, static_cast<const unsigned char *>(table) + e.offset, sizeof fn);
+        if (!fn)
+            return e.name;
+    }
+    return nullptr;
+}
+
+void *load_glue(const GlueSpec &spec, const void **table, std::string *err) {
+    std::vector<std::string> tries;
+    if (const char *e = secure_getenv(spec.env); e && *e)
+        tries.emplace_back(e);
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void *>(&load_glue), &info) && info.dli_fname) {
+        std::string self = info.dli_fname;
+        const auto slash = self.rfind('/');
+        if (slash != std::string::npos)
+            tries.push_back(self.substr(0, slash + 1) + spec.file);
+    }
+    if (*spec.build_path)
+        tries.emplace_back(spec.build_path);
+    tries.emplace_back(spec.file);
+    std::string why;  // every candidate's reason, so that a refused glue is not hidden by a later miss
+    auto note = [&](const std::string &reason) { why += (why.empty() ? "" : "; ") + reason; };
+    struct Header {
+        std::uint32_t abi, size;
+    };
+    for (auto &path : tries) {
+        if (path.find('/') != std::string::npos && access(path.c_str(), R_OK) != 0)
+            continue;
+        void *h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+            const char *d = dlerror();
+            note(d ? d : path + ": cannot load");
+            continue;
+        }
+        const auto *hdr = static_cast<const Header *>(dlsym(h, spec.symbol));
+        if (!hdr || hdr->abi != spec.abi || hdr->size != spec.size) {
+            note(path + ": not a matching glue (ABI " + std::to_string(hdr ? hdr->abi : 0) + ", want " +
+                 std::to_string(spec.abi) + ")");
+            dlclose(h);
+            continue;
+        }
+        if (const char *missing = glue_missing(hdr, spec.entries)) {  // built from an incomplete table
+            note(path + ": glue entry " + missing + " is null");
+            dlclose(h);
+            continue;
+        }
+        *table = hdr;
+        return h;
+    }
+    *err = "cannot load " + std::string(spec.what) + " " + spec.file +
+           (why.empty() ? std::string(" (not found; set ") + spec.env + ")" : ": " + why) + spec.hint;
+    return nullptr;
 }
 
 } // namespace ipoib::hca::common

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -174,6 +175,52 @@ class WcQueue {
 // its buffer: IPVer 6, traffic class and flow label from the address,
 // PayLen (BTH + DETH + payload + ICRC), NxtHdr 0x1b (BTH), hop limit, SGID, DGID.
 void write_grh(std::uint8_t *buf, const AhAttr &ah, const Gid &sgid, std::uint32_t payload_len) noexcept;
+
+// RoCE multicast: attaching a QP to a multicast GID also joins the IP group
+// behind it on the port's network device (IPV6_JOIN_GROUP, or
+// IP_ADD_MEMBERSHIP for an IPv4-mapped GID), so that the device's filter
+// and the switches (MLD/IGMP snooping) let the group's packets in, as the
+// kernel's RoCE drivers do. Counted per (group, device): joined on the
+// first attach, left on the last detach. Not thread-safe (control path).
+class IpGroups {
+  public:
+    IpGroups() = default;
+    ~IpGroups();
+    IpGroups(const IpGroups &) = delete;
+    IpGroups &operator=(const IpGroups &) = delete;
+    // 0, or a negative errno with *err saying what failed.
+    int change(const Gid &mgid, unsigned ifindex, bool join, std::string *err);
+
+  private:
+    int sock4_ = -1, sock6_ = -1;
+    std::vector<std::pair<std::pair<Gid, unsigned>, int>> refs_;  // ((mgid, ifindex), attachments)
+};
+
+// A glue: a shared object a provider dlopen()s when a device is opened, so
+// that the driver has no link-time dependency on the libraries behind it
+// (verbs: rdma-core; xdp: libxdp and libbpf). It exports one table of
+// function pointers whose first two fields are its ABI number and its size.
+struct GlueEntry {  // one function pointer of a table, by name (for the check that none is null)
+    const char *name;
+    std::size_t offset;
+};
+struct GlueSpec {
+    const char *env;         // $VAR naming the file to load (ignored in set-uid/set-gid processes)
+    const char *file;        // its file name: looked for beside the object holding this code, then by soname
+    const char *build_path;  // the build tree's copy ("" if none), tried after "beside"
+    const char *symbol;      // the table's symbol
+    std::uint32_t abi;       // the table's first field must be this
+    std::uint32_t size;      // and its second sizeof(the table)
+    std::span<const GlueEntry> entries;
+    const char *what;        // "the rdma-core glue", for messages
+    const char *hint;        // appended to the error when nothing loads
+};
+// The name of the first null entry of a table, or nullptr if none is null.
+const char *glue_missing(const void *table, std::span<const GlueEntry> entries) noexcept;
+// Load the first candidate whose table matches (ABI, size, no null entry):
+// returns the dlopen handle and *table; else nullptr and *err naming every
+// candidate's reason.
+void *load_glue(const GlueSpec &spec, const void **table, std::string *err);
 
 // A decimal option value in [lo, hi], def if the option is absent.
 // On a bad value: false, *err = "option KEY=VALUE: expected LO..HI".

@@ -34,14 +34,18 @@ std::uint32_t sum16(Bytes b, std::uint32_t acc) noexcept {
 } // namespace
 
 std::uint16_t icmpv6_checksum(Bytes src16, Bytes dst16, Bytes icmp) noexcept {
+    return ipv6_upper_checksum(src16, dst16, kIpProtoIcmpv6, icmp);
+}
+
+std::uint16_t ipv6_upper_checksum(Bytes src16, Bytes dst16, std::uint8_t next_header, Bytes msg) noexcept {
     std::uint32_t acc = 0;
     acc = sum16(src16.first(16), acc);
     acc = sum16(dst16.first(16), acc);
-    const std::uint32_t len = static_cast<std::uint32_t>(icmp.size());
+    const std::uint32_t len = static_cast<std::uint32_t>(msg.size());
     acc += len >> 16;
     acc += len & 0xffff;
-    acc += kIpProtoIcmpv6;
-    acc = sum16(icmp, acc);
+    acc += next_header;
+    acc = sum16(msg, acc);
     while (acc >> 16)
         acc = (acc & 0xffff) + (acc >> 16);
     return static_cast<std::uint16_t>(~acc);

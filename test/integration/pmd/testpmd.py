@@ -25,7 +25,7 @@ def split_async(buf):
 
 class Testpmd:
     def __init__(self, env, host, vdevs, pmd, cwd, args=(), prefix=None, log_levels=(), eal=(), startup_timeout=30,
-                 extra_env=None):
+                 extra_env=None, netns=None):
         self.host = host
         self.prefix = prefix or f"tp{host.lower()}{os.getpid()}"
         # env: a simulated fabric's (ipoib-fabric up); None: this machine's own devices (verbs).
@@ -34,6 +34,8 @@ class Testpmd:
         cmd = ["dpdk-testpmd", "--no-huge", "-m", "512", f"--file-prefix={self.prefix}", "--no-pci",
                "-d", pmd] + list(eal) + [f"--vdev={v}" for v in vdevs] + [f"--log-level={l}" for l in log_levels] + \
               ["--", "-i", "--total-num-mbufs=16384"] + list(args)
+        if netns:  # in that network namespace (ip netns exec)
+            cmd = ["ip", "netns", "exec", netns] + cmd
         self.log_path = os.path.join(cwd, f"testpmd-{self.prefix}.log")
         self.log = open(self.log_path, "w")
         # stdout on a pseudo-terminal: testpmd's printf output is then line

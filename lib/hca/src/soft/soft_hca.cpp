@@ -350,7 +350,7 @@ int SoftContext::port_counters(std::uint8_t port, PortCounters *out) noexcept {
     *out = PortCounters{g(kPortTxPackets),    g(kPortTxBytes),       g(kPortRxPackets),   g(kPortRxBytes),
                         g(kPortDropNoQp),     g(kPortDropPkey),      g(kPortDropPortDown), g(kPortDropNoBuffer),
                         g(kPortDropQkey),     g(kPortDropTooLong),   g(kPortTxMtuExceeded), g(kPortTxPortDown),
-                        g(kPortRxBadSlot)};
+                        g(kPortRxBadSlot),     0,                     0};
     return 0;
 }
 

@@ -19,6 +19,8 @@
 #include <iterator>
 #include <string>
 
+#include "../provider_common.hpp"
+
 namespace ipoib::hca::verbs {
 
 inline constexpr std::uint32_t kGlueAbi = 3;  // bump when the table changes
@@ -83,10 +85,7 @@ struct Glue {
 // Every entry of the table by name, for the check that none is null (the
 // provider refuses such a glue, naming the entry; verbs_glue.cpp checks its
 // own table at compile time). Add a line here when Glue gets an entry.
-struct GlueEntry {
-    const char *name;
-    std::size_t offset;
-};
+using common::GlueEntry;
 #define IPOIB_GLUE_ENTRY(f) GlueEntry{#f, offsetof(Glue, f)}
 inline constexpr GlueEntry kGlueEntries[] = {
     IPOIB_GLUE_ENTRY(get_device_list), IPOIB_GLUE_ENTRY(free_device_list), IPOIB_GLUE_ENTRY(get_device_name),
@@ -110,18 +109,5 @@ inline constexpr GlueEntry kGlueEntries[] = {
 // Every function pointer after the header fields is listed above.
 static_assert(std::size(kGlueEntries) ==
               (sizeof(Glue) - offsetof(Glue, get_device_list)) / sizeof(void (*)()));
-
-// True if no entry of g is null; else false and *missing = the first null entry's name.
-inline bool glue_complete(const Glue &g, std::string *missing) {
-    for (const GlueEntry &e : kGlueEntries) {
-        void (*fn)() = nullptr;
-        std::memcpy(&fn, reinterpret_cast<const unsigned char *>(&g) + e.offset, sizeof fn);
-        if (!fn) {
-            *missing = e.name;
-            return false;
-        }
-    }
-    return true;
-}
 
 } // namespace ipoib::hca::verbs

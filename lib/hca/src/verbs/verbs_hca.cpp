@@ -83,53 +83,23 @@ constexpr std::size_t kSoftWcRing = 256;          // completions the provider it
 constexpr std::uint8_t kDefaultHopLimit = 1;      // an AH's GRH hop limit when the caller gives 0
 constexpr const char *kGlueEnv = "IPOIB_VERBS_GLUE";  // where to load the glue from (ignored if set-uid)
 
-// Where to find the glue: $IPOIB_VERBS_GLUE (not in set-uid/set-gid
-// processes: secure_getenv); beside the object that holds this code (an
-// installed driver); the build tree; the library search path.
+// The glue: from $IPOIB_VERBS_GLUE, beside this code's object, the build tree, the search path.
 void *load_glue(const Glue **glue, std::string *err) {
-    std::vector<std::string> tries;
-    if (const char *e = secure_getenv(kGlueEnv); e && *e)
-        tries.emplace_back(e);
-    Dl_info info{};
-    if (dladdr(reinterpret_cast<void *>(&load_glue), &info) && info.dli_fname) {
-        std::string self = info.dli_fname;
-        const auto slash = self.rfind('/');
-        if (slash != std::string::npos)
-            tries.push_back(self.substr(0, slash + 1) + kGlueFile);
-    }
-    if (*IPOIB_VERBS_GLUE_BUILD_PATH)
-        tries.emplace_back(IPOIB_VERBS_GLUE_BUILD_PATH);
-    tries.emplace_back(kGlueFile);
-    std::string why;  // every candidate's reason, so that a refused glue is not hidden by a later miss
-    auto note = [&](const std::string &reason) { why += (why.empty() ? "" : "; ") + reason; };
-    for (auto &path : tries) {
-        if (path.find('/') != std::string::npos && access(path.c_str(), R_OK) != 0)
-            continue;
-        void *h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-        if (!h) {
-            const char *d = dlerror();
-            note(d ? d : path + ": cannot load");
-            continue;
-        }
-        const auto *g = static_cast<const Glue *>(dlsym(h, kGlueSymbol));
-        if (!g || g->abi != kGlueAbi || g->size != sizeof(Glue)) {
-            note(path + ": not a matching glue (ABI " + std::to_string(g ? g->abi : 0) + ", want " +
-                 std::to_string(kGlueAbi) + ")");
-            dlclose(h);
-            continue;
-        }
-        if (std::string missing; !glue_complete(*g, &missing)) {  // built from an incomplete table
-            note(path + ": glue entry " + missing + " is null");
-            dlclose(h);
-            continue;
-        }
-        *glue = g;
-        return h;
-    }
-    *err = "cannot load the rdma-core glue " + std::string(kGlueFile) +
-           (why.empty() ? " (not found; set IPOIB_VERBS_GLUE)" : ": " + why) +
-           " (is rdma-core's libibverbs1 installed?)";
-    return nullptr;
+    static constexpr common::GlueSpec kSpec{
+        .env = kGlueEnv,
+        .file = kGlueFile,
+        .build_path = IPOIB_VERBS_GLUE_BUILD_PATH,
+        .symbol = kGlueSymbol,
+        .abi = kGlueAbi,
+        .size = sizeof(Glue),
+        .entries = kGlueEntries,
+        .what = "the rdma-core glue",
+        .hint = " (is rdma-core's libibverbs1 installed?)",
+    };
+    const void *table = nullptr;
+    void *h = common::load_glue(kSpec, &table, err);
+    *glue = static_cast<const Glue *>(table);
+    return h;
 }
 
 ibv_gid to_ibv(const Gid &g) {
@@ -499,8 +469,7 @@ class VerbsContext final : public common::ContextBase {
     std::uint32_t max_sge_ = 1;  // ibv_device_attr::max_sge: scatter/gather entries per WR
     std::uint32_t max_srq_sge_ = 0;  // ibv_device_attr::max_srq_sge: scatter entries per SRQ receive
     std::map<void *, std::size_t> dma_;
-    int sock4_ = -1, sock6_ = -1;
-    std::map<std::pair<std::array<std::uint8_t, 16>, unsigned>, int> ip_groups_;  // (mgid, ifindex) -> refs
+    common::IpGroups ip_groups_;
 };
 
 // ---------------------------------------------------------------------------
@@ -753,10 +722,6 @@ int VerbsQp::detach_mcast(const Gid &mgid, std::uint16_t mlid) noexcept {
 // Context
 
 VerbsContext::~VerbsContext() {
-    if (sock4_ >= 0)
-        close(sock4_);
-    if (sock6_ >= 0)
-        close(sock6_);
     if (pd_)
         g_->dealloc_pd(pd_);
     if (ctx_)
@@ -1095,49 +1060,9 @@ int VerbsContext::ip_group(std::uint8_t port, const Gid &mgid, bool join) {
     ibv_gid_entry e{};
     if (const int rc = g_->query_gid_ex(ctx_, port, 0, &e))
         return fail(-rc, "RoCE multicast: no netdev for port " + std::to_string(port) + ": " + std::strerror(rc));
-    const unsigned ifindex = e.ndev_ifindex;
-    const auto key = std::make_pair(mgid.raw, ifindex);
-    int &refs = ip_groups_[key];
-    if (join && refs++ > 0)
-        return 0;
-    if (!join) {
-        if (refs <= 0) {
-            ip_groups_.erase(key);
-            return 0;
-        }
-        if (--refs > 0)
-            return 0;
-        ip_groups_.erase(key);
-    }
-    const auto &r = mgid.raw;
-    const bool v4 = is_ipv4_mapped(mgid);
-    int rc = 0;
-    char ifname[IF_NAMESIZE] = "?";
-    if_indextoname(ifindex, ifname);
-    if (v4) {
-        if (sock4_ < 0)
-            sock4_ = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        ip_mreqn mr{};
-        std::memcpy(&mr.imr_multiaddr, &r[12], 4);
-        mr.imr_ifindex = static_cast<int>(ifindex);
-        rc = sock4_ < 0 ? -1
-                        : setsockopt(sock4_, IPPROTO_IP, join ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP, &mr, sizeof mr);
-    } else {
-        if (sock6_ < 0)
-            sock6_ = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        ipv6_mreq mr{};
-        std::memcpy(&mr.ipv6mr_multiaddr, r.data(), 16);
-        mr.ipv6mr_interface = ifindex;
-        rc = sock6_ < 0 ? -1
-                        : setsockopt(sock6_, IPPROTO_IPV6, join ? IPV6_JOIN_GROUP : IPV6_LEAVE_GROUP, &mr, sizeof mr);
-    }
-    if (rc != 0) {
-        const int e2 = errno;
-        if (join)
-            ip_groups_.erase(key);
-        return fail(-e2, std::string("RoCE multicast: ") + (join ? "joining " : "leaving ") + wire::to_string(mgid) +
-                             " on " + ifname + ": " + std::strerror(e2));
-    }
+    std::string err;
+    if (const int rc = ip_groups_.change(mgid, e.ndev_ifindex, join, &err))
+        return fail(rc, err);
     return 0;
 }
 

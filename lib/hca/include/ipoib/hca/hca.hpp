@@ -317,6 +317,10 @@ struct PortCounters {
     std::uint64_t drop_no_qp, drop_pkey, drop_port_down, drop_no_buffer, drop_qkey, drop_too_long;
     std::uint64_t tx_mtu_exceeded, tx_port_down;
     std::uint64_t rx_bad_slot;  // software HCA: the sum of its QPs' rx_bad_slot (0 elsewhere)
+    // Providers that read packets off a wire themselves (xdp; 0 elsewhere):
+    // packets whose ICRC was wrong / that were cut short, had lengths that
+    // disagree or an opcode the provider does not take.
+    std::uint64_t rx_bad_icrc, rx_malformed;
 };
 
 class Mr {

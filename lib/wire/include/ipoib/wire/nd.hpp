@@ -37,5 +37,7 @@ Result<std::size_t> nd_translate(Bytes in, MutBytes out, NdDirection dir, const 
 // is) under the IPv6 pseudo-header of src/dst. A message whose checksum field
 // is right sums to zero.
 std::uint16_t icmpv6_checksum(Bytes src16, Bytes dst16, Bytes icmp) noexcept;
+// The same for any upper-layer protocol of IPv6 (RFC 8200 8.1): UDP is 17.
+std::uint16_t ipv6_upper_checksum(Bytes src16, Bytes dst16, std::uint8_t next_header, Bytes msg) noexcept;
 
 } // namespace ipoib::wire
