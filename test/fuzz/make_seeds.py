@@ -100,6 +100,29 @@ ETH_RS = ("6000000000103afffe80000000000000000000fffe00000aff0200000000000000000
 IB_NA = ("6000000000303afffd00000000000000000000000000000bfd00000000000000000000000000000a"
          "880052d760000000fd00000000000000000000000000000b0203000000000405fe800000000000000002c903000b0001")
 
+def roce_frame(v4, payload, pad_extra=0):
+    """A RoCE v2 UD SEND (Ethernet, IPv4 or IPv6, UDP to 4791, BTH, DETH, payload, ICRC)."""
+    import zlib
+    pad = -len(payload) % 4
+    body = struct.pack(">BBHII", 0x64, pad << 4, 0xFFFF, 0x000011, 5) + struct.pack(">II", 0x0B1B, 0x4200) + \
+        payload + bytes(pad)
+    udp_len = 8 + len(body) + 4
+    udp = struct.pack(">HHHH", 0xC001, 4791, udp_len, 0)
+    if v4:
+        ip = bytearray(struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, 1, 0x4000, 64, 17, 0,
+                                   bytes([10, 1, 0, 1]), bytes([10, 1, 0, 2])))
+        masked = bytes(ip[:1]) + b"\xff" + bytes(ip[2:8]) + b"\xff" + bytes(ip[9:10]) + b"\xff\xff" + bytes(ip[12:])
+        et = b"\x08\x00"
+    else:
+        ip = struct.pack(">IHBB", 6 << 28, udp_len, 17, 64) + bytes.fromhex("fe80" + "00" * 13 + "01") + \
+            bytes.fromhex("fe80" + "00" * 13 + "02")
+        masked = bytes([ip[0] | 0x0F, 0xFF, 0xFF, 0xFF]) + ip[4:7] + b"\xff" + ip[8:]
+        et = b"\x86\xdd"
+    masked += udp[:6] + b"\xff\xff" + body[:4] + b"\xff" + body[5:]
+    icrc = zlib.crc32(masked, zlib.crc32(b"\xff" * 8))
+    return bytes.fromhex("020000000002020000000001") + et + bytes(ip) + udp + body + struct.pack("<I", icrc)
+
+
 SEEDS = {
     "hwaddr_text": [b"80:00:00:48:fe:80:00:00:00:00:00:00:00:02:c9:03:00:0a:bc:de",
                     b"ff12:401b:8001::1:203", bytes.fromhex("80000048fe800000000000000002c903000abcde")],
@@ -128,6 +151,9 @@ SEEDS = {
                   sa_msg(1, 2, sa_mad(0x02, 0x38)[:24], status=110, mode=0x21, larg=24) +
                   sa_msg(1, 2, sa_mad(0x02, 0x38)[:24], status=110, mode=0x21, larg=24) +
                   sa_msg(3, 0, sa_mad(0x92, 0x38, mcm_record(), attr_offset=7)[:112], mode=3)],
+    # Ethernet frames: RoCE v2 UD SENDs over IPv6 and IPv4, pad lengths 0 and 3
+    "roce_packet": [roce_frame(False, bytes(range(100))), roce_frame(True, bytes(range(37))),
+                    roce_frame(False, b"")],
     # port number, PortInfo, NodeInfo, P_KeyTable block
     "smp_answer": [b"\x01" + port_info() + node_info() + pkey_block(0xffff, 0x8001),
                    b"\x02" + port_info(state=2, lid=0, sm_lid=0) + node_info(nports=1) + pkey_block(0x7fff),

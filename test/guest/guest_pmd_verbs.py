@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, os.path.join(HERE, "..", "integration", "pmd"))
 from tap import Tap  # noqa: E402
-from testpmd import Testpmd  # noqa: E402
+from testpmd import Testpmd, exact_broadcast, macswap_pingpong  # noqa: E402
 
 PMD, CWD = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 VDEV = "net_ipoib0,provider=verbs,dev=rxe0"
@@ -55,24 +55,7 @@ def ports_telemetry(tp):
 
 
 def exact(sender, receiver, what):
-    """sender sends 4 bursts of 32 broadcast frames (start tx_first 4), receiver counts them."""
-    for tp in (sender, receiver):
-        tp("clear port stats all")
-    receiver("set fwd rxonly")
-    receiver("start")
-    sender("set fwd rxonly")
-    sender("set eth-peer 0 ff:ff:ff:ff:ff:ff")
-    sender("start tx_first 4")
-    end = time.monotonic() + 20
-    rx = 0
-    while time.monotonic() < end and rx < 128:
-        time.sleep(0.5)
-        rx, _ = receiver.stats(0)
-    sender("stop")
-    receiver("stop")
-    _, tx = sender.stats(0)
-    rx, _ = receiver.stats(0)
-    t.eq((tx, rx), (128, 128), f"{what}: 128 broadcast frames sent, 128 received")
+    exact_broadcast(t, sender, receiver, what)
 
 
 def run():
@@ -115,26 +98,7 @@ def run():
     exact(b, a, "B -> A")
 
     # Sustained: a macswap ping-pong, unicast replies to the sender learned from the GRH.
-    for tp in (a, b):
-        tp("clear port stats all")
-        tp("clear port xstats all")
-    b("set fwd macswap")
-    b("start")
-    a("set fwd macswap")
-    a("set eth-peer 0 ff:ff:ff:ff:ff:ff")
-    a("start tx_first")
-    time.sleep(4)
-    a("stop")
-    time.sleep(1)
-    b("stop")
-    # B's last replies sit in A's receive queue (A stopped first): drain them.
-    a("set fwd rxonly")
-    a("start")
-    time.sleep(1)
-    a("stop")
-    a_rx, a_tx = a.stats(0)
-    b_rx, b_tx = b.stats(0)
-    ax, bx = a.xstats(0), b.xstats(0)
+    ((a_rx, a_tx), (b_rx, b_tx)), (ax, bx) = macswap_pingpong(a, b, 4)
     t.note(f"macswap over rxe: A tx {a_tx} rx {a_rx}; B tx {b_tx} rx {b_rx}")
     t.note(f"A xstats: { {k: v for k, v in ax.items() if v} }")
     t.ok(a_rx > 200 and b_rx > 200, "macswap <-> macswap keeps frames bouncing over rxe", (a_rx, b_rx))

@@ -16,6 +16,10 @@ the provider under test:
   xdp:   test_hca_provider.py xdp [OPTIONS] PATH-TO-hca-peer
          A and B on the two ends of a veth pair, each in a network namespace
          of its own (made and removed here; needs root), RoCE v2 over AF_XDP.
+  xdp-rxe: test_hca_provider.py xdp-rxe RXE,NETDEV,XDPDEV,NETNS PATH-TO-hca-peer
+         A on the kernel's rdma_rxe device RXE (verbs) over NETDEV, one end of
+         a veth pair; B with the xdp provider on the other end XDPDEV, in
+         network namespace NETNS (the QEMU guest stage: rxe judges our packets).
 
 What differs between an InfiniBand port and a RoCE port is read from the
 port, never assumed: on Ethernet every address carries a GRH and there are
@@ -45,6 +49,7 @@ import json
 import os
 import struct
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -436,32 +441,40 @@ def roce_frame(src_mac, dst_mac, sgid, dgid, dqpn, sqpn, qkey, payload, corrupt_
     return dst_mac + src_mac + b"\x86\xdd" + ip6 + udp + body + struct.pack("<I", icrc)
 
 
-def injected(a, b, netns):
-    """Frames written by a raw socket in B's namespace to A's QP: the ICRC computed here is
-    accepted (payload intact); one with a wrong ICRC is dropped and counted as such."""
+def injected(a, b, a_ns, a_dev, b_ns, b_dev, xdp_counters):
+    """Frames written by a raw socket on B's device to A's QP: the ICRC computed here is accepted
+    (A receives the frame, from the QPN it names); frames with a wrong ICRC are not delivered
+    (xdp_counters: A, the xdp provider, counts them as bad ICRC). ns: a namespace name or None."""
+    def run(ns, *cmd, **kw):
+        return subprocess.run((["ip", "netns", "exec", ns] if ns else []) + list(cmd), **kw)
+
+    def mac(ns, dev):
+        return bytes.fromhex(run(ns, "cat", f"/sys/class/net/{dev}/address", capture_output=True,
+                                 text=True).stdout.strip().replace(":", ""))
+
     pa = a("port 1")
     qa = a(f"qp inj rq=8 qkey={QKEY}")["qpn"]
     a("post inj n=8")
-    mac_a = bytes.fromhex(netns.ns(0, "cat", f"/sys/class/net/{netns.devs[0]}/address", capture_output=True,
-                                   text=True).stdout.strip().replace(":", ""))
-    mac_b = bytes.fromhex(netns.ns(1, "cat", f"/sys/class/net/{netns.devs[1]}/address", capture_output=True,
-                                   text=True).stdout.strip().replace(":", ""))
     sgid = ipaddress.ip_address(b("port 1")["gid"]).packed
     dgid = ipaddress.ip_address(pa["gid"]).packed
-    payload = bytes((i * 5 + 1) & 0xFF for i in range(201))
+    seq = 0x5EED  # hca-peer's pattern (a little-endian sequence number, then (seq + i) & 0xff): recv checks it
+    payload = struct.pack("<I", seq) + bytes((seq + i) & 0xFF for i in range(4, 201))
+    mac_a, mac_b = mac(a_ns, a_dev), mac(b_ns, b_dev)
     good = roce_frame(mac_b, mac_a, sgid, dgid, qa, 0x123, QKEY, payload)
     bad = roce_frame(mac_b, mac_a, sgid, dgid, qa, 0x123, QKEY, payload, corrupt_icrc=True)
     c0 = a("pcounters 1")
     sender = ("import socket,sys;s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW);s.bind((sys.argv[1],0));"
               "[s.send(bytes.fromhex(f)) for f in sys.argv[2:]]")
-    netns.ns(1, sys.executable, "-c", sender, netns.devs[1], good.hex(), bad.hex(), bad.hex(), check=True)
-    r = a("recv inj count=3 timeout_ms=1500")
+    run(b_ns, sys.executable, "-c", sender, b_dev, bad.hex(), good.hex(), bad.hex(), check=True)
+    r = a("recv inj count=3 timeout_ms=3000")
     c1 = a("pcounters 1")
     t.note(f"injected: {r['statuses']} lens {r['lens']} src_qps {r['src_qps']}; port {c1}")
-    t.eq((r["received"], r["lens"], r["src_qps"]), (1, [201], [0x123]),
-         "a RoCE v2 frame whose ICRC this test computed itself (zlib) is accepted, from the QPN it names")
-    t.eq((c1["rx_bad_icrc"] - c0["rx_bad_icrc"], c1["rx_packets"] - c0["rx_packets"]), (2, 1),
-         "two frames with a wrong ICRC are dropped, counted as bad ICRC, not as received")
+    t.eq((r["received"], r["lens"], r["src_qps"], r["bad_payload"]), (1, [201], [0x123], 0),
+         "a RoCE v2 frame whose ICRC this test computed itself (zlib) is accepted, from the QPN it names, intact; "
+         "the two with a wrong ICRC around it are not delivered")
+    if xdp_counters:
+        t.eq((c1["rx_bad_icrc"] - c0["rx_bad_icrc"], c1["rx_packets"] - c0["rx_packets"]), (2, 1),
+             "the two frames with a wrong ICRC are counted as bad ICRC, not as received")
 
 
 def main():
@@ -478,6 +491,12 @@ def main():
         elif MODE == "inproc":
             proc, (a, b) = shared_peers([PEER, "inproc", sys.argv[2]], ["A", "B"], dict(os.environ), CWD)
             peers.append(proc)
+        elif MODE == "xdp-rxe":
+            # A: the verbs provider on an rxe device; B: the xdp provider on the other end of
+            # its netdev's veth pair, in a network namespace (the guest stage sets them up).
+            rxe, rxe_netdev, xdp_dev, xdp_ns = sys.argv[2].split(",")
+            a = Peer("A", ["verbs", "", rxe], dict(os.environ))
+            b = Peer("B", ["xdp", "", xdp_dev], dict(os.environ), xdp_ns)
         elif MODE == "xdp":
             netns = VethPair()
             cleanups.append(netns.remove)
@@ -489,7 +508,11 @@ def main():
         t.run(f"provider {MODE}", suite, a, b)
         t.run(f"provider {MODE}, queues", queues, a, b)
         if MODE == "xdp":
-            t.run("provider xdp, frames from a raw socket", injected, a, b, netns)
+            t.run("provider xdp, frames from a raw socket", injected, a, b, netns.names[0], netns.devs[0],
+                  netns.names[1], netns.devs[1], True)
+        elif MODE == "xdp-rxe":
+            t.run("rxe and xdp, frames from a raw socket to rxe", injected, a, b, None, rxe_netdev, xdp_ns,
+                  xdp_dev, False)
     except Exception as e:  # noqa: BLE001
         t.ok(False, f"set-up for the {MODE} provider", e)
     finally:

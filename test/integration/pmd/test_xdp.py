@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 from netns import VethPair  # noqa: E402
 from tap import Tap  # noqa: E402
-from testpmd import Testpmd  # noqa: E402
+from testpmd import Testpmd, exact_broadcast, macswap_pingpong  # noqa: E402
 
 PMD = os.path.abspath(sys.argv[1])
 CWD = tempfile.mkdtemp(prefix="pmd-xdp-")
@@ -40,25 +40,8 @@ def testpmd(veth, i, name, extra=(), tap=False):
     return tp
 
 
-def exact(sender, receiver, what, n=4):
-    """sender sends n bursts of 32 broadcast frames (start tx_first n), receiver counts them."""
-    for tp in (sender, receiver):
-        tp("clear port stats all")
-    receiver("set fwd rxonly")
-    receiver("start")
-    sender("set fwd rxonly")
-    sender("set eth-peer 0 ff:ff:ff:ff:ff:ff")
-    sender(f"start tx_first {n}")
-    end = time.monotonic() + 20
-    rx = 0
-    while time.monotonic() < end and rx < 32 * n:
-        time.sleep(0.3)
-        rx, _ = receiver.stats(0)
-    sender("stop")
-    receiver("stop")
-    _, tx = sender.stats(0)
-    rx, _ = receiver.stats(0)
-    t.eq((tx, rx), (32 * n, 32 * n), f"{what}: {32 * n} broadcast frames sent, {32 * n} received")
+def exact(sender, receiver, what):
+    exact_broadcast(t, sender, receiver, what)
 
 
 def run(veth):
@@ -81,24 +64,7 @@ def run(veth):
     # Sustained unicast: a macswap ping-pong, replies to the sender learned from the GRH.
     for tp in (a, b):
         tp("set txpkts 64")
-        tp("clear port stats all")
-        tp("clear port xstats all")
-    b("set fwd macswap")
-    b("start")
-    a("set fwd macswap")
-    a("set eth-peer 0 ff:ff:ff:ff:ff:ff")
-    a("start tx_first")
-    time.sleep(3)
-    a("stop")
-    time.sleep(1)
-    b("stop")
-    a("set fwd rxonly")  # B's last replies wait in A's receive queue: drain them
-    a("start")
-    time.sleep(1)
-    a("stop")
-    a_rx, a_tx = a.stats(0)
-    b_rx, b_tx = b.stats(0)
-    ax, bx = a.xstats(0), b.xstats(0)
+    ((a_rx, a_tx), (b_rx, b_tx)), (ax, bx) = macswap_pingpong(a, b, 3)
     t.note(f"macswap over AF_XDP: A tx {a_tx} rx {a_rx}; B tx {b_tx} rx {b_rx}")
     t.ok(a_rx > 1000 and b_rx > 1000, "macswap <-> macswap keeps frames bouncing over the veth", (a_rx, b_rx))
     t.eq((b_rx, a_rx), (a_tx, b_tx), "each side received exactly what the other sent")
@@ -110,7 +76,8 @@ def run(veth):
     down = a.wait_link(0, up=False, timeout=10)
     veth.ns(0, "ip", "link", "set", veth.devs[0], "up", check=True)
     t.ok(down, "the link goes down when the network device does")
-    t.ok(a.wait_link(0, up=True, timeout=20), "... and comes back up with it")
+    t.ok(a.wait_link(0, up=True, timeout=20) and b.wait_link(0, up=True, timeout=20),
+         "... and comes back up with it (B's too: a veth's carrier follows its peer)")
     exact(b, a, "after the device came back, B -> A")
 
     for tp in (a, b):
@@ -120,14 +87,23 @@ def run(veth):
         t.ok(ok, f"testpmd {tp.host}: every mbuf is back in its pool", detail)
     for tp in running:
         tp.quit()
-    t.eq([tp.p.returncode for tp in running], [0, 0], "both testpmds exit cleanly")
+    t.eq(([tp.p.returncode for tp in running], [xdp_program(veth, i) for i in (0, 1)]), ([0, 0], [None, None]),
+         "both testpmds exit cleanly, and their XDP programs leave the devices")
     running.clear()
     ping_through_tap(veth)
 
 
+def xdp_program(veth, i):
+    """The id of the XDP program on veth end i, or None."""
+    m = re.search(r"prog/xdp id (\d+)", veth.ns(i, "ip", "link", "show", veth.devs[i], capture_output=True,
+                                                text=True).stdout)
+    return int(m.group(1)) if m else None
+
+
 def ping_through_tap(veth):
     """Linux pings (in A's namespace) through net_tap and an xdp net_ipoib port (testpmd io)
-    the icmpecho of another xdp port in B's namespace; ping checks every reply's payload."""
+    the icmpecho of another xdp port in B's namespace; ping checks every reply's payload.
+    Then C is killed, and E starts on its device."""
     subprocess.run(["modprobe", "tun"], check=False)
     c = testpmd(veth, 0, "c", tap=True)
     d = testpmd(veth, 1, "d")
@@ -157,9 +133,22 @@ def ping_through_tap(veth):
          "every reply, its payload as sent", pr.stdout[-1500:] + pr.stderr[-500:])
     c("stop")
     d("stop")
-    for tp in (c, d):
+    # C is killed: its XDP program stays on the device (it outlives its loader); E, started
+    # there, finds its owner gone, detaches it and attaches its own.
+    stale = xdp_program(veth, 0)
+    c.p.kill()
+    c.p.wait()
+    left = xdp_program(veth, 0)
+    t.ok(stale is not None and left == stale, "C, killed (SIGKILL), leaves its XDP program on its device",
+         (stale, left))
+    e = testpmd(veth, 0, "e")
+    now = xdp_program(veth, 0)
+    t.ok(e.wait_link(0, timeout=30) and now is not None and now != stale,
+         "E starts on that device: the dead process's program detached, its own attached", (stale, now))
+    exact_broadcast(t, d, e, "D -> E")
+    for tp in (d, e):
         tp.quit()
-    t.eq([tp.p.returncode for tp in (c, d)], [0, 0], "ping: both testpmds exit cleanly")
+    t.eq([tp.p.returncode for tp in (d, e)], [0, 0], "ping: D and E exit cleanly")
 
 
 def main():

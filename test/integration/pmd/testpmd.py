@@ -182,3 +182,48 @@ class Testpmd:
         except OSError:
             pass
         return self.p.returncode
+
+
+def exact_broadcast(t, sender, receiver, what, n=4, timeout=20):
+    """sender sends n bursts of 32 broadcast frames (start tx_first n), receiver counts them: TAP
+    check (t) that exactly 32n were sent and 32n received."""
+    for tp in (sender, receiver):
+        tp("clear port stats all")
+    receiver("set fwd rxonly")
+    receiver("start")
+    sender("set fwd rxonly")
+    sender("set eth-peer 0 ff:ff:ff:ff:ff:ff")
+    sender(f"start tx_first {n}")
+    end = time.monotonic() + timeout
+    rx = 0
+    while time.monotonic() < end and rx < 32 * n:
+        time.sleep(0.3)
+        rx, _ = receiver.stats(0)
+    sender("stop")
+    receiver("stop")
+    _, tx = sender.stats(0)
+    rx, _ = receiver.stats(0)
+    t.eq((tx, rx), (32 * n, 32 * n), f"{what}: {32 * n} broadcast frames sent, {32 * n} received")
+
+
+def macswap_pingpong(a, b, seconds):
+    """A macswap ping-pong of port 0 between a and b (a starts with one burst to broadcast; the
+    replies are unicast to the learned sender), then a drains what b sent last. Returns
+    ((a_rx, a_tx), (b_rx, b_tx)) and both xstats."""
+    for tp in (a, b):
+        tp("clear port stats all")
+        tp("clear port xstats all")
+    b("set fwd macswap")
+    b("start")
+    a("set fwd macswap")
+    a("set eth-peer 0 ff:ff:ff:ff:ff:ff")
+    a("start tx_first")
+    time.sleep(seconds)
+    a("stop")
+    time.sleep(1)
+    b("stop")
+    a("set fwd rxonly")  # b's last replies wait in a's receive queue: drain them
+    a("start")
+    time.sleep(1)
+    a("stop")
+    return (a.stats(0), b.stats(0)), (a.xstats(0), b.xstats(0))

@@ -12,6 +12,8 @@
 //           for each multicast group one of its QPs is attached to (the
 //           packet's QPN is then 0xffffff).
 // xsks holds the process's sockets, indexed by the receive queue each is bound to.
+// owner names the process (pid, start time): a program whose process died
+// without detaching it (killed) is found by the next one and detached.
 //
 // Built with clang -target bpf; the object is embedded in the provider's glue.
 #include <linux/bpf.h>
@@ -40,6 +42,19 @@ struct {
     __type(key, __u32);
     __type(value, __u32);
 } qpns SEC(".maps");
+
+struct owner {
+    __u32 pid;
+    __u32 pad;
+    __u64 start_time;  // /proc/PID/stat field 22: tells a reused PID apart
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct owner);
+} owner SEC(".maps");
 
 struct group_key {
     __u8 addr[16];

@@ -13,6 +13,8 @@
 #include <cstring>
 #include <new>
 
+#include <unistd.h>
+
 #include "roce_steer_obj.h"
 #include "xdp_glue.hpp"
 
@@ -33,6 +35,108 @@ void say(char *err, std::size_t n, const char *what, int rc) {
     std::snprintf(err, n, "%s: %s", what, why[0] ? why : std::strerror(rc < 0 ? -rc : rc));
 }
 
+constexpr const char *kProgramName = "roce_steer";  // the program's function in roce_steer.bpf.c
+
+struct Owner {  // roce_steer.bpf.c's struct owner
+    std::uint32_t pid, pad;
+    std::uint64_t start_time;
+};
+
+// A process's start time (/proc/PID/stat field 22), 0 if it does not exist
+// or has exited (a zombie, not yet reaped by its parent).
+std::uint64_t start_time(std::uint32_t pid) {
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%u/stat", pid);
+    FILE *f = std::fopen(path, "r");
+    if (!f)
+        return 0;
+    char buf[1024];
+    const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = 0;
+    const char *p = std::strrchr(buf, ')');  // the command name may hold spaces
+    if (!p)
+        return 0;
+    unsigned long long v = 0;
+    char state = 0;
+    // after ") ": state (3), then fields 4..21, then starttime (22)
+    if (std::sscanf(p + 2, "%c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &state,
+                    &v) != 2 ||
+        state == 'Z' || state == 'X')
+        return 0;
+    return v;
+}
+
+// The owner recorded in an attached program of ours (false if it has no owner map).
+bool program_owner(int prog_fd, Owner *out) {
+    bpf_prog_info info{};
+    std::uint32_t ids[16];
+    info.nr_map_ids = 16;
+    info.map_ids = reinterpret_cast<std::uint64_t>(ids);
+    std::uint32_t len = sizeof info;
+    if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0)
+        return false;
+    for (std::uint32_t i = 0; i < info.nr_map_ids && i < 16; ++i) {
+        const int fd = bpf_map_get_fd_by_id(ids[i]);
+        if (fd < 0)
+            continue;
+        bpf_map_info mi{};
+        std::uint32_t mlen = sizeof mi;
+        bool found = false;
+        if (bpf_obj_get_info_by_fd(fd, &mi, &mlen) == 0 && std::strcmp(mi.name, "owner") == 0) {
+            const std::uint32_t key = 0;
+            found = bpf_map_lookup_elem(fd, &key, out) == 0;
+        }
+        close(fd);
+        if (found)
+            return true;
+    }
+    return false;
+}
+
+// Detach programs of ours on ifindex whose process is gone (killed before
+// it could detach: an XDP program outlives its loader). Returns how many.
+int reclaim_stale(int ifindex) {
+    xdp_multiprog *mp = xdp_multiprog__get_from_ifindex(ifindex);
+    if (!mp || libxdp_get_error(mp))
+        return 0;
+    int reclaimed = 0;
+    const auto stale = [](const xdp_program *prog) {
+        Owner o{};
+        return prog && std::strcmp(xdp_program__name(prog), kProgramName) == 0 &&
+               program_owner(xdp_program__fd(prog), &o) && o.pid != 0 &&
+               start_time(o.pid) != o.start_time;
+    };
+    if (xdp_multiprog__is_legacy(mp)) {
+        if (stale(xdp_multiprog__main_prog(mp)) && xdp_multiprog__detach(mp) == 0)
+            ++reclaimed;
+    } else {
+        const xdp_attach_mode m = xdp_multiprog__attach_mode(mp);
+        for (xdp_program *prog = xdp_multiprog__next_prog(nullptr, mp); prog;) {
+            xdp_program *next = xdp_multiprog__next_prog(prog, mp);
+            if (stale(prog) && xdp_program__detach(prog, ifindex, m, 0) == 0)
+                ++reclaimed;
+            prog = next;
+        }
+    }
+    xdp_multiprog__close(mp);
+    return reclaimed;
+}
+
+// Record this process as the program's owner, in a map bound to the program
+// (the program never reads it: without the binding the kernel would not keep
+// it among the program's maps, where the next process looks for it).
+int set_owner(bpf_object *obj, int prog_fd) {
+    const int fd = bpf_object__find_map_fd_by_name(obj, "owner");
+    if (fd < 0)
+        return fd;
+    if (const int rc = bpf_prog_bind_map(prog_fd, fd, nullptr))
+        return rc;
+    const Owner o{static_cast<std::uint32_t>(getpid()), 0, start_time(static_cast<std::uint32_t>(getpid()))};
+    const std::uint32_t key = 0;
+    return bpf_map_update_elem(fd, &key, &o, 0);
+}
+
 void free_program(SteerProgram *p) {
     if (p->prog)
         xdp_program__close(p->prog);
@@ -46,6 +150,8 @@ void free_program(SteerProgram *p) {
 // return codes, which the provider turns into its own messages.
 int quiet_bpf(libbpf_print_level, const char *, va_list) { return 0; }
 int quiet_xdp(libxdp_print_level, const char *, va_list) { return 0; }
+
+void detach_program(SteerProgram *p);
 
 int attach_program(int ifindex, AttachMode mode, SteerProgram **out, char *err, std::size_t errlen) {
     if (!std::getenv("IPOIB_XDP_VERBOSE")) {
@@ -70,6 +176,7 @@ int attach_program(int ifindex, AttachMode mode, SteerProgram **out, char *err, 
         free_program(p);
         return static_cast<int>(e ? e : -EINVAL);
     }
+    reclaim_stale(ifindex);
     int rc = -EINVAL;
     if (mode != AttachMode::skb) {
         rc = xdp_program__attach(p->prog, ifindex, XDP_MODE_NATIVE, 0);
@@ -80,11 +187,21 @@ int attach_program(int ifindex, AttachMode mode, SteerProgram **out, char *err, 
         p->mode = XDP_MODE_SKB;
     }
     if (rc) {
-        say(err, errlen, "attaching the XDP program", rc);
+        say(err, errlen,
+            rc == -EBUSY || rc == -EEXIST
+                ? "attaching the XDP program (another XDP program is on the device; with bpffs mounted at "
+                  "/sys/fs/bpf, libxdp runs several side by side)"
+                : "attaching the XDP program",
+            rc);
         free_program(p);
         return rc < 0 ? rc : -rc;
     }
     p->ifindex = ifindex;
+    if (const int r2 = set_owner(p->obj, xdp_program__fd(p->prog))) {
+        say(err, errlen, "recording the XDP program's owner", r2);
+        detach_program(p);
+        return r2;
+    }
     *out = p;
     return 0;
 }

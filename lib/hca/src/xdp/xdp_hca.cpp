@@ -251,7 +251,9 @@ class XdpContext final : public common::ContextBase {
     int port_counters(std::uint8_t port, PortCounters *out) noexcept override;
 
     // The data path (the device's lock held).
-    void pump() noexcept;  // reclaim sent frames, read the RX ring
+    // Reclaim sent frames, read the RX ring; kick: in copy mode, also ask the
+    // kernel to send frames still on the TX ring (send() kicks after its burst anyway).
+    void pump(bool kick = true) noexcept;
     int send(XdpQp *qp, const SendWr *wr, int n) noexcept;
     void deliver(const std::uint8_t *frame, std::size_t len) noexcept;
     void deliver_to(XdpQp *qp, const RoceRecv &r) noexcept;
@@ -392,7 +394,7 @@ QpCounters XdpQp::counters() const noexcept {
 // ---------------------------------------------------------------------------
 // The data path
 
-void XdpContext::pump() noexcept {
+void XdpContext::pump(bool kick) noexcept {
     std::uint32_t idx = 0;
     // Frames the kernel has sent: free again.
     if (const std::uint32_t done = xsk_ring_cons__peek(&comp_, kRingSize, &idx)) {
@@ -402,7 +404,7 @@ void XdpContext::pump() noexcept {
     }
     // In copy mode the kernel sends only in sendto(), a batch at a time: kick
     // it while frames are still out, or the last ones would wait for the next send.
-    if (!zero_copy_ && tx_free_.size() < kTxFrames)
+    if (kick && !zero_copy_ && tx_free_.size() < kTxFrames)
         sendto(xsk_fd_, nullptr, 0, MSG_DONTWAIT, nullptr, 0);
     const std::uint32_t n = xsk_ring_cons__peek(&rx_, kRxBurst, &idx);
     if (n == 0) {
@@ -514,7 +516,7 @@ void XdpContext::kick_tx() noexcept {
 }
 
 int XdpContext::send(XdpQp *qp, const SendWr *wrs, int n) noexcept {
-    pump();  // frees sent frames; keeps receiving while only sending
+    pump(false);  // frees sent frames; keeps receiving while only sending
     const std::uint32_t mtu = mtu_bytes_.load(std::memory_order_relaxed);
     const bool up = port_up_.load(std::memory_order_relaxed);
     int i = 0;
@@ -536,7 +538,7 @@ int XdpContext::send(XdpQp *qp, const SendWr *wrs, int n) noexcept {
         } else {
             if (tx_free_.empty()) {
                 kick_tx();
-                pump();
+                pump(false);
                 if (tx_free_.empty()) {
                     qp->scq_->q.unreserve();
                     break;  // every frame is on its way out: the caller posts the rest again
