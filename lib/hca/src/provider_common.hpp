@@ -6,10 +6,12 @@
 // Internal to lib/hca.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ipoib/hca/hca.hpp"
@@ -17,6 +19,21 @@
 #include "ipoib/hca/rc.hpp"
 
 namespace ipoib::hca::common {
+
+// A spinlock for std::lock_guard (and try_lock): a provider's own data path
+// takes it once per call, never per packet; a waiter yields.
+class SpinLock {
+  public:
+    void lock() noexcept {
+        while (flag_.test_and_set(std::memory_order_acquire))
+            std::this_thread::yield();
+    }
+    bool try_lock() noexcept { return !flag_.test_and_set(std::memory_order_acquire); }
+    void unlock() noexcept { flag_.clear(std::memory_order_release); }
+
+  private:
+    std::atomic_flag flag_ = ATOMIC_FLAG_INIT;
+};
 
 // The part of a Context every provider implements alike. Errors: a call
 // that fails returns fail(-errno, message) (or nullptr after fail(...)), and

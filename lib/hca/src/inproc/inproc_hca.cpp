@@ -67,17 +67,7 @@ constexpr std::uint32_t kMaxRcSendWr = 8192;   // an RC QP's send queue depth li
 constexpr std::uint8_t kRnrInfinite = 7;       // RcConnect::rnr_retry 7: retried without end
 constexpr std::uint32_t kMaxQpn = 0xffffff;
 
-class SpinLock {  // for std::lock_guard
-  public:
-    void lock() noexcept {
-        while (flag_.test_and_set(std::memory_order_acquire))
-            std::this_thread::yield();
-    }
-    void unlock() noexcept { flag_.clear(std::memory_order_release); }
-
-  private:
-    std::atomic_flag flag_ = ATOMIC_FLAG_INIT;
-};
+using common::SpinLock;
 
 class InprocContext;
 class InprocQp;

@@ -39,27 +39,6 @@ bool no_members(const GroupEntry &g) noexcept {
 void set_attach_pause_ms(std::uint32_t ms) noexcept { g_attach_pause_ms.store(ms); }
 void set_group_create_pause_us(std::uint32_t us) noexcept { g_group_create_pause_us.store(us); }
 
-std::uint64_t proc_start_time(int pid) noexcept {
-    char path[64];
-    std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = std::fopen(path, "r");
-    if (!f)
-        return 0;
-    char buf[1024];
-    const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-    std::fclose(f);
-    buf[n] = '\0';
-    const char *p = std::strrchr(buf, ')');
-    if (!p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
-        return 0;  // unparsable, zombie or dead
-    // After the command come the state (field 3) ... starttime (field 22).
-    int field = 2;
-    for (++p; *p && field < 22; ++p)
-        if (*p == ' ')
-            ++field;
-    return std::strtoull(p, nullptr, 10);
-}
-
 Fabric::~Fabric() {
     while (!local_.empty())
         free_segment(local_.back().base);

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "../proc_start_time.hpp"
 #include "shm_layout.hpp"
 
 namespace ipoib::hca::soft {
@@ -86,6 +87,6 @@ class Fabric {
     std::array<RemoteSeg, kMaxProcs * kMaxSegsPerProc> remote_{};
 };
 
-std::uint64_t proc_start_time(int pid) noexcept;
+using hca::proc_start_time;  // ../proc_start_time.hpp
 
 } // namespace ipoib::hca::soft

@@ -15,6 +15,7 @@
 
 #include <unistd.h>
 
+#include "../proc_start_time.hpp"
 #include "roce_steer_obj.h"
 #include "xdp_glue.hpp"
 
@@ -41,31 +42,6 @@ struct Owner {  // roce_steer.bpf.c's struct owner
     std::uint32_t pid, pad;
     std::uint64_t start_time;
 };
-
-// A process's start time (/proc/PID/stat field 22), 0 if it does not exist
-// or has exited (a zombie, not yet reaped by its parent).
-std::uint64_t start_time(std::uint32_t pid) {
-    char path[64];
-    std::snprintf(path, sizeof path, "/proc/%u/stat", pid);
-    FILE *f = std::fopen(path, "r");
-    if (!f)
-        return 0;
-    char buf[1024];
-    const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-    std::fclose(f);
-    buf[n] = 0;
-    const char *p = std::strrchr(buf, ')');  // the command name may hold spaces
-    if (!p)
-        return 0;
-    unsigned long long v = 0;
-    char state = 0;
-    // after ") ": state (3), then fields 4..21, then starttime (22)
-    if (std::sscanf(p + 2, "%c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &state,
-                    &v) != 2 ||
-        state == 'Z' || state == 'X')
-        return 0;
-    return v;
-}
 
 // The owner recorded in an attached program of ours (false if it has no owner map).
 bool program_owner(int prog_fd, Owner *out) {
@@ -105,7 +81,7 @@ int reclaim_stale(int ifindex) {
         Owner o{};
         return prog && std::strcmp(xdp_program__name(prog), kProgramName) == 0 &&
                program_owner(xdp_program__fd(prog), &o) && o.pid != 0 &&
-               start_time(o.pid) != o.start_time;
+               proc_start_time(static_cast<int>(o.pid)) != o.start_time;
     };
     if (xdp_multiprog__is_legacy(mp)) {
         if (stale(xdp_multiprog__main_prog(mp)) && xdp_multiprog__detach(mp) == 0)
@@ -132,7 +108,7 @@ int set_owner(bpf_object *obj, int prog_fd) {
         return fd;
     if (const int rc = bpf_prog_bind_map(prog_fd, fd, nullptr))
         return rc;
-    const Owner o{static_cast<std::uint32_t>(getpid()), 0, start_time(static_cast<std::uint32_t>(getpid()))};
+    const Owner o{static_cast<std::uint32_t>(getpid()), 0, proc_start_time(getpid())};
     const std::uint32_t key = 0;
     return bpf_map_update_elem(fd, &key, &o, 0);
 }

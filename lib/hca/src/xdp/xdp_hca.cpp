@@ -98,18 +98,7 @@ constexpr std::uint32_t kQpnsPerProcess = 256;  // QPNs start at a place of thei
 constexpr std::uint8_t kPhysLinkUp = 5, kPhysDisabled = 3;
 constexpr const char *kGlueEnv = "IPOIB_XDP_GLUE";
 
-class SpinLock {  // for std::lock_guard / try_lock
-  public:
-    void lock() noexcept {
-        while (flag_.test_and_set(std::memory_order_acquire))
-            std::this_thread::yield();
-    }
-    bool try_lock() noexcept { return !flag_.test_and_set(std::memory_order_acquire); }
-    void unlock() noexcept { flag_.clear(std::memory_order_release); }
-
-  private:
-    std::atomic_flag flag_ = ATOMIC_FLAG_INIT;
-};
+using common::SpinLock;
 using Guard = std::lock_guard<SpinLock>;
 
 std::uint64_t mono_ms() noexcept {
