@@ -22,7 +22,8 @@ import subprocess
 import sys
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-DRIVERS = (("ipoib", "net_ipoib", "tab:blue"), ("memif", "net_memif", "tab:orange"))
+DRIVERS = (("ipoib", "net_ipoib", "tab:blue"), ("ipoib-xdp", "net_ipoib (xdp provider)", "tab:green"),
+           ("memif", "net_memif", "tab:orange"))
 
 
 def matplotlib_pyplot():

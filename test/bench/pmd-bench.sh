@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
-# net_ipoib vs net_memif: Mpps per frame size (default 64 B and 1500 B) between two testpmd
+# net_ipoib (soft HCA; as root also the xdp provider) vs net_memif: Mpps per frame size (default 64 B and 1500 B) between two testpmd
 # processes, and their ratio. Prints numbers and writes a CSV (build/bench/pmd-bench.csv:
 # frame_bytes,driver,mpps,run); asserts nothing.
 #
