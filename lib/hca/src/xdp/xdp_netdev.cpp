@@ -75,7 +75,7 @@ bool neigh_lookup(int ifindex, const Gid &ip, std::uint8_t mac[6]) {
         const ssize_t n = recv(s.get(), buf, sizeof buf, 0);
         if (n <= 0)
             return found;
-        int left = static_cast<int>(n);
+        auto left = static_cast<unsigned>(n);
         for (auto *h = reinterpret_cast<nlmsghdr *>(buf); NLMSG_OK(h, left); h = NLMSG_NEXT(h, left)) {
             if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR)
                 return found;
