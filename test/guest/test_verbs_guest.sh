@@ -12,8 +12,9 @@
 #   4. the xdp provider against rdma_rxe: a veth pair, an rxe device (rxe1)
 #      on one end, the other end in a network namespace; the provider suite
 #      with A on rxe1 (verbs) and B on the xdp provider, frames with our own
-#      and with wrong ICRCs written to rxe, and two testpmds, verbs on rxe1
-#      and xdp (test/guest/guest_pmd_xdp_rxe.py).
+#      and with wrong ICRCs written to rxe, two processes per device under
+#      libxdp's dispatcher, and two testpmds, verbs on rxe1 and xdp
+#      (test/guest/guest_pmd_xdp_rxe.py).
 # Their TAP output comes back and is renumbered into one stream here.
 #
 # usage: test_verbs_guest.sh BUILD_DIR

@@ -20,6 +20,13 @@ def client_env(env, host):
     return dict(os.environ, LD_PRELOAD=preload, SIM_HOST=host, IBSIM_SOCKNAME=env["IBSIM_SOCKNAME"])
 
 
+def local_env():
+    """Environment of a process on this machine's own devices (no fabric): the sanitizer runtime
+    first in LD_PRELOAD when a sanitized build runs (as client_env)."""
+    first = os.environ.get("IPOIB_SANITIZER_PRELOAD") or os.environ.get("IPOIB_PEER_PRELOAD", "")
+    return dict(os.environ, LD_PRELOAD=first) if first else dict(os.environ)
+
+
 class Fabric:
     def __init__(self, tool, cwd):
         self.tool, self.cwd = tool, cwd

@@ -8,17 +8,19 @@ import time
 
 class VethPair:
     """Namespaces names[0] and names[1], devices devs[0] (in the first) and devs[1], with
-    10.77.0.1/24 and 10.77.0.2/24, up, their carrier on."""
+    10.77.0.1/24 and 10.77.0.2/24, up, their carrier on; `queues` receive and send queues each
+    (a packet sent on queue q arrives on the peer's queue q)."""
 
-    def __init__(self, tag=None, mtu=1500):
+    def __init__(self, tag=None, mtu=1500, queues=1):
         tag = tag or f"{os.getpid() % 100000}"
         self.names = [f"ipoibA{tag}", f"ipoibB{tag}"]
         self.devs = [f"xa{tag}", f"xb{tag}"]
         self.ips = ["10.77.0.1", "10.77.0.2"]
         for n in self.names:
             subprocess.run(["ip", "netns", "add", n], check=True)
-        subprocess.run(["ip", "link", "add", self.devs[0], "netns", self.names[0], "type", "veth", "peer", "name",
-                        self.devs[1], "netns", self.names[1]], check=True)
+        q = ["numtxqueues", str(queues), "numrxqueues", str(queues)]
+        subprocess.run(["ip", "link", "add", self.devs[0], "netns", self.names[0], *q, "type", "veth", "peer", "name",
+                        self.devs[1], "netns", self.names[1], *q], check=True)
         for n, d, ip in zip(self.names, self.devs, self.ips):
             subprocess.run(["ip", "-n", n, "link", "set", d, "mtu", str(mtu)], check=True)
             subprocess.run(["ip", "-n", n, "addr", "add", f"{ip}/24", "dev", d], check=True)

@@ -477,6 +477,60 @@ def injected(a, b, a_ns, a_dev, b_ns, b_dev, xdp_counters):
              "the two frames with a wrong ICRC are counted as bad ICRC, not as received")
 
 
+def shared_device(required):
+    """Two processes on each end of a veth pair of 2 queues, each bound to a queue of its own, their
+    XDP programs side by side under libxdp's dispatcher (a bpffs of the test's own, LIBXDP_BPFFS):
+    A0 and B0 on queue 0, A1 and B1 on queue 1. What Ai sends leaves on queue i and arrives on
+    the peer's queue i: Bi receives it, Bj does not. Where the kernel refuses libxdp's dispatcher
+    (its freplace programs: this machine's kernel), a second program cannot be attached; the
+    provider must then say so, and unless `required` (the guest's Debian kernel) the rest is
+    not run."""
+    veth = VethPair(tag=f"q{os.getpid() % 10000}", queues=2)
+    bpffs = os.path.join(CWD, "bpffs")
+    os.makedirs(bpffs, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "bpf", "bpf", bpffs]).returncode == 0
+    try:
+        env = dict(os.environ, LIBXDP_BPFFS=bpffs)
+        a = [Peer(f"A{q}", ["xdp", f"queue={q}", veth.devs[0]], env, veth.names[0]) for q in (0, 1)]
+        why = a[1].hello.get("error", "")
+        if not required and "libxdp cannot run several side by side here" in why:
+            t.note(f"two processes per device: not run, this kernel refuses libxdp's dispatcher: {why}")
+            t.ok("another XDP program is on the device" in why and "Device or resource busy" in why,
+                 "without libxdp's dispatcher, a second process on the device is refused with the reason", why)
+            return
+        b = [Peer(f"B{q}", ["xdp", f"queue={q}", veth.devs[1]], env, veth.names[1]) for q in (0, 1)]
+        t.ok(mounted and all(p.hello.get("ready") for p in a + b),
+             "four processes open the xdp provider, two per device, on queues 0 and 1 (libxdp's dispatcher)",
+             [p.hello for p in a + b])
+        pb = [p("port 1") for p in b]
+        qa = [p(f"qp s rq=64 qkey={QKEY}")["qpn"] for p in a]
+        qb = [p(f"qp s rq=64 qkey={QKEY}")["qpn"] for p in b]
+        for p in a + b:
+            p("post s n=64")
+        t.ok(len(set(qa + qb)) == 4, "four distinct QPNs", qa + qb)
+        for q in (0, 1):
+            s = a[q](f"send s {address(pb[q], qb[q])} qkey={QKEY} size=300 count=20")
+            r = b[q]("recv s count=20 timeout_ms=5000 repost=1")
+            other = b[1 - q]("recv s count=1 timeout_ms=300 repost=1")
+            t.eq((s["statuses"], r["received"], r["bad_payload"], r["src_qps"], other["received"]),
+                 ({"success": 20}, 20, 0, [qa[q]], 0),
+                 f"A{q} -> B{q} on queue {q}: all 20 arrive, intact, from A{q}; B{1 - q} gets none")
+        # A0 to B1's QPN: it arrives on queue 0, where B1 has no socket. B1's program passes it on
+        # (its socket map has no queue-0 entry): the kernel's, not B0's, whose QPNs differ.
+        a[0](f"send s {address(pb[1], qb[1])} qkey={QKEY} size=100 count=5")
+        r1 = b[1]("recv s count=1 timeout_ms=500 repost=1")
+        r0 = b[0]("recv s count=1 timeout_ms=300 repost=1")
+        t.eq((r1["received"], r0["received"]), (0, 0),
+             "a packet for B1's QPN arriving on queue 0 reaches neither (the limit: a process gets what "
+             "arrives on its queue)")
+        for p in a + b:
+            p.kill()
+    finally:
+        veth.remove()
+        if mounted:
+            subprocess.run(["umount", bpffs], check=False)
+
+
 def main():
     env = None
     fabric = None
@@ -510,9 +564,11 @@ def main():
         if MODE == "xdp":
             t.run("provider xdp, frames from a raw socket", injected, a, b, netns.names[0], netns.devs[0],
                   netns.names[1], netns.devs[1], True)
+            t.run("provider xdp, two processes per device", shared_device, False)
         elif MODE == "xdp-rxe":
             t.run("rxe and xdp, frames from a raw socket to rxe", injected, a, b, None, rxe_netdev, xdp_ns,
                   xdp_dev, False)
+            t.run("provider xdp, two processes per device", shared_device, True)
     except Exception as e:  # noqa: BLE001
         t.ok(False, f"set-up for the {MODE} provider", e)
     finally:

@@ -11,7 +11,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fabric_client import client_env  # noqa: E402
+from fabric_client import client_env, local_env  # noqa: E402
 
 PROMPT = "testpmd> "
 # What other threads print at any moment: testpmd's port events, the driver's log lines.
@@ -29,7 +29,7 @@ class Testpmd:
         self.host = host
         self.prefix = prefix or f"tp{host.lower()}{os.getpid()}"
         # env: a simulated fabric's (ipoib-fabric up); None: this machine's own devices (verbs).
-        e = client_env(env, host) if env else dict(os.environ)
+        e = client_env(env, host) if env else local_env()
         e.update(extra_env or {})
         cmd = ["dpdk-testpmd", "--no-huge", "-m", "512", f"--file-prefix={self.prefix}", "--no-pci",
                "-d", pmd] + list(eal) + [f"--vdev={v}" for v in vdevs] + [f"--log-level={l}" for l in log_levels] + \

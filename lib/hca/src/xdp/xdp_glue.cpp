@@ -124,8 +124,19 @@ void free_program(SteerProgram *p) {
 // libbpf and libxdp print to stderr by default (an application's terminal):
 // quiet, unless $IPOIB_XDP_VERBOSE is set. Their errors reach the caller as
 // return codes, which the provider turns into its own messages.
+// Why libxdp could not use its dispatcher (its last message saying so), for
+// the error when a second program then cannot be attached.
+thread_local char g_no_dispatcher[200];
 int quiet_bpf(libbpf_print_level, const char *, va_list) { return 0; }
-int quiet_xdp(libxdp_print_level, const char *, va_list) { return 0; }
+int quiet_xdp(libxdp_print_level, const char *fmt, va_list ap) {
+    char line[200];
+    std::vsnprintf(line, sizeof line, fmt, ap);
+    if (std::strstr(line, "dispatcher") && !std::strstr(line, "Falling back")) {
+        line[std::strcspn(line, "\n")] = 0;
+        std::snprintf(g_no_dispatcher, sizeof g_no_dispatcher, "%s", line);
+    }
+    return 0;
+}
 
 void detach_program(SteerProgram *p);
 
@@ -134,6 +145,7 @@ int attach_program(int ifindex, AttachMode mode, SteerProgram **out, char *err, 
         libbpf_set_print(quiet_bpf);
         libxdp_set_print(quiet_xdp);
     }
+    g_no_dispatcher[0] = 0;
     auto *p = new (std::nothrow) SteerProgram;
     if (!p)
         return -ENOMEM;
@@ -163,12 +175,19 @@ int attach_program(int ifindex, AttachMode mode, SteerProgram **out, char *err, 
         p->mode = XDP_MODE_SKB;
     }
     if (rc) {
-        say(err, errlen,
-            rc == -EBUSY || rc == -EEXIST
-                ? "attaching the XDP program (another XDP program is on the device; with bpffs mounted at "
-                  "/sys/fs/bpf, libxdp runs several side by side)"
-                : "attaching the XDP program",
-            rc);
+        char what[400];
+        if (rc != -EBUSY && rc != -EEXIST)
+            std::snprintf(what, sizeof what, "attaching the XDP program");
+        else if (g_no_dispatcher[0])
+            std::snprintf(what, sizeof what,
+                          "attaching the XDP program (another XDP program is on the device, and libxdp cannot run "
+                          "several side by side here: %s)",
+                          g_no_dispatcher);
+        else
+            std::snprintf(what, sizeof what,
+                          "attaching the XDP program (another XDP program is on the device; with bpffs mounted at "
+                          "/sys/fs/bpf or $LIBXDP_BPFFS, libxdp runs several side by side)");
+        say(err, errlen, what, rc);
         free_program(p);
         return rc < 0 ? rc : -rc;
     }
