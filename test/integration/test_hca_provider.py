@@ -57,6 +57,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from tap import Tap  # noqa: E402
 from hca_peer_client import HcaPeer, shared_peers  # noqa: E402
 from netns import VethPair  # noqa: E402
+from roce_frame import roce_frame, send_raw  # noqa: E402
 
 MODE = sys.argv[1]
 PEER = os.path.abspath(sys.argv[3])
@@ -70,8 +71,8 @@ peers = []
 cleanups = []
 
 
-def Peer(name, args, env, netns=None):
-    p = HcaPeer(name, (["ip", "netns", "exec", netns] if netns else []) + [PEER, *args], env, CWD)
+def Peer(name, args, env, netns=None, prefix=()):
+    p = HcaPeer(name, (["ip", "netns", "exec", netns] if netns else []) + list(prefix) + [PEER, *args], env, CWD)
     peers.append(p)
     return p
 
@@ -423,24 +424,6 @@ def rss_queues(a, b, pb, qa, nrq):
     b(f"detach rss mgid={BCAST_MGID} mlid={mlid}")
 
 
-def roce_frame(src_mac, dst_mac, sgid, dgid, dqpn, sqpn, qkey, payload, corrupt_icrc=False):
-    """A RoCE v2 UD SEND over IPv6 built here, independently of the provider: Ethernet, IPv6, UDP
-    to 4791, BTH, DETH, payload (padded to 4), ICRC = CRC-32 over 8 bytes of ones and the packet
-    with its variant fields set to ones, least significant byte first (IBA Annex A17.3.3)."""
-    import zlib
-    pad = -len(payload) % 4
-    bth = struct.pack(">BBHII", 0x64, pad << 4, 0xFFFF, dqpn & 0xFFFFFF, 7)
-    deth = struct.pack(">II", qkey, sqpn & 0xFFFFFF)
-    body = bth + deth + payload + bytes(pad)
-    udp_len = 8 + len(body) + 4
-    ip6 = struct.pack(">IHBB", 6 << 28, udp_len, 17, 64) + sgid + dgid
-    udp = struct.pack(">HHHH", 0xC001, 4791, udp_len, 0)
-    masked = bytes([ip6[0] | 0x0F, 0xFF, 0xFF, 0xFF]) + ip6[4:7] + b"\xff" + ip6[8:] + udp[:6] + b"\xff\xff" + \
-        body[:4] + b"\xff" + body[5:]
-    icrc = zlib.crc32(masked, zlib.crc32(b"\xff" * 8)) ^ (1 if corrupt_icrc else 0)
-    return dst_mac + src_mac + b"\x86\xdd" + ip6 + udp + body + struct.pack("<I", icrc)
-
-
 def injected(a, b, a_ns, a_dev, b_ns, b_dev, xdp_counters):
     """Frames written by a raw socket on B's device to A's QP: the ICRC computed here is accepted
     (A receives the frame, from the QPN it names); frames with a wrong ICRC are not delivered
@@ -463,9 +446,7 @@ def injected(a, b, a_ns, a_dev, b_ns, b_dev, xdp_counters):
     good = roce_frame(mac_b, mac_a, sgid, dgid, qa, 0x123, QKEY, payload)
     bad = roce_frame(mac_b, mac_a, sgid, dgid, qa, 0x123, QKEY, payload, corrupt_icrc=True)
     c0 = a("pcounters 1")
-    sender = ("import socket,sys;s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW);s.bind((sys.argv[1],0));"
-              "[s.send(bytes.fromhex(f)) for f in sys.argv[2:]]")
-    run(b_ns, sys.executable, "-c", sender, b_dev, bad.hex(), good.hex(), bad.hex(), check=True)
+    send_raw(b_ns, b_dev, [bad, good, bad])
     r = a("recv inj count=3 timeout_ms=3000")
     c1 = a("pcounters 1")
     t.note(f"injected: {r['statuses']} lens {r['lens']} src_qps {r['src_qps']}; port {c1}")
@@ -531,6 +512,16 @@ def shared_device(required):
             subprocess.run(["umount", bpffs], check=False)
 
 
+def unprivileged(netns):
+    """hca-peer as nobody: opening the device fails and says which capabilities it needs."""
+    p = Peer("N", ["xdp", "", netns.devs[0]], dict(os.environ), netns.names[0],
+             prefix=["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+    why = p.hello.get("error", "")
+    t.ok("CAP_NET_ADMIN" in why and "CAP_BPF" in why and "run as root" in why,
+         "as an unprivileged user, opening an xdp device fails naming the capabilities it needs", p.hello)
+    p.kill()
+
+
 def main():
     env = None
     fabric = None
@@ -565,6 +556,7 @@ def main():
             t.run("provider xdp, frames from a raw socket", injected, a, b, netns.names[0], netns.devs[0],
                   netns.names[1], netns.devs[1], True)
             t.run("provider xdp, two processes per device", shared_device, False)
+            t.run("provider xdp, without privileges", unprivileged, netns)
         elif MODE == "xdp-rxe":
             t.run("rxe and xdp, frames from a raw socket to rxe", injected, a, b, None, rxe_netdev, xdp_ns,
                   xdp_dev, False)

@@ -292,6 +292,7 @@ struct Port {
     bool announce_pending = false;  // mac_addr_set while up: announce on the next pass
     bool lsc_pending = false;  // a link change the application asked to hear of, not told yet
     hca::QpCounters hca_base{};  // HCA counters at the last xstats reset (they live in the HCA)
+    hca::PortCounters hca_port_base{};  // the HCA port's, likewise
     bool started = false;
     // When dev_start was called and the link last went up / down (CLOCK_MONOTONIC
     // microseconds, the clock every process of the machine reads): telemetry

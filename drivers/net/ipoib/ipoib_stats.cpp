@@ -55,6 +55,17 @@ template <std::uint64_t hca::QpCounters::*F>
 std::uint64_t hca_qp(const Port *p) {
     return p->qp ? p->qp->counters().*F - p->hca_base.*F : 0;
 }
+// The HCA port's counters (shared by the ethdevs on one port: P_Keys, processes).
+hca::PortCounters hca_port_now(const Port *p) {
+    hca::PortCounters c{};
+    if (p->hca && p->hca->ctx)
+        p->hca->ctx->port_counters(p->cfg.port, &c);
+    return c;
+}
+template <std::uint64_t hca::PortCounters::*F>
+std::uint64_t hca_port(const Port *p) {
+    return hca_port_now(p).*F - p->hca_port_base.*F;
+}
 
 const XstatDef kXstats[] = {
     {"rx_loopback_discards", rx_sum<&RxStats::loopback_discard>},
@@ -116,6 +127,8 @@ const XstatDef kXstats[] = {
     {"hca_tx_late", hca_qp<&hca::QpCounters::tx_late>},
     {"hca_rx_bad_slot", hca_qp<&hca::QpCounters::rx_bad_slot>},
     {"tx_bounce_bytes", hca_qp<&hca::QpCounters::tx_bounce_bytes>},
+    {"hca_port_rx_bad_icrc", hca_port<&hca::PortCounters::rx_bad_icrc>},
+    {"hca_port_rx_malformed", hca_port<&hca::PortCounters::rx_malformed>},
     {"rx_cm_packets", rx_sum<&RxStats::cm_packets>},
     {"rx_cm_bytes", rx_sum<&RxStats::cm_bytes>},
     {"rx_cm_errors", rx_sum<&RxStats::cm_errors>},
@@ -176,6 +189,7 @@ int stats_reset(rte_eth_dev *dev) noexcept {
     Port *p = port_of(dev);
     if (p->qp)
         p->hca_base = p->qp->counters();
+    p->hca_port_base = hca_port_now(p);
     for (auto *q : p->rxq)
         if (q)
             q->st = RxStats{};

@@ -11,6 +11,7 @@ the other. Every mbuf is back at the end. TAP output; needs root.
 
 usage: test_xdp.py PMD_SO
 """
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 from netns import VethPair  # noqa: E402
+from roce_frame import roce_frame, send_raw  # noqa: E402
 from tap import Tap  # noqa: E402
 from testpmd import Testpmd, exact_broadcast, macswap_pingpong  # noqa: E402
 
@@ -71,6 +73,10 @@ def run(veth):
     errs = [x.get(k, -1) for x in (ax, bx) for k in ("tx_hca_errors", "rx_hca_errors", "hca_rx_errors")]
     t.eq(errs, [0] * 6, "no send or receive errors on either side")
 
+    # Frames with a wrong ICRC, written to A's QP from a raw socket beside B: dropped by the
+    # provider, counted in A's xstat hca_port_rx_bad_icrc; one with the right ICRC is received.
+    bad_icrc(veth, a, b)
+
     # The port follows the network device (its state read from the kernel).
     veth.ns(0, "ip", "link", "set", veth.devs[0], "down", check=True)
     down = a.wait_link(0, up=False, timeout=10)
@@ -93,6 +99,39 @@ def run(veth):
     ping_through_tap(veth)
 
 
+def port_info(tp):
+    """Port 0's /ipoib/ports entry (dpdk-telemetry.py)."""
+    out = subprocess.run(["dpdk-telemetry.py", "-f", tp.prefix], input="/ipoib/ports\n", capture_output=True,
+                         text=True, timeout=30).stdout
+    for line in out.splitlines():
+        if line.startswith("{") and "/ipoib/ports" in line:
+            return json.loads(line)["/ipoib/ports"].get("0", {})
+    return {}
+
+
+def bad_icrc(veth, a, b):
+    hw_a, hw_b = port_info(a)["hwaddr"], port_info(b)["hwaddr"]
+    qpn_a = int(hw_a.replace(":", "")[:8], 16) & 0xFFFFFF
+    gid_a, gid_b = bytes.fromhex(hw_a.replace(":", "")[8:]), bytes.fromhex(hw_b.replace(":", "")[8:])
+    mac = [bytes.fromhex(veth.ns(i, "cat", f"/sys/class/net/{veth.devs[i]}/address", capture_output=True,
+                                 text=True).stdout.strip().replace(":", "")) for i in (0, 1)]
+    # An IPoIB frame: the 4-byte encapsulation header (IPv4), then a minimal IPv4 header.
+    payload = bytes.fromhex("08000000" "4500001c0000400040110000" "0a4d0002" "0a4d0001") + bytes(8)
+    frame = [roce_frame(mac[1], mac[0], gid_b, gid_a, qpn_a, 0x123, 0x0B1B, payload, corrupt_icrc=c)
+             for c in (True, False)]
+    a("clear port xstats all")
+    a("clear port stats all")
+    a("set fwd rxonly")
+    a("start")
+    send_raw(veth.names[1], veth.devs[1], [frame[0], frame[0], frame[0], frame[1]])
+    time.sleep(1)
+    a("stop")
+    rx, _ = a.stats(0)
+    x = a.xstats(0)
+    t.eq((x.get("hca_port_rx_bad_icrc"), x.get("hca_port_rx_malformed"), rx), (3, 0, 1),
+         "3 frames with a wrong ICRC: dropped, counted in xstat hca_port_rx_bad_icrc; the right one received")
+
+
 def xdp_program(veth, i):
     """The id of the XDP program on veth end i, or None."""
     m = re.search(r"prog/xdp id (\d+)", veth.ns(i, "ip", "link", "show", veth.devs[i], capture_output=True,
@@ -104,7 +143,7 @@ def ping_through_tap(veth):
     """Linux pings (in A's namespace) through net_tap and an xdp net_ipoib port (testpmd io)
     the icmpecho of another xdp port in B's namespace; ping checks every reply's payload.
     Then C is killed, and E starts on its device."""
-    subprocess.run(["modprobe", "tun"], check=False)
+    subprocess.run(["modprobe", "tun"], check=False, capture_output=True)  # (built in, or a module)
     c = testpmd(veth, 0, "c", tap=True)
     d = testpmd(veth, 1, "d")
     t.ok(c.wait_link(0, timeout=30) and d.wait_link(0, timeout=30), "ping: both net_ipoib links up")

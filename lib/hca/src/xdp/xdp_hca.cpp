@@ -55,6 +55,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <chrono>
 #include <cstring>
 #include <dlfcn.h>
@@ -113,6 +114,35 @@ struct Counter {
     void add(std::uint64_t n = 1) noexcept { v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
     std::uint64_t get() const noexcept { return v.load(std::memory_order_relaxed); }
 };
+
+// What opening a device needs: CAP_NET_ADMIN (attach an XDP program),
+// CAP_NET_RAW (an AF_XDP socket) and CAP_BPF or CAP_SYS_ADMIN (load it).
+// "" if the process has them (its effective set, /proc/self/status), else
+// the ones missing.
+std::string missing_capabilities() {
+    constexpr int kNetAdmin = 12, kNetRaw = 13, kSysAdmin = 21, kBpf = 39;
+    FILE *f = std::fopen("/proc/self/status", "r");
+    if (!f)
+        return "";  // cannot tell: let the kernel say
+    unsigned long long eff = 0;
+    bool found = false;
+    char line[256];
+    while (!found && std::fgets(line, sizeof line, f))
+        found = std::sscanf(line, "CapEff: %llx", &eff) == 1;
+    std::fclose(f);
+    if (!found)
+        return "";
+    const auto has = [&](int cap) { return (eff >> cap) & 1; };
+    std::string miss;
+    const auto add = [&](const char *name) { miss += (miss.empty() ? "" : ", ") + std::string(name); };
+    if (!has(kNetAdmin))
+        add("CAP_NET_ADMIN");
+    if (!has(kNetRaw))
+        add("CAP_NET_RAW");
+    if (!has(kBpf) && !has(kSysAdmin))
+        add("CAP_BPF");
+    return miss;
+}
 
 void *load_glue(const Glue **glue, std::string *err) {
     static constexpr common::GlueSpec kSpec{
@@ -632,6 +662,11 @@ bool XdpContext::open(const std::string &dev, const ProviderOptions &opts, std::
     }
     if (!netdev_read(dev, &nd_, err))
         return false;
+    if (const std::string miss = missing_capabilities(); !miss.empty()) {
+        *err = "xdp provider: " + dev + ": attaching an XDP program and opening an AF_XDP socket need " + miss +
+               ", which this process lacks (run as root, or grant them: setcap cap_net_admin,cap_net_raw,cap_bpf+ep)";
+        return false;
+    }
     dl_ = load_glue(&g_, err);
     if (!dl_)
         return false;
