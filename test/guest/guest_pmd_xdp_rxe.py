@@ -30,7 +30,7 @@ running = []
 def testpmd(name, vdev, fwd, main, netns=None):
     tp = Testpmd(None, name, [vdev], PMD, CWD, prefix=f"x{name}", netns=netns,
                  eal=["-l", f"{main},{fwd}", "--main-lcore", str(main)], log_levels=["pmd.net.ipoib:info"],
-                 startup_timeout=90)  # software emulation on a host that may be busy
+                 startup_timeout=180)  # software emulation: slow when the host is busy (seen: over 90 s)
     running.append(tp)
     return tp
 
