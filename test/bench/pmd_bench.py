@@ -22,6 +22,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration", "pmd"))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from hosts import lidqpn_mac, telemetry  # noqa: E402
 from netns import VethPair  # noqa: E402
 from testpmd import Testpmd  # noqa: E402
 
@@ -61,13 +62,8 @@ def measure(rx, tx, port, size, peer_mac):
 
 
 def port_mac(prefix):
-    """The unicast MAC a peer knows port 0 of testpmd `prefix` by: 0e:LL:LL:QQ:QQ:QQ from /ipoib/ports
-    (InfiniBand: its LID; RoCE: its GID folded)."""
-    tel = subprocess.run(["dpdk-telemetry.py", "-f", prefix], input="/ipoib/ports\n", capture_output=True,
-                         text=True).stdout
-    port = next(json.loads(line)["/ipoib/ports"]["0"] for line in tel.splitlines() if line.startswith("{"))
-    lid, qpn = port["lid"], port["qpn"]
-    return "0e:%02x:%02x:%02x:%02x:%02x" % (lid >> 8, lid & 255, qpn >> 16, (qpn >> 8) & 255, qpn & 255)
+    """The unicast MAC a peer knows port 0 of testpmd `prefix` by (InfiniBand: LID/QPN; RoCE: its GID folded)."""
+    return lidqpn_mac(telemetry(prefix, "/ipoib/ports")["0"])
 
 
 def bench_xdp():

@@ -14,18 +14,17 @@ checked by ping both ways. TAP output.
 
 usage: guest_pmd_verbs.py PMD_SO WORKDIR
 """
-import json
 import os
 import re
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, os.path.join(HERE, "..", "integration", "pmd"))
 from tap import Tap  # noqa: E402
-from testpmd import Testpmd, exact_broadcast, macswap_pingpong  # noqa: E402
+from hosts import telemetry  # noqa: E402
+from testpmd import Testpmd, exact_broadcast, kill_all, macswap_pingpong  # noqa: E402
 
 PMD, CWD = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 VDEV = "net_ipoib0,provider=verbs,dev=rxe0"
@@ -42,16 +41,6 @@ def testpmd(name, fwd, main, vdev=VDEV):
                  startup_timeout=90)  # software emulation on a host that may be busy: port start waits for the link
     running.append(tp)
     return tp
-
-
-def ports_telemetry(tp):
-    """Port 0's entry of /ipoib/ports, from dpdk-telemetry.py."""
-    out = subprocess.run(["dpdk-telemetry.py", "-f", tp.prefix], input="/ipoib/ports\n", capture_output=True,
-                         text=True, timeout=30).stdout
-    for line in out.splitlines():
-        if line.startswith("{") and "/ipoib/ports" in line:
-            return json.loads(line)["/ipoib/ports"].get("0", {})
-    return {}
 
 
 def exact(sender, receiver, what):
@@ -72,7 +61,7 @@ def run():
          "A: zero copy (rxe registers DPDK's memory, receives scatter the GRH apart)", a.startup[-1500:])
     t.ok("receives into the driver's receive pool (devarg zero_copy=0): frames over rx_copy_max=65535 lent" in b.startup, "B: copies (zero_copy=0)",
          b.startup[-1500:])
-    ta, tb = ports_telemetry(a), ports_telemetry(b)
+    ta, tb = (telemetry(tp.prefix, "/ipoib/ports").get("0", {}) for tp in (a, b))
     t.ok(ta.get("zero_copy") == "tx+rx" and ta.get("hca_mrs", 0) >= 1 and tb.get("zero_copy") == "off",
          "telemetry /ipoib/ports: A zero copy both ways over the MR cache's MRs, B off", (ta, tb))
 
@@ -182,14 +171,9 @@ def ping_through_tap():
 
 def main():
     try:
-        run()
-    except Exception as e:  # noqa: BLE001
-        import traceback
-        t.ok(False, "testpmd over rxe", traceback.format_exc() or e)
+        t.run("testpmd over rxe", run)
     finally:
-        for tp in running:
-            if tp.p.poll() is None:
-                tp.p.kill()
+        kill_all(running)
     t.finish()
 
 

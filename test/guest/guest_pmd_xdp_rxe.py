@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 sys.path.insert(0, os.path.join(HERE, "..", "integration", "pmd"))
 from tap import Tap  # noqa: E402
-from testpmd import Testpmd, exact_broadcast, macswap_pingpong  # noqa: E402
+from testpmd import Testpmd, exact_broadcast, kill_all, macswap_pingpong  # noqa: E402
 
 PMD, CWD, RXE, XDPDEV, NETNS = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2]), *sys.argv[3:6]
 t = Tap()
@@ -64,14 +64,9 @@ def run():
 
 def main():
     try:
-        run()
-    except Exception:  # noqa: BLE001
-        import traceback
-        t.ok(False, "testpmd: verbs on rxe <-> xdp", traceback.format_exc())
+        t.run("testpmd: verbs on rxe <-> xdp", run)
     finally:
-        for tp in running:
-            if tp.p.poll() is None:
-                tp.p.kill()
+        kill_all(running)
     t.finish()
 
 

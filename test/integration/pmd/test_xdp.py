@@ -11,7 +11,6 @@ the other. Every mbuf is back at the end. TAP output; needs root.
 
 usage: test_xdp.py PMD_SO
 """
-import json
 import os
 import re
 import shutil
@@ -26,7 +25,8 @@ sys.path.insert(0, HERE)
 from netns import VethPair  # noqa: E402
 from roce_frame import roce_frame, send_raw  # noqa: E402
 from tap import Tap  # noqa: E402
-from testpmd import Testpmd, exact_broadcast, macswap_pingpong  # noqa: E402
+from hosts import telemetry  # noqa: E402
+from testpmd import Testpmd, exact_broadcast, kill_all, macswap_pingpong  # noqa: E402
 
 PMD = os.path.abspath(sys.argv[1])
 CWD = tempfile.mkdtemp(prefix="pmd-xdp-")
@@ -99,18 +99,8 @@ def run(veth):
     ping_through_tap(veth)
 
 
-def port_info(tp):
-    """Port 0's /ipoib/ports entry (dpdk-telemetry.py)."""
-    out = subprocess.run(["dpdk-telemetry.py", "-f", tp.prefix], input="/ipoib/ports\n", capture_output=True,
-                         text=True, timeout=30).stdout
-    for line in out.splitlines():
-        if line.startswith("{") and "/ipoib/ports" in line:
-            return json.loads(line)["/ipoib/ports"].get("0", {})
-    return {}
-
-
 def bad_icrc(veth, a, b):
-    hw_a, hw_b = port_info(a)["hwaddr"], port_info(b)["hwaddr"]
+    hw_a, hw_b = (telemetry(tp.prefix, "/ipoib/ports")["0"]["hwaddr"] for tp in (a, b))
     qpn_a = int(hw_a.replace(":", "")[:8], 16) & 0xFFFFFF
     gid_a, gid_b = bytes.fromhex(hw_a.replace(":", "")[8:]), bytes.fromhex(hw_b.replace(":", "")[8:])
     mac = [bytes.fromhex(veth.ns(i, "cat", f"/sys/class/net/{veth.devs[i]}/address", capture_output=True,
@@ -197,14 +187,9 @@ def main():
     veth = None
     try:
         veth = VethPair()
-        run(veth)
-    except Exception:  # noqa: BLE001
-        import traceback
-        t.ok(False, "testpmd over the xdp provider", traceback.format_exc())
+        t.run("testpmd over the xdp provider", run, veth)
     finally:
-        for tp in running:
-            if tp.p.poll() is None:
-                tp.p.kill()
+        kill_all(running)
         if veth:
             veth.remove()
         shutil.rmtree(CWD, ignore_errors=True)

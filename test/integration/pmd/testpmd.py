@@ -184,6 +184,14 @@ class Testpmd:
         return self.p.returncode
 
 
+def kill_all(tps):
+    """Kill every testpmd of tps still running, and reap it (a test's clean-up, also after a failure)."""
+    for tp in tps:
+        if tp.p.poll() is None:
+            tp.p.kill()
+            tp.p.wait()
+
+
 def exact_broadcast(t, sender, receiver, what, n=4, timeout=20):
     """sender sends n bursts of 32 broadcast frames (start tx_first n), receiver counts them: TAP
     check (t) that exactly 32n were sent and 32n received."""

@@ -354,9 +354,8 @@ int XdpCq::poll(Wc *wc, int n) noexcept {
 // QP
 
 XdpQp::XdpQp(XdpContext *ctx, const QpInit &init, std::uint32_t qpn)
-    : ctx_(ctx), qpn_(qpn), scq_(static_cast<XdpCq *>(init.num_send_queues > 1 || !init.send_cq ? init.send_cqs[0]
-                                                                                                  : init.send_cq)),
-      rcq_(static_cast<XdpCq *>(init.num_recv_queues > 1 || !init.recv_cq ? init.recv_cqs[0] : init.recv_cq)),
+    : ctx_(ctx), qpn_(qpn), scq_(static_cast<XdpCq *>(init.send_cq)),  // one queue of each kind (caps)
+      rcq_(static_cast<XdpCq *>(init.recv_cq)),
       qkey_(init.qkey),
       sport_(static_cast<std::uint16_t>(kRoceSportBase | ((qpn * 2654435761u) >> 18 & 0x3fff))) {
     rq_.wr.resize(init.max_recv_wr);
@@ -878,12 +877,8 @@ void XdpContext::remove_cq(XdpCq *cq) {
 }
 
 std::unique_ptr<Qp> XdpContext::create_ud_qp(const QpInit &init) noexcept {
-    if (!check_qp_init(init, kMaxRecvWr) || !check_qp_queues(init))
+    if (!check_qp_init(init, kMaxRecvWr))  // (CQs, port, depth, one queue of each kind)
         return nullptr;
-    if (init.port_num != 1) {
-        no_port(init.port_num);
-        return nullptr;
-    }
     if (init.pkey_index != 0) {
         fail(-EINVAL, "create_ud_qp: a RoCE port has one P_Key (index 0)");
         return nullptr;
