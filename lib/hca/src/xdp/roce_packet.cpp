@@ -150,7 +150,7 @@ RoceParse roce_parse(const std::uint8_t *f, std::size_t len, RoceRecv *o) noexce
     const std::uint8_t *ip = f + off;
     std::size_t ip_end;  // where the IP packet ends (Ethernet may pad a short one)
     if (et == kEtherIpv4) {
-        if (ip[0] != 0x45 || ip[9] != kIpProtoUdp)
+        if (len < off + kIpv4Len + kUdpLen || ip[0] != 0x45 || ip[9] != kIpProtoUdp)
             return RoceParse::not_roce;
         o->ipv4 = true;
         o->sgid = Gid{};
