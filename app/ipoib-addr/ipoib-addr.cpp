@@ -22,13 +22,45 @@ namespace {
 
 using namespace ipoib::wire;
 
+#ifndef IPOIB_VERSION
+#define IPOIB_VERSION "unknown"
+#endif
+
+constexpr const char *kUsage = "usage: ipoib-addr --guid GUID [--qpn QPN] [--pkey PKEY] [--rc] [--scope S]\n"
+                               "                  [--subnet-prefix PREFIX] [--group IP]...\n";
+
+// A wrong command line: the reason and the usage, on stderr, exit status 2.
 int usage(const char *msg) {
-    if (msg)
-        std::fprintf(stderr, "ipoib-addr: %s\n", msg);
-    std::fprintf(stderr,
-                 "usage: ipoib-addr --guid GUID [--qpn QPN] [--pkey PKEY] [--rc] [--scope S]\n"
-                 "                  [--subnet-prefix PREFIX] [--group IP]...\n");
+    std::fprintf(stderr, "ipoib-addr: %s\n%s", msg, kUsage);
     return 2;
+}
+
+// --help: on stdout, exit status 0.
+int help() {
+    std::printf("%s\n"
+                "Print the IPoIB addresses that RFC 4391 and Linux ipoib derive for a port: the\n"
+                "20-byte hardware address, the partition's broadcast address, the IPv6\n"
+                "link-local address, the MAC an Ethernet-emulating net_ipoib port shows, and\n"
+                "the multicast GID of each IP group given.\n"
+                "\n"
+                "Options:\n"
+                "  --guid GUID            the port GUID (64 bits, e.g. 0x0002c903000abcde); required\n"
+                "  --qpn QPN              the IPoIB UD QP number in the hardware address (24 bits; default 0)\n"
+                "  --pkey PKEY            the partition key (16 bits; default 0xffff); the full-membership\n"
+                "                         bit is set in the broadcast and multicast GIDs, as Linux does\n"
+                "  --rc                   set the connected-mode flag (RFC 4755) in the hardware address\n"
+                "  --scope S              the multicast scope nibble of the broadcast and multicast GIDs\n"
+                "                         (4 bits; default 2, link-local; 5 site-local, 8 organisation,\n"
+                "                         14 global: Linux ipoib's mcast scope setting)\n"
+                "  --subnet-prefix PREFIX the port's subnet prefix for its GID and link-local address\n"
+                "                         (default fe80::)\n"
+                "  --group IP             an IPv4 or IPv6 multicast group: print its MGID (repeatable)\n"
+                "  --version              print the version\n"
+                "  -h, --help             print this help\n"
+                "\n"
+                "Example: ipoib-addr --guid 0x0002c903000abcde --qpn 0x48 --pkey 0x8001 --group ff02::1\n",
+                kUsage);
+    return 0;
 }
 
 bool parse_uint(const char *s, unsigned long long max, unsigned long long *out) {
@@ -82,7 +114,9 @@ int main(int argc, char **argv) {
         } else if (a == "--rc") {
             rc = true;
         } else if (a == "-h" || a == "--help") {
-            usage(nullptr);
+            return help();
+        } else if (a == "--version") {
+            std::printf("ipoib-addr %s\n", IPOIB_VERSION);
             return 0;
         } else {
             return usage(("unknown argument " + a).c_str());
