@@ -231,13 +231,18 @@ void *load_glue(const GlueSpec &spec, const void **table, std::string *err) {
     if (const char *e = secure_getenv(spec.env); e && *e)
         tries.emplace_back(e);
     Dl_info info{};
-    if (dladdr(reinterpret_cast<void *>(&load_glue), &info) && info.dli_fname) {
-        std::string self = info.dli_fname;
-        const auto slash = self.rfind('/');
-        if (slash != std::string::npos)
-            tries.push_back(self.substr(0, slash + 1) + spec.file);
+    std::string self;  // the object holding this code: the PMD, or a program linking it
+    if (dladdr(reinterpret_cast<void *>(&load_glue), &info) && info.dli_fname)
+        self = info.dli_fname;
+    const auto slash = self.rfind('/');
+    if (slash != std::string::npos && slash > 0) {
+        const std::string dir = self.substr(0, slash);
+        tries.push_back(dir + "-glue/" + spec.file);  // installed: <plugin dir>-glue/, as DPDK's mlx5
+        tries.push_back(dir + "/" + spec.file);
     }
-    if (*spec.build_path)
+    // The build tree's copy, only for code that runs from that build tree: an
+    // installed PMD never loads code from where it was once built.
+    if (*spec.build_path && *spec.build_root && self.starts_with(spec.build_root))
         tries.emplace_back(spec.build_path);
     tries.emplace_back(spec.file);
     std::string why;  // every candidate's reason, so that a refused glue is not hidden by a later miss

@@ -221,10 +221,15 @@ struct GlueEntry {  // one function pointer of a table, by name (for the check t
     const char *name;
     std::size_t offset;
 };
+#ifndef IPOIB_BUILD_ROOT
+#define IPOIB_BUILD_ROOT ""  // set by meson: the build tree, with a trailing '/'
+#endif
 struct GlueSpec {
     const char *env;         // $VAR naming the file to load (ignored in set-uid/set-gid processes)
-    const char *file;        // its file name: looked for beside the object holding this code, then by soname
-    const char *build_path;  // the build tree's copy ("" if none), tried after "beside"
+    const char *file;        // its file name, looked for in DIR-glue/ then DIR/, DIR holding the object with
+                             // this code (the PMD), then the build tree's copy, then by soname (ld.so's path)
+    const char *build_path;  // the build tree's copy ("" if none)
+    const char *build_root;  // tried only when this code's object lies under this directory
     const char *symbol;      // the table's symbol
     std::uint32_t abi;       // the table's first field must be this
     std::uint32_t size;      // and its second sizeof(the table)

@@ -83,12 +83,14 @@ constexpr std::size_t kSoftWcRing = 256;          // completions the provider it
 constexpr std::uint8_t kDefaultHopLimit = 1;      // an AH's GRH hop limit when the caller gives 0
 constexpr const char *kGlueEnv = "IPOIB_VERBS_GLUE";  // where to load the glue from (ignored if set-uid)
 
-// The glue: from $IPOIB_VERBS_GLUE, beside this code's object, the build tree, the search path.
+// The glue: from $IPOIB_VERBS_GLUE, DIR-glue/ then DIR/ (DIR holding this code's object), the build
+// tree (only from code run there), the search path: common::load_glue.
 void *load_glue(const Glue **glue, std::string *err) {
     static constexpr common::GlueSpec kSpec{
         .env = kGlueEnv,
         .file = kGlueFile,
         .build_path = IPOIB_VERBS_GLUE_BUILD_PATH,
+        .build_root = IPOIB_BUILD_ROOT,
         .symbol = kGlueSymbol,
         .abi = kGlueAbi,
         .size = sizeof(Glue),

@@ -149,6 +149,7 @@ void *load_glue(const Glue **glue, std::string *err) {
         .env = kGlueEnv,
         .file = kGlueFile,
         .build_path = IPOIB_XDP_GLUE_BUILD_PATH,
+        .build_root = IPOIB_BUILD_ROOT,
         .symbol = kGlueSymbol,
         .abi = kGlueAbi,
         .size = sizeof(Glue),
