@@ -24,6 +24,9 @@ packages=(
     tshark iproute2 procps iperf3 iputils-ping
     # benchmarks: callgrind counts instructions in the burst functions (test/bench/insn-bench.sh)
     valgrind
+    # the Debian packages (buildtools/build-deb.sh: dpkg-buildpackage, dh, lintian;
+    # man pages from --help); make builds the installed example in the install test
+    dpkg-dev debhelper lintian help2man make man-db
     # the QEMU guest with a real kernel RDMA stack (test/guest)
     qemu-system-x86 busybox-static kmod cpio rdma-core ibverbs-providers ibverbs-utils
 )

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Drive Debian's unmodified dpdk-testpmd (interactive, over a pipe) as a
-client of a simulated fabric, with the net_ipoib PMD loaded by -d."""
+client of a simulated fabric, with the net_ipoib PMD loaded by -d (or, installed,
+from DPDK's plugin directory)."""
 import os
 import pty
 import re
@@ -31,8 +32,9 @@ class Testpmd:
         # env: a simulated fabric's (ipoib-fabric up); None: this machine's own devices (verbs).
         e = client_env(env, host) if env else local_env()
         e.update(extra_env or {})
-        cmd = ["dpdk-testpmd", "--no-huge", "-m", "512", f"--file-prefix={self.prefix}", "--no-pci",
-               "-d", pmd] + list(eal) + [f"--vdev={v}" for v in vdevs] + [f"--log-level={l}" for l in log_levels] + \
+        # pmd: the driver's file, loaded with -d; None: the EAL finds it in DPDK's plugin directory (installed).
+        cmd = ["dpdk-testpmd", "--no-huge", "-m", "512", f"--file-prefix={self.prefix}", "--no-pci"] + \
+              (["-d", pmd] if pmd else []) + list(eal) + [f"--vdev={v}" for v in vdevs] + [f"--log-level={l}" for l in log_levels] + \
               ["--", "-i", "--total-num-mbufs=16384"] + list(args)
         if netns:  # in that network namespace (ip netns exec)
             cmd = ["ip", "netns", "exec", netns] + cmd
