@@ -5,6 +5,7 @@
 // files (see ipoib_ethdev.hpp and ipoib_port.hpp).
 #include <bus_vdev_driver.h>
 #include <ethdev_vdev.h>
+#include <rte_malloc.h>
 #include <rte_bus_vdev.h>
 #include <rte_interrupts.h>
 #include <rte_mbuf_dyn.h>
@@ -170,7 +171,6 @@ int dev_close(rte_eth_dev *dev) noexcept {
     pmtu_release(&p->fp);
     rte_intr_instance_free(dev->intr_handle);
     dev->intr_handle = nullptr;
-    dev->data->mac_addrs = nullptr;  // points into Port, not rte_malloc'ed
     delete p;
     *static_cast<Port **>(dev->data->dev_private) = nullptr;
     return 0;
@@ -225,7 +225,8 @@ int mac_addr_set(rte_eth_dev *dev, rte_ether_addr *addr) noexcept {
         return -EINVAL;
     }
     std::lock_guard<std::mutex> lk(p->hca->mu);
-    // (ethdev writes it into dev->data->mac_addrs[0], which is fp.mac, once this returns.)
+    // The fast path's copy; ethdev writes dev->data->mac_addrs[0] (shared) once this returns.
+    p->fp.mac = *addr;
     p->announce_pending = p->fp.link_up.load(std::memory_order_acquire);
     IPOIB_LOG(INFO, "%s: MAC " RTE_ETHER_ADDR_PRT_FMT "%s", p->name.c_str(), RTE_ETHER_ADDR_BYTES(addr),
               p->announce_pending ? " (announcing the application's addresses)" : "");
@@ -347,10 +348,9 @@ int probe(rte_vdev_device *vdev) noexcept {
     const char *name = rte_vdev_device_name(vdev);
     if (!same_dpdk(name))
         return -ENOTSUP;
-    if (rte_eal_process_type() != RTE_PROC_PRIMARY) {
-        IPOIB_LOG(ERR, "%s: secondary processes are not supported", name);
-        return -ENOTSUP;
-    }
+    if (rte_eal_process_type() != RTE_PROC_PRIMARY)
+        return probe_secondary(vdev);
+    mp_primary_init();  // a failure is logged; the port works, secondaries cannot ask about it
     Config cfg;
     std::string err;
     if (!parse_devargs(rte_vdev_device_args(vdev), &cfg, &err)) {
@@ -379,6 +379,18 @@ int probe(rte_vdev_device *vdev) noexcept {
     }
     rte_eth_dev *dev = rc ? nullptr : rte_eth_vdev_allocate(vdev, sizeof(Port *));
     Port *p = dev ? new_port(dev, name, cfg, h) : nullptr;
+    // The MAC in DPDK's shared memory (secondary processes read dev->data), freed by ethdev with the port;
+    // fp.mac is the fast path's copy.
+    auto *shared_mac = p ? static_cast<rte_ether_addr *>(rte_zmalloc_socket(name, sizeof(rte_ether_addr), 0,
+                                                                              dev->device->numa_node))
+                         : nullptr;
+    if (p && !shared_mac) {
+        IPOIB_LOG(ERR, "%s: no memory for the port's MAC", name);
+        rte_ring_free(p->fp.requests);
+        pmtu_release(&p->fp);
+        delete p;
+        p = nullptr;
+    }
     if (!p) {
         if (dev)
             rte_eth_dev_release_port(dev);
@@ -388,7 +400,8 @@ int probe(rte_vdev_device *vdev) noexcept {
     *static_cast<Port **>(dev->data->dev_private) = p;
     // RX interrupts: one fd per RX queue once started with intr_conf.rxq (ipoib_intr.cpp).
     dev->intr_handle = rte_intr_instance_alloc(RTE_INTR_INSTANCE_F_SHARED);
-    dev->data->mac_addrs = &p->fp.mac;
+    *shared_mac = p->fp.mac;
+    dev->data->mac_addrs = shared_mac;
     dev->data->mtu = p->fp.mtu;
     dev->data->dev_flags |= RTE_ETH_DEV_INTR_LSC | RTE_ETH_DEV_AUTOFILL_QUEUE_XSTATS;
     dev->dev_ops = &kOps;
@@ -409,6 +422,10 @@ int remove(rte_vdev_device *vdev) noexcept {
     rte_eth_dev *dev = rte_eth_dev_allocated(rte_vdev_device_name(vdev));
     if (!dev)
         return 0;
+    if (rte_eal_process_type() != RTE_PROC_PRIMARY) {
+        remove_secondary(dev);
+        return rte_eth_dev_release_port(dev);
+    }
     if (*static_cast<Port **>(dev->data->dev_private))
         dev_close(dev);
     return rte_eth_dev_release_port(dev);

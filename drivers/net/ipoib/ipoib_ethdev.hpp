@@ -8,6 +8,8 @@
 
 #include <ethdev_driver.h>
 
+struct rte_vdev_device;
+
 namespace ipoib::pmd {
 
 // ipoib_stats.cpp
@@ -42,6 +44,15 @@ void rx_intr_uninstall(rte_eth_dev *dev) noexcept;
 int rx_queue_intr_enable(rte_eth_dev *dev, std::uint16_t qid) noexcept;
 int rx_queue_intr_disable(rte_eth_dev *dev, std::uint16_t qid) noexcept;
 
+// ipoib_mp.cpp: the multi-process model (secondary processes)
+int mp_primary_init() noexcept;                     // primary probe: answer secondaries' requests
+int probe_secondary(rte_vdev_device *vdev) noexcept;  // attach to the primary's port
+void remove_secondary(rte_eth_dev *dev) noexcept;   // this process's state of the port
+// The primary's answer to one request (param: the rte_mp message's), what
+// its IPC handler replies; -EFAULT/-EINVAL are counted in mp_bad_requests.
+int mp_answer(const void *param, int len) noexcept;
+std::uint64_t mp_bad_requests() noexcept;            // malformed requests the primary refused
+std::uint64_t mp_bursts_refused() noexcept;          // rx/tx bursts a secondary called (nothing done)
 // ipoib_telemetry.cpp
 void telemetry_register() noexcept;
 

@@ -154,6 +154,8 @@ const XstatDef kXstats[] = {
     {"cm_idle_closed", cm<&CmPort::idle_closed>},
     {"cm_dreq_received", cm<&CmPort::dreq_received>},
     {"cm_refused", cm<&CmPort::refused>},
+    // Process-wide: requests from secondary processes refused as malformed (ipoib_mp.cpp).
+    {"mp_bad_requests", [](const Port *) { return mp_bad_requests(); }},
 };
 constexpr unsigned kNumXstats = std::size(kXstats);
 

@@ -26,14 +26,16 @@ def split_async(buf):
 
 class Testpmd:
     def __init__(self, env, host, vdevs, pmd, cwd, args=(), prefix=None, log_levels=(), eal=(), startup_timeout=30,
-                 extra_env=None, netns=None):
+                 extra_env=None, netns=None, huge_dir=None):
         self.host = host
         self.prefix = prefix or f"tp{host.lower()}{os.getpid()}"
         # env: a simulated fabric's (ipoib-fabric up); None: this machine's own devices (verbs).
         e = client_env(env, host) if env else local_env()
         e.update(extra_env or {})
         # pmd: the driver's file, loaded with -d; None: the EAL finds it in DPDK's plugin directory (installed).
-        cmd = ["dpdk-testpmd", "--no-huge", "-m", "512", f"--file-prefix={self.prefix}", "--no-pci"] + \
+        # huge_dir: on the hugepages of that hugetlbfs mount (secondary processes can then attach).
+        memory = ["--huge-dir", huge_dir] if huge_dir else ["--no-huge"]
+        cmd = ["dpdk-testpmd", *memory, "-m", "512", f"--file-prefix={self.prefix}", "--no-pci"] + \
               (["-d", pmd] if pmd else []) + list(eal) + [f"--vdev={v}" for v in vdevs] + [f"--log-level={l}" for l in log_levels] + \
               ["--", "-i", "--total-num-mbufs=16384"] + list(args)
         if netns:  # in that network namespace (ip netns exec)
@@ -145,10 +147,12 @@ class Testpmd:
         m = re.search(r"Link status:\s+(\w+)", self(f"show port info {port}"))
         return m.group(1) if m else None
 
-    def mbufs_back(self):
+    def mbufs_back(self, pool_prefix=""):
         """(every mbuf in its pool?, detail): `dump_mempool`'s pool sizes against
-        what the common pools and the per-lcore caches hold."""
-        out = self("dump_mempool")
+        what the common pools and the per-lcore caches hold; only the pools whose
+        name starts with pool_prefix (a secondary's pools show in a primary's dump)."""
+        out = "".join(part for part in self("dump_mempool").split("mempool <")
+                      if part.startswith(pool_prefix))
         sizes = [int(x) for x in re.findall(r"\bsize=(\d+)", out)]
         held = sum(int(c) for c in re.findall(r"common_pool_count=(\d+)", out)) + \
             sum(int(c) for c in re.findall(r"cache_count\[\d+\]=(\d+)", out))

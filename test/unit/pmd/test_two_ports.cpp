@@ -7,11 +7,16 @@
 #include <rte_bus_vdev.h>
 #include <rte_epoll.h>
 #include <rte_ethdev.h>
+#include <rte_malloc.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <thread>
 
 #include "inproc/inproc_testing.hpp"
+#include "ipoib_ethdev.hpp"
+#include "ipoib_mp.hpp"
 #include "port_fixture.hpp"
 
 using namespace ipoib;
@@ -934,4 +939,76 @@ TEST_CASE("two ports in one process: zero copy receives into the queue's mbufs; 
     close(b);
     close(c);
     CHECK(rte_mempool_avail_count(mp) == avail);  // every mbuf back, the posted ones too
+}
+
+// What the primary answers a secondary process (ipoib_mp.cpp): the requests
+// are built here as a secondary builds them and handed to the handler the
+// primary's rte_mp action calls.
+TEST_CASE("multi-process: the primary answers stats, xstats and dev_info as its ethdev API; bad requests are "
+          "refused and counted") {
+    using namespace ipoib::pmd;
+    rte_mempool *mp = pool("mp_answers", 2048);
+    const EthPort a = up("net_ipoib_ma", "provider=inproc,dev=unit-ma", mp);
+    const EthPort b = up("net_ipoib_mb", "provider=inproc,dev=unit-mb", mp);
+    const auto ip = ipv4_udp(0x0affffff, 100);
+    rte_mbuf *got = exchange(a.id, b.id, mbuf_with(mp, eth_frame(kBcast, mac_of(a.id), ip)));
+    REQUIRE(got);
+    rte_pktmbuf_free(got);
+
+    constexpr std::size_t kLen = 64 * 1024;
+    auto *buf = static_cast<unsigned char *>(rte_zmalloc("mp_test", kLen, 64));
+    REQUIRE(buf);
+    auto ask = [&](MpOp op, const char *name, void *at, std::uint32_t len) {
+        MpRequest r{.op = op, .len = len, .buf = reinterpret_cast<std::uintptr_t>(at), .name = {}};
+        std::snprintf(r.name, sizeof r.name, "%s", name);
+        return mp_answer(&r, sizeof r);
+    };
+    REQUIRE(ask(MpOp::stats, "net_ipoib_mb", buf, kLen) == 0);
+    rte_eth_stats direct{};
+    REQUIRE(rte_eth_stats_get(b.id, &direct) == 0);
+    const auto *answered = reinterpret_cast<const rte_eth_stats *>(buf);
+    CHECK(answered->ipackets == 1);
+    CHECK(answered->ipackets == direct.ipackets);
+    CHECK(answered->ibytes == direct.ibytes);
+    CHECK(answered->opackets == direct.opackets);
+
+    const int n = ask(MpOp::xstats, "net_ipoib_ma", buf, kLen);
+    const int names = rte_eth_xstats_get_names_by_id(a.id, nullptr, 0, nullptr);
+    CHECK(n > 10);
+    CHECK(n < names);  // the driver's own; ethdev adds the basic and per-queue ones
+    // The driver's values are the last n of what the ethdev API gives.
+    const auto *x = reinterpret_cast<const rte_eth_xstat *>(buf);
+    std::vector<rte_eth_xstat> all(static_cast<std::size_t>(names));
+    REQUIRE(rte_eth_xstats_get(a.id, all.data(), static_cast<unsigned>(names)) == names);
+    int same = 0;
+    for (int i = 0; i < n; ++i)
+        same += x[i].value == all[static_cast<std::size_t>(names - n + i)].value;
+    CHECK(same == n);
+    CHECK(xstat(a.id, "tx_good_packets") == 1);
+
+    REQUIRE(ask(MpOp::dev_info, "net_ipoib_ma", buf, kLen) == 0);
+    CHECK(reinterpret_cast<const rte_eth_dev_info *>(buf)->max_mtu == 2044);
+
+    // Refused, each counted.
+    const std::uint64_t bad0 = mp_bad_requests();
+    unsigned char on_stack[256];
+    CHECK(ask(MpOp::stats, "net_ipoib_ma", on_stack, sizeof on_stack) == -EFAULT);  // not DPDK memory
+    CHECK(ask(MpOp::stats, "net_ipoib_ma", nullptr, kLen) == -EFAULT);
+    CHECK(ask(MpOp::stats, "net_ipoib_ma", buf, 16) == -EINVAL);                     // too short for stats
+    CHECK(ask(static_cast<MpOp>(99), "net_ipoib_ma", buf, kLen) == -EINVAL);        // no such op
+    CHECK(mp_answer(buf, 3) == -EINVAL);                                               // not a request
+    CHECK(mp_bad_requests() == bad0 + 5);
+    CHECK(xstat(a.id, "mp_bad_requests") == bad0 + 5);
+    CHECK(ask(MpOp::stats, "net_ipoib_nosuch", buf, kLen) == -ENODEV);  // no such port (not malformed)
+    CHECK(mp_bad_requests() == bad0 + 5);
+
+    rte_free(buf);
+    close(a);
+    close(b);
+    // After its close, a port is not found.
+    buf = static_cast<unsigned char *>(rte_zmalloc("mp_test", kLen, 64));
+    MpRequest r{.op = MpOp::stats, .len = static_cast<std::uint32_t>(kLen), .buf = reinterpret_cast<std::uintptr_t>(buf),
+                .name = "net_ipoib_ma"};
+    CHECK(mp_answer(&r, sizeof r) == -ENODEV);
+    rte_free(buf);
 }
