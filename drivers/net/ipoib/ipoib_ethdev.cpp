@@ -378,19 +378,15 @@ int probe(rte_vdev_device *vdev) noexcept {
         rc = -EEXIST;
     }
     rte_eth_dev *dev = rc ? nullptr : rte_eth_vdev_allocate(vdev, sizeof(Port *));
-    Port *p = dev ? new_port(dev, name, cfg, h) : nullptr;
-    // The MAC in DPDK's shared memory (secondary processes read dev->data), freed by ethdev with the port;
-    // fp.mac is the fast path's copy.
-    auto *shared_mac = p ? static_cast<rte_ether_addr *>(rte_zmalloc_socket(name, sizeof(rte_ether_addr), 0,
-                                                                              dev->device->numa_node))
-                         : nullptr;
-    if (p && !shared_mac) {
-        IPOIB_LOG(ERR, "%s: no memory for the port's MAC", name);
-        rte_ring_free(p->fp.requests);
-        pmtu_release(&p->fp);
-        delete p;
-        p = nullptr;
+    // The MAC in DPDK's shared memory (secondary processes read dev->data), freed by ethdev with the
+    // port, also when the probe fails below; fp.mac is the fast path's copy.
+    if (dev) {
+        dev->data->mac_addrs = static_cast<rte_ether_addr *>(
+            rte_zmalloc_socket(name, sizeof(rte_ether_addr), 0, vdev->device.numa_node));
+        if (!dev->data->mac_addrs)
+            IPOIB_LOG(ERR, "%s: no memory for the port's MAC", name);
     }
+    Port *p = dev && dev->data->mac_addrs ? new_port(dev, name, cfg, h) : nullptr;
     if (!p) {
         if (dev)
             rte_eth_dev_release_port(dev);
@@ -400,8 +396,7 @@ int probe(rte_vdev_device *vdev) noexcept {
     *static_cast<Port **>(dev->data->dev_private) = p;
     // RX interrupts: one fd per RX queue once started with intr_conf.rxq (ipoib_intr.cpp).
     dev->intr_handle = rte_intr_instance_alloc(RTE_INTR_INSTANCE_F_SHARED);
-    *shared_mac = p->fp.mac;
-    dev->data->mac_addrs = shared_mac;
+    dev->data->mac_addrs[0] = p->fp.mac;
     dev->data->mtu = p->fp.mtu;
     dev->data->dev_flags |= RTE_ETH_DEV_INTR_LSC | RTE_ETH_DEV_AUTOFILL_QUEUE_XSTATS;
     dev->dev_ops = &kOps;

@@ -289,8 +289,7 @@ int probe_secondary(rte_vdev_device *vdev) noexcept {
     }
     const std::size_t len = answer_size();
     auto *sp = static_cast<SecondaryPort *>(rte_zmalloc_socket(name, sizeof(SecondaryPort) + len,
-                                                                 RTE_CACHE_LINE_SIZE, dev->device ?
-                                                                 dev->device->numa_node : SOCKET_ID_ANY));
+                                                                 RTE_CACHE_LINE_SIZE, vdev->device.numa_node));
     if (!sp) {
         IPOIB_LOG(ERR, "%s: secondary process: no memory for the port's answers", name);
         rte_eth_dev_release_port(dev);
