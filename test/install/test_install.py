@@ -155,11 +155,18 @@ def check_example(t, env, work):
                                  f"--file-prefix={prefix}{os.getpid()}", "--no-pci", "--vdev=net_ipoib0,l2=ipoib",
                                  "--", *args], env=client_env(env, host), cwd=work, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
-    pong = start("Hca1", "ipo", "pong", "8")
-    time.sleep(3)
-    ping = start("Hca2", "ipi", "ping", "50")
-    ping_out, _ = ping.communicate(timeout=60)
-    pong_out, _ = pong.communicate(timeout=60)
+    procs = []
+    try:
+        procs.append(start("Hca1", "ipo", "pong", "8"))
+        time.sleep(3)
+        procs.append(start("Hca2", "ipi", "ping", "50"))
+        ping_out, _ = procs[1].communicate(timeout=60)
+        pong_out, _ = procs[0].communicate(timeout=60)
+    finally:
+        for q in procs:  # on a timeout too: nothing outlives the test
+            if q.poll() is None:
+                q.kill()
+                q.wait()
     m = re.search(r"ping: sent (\d+) received (\d+)", ping_out)
     t.note(m.group(0) if m else ping_out[-300:])
     t.ok(m and int(m.group(1)) == 50 and int(m.group(2)) > 0,
